@@ -1,0 +1,36 @@
+//! Sampling agents: threads that own their sources, read them on absolute
+//! deadlines and hand fixed-size raw readings to the dispatcher through
+//! their own ring. The proc agent reads /proc; the GPU agent (NVML) is a
+//! separate thread because NVML calls can stall for milliseconds.
+
+pub mod affinity;
+pub mod proc;
+pub mod procfs;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters an agent thread updates and the dispatcher reads (relaxed
+/// atomics: each has one writer, and readers only need eventual values).
+#[derive(Debug, Default)]
+pub struct AgentCounters {
+    /// Samples taken.
+    pub samples_taken: AtomicU64,
+    /// Samples dropped because the ring was full.
+    pub samples_dropped: AtomicU64,
+    /// Deadlines skipped because the agent woke more than one interval late.
+    pub deadlines_missed: AtomicU64,
+    /// Source reads or parses that failed.
+    pub read_errors: AtomicU64,
+}
+
+impl AgentCounters {
+    #[inline]
+    pub(crate) fn bump(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,309 @@
+//! `ProcAgent`: samples /proc/stat, /proc/meminfo, /proc/diskstats and
+//! /proc/net/dev on absolute deadlines.
+//!
+//! The four files are opened once and re-read with one `pread` each at
+//! offset 0 into a buffer sized at start (procfs fills a read as far as the
+//! buffer allows, so one call returns the whole file; a buffer that comes
+//! back full is doubled once and the read retried: the only allocation after
+//! start-up, and it stops once the buffer fits). Parsing extracts only the
+//! counters the dispatcher needs into a fixed-size [`ProcReading`], which is
+//! pushed into the agent's ring. Nothing on this path locks, logs or
+//! formats.
+//!
+//! Deadlines are absolute: sample k is due at `t0 + k·interval` on the
+//! monotonic clock, whatever the previous sample cost. If the thread wakes
+//! more than a whole interval late (suspended VM, SIGSTOP), the missed
+//! deadlines are skipped and counted rather than sampled in a burst.
+//!
+//! The agent waits with `park_timeout` rather than `clock_nanosleep` so that
+//! shutdown can wake it at once; a spurious or early wake-up just waits
+//! again for the same deadline.
+#![allow(unsafe_code)]
+
+use super::procfs::{self, CpuTicks, DiskFilter};
+use super::AgentCounters;
+use crate::clock::mono_ns;
+use crate::ring::{Producer, PushError};
+use std::fs::File;
+use std::io;
+use std::os::unix::io::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::Thread;
+use std::time::Duration;
+
+/// Per-CPU counters kept for at most this many CPUs (the aggregate always
+/// covers every CPU).
+pub const MAX_CPUS: usize = 512;
+
+/// Bits of [`ProcReading::ok`]: which sources read and parsed.
+pub mod source {
+    /// /proc/stat
+    pub const STAT: u8 = 1;
+    /// /proc/meminfo
+    pub const MEMINFO: u8 = 2;
+    /// /proc/diskstats
+    pub const DISKSTATS: u8 = 4;
+    /// /proc/net/dev
+    pub const NET_DEV: u8 = 8;
+    /// All four.
+    pub const ALL: u8 = 15;
+}
+
+/// One raw sample of the four sources: fixed size, `Copy`, no pointers.
+#[derive(Clone, Copy, Debug)]
+pub struct ProcReading {
+    /// Sample number, from 0.
+    pub seq: u64,
+    /// The absolute deadline it was due at (monotonic ns).
+    pub deadline_ns: u64,
+    /// When the thread woke for it (monotonic ns).
+    pub wake_ns: u64,
+    /// When its reads and parses finished (monotonic ns).
+    pub done_ns: u64,
+    /// Which sources succeeded ([`source`] bits).
+    pub ok: u8,
+    /// All CPUs together.
+    pub cpu: CpuTicks,
+    /// Number of valid entries in `per_cpu`.
+    pub ncpu: u16,
+    /// Each CPU, by index.
+    pub per_cpu: [CpuTicks; MAX_CPUS],
+    /// MemTotal, kB.
+    pub mem_total_kb: u64,
+    /// MemAvailable, kB.
+    pub mem_available_kb: u64,
+    /// Sectors read from whole disks, since boot.
+    pub disk_read_sectors: u64,
+    /// Sectors written to whole disks, since boot.
+    pub disk_write_sectors: u64,
+    /// Bytes received on all interfaces, since boot.
+    pub net_rx_bytes: u64,
+    /// Bytes sent on all interfaces, since boot.
+    pub net_tx_bytes: u64,
+}
+
+impl Default for ProcReading {
+    fn default() -> Self {
+        Self {
+            seq: 0,
+            deadline_ns: 0,
+            wake_ns: 0,
+            done_ns: 0,
+            ok: 0,
+            cpu: CpuTicks::default(),
+            ncpu: 0,
+            per_cpu: [CpuTicks::default(); MAX_CPUS],
+            mem_total_kb: 0,
+            mem_available_kb: 0,
+            disk_read_sectors: 0,
+            disk_write_sectors: 0,
+            net_rx_bytes: 0,
+            net_tx_bytes: 0,
+        }
+    }
+}
+
+/// One kept-open /proc file and its read buffer.
+#[derive(Debug)]
+struct Source {
+    file: File,
+    buf: Vec<u8>,
+}
+
+impl Source {
+    fn open(path: &str) -> io::Result<Self> {
+        let file = File::open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot open {path}: {e}")))?;
+        let mut s = Self {
+            file,
+            buf: vec![0; 4096],
+        };
+        // Size the buffer to the file now, so sampling never has to grow it.
+        let n = s.read()?.len();
+        s.buf.resize((n * 2).max(4096), 0);
+        Ok(s)
+    }
+
+    /// Reads the whole file into the buffer with one `pread` at offset 0.
+    #[inline]
+    fn read(&mut self) -> io::Result<&[u8]> {
+        loop {
+            // SAFETY: the buffer is valid and writable for `buf.len()` bytes,
+            // and the fd stays open as long as `self.file` lives.
+            let n = unsafe {
+                libc::pread(
+                    self.file.as_raw_fd(),
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len(),
+                    0,
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let n = n as usize;
+            if n < self.buf.len() {
+                return Ok(&self.buf[..n]);
+            }
+            let grown = self.buf.len() * 2;
+            self.buf.resize(grown, 0);
+        }
+    }
+}
+
+/// The four /proc sources, open.
+#[derive(Debug)]
+pub struct ProcSources {
+    stat: Source,
+    meminfo: Source,
+    diskstats: Source,
+    net_dev: Source,
+    disks: DiskFilter,
+}
+
+impl ProcSources {
+    /// Opens the four files and reads the whole-disk list from /sys/block.
+    pub fn open() -> io::Result<Self> {
+        Ok(Self {
+            stat: Source::open("/proc/stat")?,
+            meminfo: Source::open("/proc/meminfo")?,
+            diskstats: Source::open("/proc/diskstats")?,
+            net_dev: Source::open("/proc/net/dev")?,
+            disks: DiskFilter::from_sys(),
+        })
+    }
+
+    /// The whole disks counted.
+    pub fn disks(&self) -> &DiskFilter {
+        &self.disks
+    }
+
+    /// Reads and parses all four sources into `r`, setting `r.ok`.
+    #[inline]
+    pub fn read_into(&mut self, r: &mut ProcReading) {
+        r.ok = 0;
+        if let Ok(b) = self.stat.read() {
+            if let Some(n) = procfs::parse_stat(b, &mut r.cpu, &mut r.per_cpu) {
+                r.ncpu = n as u16;
+                r.ok |= source::STAT;
+            }
+        }
+        if let Ok(b) = self.meminfo.read() {
+            if let Some((t, a)) = procfs::parse_meminfo(b) {
+                r.mem_total_kb = t;
+                r.mem_available_kb = a;
+                r.ok |= source::MEMINFO;
+            }
+        }
+        if let Ok(b) = self.diskstats.read() {
+            if let Some((rd, wr)) = procfs::parse_diskstats(b, &self.disks) {
+                r.disk_read_sectors = rd;
+                r.disk_write_sectors = wr;
+                r.ok |= source::DISKSTATS;
+            }
+        }
+        if let Ok(b) = self.net_dev.read() {
+            if let Some((rx, tx)) = procfs::parse_net_dev(b) {
+                r.net_rx_bytes = rx;
+                r.net_tx_bytes = tx;
+                r.ok |= source::NET_DEV;
+            }
+        }
+    }
+}
+
+/// The proc sampling thread's state.
+#[derive(Debug)]
+pub struct ProcAgent {
+    sources: ProcSources,
+    tx: Producer<ProcReading>,
+    interval_ns: u64,
+    counters: Arc<AgentCounters>,
+    stop: Arc<AtomicBool>,
+    dispatcher: Thread,
+    reading: Box<ProcReading>,
+}
+
+impl ProcAgent {
+    /// An agent that samples `sources` every `interval_ns` into `tx`, and
+    /// wakes `dispatcher` early when the ring is half full.
+    pub fn new(
+        sources: ProcSources,
+        tx: Producer<ProcReading>,
+        interval_ns: u64,
+        counters: Arc<AgentCounters>,
+        stop: Arc<AtomicBool>,
+        dispatcher: Thread,
+    ) -> Self {
+        Self {
+            sources,
+            tx,
+            interval_ns,
+            counters,
+            stop,
+            dispatcher,
+            reading: Box::default(),
+        }
+    }
+
+    /// Samples until `stop` is set, then takes one last sample so that the
+    /// series reaches the end of the recording.
+    pub fn run(mut self) {
+        let interval = self.interval_ns;
+        let mut deadline = mono_ns();
+        let mut seq = 0u64;
+        loop {
+            let stopping = self.wait_until(deadline);
+            let wake = mono_ns();
+            self.sample(seq, deadline.min(wake), wake);
+            seq += 1;
+            if stopping {
+                break;
+            }
+            deadline += interval;
+            let now = mono_ns();
+            if now >= deadline + interval {
+                let missed = (now - deadline) / interval;
+                deadline += missed * interval;
+                AgentCounters::bump(&self.counters.deadlines_missed, missed);
+            }
+        }
+        self.dispatcher.unpark();
+    }
+
+    /// Waits for `deadline`; returns true if asked to stop meanwhile.
+    #[inline]
+    fn wait_until(&self, deadline: u64) -> bool {
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return true;
+            }
+            let now = mono_ns();
+            if now >= deadline {
+                return false;
+            }
+            std::thread::park_timeout(Duration::from_nanos(deadline - now));
+        }
+    }
+
+    #[inline]
+    fn sample(&mut self, seq: u64, deadline: u64, wake: u64) {
+        let r = &mut *self.reading;
+        self.sources.read_into(r);
+        r.seq = seq;
+        r.deadline_ns = deadline;
+        r.wake_ns = wake;
+        r.done_ns = mono_ns();
+        if r.ok != source::ALL {
+            AgentCounters::bump(&self.counters.read_errors, 1);
+        }
+        AgentCounters::bump(&self.counters.samples_taken, 1);
+        if let Err(PushError::Full(_)) = self.tx.push(*r) {
+            AgentCounters::bump(&self.counters.samples_dropped, 1);
+        }
+        if self.tx.len() * 2 >= self.tx.capacity() {
+            self.dispatcher.unpark();
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The command line: clap definitions, and their validation into the
+//! configs the rest of tal runs on (arguments are parsed here and nowhere
+//! else; the recorder and converter never see clap types).
+
+use crate::convert::Output;
+use crate::recorder::RecordConfig;
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// tal records what happens during an HPC workflow run — the session, every
+/// task's lifecycle, and each node's CPU, memory, disk, network and GPU use —
+/// into a crash-safe binary log, and converts it to RHAPSODY's JSONL
+/// checkpoint.
+#[derive(Debug, Parser)]
+#[command(name = "tal", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// tal's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Record this node's telemetry until SIGTERM/SIGINT, or around a command.
+    ///
+    /// With a command after `--`, tal runs it, records while it runs, and
+    /// exits with its status. Without one, tal records until it gets SIGTERM,
+    /// SIGINT or SIGHUP. Either way it finishes the log cleanly and (unless
+    /// --no-convert) writes the JSONL checkpoint next to it.
+    Record(RecordArgs),
+    /// Convert node logs of one session into one JSONL checkpoint.
+    ///
+    /// Several logs (one per node) merge into one file: one trace, one
+    /// session span, events in time order. A log that was cut off (agent
+    /// killed, node lost, disk full) converts up to its last whole record.
+    Convert(ConvertArgs),
+}
+
+/// `tal record` flags.
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Sampling interval: seconds (`0.1`) or with a unit (`100ms`, `1s`,
+    /// `2m`). At least 1ms.
+    #[arg(long, default_value = "0.1", value_name = "DURATION")]
+    pub interval: String,
+
+    /// Directory for the log (`<session>.<node>.tal`) and the JSONL; created
+    /// if missing.
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Session id [default: slurm.<SLURM_JOB_ID> under Slurm (array jobs:
+    /// slurm.<ARRAY_JOB_ID>_<TASK_ID>), else a generated tal.session.<hex>].
+    /// Every node of a session must use the same id.
+    #[arg(long, value_name = "ID")]
+    pub session_id: Option<String>,
+
+    /// Node id [default: $SLURMD_NODENAME, else the short host name].
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+
+    /// Backend name written on the agent's events.
+    #[arg(long, default_value = "tal", value_name = "NAME")]
+    pub backend: String,
+
+    /// CPU to pin tal's threads to, or `none` [default: the last CPU this
+    /// process may run on]. A wrapped command keeps tal's original affinity.
+    #[arg(long, value_name = "CPU|none")]
+    pub pin: Option<String>,
+
+    /// Interval of the agent's self-snapshots in the log (cost, counters,
+    /// histograms).
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub snapshot_interval: String,
+
+    /// Do not write the JSONL at the end (the log alone is kept).
+    #[arg(long)]
+    pub no_convert: bool,
+
+    /// The command to run and record (after `--`).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// `tal convert` flags.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Node logs (`.tal`) of one session.
+    #[arg(required = true, value_name = "LOG")]
+    pub logs: Vec<PathBuf>,
+
+    /// Output file, or `-` for stdout [default:
+    /// `{session_id}.{start_unix_seconds}.telemetry.jsonl` beside the first log].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// Parses a duration: a bare number is seconds; units ns, us, ms, s, m, h.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+' || c == 'e'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() {
+        return Err("not a duration (e.g. 0.1, 100ms, 1s)".to_string());
+    }
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "ns" => 1e-9,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        u => {
+            return Err(format!(
+                "unknown unit '{u}' (use ms, s, m or a plain number of seconds)"
+            ))
+        }
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| "not a number (e.g. 0.1, 100ms, 1s)".to_string())?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err("must be greater than zero (e.g. 0.1, 100ms, 1s)".to_string());
+    }
+    let secs = v * scale;
+    if secs > 86_400.0 {
+        return Err("must be at most 24h".to_string());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn short_hostname() -> String {
+    full_hostname()
+        .split('.')
+        .next()
+        .unwrap_or("localhost")
+        .to_string()
+}
+
+/// The host name, as `gethostname(2)` gives it.
+pub fn full_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // or truncates within it.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.is_empty())
+}
+
+/// The default session id: the Slurm job (array-aware), else generated.
+pub fn default_session_id() -> String {
+    if let (Some(a), Some(t)) = (env("SLURM_ARRAY_JOB_ID"), env("SLURM_ARRAY_TASK_ID")) {
+        return format!("slurm.{a}_{t}");
+    }
+    if let Some(j) = env("SLURM_JOB_ID") {
+        return format!("slurm.{j}");
+    }
+    let id = crate::ids::EventIdGen::from_os().next_id();
+    format!("tal.session.{:08x}", (id >> 96) as u32)
+}
+
+/// Slurm identity recorded as session attributes, when present.
+pub fn slurm_attributes() -> Vec<(String, String)> {
+    [
+        ("slurm.job_id", "SLURM_JOB_ID"),
+        ("slurm.step_id", "SLURM_STEP_ID"),
+        ("slurm.cluster", "SLURM_CLUSTER_NAME"),
+        ("slurm.nodelist", "SLURM_JOB_NODELIST"),
+    ]
+    .into_iter()
+    .filter_map(|(k, e)| env(e).map(|v| (k.to_string(), v)))
+    .collect()
+}
+
+fn check_id(what: &str, id: &str) -> anyhow::Result<()> {
+    if id.is_empty()
+        || id.len() > 200
+        || id.contains('/')
+        || id.starts_with('.')
+        || id.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        bail!("invalid {what} '{id}': use 1-200 characters without '/', spaces or a leading '.'");
+    }
+    Ok(())
+}
+
+impl RecordArgs {
+    /// Validates the flags into a [`RecordConfig`].
+    pub fn into_config(self) -> anyhow::Result<RecordConfig> {
+        let interval = parse_duration(&self.interval)
+            .map_err(|e| anyhow::anyhow!("invalid --interval '{}': {e}", self.interval))?;
+        if interval < Duration::from_millis(1) {
+            bail!(
+                "invalid --interval '{}': must be at least 1ms",
+                self.interval
+            );
+        }
+        let snapshot_every = parse_duration(&self.snapshot_interval).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid --snapshot-interval '{}': {e}",
+                self.snapshot_interval
+            )
+        })?;
+        let session_id = self.session_id.unwrap_or_else(default_session_id);
+        check_id("--session-id", &session_id)?;
+        let node_id = self
+            .node_id
+            .or_else(|| env("SLURMD_NODENAME"))
+            .unwrap_or_else(short_hostname);
+        check_id("--node-id", &node_id)?;
+        let pin = match self.pin.as_deref() {
+            None => Some(
+                crate::agent::affinity::default_cpu()
+                    .context("cannot read this process's CPU affinity — pass --pin none")?,
+            ),
+            Some("none") => None,
+            Some(s) => Some(s.parse::<usize>().map_err(|_| {
+                anyhow::anyhow!("invalid --pin '{s}': give a CPU number or 'none'")
+            })?),
+        };
+        Ok(RecordConfig {
+            interval,
+            out: self.out,
+            session_id,
+            node_id,
+            hostname: full_hostname(),
+            backend: self.backend,
+            pin,
+            convert: !self.no_convert,
+            snapshot_every,
+            command: self.command,
+            attributes: slurm_attributes(),
+        })
+    }
+}
+
+impl ConvertArgs {
+    /// Where the output goes.
+    pub fn output(&self) -> Output {
+        match &self.output {
+            Some(p) if p.as_os_str() == "-" => Output::Stdout,
+            Some(p) => Output::File(p.clone()),
+            None => Output::DefaultIn(
+                self.logs[0]
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map_or_else(|| PathBuf::from("."), PathBuf::from),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0.1"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["0", "-1", "abc", "", "1x", "nan", "inf", "0ms"] {
+            assert!(parse_duration(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(check_id("x", "slurm.123").is_ok());
+        for bad in ["", "a/b", ".hidden", "a b"] {
+            assert!(check_id("x", bad).is_err());
+        }
+    }
+}

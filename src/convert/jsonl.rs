@@ -1,0 +1,409 @@
+//! The JSONL checkpoint writer: RHAPSODY's `event`, `metric` and `span`
+//! lines (see `SCHEMA.md`), from a merged event stream.
+//!
+//! Layout of the file, as RHAPSODY writes it: every event line in time
+//! order, then one SessionEnded line for the whole session, then the metric
+//! line, then the span lines (task spans, then the session span).
+//!
+//! Multi-node rules: the earliest SessionStarted is written and the others
+//! are dropped, one SessionEnded closes the session at the latest node's
+//! end, so there is one session span covering all nodes. A node log with no
+//! SessionEnded (the agent was killed) ends at its last record's time, and
+//! the SessionEnded line then carries `"recovered": true` in its attributes.
+//!
+//! Extension keys (RHAPSODY's keys are never renamed or retyped):
+//! - ResourceUpdate: `cpu_percent_per_core` (list of floats), plus any
+//!   extension fields the agent recorded.
+//! - metric line: the agent's own cost summed over nodes (`agent_cpu_seconds`,
+//!   `agent_cpu_us_per_sample`, `agent_peak_rss_bytes` (max over nodes),
+//!   `agent_samples_taken`, `agent_samples_dropped`, `agent_deadlines_missed`,
+//!   `agent_read_errors`, `agent_records_dropped`), sampling jitter and read
+//!   latency percentiles from the merged HDR histograms
+//!   (`agent_sampling_jitter_p50_ms`, `..._p99_ms`, `..._max_ms`,
+//!   `agent_sample_latency_p50_us`, `..._p99_us`), utilisation percentiles
+//!   (`node_cpu_utilization_p50/p90/p99/max`, same for memory), task duration
+//!   percentiles when there are tasks (`task_duration_seconds_p50/p90/p99/max`),
+//!   and `tal_logs`: one object per node log with what reading it found.
+//! - session span attributes: `nodes` (how many node logs).
+
+use super::json::JsonOut;
+use super::merge::Merge;
+use crate::clock::ns_to_secs;
+use crate::ids;
+use crate::instruments::{Instruments, COUNTER_NAMES};
+use crate::log::{LogReader, ReadStats};
+use crate::record::{Event, EventKind, ResourceScope, TaskState};
+use crate::stats;
+use hdrhistogram::Histogram;
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+/// What one conversion did, per log and overall.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Session id.
+    pub session_id: String,
+    /// Earliest start, ns since the epoch.
+    pub start_wall_ns: i64,
+    /// Session end, ns since the epoch.
+    pub end_wall_ns: i64,
+    /// Event lines written (including the one SessionEnded).
+    pub events: u64,
+    /// Per log: path, node, reading statistics.
+    pub logs: Vec<(PathBuf, String, ReadStats)>,
+}
+
+struct Ctx {
+    session_id: String,
+    trace_hex: String,
+    session_span_hex: String,
+}
+
+fn write_event(buf: &mut Vec<u8>, ctx: &Ctx, node: &str, ev: &Event) {
+    let mut o = JsonOut::object(buf);
+    o.hex32("event_id", ev.event_id)
+        .str("event_type", ev.kind.type_name())
+        .f64("event_time", ns_to_secs(ev.event_time_ns))
+        .f64("emit_time", ns_to_secs(ev.emit_time_ns))
+        .str("session_id", &ctx.session_id)
+        .opt_str("backend", ev.backend.as_deref())
+        .opt_str("task_id", ev.task_id.as_deref());
+    let node_id = match &ev.kind {
+        EventKind::ResourceUpdate(_) => Some(ev.node_id.as_deref().unwrap_or(node)),
+        _ => ev.node_id.as_deref(),
+    };
+    o.opt_str("node_id", node_id)
+        .attrs("attributes", &ev.attributes);
+    let mut span_hex = None;
+    match &ev.kind {
+        EventKind::SessionStarted => {}
+        EventKind::SessionEnded { duration_seconds } => {
+            o.f64("duration_seconds", *duration_seconds);
+        }
+        EventKind::ResourceUpdate(u) => {
+            o.opt_f64("cpu_percent", u.cpu_percent)
+                .opt_f64("memory_percent", u.memory_percent)
+                .opt_f64("gpu_percent", u.gpu_percent);
+            match u.scope {
+                ResourceScope::PerNode => o.null("gpu_id"),
+                ResourceScope::PerGpu(g) => o.uint("gpu_id", u64::from(g)),
+            };
+            o.opt_f64("disk_read_bytes", u.disk_read_bytes)
+                .opt_f64("disk_write_bytes", u.disk_write_bytes)
+                .opt_f64("net_sent_bytes", u.net_sent_bytes)
+                .opt_f64("net_recv_bytes", u.net_recv_bytes)
+                .str(
+                    "resource_scope",
+                    match u.scope {
+                        ResourceScope::PerNode => "per_node",
+                        ResourceScope::PerGpu(_) => "per_gpu",
+                    },
+                );
+            if !u.cpu_percent_per_core.is_empty() {
+                o.f32_array("cpu_percent_per_core", &u.cpu_percent_per_core);
+            }
+            for (k, v) in &u.extra {
+                o.value(k, v);
+            }
+        }
+        EventKind::Task(t) => {
+            if t.state.is_terminal() {
+                o.f64("duration_seconds", t.duration_seconds.unwrap_or(0.0));
+            }
+            if t.state == TaskState::Failed {
+                o.str("error_type", t.error_type.as_deref().unwrap_or("unknown"));
+            }
+            if let Some(task) = &ev.task_id {
+                span_hex = Some(ids::py_hex(u128::from(ids::task_span_id(
+                    &ctx.session_id,
+                    task,
+                ))));
+            }
+        }
+        EventKind::Custom { fields, .. } => {
+            for (k, v) in fields {
+                o.value(k, v);
+            }
+            if let Some(task) = &ev.task_id {
+                span_hex = Some(ids::py_hex(u128::from(ids::task_span_id(
+                    &ctx.session_id,
+                    task,
+                ))));
+            }
+        }
+    }
+    o.str("trace_id", &ctx.trace_hex)
+        .str(
+            "span_id",
+            span_hex.as_deref().unwrap_or(&ctx.session_span_hex),
+        )
+        .str("name", ev.kind.type_name())
+        .str("section", "event");
+    o.end();
+    buf.push(b'\n');
+}
+
+fn pct(h: &Option<Histogram<u64>>, q: f64) -> Option<u64> {
+    h.as_ref().filter(|h| !h.is_empty()).map(|h| {
+        if q >= 1.0 {
+            h.max()
+        } else {
+            h.value_at_quantile(q)
+        }
+    })
+}
+
+/// Merges `readers` (logs of one session) and writes the JSONL checkpoint
+/// to `out`.
+pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<Summary> {
+    let session_id = readers[0].header().session_id.clone();
+    let backend = readers[0].header().backend.clone();
+    let start_wall_ns = readers
+        .iter()
+        .map(|r| r.header().start_wall_ns)
+        .min()
+        .unwrap_or(0);
+    let ctx = Ctx {
+        trace_hex: ids::py_hex(ids::trace_id(&session_id)),
+        session_span_hex: ids::py_hex(u128::from(ids::session_span_id(&session_id))),
+        session_id: session_id.clone(),
+    };
+    let node_ids: Vec<String> = readers.iter().map(|r| r.header().node_id.clone()).collect();
+    let mut merge = Merge::new(readers);
+    let mut inst = Instruments::default();
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut events = 0u64;
+    let mut started_written = false;
+    let mut session_start_ns = start_wall_ns;
+
+    while let Some((i, ev)) = merge.next_event() {
+        if let EventKind::SessionStarted = ev.kind {
+            if started_written {
+                continue;
+            }
+            started_written = true;
+            session_start_ns = ev.event_time_ns.min(start_wall_ns);
+        }
+        inst.observe(&node_ids[i], &ev.kind);
+        write_event(&mut buf, &ctx, &node_ids[i], &ev);
+        events += 1;
+        if buf.len() >= 1 << 20 {
+            out.write_all(&buf)?;
+            buf.clear();
+        }
+    }
+
+    // One SessionEnded for the whole session.
+    let mut end_ns = session_start_ns;
+    let mut recovered = false;
+    let mut latest_end: Option<&Event> = None;
+    for n in &merge.nodes {
+        match &n.session_ended {
+            Some(e) => {
+                end_ns = end_ns.max(e.event_time_ns);
+                if latest_end.is_none_or(|l| e.event_time_ns >= l.event_time_ns) {
+                    latest_end = Some(e);
+                }
+            }
+            None => {
+                recovered = true;
+                end_ns = end_ns.max(n.last_time_ns);
+            }
+        }
+    }
+    let duration = ns_to_secs(end_ns - session_start_ns);
+    let mut ended = Event {
+        event_id: latest_end.map_or_else(
+            || u128::from(ids::session_span_id(&session_id)) << 64 | 0x4000_8000_0000_0000,
+            |e| e.event_id,
+        ),
+        event_time_ns: end_ns,
+        emit_time_ns: end_ns,
+        backend: Some(backend.clone()),
+        task_id: None,
+        node_id: None,
+        attributes: Vec::new(),
+        kind: EventKind::SessionEnded {
+            duration_seconds: duration,
+        },
+    };
+    if recovered {
+        ended
+            .attributes
+            .push(("recovered".into(), crate::record::Value::Bool(true)));
+    }
+    write_event(&mut buf, &ctx, "", &ended);
+    events += 1;
+
+    // The metric line.
+    write_metric_line(&mut buf, &merge, &inst, end_ns);
+
+    // Span lines: the session span last, as RHAPSODY writes it.
+    {
+        let mut o = JsonOut::object(&mut buf);
+        o.str("name", "session")
+            .str("span_id", &ctx.session_span_hex)
+            .str("trace_id", &ctx.trace_hex)
+            .null("parent_span_id")
+            .int("start_ns", session_start_ns)
+            .int("end_ns", end_ns)
+            .f64("start_time_s", ns_to_secs(session_start_ns))
+            .f64("end_time_s", ns_to_secs(end_ns))
+            .f64(
+                "duration_ms",
+                ((end_ns - session_start_ns) as f64 / 1e6 * 1000.0).round() / 1000.0,
+            )
+            .str("status_code", "UNSET")
+            .null("status_description")
+            .nested("attributes", |a| {
+                a.str("session_id", &session_id)
+                    .str("backend", &backend)
+                    .uint("nodes", merge.nodes.len() as u64);
+            })
+            .str("section", "span");
+        o.end();
+        buf.push(b'\n');
+    }
+    out.write_all(&buf)?;
+    out.flush()?;
+
+    let logs = merge
+        .nodes
+        .iter()
+        .zip(node_ids)
+        .map(|(n, id)| (n.reader.path().to_path_buf(), id, n.reader.stats().clone()))
+        .collect();
+    Ok(Summary {
+        session_id,
+        start_wall_ns: session_start_ns,
+        end_wall_ns: end_ns,
+        events,
+        logs,
+    })
+}
+
+fn write_metric_line(buf: &mut Vec<u8>, merge: &Merge, inst: &Instruments, end_ns: i64) {
+    let mut o = JsonOut::object(buf);
+    o.f64("checkpoint_time", ns_to_secs(end_ns));
+    for (name, v) in COUNTER_NAMES.iter().zip(inst.counters) {
+        if let Some(v) = v {
+            o.uint(name, v);
+        }
+    }
+    if let Some(r) = inst.running {
+        o.int("tasks_running", r);
+    }
+    if inst.duration_count > 0 {
+        o.uint("task_duration_seconds_count", inst.duration_count)
+            .f64("task_duration_seconds_sum", inst.duration_sum);
+        let h = Some(inst.duration_hist.clone());
+        for (k, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)] {
+            if let Some(v) = pct(&h, q) {
+                o.f64(&format!("task_duration_seconds_{k}"), v as f64 / 1e6);
+            }
+        }
+    }
+    for (i, name) in [
+        "node_cpu_utilization",
+        "node_memory_utilization",
+        "node_gpu_utilization",
+    ]
+    .iter()
+    .enumerate()
+    {
+        if let Some(v) = inst.node_gauge(i) {
+            o.f64(name, v);
+        }
+    }
+
+    // The agents' own cost, merged over nodes.
+    let mut cpu_ns = 0u64;
+    let mut rss = 0u64;
+    let mut counts = [0u64; 5];
+    let (mut hc, mut hm, mut hl, mut hj) = (None, None, None, None);
+    for n in &merge.nodes {
+        if let Some(s) = &n.snapshot {
+            cpu_ns += s.cpu_user_ns + s.cpu_system_ns;
+            rss = rss.max(s.peak_rss_bytes);
+            for (c, v) in counts.iter_mut().zip([
+                s.samples_taken,
+                s.samples_dropped,
+                s.deadlines_missed,
+                s.read_errors,
+                s.records_dropped,
+            ]) {
+                *c += v;
+            }
+            stats::merge_into(&mut hc, &s.hist_cpu_permille);
+            stats::merge_into(&mut hm, &s.hist_mem_permille);
+            stats::merge_into(&mut hl, &s.hist_sample_latency_ns);
+            stats::merge_into(&mut hj, &s.hist_jitter_ns);
+        }
+    }
+    if merge.nodes.iter().any(|n| n.snapshot.is_some()) {
+        o.f64("agent_cpu_seconds", cpu_ns as f64 / 1e9);
+        if counts[0] > 0 {
+            o.f64(
+                "agent_cpu_us_per_sample",
+                (cpu_ns as f64 / 1e3 / counts[0] as f64 * 100.0).round() / 100.0,
+            );
+        }
+        o.uint("agent_peak_rss_bytes", rss);
+        for (k, v) in [
+            "agent_samples_taken",
+            "agent_samples_dropped",
+            "agent_deadlines_missed",
+            "agent_read_errors",
+            "agent_records_dropped",
+        ]
+        .iter()
+        .zip(counts)
+        {
+            o.uint(k, v);
+        }
+        for (k, q) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
+            if let Some(v) = pct(&hj, q) {
+                o.f64(&format!("agent_sampling_jitter_{k}_ms"), v as f64 / 1e6);
+            }
+        }
+        for (k, q) in [("p50", 0.5), ("p99", 0.99)] {
+            if let Some(v) = pct(&hl, q) {
+                o.f64(&format!("agent_sample_latency_{k}_us"), v as f64 / 1e3);
+            }
+        }
+        for (name, h) in [
+            ("node_cpu_utilization", &hc),
+            ("node_memory_utilization", &hm),
+        ] {
+            for (k, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)] {
+                if let Some(v) = pct(h, q) {
+                    o.f64(&format!("{name}_{k}"), v as f64 / 10.0);
+                }
+            }
+        }
+    }
+    o.key("tal_logs");
+    let mut arr = Vec::new();
+    arr.push(b'[');
+    for (i, n) in merge.nodes.iter().enumerate() {
+        if i > 0 {
+            arr.extend_from_slice(b", ");
+        }
+        let st = n.reader.stats();
+        let mut l = JsonOut::object(&mut arr);
+        l.str("node_id", &n.reader.header().node_id)
+            .str("path", &n.reader.path().display().to_string())
+            .uint("records", st.records)
+            .bool("clean_end", st.end_marker)
+            .uint("corrupt_frames", st.corrupt_frames)
+            .bool("truncated", st.truncated_tail)
+            .f64("start_time_s", ns_to_secs(n.reader.header().start_wall_ns))
+            .f64("last_record_time_s", ns_to_secs(n.last_time_ns));
+        l.end();
+    }
+    arr.push(b']');
+    o.raw(&arr);
+    o.str("section", "metric");
+    o.end();
+    buf.push(b'\n');
+}

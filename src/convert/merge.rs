@@ -1,0 +1,118 @@
+//! Streaming k-way merge of node logs into one time-ordered event stream.
+//!
+//! Each log is read frame by frame; one pending event per log sits in a
+//! min-heap keyed by (event time, log index, sequence), so memory is one
+//! reader buffer and one event per log whatever the logs' lengths. Snapshots
+//! and end markers are absorbed into per-log state as they stream past.
+//! Within one log the original order is kept for equal times.
+
+use crate::log::{LogReader, ReadStats};
+use crate::record::{AgentSnapshot, EndMarker, Event, EventKind, Record};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+/// Per-log state gathered while merging.
+#[derive(Debug)]
+pub struct NodeState {
+    /// The reader.
+    pub reader: LogReader,
+    /// The latest snapshot seen.
+    pub snapshot: Option<AgentSnapshot>,
+    /// The end marker, if the log has one.
+    pub end: Option<EndMarker>,
+    /// The latest time of any record (events, snapshots, end).
+    pub last_time_ns: i64,
+    /// The SessionEnded event of this node, if seen.
+    pub session_ended: Option<Event>,
+    /// Events read.
+    pub events: u64,
+}
+
+/// The merge. Iterate with [`Merge::next_event`].
+#[derive(Debug)]
+pub struct Merge {
+    /// One entry per log, in the order given.
+    pub nodes: Vec<NodeState>,
+    pending: Vec<Option<Event>>,
+    heap: BinaryHeap<Reverse<(i64, usize, u64)>>,
+    seq: u64,
+}
+
+impl Merge {
+    /// Starts merging `readers`.
+    pub fn new(readers: Vec<LogReader>) -> Self {
+        let n = readers.len();
+        let mut m = Self {
+            nodes: readers
+                .into_iter()
+                .map(|reader| {
+                    let start = reader.header().start_wall_ns;
+                    NodeState {
+                        reader,
+                        snapshot: None,
+                        end: None,
+                        last_time_ns: start,
+                        session_ended: None,
+                        events: 0,
+                    }
+                })
+                .collect(),
+            pending: (0..n).map(|_| None).collect(),
+            heap: BinaryHeap::with_capacity(n),
+            seq: 0,
+        };
+        for i in 0..n {
+            m.advance(i);
+        }
+        m
+    }
+
+    /// Reads log `i` up to its next event and queues it.
+    fn advance(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        while let Some(rec) = node.reader.next_record() {
+            match rec {
+                Record::Event(ev) => {
+                    node.last_time_ns = node.last_time_ns.max(ev.event_time_ns);
+                    node.events += 1;
+                    let t = ev.event_time_ns;
+                    self.pending[i] = Some(ev);
+                    self.seq += 1;
+                    self.heap.push(Reverse((t, i, self.seq)));
+                    return;
+                }
+                Record::Snapshot(s) => {
+                    node.last_time_ns = node.last_time_ns.max(s.wall_ns);
+                    node.snapshot = Some(s);
+                }
+                Record::End(e) => {
+                    node.last_time_ns = node.last_time_ns.max(e.wall_ns);
+                    node.end = Some(e);
+                }
+            }
+        }
+    }
+
+    /// The next event in time order, with the index of its log.
+    /// SessionEnded events are held back in the node state (the converter
+    /// writes one SessionEnded for the whole session at the end).
+    pub fn next_event(&mut self) -> Option<(usize, Event)> {
+        loop {
+            let Reverse((_, i, _)) = self.heap.pop()?;
+            let ev = self.pending[i]
+                .take()
+                .expect("queued log has a pending event");
+            self.advance(i);
+            if matches!(ev.kind, EventKind::SessionEnded { .. }) {
+                self.nodes[i].session_ended = Some(ev);
+                continue;
+            }
+            return Some((i, ev));
+        }
+    }
+
+    /// Read statistics of log `i`.
+    pub fn stats(&self, i: usize) -> &ReadStats {
+        self.nodes[i].reader.stats()
+    }
+}

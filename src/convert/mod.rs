@@ -1,0 +1,178 @@
+//! `tal convert`: node logs → one RHAPSODY JSONL checkpoint (and, later,
+//! OTLP). Logs of one session merge into one file, one trace, one session
+//! span; logs of different sessions are refused (convert them separately).
+//!
+//! The output is written to `<name>.tmp` beside the target and renamed into
+//! place when complete, so a failed conversion never leaves a half file
+//! where a finished one is expected. Without `-o`, the file is named as
+//! RHAPSODY names its checkpoint, `{session_id}.{start_unix_seconds}.telemetry.jsonl`,
+//! and placed in the directory of the first log.
+
+pub mod json;
+pub mod jsonl;
+pub mod merge;
+
+use crate::log::{LogReader, OpenError};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+pub use jsonl::Summary;
+
+/// Errors of a conversion.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// No log was given.
+    #[error("no log files given: pass one or more .tal files written by `tal record`")]
+    NoInputs,
+    /// A log could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// Logs of more than one session were given.
+    #[error("the logs belong to different sessions ({0} and {1}): convert each session's logs separately")]
+    MixedSessions(String, String),
+    /// The output could not be written.
+    #[error("cannot write {path}: {source}")]
+    Output {
+        /// The output file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Where the JSONL goes.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// This file.
+    File(PathBuf),
+    /// The default name, in this directory.
+    DefaultIn(PathBuf),
+    /// Standard output.
+    Stdout,
+}
+
+/// RHAPSODY's checkpoint file name for a session.
+pub fn default_file_name(session_id: &str, start_wall_ns: i64) -> String {
+    format!(
+        "{session_id}.{}.telemetry.jsonl",
+        start_wall_ns.div_euclid(1_000_000_000)
+    )
+}
+
+/// Opens every log and checks they belong to one session.
+pub fn open_logs(paths: &[PathBuf]) -> Result<Vec<LogReader>, ConvertError> {
+    if paths.is_empty() {
+        return Err(ConvertError::NoInputs);
+    }
+    let readers = paths
+        .iter()
+        .map(|p| LogReader::open(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let first = readers[0].header().session_id.clone();
+    if let Some(other) = readers.iter().find(|r| r.header().session_id != first) {
+        return Err(ConvertError::MixedSessions(
+            first,
+            other.header().session_id.clone(),
+        ));
+    }
+    Ok(readers)
+}
+
+/// Converts `paths` to one JSONL checkpoint; returns where it went and
+/// what was found.
+pub fn to_jsonl(
+    paths: &[PathBuf],
+    output: &Output,
+) -> Result<(Option<PathBuf>, Summary), ConvertError> {
+    let readers = open_logs(paths)?;
+    let target = match output {
+        Output::File(p) => Some(p.clone()),
+        Output::DefaultIn(dir) => {
+            let start = readers
+                .iter()
+                .map(|r| r.header().start_wall_ns)
+                .min()
+                .unwrap_or(0);
+            Some(dir.join(default_file_name(&readers[0].header().session_id, start)))
+        }
+        Output::Stdout => None,
+    };
+    match target {
+        None => {
+            let stdout = io::stdout();
+            let mut w = BufWriter::with_capacity(1 << 20, stdout.lock());
+            let s = jsonl::write_jsonl(readers, &mut w).map_err(|source| ConvertError::Output {
+                path: PathBuf::from("-"),
+                source,
+            })?;
+            Ok((None, s))
+        }
+        Some(path) => {
+            let tmp = tmp_path(&path);
+            let out_err = |source| ConvertError::Output {
+                path: path.clone(),
+                source,
+            };
+            let f = File::create(&tmp).map_err(out_err)?;
+            let mut w = BufWriter::with_capacity(1 << 20, f);
+            let res = jsonl::write_jsonl(readers, &mut w).and_then(|s| {
+                w.flush()?;
+                w.get_ref().sync_all()?;
+                Ok(s)
+            });
+            match res {
+                Ok(s) => {
+                    std::fs::rename(&tmp, &path).map_err(out_err)?;
+                    Ok((Some(path), s))
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    Err(out_err(e))
+                }
+            }
+        }
+    }
+}
+
+fn tmp_path(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+/// One or more lines for stderr describing what reading each log found:
+/// silent for clean logs, explicit about recovery otherwise.
+pub fn describe(summary: &Summary) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (path, node, st) in &summary.logs {
+        let p = path.display();
+        if let Some(e) = &st.io_error {
+            lines.push(format!(
+                "{p}: read error after {} records: {e}; converted what was read",
+                st.records
+            ));
+        }
+        if st.corrupt_frames > 0 {
+            lines.push(format!(
+                "{p}: skipped {} damaged record(s) ({} bytes) at offset(s) {:?}; the records around them were recovered",
+                st.corrupt_frames, st.skipped_bytes, st.corrupt_offsets
+            ));
+        }
+        if st.undecodable_frames > 0 {
+            lines.push(format!(
+                "{p}: skipped {} record(s) this tal cannot decode (written by a newer tal?)",
+                st.undecodable_frames
+            ));
+        }
+        if !st.end_marker {
+            lines.push(format!(
+                "{p}: no end marker (node {node}'s agent was killed or its disk filled): recovered {} whole record(s){}; the session span is closed at the last record's time",
+                st.records,
+                if st.truncated_tail { ", the last one was cut off mid-record" } else { "" }
+            ));
+        }
+    }
+    lines
+}

@@ -1,0 +1,393 @@
+//! `Dispatcher`: the only owner of aggregate state. It drains the agents'
+//! rings in batches, turns raw readings into RHAPSODY `ResourceUpdate`
+//! events, keeps the HDR histograms, opens and closes the session span
+//! (SessionStarted / SessionEnded), and hands records to the writer.
+//!
+//! It wakes about once a second (`DRAIN_INTERVAL`), or early when an agent
+//! finds its ring half full; each wake converts monotonic ticks to wall
+//! time with one fresh clock anchor for the whole batch.
+//!
+//! Resource semantics are RHAPSODY's (psutil's), see `SCHEMA.md`:
+//! `cpu_percent` is the busy share of all CPUs since the previous sample,
+//! `memory_percent` is (total − available) / total, both rounded to one
+//! decimal as psutil rounds them; disk bytes are sectors × 512 of whole
+//! disks and network bytes sum all interfaces, as deltas since the previous
+//! sample, null on the first. The first sample's `cpu_percent` covers the
+//! time since the agent opened its sources (psutil's warm-up call).
+//! `cpu_percent_per_core` is tal's extension, same rule per CPU.
+//!
+//! A source that fails in one sample makes only its own fields null for that
+//! sample (and the next sample's deltas for that source are taken against
+//! the last good reading).
+
+use crate::agent::proc::{source, ProcReading};
+use crate::agent::procfs::{memory_percent, CpuTicks};
+use crate::agent::AgentCounters;
+use crate::clock::{mono_ns, wall_ns, Anchor};
+use crate::ids::EventIdGen;
+use crate::record::{
+    AgentSnapshot, EndMarker, EndReason, Event, EventKind, Record, ResourceScope, ResourceUpdate,
+};
+use crate::ring::{Consumer, Producer, PushError};
+use crate::stats;
+use hdrhistogram::Histogram;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::Thread;
+use std::time::Duration;
+
+/// How often the dispatcher drains when nothing presses it.
+pub const DRAIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Rounds to one decimal, as psutil does for its percentages.
+#[inline]
+pub fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+/// The last good value of each source, for deltas.
+#[derive(Debug, Default)]
+struct Prev {
+    cpu: Option<CpuTicks>,
+    per_cpu: Vec<CpuTicks>,
+    disk: Option<(u64, u64)>,
+    net: Option<(u64, u64)>,
+}
+
+/// Dispatcher state. Construct, then call [`Dispatcher::run`] on its thread.
+#[derive(Debug)]
+pub struct Dispatcher {
+    rx: Consumer<ProcReading>,
+    tx: Producer<Record>,
+    writer: Thread,
+    counters: Arc<AgentCounters>,
+    records_dropped: Arc<AtomicU64>,
+    backend: String,
+    ids: EventIdGen,
+    prev: Prev,
+    start_wall_ns: i64,
+    snapshot_every: Duration,
+    last_snapshot: u64,
+    hist_cpu: Histogram<u64>,
+    hist_mem: Histogram<u64>,
+    hist_latency: Histogram<u64>,
+    hist_jitter: Histogram<u64>,
+}
+
+impl Dispatcher {
+    /// A dispatcher draining `rx` into `tx`. `baseline` is the reading taken
+    /// when the sources were opened; `start_wall_ns` the session start.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        rx: Consumer<ProcReading>,
+        tx: Producer<Record>,
+        writer: Thread,
+        counters: Arc<AgentCounters>,
+        records_dropped: Arc<AtomicU64>,
+        backend: String,
+        baseline: &ProcReading,
+        start_wall_ns: i64,
+        snapshot_every: Duration,
+    ) -> Self {
+        let mut d = Self {
+            rx,
+            tx,
+            writer,
+            counters,
+            records_dropped,
+            backend,
+            ids: EventIdGen::from_os(),
+            prev: Prev::default(),
+            start_wall_ns,
+            snapshot_every,
+            last_snapshot: mono_ns(),
+            hist_cpu: stats::histogram(1000),
+            hist_mem: stats::histogram(1000),
+            hist_latency: stats::histogram(60_000_000_000),
+            hist_jitter: stats::histogram(60_000_000_000),
+        };
+        if baseline.ok & source::STAT != 0 {
+            d.prev.cpu = Some(baseline.cpu);
+            d.prev.per_cpu = baseline.per_cpu[..baseline.ncpu as usize].to_vec();
+        }
+        d
+    }
+
+    fn event(&mut self, time_ns: i64, emit_ns: i64, kind: EventKind) -> Record {
+        Record::Event(Event {
+            event_id: self.ids.next_id(),
+            event_time_ns: time_ns,
+            emit_time_ns: emit_ns,
+            backend: Some(self.backend.clone()),
+            task_id: None,
+            node_id: None,
+            attributes: Vec::new(),
+            kind,
+        })
+    }
+
+    /// Sends a record to the writer; counts it when the ring is full.
+    fn send(&mut self, r: Record) {
+        if let Err(PushError::Full(_)) = self.tx.push(r) {
+            self.records_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends a record that must not be lost (shutdown path): waits for room.
+    fn send_blocking(&mut self, mut r: Record) {
+        loop {
+            match self.tx.push(r) {
+                Ok(()) => return,
+                Err(PushError::Full(back)) => {
+                    r = back;
+                    self.writer.unpark();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+
+    /// Turns one reading into its per_node `ResourceUpdate` and updates the
+    /// histograms.
+    pub fn resource_update(&mut self, r: &ProcReading) -> ResourceUpdate {
+        let mut u = ResourceUpdate::empty(ResourceScope::PerNode);
+        if r.ok & source::STAT != 0 {
+            if let Some(prev) = self.prev.cpu {
+                u.cpu_percent = Some(round1(r.cpu.percent_since(&prev)));
+            }
+            let n = r.ncpu as usize;
+            if self.prev.per_cpu.len() == n {
+                u.cpu_percent_per_core = r.per_cpu[..n]
+                    .iter()
+                    .zip(&self.prev.per_cpu)
+                    .map(|(c, p)| round1(c.percent_since(p)) as f32)
+                    .collect();
+                self.prev.per_cpu.copy_from_slice(&r.per_cpu[..n]);
+            } else {
+                self.prev.per_cpu = r.per_cpu[..n].to_vec();
+            }
+            self.prev.cpu = Some(r.cpu);
+        }
+        if r.ok & source::MEMINFO != 0 && r.mem_total_kb > 0 {
+            u.memory_percent = Some(round1(memory_percent(r.mem_total_kb, r.mem_available_kb)));
+        }
+        if r.ok & source::DISKSTATS != 0 {
+            let cur = (r.disk_read_sectors, r.disk_write_sectors);
+            if let Some(p) = self.prev.disk {
+                u.disk_read_bytes = Some((cur.0.saturating_sub(p.0) * 512) as f64);
+                u.disk_write_bytes = Some((cur.1.saturating_sub(p.1) * 512) as f64);
+            }
+            self.prev.disk = Some(cur);
+        }
+        if r.ok & source::NET_DEV != 0 {
+            let cur = (r.net_rx_bytes, r.net_tx_bytes);
+            if let Some(p) = self.prev.net {
+                u.net_recv_bytes = Some(cur.0.saturating_sub(p.0) as f64);
+                u.net_sent_bytes = Some(cur.1.saturating_sub(p.1) as f64);
+            }
+            self.prev.net = Some(cur);
+        }
+        if let Some(c) = u.cpu_percent {
+            let _ = self.hist_cpu.record((c * 10.0) as u64);
+        }
+        if let Some(m) = u.memory_percent {
+            let _ = self.hist_mem.record((m * 10.0) as u64);
+        }
+        let _ = self
+            .hist_latency
+            .record(r.done_ns.saturating_sub(r.wake_ns));
+        let _ = self
+            .hist_jitter
+            .record(r.wake_ns.saturating_sub(r.deadline_ns));
+        u
+    }
+
+    /// Drains every queued reading into events; returns how many.
+    pub fn drain(&mut self) -> usize {
+        let anchor = Anchor::now();
+        let mut n = 0;
+        while let Some(r) = self.rx.pop() {
+            let u = self.resource_update(&r);
+            let ev = self.event(
+                anchor.to_wall(r.deadline_ns),
+                anchor.to_wall(r.done_ns),
+                EventKind::ResourceUpdate(u),
+            );
+            self.send(ev);
+            n += 1;
+        }
+        n
+    }
+
+    /// The agent's current snapshot.
+    pub fn snapshot(&self) -> AgentSnapshot {
+        let (user, sys, rss) = stats::self_usage();
+        AgentSnapshot {
+            wall_ns: wall_ns(),
+            cpu_user_ns: user,
+            cpu_system_ns: sys,
+            peak_rss_bytes: rss,
+            samples_taken: AgentCounters::get(&self.counters.samples_taken),
+            samples_dropped: AgentCounters::get(&self.counters.samples_dropped),
+            deadlines_missed: AgentCounters::get(&self.counters.deadlines_missed),
+            read_errors: AgentCounters::get(&self.counters.read_errors),
+            records_dropped: self.records_dropped.load(Ordering::Relaxed),
+            hist_cpu_permille: stats::encode(&self.hist_cpu),
+            hist_mem_permille: stats::encode(&self.hist_mem),
+            hist_sample_latency_ns: stats::encode(&self.hist_latency),
+            hist_jitter_ns: stats::encode(&self.hist_jitter),
+        }
+    }
+
+    /// Runs until `stop` is set (after the agents have stopped), then drains
+    /// what is left, closes the session and sends the final snapshot and the
+    /// end marker.
+    pub fn run(mut self, stop: Arc<AtomicBool>, end_reason: Arc<AtomicU64>) {
+        let started = self.event(
+            self.start_wall_ns,
+            self.start_wall_ns,
+            EventKind::SessionStarted,
+        );
+        self.send_blocking(started);
+        loop {
+            let stopping = stop.load(Ordering::Acquire);
+            self.drain();
+            let now = mono_ns();
+            if !stopping && now - self.last_snapshot >= self.snapshot_every.as_nanos() as u64 {
+                self.last_snapshot = now;
+                let s = Record::Snapshot(self.snapshot());
+                self.send(s);
+            }
+            self.writer.unpark();
+            if stopping {
+                break;
+            }
+            std::thread::park_timeout(DRAIN_INTERVAL);
+        }
+        let end = wall_ns();
+        let ended = self.event(
+            end,
+            end,
+            EventKind::SessionEnded {
+                duration_seconds: (end - self.start_wall_ns) as f64 / 1e9,
+            },
+        );
+        self.send_blocking(ended);
+        let snap = Record::Snapshot(self.snapshot());
+        self.send_blocking(snap);
+        let reason = decode_end_reason(end_reason.load(Ordering::Acquire));
+        self.send_blocking(Record::End(EndMarker {
+            wall_ns: wall_ns(),
+            reason,
+        }));
+        self.writer.unpark();
+    }
+}
+
+/// Packs an [`EndReason`] into a u64 (for an atomic shared with the main thread).
+pub fn encode_end_reason(r: EndReason) -> u64 {
+    match r {
+        EndReason::Signal(s) => (1 << 32) | u64::from(s as u32),
+        EndReason::CommandExited(c) => (2 << 32) | u64::from(c as u32),
+        EndReason::StopRequested => 3 << 32,
+    }
+}
+
+fn decode_end_reason(v: u64) -> EndReason {
+    let low = (v & 0xffff_ffff) as u32 as i32;
+    match v >> 32 {
+        1 => EndReason::Signal(low),
+        2 => EndReason::CommandExited(low),
+        _ => EndReason::StopRequested,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::channel;
+
+    fn reading(busy: u64, total: u64, disk: (u64, u64), net: (u64, u64)) -> ProcReading {
+        let mut r = ProcReading {
+            ok: source::ALL,
+            cpu: CpuTicks { busy, total },
+            ncpu: 2,
+            mem_total_kb: 1000,
+            mem_available_kb: 750,
+            disk_read_sectors: disk.0,
+            disk_write_sectors: disk.1,
+            net_rx_bytes: net.0,
+            net_tx_bytes: net.1,
+            ..ProcReading::default()
+        };
+        r.per_cpu[0] = CpuTicks {
+            busy: busy / 2,
+            total: total / 2,
+        };
+        r.per_cpu[1] = CpuTicks {
+            busy: busy - busy / 2,
+            total: total - total / 2,
+        };
+        r
+    }
+
+    fn dispatcher(baseline: &ProcReading) -> Dispatcher {
+        let (_p, c) = channel(4);
+        let (p2, _c2) = channel(4);
+        Dispatcher::new(
+            c,
+            p2,
+            std::thread::current(),
+            Arc::default(),
+            Arc::default(),
+            "tal".into(),
+            baseline,
+            0,
+            Duration::from_secs(10),
+        )
+    }
+
+    #[test]
+    fn first_sample_has_null_deltas_then_rhapsody_semantics() {
+        let base = reading(100, 1000, (10, 20), (1000, 2000));
+        let mut d = dispatcher(&base);
+        let u = d.resource_update(&reading(150, 1100, (10, 20), (1000, 2000)));
+        assert_eq!(u.cpu_percent, Some(50.0));
+        assert_eq!(u.memory_percent, Some(25.0));
+        assert_eq!(u.disk_read_bytes, None);
+        assert_eq!(u.net_sent_bytes, None);
+        assert_eq!(u.cpu_percent_per_core, vec![50.0, 50.0]);
+        let u = d.resource_update(&reading(150 + 1, 1100 + 3, (14, 28), (1500, 2600)));
+        assert_eq!(u.cpu_percent, Some(33.3));
+        assert_eq!(u.disk_read_bytes, Some(4.0 * 512.0));
+        assert_eq!(u.disk_write_bytes, Some(8.0 * 512.0));
+        assert_eq!(u.net_recv_bytes, Some(500.0));
+        assert_eq!(u.net_sent_bytes, Some(600.0));
+    }
+
+    #[test]
+    fn failed_source_is_null_only_for_itself() {
+        let base = reading(100, 1000, (10, 20), (1000, 2000));
+        let mut d = dispatcher(&base);
+        d.resource_update(&reading(150, 1100, (10, 20), (1000, 2000)));
+        let mut r = reading(200, 1200, (11, 21), (1100, 2100));
+        r.ok &= !source::DISKSTATS;
+        let u = d.resource_update(&r);
+        assert_eq!(u.disk_read_bytes, None);
+        assert_eq!(u.net_recv_bytes, Some(100.0));
+        let u = d.resource_update(&reading(200, 1200, (12, 22), (1100, 2100)));
+        assert_eq!(u.disk_read_bytes, Some(2.0 * 512.0));
+    }
+
+    #[test]
+    fn end_reason_round_trips() {
+        for r in [
+            EndReason::Signal(15),
+            EndReason::CommandExited(-1),
+            EndReason::CommandExited(3),
+            EndReason::StopRequested,
+        ] {
+            assert_eq!(decode_end_reason(encode_end_reason(r)), r);
+        }
+    }
+}

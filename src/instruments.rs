@@ -1,0 +1,120 @@
+//! RHAPSODY's OTel instruments, as plain state updated event by event.
+//!
+//! The dispatcher and the converters share this one definition, so the
+//! metric line `convert` writes is exactly what the instruments hold after
+//! the merged event stream. Values follow RHAPSODY's metric line:
+//! counters summed over label sets, `tasks_running` as an up-down counter,
+//! `task_duration_seconds` as count and sum (plus an HDR histogram for
+//! percentiles), and the node utilisation gauges as the latest value per
+//! node summed over nodes. An instrument with no data is left out.
+
+use crate::record::{EventKind, ResourceScope, TaskState};
+use crate::stats;
+use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
+
+/// The instruments' state.
+#[derive(Debug)]
+pub struct Instruments {
+    /// tasks_submitted, tasks_started, tasks_completed, tasks_failed, tasks_canceled
+    pub counters: [Option<u64>; 5],
+    /// tasks_running
+    pub running: Option<i64>,
+    /// task_duration_seconds count and sum.
+    pub duration_count: u64,
+    /// Sum of durations, seconds.
+    pub duration_sum: f64,
+    /// Durations in microseconds, for percentiles.
+    pub duration_hist: Histogram<u64>,
+    /// Latest cpu / memory / gpu utilisation per node.
+    pub node_util: BTreeMap<String, [Option<f64>; 3]>,
+}
+
+/// Names of the five task counters, in `counters` order.
+pub const COUNTER_NAMES: [&str; 5] = [
+    "tasks_submitted",
+    "tasks_started",
+    "tasks_completed",
+    "tasks_failed",
+    "tasks_canceled",
+];
+
+impl Default for Instruments {
+    fn default() -> Self {
+        Self {
+            counters: [None; 5],
+            running: None,
+            duration_count: 0,
+            duration_sum: 0.0,
+            duration_hist: stats::histogram(3_600_000_000),
+            node_util: BTreeMap::new(),
+        }
+    }
+}
+
+impl Instruments {
+    fn bump(&mut self, i: usize) {
+        *self.counters[i].get_or_insert(0) += 1;
+    }
+
+    fn running_add(&mut self, d: i64) {
+        *self.running.get_or_insert(0) += d;
+    }
+
+    /// Updates the instruments for one event seen on `node`.
+    pub fn observe(&mut self, node: &str, kind: &EventKind) {
+        match kind {
+            EventKind::ResourceUpdate(u) if u.scope == ResourceScope::PerNode => {
+                let vals = [u.cpu_percent, u.memory_percent, u.gpu_percent];
+                let slot = match self.node_util.get_mut(node) {
+                    Some(s) => s,
+                    None => self.node_util.entry(node.to_string()).or_default(),
+                };
+                for (s, v) in slot.iter_mut().zip(vals) {
+                    if v.is_some() {
+                        *s = v;
+                    }
+                }
+            }
+            EventKind::Task(t) => match t.state {
+                TaskState::Submitted => self.bump(0),
+                TaskState::Started => {
+                    self.bump(1);
+                    self.running_add(1);
+                }
+                TaskState::Completed | TaskState::Failed | TaskState::Canceled => {
+                    let i = match t.state {
+                        TaskState::Completed => 2,
+                        TaskState::Failed => 3,
+                        _ => 4,
+                    };
+                    self.bump(i);
+                    if let Some(d) = t.duration_seconds {
+                        self.duration_count += 1;
+                        self.duration_sum += d;
+                        let _ = self.duration_hist.record((d.max(0.0) * 1e6) as u64);
+                    }
+                }
+                TaskState::Created | TaskState::Queued => {}
+            },
+            _ => {}
+        }
+    }
+
+    /// Marks a task that was running as no longer running.
+    pub fn task_stopped_running(&mut self) {
+        self.running_add(-1);
+    }
+
+    /// The node utilisation gauge `i` (0 cpu, 1 memory, 2 gpu), summed over
+    /// nodes; `None` when no node reported it.
+    pub fn node_gauge(&self, i: usize) -> Option<f64> {
+        let mut any = false;
+        let mut sum = 0.0;
+        for v in self.node_util.values().filter_map(|v| v[i]) {
+            any = true;
+            sum += v;
+        }
+        any.then_some(sum)
+    }
+}

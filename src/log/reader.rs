@@ -1,0 +1,350 @@
+//! `LogReader`: reads a tal log back, frame by frame, recovering everything
+//! that can be recovered from a log that was cut off or damaged.
+//!
+//! It streams: a reader holds one buffer (256 KiB unless a record is larger)
+//! whatever the size of the log, so `convert` can merge hundreds of node
+//! logs at once. It never panics on any input; each frame is one of
+//! valid (returned), corrupted (crc mismatch or impossible length: skipped,
+//! counted, and the reader resynchronises on the next 8-byte-aligned offset
+//! holding a frame whose crc matches), or undecodable (crc matches but the
+//! payload is not a record this build knows: skipped and counted).
+
+use super::{
+    align8, bincode_config, Header, OpenError, FORMAT_VERSION, FRAME_HEADER_BYTES, MAGIC,
+    MAX_RECORD_BYTES, PAD_MARKER, PREAMBLE_BYTES,
+};
+use crate::record::Record;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Positional reads, so that a reader works over a file or a byte slice.
+pub trait ReadAt {
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+}
+
+impl ReadAt for File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        FileExt::read_at(self, buf, offset)
+    }
+}
+
+impl ReadAt for Vec<u8> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let start = (offset as usize).min(self.len());
+        let n = buf.len().min(self.len() - start);
+        buf[..n].copy_from_slice(&self[start..start + n]);
+        Ok(n)
+    }
+}
+
+/// What reading a log found, besides its records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    /// Whole, valid records returned.
+    pub records: u64,
+    /// Damaged frames skipped (crc mismatch, impossible length).
+    pub corrupt_frames: u64,
+    /// Offsets of the first few damaged regions (for messages).
+    pub corrupt_offsets: Vec<u64>,
+    /// Frames whose crc matched but whose payload did not decode.
+    pub undecodable_frames: u64,
+    /// Bytes skipped over while resynchronising.
+    pub skipped_bytes: u64,
+    /// True when the last frame was cut off mid-record.
+    pub truncated_tail: bool,
+    /// True when the clean end marker was read.
+    pub end_marker: bool,
+    /// Offset just past the last valid frame.
+    pub valid_bytes: u64,
+    /// An I/O error that ended reading early.
+    pub io_error: Option<String>,
+}
+
+/// Reads one log. See the module doc.
+#[derive(Debug)]
+pub struct LogReader<R: ReadAt = File> {
+    src: R,
+    path: PathBuf,
+    len: u64,
+    header: Header,
+    chunk: u64,
+    pos: u64,
+    buf: Vec<u8>,
+    buf_start: u64,
+    buf_len: usize,
+    stats: ReadStats,
+    done: bool,
+}
+
+const BUF_BYTES: usize = 256 << 10;
+const MAX_REPORTED_OFFSETS: usize = 8;
+
+impl LogReader<File> {
+    /// Opens `path` and validates its header.
+    pub fn open(path: &Path) -> Result<Self, OpenError> {
+        let io_err = |source| OpenError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io_err)?;
+        let meta = file.metadata().map_err(io_err)?;
+        if meta.is_dir() {
+            return Err(io_err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "is a directory",
+            )));
+        }
+        Self::new(file, meta.len(), path)
+    }
+}
+
+impl<R: ReadAt> LogReader<R> {
+    /// Reads the header of a log of `len` bytes from `src`.
+    pub fn new(src: R, len: u64, path: &Path) -> Result<Self, OpenError> {
+        let mut r = Self {
+            src,
+            path: path.to_path_buf(),
+            len,
+            header: Header {
+                session_id: String::new(),
+                node_id: String::new(),
+                hostname: String::new(),
+                backend: String::new(),
+                pid: 0,
+                tal_version: String::new(),
+                start_wall_ns: 0,
+                start_mono_ns: 0,
+                interval_ns: 0,
+                chunk_bytes: 0,
+                ncpus: 0,
+                attributes: Vec::new(),
+            },
+            chunk: 0,
+            pos: 0,
+            buf: vec![0; 4096],
+            buf_start: 0,
+            buf_len: 0,
+            stats: ReadStats::default(),
+            done: false,
+        };
+        let not_tal = || OpenError::NotTalLog {
+            path: path.to_path_buf(),
+        };
+        let io_err = |source| OpenError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let pre = r.get(0, PREAMBLE_BYTES).map_err(io_err)?;
+        if pre.len() < PREAMBLE_BYTES || pre[0..8] != MAGIC {
+            return Err(not_tal());
+        }
+        let version = u32::from_le_bytes(pre[8..12].try_into().expect("4 bytes"));
+        let hlen = u32::from_le_bytes(pre[12..16].try_into().expect("4 bytes")) as usize;
+        let hcrc = u32::from_le_bytes(pre[16..20].try_into().expect("4 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(OpenError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                version,
+            });
+        }
+        let corrupt = |reason: &str| OpenError::CorruptHeader {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        };
+        if hlen > 1 << 20 {
+            return Err(corrupt("impossible header length"));
+        }
+        let payload = r.get(PREAMBLE_BYTES as u64, hlen).map_err(io_err)?;
+        if payload.len() < hlen {
+            return Err(corrupt("file ends inside the header"));
+        }
+        if crc32fast::hash(payload) != hcrc {
+            return Err(corrupt("header checksum mismatch"));
+        }
+        let (header, _): (Header, usize) = bincode::decode_from_slice(payload, bincode_config())
+            .map_err(|e| corrupt(&format!("header does not decode: {e}")))?;
+        if header.chunk_bytes < 4096 || header.chunk_bytes % 8 != 0 {
+            return Err(corrupt("impossible chunk size"));
+        }
+        r.chunk = header.chunk_bytes;
+        r.header = header;
+        r.pos = align8((PREAMBLE_BYTES + hlen) as u64);
+        r.stats.valid_bytes = r.pos;
+        Ok(r)
+    }
+
+    /// The log's header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What has been found so far (complete once `next_record` returned None).
+    pub fn stats(&self) -> &ReadStats {
+        &self.stats
+    }
+
+    /// Returns `n` bytes at `pos` (fewer at the end of the file).
+    fn get(&mut self, pos: u64, n: usize) -> io::Result<&[u8]> {
+        let in_buf =
+            pos >= self.buf_start && pos + n as u64 <= self.buf_start + self.buf_len as u64;
+        if !in_buf {
+            let want = n.max(BUF_BYTES);
+            if self.buf.len() < want {
+                self.buf.resize(want, 0);
+            }
+            let mut filled = 0;
+            while filled < want {
+                let k = self
+                    .src
+                    .read_at(&mut self.buf[filled..want], pos + filled as u64)?;
+                if k == 0 {
+                    break;
+                }
+                filled += k;
+            }
+            self.buf_start = pos;
+            self.buf_len = filled;
+        }
+        let off = (pos - self.buf_start) as usize;
+        let end = (off + n).min(self.buf_len);
+        Ok(&self.buf[off..end])
+    }
+
+    /// Checks whether a valid frame starts at `pos`; returns its payload
+    /// length if so.
+    fn frame_at(&mut self, pos: u64) -> io::Result<Option<u32>> {
+        let len = self.len;
+        let h = self.get(pos, FRAME_HEADER_BYTES)?;
+        if h.len() < FRAME_HEADER_BYTES {
+            return Ok(None);
+        }
+        let flen = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes"));
+        if flen == 0 || flen > MAX_RECORD_BYTES || pos + 8 + u64::from(flen) > len {
+            return Ok(None);
+        }
+        let p = self.get(pos + 8, flen as usize)?;
+        Ok((crc32fast::hash(p) == crc).then_some(flen))
+    }
+
+    /// Finds the next valid frame at an 8-aligned offset ≥ `from`.
+    fn resync(&mut self, from: u64) -> io::Result<Option<u64>> {
+        let mut q = align8(from);
+        while q + FRAME_HEADER_BYTES as u64 <= self.len {
+            if self.frame_at(q)?.is_some() {
+                return Ok(Some(q));
+            }
+            q += 8;
+        }
+        Ok(None)
+    }
+
+    fn note_corrupt(&mut self, at: u64, to: u64) {
+        self.stats.corrupt_frames += 1;
+        self.stats.skipped_bytes += to - at;
+        if self.stats.corrupt_offsets.len() < MAX_REPORTED_OFFSETS {
+            self.stats.corrupt_offsets.push(at);
+        }
+    }
+
+    /// The next valid record, or `None` at the end of what can be read.
+    pub fn next_record(&mut self) -> Option<Record> {
+        match self.next_inner() {
+            Ok(r) => r,
+            Err(e) => {
+                self.stats.io_error = Some(e.to_string());
+                self.done = true;
+                None
+            }
+        }
+    }
+
+    fn next_inner(&mut self) -> io::Result<Option<Record>> {
+        while !self.done {
+            let pos = self.pos;
+            if pos + FRAME_HEADER_BYTES as u64 > self.len {
+                // Fewer bytes than a frame header left: a cut inside a frame
+                // header unless they are all zero (preallocated space).
+                let rest = self.get(pos, (self.len - pos.min(self.len)) as usize)?;
+                if rest.iter().any(|&b| b != 0) {
+                    self.stats.truncated_tail = true;
+                }
+                self.done = true;
+                break;
+            }
+            let h = self.get(pos, FRAME_HEADER_BYTES)?;
+            let flen = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes"));
+            if flen == PAD_MARKER {
+                self.pos = (pos / self.chunk + 1) * self.chunk;
+                continue;
+            }
+            if flen == 0 {
+                // End of written data, unless a damaged region hides more.
+                match self.resync(pos + 8)? {
+                    Some(q) => {
+                        self.note_corrupt(pos, q);
+                        self.pos = q;
+                        continue;
+                    }
+                    None => {
+                        self.done = true;
+                        break;
+                    }
+                }
+            }
+            match self.frame_at(pos)? {
+                Some(flen) => {
+                    let end = align8(pos + 8 + u64::from(flen));
+                    let payload = self.get(pos + 8, flen as usize)?;
+                    let decoded: Result<(Record, usize), _> =
+                        bincode::decode_from_slice(payload, bincode_config());
+                    self.pos = end;
+                    match decoded {
+                        Ok((rec, _)) => {
+                            self.stats.records += 1;
+                            self.stats.valid_bytes = end;
+                            if matches!(rec, Record::End(_)) {
+                                self.stats.end_marker = true;
+                            }
+                            return Ok(Some(rec));
+                        }
+                        Err(_) => self.stats.undecodable_frames += 1,
+                    }
+                }
+                None => {
+                    let cut = flen <= MAX_RECORD_BYTES && pos + 8 + u64::from(flen) > self.len;
+                    match self.resync(pos + 8)? {
+                        Some(q) => {
+                            self.note_corrupt(pos, q);
+                            self.pos = q;
+                        }
+                        None => {
+                            if cut {
+                                self.stats.truncated_tail = true;
+                            } else {
+                                self.note_corrupt(pos, self.len);
+                            }
+                            self.done = true;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl<R: ReadAt> Iterator for LogReader<R> {
+    type Item = Record;
+    fn next(&mut self) -> Option<Record> {
+        self.next_record()
+    }
+}

@@ -1,0 +1,273 @@
+//! The data model shared by the pipeline, the binary log and the converters.
+//!
+//! These types are what the dispatcher hands to the writer and what the log
+//! stores (bincode 2, standard config). They are the *normalised* events of
+//! RHAPSODY's telemetry model: the converters only format them. Ids that
+//! can be derived (trace id, span ids, session id, the node of a resource
+//! event) are not stored per event: they come from the log header.
+//!
+//! Compatibility rule for the log format: new enum variants and new record
+//! kinds are appended at the end; a field is never reordered or retyped
+//! without bumping [`crate::log::FORMAT_VERSION`].
+
+use bincode::{Decode, Encode};
+
+/// An attribute or extension-field value.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub enum Value {
+    /// JSON null.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A string.
+    Str(String),
+    /// Any other JSON value (object, array), kept as its JSON text.
+    Json(String),
+}
+
+/// Ordered key/value pairs (JSON object order is kept as received).
+pub type Attributes = Vec<(String, Value)>;
+
+/// One framed record of the binary log.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub enum Record {
+    /// A telemetry event (one JSONL `event` line).
+    Event(Event),
+    /// A periodic snapshot of the agent's own state and histograms.
+    Snapshot(AgentSnapshot),
+    /// The clean end marker, written last at shutdown.
+    End(EndMarker),
+}
+
+/// A telemetry event.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct Event {
+    /// 128-bit id, written as 32 hex digits.
+    pub event_id: u128,
+    /// When it happened, ns since the epoch.
+    pub event_time_ns: i64,
+    /// When it entered the agent, ns since the epoch.
+    pub emit_time_ns: i64,
+    /// The execution backend that produced it.
+    pub backend: Option<String>,
+    /// The task it belongs to.
+    pub task_id: Option<String>,
+    /// The node it names, where that is not the log's own node.
+    pub node_id: Option<String>,
+    /// The event's `attributes` object.
+    pub attributes: Attributes,
+    /// What kind of event, with its type-specific fields.
+    pub kind: EventKind,
+}
+
+/// The event types of RHAPSODY's model, with their extra keys.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub enum EventKind {
+    /// The session (this node's agent) started.
+    SessionStarted,
+    /// The session (this node's agent) ended.
+    SessionEnded {
+        /// Seconds since SessionStarted.
+        duration_seconds: f64,
+    },
+    /// A resource sample.
+    ResourceUpdate(ResourceUpdate),
+    /// A task lifecycle event.
+    Task(TaskEvent),
+    /// A namespaced custom event (`app.Checkpoint`) with its own top-level fields.
+    Custom {
+        /// The `ns.Type` name.
+        event_type: String,
+        /// Its fields, written at top level.
+        fields: Attributes,
+    },
+}
+
+impl EventKind {
+    /// The `event_type` string.
+    pub fn type_name(&self) -> &str {
+        match self {
+            EventKind::SessionStarted => "SessionStarted",
+            EventKind::SessionEnded { .. } => "SessionEnded",
+            EventKind::ResourceUpdate(_) => "ResourceUpdate",
+            EventKind::Task(t) => t.state.type_name(),
+            EventKind::Custom { event_type, .. } => event_type,
+        }
+    }
+}
+
+/// Task lifecycle event types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum TaskState {
+    /// TaskCreated
+    Created,
+    /// TaskSubmitted
+    Submitted,
+    /// TaskQueued
+    Queued,
+    /// TaskStarted
+    Started,
+    /// TaskCompleted
+    Completed,
+    /// TaskFailed
+    Failed,
+    /// TaskCanceled
+    Canceled,
+}
+
+impl TaskState {
+    /// The `event_type` string.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            TaskState::Created => "TaskCreated",
+            TaskState::Submitted => "TaskSubmitted",
+            TaskState::Queued => "TaskQueued",
+            TaskState::Started => "TaskStarted",
+            TaskState::Completed => "TaskCompleted",
+            TaskState::Failed => "TaskFailed",
+            TaskState::Canceled => "TaskCanceled",
+        }
+    }
+
+    /// Parses an `event_type` string.
+    pub fn from_type_name(s: &str) -> Option<Self> {
+        Some(match s {
+            "TaskCreated" => TaskState::Created,
+            "TaskSubmitted" => TaskState::Submitted,
+            "TaskQueued" => TaskState::Queued,
+            "TaskStarted" => TaskState::Started,
+            "TaskCompleted" => TaskState::Completed,
+            "TaskFailed" => TaskState::Failed,
+            "TaskCanceled" => TaskState::Canceled,
+            _ => return None,
+        })
+    }
+
+    /// Completed, Failed or Canceled.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Completed | TaskState::Failed | TaskState::Canceled
+        )
+    }
+}
+
+/// A task lifecycle event's type-specific fields.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct TaskEvent {
+    /// Which lifecycle step.
+    pub state: TaskState,
+    /// Terminal events: seconds from TaskStarted (0.0 when never started).
+    pub duration_seconds: Option<f64>,
+    /// TaskFailed: the error type.
+    pub error_type: Option<String>,
+}
+
+/// Which scope a resource sample covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum ResourceScope {
+    /// The whole node.
+    PerNode,
+    /// One GPU, by the index the job sees.
+    PerGpu(u32),
+}
+
+/// A `ResourceUpdate` with RHAPSODY's keys and tal's extensions.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct ResourceUpdate {
+    /// per_node or per_gpu.
+    pub scope: ResourceScope,
+    /// Busy share of all CPUs since the previous sample, 0–100.
+    pub cpu_percent: Option<f64>,
+    /// (total − available) / total, 0–100.
+    pub memory_percent: Option<f64>,
+    /// GPU utilisation (max over devices on per_node).
+    pub gpu_percent: Option<f64>,
+    /// Bytes read from whole disks since the previous sample.
+    pub disk_read_bytes: Option<f64>,
+    /// Bytes written to whole disks since the previous sample.
+    pub disk_write_bytes: Option<f64>,
+    /// Bytes sent over all interfaces since the previous sample.
+    pub net_sent_bytes: Option<f64>,
+    /// Bytes received over all interfaces since the previous sample.
+    pub net_recv_bytes: Option<f64>,
+    /// Extension: busy % of each CPU since the previous sample (empty when
+    /// not sampled).
+    pub cpu_percent_per_core: Vec<f32>,
+    /// Extension fields (written at top level after RHAPSODY's keys).
+    pub extra: Attributes,
+}
+
+impl ResourceUpdate {
+    /// An update of `scope` with every field null.
+    pub fn empty(scope: ResourceScope) -> Self {
+        Self {
+            scope,
+            cpu_percent: None,
+            memory_percent: None,
+            gpu_percent: None,
+            disk_read_bytes: None,
+            disk_write_bytes: None,
+            net_sent_bytes: None,
+            net_recv_bytes: None,
+            cpu_percent_per_core: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// The agent's view of itself at one moment: cost, counts, histograms.
+#[derive(Debug, Clone, PartialEq, Default, Encode, Decode)]
+pub struct AgentSnapshot {
+    /// When it was taken, ns since the epoch.
+    pub wall_ns: i64,
+    /// User CPU of the agent process (all threads), ns.
+    pub cpu_user_ns: u64,
+    /// System CPU of the agent process (all threads), ns.
+    pub cpu_system_ns: u64,
+    /// Peak resident set size, bytes.
+    pub peak_rss_bytes: u64,
+    /// Samples taken by the sampler.
+    pub samples_taken: u64,
+    /// Samples the sampler could not hand over (ring full).
+    pub samples_dropped: u64,
+    /// Deadlines the sampler missed entirely (a sample came more than one
+    /// interval late and the missed slots were skipped).
+    pub deadlines_missed: u64,
+    /// Source read errors (a /proc file that failed to read or parse).
+    pub read_errors: u64,
+    /// Records the dispatcher could not hand to the writer.
+    pub records_dropped: u64,
+    /// Histograms, each HDR V2-serialised: CPU busy ‰ (tenths of a percent).
+    pub hist_cpu_permille: Vec<u8>,
+    /// Memory used ‰.
+    pub hist_mem_permille: Vec<u8>,
+    /// Time to read and parse all sources for one sample, ns.
+    pub hist_sample_latency_ns: Vec<u8>,
+    /// Wake-up lateness against the absolute deadline, ns.
+    pub hist_jitter_ns: Vec<u8>,
+}
+
+/// Why the recording ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum EndReason {
+    /// A signal (SIGTERM, SIGINT, SIGHUP) asked the agent to stop.
+    Signal(i32),
+    /// The wrapped command exited with this status (128+N for signal N).
+    CommandExited(i32),
+    /// A stop request from a client.
+    StopRequested,
+}
+
+/// The last record of a cleanly finished log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct EndMarker {
+    /// ns since the epoch.
+    pub wall_ns: i64,
+    /// Why it ended.
+    pub reason: EndReason,
+}

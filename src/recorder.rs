@@ -1,0 +1,461 @@
+//! `tal record`: wires the pipeline together and runs it until a signal or
+//! the end of the wrapped command.
+//!
+//! Threads: the proc agent (wakes every interval), the dispatcher (about
+//! once a second), the writer (after each dispatcher batch) and the main
+//! thread, which only waits for signals. All of tal's threads are pinned to
+//! one CPU (`--pin`); a wrapped command is started with tal's original CPU
+//! affinity and an empty signal mask.
+//!
+//! Signals: SIGINT, SIGTERM, SIGHUP and SIGCHLD are blocked in every thread
+//! and taken synchronously by the main thread with `sigwaitinfo`, so no
+//! handler runs on the sampling threads. On SIGTERM/SIGINT/SIGHUP:
+//! - without a command, tal finalises at once and exits 0;
+//! - with a command, tal forwards the signal to it, gives it
+//!   `CHILD_GRACE` to exit, finalises, then waits for it and exits with its
+//!   status (128+N when killed by signal N, as shells report).
+//!
+//! Finalising stops the agent (one last sample), drains every ring, writes
+//! SessionEnded, the final snapshot and the end marker, trims and fsyncs
+//! the log: well under a second. A second SIGINT during any of this exits
+//! at once with status 130; the log still converts (without end marker).
+#![allow(unsafe_code)]
+
+use crate::agent::affinity::{self, CpuMask};
+use crate::agent::proc::{ProcAgent, ProcReading, ProcSources};
+use crate::agent::AgentCounters;
+use crate::clock::Anchor;
+use crate::convert::{self, Output};
+use crate::dispatch::{encode_end_reason, Dispatcher};
+use crate::log::{Header, LogWriter, DEFAULT_CHUNK_BYTES};
+use crate::record::{EndReason, Record};
+use crate::ring;
+use anyhow::{anyhow, Context};
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a wrapped command gets to exit after a forwarded signal before
+/// tal finalises its log anyway.
+pub const CHILD_GRACE: Duration = Duration::from_millis(500);
+/// Slots of the proc agent's ring (6.4 s of samples at 10 Hz).
+pub const PROC_RING: usize = 64;
+/// Slots of the dispatcher → writer ring.
+pub const RECORD_RING: usize = 4096;
+
+/// A validated `tal record` configuration.
+#[derive(Debug, Clone)]
+pub struct RecordConfig {
+    /// Sampling interval.
+    pub interval: Duration,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Session id.
+    pub session_id: String,
+    /// Node id.
+    pub node_id: String,
+    /// Full host name.
+    pub hostname: String,
+    /// Backend name on the agent's events.
+    pub backend: String,
+    /// CPU to pin to.
+    pub pin: Option<usize>,
+    /// Write the JSONL at the end.
+    pub convert: bool,
+    /// Self-snapshot interval.
+    pub snapshot_every: Duration,
+    /// Command to wrap (empty: run until signalled).
+    pub command: Vec<OsString>,
+    /// Session attributes.
+    pub attributes: Vec<(String, String)>,
+}
+
+fn sigset(sigs: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t; the signal numbers are valid.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for &s in sigs {
+            libc::sigaddset(&mut set, s);
+        }
+    }
+    set
+}
+
+extern "C" fn exit_now(_: libc::c_int) {
+    // SAFETY: _exit is async-signal-safe.
+    unsafe { libc::_exit(130) };
+}
+
+/// After the first stop signal, a second SIGINT exits at once.
+fn arm_second_sigint() {
+    // SAFETY: installing a handler that only calls _exit, then unblocking
+    // SIGINT for this (the main) thread only; other threads keep it blocked.
+    unsafe {
+        libc::signal(libc::SIGINT, exit_now as *const () as libc::sighandler_t);
+        let set = sigset(&[libc::SIGINT]);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Exit status of a wait status, shell-style.
+fn exit_code(status: libc::c_int) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        1
+    }
+}
+
+/// Non-blocking wait for `pid`; its exit code if it has ended.
+fn try_reap(pid: libc::pid_t) -> Option<i32> {
+    let mut status = 0;
+    // SAFETY: plain syscall with a valid out-pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    (r == pid).then(|| exit_code(status))
+}
+
+fn reap_blocking(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    loop {
+        // SAFETY: plain syscall with a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return exit_code(status);
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return 1;
+        }
+    }
+}
+
+/// Waits for one of `set`'s signals for at most `timeout`; `None` on timeout.
+fn wait_signal(set: &libc::sigset_t, timeout: Option<Duration>) -> Option<libc::c_int> {
+    loop {
+        // SAFETY: valid sigset and timespec pointers; a null info pointer is allowed.
+        let r = unsafe {
+            match timeout {
+                None => libc::sigwaitinfo(set, std::ptr::null_mut()),
+                Some(t) => {
+                    let ts = libc::timespec {
+                        tv_sec: t.as_secs() as libc::time_t,
+                        tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
+                    };
+                    libc::sigtimedwait(set, std::ptr::null_mut(), &ts)
+                }
+            }
+        };
+        if r > 0 {
+            return Some(r);
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// The running pipeline's thread handles and stop flags.
+struct Pipeline {
+    sampler: thread::JoinHandle<()>,
+    dispatcher: thread::JoinHandle<()>,
+    writer: thread::JoinHandle<Result<PathBuf, crate::log::WriteError>>,
+    sampler_stop: Arc<AtomicBool>,
+    dispatch_stop: Arc<AtomicBool>,
+    writer_stop: Arc<AtomicBool>,
+    end_reason: Arc<AtomicU64>,
+}
+
+impl Pipeline {
+    /// Stops every stage in pipeline order and returns the finished log.
+    fn finish(self, reason: EndReason) -> anyhow::Result<PathBuf> {
+        self.end_reason
+            .store(encode_end_reason(reason), Ordering::Release);
+        self.sampler_stop.store(true, Ordering::Release);
+        self.sampler.thread().unpark();
+        self.sampler
+            .join()
+            .map_err(|_| anyhow!("the sampling thread panicked"))?;
+        self.dispatch_stop.store(true, Ordering::Release);
+        self.dispatcher.thread().unpark();
+        self.dispatcher
+            .join()
+            .map_err(|_| anyhow!("the dispatcher thread panicked"))?;
+        self.writer_stop.store(true, Ordering::Release);
+        self.writer.thread().unpark();
+        let res = self
+            .writer
+            .join()
+            .map_err(|_| anyhow!("the writer thread panicked"))?;
+        Ok(res?)
+    }
+}
+
+fn writer_loop(
+    mut w: LogWriter,
+    mut rx: ring::Consumer<Record>,
+    stop: Arc<AtomicBool>,
+    lost: Arc<AtomicU64>,
+) -> Result<PathBuf, crate::log::WriteError> {
+    let mut failed = None;
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        while let Some(r) = rx.pop() {
+            if failed.is_some() {
+                lost.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if let Err(e) = w.append(&r) {
+                eprintln!("tal: {e}");
+                lost.fetch_add(1, Ordering::Relaxed);
+                failed = Some(e);
+            }
+        }
+        if stopping {
+            break;
+        }
+        thread::park_timeout(Duration::from_secs(2));
+    }
+    let path = w.finish(None)?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(path),
+    }
+}
+
+/// Runs `tal record`; returns the process exit code.
+pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
+    let stop_sigs = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+    let all_sigs = sigset(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD]);
+    // SAFETY: an empty sigset is a valid out-parameter for the old mask.
+    let mut old_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid sigset pointers. Threads spawned after this inherit it.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &all_sigs, &mut old_mask) };
+
+    std::fs::create_dir_all(&cfg.out).with_context(|| {
+        format!(
+            "cannot create output directory '{}' — pass --out DIR that you can write to",
+            cfg.out.display()
+        )
+    })?;
+    let log_path = cfg
+        .out
+        .join(format!("{}.{}.tal", cfg.session_id, cfg.node_id));
+
+    let orig_mask = CpuMask::current().context("cannot read CPU affinity")?;
+    if let Some(cpu) = cfg.pin {
+        affinity::pin_current_thread(cpu)
+            .with_context(|| format!("cannot pin to CPU {cpu} — pass --pin CPU or --pin none"))?;
+    }
+
+    let mut sources = ProcSources::open().context("cannot sample /proc")?;
+    let mut baseline = Box::<ProcReading>::default();
+    sources.read_into(&mut baseline);
+
+    let anchor = Anchor::now();
+    let header = Header {
+        session_id: cfg.session_id.clone(),
+        node_id: cfg.node_id.clone(),
+        hostname: cfg.hostname.clone(),
+        backend: cfg.backend.clone(),
+        pid: std::process::id(),
+        tal_version: env!("CARGO_PKG_VERSION").to_string(),
+        start_wall_ns: anchor.wall_ns,
+        start_mono_ns: anchor.mono_ns,
+        interval_ns: cfg.interval.as_nanos() as u64,
+        chunk_bytes: DEFAULT_CHUNK_BYTES,
+        ncpus: u32::from(baseline.ncpu),
+        attributes: cfg.attributes.clone(),
+    };
+    let writer = LogWriter::create(&log_path, &header).map_err(|e| match e {
+        crate::log::WriteError::Io { path, source } => anyhow!(
+            "cannot create log {}: {source} — pass --out DIR that you can write to{}",
+            path.display(),
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                " (or a new --session-id)"
+            } else {
+                ""
+            }
+        ),
+        other => anyhow!(other),
+    })?;
+
+    let (proc_tx, proc_rx) = ring::channel::<ProcReading>(PROC_RING);
+    let (rec_tx, rec_rx) = ring::channel::<Record>(RECORD_RING);
+    let counters = Arc::new(AgentCounters::default());
+    let records_dropped = Arc::new(AtomicU64::new(0));
+    let sampler_stop = Arc::new(AtomicBool::new(false));
+    let dispatch_stop = Arc::new(AtomicBool::new(false));
+    let writer_stop = Arc::new(AtomicBool::new(false));
+    let end_reason = Arc::new(AtomicU64::new(encode_end_reason(EndReason::StopRequested)));
+
+    let writer = {
+        let stop = Arc::clone(&writer_stop);
+        let lost = Arc::clone(&records_dropped);
+        thread::Builder::new()
+            .name("tal-writer".into())
+            .spawn(move || writer_loop(writer, rec_rx, stop, lost))
+            .context("cannot start the writer thread")?
+    };
+    let dispatcher = {
+        let d = Dispatcher::new(
+            proc_rx,
+            rec_tx,
+            writer.thread().clone(),
+            Arc::clone(&counters),
+            Arc::clone(&records_dropped),
+            cfg.backend.clone(),
+            &baseline,
+            anchor.wall_ns,
+            cfg.snapshot_every,
+        );
+        let stop = Arc::clone(&dispatch_stop);
+        let reason = Arc::clone(&end_reason);
+        thread::Builder::new()
+            .name("tal-dispatch".into())
+            .spawn(move || d.run(stop, reason))
+            .context("cannot start the dispatcher thread")?
+    };
+    let sampler = {
+        let agent = ProcAgent::new(
+            sources,
+            proc_tx,
+            cfg.interval.as_nanos() as u64,
+            Arc::clone(&counters),
+            Arc::clone(&sampler_stop),
+            dispatcher.thread().clone(),
+        );
+        thread::Builder::new()
+            .name("tal-proc".into())
+            .spawn(move || agent.run())
+            .context("cannot start the sampling thread")?
+    };
+    let pipeline = Pipeline {
+        sampler,
+        dispatcher,
+        writer,
+        sampler_stop,
+        dispatch_stop,
+        writer_stop,
+        end_reason,
+    };
+
+    eprintln!(
+        "tal: recording session={} node={} log={} interval={:?} pin={}",
+        cfg.session_id,
+        cfg.node_id,
+        log_path.display(),
+        cfg.interval,
+        cfg.pin.map_or("none".to_string(), |c| format!("cpu{c}")),
+    );
+
+    // The wrapped command, if any.
+    let mut child: Option<libc::pid_t> = None;
+    let mut spawn_failure: Option<i32> = None;
+    if let Some((prog, args)) = cfg.command.split_first() {
+        let mut cmd = Command::new(prog);
+        cmd.args(args)
+            .env("TAL_SESSION_ID", &cfg.session_id)
+            .env("TAL_NODE_ID", &cfg.node_id)
+            .env("TAL_LOG", &log_path);
+        let mask = orig_mask;
+        // SAFETY: the closure runs between fork and exec and only makes
+        // async-signal-safe syscalls (sched_setaffinity, sigprocmask).
+        unsafe {
+            cmd.pre_exec(move || {
+                let _ = mask.apply();
+                libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+        match cmd.spawn() {
+            Ok(c) => child = Some(c.id() as libc::pid_t),
+            Err(e) => {
+                eprintln!("tal: cannot run '{}': {e}", prog.to_string_lossy());
+                spawn_failure = Some(if e.kind() == std::io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                });
+            }
+        }
+    }
+
+    // Wait for the end.
+    let (reason, mut code) = if let Some(c) = spawn_failure {
+        (EndReason::CommandExited(c), Some(c))
+    } else {
+        loop {
+            let Some(sig) = wait_signal(&all_sigs, None) else {
+                continue;
+            };
+            if sig == libc::SIGCHLD {
+                if let Some(pid) = child {
+                    if let Some(c) = try_reap(pid) {
+                        break (EndReason::CommandExited(c), Some(c));
+                    }
+                }
+                continue;
+            }
+            if stop_sigs.contains(&sig) {
+                if sig == libc::SIGINT {
+                    arm_second_sigint();
+                }
+                let mut code = None;
+                if let Some(pid) = child {
+                    // SAFETY: plain kill(2) of our own child.
+                    unsafe { libc::kill(pid, sig) };
+                    let deadline = Instant::now() + CHILD_GRACE;
+                    while code.is_none() {
+                        code = try_reap(pid);
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if code.is_some() || left.is_zero() {
+                            break;
+                        }
+                        let chld = sigset(&[libc::SIGCHLD]);
+                        wait_signal(&chld, Some(left.min(Duration::from_millis(50))));
+                    }
+                }
+                break (EndReason::Signal(sig), code);
+            }
+        }
+    };
+
+    let finished = pipeline.finish(reason);
+    if let (Some(pid), None) = (child, code) {
+        code = Some(reap_blocking(pid));
+    }
+    let exit = code.unwrap_or(0);
+    let log = match finished {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("tal: {e:#}");
+            log_path
+        }
+    };
+
+    if cfg.convert {
+        match convert::to_jsonl(std::slice::from_ref(&log), &Output::DefaultIn(cfg.out.clone())) {
+            Ok((path, summary)) => {
+                for l in convert::describe(&summary) {
+                    eprintln!("tal: {l}");
+                }
+                if let Some(p) = path {
+                    eprintln!("tal: wrote {}", p.display());
+                }
+            }
+            Err(e) => eprintln!("tal: cannot convert {}: {e}", log.display()),
+        }
+    } else {
+        eprintln!("tal: log {}", log.display());
+    }
+    Ok(exit)
+}

@@ -1,0 +1,91 @@
+//! The agent's own cost and distributions: resource usage of the process,
+//! and the HDR histograms the dispatcher keeps (CPU %, memory %, sampling
+//! latency and jitter), serialised into log snapshots and merged by
+//! `convert` across nodes.
+#![allow(unsafe_code)]
+
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use hdrhistogram::Histogram;
+
+/// User CPU ns, system CPU ns, peak RSS bytes of this process (all threads,
+/// not its children).
+pub fn self_usage() -> (u64, u64, u64) {
+    // SAFETY: rusage is plain data; getrusage fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    (tv(ru.ru_utime), tv(ru.ru_stime), ru.ru_maxrss as u64 * 1024)
+}
+
+/// A histogram of values in [0, max] with 3 significant digits.
+pub fn histogram(max: u64) -> Histogram<u64> {
+    Histogram::new_with_max(max.max(2), 3).expect("valid histogram bounds")
+}
+
+/// Serialises a histogram (HDR V2 format, the interchange format of every
+/// HdrHistogram implementation).
+pub fn encode(h: &Histogram<u64>) -> Vec<u8> {
+    let mut out = Vec::new();
+    V2Serializer::new()
+        .serialize(h, &mut out)
+        .expect("serialising into a Vec cannot fail");
+    out
+}
+
+/// Deserialises a histogram written by [`encode`]; `None` if empty or bad.
+pub fn decode(bytes: &[u8]) -> Option<Histogram<u64>> {
+    if bytes.is_empty() {
+        return None;
+    }
+    Deserializer::new()
+        .deserialize(&mut std::io::Cursor::new(bytes))
+        .ok()
+}
+
+/// Merges `src` into `dst` (creating it on first use).
+pub fn merge_into(dst: &mut Option<Histogram<u64>>, src: &[u8]) {
+    if let Some(h) = decode(src) {
+        match dst {
+            Some(d) => {
+                // Auto-resize lets differently-bounded histograms merge.
+                d.auto(true);
+                let _ = d.add(&h);
+            }
+            None => *dst = Some(h),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_merge_exact_quantiles() {
+        let mut a = histogram(1000);
+        let mut b = histogram(1000);
+        for v in 1..=500u64 {
+            a.record(v).unwrap();
+        }
+        for v in 501..=1000u64 {
+            b.record(v).unwrap();
+        }
+        let mut m = None;
+        merge_into(&mut m, &encode(&a));
+        merge_into(&mut m, &encode(&b));
+        let m = m.unwrap();
+        assert_eq!(m.len(), 1000);
+        assert_eq!(m.value_at_quantile(0.5), 500);
+        assert_eq!(m.max(), 1000);
+        assert!(decode(&[]).is_none());
+        assert!(decode(b"garbage").is_none());
+    }
+
+    #[test]
+    fn self_usage_is_plausible() {
+        let (u, s, rss) = self_usage();
+        assert!(u + s > 0);
+        assert!(rss > 1 << 20);
+    }
+}
