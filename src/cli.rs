@@ -45,7 +45,12 @@ pub enum Command {
 pub struct RecordArgs {
     /// Sampling interval: seconds (`0.1`) or with a unit (`100ms`, `1s`,
     /// `2m`). At least 1ms.
-    #[arg(long, default_value = "0.1", value_name = "DURATION")]
+    #[arg(
+        long,
+        default_value = "0.1",
+        value_name = "DURATION",
+        allow_hyphen_values = true
+    )]
     pub interval: String,
 
     /// Directory for the log (`<session>.<node>.tal`) and the JSONL; created

@@ -443,7 +443,10 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     };
 
     if cfg.convert {
-        match convert::to_jsonl(std::slice::from_ref(&log), &Output::DefaultIn(cfg.out.clone())) {
+        match convert::to_jsonl(
+            std::slice::from_ref(&log),
+            &Output::DefaultIn(cfg.out.clone()),
+        ) {
             Ok((path, summary)) => {
                 for l in convert::describe(&summary) {
                     eprintln!("tal: {l}");

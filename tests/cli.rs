@@ -1,0 +1,330 @@
+//! Process-level behaviour of `tal record` and `tal convert`: exit codes,
+//! signals, kill -9 recovery, and one-line errors for bad input.
+
+mod common;
+use common::*;
+use std::process::Stdio;
+use std::time::Duration;
+use tal::log::LogReader;
+
+#[test]
+fn wrapped_command_exit_status_and_complete_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(tal()
+        .args(["record", "--interval", "50ms", "--out"])
+        .arg(dir.path())
+        .args([
+            "--session-id",
+            "s.exit3",
+            "--",
+            "sh",
+            "-c",
+            "sleep 0.3; exit 3",
+        ]));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr.lines().next().unwrap();
+    for want in ["session=s.exit3", "node=", "log=", "interval="] {
+        assert!(first.contains(want), "start line lacks {want}: {first}");
+    }
+    let v = read_jsonl_in(dir.path());
+    assert_complete(&v);
+    let ends = lines(&v, "event", Some("SessionEnded"));
+    assert_eq!(
+        ends[0]["attributes"],
+        serde_json::json!({}),
+        "a clean end is not 'recovered'"
+    );
+    assert!(lines(&v, "event", Some("ResourceUpdate")).len() >= 3);
+    // The file name is RHAPSODY's: {session}.{start seconds}.telemetry.jsonl
+    let name = files_with_ext(dir.path(), ".telemetry.jsonl")[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let start = lines(&v, "event", Some("SessionStarted"))[0]["event_time"]
+        .as_f64()
+        .unwrap() as i64;
+    assert_eq!(name, format!("s.exit3.{start}.telemetry.jsonl"));
+}
+
+#[test]
+fn wrapped_command_killed_by_signal_and_missing_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(tal()
+        .args(["record", "--no-convert", "--out"])
+        .arg(dir.path())
+        .args(["--", "sh", "-c", "kill -SEGV $$"]));
+    assert_eq!(out.status.code(), Some(128 + 11));
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(tal()
+        .args(["record", "--out"])
+        .arg(dir.path())
+        .args(["--", "/nonexistent/tal-test-binary"]));
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot run '/nonexistent/tal-test-binary'")
+    );
+    assert_complete(&read_jsonl_in(dir.path()));
+}
+
+#[test]
+fn the_wrapped_command_sees_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(tal()
+        .args([
+            "record",
+            "--no-convert",
+            "--session-id",
+            "s.env",
+            "--node-id",
+            "n7",
+            "--out",
+        ])
+        .arg(dir.path())
+        .args(["--", "sh", "-c", "echo $TAL_SESSION_ID $TAL_NODE_ID"]));
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "s.env n7");
+    assert!(dir.path().join("s.env.n7.tal").exists());
+}
+
+#[test]
+fn sigterm_mid_run_leaves_a_complete_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = tal()
+        .args([
+            "record",
+            "--interval",
+            "0.05",
+            "--session-id",
+            "s.term",
+            "--node-id",
+            "n",
+            "--out",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&dir.path().join("s.term.n.tal"));
+    std::thread::sleep(Duration::from_millis(600));
+    signal(&child, libc::SIGTERM);
+    let out = wait_output(child, Duration::from_secs(20));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = read_jsonl_in(dir.path());
+    assert_complete(&v);
+    let samples = lines(&v, "event", Some("ResourceUpdate"));
+    assert!(samples.len() >= 5, "{} samples", samples.len());
+    // The series covers the recording: the last sample is the final one
+    // taken at shutdown, close to SessionEnded.
+    let last = samples.last().unwrap()["event_time"].as_f64().unwrap();
+    let end = lines(&v, "event", Some("SessionEnded"))[0]["event_time"]
+        .as_f64()
+        .unwrap();
+    assert!(end - last < 0.5, "last sample {last}, end {end}");
+}
+
+#[test]
+fn kill_9_loses_nothing_that_reached_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("s.kill.n.tal");
+    let mut child = tal()
+        .args([
+            "record",
+            "--interval",
+            "0.05",
+            "--session-id",
+            "s.kill",
+            "--node-id",
+            "n",
+            "--out",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_file(&log);
+    std::thread::sleep(Duration::from_millis(2500));
+    // What the writer has put in the (shared, mmap'd) file so far: read it
+    // through the page cache from this process, then SIGKILL the agent.
+    let seen = LogReader::open(&log).unwrap().count();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(seen >= 20, "only {seen} records after 2.5 s at 20 Hz");
+
+    let out = run(tal().arg("convert").arg(&log));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no end marker"), "{stderr}");
+    assert!(stderr.contains("recovered"), "{stderr}");
+    let recovered = LogReader::open(&log).unwrap().count();
+    assert!(
+        recovered >= seen,
+        "recovered {recovered} < {seen} seen before the kill"
+    );
+    let v = read_jsonl_in(dir.path());
+    assert_complete(&v);
+    let end = lines(&v, "event", Some("SessionEnded"))[0];
+    assert_eq!(end["attributes"]["recovered"], true);
+    // Every sample is there, one per interval, no gaps.
+    let times: Vec<f64> = lines(&v, "event", Some("ResourceUpdate"))
+        .iter()
+        .map(|e| e["event_time"].as_f64().unwrap())
+        .collect();
+    assert!(times.len() >= 20);
+    for w in times.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(
+            (0.04..0.06).contains(&gap) || w[0] == times[0],
+            "gap {gap} between samples"
+        );
+    }
+    // The session span closes at the last record's time.
+    let span = lines(&v, "span", None).pop().unwrap().clone();
+    assert!(span["end_time_s"].as_f64().unwrap() >= *times.last().unwrap());
+}
+
+#[test]
+fn second_sigint_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // The wrapped command ignores SIGINT, so after the first one tal has
+    // finalised and waits for it; the second SIGINT must end tal with 130.
+    let child = tal()
+        .args([
+            "record",
+            "--no-convert",
+            "--session-id",
+            "s.int",
+            "--node-id",
+            "n",
+            "--out",
+        ])
+        .arg(dir.path())
+        .args(["--", "sh", "-c", "trap '' INT; sleep 20"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_file(&dir.path().join("s.int.n.tal"));
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&child, libc::SIGINT);
+    let out = wait_output(child, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(130));
+    // The first SIGINT had already finalised the log.
+    let mut r = LogReader::open(&dir.path().join("s.int.n.tal")).unwrap();
+    r.by_ref().count();
+    assert!(r.stats().end_marker);
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", "trap '' INT; sleep 20"])
+        .status();
+}
+
+fn one_line_error(args: &[&str]) -> String {
+    let out = run(tal().args(args));
+    assert!(!out.status.success(), "{args:?} succeeded");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "{args:?}: not one line: {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn bad_intervals_are_one_line_errors() {
+    for bad in ["0", "-1", "abc", "0.0001", "5parsecs"] {
+        let e = one_line_error(&["record", "--interval", bad, "--out", "/tmp"]);
+        assert!(e.contains("--interval"), "{e}");
+        assert!(e.contains(bad), "{e}");
+    }
+}
+
+#[test]
+fn unwritable_out_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let under_file = file.join("sub");
+    let e = one_line_error(&[
+        "record",
+        "--out",
+        under_file.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert!(e.contains("--out"), "{e}");
+    // /proc refuses new entries even to root.
+    let e = one_line_error(&["record", "--out", "/proc/tal-test-out", "--", "true"]);
+    assert!(
+        e.contains("/proc/tal-test-out") && e.contains("--out"),
+        "{e}"
+    );
+}
+
+#[test]
+fn convert_refuses_unknown_files_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = one_line_error(&["convert", dir.path().join("missing.tal").to_str().unwrap()]);
+    assert!(
+        e.contains("missing.tal") && e.contains("No such file"),
+        "{e}"
+    );
+    let junk = dir.path().join("junk.tal");
+    std::fs::write(&junk, b"#!/bin/sh\necho not a log\n").unwrap();
+    let e = one_line_error(&["convert", junk.to_str().unwrap()]);
+    assert!(e.contains("is not a tal log"), "{e}");
+    let empty = dir.path().join("empty.tal");
+    std::fs::write(&empty, b"").unwrap();
+    let e = one_line_error(&["convert", empty.to_str().unwrap()]);
+    assert!(e.contains("is not a tal log"), "{e}");
+    let e = one_line_error(&["convert", dir.path().to_str().unwrap()]);
+    assert!(e.contains("directory"), "{e}");
+}
+
+#[test]
+fn convert_to_stdout_and_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(tal()
+        .args([
+            "record",
+            "--no-convert",
+            "--session-id",
+            "s.conv",
+            "--node-id",
+            "n",
+            "--out",
+        ])
+        .arg(dir.path())
+        .args(["--", "sleep", "0.3"]));
+    assert!(out.status.success());
+    let log = dir.path().join("s.conv.n.tal");
+    let out = run(tal().arg("convert").arg(&log).args(["-o", "-"]));
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let target = dir.path().join("x.jsonl");
+    let out = run(tal().arg("convert").arg(&log).arg("-o").arg(&target));
+    assert!(out.status.success());
+    // Converting is deterministic: the same log gives the same bytes.
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), text);
+    assert_complete(&read_jsonl(&target));
+}

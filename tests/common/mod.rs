@@ -1,0 +1,127 @@
+//! Helpers shared by the integration tests: run the real `tal` binary in a
+//! temporary directory and read what it wrote.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The built binary.
+pub fn tal() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tal"))
+}
+
+/// Runs to completion with a safety timeout (a hang fails the test rather
+/// than the CI run; it is not a timing assertion).
+pub fn run(cmd: &mut Command) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child, Duration::from_secs(60))
+}
+
+/// Waits for a child with a safety timeout, killing it on expiry.
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("tal did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until `path` exists.
+pub fn wait_for_file(path: &Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends a signal.
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY (test): kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+/// Files in `dir` with this extension.
+pub fn files_with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(ext))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The one JSONL file in `dir`, parsed line by line.
+pub fn read_jsonl_in(dir: &Path) -> Vec<Value> {
+    let files = files_with_ext(dir, ".telemetry.jsonl");
+    assert_eq!(
+        files.len(),
+        1,
+        "expected one JSONL in {}: {files:?}",
+        dir.display()
+    );
+    read_jsonl(&files[0])
+}
+
+/// Parses a JSONL file.
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l}: {e}")))
+        .collect()
+}
+
+/// Lines of one section (and event type, for events).
+pub fn lines<'a>(v: &'a [Value], section: &str, ty: Option<&str>) -> Vec<&'a Value> {
+    v.iter()
+        .filter(|l| l["section"] == section)
+        .filter(|l| ty.is_none_or(|t| l["event_type"] == t))
+        .collect()
+}
+
+/// Checks the shape of a finished checkpoint: one SessionStarted, one
+/// SessionEnded, a metric line and a session span, in RHAPSODY's order.
+pub fn assert_complete(v: &[Value]) {
+    assert_eq!(lines(v, "event", Some("SessionStarted")).len(), 1);
+    assert_eq!(lines(v, "event", Some("SessionEnded")).len(), 1);
+    assert_eq!(lines(v, "metric", None).len(), 1);
+    let spans = lines(v, "span", None);
+    assert_eq!(spans.last().unwrap()["name"], "session");
+    let sections: Vec<&str> = v.iter().map(|l| l["section"].as_str().unwrap()).collect();
+    let first_metric = sections.iter().position(|s| *s == "metric").unwrap();
+    assert!(sections[..first_metric].iter().all(|s| *s == "event"));
+    assert!(sections[first_metric + 1..].iter().all(|s| *s == "span"));
+    let end = lines(v, "event", Some("SessionEnded"))[0];
+    assert_eq!(
+        v[first_metric - 1],
+        *end,
+        "SessionEnded comes right before the metric line"
+    );
+    let times: Vec<f64> = lines(v, "event", None)
+        .iter()
+        .map(|e| e["event_time"].as_f64().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "events are in time order"
+    );
+}

@@ -1,0 +1,338 @@
+//! The binary log: write → read round trips (property tests), truncation at
+//! every byte offset, damage in the middle, and foreign or unknown files.
+
+use proptest::prelude::*;
+use std::path::Path;
+use tal::log::reader::LogReader;
+use tal::log::{Header, LogWriter, OpenError, FORMAT_VERSION, MAGIC};
+use tal::record::*;
+
+fn header(chunk: u64) -> Header {
+    Header {
+        session_id: "s.test".into(),
+        node_id: "n1".into(),
+        hostname: "n1.example".into(),
+        backend: "tal".into(),
+        pid: 42,
+        tal_version: "0".into(),
+        start_wall_ns: 1_795_000_000_000_000_000,
+        start_mono_ns: 1000,
+        interval_ns: 100_000_000,
+        chunk_bytes: chunk,
+        ncpus: 2,
+        attributes: vec![("slurm.job_id".into(), "7".into())],
+    }
+}
+
+fn resource(i: u64, cores: usize) -> Record {
+    let mut u = ResourceUpdate::empty(ResourceScope::PerNode);
+    u.cpu_percent = Some((i % 1000) as f64 / 10.0);
+    u.memory_percent = Some(12.5);
+    u.disk_read_bytes = (i > 0).then_some(4096.0 * i as f64);
+    u.cpu_percent_per_core = (0..cores).map(|c| c as f32).collect();
+    Record::Event(Event {
+        event_id: u128::from(i) * 7919,
+        event_time_ns: 1_795_000_000_000_000_000 + i as i64 * 100_000_000,
+        emit_time_ns: 1_795_000_000_000_000_000 + i as i64 * 100_000_000 + 5000,
+        backend: Some("tal".into()),
+        task_id: None,
+        node_id: None,
+        attributes: vec![],
+        kind: EventKind::ResourceUpdate(u),
+    })
+}
+
+fn write_log(path: &Path, chunk: u64, records: &[Record], end: bool) {
+    let mut w = LogWriter::create(path, &header(chunk)).unwrap();
+    for r in records {
+        w.append(r).unwrap();
+    }
+    let end_rec = Record::End(EndMarker {
+        wall_ns: 1,
+        reason: EndReason::Signal(15),
+    });
+    w.finish(end.then_some(&end_rec)).unwrap();
+}
+
+fn read_all(bytes: Vec<u8>) -> (Vec<Record>, tal::log::ReadStats) {
+    let len = bytes.len() as u64;
+    let mut r = LogReader::new(bytes, len, Path::new("mem.tal")).unwrap();
+    let recs: Vec<Record> = r.by_ref().collect();
+    (recs, r.stats().clone())
+}
+
+fn arb_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::Int),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::Float),
+        ".{0,40}".prop_map(Value::Str),
+    ]
+}
+
+fn arb_record() -> impl Strategy<Value = Record> {
+    let attrs = prop::collection::vec(("[a-z_]{1,12}", arb_value()), 0..4);
+    let kind = prop_oneof![
+        Just(EventKind::SessionStarted),
+        any::<f64>().prop_map(|d| EventKind::SessionEnded {
+            duration_seconds: d
+        }),
+        (0u64..5000, 0usize..600).prop_map(|(i, c)| match resource(i, c) {
+            Record::Event(e) => e.kind,
+            _ => unreachable!(),
+        }),
+        (
+            "[a-z]{1,8}\\.[A-Z][a-z]{1,8}",
+            prop::collection::vec(("[a-z]{1,8}", arb_value()), 0..3)
+        )
+            .prop_map(|(event_type, fields)| EventKind::Custom { event_type, fields }),
+        (
+            0u8..7,
+            prop::option::of(any::<f64>()),
+            prop::option::of("[a-z:0-9]{0,12}")
+        )
+            .prop_map(|(s, d, e)| EventKind::Task(TaskEvent {
+                state: [
+                    TaskState::Created,
+                    TaskState::Submitted,
+                    TaskState::Queued,
+                    TaskState::Started,
+                    TaskState::Completed,
+                    TaskState::Failed,
+                    TaskState::Canceled
+                ][s as usize],
+                duration_seconds: d,
+                error_type: e,
+            })),
+    ];
+    prop_oneof![
+        8 => (any::<u128>(), any::<i64>(), any::<i64>(), prop::option::of("[a-z]{0,10}"),
+              prop::option::of("task\\.[0-9]{1,6}"), attrs, kind)
+            .prop_map(|(id, t, e, b, task, attributes, kind)| Record::Event(Event {
+                event_id: id, event_time_ns: t, emit_time_ns: e, backend: b, task_id: task,
+                node_id: None, attributes, kind,
+            })),
+        1 => (any::<u64>(), prop::collection::vec(any::<u8>(), 0..300)).prop_map(|(n, h)| {
+            Record::Snapshot(AgentSnapshot { samples_taken: n, hist_jitter_ns: h, ..Default::default() })
+        }),
+        // An occasional record larger than a 4 KiB chunk.
+        1 => prop::collection::vec(any::<u8>(), 4000..12000).prop_map(|h| {
+            Record::Snapshot(AgentSnapshot { hist_cpu_permille: h, ..Default::default() })
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Whatever is written reads back identically, in order, across chunk
+    /// boundaries and oversized records.
+    #[test]
+    fn write_read_round_trip(records in prop::collection::vec(arb_record(), 0..120)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.tal");
+        write_log(&path, 4096, &records, true);
+        let (got, stats) = read_all(std::fs::read(&path).unwrap());
+        prop_assert_eq!(&got[..records.len()], &records[..]);
+        prop_assert!(matches!(got.last(), Some(Record::End(_))));
+        prop_assert!(stats.end_marker);
+        prop_assert_eq!(stats.corrupt_frames, 0);
+        prop_assert!(!stats.truncated_tail);
+    }
+
+    /// Random bytes after a valid header never panic the reader.
+    #[test]
+    fn garbage_never_panics(tail in prop::collection::vec(any::<u8>(), 0..3000)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.tal");
+        write_log(&path, 4096, &[], false);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&tail);
+        let _ = read_all(bytes);
+    }
+}
+
+#[test]
+fn truncation_at_every_byte_recovers_all_whole_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.tal");
+    let records: Vec<Record> = (0..40)
+        .map(|i| resource(i, (i % 5) as usize * 40))
+        .collect();
+    write_log(&path, 4096, &records, true);
+    let full = std::fs::read(&path).unwrap();
+    // Where each record ends: read the full log once, remembering valid_bytes.
+    let len = full.len() as u64;
+    let mut r = LogReader::new(full.clone(), len, Path::new("t")).unwrap();
+    let header_end = r.stats().valid_bytes;
+    let mut ends = vec![];
+    while r.next_record().is_some() {
+        ends.push(r.stats().valid_bytes);
+    }
+    assert_eq!(ends.len(), records.len() + 1);
+    for cut in header_end as usize..full.len() {
+        let (got, stats) = read_all(full[..cut].to_vec());
+        // A frame is whole once its payload is; its zero padding to the
+        // next multiple of 8 may be cut off.
+        let whole = ends.iter().filter(|&&e| e as usize <= cut).count();
+        let whole_unpadded = ends.iter().filter(|&&e| e as usize <= cut + 7).count();
+        assert!(
+            (whole..=whole_unpadded).contains(&got.len()),
+            "cut at {cut}: {} records",
+            got.len()
+        );
+        let whole = got.len();
+        let n = whole.min(records.len());
+        assert!(got[..n] == records[..n], "cut at {cut}: records differ");
+        assert_eq!(stats.corrupt_frames, 0, "cut at {cut}");
+        assert!(!stats.end_marker || whole == records.len() + 1);
+    }
+    // A cut inside the header (before its zero padding) is an error, not a panic.
+    for cut in 0..header_end as usize - 7 {
+        let res = LogReader::new(full[..cut].to_vec(), cut as u64, Path::new("t"));
+        assert!(res.is_err(), "cut at {cut} inside the header accepted");
+    }
+}
+
+#[test]
+fn killed_writer_leaves_zero_tail_that_reads_as_end() {
+    // A writer that is never finished: the file keeps its preallocated,
+    // zero-filled chunk, as after kill -9.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.tal");
+    let mut w = LogWriter::create(&path, &header(1 << 20)).unwrap();
+    for i in 0..100 {
+        w.append(&resource(i, 2)).unwrap();
+    }
+    std::mem::forget(w); // no finish, no unmap-and-trim
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len(), 1 << 20);
+    let (got, stats) = read_all(bytes);
+    assert_eq!(got.len(), 100);
+    assert!(!stats.end_marker);
+    assert_eq!(stats.corrupt_frames, 0);
+}
+
+#[test]
+fn damaged_record_in_the_middle_is_skipped_and_the_rest_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.tal");
+    let records: Vec<Record> = (0..50).map(|i| resource(i, 8)).collect();
+    write_log(&path, 4096, &records, true);
+    let full = std::fs::read(&path).unwrap();
+    let len = full.len() as u64;
+    let mut r = LogReader::new(full.clone(), len, Path::new("c")).unwrap();
+    let mut ends = vec![r.stats().valid_bytes];
+    while r.next_record().is_some() {
+        ends.push(r.stats().valid_bytes);
+    }
+    // Flip a payload byte of record 20, and zero the length of record 30.
+    let mut bad = full.clone();
+    bad[ends[20] as usize + 12] ^= 0xff;
+    bad[ends[30] as usize..ends[30] as usize + 4].fill(0);
+    let (got, stats) = read_all(bad);
+    assert_eq!(stats.corrupt_frames, 2);
+    assert_eq!(got.len(), records.len() + 1 - 2);
+    assert!(stats.end_marker);
+    let expect: Vec<&Record> = records
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 20 && *i != 30)
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(got[..expect.len()].iter().collect::<Vec<_>>(), expect);
+    // A damaged length field (impossibly large) is also resynchronised over.
+    let mut bad = full.clone();
+    bad[ends[10] as usize..ends[10] as usize + 4].copy_from_slice(&0x00ff_ffffu32.to_le_bytes());
+    let (got, stats) = read_all(bad);
+    assert_eq!(stats.corrupt_frames, 1);
+    assert_eq!(got.len(), records.len());
+}
+
+#[test]
+fn foreign_and_future_files_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("notes.txt");
+    std::fs::write(&p, b"hello, this is not a log at all").unwrap();
+    let e = LogReader::open(&p).unwrap_err();
+    assert!(matches!(e, OpenError::NotTalLog { .. }), "{e}");
+    assert!(e.to_string().contains("is not a tal log"));
+
+    let p = dir.path().join("future.tal");
+    let mut b = MAGIC.to_vec();
+    b.extend_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    b.extend_from_slice(&[0; 12]);
+    std::fs::write(&p, &b).unwrap();
+    let e = LogReader::open(&p).unwrap_err();
+    assert!(
+        matches!(e, OpenError::UnsupportedVersion { version, .. } if version == FORMAT_VERSION + 1)
+    );
+
+    let e = LogReader::open(&dir.path().join("missing.tal")).unwrap_err();
+    assert!(matches!(e, OpenError::Io { .. }));
+}
+
+#[test]
+fn disk_full_keeps_every_record_written_before() {
+    // A tiny tmpfs would be the real thing; RLIMIT_FSIZE gives the same
+    // ENOSPC-like failure (EFBIG) from posix_fallocate without root.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.tal");
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "disk_full_child", "--ignored", "--nocapture"])
+        .env("TAL_TEST_FULL_PATH", &path)
+        .output()
+        .unwrap();
+    assert!(
+        child.status.success(),
+        "{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    let (got, stats) = read_all(bytes);
+    let written: usize = String::from_utf8_lossy(&child.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("written="))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(written > 0);
+    assert_eq!(got.len(), written);
+    assert_eq!(stats.corrupt_frames, 0);
+}
+
+#[test]
+#[ignore = "run by disk_full_keeps_every_record_written_before in a child process"]
+fn disk_full_child() {
+    let Ok(path) = std::env::var("TAL_TEST_FULL_PATH") else {
+        return;
+    };
+    // SAFETY (test): ignore SIGXFSZ so the limit shows up as an error.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let lim = libc::rlimit {
+            rlim_cur: 3 * 4096,
+            rlim_max: 3 * 4096,
+        };
+        libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+    }
+    let mut w = LogWriter::create(Path::new(&path), &header(4096)).unwrap();
+    let mut n = 0;
+    let err = loop {
+        match w.append(&resource(n, 16)) {
+            Ok(()) => n += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        w.append(&resource(0, 1)).is_err(),
+        "writes after a failure must fail fast"
+    );
+    let _ = w.finish(None);
+    println!("written={n}");
+    eprintln!("{err}");
+}
