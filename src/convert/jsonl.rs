@@ -72,8 +72,24 @@ fn write_event(buf: &mut Vec<u8>, ctx: &Ctx, node: &str, ev: &Event) {
         EventKind::ResourceUpdate(_) => Some(ev.node_id.as_deref().unwrap_or(node)),
         _ => ev.node_id.as_deref(),
     };
-    o.opt_str("node_id", node_id)
-        .attrs("attributes", &ev.attributes);
+    o.opt_str("node_id", node_id);
+    match &ev.kind {
+        // RHAPSODY repeats a failed task's error type in its attributes.
+        EventKind::Task(t)
+            if t.state == TaskState::Failed
+                && !ev.attributes.iter().any(|(k, _)| k == "error_type") =>
+        {
+            o.nested("attributes", |a| {
+                for (k, v) in &ev.attributes {
+                    a.value(k, v);
+                }
+                a.str("error_type", t.error_type.as_deref().unwrap_or("unknown"));
+            });
+        }
+        _ => {
+            o.attrs("attributes", &ev.attributes);
+        }
+    }
     let mut span_hex = None;
     match &ev.kind {
         EventKind::SessionStarted => {}
