@@ -26,9 +26,26 @@ impl<'a> JsonOut<'a> {
         self.out.push(b'}');
     }
 
-    /// Writes the next key.
+    /// Writes the next key, which must be one of tal's own key names
+    /// (plain ASCII, nothing to escape); see [`JsonOut::value`] for keys that
+    /// come from outside.
     #[inline]
     pub fn key(&mut self, k: &str) -> &mut Self {
+        debug_assert!(!k.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'));
+        if !self.first {
+            self.out.extend_from_slice(b", \"");
+        } else {
+            self.out.push(b'"');
+        }
+        self.first = false;
+        self.out.extend_from_slice(k.as_bytes());
+        self.out.extend_from_slice(b"\": ");
+        self
+    }
+
+    /// Writes the next key, escaping it.
+    #[inline]
+    pub fn key_escaped(&mut self, k: &str) -> &mut Self {
         if !self.first {
             self.out.extend_from_slice(b", ");
         }
@@ -131,9 +148,9 @@ impl<'a> JsonOut<'a> {
         self
     }
 
-    /// `"k": <value>`
+    /// `"k": <value>`, for keys from outside (escaped).
     pub fn value(&mut self, k: &str, v: &Value) -> &mut Self {
-        self.key(k);
+        self.key_escaped(k);
         write_value(self.out, v);
         self
     }
@@ -187,9 +204,31 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
-/// Writes a float as Python would read it back: shortest round trip.
+/// Writes a float as Python's `repr` does: the shortest string that reads
+/// back as the same double. Two exact fast paths cover most of tal's
+/// values: whole numbers below 1e16 (byte counts: digits + ".0") and
+/// values with one decimal (percentages rounded as psutil rounds them:
+/// if `n / 10.0 == v` for the integer `n = round(v·10)`, then "n/10.n%10"
+/// is the shortest representation, because IEEE division is correctly
+/// rounded and so that decimal parses back to exactly `v`).
 #[inline]
 pub fn write_f64(out: &mut Vec<u8>, v: f64) {
+    const LIMIT: f64 = 1e15;
+    if v.abs() < LIMIT {
+        let n = (v * 10.0).round();
+        if n / 10.0 == v && !(v == 0.0 && v.is_sign_negative()) {
+            let n = n as i64;
+            let mut b = itoa::Buffer::new();
+            if n < 0 {
+                out.push(b'-');
+            }
+            let a = n.unsigned_abs();
+            out.extend_from_slice(b.format(a / 10).as_bytes());
+            out.push(b'.');
+            out.push(b'0' + (a % 10) as u8);
+            return;
+        }
+    }
     if v.is_finite() {
         let mut b = ryu::Buffer::new();
         out.extend_from_slice(b.format_finite(v).as_bytes());
@@ -204,6 +243,11 @@ pub fn write_f64(out: &mut Vec<u8>, v: f64) {
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
+    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let esc: &[u8] = match b {
@@ -233,6 +277,28 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn float_fast_paths_match_shortest_round_trip() {
+        let mut vals = vec![
+            0.0, 1.0, 66.7, 0.1, 0.3, 99.9, 100.0, 12288.0, 1e14, 123456.7, -2.5,
+        ];
+        vals.extend((0..100_000).map(|i| i as f64 / 10.0));
+        vals.extend((0..1000).map(|i| (i as f64 * 0.37).round() / 10.0));
+        vals.extend([1.0 / 3.0, 1795574441.8563643, 1e15, 1e16, 2.5e-7, -0.0]);
+        for v in vals {
+            let mut a = Vec::new();
+            write_f64(&mut a, v);
+            let s = String::from_utf8(a).unwrap();
+            assert_eq!(
+                s.parse::<f64>().unwrap().to_bits(),
+                v.to_bits(),
+                "{v} -> {s}"
+            );
+            let mut r = ryu::Buffer::new();
+            assert_eq!(s, r.format_finite(v), "{v}");
+        }
+    }
 
     #[test]
     fn python_layout_and_escapes() {
