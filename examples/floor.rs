@@ -62,6 +62,7 @@ fn main() {
             unsafe { libc::pread(f.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         }
         samples += 1;
+        #[allow(clippy::unnecessary_cast)] // c_long is i32 on some targets
         let ns = deadline.tv_nsec as i64 + interval_ns;
         deadline.tv_sec += (ns / 1_000_000_000) as libc::time_t;
         deadline.tv_nsec = (ns % 1_000_000_000) as libc::c_long;
