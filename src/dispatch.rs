@@ -1,11 +1,18 @@
 //! `Dispatcher`: the only owner of aggregate state. It drains the agents'
 //! rings in batches, turns raw readings into RHAPSODY `ResourceUpdate`
 //! events, keeps the HDR histograms, opens and closes the session span
-//! (SessionStarted / SessionEnded), and hands records to the writer.
+//! (SessionStarted / SessionEnded), and hands records to its [`Sink`] — the
+//! writer stage, which is the only owner of the log file.
 //!
-//! It wakes about once a second (`DRAIN_INTERVAL`), or early when an agent
-//! finds its ring half full; each wake converts monotonic ticks to wall
-//! time with one fresh clock anchor for the whole batch.
+//! Wake-ups are the agent's main cost after the reads themselves (on a
+//! small VM one wake-up of an idle thread costs about as much CPU as the
+//! four /proc reads), so the dispatcher and the writer share one wake-up:
+//! the dispatcher thread runs the writer stage right after each batch. The
+//! proc agent wakes it once per second's worth of samples (right after a
+//! sample, while the caches are warm), or early when its ring is half
+//! full; a fallback timeout (`FALLBACK_WAKE`) covers an agent that stalls.
+//! Each batch converts monotonic ticks to wall time with one fresh clock
+//! anchor.
 //!
 //! Resource semantics are RHAPSODY's (psutil's), see `SCHEMA.md`:
 //! `cpu_percent` is the busy share of all CPUs since the previous sample,
@@ -28,16 +35,31 @@ use crate::ids::EventIdGen;
 use crate::record::{
     AgentSnapshot, EndMarker, EndReason, Event, EventKind, Record, ResourceScope, ResourceUpdate,
 };
-use crate::ring::{Consumer, Producer, PushError};
+use crate::ring::Consumer;
 use crate::stats;
 use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::Thread;
 use std::time::Duration;
 
-/// How often the dispatcher drains when nothing presses it.
+/// How much sampled time the dispatcher lets accumulate before it drains.
 pub const DRAIN_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest the dispatcher sleeps when no agent wakes it.
+pub const FALLBACK_WAKE: Duration = Duration::from_secs(5);
+
+/// Where the dispatcher's records go: the writer stage in `tal record`, a
+/// Vec in tests.
+pub trait Sink {
+    /// Takes one record. Must not block for long; failures are the sink's
+    /// to count and report.
+    fn put(&mut self, r: Record);
+}
+
+impl Sink for Vec<Record> {
+    fn put(&mut self, r: Record) {
+        self.push(r);
+    }
+}
 
 /// Rounds to one decimal, as psutil does for its percentages.
 #[inline]
@@ -56,10 +78,9 @@ struct Prev {
 
 /// Dispatcher state. Construct, then call [`Dispatcher::run`] on its thread.
 #[derive(Debug)]
-pub struct Dispatcher {
+pub struct Dispatcher<S: Sink> {
     rx: Consumer<ProcReading>,
-    tx: Producer<Record>,
-    writer: Thread,
+    sink: S,
     counters: Arc<AgentCounters>,
     records_dropped: Arc<AtomicU64>,
     backend: String,
@@ -74,14 +95,14 @@ pub struct Dispatcher {
     hist_jitter: Histogram<u64>,
 }
 
-impl Dispatcher {
-    /// A dispatcher draining `rx` into `tx`. `baseline` is the reading taken
-    /// when the sources were opened; `start_wall_ns` the session start.
+impl<S: Sink> Dispatcher<S> {
+    /// A dispatcher draining `rx` into `sink`. `baseline` is the reading
+    /// taken when the sources were opened; `start_wall_ns` the session start;
+    /// `records_dropped` is where the sink counts records it lost.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         rx: Consumer<ProcReading>,
-        tx: Producer<Record>,
-        writer: Thread,
+        sink: S,
         counters: Arc<AgentCounters>,
         records_dropped: Arc<AtomicU64>,
         backend: String,
@@ -91,8 +112,7 @@ impl Dispatcher {
     ) -> Self {
         let mut d = Self {
             rx,
-            tx,
-            writer,
+            sink,
             counters,
             records_dropped,
             backend,
@@ -126,25 +146,13 @@ impl Dispatcher {
         })
     }
 
-    /// Sends a record to the writer; counts it when the ring is full.
     fn send(&mut self, r: Record) {
-        if let Err(PushError::Full(_)) = self.tx.push(r) {
-            self.records_dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        self.sink.put(r);
     }
 
-    /// Sends a record that must not be lost (shutdown path): waits for room.
-    fn send_blocking(&mut self, mut r: Record) {
-        loop {
-            match self.tx.push(r) {
-                Ok(()) => return,
-                Err(PushError::Full(back)) => {
-                    r = back;
-                    self.writer.unpark();
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        }
+    /// The sink (to finish it after [`Dispatcher::run`]).
+    pub fn into_sink(self) -> S {
+        self.sink
     }
 
     /// Turns one reading into its per_node `ResourceUpdate` and updates the
@@ -241,14 +249,14 @@ impl Dispatcher {
 
     /// Runs until `stop` is set (after the agents have stopped), then drains
     /// what is left, closes the session and sends the final snapshot and the
-    /// end marker.
-    pub fn run(mut self, stop: Arc<AtomicBool>, end_reason: Arc<AtomicU64>) {
+    /// end marker. Returns itself so the caller can finish the sink.
+    pub fn run(mut self, stop: Arc<AtomicBool>, end_reason: Arc<AtomicU64>) -> Self {
         let started = self.event(
             self.start_wall_ns,
             self.start_wall_ns,
             EventKind::SessionStarted,
         );
-        self.send_blocking(started);
+        self.send(started);
         loop {
             let stopping = stop.load(Ordering::Acquire);
             self.drain();
@@ -258,11 +266,10 @@ impl Dispatcher {
                 let s = Record::Snapshot(self.snapshot());
                 self.send(s);
             }
-            self.writer.unpark();
             if stopping {
                 break;
             }
-            std::thread::park_timeout(DRAIN_INTERVAL);
+            std::thread::park_timeout(FALLBACK_WAKE);
         }
         let end = wall_ns();
         let ended = self.event(
@@ -272,15 +279,15 @@ impl Dispatcher {
                 duration_seconds: (end - self.start_wall_ns) as f64 / 1e9,
             },
         );
-        self.send_blocking(ended);
+        self.send(ended);
         let snap = Record::Snapshot(self.snapshot());
-        self.send_blocking(snap);
+        self.send(snap);
         let reason = decode_end_reason(end_reason.load(Ordering::Acquire));
-        self.send_blocking(Record::End(EndMarker {
+        self.send(Record::End(EndMarker {
             wall_ns: wall_ns(),
             reason,
         }));
-        self.writer.unpark();
+        self
     }
 }
 
@@ -331,13 +338,11 @@ mod tests {
         r
     }
 
-    fn dispatcher(baseline: &ProcReading) -> Dispatcher {
+    fn dispatcher(baseline: &ProcReading) -> Dispatcher<Vec<Record>> {
         let (_p, c) = channel(4);
-        let (p2, _c2) = channel(4);
         Dispatcher::new(
             c,
-            p2,
-            std::thread::current(),
+            Vec::new(),
             Arc::default(),
             Arc::default(),
             "tal".into(),

@@ -1,9 +1,9 @@
 //! `tal record`: wires the pipeline together and runs it until a signal or
 //! the end of the wrapped command.
 //!
-//! Threads: the proc agent (wakes every interval), the dispatcher (about
-//! once a second), the writer (after each dispatcher batch) and the main
-//! thread, which only waits for signals. All of tal's threads are pinned to
+//! Threads: the proc agent (wakes every interval), the dispatcher, which
+//! runs the writer stage in the same wake-up (about once a second), and the
+//! main thread, which only waits for signals. All of tal's threads are pinned to
 //! one CPU (`--pin`); a wrapped command is started with tal's original CPU
 //! affinity and an empty signal mask.
 //!
@@ -45,8 +45,6 @@ use std::time::{Duration, Instant};
 pub const CHILD_GRACE: Duration = Duration::from_millis(500);
 /// Slots of the proc agent's ring (6.4 s of samples at 10 Hz).
 pub const PROC_RING: usize = 64;
-/// Slots of the dispatcher → writer ring.
-pub const RECORD_RING: usize = 4096;
 
 /// A validated `tal record` configuration.
 #[derive(Debug, Clone)]
@@ -163,14 +161,59 @@ fn wait_signal(set: &libc::sigset_t, timeout: Option<Duration>) -> Option<libc::
     }
 }
 
+/// The writer stage: the only owner of the log file. After a write error
+/// (disk full) it reports once on stderr, keeps the file valid up to the
+/// last whole record, and counts every later record as lost; the recording
+/// (and a wrapped command) carry on.
+#[derive(Debug)]
+pub struct WriterStage {
+    writer: LogWriter,
+    failed: Option<crate::log::WriteError>,
+    lost: Arc<AtomicU64>,
+}
+
+impl WriterStage {
+    /// A stage appending to `writer`, counting lost records in `lost`.
+    pub fn new(writer: LogWriter, lost: Arc<AtomicU64>) -> Self {
+        Self {
+            writer,
+            failed: None,
+            lost,
+        }
+    }
+
+    /// Trims and syncs the log; the first write error, if any.
+    pub fn finish(self) -> Result<PathBuf, crate::log::WriteError> {
+        let path = self.writer.finish(None)?;
+        match self.failed {
+            Some(e) => Err(e),
+            None => Ok(path),
+        }
+    }
+}
+
+impl crate::dispatch::Sink for WriterStage {
+    fn put(&mut self, r: Record) {
+        if self.failed.is_some() {
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Err(e) = self.writer.append(&r) {
+            eprintln!("tal: {e}");
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            self.failed = Some(e);
+        }
+    }
+}
+
+type DispatchResult = Result<PathBuf, crate::log::WriteError>;
+
 /// The running pipeline's thread handles and stop flags.
 struct Pipeline {
     sampler: thread::JoinHandle<()>,
-    dispatcher: thread::JoinHandle<()>,
-    writer: thread::JoinHandle<Result<PathBuf, crate::log::WriteError>>,
+    dispatcher: thread::JoinHandle<DispatchResult>,
     sampler_stop: Arc<AtomicBool>,
     dispatch_stop: Arc<AtomicBool>,
-    writer_stop: Arc<AtomicBool>,
     end_reason: Arc<AtomicU64>,
 }
 
@@ -186,48 +229,11 @@ impl Pipeline {
             .map_err(|_| anyhow!("the sampling thread panicked"))?;
         self.dispatch_stop.store(true, Ordering::Release);
         self.dispatcher.thread().unpark();
-        self.dispatcher
+        let res = self
+            .dispatcher
             .join()
             .map_err(|_| anyhow!("the dispatcher thread panicked"))?;
-        self.writer_stop.store(true, Ordering::Release);
-        self.writer.thread().unpark();
-        let res = self
-            .writer
-            .join()
-            .map_err(|_| anyhow!("the writer thread panicked"))?;
         Ok(res?)
-    }
-}
-
-fn writer_loop(
-    mut w: LogWriter,
-    mut rx: ring::Consumer<Record>,
-    stop: Arc<AtomicBool>,
-    lost: Arc<AtomicU64>,
-) -> Result<PathBuf, crate::log::WriteError> {
-    let mut failed = None;
-    loop {
-        let stopping = stop.load(Ordering::Acquire);
-        while let Some(r) = rx.pop() {
-            if failed.is_some() {
-                lost.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if let Err(e) = w.append(&r) {
-                eprintln!("tal: {e}");
-                lost.fetch_add(1, Ordering::Relaxed);
-                failed = Some(e);
-            }
-        }
-        if stopping {
-            break;
-        }
-        thread::park_timeout(Duration::from_secs(2));
-    }
-    let path = w.finish(None)?;
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(path),
     }
 }
 
@@ -289,27 +295,17 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     })?;
 
     let (proc_tx, proc_rx) = ring::channel::<ProcReading>(PROC_RING);
-    let (rec_tx, rec_rx) = ring::channel::<Record>(RECORD_RING);
     let counters = Arc::new(AgentCounters::default());
     let records_dropped = Arc::new(AtomicU64::new(0));
     let sampler_stop = Arc::new(AtomicBool::new(false));
     let dispatch_stop = Arc::new(AtomicBool::new(false));
-    let writer_stop = Arc::new(AtomicBool::new(false));
     let end_reason = Arc::new(AtomicU64::new(encode_end_reason(EndReason::StopRequested)));
 
-    let writer = {
-        let stop = Arc::clone(&writer_stop);
-        let lost = Arc::clone(&records_dropped);
-        thread::Builder::new()
-            .name("tal-writer".into())
-            .spawn(move || writer_loop(writer, rec_rx, stop, lost))
-            .context("cannot start the writer thread")?
-    };
     let dispatcher = {
+        let stage = WriterStage::new(writer, Arc::clone(&records_dropped));
         let d = Dispatcher::new(
             proc_rx,
-            rec_tx,
-            writer.thread().clone(),
+            stage,
             Arc::clone(&counters),
             Arc::clone(&records_dropped),
             cfg.backend.clone(),
@@ -321,7 +317,7 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
         let reason = Arc::clone(&end_reason);
         thread::Builder::new()
             .name("tal-dispatch".into())
-            .spawn(move || d.run(stop, reason))
+            .spawn(move || d.run(stop, reason).into_sink().finish())
             .context("cannot start the dispatcher thread")?
     };
     let sampler = {
@@ -341,10 +337,8 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     let pipeline = Pipeline {
         sampler,
         dispatcher,
-        writer,
         sampler_stop,
         dispatch_stop,
-        writer_stop,
         end_reason,
     };
 

@@ -223,11 +223,15 @@ pub struct ProcAgent {
     stop: Arc<AtomicBool>,
     dispatcher: Thread,
     reading: Box<ProcReading>,
+    /// Wake the dispatcher after this many samples (one second's worth).
+    batch: u64,
+    since_kick: u64,
 }
 
 impl ProcAgent {
     /// An agent that samples `sources` every `interval_ns` into `tx`, and
-    /// wakes `dispatcher` early when the ring is half full.
+    /// wakes `dispatcher` after each `DRAIN_INTERVAL` of samples, or early
+    /// when the ring is half full.
     pub fn new(
         sources: ProcSources,
         tx: Producer<ProcReading>,
@@ -244,6 +248,8 @@ impl ProcAgent {
             stop,
             dispatcher,
             reading: Box::default(),
+            batch: (crate::dispatch::DRAIN_INTERVAL.as_nanos() as u64 / interval_ns.max(1)).max(1),
+            since_kick: 0,
         }
     }
 
@@ -302,7 +308,9 @@ impl ProcAgent {
         if let Err(PushError::Full(_)) = self.tx.push(*r) {
             AgentCounters::bump(&self.counters.samples_dropped, 1);
         }
-        if self.tx.len() * 2 >= self.tx.capacity() {
+        self.since_kick += 1;
+        if self.since_kick >= self.batch || self.tx.len() * 2 >= self.tx.capacity() {
+            self.since_kick = 0;
             self.dispatcher.unpark();
         }
     }
