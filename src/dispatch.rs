@@ -27,7 +27,7 @@
 //! sample (and the next sample's deltas for that source are taken against
 //! the last good reading).
 
-use crate::agent::proc::{source, ProcReading};
+use crate::agent::proc::{source, ProcSample, NO_PERMILLE};
 use crate::agent::procfs::{memory_percent, CpuTicks};
 use crate::agent::AgentCounters;
 use crate::clock::{mono_ns, wall_ns, Anchor};
@@ -71,7 +71,6 @@ pub fn round1(v: f64) -> f64 {
 #[derive(Debug, Default)]
 struct Prev {
     cpu: Option<CpuTicks>,
-    per_cpu: Vec<CpuTicks>,
     disk: Option<(u64, u64)>,
     net: Option<(u64, u64)>,
 }
@@ -79,7 +78,7 @@ struct Prev {
 /// Dispatcher state. Construct, then call [`Dispatcher::run`] on its thread.
 #[derive(Debug)]
 pub struct Dispatcher<S: Sink> {
-    rx: Consumer<ProcReading>,
+    rx: Consumer<ProcSample>,
     sink: S,
     counters: Arc<AgentCounters>,
     records_dropped: Arc<AtomicU64>,
@@ -96,17 +95,17 @@ pub struct Dispatcher<S: Sink> {
 }
 
 impl<S: Sink> Dispatcher<S> {
-    /// A dispatcher draining `rx` into `sink`. `baseline` is the reading
-    /// taken when the sources were opened; `start_wall_ns` the session start;
+    /// A dispatcher draining `rx` into `sink`. `baseline_cpu` is the CPU
+    /// reading taken when the sources were opened; `start_wall_ns` the session start;
     /// `records_dropped` is where the sink counts records it lost.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        rx: Consumer<ProcReading>,
+        rx: Consumer<ProcSample>,
         sink: S,
         counters: Arc<AgentCounters>,
         records_dropped: Arc<AtomicU64>,
         backend: String,
-        baseline: &ProcReading,
+        baseline_cpu: Option<CpuTicks>,
         start_wall_ns: i64,
         snapshot_every: Duration,
     ) -> Self {
@@ -126,10 +125,7 @@ impl<S: Sink> Dispatcher<S> {
             hist_latency: stats::histogram(60_000_000_000),
             hist_jitter: stats::histogram(60_000_000_000),
         };
-        if baseline.ok & source::STAT != 0 {
-            d.prev.cpu = Some(baseline.cpu);
-            d.prev.per_cpu = baseline.per_cpu[..baseline.ncpu as usize].to_vec();
-        }
+        d.prev.cpu = baseline_cpu;
         d
     }
 
@@ -157,22 +153,15 @@ impl<S: Sink> Dispatcher<S> {
 
     /// Turns one reading into its per_node `ResourceUpdate` and updates the
     /// histograms.
-    pub fn resource_update(&mut self, r: &ProcReading) -> ResourceUpdate {
+    pub fn resource_update(&mut self, r: &ProcSample) -> ResourceUpdate {
         let mut u = ResourceUpdate::empty(ResourceScope::PerNode);
         if r.ok & source::STAT != 0 {
             if let Some(prev) = self.prev.cpu {
                 u.cpu_percent = Some(round1(r.cpu.percent_since(&prev)));
             }
-            let n = r.ncpu as usize;
-            if self.prev.per_cpu.len() == n {
-                u.cpu_percent_per_core = r.per_cpu[..n]
-                    .iter()
-                    .zip(&self.prev.per_cpu)
-                    .map(|(c, p)| round1(c.percent_since(p)) as f32)
-                    .collect();
-                self.prev.per_cpu.copy_from_slice(&r.per_cpu[..n]);
-            } else {
-                self.prev.per_cpu = r.per_cpu[..n].to_vec();
+            let per = &r.per_cpu_permille[..r.ncpu as usize];
+            if !per.is_empty() && per.iter().all(|&p| p != NO_PERMILLE) {
+                u.cpu_percent_per_core = per.iter().map(|&p| f32::from(p) / 10.0).collect();
             }
             self.prev.cpu = Some(r.cpu);
         }
@@ -314,8 +303,8 @@ mod tests {
     use super::*;
     use crate::ring::channel;
 
-    fn reading(busy: u64, total: u64, disk: (u64, u64), net: (u64, u64)) -> ProcReading {
-        let mut r = ProcReading {
+    fn reading(busy: u64, total: u64, disk: (u64, u64), net: (u64, u64)) -> ProcSample {
+        let mut r = ProcSample {
             ok: source::ALL,
             cpu: CpuTicks { busy, total },
             ncpu: 2,
@@ -325,20 +314,14 @@ mod tests {
             disk_write_sectors: disk.1,
             net_rx_bytes: net.0,
             net_tx_bytes: net.1,
-            ..ProcReading::default()
+            ..ProcSample::default()
         };
-        r.per_cpu[0] = CpuTicks {
-            busy: busy / 2,
-            total: total / 2,
-        };
-        r.per_cpu[1] = CpuTicks {
-            busy: busy - busy / 2,
-            total: total - total / 2,
-        };
+        r.per_cpu_permille[0] = 500;
+        r.per_cpu_permille[1] = 501;
         r
     }
 
-    fn dispatcher(baseline: &ProcReading) -> Dispatcher<Vec<Record>> {
+    fn dispatcher(baseline: &ProcSample) -> Dispatcher<Vec<Record>> {
         let (_p, c) = channel(4);
         Dispatcher::new(
             c,
@@ -346,7 +329,7 @@ mod tests {
             Arc::default(),
             Arc::default(),
             "tal".into(),
-            baseline,
+            Some(baseline.cpu),
             0,
             Duration::from_secs(10),
         )
@@ -361,7 +344,7 @@ mod tests {
         assert_eq!(u.memory_percent, Some(25.0));
         assert_eq!(u.disk_read_bytes, None);
         assert_eq!(u.net_sent_bytes, None);
-        assert_eq!(u.cpu_percent_per_core, vec![50.0, 50.0]);
+        assert_eq!(u.cpu_percent_per_core, vec![50.0, 50.1]);
         let u = d.resource_update(&reading(150 + 1, 1100 + 3, (14, 28), (1500, 2600)));
         assert_eq!(u.cpu_percent, Some(33.3));
         assert_eq!(u.disk_read_bytes, Some(4.0 * 512.0));

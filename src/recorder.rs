@@ -22,7 +22,7 @@
 #![allow(unsafe_code)]
 
 use crate::agent::affinity::{self, CpuMask};
-use crate::agent::proc::{ProcAgent, ProcReading, ProcSources};
+use crate::agent::proc::{source, ProcAgent, ProcReading, ProcSample, ProcSources};
 use crate::agent::AgentCounters;
 use crate::clock::Anchor;
 use crate::convert::{self, Output};
@@ -294,7 +294,7 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
         other => anyhow!(other),
     })?;
 
-    let (proc_tx, proc_rx) = ring::channel::<ProcReading>(PROC_RING);
+    let (proc_tx, proc_rx) = ring::channel::<ProcSample>(PROC_RING);
     let counters = Arc::new(AgentCounters::default());
     let records_dropped = Arc::new(AtomicU64::new(0));
     let sampler_stop = Arc::new(AtomicBool::new(false));
@@ -309,7 +309,7 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
             Arc::clone(&counters),
             Arc::clone(&records_dropped),
             cfg.backend.clone(),
-            &baseline,
+            (baseline.ok & source::STAT != 0).then_some(baseline.cpu),
             anchor.wall_ns,
             cfg.snapshot_every,
         );
@@ -323,6 +323,7 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     let sampler = {
         let agent = ProcAgent::new(
             sources,
+            &baseline,
             proc_tx,
             cfg.interval.as_nanos() as u64,
             Arc::clone(&counters),

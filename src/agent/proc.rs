@@ -50,17 +50,9 @@ pub mod source {
     pub const ALL: u8 = 15;
 }
 
-/// One raw sample of the four sources: fixed size, `Copy`, no pointers.
+/// One raw reading of the four sources, as parsed (private to the agent).
 #[derive(Clone, Copy, Debug)]
 pub struct ProcReading {
-    /// Sample number, from 0.
-    pub seq: u64,
-    /// The absolute deadline it was due at (monotonic ns).
-    pub deadline_ns: u64,
-    /// When the thread woke for it (monotonic ns).
-    pub wake_ns: u64,
-    /// When its reads and parses finished (monotonic ns).
-    pub done_ns: u64,
     /// Which sources succeeded ([`source`] bits).
     pub ok: u8,
     /// All CPUs together.
@@ -86,10 +78,6 @@ pub struct ProcReading {
 impl Default for ProcReading {
     fn default() -> Self {
         Self {
-            seq: 0,
-            deadline_ns: 0,
-            wake_ns: 0,
-            done_ns: 0,
             ok: 0,
             cpu: CpuTicks::default(),
             ncpu: 0,
@@ -152,6 +140,101 @@ impl Source {
     }
 }
 
+/// Per-CPU busy ‰ value meaning "no previous reading".
+pub const NO_PERMILLE: u16 = u16::MAX;
+
+/// What the proc agent hands to the dispatcher: raw node counters (the
+/// dispatcher computes RHAPSODY's deltas) and per-CPU busy ‰ since the
+/// previous sample (computed here, where the previous ticks live).
+#[derive(Clone, Copy, Debug)]
+pub struct ProcSample {
+    /// Sample number, from 0.
+    pub seq: u64,
+    /// The absolute deadline it was due at (monotonic ns).
+    pub deadline_ns: u64,
+    /// When the thread woke for it (monotonic ns).
+    pub wake_ns: u64,
+    /// When its reads and parses finished (monotonic ns).
+    pub done_ns: u64,
+    /// Which sources succeeded ([`source`] bits).
+    pub ok: u8,
+    /// All CPUs together.
+    pub cpu: CpuTicks,
+    /// Number of valid entries in `per_cpu_permille`.
+    pub ncpu: u16,
+    /// Busy ‰ (tenths of a percent, rounded as psutil rounds) of each CPU
+    /// since the previous sample; [`NO_PERMILLE`] without one.
+    pub per_cpu_permille: [u16; MAX_CPUS],
+    /// MemTotal, kB.
+    pub mem_total_kb: u64,
+    /// MemAvailable, kB.
+    pub mem_available_kb: u64,
+    /// Sectors read from whole disks, since boot.
+    pub disk_read_sectors: u64,
+    /// Sectors written to whole disks, since boot.
+    pub disk_write_sectors: u64,
+    /// Bytes received on all interfaces, since boot.
+    pub net_rx_bytes: u64,
+    /// Bytes sent on all interfaces, since boot.
+    pub net_tx_bytes: u64,
+}
+
+impl Default for ProcSample {
+    fn default() -> Self {
+        Self {
+            seq: 0,
+            deadline_ns: 0,
+            wake_ns: 0,
+            done_ns: 0,
+            ok: 0,
+            cpu: CpuTicks::default(),
+            ncpu: 0,
+            per_cpu_permille: [NO_PERMILLE; MAX_CPUS],
+            mem_total_kb: 0,
+            mem_available_kb: 0,
+            disk_read_sectors: 0,
+            disk_write_sectors: 0,
+            net_rx_bytes: 0,
+            net_tx_bytes: 0,
+        }
+    }
+}
+
+/// Busy ‰ between two per-CPU readings, rounded like `round1` of the percent.
+#[inline]
+pub fn permille(cur: &CpuTicks, prev: &CpuTicks) -> u16 {
+    (cur.percent_since(prev) * 10.0).round() as u16
+}
+
+impl ProcSample {
+    /// Builds the sample for reading `r`, given the previous per-CPU ticks
+    /// (`prev_ncpu` of them; 0 when there is no previous reading).
+    #[inline]
+    pub fn fill_from(&mut self, r: &ProcReading, prev: &[CpuTicks], prev_ncpu: usize) {
+        self.ok = r.ok;
+        self.cpu = r.cpu;
+        let n = r.ncpu as usize;
+        self.ncpu = r.ncpu;
+        let have_prev = r.ok & source::STAT != 0;
+        for (i, (out, cur)) in self.per_cpu_permille[..n]
+            .iter_mut()
+            .zip(&r.per_cpu[..n])
+            .enumerate()
+        {
+            *out = match prev.get(i) {
+                Some(p) if have_prev && i < prev_ncpu => permille(cur, p),
+                _ => NO_PERMILLE,
+            };
+        }
+        self.mem_total_kb = r.mem_total_kb;
+        self.mem_available_kb = r.mem_available_kb;
+        self.disk_read_sectors = r.disk_read_sectors;
+        self.disk_write_sectors = r.disk_write_sectors;
+        self.net_rx_bytes = r.net_rx_bytes;
+        self.net_tx_bytes = r.net_tx_bytes;
+    }
+}
+
 /// The four /proc sources, open.
 #[derive(Debug)]
 pub struct ProcSources {
@@ -183,12 +266,41 @@ impl ProcSources {
     #[inline]
     pub fn read_into(&mut self, r: &mut ProcReading) {
         r.ok = 0;
+        for s in [
+            source::STAT,
+            source::MEMINFO,
+            source::DISKSTATS,
+            source::NET_DEV,
+        ] {
+            self.read_source(s, r);
+        }
+    }
+
+    /// Reads and parses one source (a [`source`] bit) into `r`, setting its
+    /// bit in `r.ok` on success.
+    #[inline]
+    pub fn read_source(&mut self, which: u8, r: &mut ProcReading) {
+        match which {
+            source::STAT => self.read_stat(r),
+            source::MEMINFO => self.read_meminfo(r),
+            source::DISKSTATS => self.read_diskstats(r),
+            source::NET_DEV => self.read_net_dev(r),
+            _ => {}
+        }
+    }
+
+    #[inline]
+    fn read_stat(&mut self, r: &mut ProcReading) {
         if let Ok(b) = self.stat.read() {
             if let Some(n) = procfs::parse_stat(b, &mut r.cpu, &mut r.per_cpu) {
                 r.ncpu = n as u16;
                 r.ok |= source::STAT;
             }
         }
+    }
+
+    #[inline]
+    fn read_meminfo(&mut self, r: &mut ProcReading) {
         if let Ok(b) = self.meminfo.read() {
             if let Some((t, a)) = procfs::parse_meminfo(b) {
                 r.mem_total_kb = t;
@@ -196,6 +308,10 @@ impl ProcSources {
                 r.ok |= source::MEMINFO;
             }
         }
+    }
+
+    #[inline]
+    fn read_diskstats(&mut self, r: &mut ProcReading) {
         if let Ok(b) = self.diskstats.read() {
             if let Some((rd, wr)) = procfs::parse_diskstats(b, &self.disks) {
                 r.disk_read_sectors = rd;
@@ -203,6 +319,10 @@ impl ProcSources {
                 r.ok |= source::DISKSTATS;
             }
         }
+    }
+
+    #[inline]
+    fn read_net_dev(&mut self, r: &mut ProcReading) {
         if let Ok(b) = self.net_dev.read() {
             if let Some((rx, tx)) = procfs::parse_net_dev(b) {
                 r.net_rx_bytes = rx;
@@ -217,12 +337,15 @@ impl ProcSources {
 #[derive(Debug)]
 pub struct ProcAgent {
     sources: ProcSources,
-    tx: Producer<ProcReading>,
+    tx: Producer<ProcSample>,
     interval_ns: u64,
     counters: Arc<AgentCounters>,
     stop: Arc<AtomicBool>,
     dispatcher: Thread,
     reading: Box<ProcReading>,
+    prev_per_cpu: Box<[CpuTicks; MAX_CPUS]>,
+    prev_ncpu: usize,
+    sample: Box<ProcSample>,
     /// Wake the dispatcher after this many samples (one second's worth).
     batch: u64,
     since_kick: u64,
@@ -231,10 +354,14 @@ pub struct ProcAgent {
 impl ProcAgent {
     /// An agent that samples `sources` every `interval_ns` into `tx`, and
     /// wakes `dispatcher` after each `DRAIN_INTERVAL` of samples, or early
-    /// when the ring is half full.
+    /// when the ring is half full. `baseline` is the reading taken when the
+    /// sources were opened (the first sample's per-CPU values are relative
+    /// to it).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         sources: ProcSources,
-        tx: Producer<ProcReading>,
+        baseline: &ProcReading,
+        tx: Producer<ProcSample>,
         interval_ns: u64,
         counters: Arc<AgentCounters>,
         stop: Arc<AtomicBool>,
@@ -248,6 +375,13 @@ impl ProcAgent {
             stop,
             dispatcher,
             reading: Box::default(),
+            prev_per_cpu: Box::new(baseline.per_cpu),
+            prev_ncpu: if baseline.ok & source::STAT != 0 {
+                baseline.ncpu as usize
+            } else {
+                0
+            },
+            sample: Box::default(),
             batch: (crate::dispatch::DRAIN_INTERVAL.as_nanos() as u64 / interval_ns.max(1)).max(1),
             since_kick: 0,
         }
@@ -297,15 +431,22 @@ impl ProcAgent {
     fn sample(&mut self, seq: u64, deadline: u64, wake: u64) {
         let r = &mut *self.reading;
         self.sources.read_into(r);
-        r.seq = seq;
-        r.deadline_ns = deadline;
-        r.wake_ns = wake;
-        r.done_ns = mono_ns();
+        let s = &mut *self.sample;
+        s.fill_from(r, &self.prev_per_cpu[..], self.prev_ncpu);
+        if r.ok & source::STAT != 0 {
+            let n = r.ncpu as usize;
+            self.prev_per_cpu[..n].copy_from_slice(&r.per_cpu[..n]);
+            self.prev_ncpu = n;
+        }
+        s.seq = seq;
+        s.deadline_ns = deadline;
+        s.wake_ns = wake;
+        s.done_ns = mono_ns();
         if r.ok != source::ALL {
             AgentCounters::bump(&self.counters.read_errors, 1);
         }
         AgentCounters::bump(&self.counters.samples_taken, 1);
-        if let Err(PushError::Full(_)) = self.tx.push(*r) {
+        if let Err(PushError::Full(_)) = self.tx.push(*s) {
             AgentCounters::bump(&self.counters.samples_dropped, 1);
         }
         self.since_kick += 1;
