@@ -223,7 +223,10 @@ impl Pipeline {
         self.end_reason
             .store(encode_end_reason(reason), Ordering::Release);
         self.sampler_stop.store(true, Ordering::Release);
-        self.sampler.thread().unpark();
+        while !self.sampler.is_finished() {
+            crate::agent::proc::wake(&self.sampler);
+            thread::sleep(Duration::from_millis(2));
+        }
         self.sampler
             .join()
             .map_err(|_| anyhow!("the sampling thread panicked"))?;
@@ -263,6 +266,7 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     }
 
     let mut sources = ProcSources::open().context("cannot sample /proc")?;
+    crate::agent::proc::install_wake_handler();
     let mut baseline = Box::<ProcReading>::default();
     sources.read_into(&mut baseline);
 
@@ -438,10 +442,19 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     };
 
     if cfg.convert {
-        match convert::to_jsonl(
-            std::slice::from_ref(&log),
-            &Output::DefaultIn(cfg.out.clone()),
-        ) {
+        // RHAPSODY's name, unless another node of the session already wrote
+        // that file into a shared --out: then this node's own name, so that
+        // no agent overwrites another's checkpoint.
+        let name = convert::default_file_name(&cfg.session_id, anchor.wall_ns);
+        let mut target = cfg.out.join(&name);
+        if target.exists() {
+            target = cfg.out.join(convert::node_file_name(
+                &cfg.session_id,
+                &cfg.node_id,
+                anchor.wall_ns,
+            ));
+        }
+        match convert::to_jsonl(std::slice::from_ref(&log), &Output::File(target)) {
             Ok((path, summary)) => {
                 for l in convert::describe(&summary) {
                     eprintln!("tal: {l}");

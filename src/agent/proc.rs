@@ -15,9 +15,10 @@
 //! more than a whole interval late (suspended VM, SIGSTOP), the missed
 //! deadlines are skipped and counted rather than sampled in a burst.
 //!
-//! The agent waits with `park_timeout` rather than `clock_nanosleep` so that
-//! shutdown can wake it at once; a spurious or early wake-up just waits
-//! again for the same deadline.
+//! The agent sleeps with `clock_nanosleep(TIMER_ABSTIME)` on the monotonic
+//! clock: one syscall per sample and measurably cheaper than a futex park
+//! with a timeout. Shutdown wakes it with [`wake_signal`] (a no-op handler
+//! makes the sleep return EINTR); see [`wake`].
 #![allow(unsafe_code)]
 
 use super::procfs::{self, CpuTicks, DiskFilter};
@@ -30,7 +31,6 @@ use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
-use std::time::Duration;
 
 /// Per-CPU counters kept for at most this many CPUs (the aggregate always
 /// covers every CPU).
@@ -333,6 +333,35 @@ impl ProcSources {
     }
 }
 
+/// The signal that interrupts an agent's sleep at shutdown (a real-time
+/// signal, so it never collides with a user's SIGUSR1/2).
+pub fn wake_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 4
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Installs the no-op handler for [`wake_signal`] (once, before agents start).
+pub fn install_wake_handler() {
+    // SAFETY: sigaction with a handler that does nothing; no SA_RESTART, so
+    // clock_nanosleep returns EINTR.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = ignore_signal as *const () as libc::sighandler_t;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(wake_signal(), &sa, std::ptr::null_mut());
+    }
+}
+
+/// Wakes the agent thread `t` from its sleep. The caller sets the stop flag
+/// first and repeats this until the thread has exited: a signal that lands
+/// between the flag check and the sleep is otherwise lost for one interval.
+pub fn wake(t: &std::thread::JoinHandle<()>) {
+    use std::os::unix::thread::JoinHandleExt;
+    // SAFETY: the pthread_t of a thread that has not been joined yet.
+    unsafe { libc::pthread_kill(t.as_pthread_t(), wake_signal()) };
+}
+
 /// The proc sampling thread's state.
 #[derive(Debug)]
 pub struct ProcAgent {
@@ -415,15 +444,28 @@ impl ProcAgent {
     /// Waits for `deadline`; returns true if asked to stop meanwhile.
     #[inline]
     fn wait_until(&self, deadline: u64) -> bool {
+        let ts = libc::timespec {
+            tv_sec: (deadline / 1_000_000_000) as libc::time_t,
+            tv_nsec: (deadline % 1_000_000_000) as libc::c_long,
+        };
         loop {
             if self.stop.load(Ordering::Acquire) {
                 return true;
             }
-            let now = mono_ns();
-            if now >= deadline {
-                return false;
+            // SAFETY: a valid timespec; a null remainder is allowed with
+            // TIMER_ABSTIME.
+            let rc = unsafe {
+                libc::clock_nanosleep(
+                    libc::CLOCK_MONOTONIC,
+                    libc::TIMER_ABSTIME,
+                    &ts,
+                    std::ptr::null_mut(),
+                )
+            };
+            if rc == 0 {
+                return self.stop.load(Ordering::Acquire);
             }
-            std::thread::park_timeout(Duration::from_nanos(deadline - now));
+            // EINTR (a wake-up signal): re-check the stop flag, sleep again.
         }
     }
 

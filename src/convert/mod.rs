@@ -61,6 +61,15 @@ pub fn default_file_name(session_id: &str, start_wall_ns: i64) -> String {
     )
 }
 
+/// The name `tal record` falls back to when another node of the session
+/// already wrote [`default_file_name`] into a shared directory.
+pub fn node_file_name(session_id: &str, node_id: &str, start_wall_ns: i64) -> String {
+    format!(
+        "{session_id}.{node_id}.{}.telemetry.jsonl",
+        start_wall_ns.div_euclid(1_000_000_000)
+    )
+}
+
 /// Opens every log and checks they belong to one session.
 pub fn open_logs(paths: &[PathBuf]) -> Result<Vec<LogReader>, ConvertError> {
     if paths.is_empty() {

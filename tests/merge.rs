@@ -1,0 +1,108 @@
+//! Several node logs of one session merge into one JSONL: one trace, one
+//! session span covering every node, every node's per_node series, events
+//! in time order. Logs of different sessions are refused.
+
+mod common;
+use common::*;
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::time::Duration;
+
+#[test]
+fn three_agents_merge_into_one_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut children = vec![];
+    for (i, node) in ["n1", "n2", "n3"].iter().enumerate() {
+        let child = tal()
+            .args(["record", "--interval", "50ms", "--session-id", "s.multi", "--node-id", node])
+            .arg("--out")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        children.push(child);
+        // Staggered starts, so the session starts with n1 and ends with n3.
+        std::thread::sleep(Duration::from_millis(150 * (i as u64 + 1)));
+    }
+    for n in ["n1", "n2", "n3"] {
+        wait_for_file(&dir.path().join(format!("s.multi.{n}.tal")));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for c in children.iter() {
+        signal(c, libc::SIGTERM);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for c in children {
+        let out = wait_output(c, Duration::from_secs(20));
+        assert!(out.status.success());
+    }
+    // Each agent wrote its own JSONL without overwriting another's.
+    assert_eq!(files_with_ext(dir.path(), ".telemetry.jsonl").len(), 3);
+
+    let merged = dir.path().join("merged.jsonl");
+    let mut cmd = tal();
+    cmd.arg("convert");
+    for log in files_with_ext(dir.path(), ".tal") {
+        cmd.arg(log);
+    }
+    let out = run(cmd.arg("-o").arg(&merged));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = read_jsonl(&merged);
+    assert_complete(&v);
+
+    let traces: BTreeSet<&str> = v.iter().filter_map(|l| l["trace_id"].as_str()).collect();
+    assert_eq!(traces.len(), 1, "one trace: {traces:?}");
+    let spans = lines(&v, "span", Some("session"));
+    assert_eq!(lines(&v, "span", None).iter().filter(|s| s["name"] == "session").count(), 1);
+    let session = lines(&v, "span", None).pop().unwrap().clone();
+    assert_eq!(session["attributes"]["nodes"], 3);
+    drop(spans);
+
+    let nodes: BTreeSet<&str> = lines(&v, "event", Some("ResourceUpdate"))
+        .iter()
+        .map(|l| l["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["n1", "n2", "n3"].into_iter().collect());
+
+    // The session span covers every node's own first and last sample.
+    let start = session["start_time_s"].as_f64().unwrap();
+    let end = session["end_time_s"].as_f64().unwrap();
+    for e in lines(&v, "event", None) {
+        let t = e["event_time"].as_f64().unwrap();
+        assert!(start <= t && t <= end, "event at {t} outside the session [{start}, {end}]");
+    }
+    let started = lines(&v, "event", Some("SessionStarted"))[0]["event_time"].as_f64().unwrap();
+    assert_eq!(started, start);
+    let ended = lines(&v, "event", Some("SessionEnded"))[0];
+    assert_eq!(ended["event_time"].as_f64().unwrap(), end);
+    let dur = ended["duration_seconds"].as_f64().unwrap();
+    assert!((dur - (end - start)).abs() < 1e-3);
+
+    // Agent cost merges over nodes: three logs described.
+    let metric = lines(&v, "metric", None)[0];
+    assert_eq!(metric["tal_logs"].as_array().unwrap().len(), 3);
+    let taken = metric["agent_samples_taken"].as_u64().unwrap();
+    assert_eq!(taken as usize, lines(&v, "event", Some("ResourceUpdate")).len());
+    // node utilisation gauges are the latest per node, summed over nodes.
+    assert!(metric["node_memory_utilization"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn logs_of_different_sessions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for s in ["s.a", "s.b"] {
+        let out = run(tal()
+            .args(["record", "--no-convert", "--node-id", "n", "--session-id", s, "--out"])
+            .arg(dir.path())
+            .args(["--", "true"]));
+        assert!(out.status.success());
+    }
+    let out = run(tal()
+        .arg("convert")
+        .arg(dir.path().join("s.a.n.tal"))
+        .arg(dir.path().join("s.b.n.tal")));
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("different sessions") && e.contains("s.a") && e.contains("s.b"), "{e}");
+}
