@@ -86,6 +86,11 @@ pub struct RecordArgs {
     #[arg(long)]
     pub no_convert: bool,
 
+    /// Bytes by which the log file grows (and the size of its mapped
+    /// window): a multiple of the page size.
+    #[arg(long, default_value_t = crate::log::DEFAULT_CHUNK_BYTES, value_name = "BYTES")]
+    pub log_chunk: u64,
+
     /// The command to run and record (after `--`).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -237,7 +242,15 @@ impl RecordArgs {
                 anyhow::anyhow!("invalid --pin '{s}': give a CPU number or 'none'")
             })?),
         };
+        let page = crate::log::writer::system_page_size();
+        if self.log_chunk < page || self.log_chunk % page != 0 || self.log_chunk > 1 << 30 {
+            bail!(
+                "invalid --log-chunk {}: must be a multiple of the page size ({page}) up to 1 GiB",
+                self.log_chunk
+            );
+        }
         Ok(RecordConfig {
+            log_chunk: self.log_chunk,
             interval,
             out: self.out,
             session_id,

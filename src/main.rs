@@ -27,7 +27,15 @@ fn main() -> ExitCode {
                     }
                     0
                 })
-                .map_err(anyhow::Error::from)
+                .map_err(|e| match e {
+                    tal::convert::ConvertError::Output { source, .. }
+                        if source.kind() == std::io::ErrorKind::BrokenPipe =>
+                    {
+                        anyhow::Error::from(source)
+                    }
+                    // The typed errors' messages already name their cause.
+                    e => anyhow::anyhow!("{e}"),
+                })
         }
     };
     match res {

@@ -27,7 +27,7 @@ use crate::agent::AgentCounters;
 use crate::clock::Anchor;
 use crate::convert::{self, Output};
 use crate::dispatch::{encode_end_reason, Dispatcher};
-use crate::log::{Header, LogWriter, DEFAULT_CHUNK_BYTES};
+use crate::log::{Header, LogWriter};
 use crate::record::{EndReason, Record};
 use crate::ring;
 use anyhow::{anyhow, Context};
@@ -71,6 +71,8 @@ pub struct RecordConfig {
     pub command: Vec<OsString>,
     /// Session attributes.
     pub attributes: Vec<(String, String)>,
+    /// Log growth chunk, bytes.
+    pub log_chunk: u64,
 }
 
 fn sigset(sigs: &[libc::c_int]) -> libc::sigset_t {
@@ -265,6 +267,10 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
             .with_context(|| format!("cannot pin to CPU {cpu} — pass --pin CPU or --pin none"))?;
     }
 
+    // A file-size limit (RLIMIT_FSIZE) must surface as a write error that
+    // the writer reports, not as SIGXFSZ killing the agent.
+    // SAFETY: setting a signal disposition; restored for the wrapped command.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let mut sources = ProcSources::open().context("cannot sample /proc")?;
     crate::agent::proc::install_wake_handler();
     let mut baseline = Box::<ProcReading>::default();
@@ -281,7 +287,7 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
         start_wall_ns: anchor.wall_ns,
         start_mono_ns: anchor.mono_ns,
         interval_ns: cfg.interval.as_nanos() as u64,
-        chunk_bytes: DEFAULT_CHUNK_BYTES,
+        chunk_bytes: cfg.log_chunk,
         ncpus: u32::from(baseline.ncpu),
         attributes: cfg.attributes.clone(),
     };
@@ -371,6 +377,7 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
         unsafe {
             cmd.pre_exec(move || {
                 let _ = mask.apply();
+                libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
                 libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
                 Ok(())
             });
@@ -436,7 +443,15 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     let log = match finished {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("tal: {e:#}");
+            if e.downcast_ref::<crate::log::WriteError>().is_some() {
+                // The writer stage reported the error when it happened.
+                eprintln!(
+                    "tal: the log {} stops at its last whole record before that error",
+                    log_path.display()
+                );
+            } else {
+                eprintln!("tal: {e}");
+            }
             log_path
         }
     };

@@ -328,3 +328,95 @@ fn convert_to_stdout_and_to_a_file() {
     assert_eq!(std::fs::read_to_string(&target).unwrap(), text);
     assert_complete(&read_jsonl(&target));
 }
+
+#[test]
+fn a_full_disk_mid_run_keeps_every_record_before_it() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tal();
+    cmd.args([
+        "record",
+        "--interval",
+        "5ms",
+        "--log-chunk",
+        "4096",
+        "--session-id",
+        "s.full",
+    ])
+    .args(["--node-id", "n", "--out"])
+    .arg(dir.path())
+    .args(["--", "sh", "-c", "sleep 1; exit 4"]);
+    // A 16 KiB file-size limit: the log fills it within a fraction of a
+    // second, like a disk that runs full while the job goes on.
+    // SAFETY (test): setrlimit between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 16 << 10,
+                rlim_max: 16 << 10,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            Ok(())
+        });
+    }
+    let out = run(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "the wrapped command's status survives: {stderr}"
+    );
+    assert!(
+        stderr.contains("cannot write log") || stderr.contains("disk full"),
+        "{stderr}"
+    );
+    let log = dir.path().join("s.full.n.tal");
+    let mut r = LogReader::open(&log).unwrap();
+    let n = r.by_ref().count();
+    assert!(n > 20, "{n} records kept");
+    assert_eq!(r.stats().corrupt_frames, 0);
+    assert!(!r.stats().end_marker);
+    let out = run(tal()
+        .arg("convert")
+        .arg(&log)
+        .arg("-o")
+        .arg(dir.path().join("x.jsonl")));
+    assert!(out.status.success());
+    assert_complete(&read_jsonl(&dir.path().join("x.jsonl")));
+}
+
+#[test]
+fn convert_into_a_closed_pipe_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(tal()
+        .args([
+            "record",
+            "--no-convert",
+            "--interval",
+            "1ms",
+            "--session-id",
+            "s.pipe",
+            "--node-id",
+            "n",
+            "--out",
+        ])
+        .arg(dir.path())
+        .args(["--", "sleep", "1"]));
+    assert!(out.status.success());
+    let mut child = tal()
+        .arg("convert")
+        .arg(dir.path().join("s.pipe.n.tal"))
+        .args(["-o", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away at once, like `| head -0`
+    let out = wait_output(child, Duration::from_secs(20));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

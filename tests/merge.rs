@@ -14,7 +14,15 @@ fn three_agents_merge_into_one_trace() {
     let mut children = vec![];
     for (i, node) in ["n1", "n2", "n3"].iter().enumerate() {
         let child = tal()
-            .args(["record", "--interval", "50ms", "--session-id", "s.multi", "--node-id", node])
+            .args([
+                "record",
+                "--interval",
+                "50ms",
+                "--session-id",
+                "s.multi",
+                "--node-id",
+                node,
+            ])
             .arg("--out")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -47,14 +55,24 @@ fn three_agents_merge_into_one_trace() {
         cmd.arg(log);
     }
     let out = run(cmd.arg("-o").arg(&merged));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v = read_jsonl(&merged);
     assert_complete(&v);
 
     let traces: BTreeSet<&str> = v.iter().filter_map(|l| l["trace_id"].as_str()).collect();
     assert_eq!(traces.len(), 1, "one trace: {traces:?}");
     let spans = lines(&v, "span", Some("session"));
-    assert_eq!(lines(&v, "span", None).iter().filter(|s| s["name"] == "session").count(), 1);
+    assert_eq!(
+        lines(&v, "span", None)
+            .iter()
+            .filter(|s| s["name"] == "session")
+            .count(),
+        1
+    );
     let session = lines(&v, "span", None).pop().unwrap().clone();
     assert_eq!(session["attributes"]["nodes"], 3);
     drop(spans);
@@ -70,9 +88,14 @@ fn three_agents_merge_into_one_trace() {
     let end = session["end_time_s"].as_f64().unwrap();
     for e in lines(&v, "event", None) {
         let t = e["event_time"].as_f64().unwrap();
-        assert!(start <= t && t <= end, "event at {t} outside the session [{start}, {end}]");
+        assert!(
+            start <= t && t <= end,
+            "event at {t} outside the session [{start}, {end}]"
+        );
     }
-    let started = lines(&v, "event", Some("SessionStarted"))[0]["event_time"].as_f64().unwrap();
+    let started = lines(&v, "event", Some("SessionStarted"))[0]["event_time"]
+        .as_f64()
+        .unwrap();
     assert_eq!(started, start);
     let ended = lines(&v, "event", Some("SessionEnded"))[0];
     assert_eq!(ended["event_time"].as_f64().unwrap(), end);
@@ -83,7 +106,10 @@ fn three_agents_merge_into_one_trace() {
     let metric = lines(&v, "metric", None)[0];
     assert_eq!(metric["tal_logs"].as_array().unwrap().len(), 3);
     let taken = metric["agent_samples_taken"].as_u64().unwrap();
-    assert_eq!(taken as usize, lines(&v, "event", Some("ResourceUpdate")).len());
+    assert_eq!(
+        taken as usize,
+        lines(&v, "event", Some("ResourceUpdate")).len()
+    );
     // node utilisation gauges are the latest per node, summed over nodes.
     assert!(metric["node_memory_utilization"].as_f64().unwrap() > 0.0);
 }
@@ -93,7 +119,15 @@ fn logs_of_different_sessions_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     for s in ["s.a", "s.b"] {
         let out = run(tal()
-            .args(["record", "--no-convert", "--node-id", "n", "--session-id", s, "--out"])
+            .args([
+                "record",
+                "--no-convert",
+                "--node-id",
+                "n",
+                "--session-id",
+                s,
+                "--out",
+            ])
             .arg(dir.path())
             .args(["--", "true"]));
         assert!(out.status.success());
@@ -104,5 +138,8 @@ fn logs_of_different_sessions_are_refused() {
         .arg(dir.path().join("s.b.n.tal")));
     assert!(!out.status.success());
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("different sessions") && e.contains("s.a") && e.contains("s.b"), "{e}");
+    assert!(
+        e.contains("different sessions") && e.contains("s.a") && e.contains("s.b"),
+        "{e}"
+    );
 }
