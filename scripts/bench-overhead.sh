@@ -107,6 +107,28 @@ echo "| tal CPU share of one core | $(awk -v a="$tm" -v i="$INTERVAL" 'BEGIN { p
 echo "| tal peak RSS (VmHWM) | $((rss_kib / 1024)).$(((rss_kib % 1024) * 10 / 1024)) MiB (now ${rss_now} KiB; budget ≤ 10 MiB) |"
 echo "| tal's own view | ${jitter} |"
 
+# Shutdown: SIGTERM -> exit, after 2 s of recording (the final sample,
+# drain, SessionEnded, snapshot, end marker, trim, fsync; and with the JSONL).
+: >"$work/stop.ms"
+: >"$work/stopc.ms"
+for flag in --no-convert ""; do
+  for _ in 1 2 3; do
+    rm -rf "$work/stop"
+    # shellcheck disable=SC2086
+    "$TAL" record --interval "$INTERVAL" --out "$work/stop" $flag 2>/dev/null &
+    p=$!
+    sleep 2
+    t0=$(now_ns)
+    kill -TERM "$p"
+    wait "$p" || true
+    t1=$(now_ns)
+    if [ -n "$flag" ]; then f="$work/stop.ms"; else f="$work/stopc.ms"; fi
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f\n", (b - a) / 1e6 }' >>"$f"
+  done
+done
+echo "| SIGTERM → exit, log finalised (median of 3) | $(median <"$work/stop.ms") ms |"
+echo "| SIGTERM → exit, log finalised and JSONL written (median of 3) | $(median <"$work/stopc.ms") ms |"
+
 # Convert throughput: 1 M events through the real writer, converted on one core.
 "./target/release/examples/genlog" "$work/gen" 1 100000 10 2 >/dev/null
 log=$(ls "$work"/gen/*.tal)
