@@ -420,3 +420,39 @@ fn convert_into_a_closed_pipe_exits_zero() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_log_cut_off_after_its_header_still_converts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(tal()
+        .args([
+            "record",
+            "--no-convert",
+            "--session-id",
+            "s.cut",
+            "--node-id",
+            "n",
+            "--out",
+        ])
+        .arg(dir.path())
+        .args(["--", "true"]));
+    assert!(out.status.success());
+    let log = dir.path().join("s.cut.n.tal");
+    let full = std::fs::read(&log).unwrap();
+    let header_end = {
+        let r = LogReader::open(&log).unwrap();
+        r.stats().valid_bytes as usize
+    };
+    for cut in [header_end, header_end + 3, full.len() - 9] {
+        std::fs::write(&log, &full[..cut]).unwrap();
+        let target = dir.path().join(format!("cut{cut}.jsonl"));
+        let out = run(tal().arg("convert").arg(&log).arg("-o").arg(&target));
+        assert!(
+            out.status.success(),
+            "cut {cut}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no end marker"));
+        assert_complete(&read_jsonl(&target));
+    }
+}

@@ -9,7 +9,9 @@
 //! are dropped, one SessionEnded closes the session at the latest node's
 //! end, so there is one session span covering all nodes. A node log with no
 //! SessionEnded (the agent was killed) ends at its last record's time, and
-//! the SessionEnded line then carries `"recovered": true` in its attributes.
+//! the SessionEnded line then carries `"recovered": true` in its attributes
+//! (as does a SessionStarted synthesised at the header's start time when no
+//! node log has one, e.g. a log cut off right after its header).
 //!
 //! Extension keys (RHAPSODY's keys are never renamed or retyped):
 //! - ResourceUpdate: `cpu_percent_per_core` (list of floats), plus any
@@ -192,6 +194,19 @@ pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<S
     let mut started_written = false;
     let mut session_start_ns = start_wall_ns;
 
+    // A SessionStarted synthesised at the earliest header start, for logs
+    // whose own one is missing (a log cut off right after its header, or
+    // whose first frame is damaged).
+    let synth_started = |ctx: &Ctx| Event {
+        event_id: u128::from(ids::session_span_id(&ctx.session_id)) << 64 | 0x4000_8000_0000_0001,
+        event_time_ns: start_wall_ns,
+        emit_time_ns: start_wall_ns,
+        backend: Some(backend.clone()),
+        task_id: None,
+        node_id: None,
+        attributes: vec![("recovered".into(), crate::record::Value::Bool(true))],
+        kind: EventKind::SessionStarted,
+    };
     while let Some((i, ev)) = merge.next_event() {
         if let EventKind::SessionStarted = ev.kind {
             if started_written {
@@ -199,6 +214,10 @@ pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<S
             }
             started_written = true;
             session_start_ns = ev.event_time_ns.min(start_wall_ns);
+        } else if !started_written {
+            started_written = true;
+            write_event(&mut buf, &ctx, "", &synth_started(&ctx));
+            events += 1;
         }
         inst.observe(&node_ids[i], &ev.kind);
         write_event(&mut buf, &ctx, &node_ids[i], &ev);
@@ -207,6 +226,11 @@ pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<S
             out.write_all(&buf)?;
             buf.clear();
         }
+    }
+
+    if !started_written {
+        write_event(&mut buf, &ctx, "", &synth_started(&ctx));
+        events += 1;
     }
 
     // One SessionEnded for the whole session.
