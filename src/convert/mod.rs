@@ -4,7 +4,8 @@
 //!
 //! The output is written to `<name>.tmp` beside the target and renamed into
 //! place when complete, so a failed conversion never leaves a half file
-//! where a finished one is expected. Without `-o`, the file is named as
+//! where a finished one is expected. It is not fsynced: the binary log is
+//! the durable record and the JSONL can always be made again from it. Without `-o`, the file is named as
 //! RHAPSODY names its checkpoint, `{session_id}.{start_unix_seconds}.telemetry.jsonl`,
 //! and placed in the directory of the first log.
 
@@ -126,9 +127,10 @@ pub fn to_jsonl(
             };
             let f = File::create(&tmp).map_err(out_err)?;
             let mut w = BufWriter::with_capacity(1 << 20, f);
+            // No fsync: the binary log is the durable record, and a JSONL
+            // lost to a crash is remade by running `tal convert` again.
             let res = jsonl::write_jsonl(readers, &mut w).and_then(|s| {
                 w.flush()?;
-                w.get_ref().sync_all()?;
                 Ok(s)
             });
             match res {
