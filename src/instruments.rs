@@ -53,15 +53,33 @@ impl Default for Instruments {
 }
 
 impl Instruments {
-    fn bump(&mut self, i: usize) {
+    /// Counts a task lifecycle step in its counter (Created and Queued have none).
+    pub fn count(&mut self, state: TaskState) {
+        let i = match state {
+            TaskState::Submitted => 0,
+            TaskState::Started => 1,
+            TaskState::Completed => 2,
+            TaskState::Failed => 3,
+            TaskState::Canceled => 4,
+            TaskState::Created | TaskState::Queued => return,
+        };
         *self.counters[i].get_or_insert(0) += 1;
     }
 
-    fn running_add(&mut self, d: i64) {
+    /// Adds to `tasks_running`.
+    pub fn running_add(&mut self, d: i64) {
         *self.running.get_or_insert(0) += d;
     }
 
-    /// Updates the instruments for one event seen on `node`.
+    /// Records a task duration in `task_duration_seconds`.
+    pub fn record_duration(&mut self, d: f64) {
+        self.duration_count += 1;
+        self.duration_sum += d;
+        let _ = self.duration_hist.record((d.max(0.0) * 1e6) as u64);
+    }
+
+    /// Updates the node gauges for one event seen on `node` (task events are
+    /// counted by [`crate::tasks::TaskTracker`], which knows their state).
     pub fn observe(&mut self, node: &str, kind: &EventKind) {
         match kind {
             EventKind::ResourceUpdate(u) if u.scope == ResourceScope::PerNode => {
@@ -76,34 +94,8 @@ impl Instruments {
                     }
                 }
             }
-            EventKind::Task(t) => match t.state {
-                TaskState::Submitted => self.bump(0),
-                TaskState::Started => {
-                    self.bump(1);
-                    self.running_add(1);
-                }
-                TaskState::Completed | TaskState::Failed | TaskState::Canceled => {
-                    let i = match t.state {
-                        TaskState::Completed => 2,
-                        TaskState::Failed => 3,
-                        _ => 4,
-                    };
-                    self.bump(i);
-                    if let Some(d) = t.duration_seconds {
-                        self.duration_count += 1;
-                        self.duration_sum += d;
-                        let _ = self.duration_hist.record((d.max(0.0) * 1e6) as u64);
-                    }
-                }
-                TaskState::Created | TaskState::Queued => {}
-            },
             _ => {}
         }
-    }
-
-    /// Marks a task that was running as no longer running.
-    pub fn task_stopped_running(&mut self) {
-        self.running_add(-1);
     }
 
     /// The node utilisation gauge `i` (0 cpu, 1 memory, 2 gpu), summed over

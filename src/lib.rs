@@ -22,3 +22,4 @@ pub mod record;
 pub mod recorder;
 pub mod ring;
 pub mod stats;
+pub mod tasks;

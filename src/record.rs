@@ -165,6 +165,8 @@ pub struct TaskEvent {
     pub duration_seconds: Option<f64>,
     /// TaskFailed: the error type.
     pub error_type: Option<String>,
+    /// Other top-level fields a client sent (kept, written after RHAPSODY's keys).
+    pub extra: Attributes,
 }
 
 /// Which scope a resource sample covers.

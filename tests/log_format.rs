@@ -106,6 +106,7 @@ fn arb_record() -> impl Strategy<Value = Record> {
                 ][s as usize],
                 duration_seconds: d,
                 error_type: e,
+                extra: vec![],
             })),
     ];
     prop_oneof![

@@ -27,6 +27,9 @@
 //!   percentiles when there are tasks (`task_duration_seconds_p50/p90/p99/max`),
 //!   and `tal_logs`: one object per node log with what reading it found.
 //! - session span attributes: `nodes` (how many node logs).
+//! - task span attributes: `queued_time_s` when TaskQueued was seen,
+//!   `closed_at_session_end`, and the other attributes of the task's events
+//!   (see `tasks`).
 
 use super::json::JsonOut;
 use super::merge::Merge;
@@ -34,8 +37,9 @@ use crate::clock::ns_to_secs;
 use crate::ids;
 use crate::instruments::{Instruments, COUNTER_NAMES};
 use crate::log::{LogReader, ReadStats};
-use crate::record::{Event, EventKind, ResourceScope, TaskState};
+use crate::record::{Event, EventKind, ResourceScope, TaskState, Value};
 use crate::stats;
+use crate::tasks::{Outcome, TaskSpan, TaskTracker};
 use hdrhistogram::Histogram;
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -131,6 +135,9 @@ fn write_event(buf: &mut Vec<u8>, ctx: &Ctx, node: &str, ev: &Event) {
             if t.state == TaskState::Failed {
                 o.str("error_type", t.error_type.as_deref().unwrap_or("unknown"));
             }
+            for (k, v) in &t.extra {
+                o.value(k, v);
+            }
             if let Some(task) = &ev.task_id {
                 span_hex = Some(ids::py_hex(u128::from(ids::task_span_id(
                     &ctx.session_id,
@@ -157,6 +164,79 @@ fn write_event(buf: &mut Vec<u8>, ctx: &Ctx, node: &str, ev: &Event) {
         )
         .str("name", ev.kind.type_name())
         .str("section", "event");
+    o.end();
+    buf.push(b'\n');
+}
+
+/// Fills in what a terminal event's client left out: the duration the
+/// tracker decided and `incomplete_lifecycle` in the attributes, as
+/// RHAPSODY's manager writes them.
+fn fill_terminal(ev: &mut Event, duration: f64, incomplete: bool) {
+    let EventKind::Task(t) = &mut ev.kind else {
+        return;
+    };
+    if t.duration_seconds.is_none() {
+        t.duration_seconds = Some(duration);
+    }
+    // (A failed task's error_type is repeated in its attributes by
+    // `write_event`, for every TaskFailed line.)
+    if incomplete
+        && !ev
+            .attributes
+            .iter()
+            .any(|(k, _)| k == "incomplete_lifecycle")
+    {
+        ev.attributes
+            .push(("incomplete_lifecycle".into(), Value::Bool(true)));
+    }
+}
+
+fn write_task_span(buf: &mut Vec<u8>, ctx: &Ctx, sp: &TaskSpan) {
+    let span_hex = ids::py_hex(u128::from(ids::task_span_id(&ctx.session_id, &sp.task_id)));
+    let (status, code) = match sp.state {
+        TaskState::Completed => ("completed", "OK"),
+        TaskState::Failed => ("failed", "ERROR"),
+        _ => ("canceled", "ERROR"),
+    };
+    let mut o = JsonOut::object(buf);
+    o.str("name", "task")
+        .str("span_id", &span_hex)
+        .str("trace_id", &ctx.trace_hex)
+        .str("parent_span_id", &ctx.session_span_hex)
+        .int("start_ns", sp.start_ns)
+        .int("end_ns", sp.end_ns)
+        .f64("start_time_s", ns_to_secs(sp.start_ns))
+        .f64("end_time_s", ns_to_secs(sp.end_ns))
+        .f64(
+            "duration_ms",
+            ((sp.end_ns - sp.start_ns) as f64 / 1e6 * 1000.0).round() / 1000.0,
+        )
+        .str("status_code", code)
+        .opt_str("status_description", sp.error_type.as_deref())
+        .nested("attributes", |a| {
+            a.str("session_id", &ctx.session_id)
+                .str("backend", &sp.backend)
+                .str("task_id", &sp.task_id)
+                .str("status", status);
+            if let Some(e) = &sp.error_type {
+                a.str("error_type", e);
+            }
+            a.str("executable", &sp.executable)
+                .str("task_type", &sp.task_type);
+            if sp.incomplete {
+                a.bool("incomplete_lifecycle", true);
+            }
+            if sp.closed_at_session_end {
+                a.bool("closed_at_session_end", true);
+            }
+            if let Some(q) = sp.queued_ns {
+                a.f64("queued_time_s", ns_to_secs(q));
+            }
+            for (k, v) in &sp.extra {
+                a.value(k, v);
+            }
+        })
+        .str("section", "span");
     o.end();
     buf.push(b'\n');
 }
@@ -189,6 +269,7 @@ pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<S
     let node_ids: Vec<String> = readers.iter().map(|r| r.header().node_id.clone()).collect();
     let mut merge = Merge::new(readers);
     let mut inst = Instruments::default();
+    let mut tracker = TaskTracker::default();
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut events = 0u64;
     let mut started_written = false;
@@ -207,7 +288,7 @@ pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<S
         attributes: vec![("recovered".into(), crate::record::Value::Bool(true))],
         kind: EventKind::SessionStarted,
     };
-    while let Some((i, ev)) = merge.next_event() {
+    while let Some((i, mut ev)) = merge.next_event() {
         if let EventKind::SessionStarted = ev.kind {
             if started_written {
                 continue;
@@ -220,6 +301,13 @@ pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<S
             events += 1;
         }
         inst.observe(&node_ids[i], &ev.kind);
+        if let Outcome::Closed {
+            duration_seconds,
+            incomplete,
+        } = tracker.observe(&ev, &mut inst)
+        {
+            fill_terminal(&mut ev, duration_seconds, incomplete);
+        }
         write_event(&mut buf, &ctx, &node_ids[i], &ev);
         events += 1;
         if buf.len() >= 1 << 20 {
@@ -251,6 +339,11 @@ pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<S
             }
         }
     }
+    // Tasks still open at the end are closed as canceled.
+    for ev in tracker.close_all(end_ns, &mut inst) {
+        write_event(&mut buf, &ctx, "", &ev);
+        events += 1;
+    }
     let duration = ns_to_secs(end_ns - session_start_ns);
     let mut ended = Event {
         event_id: latest_end.map_or_else(
@@ -270,7 +363,7 @@ pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<S
     if recovered {
         ended
             .attributes
-            .push(("recovered".into(), crate::record::Value::Bool(true)));
+            .push(("recovered".into(), Value::Bool(true)));
     }
     write_event(&mut buf, &ctx, "", &ended);
     events += 1;
@@ -278,7 +371,15 @@ pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<S
     // The metric line.
     write_metric_line(&mut buf, &merge, &inst, end_ns);
 
-    // Span lines: the session span last, as RHAPSODY writes it.
+    // Span lines: task spans in closing order, the session span last, as
+    // RHAPSODY writes them.
+    for sp in tracker.spans() {
+        write_task_span(&mut buf, &ctx, sp);
+        if buf.len() >= 1 << 20 {
+            out.write_all(&buf)?;
+            buf.clear();
+        }
+    }
     {
         let mut o = JsonOut::object(&mut buf);
         o.str("name", "session")
