@@ -55,8 +55,44 @@ impl Anchor {
     }
 }
 
-/// Nanoseconds to float seconds, the JSONL time unit.
+/// Nanoseconds to float seconds, the JSONL time unit. Whole seconds and
+/// the fraction are converted separately, so that a time that came in as
+/// float seconds goes back out as exactly the same float.
 #[inline]
 pub fn ns_to_secs(ns: i64) -> f64 {
-    ns as f64 / 1e9
+    let s = ns.div_euclid(1_000_000_000);
+    let f = ns.rem_euclid(1_000_000_000);
+    s as f64 + f as f64 / 1e9
+}
+
+/// Float seconds to nanoseconds (the inverse of [`ns_to_secs`] for every
+/// float it produces; see there).
+#[inline]
+pub fn secs_to_ns(secs: f64) -> i64 {
+    let whole = secs.floor();
+    whole as i64 * 1_000_000_000 + ((secs - whole) * 1e9).round() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_seconds_round_trip_through_ns() {
+        for s in [
+            1795574441.8563643,
+            1795574441.8799298,
+            0.5,
+            1.0,
+            1795000000.0,
+            1e9 + 0.1,
+        ] {
+            assert_eq!(ns_to_secs(secs_to_ns(s)), s, "{s}");
+        }
+        let mut x = 1795574441.0f64;
+        for _ in 0..100_000 {
+            x += 0.000_123_456_7;
+            assert_eq!(ns_to_secs(secs_to_ns(x)), x);
+        }
+    }
 }

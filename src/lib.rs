@@ -16,6 +16,7 @@ pub mod clock;
 pub mod convert;
 pub mod dispatch;
 pub mod ids;
+pub mod ingest;
 pub mod instruments;
 pub mod log;
 pub mod record;

@@ -1,0 +1,4 @@
+//! Ingest: task lifecycle and custom events from clients — workflow
+//! runtimes, `tal run`, `tal emit` — over a Unix stream socket.
+
+pub mod protocol;
