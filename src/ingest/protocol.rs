@@ -62,6 +62,7 @@ pub enum Control {
 
 /// What a line is.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // events are the common case; boxing them would cost an allocation each
 pub enum Line {
     /// An event to record (`event_id` 0 means "assign one").
     Event(Event),
