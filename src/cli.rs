@@ -91,6 +91,12 @@ pub struct RecordArgs {
     #[arg(long, default_value_t = crate::log::DEFAULT_CHUNK_BYTES, value_name = "BYTES")]
     pub log_chunk: u64,
 
+    /// The ingest socket for task events [default: tal.<session>.<node>.sock
+    /// in $XDG_RUNTIME_DIR, else $TMPDIR, else /tmp]. Exported to a wrapped
+    /// command as TAL_SOCKET.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
     /// The command to run and record (after `--`).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -249,7 +255,17 @@ impl RecordArgs {
                 self.log_chunk
             );
         }
+        let socket = self
+            .socket
+            .unwrap_or_else(|| crate::ingest::listener::default_socket_path(&session_id, &node_id));
+        if socket.as_os_str().len() >= 108 {
+            bail!(
+                "socket path {} is longer than the 107 bytes a Unix socket allows — pass a shorter --socket PATH",
+                socket.display()
+            );
+        }
         Ok(RecordConfig {
+            socket,
             log_chunk: self.log_chunk,
             interval,
             out: self.out,

@@ -32,6 +32,7 @@ use crate::agent::procfs::{memory_percent, CpuTicks};
 use crate::agent::AgentCounters;
 use crate::clock::{mono_ns, wall_ns, Anchor};
 use crate::ids::EventIdGen;
+use crate::ingest::listener::IngestCounters;
 use crate::record::{
     AgentSnapshot, EndMarker, EndReason, Event, EventKind, Record, ResourceScope, ResourceUpdate,
 };
@@ -78,6 +79,10 @@ struct Prev {
 /// Dispatcher state. Construct, then call [`Dispatcher::run`] on its thread.
 #[derive(Debug)]
 pub struct Dispatcher<S: Sink> {
+    ingest: Option<Consumer<Event>>,
+    node_id: String,
+    ingest_counters: Option<Arc<IngestCounters>>,
+    batch: Vec<Record>,
     rx: Consumer<ProcSample>,
     sink: S,
     counters: Arc<AgentCounters>,
@@ -110,6 +115,10 @@ impl<S: Sink> Dispatcher<S> {
         snapshot_every: Duration,
     ) -> Self {
         let mut d = Self {
+            ingest: None,
+            node_id: String::new(),
+            ingest_counters: None,
+            batch: Vec::new(),
             rx,
             sink,
             counters,
@@ -202,7 +211,7 @@ impl<S: Sink> Dispatcher<S> {
     /// Drains every queued reading into events; returns how many.
     pub fn drain(&mut self) -> usize {
         let anchor = Anchor::now();
-        let mut n = 0;
+        let mut batch = std::mem::take(&mut self.batch);
         while let Some(r) = self.rx.pop() {
             let u = self.resource_update(&r);
             let ev = self.event(
@@ -210,10 +219,45 @@ impl<S: Sink> Dispatcher<S> {
                 anchor.to_wall(r.done_ns),
                 EventKind::ResourceUpdate(u),
             );
-            self.send(ev);
-            n += 1;
+            batch.push(ev);
         }
+        if let Some(rx) = self.ingest.as_mut() {
+            while let Some(mut ev) = rx.pop() {
+                if ev.event_id == 0 {
+                    ev.event_id = self.ids.next_id();
+                }
+                if ev.node_id.is_none() {
+                    ev.node_id = Some(self.node_id.clone());
+                }
+                batch.push(Record::Event(ev));
+            }
+        }
+        // Samples and client events interleave by time within the batch, so
+        // the log is in time order as far as one batch can see.
+        batch.sort_by_key(|r| match r {
+            Record::Event(e) => e.event_time_ns,
+            _ => i64::MIN,
+        });
+        let n = batch.len();
+        for r in batch.drain(..) {
+            self.send(r);
+        }
+        self.batch = batch;
         n
+    }
+
+    /// Also drain client events from `rx` (filling in `event_id` and
+    /// `node_id` where the client left them out), counting with `counters`.
+    pub fn with_ingest(
+        mut self,
+        rx: Consumer<Event>,
+        node_id: String,
+        counters: Arc<IngestCounters>,
+    ) -> Self {
+        self.ingest = Some(rx);
+        self.node_id = node_id;
+        self.ingest_counters = Some(counters);
+        self
     }
 
     /// The agent's current snapshot.
@@ -233,7 +277,16 @@ impl<S: Sink> Dispatcher<S> {
             hist_mem_permille: stats::encode(&self.hist_mem),
             hist_sample_latency_ns: stats::encode(&self.hist_latency),
             hist_jitter_ns: stats::encode(&self.hist_jitter),
+            ingest_accepted: self.ingest_count(|c| &c.accepted),
+            ingest_rejected: self.ingest_count(|c| &c.rejected),
+            ingest_dropped: self.ingest_count(|c| &c.dropped),
         }
+    }
+
+    fn ingest_count(&self, f: impl Fn(&IngestCounters) -> &AtomicU64) -> u64 {
+        self.ingest_counters
+            .as_ref()
+            .map_or(0, |c| f(c).load(Ordering::Relaxed))
     }
 
     /// Runs until `stop` is set (after the agents have stopped), then drains

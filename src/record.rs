@@ -252,6 +252,12 @@ pub struct AgentSnapshot {
     pub hist_sample_latency_ns: Vec<u8>,
     /// Wake-up lateness against the absolute deadline, ns.
     pub hist_jitter_ns: Vec<u8>,
+    /// Client event lines accepted on the ingest socket.
+    pub ingest_accepted: u64,
+    /// Client lines refused (each answered with an error line).
+    pub ingest_rejected: u64,
+    /// Accepted client events dropped because the dispatcher's ring was full.
+    pub ingest_dropped: u64,
 }
 
 /// Why the recording ended.

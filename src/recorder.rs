@@ -27,6 +27,7 @@ use crate::agent::AgentCounters;
 use crate::clock::Anchor;
 use crate::convert::{self, Output};
 use crate::dispatch::{encode_end_reason, Dispatcher};
+use crate::ingest::listener::{bind_socket, AgentInfo, IngestCounters, Listener, StopControl};
 use crate::log::{Header, LogWriter};
 use crate::record::{EndReason, Record};
 use crate::ring;
@@ -45,6 +46,9 @@ use std::time::{Duration, Instant};
 pub const CHILD_GRACE: Duration = Duration::from_millis(500);
 /// Slots of the proc agent's ring (6.4 s of samples at 10 Hz).
 pub const PROC_RING: usize = 64;
+/// Slots of the ingest listener's ring to the dispatcher (the listener
+/// wakes the dispatcher when it is half full).
+pub const INGEST_RING: usize = 1 << 16;
 
 /// A validated `tal record` configuration.
 #[derive(Debug, Clone)]
@@ -73,6 +77,8 @@ pub struct RecordConfig {
     pub attributes: Vec<(String, String)>,
     /// Log growth chunk, bytes.
     pub log_chunk: u64,
+    /// The ingest socket's path.
+    pub socket: PathBuf,
 }
 
 fn sigset(sigs: &[libc::c_int]) -> libc::sigset_t {
@@ -242,10 +248,31 @@ impl Pipeline {
     }
 }
 
+/// The signal a `{"op": "stop"}` request raises in the agent process (and
+/// that a site script may send as well): finalise as on SIGTERM.
+pub const STOP_REQUEST_SIGNAL: libc::c_int = libc::SIGUSR1;
+
+fn request_stop() {
+    // SAFETY: kill(2) of our own process; every thread blocks this signal
+    // and the main thread takes it with sigwaitinfo.
+    unsafe { libc::kill(libc::getpid(), STOP_REQUEST_SIGNAL) };
+}
+
 /// Runs `tal record`; returns the process exit code.
 pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
-    let stop_sigs = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
-    let all_sigs = sigset(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD]);
+    let stop_sigs = [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        STOP_REQUEST_SIGNAL,
+    ];
+    let all_sigs = sigset(&[
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGCHLD,
+        STOP_REQUEST_SIGNAL,
+    ]);
     // SAFETY: an empty sigset is a valid out-parameter for the old mask.
     let mut old_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: valid sigset pointers. Threads spawned after this inherit it.
@@ -260,6 +287,16 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     let log_path = cfg
         .out
         .join(format!("{}.{}.tal", cfg.session_id, cfg.node_id));
+
+    let socket = bind_socket(&cfg.socket).with_context(|| {
+        format!(
+            "cannot listen on {} — pass --socket PATH in a directory you can write",
+            cfg.socket.display()
+        )
+    })?;
+    // Removes the socket file on every early return below; the listener
+    // removes it itself once it runs.
+    let mut socket_guard = SocketGuard(Some(cfg.socket.clone()));
 
     let orig_mask = CpuMask::current().context("cannot read CPU affinity")?;
     if let Some(cpu) = cfg.pin {
@@ -305,6 +342,9 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     })?;
 
     let (proc_tx, proc_rx) = ring::channel::<ProcSample>(PROC_RING);
+    let (ingest_tx, ingest_rx) = ring::channel::<crate::record::Event>(INGEST_RING);
+    let ingest_counters = Arc::new(IngestCounters::default());
+    let stop_control = Arc::new(StopControl::default());
     let counters = Arc::new(AgentCounters::default());
     let records_dropped = Arc::new(AtomicU64::new(0));
     let sampler_stop = Arc::new(AtomicBool::new(false));
@@ -322,7 +362,8 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
             (baseline.ok & source::STAT != 0).then_some(baseline.cpu),
             anchor.wall_ns,
             cfg.snapshot_every,
-        );
+        )
+        .with_ingest(ingest_rx, cfg.node_id.clone(), Arc::clone(&ingest_counters));
         let stop = Arc::clone(&dispatch_stop);
         let reason = Arc::clone(&end_reason);
         thread::Builder::new()
@@ -345,6 +386,26 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
             .spawn(move || agent.run())
             .context("cannot start the sampling thread")?
     };
+    let (mut listener, waker) = Listener::new(
+        socket,
+        cfg.socket.clone(),
+        ingest_tx,
+        Arc::clone(&ingest_counters),
+        Arc::clone(&stop_control),
+        AgentInfo {
+            session_id: cfg.session_id.clone(),
+            node_id: cfg.node_id.clone(),
+            log: log_path.clone(),
+        },
+        request_stop,
+    )
+    .context("cannot start the ingest listener")?;
+    listener.set_dispatcher(dispatcher.thread().clone());
+    let listener = thread::Builder::new()
+        .name("tal-ingest".into())
+        .spawn(move || listener.run())
+        .context("cannot start the ingest listener thread")?;
+    socket_guard.0 = None;
     let pipeline = Pipeline {
         sampler,
         dispatcher,
@@ -354,10 +415,11 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     };
 
     eprintln!(
-        "tal: recording session={} node={} log={} interval={:?} pin={}",
+        "tal: recording session={} node={} log={} socket={} interval={:?} pin={}",
         cfg.session_id,
         cfg.node_id,
         log_path.display(),
+        cfg.socket.display(),
         cfg.interval,
         cfg.pin.map_or("none".to_string(), |c| format!("cpu{c}")),
     );
@@ -370,7 +432,8 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
         cmd.args(args)
             .env("TAL_SESSION_ID", &cfg.session_id)
             .env("TAL_NODE_ID", &cfg.node_id)
-            .env("TAL_LOG", &log_path);
+            .env("TAL_LOG", &log_path)
+            .env("TAL_SOCKET", &cfg.socket);
         let mask = orig_mask;
         // SAFETY: the closure runs between fork and exec and only makes
         // async-signal-safe syscalls (sched_setaffinity, sigprocmask).
@@ -417,8 +480,13 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
                 }
                 let mut code = None;
                 if let Some(pid) = child {
+                    let fwd = if sig == STOP_REQUEST_SIGNAL {
+                        libc::SIGTERM
+                    } else {
+                        sig
+                    };
                     // SAFETY: plain kill(2) of our own child.
-                    unsafe { libc::kill(pid, sig) };
+                    unsafe { libc::kill(pid, fwd) };
                     let deadline = Instant::now() + CHILD_GRACE;
                     while code.is_none() {
                         code = try_reap(pid);
@@ -430,11 +498,18 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
                         wait_signal(&chld, Some(left.min(Duration::from_millis(50))));
                     }
                 }
-                break (EndReason::Signal(sig), code);
+                let reason = if sig == STOP_REQUEST_SIGNAL {
+                    EndReason::StopRequested
+                } else {
+                    EndReason::Signal(sig)
+                };
+                break (reason, code);
             }
         }
     };
 
+    // Refuse client events from here on: the dispatcher's last drain comes next.
+    stop_control.closing.store(true, Ordering::Release);
     let finished = pipeline.finish(reason);
     if let (Some(pid), None) = (child, code) {
         code = Some(reap_blocking(pid));
@@ -456,6 +531,7 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
         }
     };
 
+    let mut jsonl: Option<PathBuf> = None;
     if cfg.convert {
         // RHAPSODY's name, unless another node of the session already wrote
         // that file into a shared --out: then this node's own name, so that
@@ -476,6 +552,7 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
                 }
                 if let Some(p) = path {
                     eprintln!("tal: wrote {}", p.display());
+                    jsonl = Some(p);
                 }
             }
             Err(e) => eprintln!("tal: cannot convert {}: {e}", log.display()),
@@ -483,5 +560,36 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     } else {
         eprintln!("tal: log {}", log.display());
     }
+
+    // Answer `tal stop` clients now that everything is written, and close
+    // the socket.
+    let mut reply = Vec::new();
+    {
+        let mut o = crate::convert::json::JsonOut::object(&mut reply);
+        o.bool("ok", true)
+            .str("log", &log.display().to_string())
+            .opt_str(
+                "jsonl",
+                jsonl.as_ref().map(|p| p.display().to_string()).as_deref(),
+            );
+        o.end();
+    }
+    if let Ok(mut d) = stop_control.done.lock() {
+        *d = Some(String::from_utf8_lossy(&reply).into_owned());
+    }
+    stop_control.exit.store(true, Ordering::Release);
+    waker.wake();
+    let _ = listener.join();
     Ok(exit)
+}
+
+/// Removes the socket file if `tal record` fails before its listener runs.
+struct SocketGuard(Option<PathBuf>);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }

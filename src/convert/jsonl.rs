@@ -19,7 +19,9 @@
 //! - metric line: the agent's own cost summed over nodes (`agent_cpu_seconds`,
 //!   `agent_cpu_us_per_sample`, `agent_peak_rss_bytes` (max over nodes),
 //!   `agent_samples_taken`, `agent_samples_dropped`, `agent_deadlines_missed`,
-//!   `agent_read_errors`, `agent_records_dropped`), sampling jitter and read
+//!   `agent_read_errors`, `agent_records_dropped`, and the ingest socket's
+//!   `ingest_events_accepted`, `ingest_lines_rejected`,
+//!   `ingest_events_dropped`), sampling jitter and read
 //!   latency percentiles from the merged HDR histograms
 //!   (`agent_sampling_jitter_p50_ms`, `..._p99_ms`, `..._max_ms`,
 //!   `agent_sample_latency_p50_us`, `..._p99_us`), utilisation percentiles
@@ -460,7 +462,7 @@ fn write_metric_line(buf: &mut Vec<u8>, merge: &Merge, inst: &Instruments, end_n
     // The agents' own cost, merged over nodes.
     let mut cpu_ns = 0u64;
     let mut rss = 0u64;
-    let mut counts = [0u64; 5];
+    let mut counts = [0u64; 8];
     let (mut hc, mut hm, mut hl, mut hj) = (None, None, None, None);
     for n in &merge.nodes {
         if let Some(s) = &n.snapshot {
@@ -472,6 +474,9 @@ fn write_metric_line(buf: &mut Vec<u8>, merge: &Merge, inst: &Instruments, end_n
                 s.deadlines_missed,
                 s.read_errors,
                 s.records_dropped,
+                s.ingest_accepted,
+                s.ingest_rejected,
+                s.ingest_dropped,
             ]) {
                 *c += v;
             }
@@ -496,6 +501,9 @@ fn write_metric_line(buf: &mut Vec<u8>, merge: &Merge, inst: &Instruments, end_n
             "agent_deadlines_missed",
             "agent_read_errors",
             "agent_records_dropped",
+            "ingest_events_accepted",
+            "ingest_lines_rejected",
+            "ingest_events_dropped",
         ]
         .iter()
         .zip(counts)

@@ -1,4 +1,5 @@
 //! Ingest: task lifecycle and custom events from clients — workflow
 //! runtimes, `tal run`, `tal emit` — over a Unix stream socket.
 
+pub mod listener;
 pub mod protocol;

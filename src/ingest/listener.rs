@@ -1,0 +1,494 @@
+//! `Listener`: the ingest socket's thread. One thread serves every client
+//! with `epoll` (no async runtime): it accepts, reads whole lines, parses
+//! and validates them ([`super::protocol`]), pushes accepted events into
+//! its own bounded ring to the dispatcher (a full ring drops and counts the
+//! event, it never blocks), and answers each refused line with one JSON
+//! error line to that client only.
+//!
+//! Clients that send many lines per write are the fast path: a read takes
+//! up to 256 KiB at once and every complete line in it is handled before
+//! the next `epoll_wait`. A client that disconnects mid-line has its
+//! partial line parsed once at EOF (a complete JSON object without its
+//! newline is accepted; anything else is counted as refused). Replies to a
+//! client that never reads them are capped at 1 MiB and then dropped, so a
+//! stuck client costs nothing else.
+//!
+//! The socket is created with mode 0600 (only the job's user can send), and
+//! removed when the listener exits. A stale socket file left by a killed
+//! agent is replaced; a live one (another agent answering on it) is an
+//! error.
+#![allow(unsafe_code)]
+
+use super::protocol::{error_reply, parse_line, Control, Line, MAX_LINE_BYTES};
+use crate::clock::wall_ns;
+use crate::record::Event;
+use crate::ring::{Producer, PushError};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::Thread;
+
+const LISTENER_TOKEN: u64 = u64::MAX;
+const WAKE_TOKEN: u64 = u64::MAX - 1;
+const READ_CHUNK: usize = 256 << 10;
+const MAX_PENDING_REPLY: usize = 1 << 20;
+
+/// Counters of the ingest path (relaxed atomics, read by the dispatcher's
+/// snapshots).
+#[derive(Debug, Default)]
+pub struct IngestCounters {
+    /// Event lines accepted and handed to the dispatcher.
+    pub accepted: AtomicU64,
+    /// Lines refused (each answered with an error line).
+    pub rejected: AtomicU64,
+    /// Accepted events dropped because the dispatcher's ring was full.
+    pub dropped: AtomicU64,
+    /// Clients that connected.
+    pub clients: AtomicU64,
+}
+
+/// Shared between the listener and the main thread for the stop protocol.
+#[derive(Debug, Default)]
+pub struct StopControl {
+    /// Set when the recording is ending: later event lines are refused.
+    pub closing: AtomicBool,
+    /// Set (with `done`) when the JSONL is written: answer stop waiters and exit.
+    pub exit: AtomicBool,
+    /// The reply for `{"op": "stop"}` clients.
+    pub done: Mutex<Option<String>>,
+}
+
+/// Facts about the agent that `{"op": "ping"}` answers with.
+#[derive(Debug, Clone)]
+pub struct AgentInfo {
+    /// Session id.
+    pub session_id: String,
+    /// Node id.
+    pub node_id: String,
+    /// Log path.
+    pub log: PathBuf,
+}
+
+#[derive(Debug)]
+struct Client {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    line_no: u64,
+    discarding: bool,
+    out: Vec<u8>,
+    waiting_stop: bool,
+    want_write: bool,
+}
+
+/// The listener thread's state. Create with [`Listener::bind`], then
+/// [`Listener::run`] on its own thread.
+#[derive(Debug)]
+pub struct Listener {
+    socket: UnixListener,
+    path: PathBuf,
+    epfd: OwnedFd,
+    wake: OwnedFd,
+    clients: HashMap<u64, Client>,
+    next: u64,
+    tx: Producer<Event>,
+    dispatcher: Option<Thread>,
+    counters: Arc<IngestCounters>,
+    control: Arc<StopControl>,
+    info: AgentInfo,
+    on_stop: fn(),
+}
+
+/// A handle to wake the listener from another thread.
+#[derive(Debug, Clone, Copy)]
+pub struct Waker(RawFd);
+
+impl Waker {
+    /// Wakes the listener (it then looks at [`StopControl`]).
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes to an eventfd the listener keeps open for
+        // its whole life; the caller joins the listener after its last wake.
+        unsafe { libc::write(self.0, (&one as *const u64).cast(), 8) };
+    }
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn epoll_add(epfd: RawFd, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: valid epoll fd, fd and event pointer.
+    cvt(unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) }).map(|_| ())
+}
+
+fn epoll_mod(epfd: RawFd, fd: RawFd, token: u64, events: u32) {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: valid epoll fd, fd and event pointer.
+    unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_MOD, fd, &mut ev) };
+}
+
+/// Binds `path` with mode 0600, replacing a stale socket file.
+pub fn bind_socket(path: &Path) -> io::Result<UnixListener> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        if UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("another tal agent is listening on {}", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    // SAFETY: umask is process-wide; this runs before any other thread of
+    // tal exists, and is restored right after bind.
+    let old = unsafe { libc::umask(0o177) };
+    let res = UnixListener::bind(path);
+    // SAFETY: restores the previous mask.
+    unsafe { libc::umask(old) };
+    let l = res?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+impl Listener {
+    /// A listener on an already bound socket. `on_stop` is called (once per
+    /// request) when a client asks the agent to stop.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        socket: UnixListener,
+        path: PathBuf,
+        tx: Producer<Event>,
+        counters: Arc<IngestCounters>,
+        control: Arc<StopControl>,
+        info: AgentInfo,
+        on_stop: fn(),
+    ) -> io::Result<(Self, Waker)> {
+        // SAFETY: plain syscalls; the fds are owned right away.
+        let epfd = unsafe { OwnedFd::from_raw_fd(cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
+        // SAFETY: as above.
+        let wake = unsafe {
+            OwnedFd::from_raw_fd(cvt(libc::eventfd(
+                0,
+                libc::EFD_CLOEXEC | libc::EFD_NONBLOCK,
+            ))?)
+        };
+        epoll_add(
+            epfd.as_raw_fd(),
+            socket.as_raw_fd(),
+            LISTENER_TOKEN,
+            libc::EPOLLIN as u32,
+        )?;
+        epoll_add(
+            epfd.as_raw_fd(),
+            wake.as_raw_fd(),
+            WAKE_TOKEN,
+            libc::EPOLLIN as u32,
+        )?;
+        let waker = Waker(wake.as_raw_fd());
+        Ok((
+            Self {
+                socket,
+                path,
+                epfd,
+                wake,
+                clients: HashMap::new(),
+                next: 0,
+                tx,
+                dispatcher: None,
+                counters,
+                control,
+                info,
+                on_stop,
+            },
+            waker,
+        ))
+    }
+
+    /// The dispatcher to wake when the ring is half full.
+    pub fn set_dispatcher(&mut self, t: Thread) {
+        self.dispatcher = Some(t);
+    }
+
+    /// Serves clients until told to exit; then answers stop waiters, closes
+    /// every connection and removes the socket file.
+    pub fn run(mut self) {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+        let mut rbuf = vec![0u8; READ_CHUNK];
+        loop {
+            // SAFETY: the buffer holds `events.len()` entries.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epfd.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    -1,
+                )
+            };
+            if n < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break;
+            }
+            for ev in &events[..n as usize] {
+                let (token, flags) = (ev.u64, ev.events);
+                match token {
+                    LISTENER_TOKEN => self.accept(),
+                    WAKE_TOKEN => {
+                        let mut v = 0u64;
+                        // SAFETY: reading 8 bytes from our eventfd.
+                        unsafe {
+                            libc::read(self.wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8)
+                        };
+                    }
+                    t => self.serve(t, flags, &mut rbuf),
+                }
+            }
+            if self.control.exit.load(Ordering::Acquire) {
+                break;
+            }
+        }
+        self.finish();
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.socket.accept() {
+                Ok((stream, _)) => {
+                    if stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    let token = self.next;
+                    self.next += 1;
+                    let fd = stream.as_raw_fd();
+                    if epoll_add(
+                        self.epfd.as_raw_fd(),
+                        fd,
+                        token,
+                        (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
+                    )
+                    .is_err()
+                    {
+                        continue;
+                    }
+                    self.counters.clients.fetch_add(1, Ordering::Relaxed);
+                    self.clients.insert(
+                        token,
+                        Client {
+                            stream,
+                            buf: Vec::new(),
+                            line_no: 0,
+                            discarding: false,
+                            out: Vec::new(),
+                            waiting_stop: false,
+                            want_write: false,
+                        },
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn serve(&mut self, token: u64, flags: u32, rbuf: &mut [u8]) {
+        let Some(mut c) = self.clients.remove(&token) else {
+            return;
+        };
+        let mut eof = false;
+        if flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0
+        {
+            match c.stream.read(rbuf) {
+                Ok(0) => eof = true,
+                Ok(n) => {
+                    let now = wall_ns();
+                    self.take_bytes(&mut c, &rbuf[..n], now);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => eof = true,
+            }
+        }
+        if eof && !c.buf.is_empty() && !c.discarding {
+            // A last line without its newline: parse it once.
+            let rest = std::mem::take(&mut c.buf);
+            c.line_no += 1;
+            self.handle_line(&mut c, &rest, wall_ns());
+        }
+        flush(&mut c);
+        if eof && !c.waiting_stop {
+            // Closing drops the fd from the epoll set.
+            return;
+        }
+        let want_write = !c.out.is_empty();
+        if want_write != c.want_write || eof {
+            c.want_write = want_write;
+            let mut ev = if eof {
+                0
+            } else {
+                (libc::EPOLLIN | libc::EPOLLRDHUP) as u32
+            };
+            if want_write {
+                ev |= libc::EPOLLOUT as u32;
+            }
+            epoll_mod(self.epfd.as_raw_fd(), c.stream.as_raw_fd(), token, ev);
+        }
+        self.clients.insert(token, c);
+    }
+
+    /// Appends freshly read bytes and handles every complete line.
+    fn take_bytes(&mut self, c: &mut Client, data: &[u8], now: i64) {
+        let mut data = data;
+        while let Some(nl) = data.iter().position(|&b| b == b'\n') {
+            let (head, tail) = data.split_at(nl);
+            data = &tail[1..];
+            c.line_no += 1;
+            if c.discarding {
+                c.discarding = false;
+                c.buf.clear();
+                self.reject(c, &format!("line longer than {MAX_LINE_BYTES} bytes"));
+                continue;
+            }
+            if c.buf.is_empty() {
+                self.handle_line(c, head, now);
+            } else {
+                let mut line = std::mem::take(&mut c.buf);
+                line.extend_from_slice(head);
+                self.handle_line(c, &line, now);
+                line.clear();
+                c.buf = line;
+            }
+        }
+        if !data.is_empty() && !c.discarding {
+            c.buf.extend_from_slice(data);
+            if c.buf.len() > MAX_LINE_BYTES {
+                c.discarding = true;
+                c.buf = Vec::new();
+            }
+        }
+    }
+
+    fn reject(&mut self, c: &mut Client, reason: &str) {
+        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        if c.out.len() < MAX_PENDING_REPLY {
+            c.out.extend_from_slice(&error_reply(c.line_no, reason));
+        }
+    }
+
+    fn handle_line(&mut self, c: &mut Client, line: &[u8], now: i64) {
+        let trimmed = line.trim_ascii();
+        if trimmed.is_empty() {
+            return;
+        }
+        match parse_line(trimmed, now) {
+            Ok(Line::Event(ev)) => {
+                if self.control.closing.load(Ordering::Relaxed) {
+                    self.reject(c, "the recording has ended; the event was not recorded");
+                    return;
+                }
+                match self.tx.push(ev) {
+                    Ok(()) => {
+                        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(PushError::Full(_)) => {
+                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if self.tx.len() * 2 >= self.tx.capacity() {
+                    if let Some(d) = &self.dispatcher {
+                        d.unpark();
+                    }
+                }
+            }
+            Ok(Line::Control(Control::Ping)) => {
+                let mut out = Vec::new();
+                let mut o = crate::convert::json::JsonOut::object(&mut out);
+                o.bool("ok", true)
+                    .str("session_id", &self.info.session_id)
+                    .str("node_id", &self.info.node_id)
+                    .str("log", &self.info.log.display().to_string());
+                o.end();
+                out.push(b'\n');
+                c.out.extend_from_slice(&out);
+            }
+            Ok(Line::Control(Control::Stop)) => {
+                c.waiting_stop = true;
+                (self.on_stop)();
+            }
+            Err(reason) => self.reject(c, &reason),
+        }
+    }
+
+    fn finish(mut self) {
+        let done = self
+            .control
+            .done
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or(None)
+            .unwrap_or_else(|| "{\"ok\": true}".into());
+        for c in self.clients.values_mut() {
+            if c.waiting_stop {
+                c.out.extend_from_slice(done.as_bytes());
+                c.out.push(b'\n');
+            }
+            // Best effort, blocking briefly: these are the last words.
+            let _ = c.stream.set_nonblocking(false);
+            let _ = c
+                .stream
+                .set_write_timeout(Some(std::time::Duration::from_millis(200)));
+            let _ = c.stream.write_all(&c.out);
+        }
+        self.clients.clear();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn flush(c: &mut Client) {
+    while !c.out.is_empty() {
+        match c.stream.write(&c.out) {
+            Ok(0) => break,
+            Ok(n) => {
+                c.out.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+}
+
+/// The default socket path for a session and node: under
+/// `$XDG_RUNTIME_DIR`, else `$TMPDIR`, else `/tmp`.
+pub fn default_socket_path(session_id: &str, node_id: &str) -> PathBuf {
+    let dir = ["XDG_RUNTIME_DIR", "TMPDIR"]
+        .iter()
+        .filter_map(std::env::var_os)
+        .find(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    dir.join(format!("tal.{session_id}.{node_id}.sock"))
+}
