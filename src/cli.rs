@@ -32,6 +32,19 @@ pub enum Command {
     /// SIGINT or SIGHUP. Either way it finishes the log cleanly and (unless
     /// --no-convert) writes the JSONL checkpoint next to it.
     Record(RecordArgs),
+    /// Run one command as a task of the session, reporting its lifecycle.
+    ///
+    /// Reports TaskCreated, TaskSubmitted, TaskStarted (with the pid) and
+    /// TaskCompleted or TaskFailed (error_type exit:N, signal:SIGNAME or
+    /// exec:ENOENT) with the command's CPU time, peak RSS and I/O bytes, and
+    /// exits with the command's status. Without a reachable agent it warns
+    /// once and runs the command anyway.
+    Run(RunArgs),
+    /// Send one event to the local agent (for shell workflows).
+    Emit(EmitArgs),
+    /// Ask the local agent to finish: it finalises its log, writes the JSONL,
+    /// then answers; this waits for that answer.
+    Stop(StopArgs),
     /// Convert node logs of one session into one JSONL checkpoint.
     ///
     /// Several logs (one per node) merge into one file: one trace, one
@@ -100,6 +113,76 @@ pub struct RecordArgs {
     /// The command to run and record (after `--`).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+/// Where to find the agent (shared by run, emit, stop).
+#[derive(Debug, Args)]
+pub struct SocketArg {
+    /// The agent's socket [default: $TAL_SOCKET, else the default socket of
+    /// this Slurm job's agent on this node].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+/// `tal run` flags.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Task id [default: run.<host>.<pid>.<n>, unique on this node].
+    #[arg(long, value_name = "ID")]
+    pub task_id: Option<String>,
+    /// The task_type attribute.
+    #[arg(long, default_value = "ComputeTask", value_name = "TYPE")]
+    pub task_type: String,
+    /// Backend name on the task's events.
+    #[arg(long, default_value = "tal", value_name = "NAME")]
+    pub backend: String,
+    #[command(flatten)]
+    pub socket: SocketArg,
+    /// The command (after `--`).
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// `tal emit` flags.
+#[derive(Debug, Args)]
+pub struct EmitArgs {
+    /// Event type: TaskCreated … TaskCanceled, or a namespaced custom type
+    /// such as app.Checkpoint.
+    #[arg(value_name = "EVENT_TYPE")]
+    pub event_type: String,
+    /// The task the event belongs to (required for task events).
+    #[arg(long, value_name = "ID")]
+    pub task_id: Option<String>,
+    /// An attribute, KEY=VALUE (VALUE is JSON if it parses as JSON, else a
+    /// string); repeatable.
+    #[arg(long = "attr", value_name = "KEY=VALUE")]
+    pub attrs: Vec<String>,
+    /// A top-level field (custom events' own fields, duration_seconds,
+    /// error_type), KEY=VALUE; repeatable.
+    #[arg(long = "field", value_name = "KEY=VALUE")]
+    pub fields: Vec<String>,
+    /// Backend name on the event.
+    #[arg(long, value_name = "NAME")]
+    pub backend: Option<String>,
+    /// When it happened, seconds since the epoch [default: now].
+    #[arg(long, value_name = "SECONDS")]
+    pub event_time: Option<f64>,
+    /// Exit non-zero when no agent is reachable (default: warn and exit 0,
+    /// so that a workflow never fails for want of telemetry).
+    #[arg(long)]
+    pub strict: bool,
+    #[command(flatten)]
+    pub socket: SocketArg,
+}
+
+/// `tal stop` flags.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// How long to wait for the agent to finish.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub timeout: String,
+    #[command(flatten)]
+    pub socket: SocketArg,
 }
 
 /// `tal convert` flags.
@@ -177,13 +260,18 @@ fn env(k: &str) -> Option<String> {
     std::env::var(k).ok().filter(|v| !v.is_empty())
 }
 
+/// The session id of the Slurm job this process runs in (array-aware).
+pub fn slurm_session_id() -> Option<String> {
+    if let (Some(a), Some(t)) = (env("SLURM_ARRAY_JOB_ID"), env("SLURM_ARRAY_TASK_ID")) {
+        return Some(format!("slurm.{a}_{t}"));
+    }
+    env("SLURM_JOB_ID").map(|j| format!("slurm.{j}"))
+}
+
 /// The default session id: the Slurm job (array-aware), else generated.
 pub fn default_session_id() -> String {
-    if let (Some(a), Some(t)) = (env("SLURM_ARRAY_JOB_ID"), env("SLURM_ARRAY_TASK_ID")) {
-        return format!("slurm.{a}_{t}");
-    }
-    if let Some(j) = env("SLURM_JOB_ID") {
-        return format!("slurm.{j}");
+    if let Some(s) = slurm_session_id() {
+        return s;
     }
     let id = crate::ids::EventIdGen::from_os().next_id();
     format!("tal.session.{:08x}", (id >> 96) as u32)
@@ -278,6 +366,27 @@ impl RecordArgs {
             snapshot_every,
             command: self.command,
             attributes: slurm_attributes(),
+        })
+    }
+}
+
+impl RunArgs {
+    /// Validates into a [`crate::run::RunConfig`].
+    pub fn into_config(self) -> anyhow::Result<crate::run::RunConfig> {
+        let task_id = match self.task_id {
+            Some(t) if !t.is_empty() => t,
+            Some(_) => bail!("--task-id must not be empty"),
+            None => {
+                let n = crate::ids::EventIdGen::from_os().next_id() as u32;
+                format!("run.{}.{}.{n:08x}", short_hostname(), std::process::id())
+            }
+        };
+        Ok(crate::run::RunConfig {
+            task_id,
+            task_type: self.task_type,
+            backend: self.backend,
+            socket: self.socket.socket,
+            command: self.command,
         })
     }
 }

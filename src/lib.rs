@@ -12,6 +12,7 @@
 
 pub mod agent;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod convert;
 pub mod dispatch;
@@ -22,5 +23,6 @@ pub mod log;
 pub mod record;
 pub mod recorder;
 pub mod ring;
+pub mod run;
 pub mod stats;
 pub mod tasks;

@@ -10,6 +10,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
         Command::Record(args) => args.into_config().and_then(tal::recorder::run),
+        Command::Run(args) => args.into_config().and_then(tal::run::run),
+        Command::Emit(args) => emit(args),
+        Command::Stop(args) => stop(args),
         Command::Convert(args) => {
             let output = args.output();
             tal::convert::to_jsonl(&args.logs, &output)
@@ -49,5 +52,66 @@ fn main() -> ExitCode {
             eprintln!("tal: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+fn emit(args: tal::cli::EmitArgs) -> anyhow::Result<i32> {
+    use tal::client::{parse_kv, refusals, resolve_socket, AgentConn, EventLine};
+    let attributes = args
+        .attrs
+        .iter()
+        .map(|s| parse_kv(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("invalid --attr {e}"))?;
+    let fields = args
+        .fields
+        .iter()
+        .map(|s| parse_kv(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("invalid --field {e}"))?;
+    let line = EventLine {
+        event_type: args.event_type,
+        task_id: args.task_id,
+        backend: args.backend,
+        event_time: args.event_time,
+        attributes,
+        fields,
+    }
+    .to_line();
+    // Check it here first, for a message without a round trip.
+    if let Err(e) = tal::ingest::protocol::parse_line(&line[..line.len() - 1], 0) {
+        anyhow::bail!("{e}");
+    }
+    let conn = match resolve_socket(args.socket.socket).and_then(AgentConn::connect) {
+        Ok(c) => c,
+        Err(e) if !args.strict => {
+            eprintln!("tal emit: {e}; the event was not recorded");
+            return Ok(0);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut conn = conn;
+    conn.send(&line)?;
+    let replies = conn.finish(std::time::Duration::from_secs(10))?;
+    if let Some(r) = refusals(&replies).first() {
+        anyhow::bail!("the agent refused the event: {r}");
+    }
+    Ok(0)
+}
+
+fn stop(args: tal::cli::StopArgs) -> anyhow::Result<i32> {
+    use tal::client::{resolve_socket, AgentConn};
+    let timeout = tal::cli::parse_duration(&args.timeout)
+        .map_err(|e| anyhow::anyhow!("invalid --timeout '{}': {e}", args.timeout))?;
+    let mut conn = resolve_socket(args.socket.socket).and_then(AgentConn::connect)?;
+    conn.send(b"{\"op\": \"stop\"}\n")?;
+    let replies = conn.finish(timeout)?;
+    match replies.last() {
+        Some(r) if r.contains("\"ok\": true") => {
+            println!("{r}");
+            Ok(0)
+        }
+        Some(r) => anyhow::bail!("the agent answered: {r}"),
+        None => anyhow::bail!("the agent closed the connection without confirming it finished"),
     }
 }
