@@ -1,0 +1,414 @@
+//! Task lifecycle through the real agent: the ingest socket under many
+//! concurrent clients with malformed lines interleaved, a client that
+//! disconnects mid-line, `tal run` in every outcome, `tal emit`, `tal stop`
+//! under load, and the socket's permissions and stale-file handling.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+struct Agent {
+    child: Child,
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+}
+
+fn start_agent(session: &str) -> Agent {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let child = tal()
+        .args([
+            "record",
+            "--interval",
+            "0.1",
+            "--session-id",
+            session,
+            "--node-id",
+            "n",
+        ])
+        .arg("--out")
+        .arg(dir.path())
+        .arg("--socket")
+        .arg(&socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&socket);
+    Agent { child, dir, socket }
+}
+
+fn stop_agent(a: Agent) -> (tempfile::TempDir, Vec<Value>) {
+    let out = run(tal().arg("stop").arg("--socket").arg(&a.socket));
+    assert!(
+        out.status.success(),
+        "tal stop: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reply["ok"], true);
+    let jsonl = PathBuf::from(reply["jsonl"].as_str().unwrap());
+    assert!(
+        jsonl.exists(),
+        "the JSONL is written before tal stop returns"
+    );
+    let status = wait_output(a.child, Duration::from_secs(20));
+    assert!(status.status.success());
+    assert!(!a.socket.exists(), "the socket file is removed");
+    let v = read_jsonl(&jsonl);
+    (a.dir, v)
+}
+
+fn send_and_collect(socket: &Path, payload: &[u8]) -> Vec<Value> {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.write_all(payload).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    BufReader::new(s)
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn many_clients_with_bad_lines_interleaved() {
+    let a = start_agent("s.many");
+    assert_eq!(
+        std::fs::metadata(&a.socket).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    const CLIENTS: usize = 8;
+    const TASKS: usize = 100;
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let socket = a.socket.clone();
+            std::thread::spawn(move || {
+                let mut payload = Vec::new();
+                let mut bad_lines = vec![];
+                let mut line = 0;
+                for t in 0..TASKS {
+                    for ty in ["TaskCreated", "TaskStarted", "TaskCompleted"] {
+                        line += 1;
+                        payload.extend_from_slice(
+                            format!(
+                                "{{\"event_type\": \"{ty}\", \"task_id\": \"c{c}.t{t}\", \"attributes\": {{\"executable\": \"/bin/x\", \"task_type\": \"T\"}}}}\n"
+                            )
+                            .as_bytes(),
+                        );
+                    }
+                    if t % 10 == 3 {
+                        line += 1;
+                        bad_lines.push(line);
+                        payload.extend_from_slice(b"{\"event_type\": \"TaskStarted\"}\n");
+                    }
+                    if t % 25 == 7 {
+                        line += 1;
+                        bad_lines.push(line);
+                        payload.extend_from_slice(b"this is not json\n");
+                    }
+                }
+                let replies = send_and_collect(&socket, &payload);
+                let got: Vec<u64> = replies.iter().map(|r| r["line"].as_u64().unwrap()).collect();
+                assert_eq!(got, bad_lines, "client {c}: every bad line answered, by number");
+                assert!(replies.iter().all(|r| r["error"].is_string()));
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let (_dir, v) = stop_agent(a);
+    assert_complete(&v);
+    let n = |ty| lines(&v, "event", Some(ty)).len();
+    assert_eq!(n("TaskCreated"), CLIENTS * TASKS);
+    assert_eq!(n("TaskStarted"), CLIENTS * TASKS);
+    assert_eq!(n("TaskCompleted"), CLIENTS * TASKS);
+    let spans = lines(&v, "span", None);
+    assert_eq!(spans.len(), CLIENTS * TASKS + 1);
+    let m = lines(&v, "metric", None)[0];
+    assert_eq!(m["tasks_completed"], (CLIENTS * TASKS) as u64);
+    assert_eq!(m["tasks_running"], 0);
+    assert_eq!(m["ingest_events_accepted"], (CLIENTS * TASKS * 3) as u64);
+    let bad_per_client =
+        (0..TASKS).filter(|t| t % 10 == 3).count() + (0..TASKS).filter(|t| t % 25 == 7).count();
+    assert_eq!(
+        m["ingest_lines_rejected"],
+        (CLIENTS * bad_per_client) as u64
+    );
+    assert_eq!(m["ingest_events_dropped"], 0);
+}
+
+#[test]
+fn a_client_that_disconnects_mid_line_disturbs_nothing() {
+    let a = start_agent("s.cut");
+    {
+        let mut s = UnixStream::connect(&a.socket).unwrap();
+        s.write_all(
+            b"{\"event_type\": \"app.Good\", \"n\": 1}\n{\"event_type\": \"app.Cut\", \"n\"",
+        )
+        .unwrap();
+        // dropped here: the connection closes in the middle of a line
+    }
+    let r = send_and_collect(&a.socket, b"{\"event_type\": \"app.After\"}\n");
+    assert!(r.is_empty());
+    // A complete last line without its newline is still accepted.
+    let r = send_and_collect(&a.socket, b"{\"event_type\": \"app.NoNewline\"}");
+    assert!(r.is_empty());
+    // A ping is answered.
+    let r = send_and_collect(&a.socket, b"{\"op\": \"ping\"}\n");
+    assert_eq!(r[0]["session_id"], "s.cut");
+    let (_dir, v) = stop_agent(a);
+    assert_eq!(lines(&v, "event", Some("app.Good")).len(), 1);
+    assert_eq!(lines(&v, "event", Some("app.Cut")).len(), 0);
+    assert_eq!(lines(&v, "event", Some("app.After")).len(), 1);
+    assert_eq!(lines(&v, "event", Some("app.NoNewline")).len(), 1);
+    let m = lines(&v, "metric", None)[0];
+    assert_eq!(
+        m["ingest_lines_rejected"], 1,
+        "the cut line is counted as refused"
+    );
+}
+
+#[test]
+fn a_subscriber_like_client_that_never_reads_does_not_block_the_agent() {
+    // A client that floods bad lines and never reads the replies: replies
+    // are capped, the agent keeps serving others.
+    let a = start_agent("s.deaf");
+    let mut deaf = UnixStream::connect(&a.socket).unwrap();
+    let junk = b"x\n".repeat(200_000);
+    deaf.write_all(&junk).unwrap();
+    let r = send_and_collect(&a.socket, b"{\"event_type\": \"app.Fine\"}\n");
+    assert!(r.is_empty());
+    drop(deaf);
+    let (_dir, v) = stop_agent(a);
+    assert_eq!(lines(&v, "event", Some("app.Fine")).len(), 1);
+}
+
+#[test]
+fn tal_run_reports_every_outcome() {
+    let a = start_agent("s.run");
+    let runs = [
+        (
+            "ok",
+            vec!["sh", "-c", "head -c 100000 /dev/zero > /dev/null"],
+            0,
+        ),
+        ("bad", vec!["sh", "-c", "exit 3"], 3),
+        ("seg", vec!["sh", "-c", "kill -SEGV $$"], 128 + 11),
+        ("missing", vec!["/nonexistent/tal-test"], 127),
+    ];
+    for (id, cmd, want) in &runs {
+        let out = run(tal()
+            .args(["run", "--task-id", id, "--socket"])
+            .arg(&a.socket)
+            .arg("--")
+            .args(cmd));
+        assert_eq!(
+            out.status.code(),
+            Some(*want),
+            "{id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (_dir, v) = stop_agent(a);
+    let span = |id: &str| {
+        lines(&v, "span", None)
+            .into_iter()
+            .find(|s| s["attributes"]["task_id"] == id)
+            .unwrap_or_else(|| panic!("no span for {id}"))
+            .clone()
+    };
+    let ok = span("ok");
+    assert_eq!(ok["status_code"], "OK");
+    assert!(ok["attributes"]["cpu_user_seconds"].is_f64());
+    assert!(ok["attributes"]["max_rss_bytes"].as_u64().unwrap() > 0);
+    assert!(ok["attributes"]["pid"].as_u64().unwrap() > 0);
+    assert!(ok["attributes"]["write_bytes"].is_u64());
+    assert_eq!(span("bad")["status_description"], "exit:3");
+    assert_eq!(span("seg")["status_description"], "signal:SIGSEGV");
+    let missing = span("missing");
+    assert_eq!(missing["status_description"], "exec:ENOENT");
+    assert_eq!(missing["attributes"]["incomplete_lifecycle"], true);
+    let completed = lines(&v, "event", Some("TaskCompleted"));
+    let d = completed[0]["duration_seconds"].as_f64().unwrap();
+    assert!(d > 0.0 && d < 10.0);
+    let m = lines(&v, "metric", None)[0];
+    assert_eq!(m["tasks_completed"], 1);
+    assert_eq!(m["tasks_failed"], 3);
+    assert_eq!(m["tasks_started"], 3);
+    assert_eq!(m["tasks_submitted"], 4);
+}
+
+#[test]
+fn tal_run_without_an_agent_still_runs_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let out = run(tal()
+        .env_remove("TAL_SOCKET")
+        .env_remove("SLURM_JOB_ID")
+        .args(["run", "--socket"])
+        .arg(dir.path().join("nobody.sock"))
+        .args(["--", "sh", "-c"])
+        .arg(format!("touch {}; exit 5", marker.display())));
+    assert_eq!(out.status.code(), Some(5));
+    assert!(marker.exists());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(e.matches("tal run:").count(), 1, "warns once: {e}");
+}
+
+#[test]
+fn tal_emit_and_its_errors() {
+    let a = start_agent("s.emit");
+    let emit = |args: &[&str]| run(tal().arg("emit").args(args).arg("--socket").arg(&a.socket));
+    assert!(
+        emit(&["app.Checkpoint", "--field", "step=3", "--attr", "note=hi"])
+            .status
+            .success()
+    );
+    assert!(emit(&[
+        "TaskCreated",
+        "--task-id",
+        "t9",
+        "--attr",
+        "executable=/bin/y"
+    ])
+    .status
+    .success());
+    let out = emit(&["TaskStarted"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a task_id"));
+    let out = emit(&["Checkpoint"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("namespaced"));
+    let (_dir, v) = stop_agent(a);
+    let c = lines(&v, "event", Some("app.Checkpoint"))[0];
+    assert_eq!(c["step"], 3);
+    assert_eq!(c["attributes"]["note"], "hi");
+    // t9 never finished: closed as canceled at the session's end.
+    let t9 = lines(&v, "span", None)
+        .into_iter()
+        .find(|s| s["attributes"]["task_id"] == "t9")
+        .unwrap()
+        .clone();
+    assert_eq!(t9["attributes"]["status"], "canceled");
+    assert_eq!(t9["attributes"]["incomplete_lifecycle"], true);
+    assert_eq!(lines(&v, "metric", None)[0]["tasks_canceled"], 1);
+
+    // No agent: a warning and exit 0, unless --strict.
+    let dir = tempfile::tempdir().unwrap();
+    let nobody = dir.path().join("nobody.sock");
+    let out = run(tal().args(["emit", "app.X", "--socket"]).arg(&nobody));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not recorded"));
+    let out = run(tal()
+        .args(["emit", "app.X", "--strict", "--socket"])
+        .arg(&nobody));
+    assert!(!out.status.success());
+}
+
+#[test]
+fn tal_stop_under_load_keeps_every_accepted_event() {
+    let a = start_agent("s.load");
+    let stop_flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let senders: Vec<_> = (0..4)
+        .map(|c| {
+            let socket = a.socket.clone();
+            let stop = stop_flag.clone();
+            std::thread::spawn(move || {
+                let mut sent = 0u64;
+                let Ok(mut s) = UnixStream::connect(&socket) else {
+                    return 0;
+                };
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut batch = Vec::new();
+                    for _ in 0..100 {
+                        batch.extend_from_slice(
+                            format!("{{\"event_type\": \"app.Load\", \"c\": {c}, \"i\": {i}}}\n")
+                                .as_bytes(),
+                        );
+                        i += 1;
+                    }
+                    if s.write_all(&batch).is_err() {
+                        break;
+                    }
+                    sent += 100;
+                }
+                sent
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let (_dir, v) = stop_agent(a);
+    stop_flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent: u64 = senders.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_complete(&v);
+    let m = lines(&v, "metric", None)[0];
+    let accepted = m["ingest_events_accepted"].as_u64().unwrap();
+    let dropped = m["ingest_events_dropped"].as_u64().unwrap();
+    let recorded = lines(&v, "event", Some("app.Load")).len() as u64;
+    assert!(recorded > 1000, "{recorded} recorded");
+    assert_eq!(recorded, accepted, "every accepted event is in the JSONL");
+    assert!(accepted + dropped <= sent);
+}
+
+#[test]
+fn socket_file_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s.sock");
+    // A stale socket file (no one listening) is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let a = start_agent_at("s.stale", dir.path(), &sock);
+    // A live one is an error naming the path.
+    let out = run(tal()
+        .args(["record", "--session-id", "s.other", "--socket"])
+        .arg(&sock)
+        .arg("--out")
+        .arg(dir.path())
+        .args(["--", "true"]));
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("another tal agent is listening") && e.contains("--socket"),
+        "{e}"
+    );
+    stop_agent(a);
+    // A path that is not a socket is refused, and left alone.
+    std::fs::write(&sock, b"precious").unwrap();
+    let out = run(tal()
+        .args(["record", "--socket"])
+        .arg(&sock)
+        .arg("--out")
+        .arg(dir.path())
+        .args(["--", "true"]));
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read(&sock).unwrap(), b"precious");
+}
+
+fn start_agent_at(session: &str, out: &Path, socket: &Path) -> Agent {
+    let dir = tempfile::tempdir().unwrap();
+    let child = tal()
+        .args(["record", "--session-id", session, "--node-id", "n", "--out"])
+        .arg(out)
+        .arg("--socket")
+        .arg(socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while UnixStream::connect(socket).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Agent {
+        child,
+        dir,
+        socket: socket.to_path_buf(),
+    }
+}
