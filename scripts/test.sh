@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The project's test command (README's, and what CI runs): formatting,
 # lints, then every unit, integration and property test against the real
-# binary. Needs only a Rust toolchain, sh and dd; nothing here needs a GPU.
+# binary. Needs a Rust toolchain, python3 with venv, and PyPI (for RHAPSODY
+# in the bridge's integration test); nothing here needs a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/setup-python.sh >/dev/null
 cargo fmt --all -- --check
 cargo clippy --all-targets --release -- -D warnings
 cargo test --release --all-targets

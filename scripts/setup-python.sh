@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Creates (once) the Python environment the integration tests and the
+# ingest benchmark use: a venv at target/pyenv with RHAPSODY 0.6.0 and its
+# telemetry extra, from PyPI. Idempotent; prints the interpreter's path.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=target/pyenv
+want="rhapsody-py[telemetry]==0.6.0"
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import rhapsody.telemetry, opentelemetry.sdk' 2>/dev/null; then
+  echo "$PWD/$venv/bin/python"
+  exit 0
+fi
+py=$(command -v python3 || true)
+if [ -z "$py" ]; then
+  echo "setup-python: python3 is needed (apt-get install -y python3 python3-venv)" >&2
+  exit 1
+fi
+rm -rf "$venv"
+mkdir -p target
+"$py" -m venv "$venv" >&2
+"$venv/bin/pip" install --quiet --disable-pip-version-check "$want" >&2
+"$venv/bin/python" -c 'import rhapsody.telemetry, opentelemetry.sdk' >&2
+echo "$PWD/$venv/bin/python"
