@@ -112,7 +112,7 @@ fn a_real_rhapsody_session_matches_rhapsodys_own_checkpoint() {
         .any(|(_, e, _)| e.as_deref() == Some("FileNotFoundError")));
 
     // The same counter values in the metric line.
-    let m = |v: &[Value]| lines(v, "metric", None).last().unwrap().clone().clone();
+    let m = |v: &[Value]| (*lines(v, "metric", None).last().unwrap()).clone();
     let (ma, mb) = (m(&tal_v), m(&rh_v));
     for k in [
         "tasks_submitted",
