@@ -1,0 +1,130 @@
+"""Socket ingest benchmark: tal's agent vs RHAPSODY's TelemetryManager.emit.
+
+Usage: python bench_ingest.py TAL_BINARY [EVENTS=1000000] [RUNS=3]
+
+Side by side in one run, on the same machine:
+  - RHAPSODY 0.6.0: TelemetryManager with its JSONL checkpoint on, 10 000
+    TaskSubmitted events through make_event + emit (what its own performance
+    test emits), timed until its dispatch loop has processed the queue.
+  - tal: one client sends EVENTS TaskSubmitted lines in 256 KiB writes over
+    the ingest socket, then a ping on the same connection; timed until the
+    ping's answer (every earlier line has then been parsed, validated and
+    handed to the dispatcher). The agent's CPU per event comes from the
+    kernel's per-thread accounting. Events dropped are read from the final
+    metric line.
+Prints medians and the ratio of throughputs.
+"""
+
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def cpu_ns(pid: int) -> float:
+    total = 0.0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/sched") as f:
+                for line in f:
+                    if line.startswith("se.sum_exec_runtime"):
+                        total += float(line.split(":")[1]) * 1e6
+        except OSError:
+            pass
+    return total
+
+
+async def rhapsody_once(n: int, out: str) -> float:
+    from rhapsody.telemetry.events import TaskSubmitted, make_event
+    from rhapsody.telemetry.manager import TelemetryManager
+
+    tm = TelemetryManager(session_id="bench.rhapsody", checkpoint_path=out)
+    await tm.start()
+    events = [
+        make_event(TaskSubmitted, session_id="bench.rhapsody", backend="bench",
+                   task_id=f"task.{i:06d}",
+                   attributes={"executable": "/bin/true", "task_type": "ComputeTask"})
+        for i in range(n)
+    ]
+    t0 = time.perf_counter()
+    for e in events:
+        tm.emit(e)
+    await tm._queue.join()
+    dt = time.perf_counter() - t0
+    await tm.stop()
+    return n / dt
+
+
+def tal_once(tal: str, n: int, work: str, payload: bytes) -> tuple[float, float, int]:
+    sock = os.path.join(work, "bench.sock")
+    out = os.path.join(work, "out")
+    agent = subprocess.Popen(
+        [tal, "record", "--interval", "0.1", "--session-id", "bench.ingest", "--node-id", "n",
+         "--out", out, "--socket", sock],
+        stderr=subprocess.DEVNULL)
+    while not os.path.exists(sock):
+        time.sleep(0.01)
+    time.sleep(0.3)
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock)
+    c0 = cpu_ns(agent.pid)
+    t0 = time.perf_counter()
+    view = memoryview(payload)
+    chunk = 256 << 10
+    for i in range(0, len(view), chunk):
+        s.sendall(view[i:i + chunk])
+    s.sendall(b'{"op": "ping"}\n')
+    f = s.makefile("rb")
+    reply = f.readline()
+    dt = time.perf_counter() - t0
+    c1 = cpu_ns(agent.pid)
+    assert b'"ok": true' in reply, reply
+    s.close()
+    stop = subprocess.run([tal, "stop", "--socket", sock], capture_output=True, timeout=300)
+    assert stop.returncode == 0, stop.stderr
+    agent.wait(timeout=300)
+    jsonl = json.loads(stop.stdout)["jsonl"]
+    dropped = 0
+    with open(jsonl) as fh:
+        for line in fh:
+            if '"section": "metric"' in line:
+                m = json.loads(line)
+                dropped = m.get("ingest_events_dropped", 0)
+                assert m.get("ingest_events_accepted", 0) + dropped == n, m
+    for name in os.listdir(out):
+        os.remove(os.path.join(out, name))
+    return n / dt, (c1 - c0) / n, dropped
+
+
+def main() -> None:
+    tal = sys.argv[1]
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000
+    runs = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    line = ('{"event_id": "%032x", "event_type": "TaskSubmitted", "event_time": 1795574441.8567670, '
+            '"emit_time": 1795574441.8567696, "session_id": "bench", "backend": "concurrent", '
+            '"task_id": "task.%07d", "node_id": null, '
+            '"attributes": {"executable": "/bin/true", "task_type": "ComputeTask"}}\n')
+    payload = "".join(line % (i + 1, i) for i in range(n)).encode()
+    with tempfile.TemporaryDirectory() as work:
+        rh = [asyncio.run(rhapsody_once(10_000, work)) for _ in range(runs)]
+        res = [tal_once(tal, n, work, payload) for _ in range(runs)]
+    tal_rate = statistics.median(r[0] for r in res)
+    tal_cpu = statistics.median(r[1] for r in res)
+    rh_rate = statistics.median(rh)
+    print(f"# socket ingest: {n} events per tal run, 10000 per RHAPSODY run, {runs} runs each, {os.cpu_count()} CPUs")
+    print("| measure | value |")
+    print("| --- | --- |")
+    print(f"| tal, one client, batched lines (median) | {tal_rate / 1e6:.2f} M events/s (runs: {', '.join(f'{r[0] / 1e6:.2f}' for r in res)}) |")
+    print(f"| tal agent CPU per event (median) | {tal_cpu:.0f} ns |")
+    print(f"| tal events dropped | {', '.join(str(r[2]) for r in res)} |")
+    print(f"| RHAPSODY TelemetryManager.emit + dispatch (median) | {rh_rate / 1e3:.1f} k events/s (runs: {', '.join(f'{r / 1e3:.1f}' for r in rh)}) |")
+    print(f"| ratio tal / RHAPSODY | {tal_rate / rh_rate:.0f}x (budget >= 50x; tal >= 1 M events/s) |")
+
+
+if __name__ == "__main__":
+    main()
