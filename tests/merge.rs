@@ -143,3 +143,57 @@ fn logs_of_different_sessions_are_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn local_disorder_within_a_log_is_repaired() {
+    use tal::log::{Header, LogWriter};
+    use tal::record::*;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.dis.n.tal");
+    let t0: i64 = 1_795_000_000_000_000_000;
+    let header = Header {
+        session_id: "s.dis".into(),
+        node_id: "n".into(),
+        hostname: "n".into(),
+        backend: "tal".into(),
+        pid: 1,
+        tal_version: "0".into(),
+        start_wall_ns: t0,
+        start_mono_ns: 0,
+        interval_ns: 1,
+        chunk_bytes: 1 << 20,
+        ncpus: 1,
+        attributes: vec![],
+    };
+    let mut w = LogWriter::create(&path, &header).unwrap();
+    // Batches of 100 events, each batch sorted, each starting 30 events
+    // before the previous batch ended (as a late resource sample would).
+    let mut k = 0u128;
+    for b in 0..20i64 {
+        for i in 0..100i64 {
+            k += 1;
+            let t = t0 + (b * 70 + i) * 1_000_000;
+            w.append(&Record::Event(Event {
+                event_id: k,
+                event_time_ns: t,
+                emit_time_ns: t,
+                backend: None,
+                task_id: None,
+                node_id: None,
+                attributes: vec![],
+                kind: EventKind::Custom {
+                    event_type: "app.E".into(),
+                    fields: vec![],
+                },
+            }))
+            .unwrap();
+        }
+    }
+    w.finish(None).unwrap();
+    let out = dir.path().join("o.jsonl");
+    let r = run(tal().arg("convert").arg(&path).arg("-o").arg(&out));
+    assert!(r.status.success());
+    let v = read_jsonl(&out);
+    assert_complete(&v);
+    assert_eq!(lines(&v, "event", Some("app.E")).len(), 2000);
+}

@@ -5,11 +5,21 @@
 //! reader buffer and one event per log whatever the logs' lengths. Snapshots
 //! and end markers are absorbed into per-log state as they stream past.
 //! Within one log the original order is kept for equal times.
+//!
+//! A node log is written in batches, each sorted by time, but a batch can
+//! end with client events slightly newer than a resource sample that lands
+//! in the next batch (or a client can send an old `event_time`). Each log
+//! therefore passes through a reorder buffer of [`REORDER_WINDOW`] events
+//! before the merge: disorder within that many events is repaired; beyond
+//! it, events are written in log order.
 
 use crate::log::{LogReader, ReadStats};
 use crate::record::{AgentSnapshot, EndMarker, Event, EventKind, Record};
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
+
+/// Events held per log to repair local disorder (see the module doc).
+pub const REORDER_WINDOW: usize = 2048;
 
 /// Per-log state gathered while merging.
 #[derive(Debug)]
@@ -26,6 +36,10 @@ pub struct NodeState {
     pub session_ended: Option<Event>,
     /// Events read.
     pub events: u64,
+    /// Events read ahead, kept sorted by time (stable): almost always in
+    /// order already, so an insert is a push at the back.
+    reorder: VecDeque<Event>,
+    exhausted: bool,
 }
 
 /// The merge. Iterate with [`Merge::next_event`].
@@ -54,6 +68,8 @@ impl Merge {
                         last_time_ns: start,
                         session_ended: None,
                         events: 0,
+                        reorder: VecDeque::with_capacity(REORDER_WINDOW),
+                        exhausted: false,
                     }
                 })
                 .collect(),
@@ -67,29 +83,39 @@ impl Merge {
         m
     }
 
-    /// Reads log `i` up to its next event and queues it.
+    /// Fills log `i`'s reorder buffer, takes its earliest event and queues it.
     fn advance(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        while let Some(rec) = node.reader.next_record() {
-            match rec {
-                Record::Event(ev) => {
+        while !node.exhausted && node.reorder.len() < REORDER_WINDOW {
+            match node.reader.next_record() {
+                Some(Record::Event(ev)) => {
                     node.last_time_ns = node.last_time_ns.max(ev.event_time_ns);
                     node.events += 1;
                     let t = ev.event_time_ns;
-                    self.pending[i] = Some(ev);
-                    self.seq += 1;
-                    self.heap.push(Reverse((t, i, self.seq)));
-                    return;
+                    if node.reorder.back().is_none_or(|b| b.event_time_ns <= t) {
+                        node.reorder.push_back(ev);
+                    } else {
+                        // After every event with the same or an earlier time.
+                        let at = node.reorder.partition_point(|e| e.event_time_ns <= t);
+                        node.reorder.insert(at, ev);
+                    }
                 }
-                Record::Snapshot(s) => {
+                Some(Record::Snapshot(s)) => {
                     node.last_time_ns = node.last_time_ns.max(s.wall_ns);
                     node.snapshot = Some(s);
                 }
-                Record::End(e) => {
+                Some(Record::End(e)) => {
                     node.last_time_ns = node.last_time_ns.max(e.wall_ns);
                     node.end = Some(e);
                 }
+                None => node.exhausted = true,
             }
+        }
+        if let Some(ev) = node.reorder.pop_front() {
+            let t = ev.event_time_ns;
+            self.pending[i] = Some(ev);
+            self.seq += 1;
+            self.heap.push(Reverse((t, i, self.seq)));
         }
     }
 
