@@ -45,6 +45,12 @@ pub enum Command {
     /// Ask the local agent to finish: it finalises its log, writes the JSONL,
     /// then answers; this waits for that answer.
     Stop(StopArgs),
+    /// Print every event as a JSONL line as the local agent handles it.
+    ///
+    /// The lines are those `tal convert` writes. A subscriber that does not
+    /// keep up loses lines (the agent never waits for it) and is told with a
+    /// `{"dropped": N}` line. Ends when the agent finishes.
+    Subscribe(SubscribeArgs),
     /// Convert node logs of one session into one JSONL checkpoint.
     ///
     /// Several logs (one per node) merge into one file: one trace, one
@@ -171,6 +177,16 @@ pub struct EmitArgs {
     /// so that a workflow never fails for want of telemetry).
     #[arg(long)]
     pub strict: bool,
+    #[command(flatten)]
+    pub socket: SocketArg,
+}
+
+/// `tal subscribe` flags.
+#[derive(Debug, Args)]
+pub struct SubscribeArgs {
+    /// Only events of this type (repeatable; default: all).
+    #[arg(long = "type", value_name = "EVENT_TYPE")]
+    pub types: Vec<String>,
     #[command(flatten)]
     pub socket: SocketArg,
 }

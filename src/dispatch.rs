@@ -79,6 +79,7 @@ struct Prev {
 /// Dispatcher state. Construct, then call [`Dispatcher::run`] on its thread.
 #[derive(Debug)]
 pub struct Dispatcher<S: Sink> {
+    fanout: Option<Fanout>,
     ingest: Option<Consumer<Event>>,
     node_id: String,
     ingest_counters: Option<Arc<IngestCounters>>,
@@ -115,6 +116,7 @@ impl<S: Sink> Dispatcher<S> {
         snapshot_every: Duration,
     ) -> Self {
         let mut d = Self {
+            fanout: None,
             ingest: None,
             node_id: String::new(),
             ingest_counters: None,
@@ -152,6 +154,9 @@ impl<S: Sink> Dispatcher<S> {
     }
 
     fn send(&mut self, r: Record) {
+        if let (Record::Event(ev), Some(f)) = (&r, self.fanout.as_mut()) {
+            f.offer(ev);
+        }
         self.sink.put(r);
     }
 
@@ -243,7 +248,16 @@ impl<S: Sink> Dispatcher<S> {
             self.send(r);
         }
         self.batch = batch;
+        if let Some(f) = self.fanout.as_mut() {
+            f.flush();
+        }
         n
+    }
+
+    /// Also hand every event to live subscribers through `fanout`.
+    pub fn with_fanout(mut self, fanout: Fanout) -> Self {
+        self.fanout = Some(fanout);
+        self
     }
 
     /// Also drain client events from `rx` (filling in `event_id` and
@@ -280,6 +294,7 @@ impl<S: Sink> Dispatcher<S> {
             ingest_accepted: self.ingest_count(|c| &c.accepted),
             ingest_rejected: self.ingest_count(|c| &c.rejected),
             ingest_dropped: self.ingest_count(|c| &c.dropped),
+            subscriber_dropped: self.ingest_count(|c| &c.sub_dropped),
         }
     }
 
@@ -329,7 +344,84 @@ impl<S: Sink> Dispatcher<S> {
             wall_ns: wall_ns(),
             reason,
         }));
+        if let Some(f) = self.fanout.as_mut() {
+            f.flush();
+        }
         self
+    }
+}
+
+/// The dispatcher's side of the push API: formats each event as its JSONL
+/// line (only while someone subscribes) and hands it to the listener
+/// through a bounded ring; a full ring drops the line and counts it, the
+/// dispatcher never waits for a subscriber.
+#[derive(Debug)]
+pub struct Fanout {
+    /// Formats lines as `convert` does.
+    pub ctx: crate::convert::jsonl::Ctx,
+    /// This node.
+    pub node_id: String,
+    /// How many subscribers the listener has now.
+    pub subscribers: Arc<std::sync::atomic::AtomicUsize>,
+    /// To the listener.
+    pub tx: crate::ring::Producer<SubLine>,
+    /// Wakes the listener after a batch.
+    pub waker: crate::ingest::listener::Waker,
+    /// Lines dropped because the ring was full.
+    pub dropped: Arc<AtomicU64>,
+    pending: bool,
+}
+
+/// One event line for subscribers, with its type for filtering.
+#[derive(Debug)]
+pub struct SubLine {
+    /// `event_type`.
+    pub event_type: String,
+    /// The JSONL line, newline-terminated.
+    pub line: Vec<u8>,
+}
+
+impl Fanout {
+    /// A fan-out to the listener.
+    pub fn new(
+        ctx: crate::convert::jsonl::Ctx,
+        node_id: String,
+        subscribers: Arc<std::sync::atomic::AtomicUsize>,
+        tx: crate::ring::Producer<SubLine>,
+        waker: crate::ingest::listener::Waker,
+        dropped: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            ctx,
+            node_id,
+            subscribers,
+            tx,
+            waker,
+            dropped,
+            pending: false,
+        }
+    }
+
+    fn offer(&mut self, ev: &Event) {
+        if self.subscribers.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut line = Vec::with_capacity(512);
+        self.ctx.event_line(&mut line, &self.node_id, ev);
+        let item = SubLine {
+            event_type: ev.kind.type_name().to_string(),
+            line,
+        };
+        if self.tx.push(item).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.pending = true;
+    }
+
+    fn flush(&mut self) {
+        if std::mem::take(&mut self.pending) {
+            self.waker.wake();
+        }
     }
 }
 

@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         Command::Run(args) => args.into_config().and_then(tal::run::run),
         Command::Emit(args) => emit(args),
         Command::Stop(args) => stop(args),
+        Command::Subscribe(args) => subscribe(args),
         Command::Convert(args) => {
             let output = args.output();
             tal::convert::to_jsonl(&args.logs, &output)
@@ -113,5 +114,33 @@ fn stop(args: tal::cli::StopArgs) -> anyhow::Result<i32> {
         }
         Some(r) => anyhow::bail!("the agent answered: {r}"),
         None => anyhow::bail!("the agent closed the connection without confirming it finished"),
+    }
+}
+
+fn subscribe(args: tal::cli::SubscribeArgs) -> anyhow::Result<i32> {
+    use std::io::{Read, Write};
+    use tal::client::resolve_socket;
+    let path = resolve_socket(args.socket.socket)?;
+    let mut s = std::os::unix::net::UnixStream::connect(&path)
+        .map_err(|e| anyhow::anyhow!("no tal agent at {}: {e}", path.display()))?;
+    let types: Vec<serde_json::Value> = args
+        .types
+        .into_iter()
+        .map(serde_json::Value::from)
+        .collect();
+    let req = serde_json::json!({"op": "subscribe", "types": types});
+    s.write_all(format!("{req}\n").as_bytes())?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match s.read(&mut buf) {
+            Ok(0) => return Ok(0),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        out.write_all(&buf[..n])?;
+        out.flush()?;
     }
 }

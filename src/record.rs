@@ -258,6 +258,8 @@ pub struct AgentSnapshot {
     pub ingest_rejected: u64,
     /// Accepted client events dropped because the dispatcher's ring was full.
     pub ingest_dropped: u64,
+    /// Event lines live subscribers lost (slow subscribers).
+    pub subscriber_dropped: u64,
 }
 
 /// Why the recording ended.

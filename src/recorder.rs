@@ -49,6 +49,8 @@ pub const PROC_RING: usize = 64;
 /// Slots of the ingest listener's ring to the dispatcher (the listener
 /// wakes the dispatcher when it is half full).
 pub const INGEST_RING: usize = 1 << 16;
+/// Slots of the dispatcher's ring of lines for live subscribers.
+pub const SUBSCRIBER_RING: usize = 1 << 16;
 
 /// A validated `tal record` configuration.
 #[derive(Debug, Clone)]
@@ -351,6 +353,31 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     let dispatch_stop = Arc::new(AtomicBool::new(false));
     let end_reason = Arc::new(AtomicU64::new(encode_end_reason(EndReason::StopRequested)));
 
+    let (mut listener, waker) = Listener::new(
+        socket,
+        cfg.socket.clone(),
+        ingest_tx,
+        Arc::clone(&ingest_counters),
+        Arc::clone(&stop_control),
+        AgentInfo {
+            session_id: cfg.session_id.clone(),
+            node_id: cfg.node_id.clone(),
+            log: log_path.clone(),
+        },
+        request_stop,
+    )
+    .context("cannot start the ingest listener")?;
+    let (sub_tx, sub_rx) = ring::channel::<crate::dispatch::SubLine>(SUBSCRIBER_RING);
+    let subscribers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    listener.set_subscriptions(sub_rx, Arc::clone(&subscribers));
+    let fanout = crate::dispatch::Fanout::new(
+        crate::convert::jsonl::Ctx::new(&cfg.session_id),
+        cfg.node_id.clone(),
+        subscribers,
+        sub_tx,
+        waker,
+        Arc::clone(&ingest_counters.sub_dropped),
+    );
     let dispatcher = {
         let stage = WriterStage::new(writer, Arc::clone(&records_dropped));
         let d = Dispatcher::new(
@@ -363,7 +390,8 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
             anchor.wall_ns,
             cfg.snapshot_every,
         )
-        .with_ingest(ingest_rx, cfg.node_id.clone(), Arc::clone(&ingest_counters));
+        .with_ingest(ingest_rx, cfg.node_id.clone(), Arc::clone(&ingest_counters))
+        .with_fanout(fanout);
         let stop = Arc::clone(&dispatch_stop);
         let reason = Arc::clone(&end_reason);
         thread::Builder::new()
@@ -386,20 +414,6 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
             .spawn(move || agent.run())
             .context("cannot start the sampling thread")?
     };
-    let (mut listener, waker) = Listener::new(
-        socket,
-        cfg.socket.clone(),
-        ingest_tx,
-        Arc::clone(&ingest_counters),
-        Arc::clone(&stop_control),
-        AgentInfo {
-            session_id: cfg.session_id.clone(),
-            node_id: cfg.node_id.clone(),
-            log: log_path.clone(),
-        },
-        request_stop,
-    )
-    .context("cannot start the ingest listener")?;
     listener.set_dispatcher(dispatcher.thread().clone());
     let listener = thread::Builder::new()
         .name("tal-ingest".into())

@@ -412,3 +412,113 @@ fn start_agent_at(session: &str, out: &Path, socket: &Path) -> Agent {
         socket: socket.to_path_buf(),
     }
 }
+
+#[test]
+fn subscribers_see_events_as_they_are_handled() {
+    let a = start_agent("s.sub");
+    let mut sub = tal()
+        .args([
+            "subscribe",
+            "--type",
+            "app.Sub",
+            "--type",
+            "TaskFailed",
+            "--socket",
+        ])
+        .arg(&a.socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Give the subscription time to register before sending.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut payload = Vec::new();
+    for i in 0..10 {
+        payload
+            .extend_from_slice(format!("{{\"event_type\": \"app.Sub\", \"i\": {i}}}\n").as_bytes());
+        payload.extend_from_slice(b"{\"event_type\": \"app.Other\"}\n");
+    }
+    payload.extend_from_slice(
+        b"{\"event_type\": \"TaskFailed\", \"task_id\": \"x\", \"error_type\": \"exit:1\"}\n",
+    );
+    assert!(send_and_collect(&a.socket, &payload).is_empty());
+    // The subscriber has them about a second later (the dispatcher's batch).
+    let mut reader = BufReader::new(sub.stdout.take().unwrap());
+    let mut got = vec![];
+    for _ in 0..11 {
+        let mut l = String::new();
+        reader.read_line(&mut l).unwrap();
+        got.push(serde_json::from_str::<Value>(&l).unwrap());
+    }
+    assert_eq!(
+        got.iter().filter(|l| l["event_type"] == "app.Sub").count(),
+        10
+    );
+    assert_eq!(
+        got.iter()
+            .filter(|l| l["event_type"] == "TaskFailed")
+            .count(),
+        1
+    );
+    assert!(got
+        .iter()
+        .all(|l| l["section"] == "event" && l["trace_id"].is_string()));
+    let (_dir, v) = stop_agent(a);
+    // The subscriber ends with the agent.
+    let st = wait_output(sub, Duration::from_secs(20));
+    assert!(st.status.success());
+    assert_eq!(lines(&v, "event", Some("app.Other")).len(), 10);
+}
+
+#[test]
+fn a_subscriber_that_never_reads_loses_events_and_is_told() {
+    let a = start_agent("s.slow");
+    let mut stuck = UnixStream::connect(&a.socket).unwrap();
+    stuck.write_all(b"{\"op\": \"subscribe\"}\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Far more than the agent buffers for one subscriber (4 MiB).
+    let mut payload = Vec::new();
+    for i in 0..40_000 {
+        payload.extend_from_slice(
+            format!(
+                "{{\"event_type\": \"app.Flood\", \"i\": {i}, \"pad\": \"{}\"}}\n",
+                "x".repeat(100)
+            )
+            .as_bytes(),
+        );
+    }
+    assert!(send_and_collect(&a.socket, &payload).is_empty());
+    std::thread::sleep(Duration::from_millis(1500));
+    // The agent is not held up: pings answer while the subscriber is stuck.
+    let r = send_and_collect(&a.socket, b"{\"op\": \"ping\"}\n");
+    assert_eq!(r[0]["ok"], true);
+    // The subscriber wakes up and reads everything until the agent ends.
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        stuck
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let _ = std::io::Read::read_to_string(&mut stuck, &mut text);
+        text
+    });
+    let (_dir, v) = stop_agent(a);
+    assert_eq!(
+        lines(&v, "event", Some("app.Flood")).len(),
+        40_000,
+        "the log loses nothing"
+    );
+    let m = lines(&v, "metric", None)[0];
+    assert!(m["subscriber_events_dropped"].as_u64().unwrap() > 0, "{m}");
+    let text = reader.join().unwrap();
+    let dropped: u64 = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|l| l["dropped"].as_u64())
+        .sum();
+    assert!(dropped > 0, "the subscriber was never told it lost events");
+    let received = text.lines().filter(|l| l.contains("app.Flood")).count() as u64;
+    assert!(
+        received + dropped >= 40_000,
+        "{received} received + {dropped} dropped"
+    );
+}

@@ -21,7 +21,7 @@
 //!   `agent_samples_taken`, `agent_samples_dropped`, `agent_deadlines_missed`,
 //!   `agent_read_errors`, `agent_records_dropped`, and the ingest socket's
 //!   `ingest_events_accepted`, `ingest_lines_rejected`,
-//!   `ingest_events_dropped`), sampling jitter and read
+//!   `ingest_events_dropped`, and `subscriber_events_dropped`), sampling jitter and read
 //!   latency percentiles from the merged HDR histograms
 //!   (`agent_sampling_jitter_p50_ms`, `..._p99_ms`, `..._max_ms`,
 //!   `agent_sample_latency_p50_us`, `..._p99_us`), utilisation percentiles
@@ -61,10 +61,30 @@ pub struct Summary {
     pub logs: Vec<(PathBuf, String, ReadStats)>,
 }
 
-struct Ctx {
+/// What every line of one session shares: the session id and its ids in
+/// RHAPSODY's form. Also used by the agent to format events for live
+/// subscribers exactly as `convert` writes them.
+#[derive(Debug, Clone)]
+pub struct Ctx {
     session_id: String,
     trace_hex: String,
     session_span_hex: String,
+}
+
+impl Ctx {
+    /// The context of `session_id`.
+    pub fn new(session_id: &str) -> Self {
+        Self {
+            trace_hex: ids::py_hex(ids::trace_id(session_id)),
+            session_span_hex: ids::py_hex(u128::from(ids::session_span_id(session_id))),
+            session_id: session_id.to_string(),
+        }
+    }
+
+    /// Appends `ev` (seen on `node`) as one JSONL event line.
+    pub fn event_line(&self, buf: &mut Vec<u8>, node: &str, ev: &Event) {
+        write_event(buf, self, node, ev);
+    }
 }
 
 fn write_event(buf: &mut Vec<u8>, ctx: &Ctx, node: &str, ev: &Event) {
@@ -263,11 +283,7 @@ pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<S
         .map(|r| r.header().start_wall_ns)
         .min()
         .unwrap_or(0);
-    let ctx = Ctx {
-        trace_hex: ids::py_hex(ids::trace_id(&session_id)),
-        session_span_hex: ids::py_hex(u128::from(ids::session_span_id(&session_id))),
-        session_id: session_id.clone(),
-    };
+    let ctx = Ctx::new(&session_id);
     let node_ids: Vec<String> = readers.iter().map(|r| r.header().node_id.clone()).collect();
     let mut merge = Merge::new(readers);
     let mut inst = Instruments::default();
@@ -462,7 +478,7 @@ fn write_metric_line(buf: &mut Vec<u8>, merge: &Merge, inst: &Instruments, end_n
     // The agents' own cost, merged over nodes.
     let mut cpu_ns = 0u64;
     let mut rss = 0u64;
-    let mut counts = [0u64; 8];
+    let mut counts = [0u64; 9];
     let (mut hc, mut hm, mut hl, mut hj) = (None, None, None, None);
     for n in &merge.nodes {
         if let Some(s) = &n.snapshot {
@@ -477,6 +493,7 @@ fn write_metric_line(buf: &mut Vec<u8>, merge: &Merge, inst: &Instruments, end_n
                 s.ingest_accepted,
                 s.ingest_rejected,
                 s.ingest_dropped,
+                s.subscriber_dropped,
             ]) {
                 *c += v;
             }
@@ -504,6 +521,7 @@ fn write_metric_line(buf: &mut Vec<u8>, merge: &Merge, inst: &Instruments, end_n
             "ingest_events_accepted",
             "ingest_lines_rejected",
             "ingest_events_dropped",
+            "subscriber_events_dropped",
         ]
         .iter()
         .zip(counts)

@@ -50,6 +50,9 @@ pub struct IngestCounters {
     pub dropped: AtomicU64,
     /// Clients that connected.
     pub clients: AtomicU64,
+    /// Event lines subscribers lost (they did not read fast enough, or the
+    /// dispatcher's ring to the listener was full).
+    pub sub_dropped: Arc<AtomicU64>,
 }
 
 /// Shared between the listener and the main thread for the stop protocol.
@@ -83,7 +86,14 @@ struct Client {
     out: Vec<u8>,
     waiting_stop: bool,
     want_write: bool,
+    /// Event types this client subscribed to (`Some(empty)`: all).
+    subscribe: Option<Vec<String>>,
+    /// Lines this subscriber lost since it was last told.
+    sub_lost: u64,
+    read_closed: bool,
 }
+
+const MAX_SUBSCRIBER_BUFFER: usize = 4 << 20;
 
 /// The listener thread's state. Create with [`Listener::bind`], then
 /// [`Listener::run`] on its own thread.
@@ -101,6 +111,8 @@ pub struct Listener {
     control: Arc<StopControl>,
     info: AgentInfo,
     on_stop: fn(),
+    subs: Option<crate::ring::Consumer<crate::dispatch::SubLine>>,
+    subscribers: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A handle to wake the listener from another thread.
@@ -220,9 +232,97 @@ impl Listener {
                 control,
                 info,
                 on_stop,
+                subs: None,
+                subscribers: Arc::default(),
             },
             waker,
         ))
+    }
+
+    /// Serve subscribers from `rx`; `subscribers` counts them for the
+    /// dispatcher (which formats lines only while it is non-zero).
+    pub fn set_subscriptions(
+        &mut self,
+        rx: crate::ring::Consumer<crate::dispatch::SubLine>,
+        subscribers: Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        self.subs = Some(rx);
+        self.subscribers = subscribers;
+    }
+
+    /// Delivers queued event lines to the subscribers they match.
+    fn deliver(&mut self) {
+        let Some(rx) = self.subs.as_mut() else {
+            return;
+        };
+        let mut any = false;
+        while let Some(l) = rx.pop() {
+            any = true;
+            for c in self.clients.values_mut() {
+                let Some(types) = &c.subscribe else { continue };
+                if !types.is_empty() && !types.contains(&l.event_type) {
+                    continue;
+                }
+                if c.out.len() + l.line.len() > MAX_SUBSCRIBER_BUFFER {
+                    c.sub_lost += 1;
+                    self.counters.sub_dropped.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    c.out.extend_from_slice(&l.line);
+                }
+            }
+        }
+        if !any {
+            return;
+        }
+        let tokens: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.subscribe.is_some())
+            .map(|(t, _)| *t)
+            .collect();
+        for t in tokens {
+            self.pump(t);
+        }
+    }
+
+    /// Writes what a client can take now; closes it if it is gone.
+    fn pump(&mut self, token: u64) {
+        let Some(mut c) = self.clients.remove(&token) else {
+            return;
+        };
+        if !flush(&mut c) {
+            self.drop_client(&c);
+            return;
+        }
+        if c.sub_lost > 0 && c.out.len() < MAX_SUBSCRIBER_BUFFER / 2 {
+            c.out
+                .extend_from_slice(format!("{{\"dropped\": {}}}\n", c.sub_lost).as_bytes());
+            c.sub_lost = 0;
+            if !flush(&mut c) {
+                self.drop_client(&c);
+                return;
+            }
+        }
+        let want_write = !c.out.is_empty();
+        if want_write != c.want_write {
+            c.want_write = want_write;
+            let mut ev = if c.read_closed {
+                0
+            } else {
+                (libc::EPOLLIN | libc::EPOLLRDHUP) as u32
+            };
+            if want_write {
+                ev |= libc::EPOLLOUT as u32;
+            }
+            epoll_mod(self.epfd.as_raw_fd(), c.stream.as_raw_fd(), token, ev);
+        }
+        self.clients.insert(token, c);
+    }
+
+    fn drop_client(&mut self, c: &Client) {
+        if c.subscribe.is_some() {
+            self.subscribers.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// The dispatcher to wake when the ring is half full.
@@ -261,6 +361,7 @@ impl Listener {
                         unsafe {
                             libc::read(self.wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8)
                         };
+                        self.deliver();
                     }
                     t => self.serve(t, flags, &mut rbuf),
                 }
@@ -303,6 +404,9 @@ impl Listener {
                             out: Vec::new(),
                             waiting_stop: false,
                             want_write: false,
+                            subscribe: None,
+                            sub_lost: 0,
+                            read_closed: false,
                         },
                     );
                 }
@@ -436,6 +540,12 @@ impl Listener {
                 out.push(b'\n');
                 c.out.extend_from_slice(&out);
             }
+            Ok(Line::Control(Control::Subscribe(types))) => {
+                if c.subscribe.is_none() {
+                    self.subscribers.fetch_add(1, Ordering::Relaxed);
+                }
+                c.subscribe = Some(types);
+            }
             Ok(Line::Control(Control::Stop)) => {
                 c.waiting_stop = true;
                 (self.on_stop)();
@@ -452,7 +562,18 @@ impl Listener {
             .map(|d| d.clone())
             .unwrap_or(None)
             .unwrap_or_else(|| "{\"ok\": true}".into());
+        self.deliver();
         for c in self.clients.values_mut() {
+            if c.sub_lost > 0 {
+                // Last words to a subscriber that fell behind: finish the line
+                // it is in the middle of, drop the rest (counted), and say so.
+                let keep = c.out.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+                let lost = c.out[keep..].iter().filter(|&&b| b == b'\n').count() as u64;
+                c.out.truncate(keep);
+                c.sub_lost += lost;
+                c.out
+                    .extend_from_slice(format!("{{\"dropped\": {}}}\n", c.sub_lost).as_bytes());
+            }
             if c.waiting_stop {
                 c.out.extend_from_slice(done.as_bytes());
                 c.out.push(b'\n');
@@ -461,7 +582,7 @@ impl Listener {
             let _ = c.stream.set_nonblocking(false);
             let _ = c
                 .stream
-                .set_write_timeout(Some(std::time::Duration::from_millis(200)));
+                .set_write_timeout(Some(std::time::Duration::from_millis(500)));
             let _ = c.stream.write_all(&c.out);
         }
         self.clients.clear();
@@ -469,17 +590,20 @@ impl Listener {
     }
 }
 
-fn flush(c: &mut Client) {
+/// Writes what the client takes now; false when the client is gone.
+fn flush(c: &mut Client) -> bool {
     while !c.out.is_empty() {
         match c.stream.write(&c.out) {
-            Ok(0) => break,
+            Ok(0) => return false,
             Ok(n) => {
                 c.out.drain(..n);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
         }
     }
+    true
 }
 
 /// The default socket path for a session and node: under

@@ -22,7 +22,12 @@
 //!
 //! Control lines have an `op` instead of an `event_type`:
 //! `{"op": "stop"}` asks the agent to finalise (the reply comes when the
-//! JSONL is written), `{"op": "ping"}` is answered at once.
+//! JSONL is written), `{"op": "ping"}` is answered at once, and
+//! `{"op": "subscribe", "types": [...]}` turns the connection into a feed of
+//! every event (of those types) as JSONL event lines, as the dispatcher
+//! handles them. A subscriber that does not keep up loses lines: the agent
+//! never waits for it, counts them, and tells it with a
+//! `{"dropped": N}` line once it catches up.
 //!
 //! Every refused line gets one reply line, `{"error": REASON, "line": N}`
 //! (N counts the connection's lines from 1); accepted lines get no reply.
@@ -58,6 +63,8 @@ pub enum Control {
     Stop,
     /// Answer at once (liveness check).
     Ping,
+    /// Receive every event (of these types; all when empty) as JSONL lines.
+    Subscribe(Vec<String>),
 }
 
 /// What a line is.
@@ -255,7 +262,17 @@ fn parse_general(line: &[u8], now_ns: i64) -> Result<Line, String> {
         return match op.as_str() {
             Some("stop") => Ok(Line::Control(Control::Stop)),
             Some("ping") => Ok(Line::Control(Control::Ping)),
-            _ => Err(format!("unknown op {op} (known: stop, ping)")),
+            Some("subscribe") => match m.get("types") {
+                None | Some(J::Null) => Ok(Line::Control(Control::Subscribe(Vec::new()))),
+                Some(J::Array(a)) => a
+                    .iter()
+                    .map(|t| t.as_str().map(String::from))
+                    .collect::<Option<Vec<_>>>()
+                    .map(|t| Line::Control(Control::Subscribe(t)))
+                    .ok_or_else(|| "types must be a list of event type strings".into()),
+                Some(_) => Err("types must be a list of event type strings".into()),
+            },
+            _ => Err(format!("unknown op {op} (known: stop, ping, subscribe)")),
         };
     }
     let event_type = match m.get("event_type") {
