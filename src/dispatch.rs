@@ -231,9 +231,8 @@ impl<S: Sink> Dispatcher<S> {
                 if ev.event_id == 0 {
                     ev.event_id = self.ids.next_id();
                 }
-                if ev.node_id.is_none() {
-                    ev.node_id = Some(self.node_id.clone());
-                }
+                // A missing node_id stays None in the log: the converter
+                // writes the log's own node for it.
                 batch.push(Record::Event(ev));
             }
         }
@@ -260,8 +259,9 @@ impl<S: Sink> Dispatcher<S> {
         self
     }
 
-    /// Also drain client events from `rx` (filling in `event_id` and
-    /// `node_id` where the client left them out), counting with `counters`.
+    /// Also drain client events from `rx` (filling in `event_id` where the
+    /// client left it out; a missing `node_id` is this node, which the
+    /// converters write from the log header), counting with `counters`.
     pub fn with_ingest(
         mut self,
         rx: Consumer<Event>,

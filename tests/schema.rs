@@ -104,7 +104,9 @@ fn check_conforms(lines: &[Value]) -> usize {
                 .unwrap_or_else(|| panic!("{k}: missing key {key}: {l}"));
             let ok = kind(v) == kind(rv)
                 || (kind(v) == "null" && NULLABLE.contains(&key.as_str()))
-                || (kind(v) == "string" && kind(rv) == "null" && key == "backend")
+                // SCHEMA.md: backend and node_id are "string or null"; the
+                // agent fills in the node of a client event (DESIGN.md).
+                || (kind(v) == "string" && kind(rv) == "null" && (key == "backend" || key == "node_id"))
                 || (kind(rv) == "string" && kind(v) == "null" && key == "backend");
             assert!(
                 ok,

@@ -96,9 +96,13 @@ fn write_event(buf: &mut Vec<u8>, ctx: &Ctx, node: &str, ev: &Event) {
         .str("session_id", &ctx.session_id)
         .opt_str("backend", ev.backend.as_deref())
         .opt_str("task_id", ev.task_id.as_deref());
+    // Resource and client events without a node_id happened on the log's
+    // node; session events (and events synthesised for the whole session,
+    // written with an empty `node`) have none, as in RHAPSODY.
+    let own = (!node.is_empty()).then_some(node);
     let node_id = match &ev.kind {
-        EventKind::ResourceUpdate(_) => Some(ev.node_id.as_deref().unwrap_or(node)),
-        _ => ev.node_id.as_deref(),
+        EventKind::SessionStarted | EventKind::SessionEnded { .. } => ev.node_id.as_deref(),
+        _ => ev.node_id.as_deref().or(own),
     };
     o.opt_str("node_id", node_id);
     match &ev.kind {

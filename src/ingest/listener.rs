@@ -468,7 +468,7 @@ impl Listener {
     /// Appends freshly read bytes and handles every complete line.
     fn take_bytes(&mut self, c: &mut Client, data: &[u8], now: i64) {
         let mut data = data;
-        while let Some(nl) = data.iter().position(|&b| b == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', data) {
             let (head, tail) = data.split_at(nl);
             data = &tail[1..];
             c.line_no += 1;

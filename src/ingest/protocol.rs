@@ -111,6 +111,14 @@ pub fn to_value(v: &J) -> Value {
     }
 }
 
+/// Like [`to_value`], moving strings instead of copying them.
+fn into_value(v: J) -> Value {
+    match v {
+        J::String(s) => Value::Str(s),
+        other => to_value(&other),
+    }
+}
+
 fn time_ns(secs: f64, k: &str) -> Result<i64, String> {
     if !(0.0..1e11).contains(&secs) {
         return Err(format!("{k} must be seconds since the Unix epoch"));
@@ -179,7 +187,7 @@ impl<'de> serde::Deserialize<'de> for FastAttrs {
                 let mut out = Vec::with_capacity(m.size_hint().unwrap_or(4));
                 while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
                     let v: J = m.next_value()?;
-                    out.push((k.into_owned(), to_value(&v)));
+                    out.push((k.into_owned(), into_value(v)));
                 }
                 Ok(FastAttrs(out))
             }
