@@ -522,3 +522,36 @@ fn a_subscriber_that_never_reads_loses_events_and_is_told() {
         "{received} received + {dropped} dropped"
     );
 }
+
+#[test]
+fn a_subscriber_that_half_closes_still_gets_lines_and_one_that_leaves_is_forgotten() {
+    let a = start_agent("s.half");
+    // Subscribes, then closes its sending side: it still wants the feed.
+    let half = UnixStream::connect(&a.socket).unwrap();
+    (&half)
+        .write_all(b"{\"op\": \"subscribe\", \"types\": [\"app.H\"]}\n")
+        .unwrap();
+    half.shutdown(std::net::Shutdown::Write).unwrap();
+    // Subscribes, then goes away entirely.
+    let gone = UnixStream::connect(&a.socket).unwrap();
+    (&gone).write_all(b"{\"op\": \"subscribe\"}\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(gone);
+    assert!(send_and_collect(&a.socket, b"{\"event_type\": \"app.H\"}\n").is_empty());
+    let reader = std::thread::spawn(move || {
+        half.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut &half, &mut text);
+        text
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_dir, v) = stop_agent(a);
+    assert_eq!(lines(&v, "event", Some("app.H")).len(), 1);
+    let text = reader.join().unwrap();
+    assert_eq!(
+        text.lines().filter(|l| l.contains("\"app.H\"")).count(),
+        1,
+        "{text}"
+    );
+}

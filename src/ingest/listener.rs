@@ -303,19 +303,7 @@ impl Listener {
                 return;
             }
         }
-        let want_write = !c.out.is_empty();
-        if want_write != c.want_write {
-            c.want_write = want_write;
-            let mut ev = if c.read_closed {
-                0
-            } else {
-                (libc::EPOLLIN | libc::EPOLLRDHUP) as u32
-            };
-            if want_write {
-                ev |= libc::EPOLLOUT as u32;
-            }
-            epoll_mod(self.epfd.as_raw_fd(), c.stream.as_raw_fd(), token, ev);
-        }
+        self.rearm(token, &mut c, false);
         self.clients.insert(token, c);
     }
 
@@ -444,15 +432,25 @@ impl Listener {
             c.line_no += 1;
             self.handle_line(&mut c, &rest, wall_ns());
         }
-        flush(&mut c);
-        if eof && !c.waiting_stop {
+        let alive = flush(&mut c);
+        if !alive || (eof && !c.waiting_stop && c.subscribe.is_none()) {
             // Closing drops the fd from the epoll set.
+            self.drop_client(&c);
             return;
         }
+        let newly_closed = eof && !c.read_closed;
+        c.read_closed |= eof;
+        self.rearm(token, &mut c, newly_closed);
+        self.clients.insert(token, c);
+    }
+
+    /// Updates a client's epoll interest: reading until its side is closed,
+    /// writing while replies or lines wait.
+    fn rearm(&self, token: u64, c: &mut Client, force: bool) {
         let want_write = !c.out.is_empty();
-        if want_write != c.want_write || eof {
+        if want_write != c.want_write || force {
             c.want_write = want_write;
-            let mut ev = if eof {
+            let mut ev = if c.read_closed {
                 0
             } else {
                 (libc::EPOLLIN | libc::EPOLLRDHUP) as u32
@@ -462,7 +460,6 @@ impl Listener {
             }
             epoll_mod(self.epfd.as_raw_fd(), c.stream.as_raw_fd(), token, ev);
         }
-        self.clients.insert(token, c);
     }
 
     /// Appends freshly read bytes and handles every complete line.
