@@ -431,7 +431,16 @@ fn subscribers_see_events_as_they_are_handled() {
         .spawn()
         .unwrap();
     // Give the subscription time to register before sending.
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(1000));
+    // Everything the subscriber prints, until the agent ends (no hang if a
+    // line never comes: the agent's stop ends the feed).
+    let stdout = sub.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(&l.unwrap()).unwrap())
+            .collect::<Vec<_>>()
+    });
     let mut payload = Vec::new();
     for i in 0..10 {
         payload
@@ -442,31 +451,28 @@ fn subscribers_see_events_as_they_are_handled() {
         b"{\"event_type\": \"TaskFailed\", \"task_id\": \"x\", \"error_type\": \"exit:1\"}\n",
     );
     assert!(send_and_collect(&a.socket, &payload).is_empty());
-    // The subscriber has them about a second later (the dispatcher's batch).
-    let mut reader = BufReader::new(sub.stdout.take().unwrap());
-    let mut got = vec![];
-    for _ in 0..11 {
-        let mut l = String::new();
-        reader.read_line(&mut l).unwrap();
-        got.push(serde_json::from_str::<Value>(&l).unwrap());
-    }
+    // The dispatcher hands them over with its next batch (about a second).
+    std::thread::sleep(Duration::from_millis(2000));
+    let (_dir, v) = stop_agent(a);
+    let st = wait_output(sub, Duration::from_secs(20));
+    assert!(st.status.success(), "the subscriber ends with the agent");
+    let got = reader.join().unwrap();
     assert_eq!(
         got.iter().filter(|l| l["event_type"] == "app.Sub").count(),
         10
     );
+    // app.Other lines are filtered out (and nothing else of the session's
+    // events is of a subscribed type).
     assert_eq!(
         got.iter()
             .filter(|l| l["event_type"] == "TaskFailed")
             .count(),
         1
     );
+    assert_eq!(got.len(), 11, "only the subscribed types");
     assert!(got
         .iter()
         .all(|l| l["section"] == "event" && l["trace_id"].is_string()));
-    let (_dir, v) = stop_agent(a);
-    // The subscriber ends with the agent.
-    let st = wait_output(sub, Duration::from_secs(20));
-    assert!(st.status.success());
     assert_eq!(lines(&v, "event", Some("app.Other")).len(), 10);
 }
 
