@@ -97,23 +97,7 @@ fn the_wrapped_command_sees_the_session() {
 #[test]
 fn sigterm_mid_run_leaves_a_complete_jsonl() {
     let dir = tempfile::tempdir().unwrap();
-    let child = tal()
-        .args([
-            "record",
-            "--interval",
-            "0.05",
-            "--session-id",
-            "s.term",
-            "--node-id",
-            "n",
-            "--out",
-        ])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_file(&dir.path().join("s.term.n.tal"));
+    let (child, _log) = spawn_recorder(dir.path(), "s.term", "0.05");
     std::thread::sleep(Duration::from_millis(600));
     signal(&child, libc::SIGTERM);
     let out = wait_output(child, Duration::from_secs(20));
@@ -139,24 +123,7 @@ fn sigterm_mid_run_leaves_a_complete_jsonl() {
 #[test]
 fn kill_9_loses_nothing_that_reached_the_writer() {
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("s.kill.n.tal");
-    let mut child = tal()
-        .args([
-            "record",
-            "--interval",
-            "0.05",
-            "--session-id",
-            "s.kill",
-            "--node-id",
-            "n",
-            "--out",
-        ])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_file(&log);
+    let (mut child, log) = spawn_recorder(dir.path(), "s.kill", "0.05");
     std::thread::sleep(Duration::from_millis(2500));
     // What the writer has put in the (shared, mmap'd) file so far: read it
     // through the page cache from this process, then SIGKILL the agent.

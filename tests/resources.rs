@@ -138,23 +138,7 @@ fn generate_load(dir: &std::path::Path) {
 fn deltas_agree_with_an_independent_reading_of_proc() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let before = snap();
-    let child = tal()
-        .args([
-            "record",
-            "--interval",
-            "0.1",
-            "--session-id",
-            "s.res",
-            "--node-id",
-            "n",
-            "--out",
-        ])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_file(&dir.path().join("s.res.n.tal"));
+    let (child, _log) = spawn_recorder(dir.path(), "s.res", "0.1");
     std::thread::sleep(Duration::from_millis(300));
     generate_load(dir.path());
     std::thread::sleep(Duration::from_millis(300));

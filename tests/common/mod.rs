@@ -125,3 +125,27 @@ pub fn assert_complete(v: &[Value]) {
         "events are in time order"
     );
 }
+
+/// Starts `tal record` (node `n`) in the background, returning once its
+/// log exists; stdout and stderr are discarded.
+pub fn spawn_recorder(dir: &Path, session: &str, interval: &str) -> (Child, PathBuf) {
+    let child = tal()
+        .args([
+            "record",
+            "--interval",
+            interval,
+            "--session-id",
+            session,
+            "--node-id",
+            "n",
+        ])
+        .arg("--out")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = dir.join(format!("{session}.n.tal"));
+    wait_for_file(&log);
+    (child, log)
+}
