@@ -111,14 +111,6 @@ pub fn to_value(v: &J) -> Value {
     }
 }
 
-/// Like [`to_value`], moving strings instead of copying them.
-fn into_value(v: J) -> Value {
-    match v {
-        J::String(s) => Value::Str(s),
-        other => to_value(&other),
-    }
-}
-
 fn time_ns(secs: f64, k: &str) -> Result<i64, String> {
     if !(0.0..1e11).contains(&secs) {
         return Err(format!("{k} must be seconds since the Unix epoch"));
@@ -186,13 +178,55 @@ impl<'de> serde::Deserialize<'de> for FastAttrs {
             ) -> Result<FastAttrs, A::Error> {
                 let mut out = Vec::with_capacity(m.size_hint().unwrap_or(4));
                 while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
-                    let v: J = m.next_value()?;
-                    out.push((k.into_owned(), into_value(v)));
+                    let v: FastVal = m.next_value()?;
+                    out.push((k.into_owned(), v.0));
                 }
                 Ok(FastAttrs(out))
             }
         }
         d.deserialize_map(V)
+    }
+}
+
+/// A scalar attribute value, read without building a JSON tree; nested
+/// values make the fast path give up (the general parser keeps them).
+struct FastVal(Value);
+
+impl<'de> serde::Deserialize<'de> for FastVal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = FastVal;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a scalar")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<FastVal, E> {
+                Ok(FastVal(Value::Bool(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<FastVal, E> {
+                Ok(FastVal(Value::Int(v)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<FastVal, E> {
+                // As serde_json::Value does: integers beyond i64 are floats.
+                Ok(FastVal(match i64::try_from(v) {
+                    Ok(i) => Value::Int(i),
+                    Err(_) => Value::Float(v as f64),
+                }))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<FastVal, E> {
+                Ok(FastVal(Value::Float(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<FastVal, E> {
+                Ok(FastVal(Value::Str(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<FastVal, E> {
+                Ok(FastVal(Value::Str(v)))
+            }
+            fn visit_unit<E>(self) -> Result<FastVal, E> {
+                Ok(FastVal(Value::Null))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -572,7 +606,7 @@ mod tests {
     #[test]
     fn fast_and_general_paths_agree() {
         for line in [
-            r#"{"event_id": "9b0c42c4483646f8af92bd37a47a5f9f", "event_type": "TaskFailed", "event_time": 1795574441.8799298, "emit_time": 1795574441.8799415, "session_id": "s", "backend": "concurrent", "task_id": "task.000005", "node_id": null, "attributes": {"executable": "/x", "task_type": "ComputeTask", "error_type": "E", "n": 3, "nested": {"a": [1]}}, "duration_seconds": 0.5, "error_type": "E"}"#,
+            r#"{"event_id": "9b0c42c4483646f8af92bd37a47a5f9f", "event_type": "TaskFailed", "event_time": 1795574441.8799298, "emit_time": 1795574441.8799415, "session_id": "s", "backend": "concurrent", "task_id": "task.000005", "node_id": null, "attributes": {"executable": "/x", "task_type": "ComputeTask", "error_type": "E", "n": 3, "big": 18446744073709551615, "f": 0.5, "b": true, "z": null}, "duration_seconds": 0.5, "error_type": "E"}"#,
             r#"{"event_type": "TaskStarted", "task_id": "t", "attributes": {"pid": 42}}"#,
             r#"{"event_type": "TaskCompleted", "task_id": "t", "duration_seconds": 2}"#,
         ] {
@@ -588,6 +622,7 @@ mod tests {
             r#"{"event_type": "app.X", "n": 1}"#,
             r#"{"event_type": "TaskStarted", "task_id": "t", "extra_field": 1}"#,
             r#"{"event_type": "TaskStarted", "task_id": "t", "event_time": -1}"#,
+            r#"{"event_type": "TaskStarted", "task_id": "t", "attributes": {"nested": {"a": [1]}}}"#,
             r#"{"event_type": "TaskQueued", "task_id": "t", "error_type": "odd", "duration_seconds": 1.5}"#,
         ] {
             assert!(fast_path(line.as_bytes(), 7).is_none(), "{line}");
