@@ -58,18 +58,15 @@ fn main() -> ExitCode {
 
 fn emit(args: tal::cli::EmitArgs) -> anyhow::Result<i32> {
     use tal::client::{parse_kv, refusals, resolve_socket, AgentConn, EventLine};
-    let attributes = args
-        .attrs
-        .iter()
-        .map(|s| parse_kv(s))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("invalid --attr {e}"))?;
-    let fields = args
-        .fields
-        .iter()
-        .map(|s| parse_kv(s))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("invalid --field {e}"))?;
+    let kvs = |flag: &str, items: &[String]| {
+        items
+            .iter()
+            .map(|s| parse_kv(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("invalid {flag} {e}"))
+    };
+    let attributes = kvs("--attr", &args.attrs)?;
+    let fields = kvs("--field", &args.fields)?;
     let line = EventLine {
         event_type: args.event_type,
         task_id: args.task_id,

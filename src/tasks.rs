@@ -210,21 +210,15 @@ impl TaskTracker {
                         .or_else(|| attr_str(&ev.attributes, "error_type"))
                         .unwrap_or_else(|| "unknown".into())
                 });
-                self.spans.push(TaskSpan {
-                    task_id: task_id.to_string(),
-                    start_ns: open.start_ns,
-                    end_ns: ev.event_time_ns.max(open.start_ns),
-                    queued_ns: open.queued_ns,
-                    state: t.state,
+                self.close(
+                    task_id.to_string(),
+                    open,
+                    ev.event_time_ns,
+                    t.state,
                     error_type,
-                    backend: open.backend,
-                    executable: open.executable.unwrap_or_default(),
-                    task_type: open.task_type.unwrap_or_default(),
                     incomplete,
-                    closed_at_session_end: false,
-                    extra: open.extra,
-                });
-                self.closed.insert(task_id.to_string());
+                    false,
+                );
                 Outcome::Closed {
                     duration_seconds: duration,
                     incomplete,
@@ -275,23 +269,38 @@ impl TaskTracker {
                     extra: Vec::new(),
                 }),
             });
-            self.spans.push(TaskSpan {
-                task_id: id.clone(),
-                start_ns: open.start_ns,
-                end_ns: end_ns.max(open.start_ns),
-                queued_ns: open.queued_ns,
-                state: TaskState::Canceled,
-                error_type: None,
-                backend: open.backend,
-                executable: open.executable.unwrap_or_default(),
-                task_type: open.task_type.unwrap_or_default(),
-                incomplete: true,
-                closed_at_session_end: true,
-                extra: open.extra,
-            });
-            self.closed.insert(id);
+            self.close(id, open, end_ns, TaskState::Canceled, None, true, true);
         }
         out
+    }
+
+    /// Records the closed span of `task_id` and remembers it as closed.
+    #[allow(clippy::too_many_arguments)]
+    fn close(
+        &mut self,
+        task_id: String,
+        open: Open,
+        end_ns: i64,
+        state: TaskState,
+        error_type: Option<String>,
+        incomplete: bool,
+        closed_at_session_end: bool,
+    ) {
+        self.spans.push(TaskSpan {
+            task_id: task_id.clone(),
+            start_ns: open.start_ns,
+            end_ns: end_ns.max(open.start_ns),
+            queued_ns: open.queued_ns,
+            state,
+            error_type,
+            backend: open.backend,
+            executable: open.executable.unwrap_or_default(),
+            task_type: open.task_type.unwrap_or_default(),
+            incomplete,
+            closed_at_session_end,
+            extra: open.extra,
+        });
+        self.closed.insert(task_id);
     }
 
     /// Closed spans, in closing order.
