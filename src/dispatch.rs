@@ -32,6 +32,7 @@ use crate::agent::procfs::{memory_percent, CpuTicks};
 use crate::agent::AgentCounters;
 use crate::clock::{mono_ns, wall_ns, Anchor};
 use crate::ids::EventIdGen;
+use crate::ingest::batch::IngestBatch;
 use crate::ingest::listener::IngestCounters;
 use crate::record::{
     AgentSnapshot, EndMarker, EndReason, Event, EventKind, Record, ResourceScope, ResourceUpdate,
@@ -54,6 +55,15 @@ pub trait Sink {
     /// Takes one record. Must not block for long; failures are the sink's
     /// to count and report.
     fn put(&mut self, r: Record);
+
+    /// Takes one record given as its encoded payload (client events, which
+    /// the listener encodes). The default decodes it for [`Sink::put`].
+    fn put_encoded(&mut self, payload: &[u8]) {
+        match crate::ingest::batch::decode(payload) {
+            Ok(r) => self.put(r),
+            Err(e) => debug_assert!(false, "the listener encoded an undecodable record: {e}"),
+        }
+    }
 }
 
 impl Sink for Vec<Record> {
@@ -80,10 +90,12 @@ struct Prev {
 #[derive(Debug)]
 pub struct Dispatcher<S: Sink> {
     fanout: Option<Fanout>,
-    ingest: Option<Consumer<Event>>,
+    ingest: Option<Consumer<IngestBatch>>,
+    ingested: Vec<IngestBatch>,
+    order: Vec<(i64, u32, u32)>,
     node_id: String,
     ingest_counters: Option<Arc<IngestCounters>>,
-    batch: Vec<Record>,
+    batch: Vec<Option<Record>>,
     rx: Consumer<ProcSample>,
     sink: S,
     counters: Arc<AgentCounters>,
@@ -118,6 +130,8 @@ impl<S: Sink> Dispatcher<S> {
         let mut d = Self {
             fanout: None,
             ingest: None,
+            ingested: Vec::new(),
+            order: Vec::new(),
             node_id: String::new(),
             ingest_counters: None,
             batch: Vec::new(),
@@ -213,7 +227,8 @@ impl<S: Sink> Dispatcher<S> {
         u
     }
 
-    /// Drains every queued reading into events; returns how many.
+    /// Drains every queued reading and client event into the sink, in time
+    /// order as far as one batch can see; returns how many records.
     pub fn drain(&mut self) -> usize {
         let anchor = Anchor::now();
         let mut batch = std::mem::take(&mut self.batch);
@@ -224,29 +239,52 @@ impl<S: Sink> Dispatcher<S> {
                 anchor.to_wall(r.done_ns),
                 EventKind::ResourceUpdate(u),
             );
-            batch.push(ev);
+            batch.push(Some(ev));
         }
+        let mut ingested = std::mem::take(&mut self.ingested);
         if let Some(rx) = self.ingest.as_mut() {
-            while let Some(mut ev) = rx.pop() {
-                if ev.event_id == 0 {
-                    ev.event_id = self.ids.next_id();
-                }
-                // A missing node_id stays None in the log: the converter
-                // writes the log's own node for it.
-                batch.push(Record::Event(ev));
+            while let Some(b) = rx.pop() {
+                ingested.push(b);
             }
         }
-        // Samples and client events interleave by time within the batch, so
-        // the log is in time order as far as one batch can see.
-        batch.sort_by_key(|r| match r {
-            Record::Event(e) => e.event_time_ns,
-            _ => i64::MIN,
-        });
-        let n = batch.len();
-        for r in batch.drain(..) {
-            self.send(r);
+        // Samples and client events interleave by time: sort an index
+        // (stable, so equal times keep samples first and arrival order).
+        let mut order = std::mem::take(&mut self.order);
+        for (i, r) in batch.iter().enumerate() {
+            let t = match r {
+                Some(Record::Event(e)) => e.event_time_ns,
+                _ => i64::MIN,
+            };
+            order.push((t, u32::MAX, i as u32));
         }
+        for (bi, b) in ingested.iter().enumerate() {
+            for j in 0..b.len() {
+                order.push((b.get(j).0, bi as u32, j as u32));
+            }
+        }
+        order.sort_by_key(|&(t, _, _)| t);
+        let n = order.len();
+        for &(_, src, i) in &order {
+            if src == u32::MAX {
+                if let Some(r) = batch[i as usize].take() {
+                    self.send(r);
+                }
+            } else {
+                let (_, bytes) = ingested[src as usize].get(i as usize);
+                if let Some(f) = self.fanout.as_mut().filter(|f| f.wanted()) {
+                    if let Ok(Record::Event(ev)) = crate::ingest::batch::decode(bytes) {
+                        f.offer(&ev);
+                    }
+                }
+                self.sink.put_encoded(bytes);
+            }
+        }
+        order.clear();
+        batch.clear();
+        ingested.clear();
+        self.order = order;
         self.batch = batch;
+        self.ingested = ingested;
         if let Some(f) = self.fanout.as_mut() {
             f.flush();
         }
@@ -264,7 +302,7 @@ impl<S: Sink> Dispatcher<S> {
     /// converters write from the log header), counting with `counters`.
     pub fn with_ingest(
         mut self,
-        rx: Consumer<Event>,
+        rx: Consumer<IngestBatch>,
         node_id: String,
         counters: Arc<IngestCounters>,
     ) -> Self {
@@ -402,8 +440,13 @@ impl Fanout {
         }
     }
 
+    /// Whether anyone subscribes now.
+    fn wanted(&self) -> bool {
+        self.subscribers.load(Ordering::Relaxed) > 0
+    }
+
     fn offer(&mut self, ev: &Event) {
-        if self.subscribers.load(Ordering::Relaxed) == 0 {
+        if !self.wanted() {
             return;
         }
         let mut line = Vec::with_capacity(512);

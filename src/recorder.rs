@@ -28,7 +28,7 @@ use crate::clock::Anchor;
 use crate::convert::{self, Output};
 use crate::dispatch::{encode_end_reason, Dispatcher};
 use crate::ingest::listener::{bind_socket, AgentInfo, IngestCounters, Listener, StopControl};
-use crate::log::{Header, LogWriter};
+use crate::log::{Header, LogWriter, WriteError};
 use crate::record::{EndReason, Record};
 use crate::ring;
 use anyhow::{anyhow, Context};
@@ -46,9 +46,11 @@ use std::time::{Duration, Instant};
 pub const CHILD_GRACE: Duration = Duration::from_millis(500);
 /// Slots of the proc agent's ring (6.4 s of samples at 10 Hz).
 pub const PROC_RING: usize = 64;
-/// Slots of the ingest listener's ring to the dispatcher (the listener
-/// wakes the dispatcher when it is half full).
-pub const INGEST_RING: usize = 1 << 16;
+/// Slots of the ingest listener's ring to the dispatcher. Each slot is a
+/// batch of up to about `BATCH_BYTES` (32 KiB) of encoded events, so at most
+/// about 32 MiB wait for the dispatcher; the listener wakes it when the ring
+/// is a quarter full.
+pub const INGEST_RING: usize = 1 << 10;
 /// Slots of the dispatcher's ring of lines for live subscribers.
 pub const SUBSCRIBER_RING: usize = 1 << 16;
 
@@ -202,17 +204,29 @@ impl WriterStage {
     }
 }
 
-impl crate::dispatch::Sink for WriterStage {
-    fn put(&mut self, r: Record) {
+impl WriterStage {
+    /// Runs one append; the first failure is reported once and every record
+    /// from then on is counted as lost.
+    fn write(&mut self, append: impl FnOnce(&mut LogWriter) -> Result<(), WriteError>) {
         if self.failed.is_some() {
             self.lost.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if let Err(e) = self.writer.append(&r) {
+        if let Err(e) = append(&mut self.writer) {
             eprintln!("tal: {e}");
             self.lost.fetch_add(1, Ordering::Relaxed);
             self.failed = Some(e);
         }
+    }
+}
+
+impl crate::dispatch::Sink for WriterStage {
+    fn put(&mut self, r: Record) {
+        self.write(|w| w.append(&r));
+    }
+
+    fn put_encoded(&mut self, payload: &[u8]) {
+        self.write(|w| w.append_encoded(payload));
     }
 }
 
@@ -344,7 +358,7 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     })?;
 
     let (proc_tx, proc_rx) = ring::channel::<ProcSample>(PROC_RING);
-    let (ingest_tx, ingest_rx) = ring::channel::<crate::record::Event>(INGEST_RING);
+    let (ingest_tx, ingest_rx) = ring::channel::<crate::ingest::batch::IngestBatch>(INGEST_RING);
     let ingest_counters = Arc::new(IngestCounters::default());
     let stop_control = Arc::new(StopControl::default());
     let counters = Arc::new(AgentCounters::default());

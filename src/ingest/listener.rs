@@ -19,9 +19,11 @@
 //! error.
 #![allow(unsafe_code)]
 
+use super::batch::{IngestBatch, BATCH_BYTES};
+use super::fast::FastPath;
 use super::protocol::{error_reply, parse_line, Control, Line, MAX_LINE_BYTES};
 use crate::clock::wall_ns;
-use crate::record::Event;
+use crate::ids::EventIdGen;
 use crate::ring::{Producer, PushError};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -105,7 +107,11 @@ pub struct Listener {
     wake: OwnedFd,
     clients: HashMap<u64, Client>,
     next: u64,
-    tx: Producer<Event>,
+    tx: Producer<IngestBatch>,
+    /// Accepted events not yet handed to the dispatcher.
+    pending: IngestBatch,
+    fast: FastPath,
+    ids: EventIdGen,
     dispatcher: Option<Thread>,
     counters: Arc<IngestCounters>,
     control: Arc<StopControl>,
@@ -190,7 +196,7 @@ impl Listener {
     pub fn new(
         socket: UnixListener,
         path: PathBuf,
-        tx: Producer<Event>,
+        tx: Producer<IngestBatch>,
         counters: Arc<IngestCounters>,
         control: Arc<StopControl>,
         info: AgentInfo,
@@ -227,6 +233,9 @@ impl Listener {
                 clients: HashMap::new(),
                 next: 0,
                 tx,
+                pending: IngestBatch::default(),
+                fast: FastPath::default(),
+                ids: EventIdGen::from_os(),
                 dispatcher: None,
                 counters,
                 control,
@@ -432,6 +441,7 @@ impl Listener {
             c.line_no += 1;
             self.handle_line(&mut c, &rest, wall_ns());
         }
+        self.hand_over();
         let alive = flush(&mut c);
         if !alive || (eof && !c.waiting_stop && c.subscribe.is_none()) {
             // Closing drops the fd from the epoll set.
@@ -464,6 +474,7 @@ impl Listener {
 
     /// Appends freshly read bytes and handles every complete line.
     fn take_bytes(&mut self, c: &mut Client, data: &[u8], now: i64) {
+        self.pending.reserve_for(data.len());
         let mut data = data;
         while let Some(nl) = memchr::memchr(b'\n', data) {
             let (head, tail) = data.split_at(nl);
@@ -506,27 +517,37 @@ impl Listener {
         if trimmed.is_empty() {
             return;
         }
+        let closing = self.control.closing.load(Ordering::Relaxed);
+        if !closing && trimmed.len() <= MAX_LINE_BYTES {
+            let (ids, fast) = (&mut self.ids, &mut self.fast);
+            if self
+                .pending
+                .push_with(|out| fast.encode(trimmed, now, || ids.next_id(), out))
+            {
+                if self.pending.byte_len() >= BATCH_BYTES {
+                    self.hand_over();
+                    self.pending.reserve_for(BATCH_BYTES);
+                }
+                return;
+            }
+        }
         match parse_line(trimmed, now) {
-            Ok(Line::Event(ev)) => {
-                if self.control.closing.load(Ordering::Relaxed) {
+            Ok(Line::Event(mut ev)) => {
+                if closing {
                     self.reject(c, "the recording has ended; the event was not recorded");
                     return;
                 }
-                match self.tx.push(ev) {
-                    Ok(()) => {
-                        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(PushError::Full(_)) => {
-                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
+                if ev.event_id == 0 {
+                    ev.event_id = self.ids.next_id();
                 }
-                if self.tx.len() * 2 >= self.tx.capacity() {
-                    if let Some(d) = &self.dispatcher {
-                        d.unpark();
-                    }
+                self.pending.push_event(&ev);
+                if self.pending.byte_len() >= BATCH_BYTES {
+                    self.hand_over();
                 }
             }
             Ok(Line::Control(Control::Ping)) => {
+                // Every earlier line is with the dispatcher when this is answered.
+                self.hand_over();
                 let mut out = Vec::new();
                 let mut o = crate::convert::json::JsonOut::object(&mut out);
                 o.bool("ok", true)
@@ -544,10 +565,30 @@ impl Listener {
                 c.subscribe = Some(types);
             }
             Ok(Line::Control(Control::Stop)) => {
+                self.hand_over();
                 c.waiting_stop = true;
                 (self.on_stop)();
             }
             Err(reason) => self.reject(c, &reason),
+        }
+    }
+
+    /// Hands the pending batch to the dispatcher (a full ring drops it,
+    /// counted), and wakes the dispatcher when its ring fills up.
+    fn hand_over(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        let n = batch.len() as u64;
+        match self.tx.push(batch) {
+            Ok(()) => self.counters.accepted.fetch_add(n, Ordering::Relaxed),
+            Err(PushError::Full(_)) => self.counters.dropped.fetch_add(n, Ordering::Relaxed),
+        };
+        if self.tx.len() * 4 >= self.tx.capacity() {
+            if let Some(d) = &self.dispatcher {
+                d.unpark();
+            }
         }
     }
 

@@ -1,5 +1,7 @@
 //! Ingest: task lifecycle and custom events from clients — workflow
 //! runtimes, `tal run`, `tal emit` — over a Unix stream socket.
 
+pub mod batch;
+pub mod fast;
 pub mod listener;
 pub mod protocol;

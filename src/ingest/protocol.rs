@@ -129,172 +129,17 @@ pub fn is_custom_type(t: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// The fast path: a line with only the core and task fields (what RHAPSODY
-/// and `tal run` send), parsed into borrowed fields without building a
-/// generic JSON tree. Anything it does not accept goes to the general
-/// parser, which also words the errors.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FastLine<'a> {
-    #[serde(borrow)]
-    event_type: std::borrow::Cow<'a, str>,
-    #[serde(default, borrow)]
-    event_id: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    event_time: Option<f64>,
-    #[serde(default)]
-    emit_time: Option<f64>,
-    #[serde(default, borrow)]
-    #[allow(dead_code)]
-    session_id: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default, borrow)]
-    backend: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default, borrow)]
-    task_id: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default, borrow)]
-    node_id: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    attributes: Option<FastAttrs>,
-    #[serde(default)]
-    duration_seconds: Option<f64>,
-    #[serde(default, borrow)]
-    error_type: Option<std::borrow::Cow<'a, str>>,
-}
-
-/// Attributes in the order sent, values converted as [`to_value`] does.
-struct FastAttrs(Attributes);
-
-impl<'de> serde::Deserialize<'de> for FastAttrs {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = FastAttrs;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut m: A,
-            ) -> Result<FastAttrs, A::Error> {
-                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(4));
-                while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
-                    let v: FastVal = m.next_value()?;
-                    out.push((k.into_owned(), v.0));
-                }
-                Ok(FastAttrs(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-/// A scalar attribute value, read without building a JSON tree; nested
-/// values make the fast path give up (the general parser keeps them).
-struct FastVal(Value);
-
-impl<'de> serde::Deserialize<'de> for FastVal {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = FastVal;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a scalar")
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<FastVal, E> {
-                Ok(FastVal(Value::Bool(v)))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<FastVal, E> {
-                Ok(FastVal(Value::Int(v)))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<FastVal, E> {
-                // As serde_json::Value does: integers beyond i64 are floats.
-                Ok(FastVal(match i64::try_from(v) {
-                    Ok(i) => Value::Int(i),
-                    Err(_) => Value::Float(v as f64),
-                }))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<FastVal, E> {
-                Ok(FastVal(Value::Float(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<FastVal, E> {
-                Ok(FastVal(Value::Str(v.to_string())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<FastVal, E> {
-                Ok(FastVal(Value::Str(v)))
-            }
-            fn visit_unit<E>(self) -> Result<FastVal, E> {
-                Ok(FastVal(Value::Null))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-fn fast_path(line: &[u8], now_ns: i64) -> Option<Event> {
-    let f: FastLine<'_> = serde_json::from_slice(line).ok()?;
-    let state = TaskState::from_type_name(&f.event_type)?;
-    let task_id = f.task_id.filter(|t| !t.is_empty())?.into_owned();
-    let event_id = match f.event_id {
-        None => 0,
-        Some(s) if s.len() == 32 => u128::from_str_radix(&s, 16).ok()?,
-        Some(_) => return None,
-    };
-    let ok_time = |t: f64| t.is_finite() && (0.0..1e11).contains(&t);
-    let emit_time_ns = match f.emit_time {
-        Some(t) if ok_time(t) => crate::clock::secs_to_ns(t),
-        Some(_) => return None,
-        None => now_ns,
-    };
-    let event_time_ns = match f.event_time {
-        Some(t) if ok_time(t) => crate::clock::secs_to_ns(t),
-        Some(_) => return None,
-        None => emit_time_ns,
-    };
-    if f.duration_seconds
-        .is_some_and(|d| !d.is_finite() || d < 0.0)
-    {
-        return None;
-    }
-    let terminal = state.is_terminal();
-    // Fields out of place for the state become extension fields: the
-    // general parser keeps them in the order sent.
-    if (!terminal && f.duration_seconds.is_some())
-        || (state != TaskState::Failed && f.error_type.is_some())
-    {
-        return None;
-    }
-    let error_type = f.error_type.map(|e| e.into_owned());
-    let extra = Vec::new();
-    Some(Event {
-        event_id,
-        event_time_ns,
-        emit_time_ns,
-        backend: f.backend.map(|b| b.into_owned()),
-        task_id: Some(task_id),
-        node_id: f.node_id.map(|n| n.into_owned()),
-        attributes: f.attributes.map(|a| a.0).unwrap_or_default(),
-        kind: EventKind::Task(TaskEvent {
-            state,
-            duration_seconds: f.duration_seconds.filter(|_| terminal),
-            error_type,
-            extra,
-        }),
-    })
-}
-
 /// Parses one line (without its newline). `now_ns` is when it was read.
 pub fn parse_line(line: &[u8], now_ns: i64) -> Result<Line, String> {
     if line.len() > MAX_LINE_BYTES {
         return Err(format!("line longer than {MAX_LINE_BYTES} bytes"));
     }
-    if let Some(ev) = fast_path(line, now_ns) {
-        return Ok(Line::Event(ev));
-    }
     parse_general(line, now_ns)
 }
 
 /// The general parser: every event type, extension fields, and a reason
-/// for every refusal.
+/// for every refusal. (The listener tries [`super::fast`] first, which
+/// takes plain task lines without building a JSON tree.)
 fn parse_general(line: &[u8], now_ns: i64) -> Result<Line, String> {
     let v: J = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
     let J::Object(m) = v else {
@@ -601,32 +446,6 @@ mod tests {
             "x".repeat(MAX_LINE_BYTES)
         );
         assert!(err(&long).contains("longer than"));
-    }
-
-    #[test]
-    fn fast_and_general_paths_agree() {
-        for line in [
-            r#"{"event_id": "9b0c42c4483646f8af92bd37a47a5f9f", "event_type": "TaskFailed", "event_time": 1795574441.8799298, "emit_time": 1795574441.8799415, "session_id": "s", "backend": "concurrent", "task_id": "task.000005", "node_id": null, "attributes": {"executable": "/x", "task_type": "ComputeTask", "error_type": "E", "n": 3, "big": 18446744073709551615, "f": 0.5, "b": true, "z": null}, "duration_seconds": 0.5, "error_type": "E"}"#,
-            r#"{"event_type": "TaskStarted", "task_id": "t", "attributes": {"pid": 42}}"#,
-            r#"{"event_type": "TaskCompleted", "task_id": "t", "duration_seconds": 2}"#,
-        ] {
-            let fast = fast_path(line.as_bytes(), 7).expect(line);
-            let Line::Event(general) = parse_general(line.as_bytes(), 7).unwrap() else {
-                panic!()
-            };
-            assert_eq!(fast, general, "{line}");
-        }
-        // Lines the fast path leaves to the general parser.
-        for line in [
-            r#"{"event_type": "TaskStarted"}"#,
-            r#"{"event_type": "app.X", "n": 1}"#,
-            r#"{"event_type": "TaskStarted", "task_id": "t", "extra_field": 1}"#,
-            r#"{"event_type": "TaskStarted", "task_id": "t", "event_time": -1}"#,
-            r#"{"event_type": "TaskStarted", "task_id": "t", "attributes": {"nested": {"a": [1]}}}"#,
-            r#"{"event_type": "TaskQueued", "task_id": "t", "error_type": "odd", "duration_seconds": 1.5}"#,
-        ] {
-            assert!(fast_path(line.as_bytes(), 7).is_none(), "{line}");
-        }
     }
 
     #[test]
