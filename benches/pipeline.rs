@@ -182,5 +182,34 @@ fn convert(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, sources, ring_push_pop, dispatcher, writer, convert);
+/// The ingest listener's per-line work on a RHAPSODY-shaped task line:
+/// the fast path (scan + encode) against the general parser (serde_json
+/// tree + checks), and the encode alone for comparison.
+fn ingest_line(c: &mut Criterion) {
+    let line = br#"{"event_id": "9b0c42c4483646f8af92bd37a47a5f9f", "event_type": "TaskSubmitted", "event_time": 1795574441.8567670, "emit_time": 1795574441.8567696, "session_id": "bench", "backend": "concurrent", "task_id": "task.0000042", "node_id": null, "attributes": {"executable": "/bin/true", "task_type": "ComputeTask"}}"#;
+    let mut g = c.benchmark_group("ingest_task_line");
+    g.throughput(Throughput::Elements(1));
+    let mut fast = tal::ingest::fast::FastPath::default();
+    let mut out = Vec::with_capacity(1 << 16);
+    g.bench_function("fast_path_scan_and_encode", |b| {
+        b.iter(|| {
+            out.clear();
+            fast.encode(black_box(line), 0, || 1, &mut out)
+        })
+    });
+    g.bench_function("general_parser", |b| {
+        b.iter(|| tal::ingest::protocol::parse_line(black_box(line), 0))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    sources,
+    ring_push_pop,
+    dispatcher,
+    writer,
+    convert,
+    ingest_line
+);
 criterion_main!(benches);

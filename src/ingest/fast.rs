@@ -22,7 +22,7 @@ use crate::record::TaskState;
 /// The log's integer encoding (bincode 2 "varint"): one byte below 251,
 /// else a marker byte and the little-endian value in 2, 4, 8 or 16 bytes.
 mod enc {
-    #[inline]
+    #[inline(always)]
     pub(super) fn uint(out: &mut Vec<u8>, v: u64) {
         if v < 251 {
             out.push(v as u8);
@@ -38,7 +38,7 @@ mod enc {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn u128(out: &mut Vec<u8>, v: u128) {
         match u64::try_from(v) {
             Ok(v) => uint(out, v),
@@ -50,23 +50,23 @@ mod enc {
     }
 
     /// Signed integers are zigzag-encoded first.
-    #[inline]
+    #[inline(always)]
     pub(super) fn int(out: &mut Vec<u8>, v: i64) {
         uint(out, ((v << 1) ^ (v >> 63)) as u64);
     }
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn f64(out: &mut Vec<u8>, v: f64) {
         out.extend_from_slice(&v.to_le_bytes());
     }
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn str(out: &mut Vec<u8>, s: &[u8]) {
         uint(out, s.len() as u64);
         out.extend_from_slice(s);
     }
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn opt_str(out: &mut Vec<u8>, s: Option<&[u8]>) {
         match s {
             None => out.push(0),
@@ -198,6 +198,50 @@ impl<'a> Scan<'a> {
         }
         self.i = i + 1;
         Some(s)
+    }
+
+    /// A key of the core schema, matched in place (no other key is taken,
+    /// so no scanning for escapes is needed); its bit in the seen-mask.
+    #[inline]
+    fn core_key(&mut self) -> Option<u32> {
+        if !self.eat(b'"') {
+            return None;
+        }
+        let rest = &self.b[self.i..];
+        // Literal comparisons, so that each compiles to a few word loads.
+        let (len, bit) = match rest.first()? {
+            b'e' if rest.starts_with(b"event_type\"") => (11, 0),
+            b'e' if rest.starts_with(b"event_id\"") => (9, 1),
+            b'e' if rest.starts_with(b"event_time\"") => (11, 2),
+            b'e' if rest.starts_with(b"emit_time\"") => (10, 3),
+            b'e' if rest.starts_with(b"error_type\"") => (11, 10),
+            b's' if rest.starts_with(b"session_id\"") => (11, 4),
+            b'b' if rest.starts_with(b"backend\"") => (8, 5),
+            b't' if rest.starts_with(b"task_id\"") => (8, 6),
+            b'n' if rest.starts_with(b"node_id\"") => (8, 7),
+            b'a' if rest.starts_with(b"attributes\"") => (11, 8),
+            b'd' if rest.starts_with(b"duration_seconds\"") => (17, 9),
+            _ => return None,
+        };
+        self.i += len;
+        Some(bit)
+    }
+
+    /// `null` or a 32-hex-digit id.
+    fn opt_hex_id(&mut self) -> Option<Option<u128>> {
+        if self.peek()? == b'n' {
+            return self.literal(b"null").then_some(None);
+        }
+        if !self.eat(b'"') {
+            return None;
+        }
+        let digits = self.b.get(self.i..self.i + 33)?;
+        if digits[32] != b'"' {
+            return None;
+        }
+        let id = hex128(&digits[..32])?;
+        self.i += 33;
+        Some(Some(id))
     }
 
     /// `null` or a string.
@@ -398,60 +442,24 @@ impl FastPath {
         let (mut backend, mut task_id, mut node_id, mut error_type) = (None, None, None, None);
         if !s.eat(b'}') {
             loop {
-                let key = s.string()?;
+                let bit = s.core_key()?;
                 if !s.eat(b':') {
                     return None;
                 }
-                let bit = match key {
-                    b"event_type" => {
-                        state = Some(task_state(s.string()?)?);
-                        0
-                    }
-                    b"event_id" => {
-                        event_id = match s.opt_string()? {
-                            None => None,
-                            Some(h) if h.len() == 32 => Some(hex128(h)?),
-                            Some(_) => return None,
-                        };
-                        1
-                    }
-                    b"event_time" => {
-                        event_time = s.opt_f64()?;
-                        2
-                    }
-                    b"emit_time" => {
-                        emit_time = s.opt_f64()?;
-                        3
-                    }
-                    b"session_id" => {
+                match bit {
+                    0 => state = Some(task_state(s.string()?)?),
+                    1 => event_id = s.opt_hex_id()?,
+                    2 => event_time = s.opt_f64()?,
+                    3 => emit_time = s.opt_f64()?,
+                    4 => {
                         s.opt_string()?;
-                        4
                     }
-                    b"backend" => {
-                        backend = s.opt_string()?;
-                        5
-                    }
-                    b"task_id" => {
-                        task_id = s.opt_string()?;
-                        6
-                    }
-                    b"node_id" => {
-                        node_id = s.opt_string()?;
-                        7
-                    }
-                    b"attributes" => {
-                        self.attributes(&mut s)?;
-                        8
-                    }
-                    b"duration_seconds" => {
-                        duration = s.opt_f64()?;
-                        9
-                    }
-                    b"error_type" => {
-                        error_type = s.opt_string()?;
-                        10
-                    }
-                    _ => return None,
+                    5 => backend = s.opt_string()?,
+                    6 => task_id = s.opt_string()?,
+                    7 => node_id = s.opt_string()?,
+                    8 => self.attributes(&mut s)?,
+                    9 => duration = s.opt_f64()?,
+                    _ => error_type = s.opt_string()?,
                 };
                 if seen & (1 << bit) != 0 {
                     return None;
@@ -564,17 +572,31 @@ fn hex128(h: &[u8]) -> Option<u128> {
 
 /// 16 hex digits as u64.
 fn hex64(h: &[u8]) -> Option<u64> {
+    /// Each byte's hex value, 0xFF for a non-digit.
+    const HEX: [u8; 256] = {
+        let mut t = [0xFFu8; 256];
+        let mut i = 0;
+        while i < 10 {
+            t[b'0' as usize + i] = i as u8;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 6 {
+            t[b'a' as usize + i] = 10 + i as u8;
+            t[b'A' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        t
+    };
     let mut v = 0u64;
+    let mut bad = 0u8;
     for &c in h {
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            b'A'..=b'F' => c - b'A' + 10,
-            _ => return None,
-        };
-        v = v << 4 | u64::from(d);
+        let d = HEX[c as usize];
+        bad |= d;
+        v = v << 4 | u64::from(d & 0xF);
     }
-    Some(v)
+    // A non-digit's 0xFF sets the high bits that no digit has.
+    (bad & 0xF0 == 0).then_some(v)
 }
 
 #[cfg(test)]
