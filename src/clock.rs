@@ -115,7 +115,7 @@ mod tests {
             1.5e-9,
             2.5e-9,
             -0.5e-9,
-            1795574441.8567670,
+            1_795_574_441.856_767,
             f64::NAN,
         ] {
             assert_eq!(secs_to_ns(secs), reference(secs), "{secs:?}");
