@@ -2,16 +2,23 @@
 
 Usage: python bench_ingest.py TAL_BINARY [EVENTS=1000000] [RUNS=3]
 
-Side by side in one run, on the same machine:
-  - RHAPSODY 0.6.0: TelemetryManager with its JSONL checkpoint on, 10 000
-    TaskSubmitted events through make_event + emit (what its own performance
-    test emits), timed until its dispatch loop has processed the queue.
-  - tal: one client sends EVENTS TaskSubmitted lines in 256 KiB writes over
-    the ingest socket, then a ping on the same connection; timed until the
-    ping's answer (every earlier line has then been parsed, validated and
-    handed to the dispatcher). The agent's CPU per event comes from the
-    kernel's per-thread accounting. Events dropped are read from the final
-    metric line.
+Side by side in one run, on the same machine, RHAPSODY 0.6.0's
+TelemetryManager with 10 000 TaskSubmitted events (what its own
+performance test emits), three ways:
+  - "emit only": make_event + emit timed until the last emit returns, no
+    checkpoint -- how RHAPSODY's own performance test times it. The events
+    are then only queued, not yet handled or written anywhere.
+  - "emit + dispatch": prebuilt events, emit, timed until its dispatch loop
+    has handled the queue, no checkpoint.
+  - "emit + dispatch + checkpoint": the same with its JSONL checkpoint on.
+    This is the like-for-like measure, and the one the budget's ratio uses:
+    tal's number below is also events handled and recorded in a file.
+tal: one client sends EVENTS TaskSubmitted lines in 256 KiB writes over the
+ingest socket, then a ping on the same connection; timed until the ping's
+answer (every earlier line has then been parsed, validated and handed to
+the dispatcher, which writes it to the log). The agent's CPU per event comes
+from the kernel's per-thread accounting. Events dropped are read from the
+final metric line.
 Prints medians and the ratio of throughputs.
 """
 
@@ -39,14 +46,24 @@ def cpu_ns(pid: int) -> float:
     return total
 
 
-async def rhapsody_once(n: int, out: str) -> float:
+async def rhapsody_once(n: int, out: str | None, drain: bool) -> float:
     from rhapsody.telemetry.events import TaskSubmitted, make_event
     from rhapsody.telemetry.manager import TelemetryManager
 
     tm = TelemetryManager(session_id="bench.rhapsody", checkpoint_path=out)
     await tm.start()
+    if not drain:
+        # As RHAPSODY's own performance test: events built in the loop.
+        t0 = time.perf_counter()
+        for i in range(n):
+            tm.emit(make_event(TaskSubmitted, session_id="bench.rhapsody",
+                               backend="concurrent", task_id=f"task.{i:06d}"))
+        dt = time.perf_counter() - t0
+        await tm._queue.join()
+        await tm.stop()
+        return n / dt
     events = [
-        make_event(TaskSubmitted, session_id="bench.rhapsody", backend="bench",
+        make_event(TaskSubmitted, session_id="bench.rhapsody", backend="concurrent",
                    task_id=f"task.{i:06d}",
                    attributes={"executable": "/bin/true", "task_type": "ComputeTask"})
         for i in range(n)
@@ -111,19 +128,29 @@ def main() -> None:
             '"attributes": {"executable": "/bin/true", "task_type": "ComputeTask"}}\n')
     payload = "".join(line % (i + 1, i) for i in range(n)).encode()
     with tempfile.TemporaryDirectory() as work:
-        rh = [asyncio.run(rhapsody_once(10_000, work)) for _ in range(runs)]
+        rh = {
+            "emit only (its own test's timing)": [
+                asyncio.run(rhapsody_once(10_000, None, False)) for _ in range(runs)],
+            "emit + dispatch": [
+                asyncio.run(rhapsody_once(10_000, None, True)) for _ in range(runs)],
+            "emit + dispatch + checkpoint": [
+                asyncio.run(rhapsody_once(10_000, work, True)) for _ in range(runs)],
+        }
         res = [tal_once(tal, n, work, payload) for _ in range(runs)]
     tal_rate = statistics.median(r[0] for r in res)
     tal_cpu = statistics.median(r[1] for r in res)
-    rh_rate = statistics.median(rh)
     print(f"# socket ingest: {n} events per tal run, 10000 per RHAPSODY run, {runs} runs each, {os.cpu_count()} CPUs")
-    print("| measure | value |")
-    print("| --- | --- |")
-    print(f"| tal, one client, batched lines (median) | {tal_rate / 1e6:.2f} M events/s (runs: {', '.join(f'{r[0] / 1e6:.2f}' for r in res)}) |")
-    print(f"| tal agent CPU per event (median) | {tal_cpu:.0f} ns |")
-    print(f"| tal events dropped | {', '.join(str(r[2]) for r in res)} |")
-    print(f"| RHAPSODY TelemetryManager.emit + dispatch (median) | {rh_rate / 1e3:.1f} k events/s (runs: {', '.join(f'{r / 1e3:.1f}' for r in rh)}) |")
-    print(f"| ratio tal / RHAPSODY | {tal_rate / rh_rate:.0f}x (budget >= 50x; tal >= 1 M events/s) |")
+    print("| measure | events/s (median) | runs | tal / this |")
+    print("| --- | --- | --- | --- |")
+    print(f"| tal, one client, batched lines, recorded | {tal_rate / 1e6:.2f} M | {', '.join(f'{r[0] / 1e6:.2f} M' for r in res)} | |")
+    for name, rates in rh.items():
+        med = statistics.median(rates)
+        print(f"| RHAPSODY TelemetryManager: {name} | {med / 1e3:.1f} k | {', '.join(f'{r / 1e3:.1f} k' for r in rates)} | {tal_rate / med:.0f}x |")
+    like = statistics.median(rh["emit + dispatch + checkpoint"])
+    print(f"\ntal agent CPU per event (median): {tal_cpu:.0f} ns; events dropped: {', '.join(str(r[2]) for r in res)}")
+    print(f"budget: tal >= 1 M events/s: {'met' if tal_rate >= 1e6 else 'NOT met'}; "
+          f">= 50x RHAPSODY (like for like, emit + dispatch + checkpoint): "
+          f"{tal_rate / like:.0f}x, {'met' if tal_rate >= 50 * like else 'NOT met'}")
 
 
 if __name__ == "__main__":
