@@ -116,6 +116,14 @@ pub struct RecordArgs {
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
+    /// GPUs to sample through NVML: `auto` (the job's CUDA_VISIBLE_DEVICES,
+    /// else every GPU), `none`, or a list of NVML indices or UUIDs (each
+    /// device's gpu_id is its place in the list). Without an NVIDIA driver
+    /// tal records normally, with GPU fields null. $TAL_NVML_LIBRARY names
+    /// the NVML library if it is not libnvidia-ml.so.1 on the loader's path.
+    #[arg(long, default_value = "auto", value_name = "auto|none|LIST")]
+    pub gpus: crate::agent::gpu::GpuSelection,
+
     /// The command to run and record (after `--`).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -382,6 +390,7 @@ impl RecordArgs {
             snapshot_every,
             command: self.command,
             attributes: slurm_attributes(),
+            gpus: self.gpus,
         })
     }
 }

@@ -27,6 +27,7 @@
 //! sample (and the next sample's deltas for that source are taken against
 //! the last good reading).
 
+use crate::agent::gpu::{GpuCounters, GpuDeviceReading, GpuSample};
 use crate::agent::proc::{source, ProcSample, NO_PERMILLE};
 use crate::agent::procfs::{memory_percent, CpuTicks};
 use crate::agent::AgentCounters;
@@ -36,10 +37,12 @@ use crate::ingest::batch::IngestBatch;
 use crate::ingest::listener::IngestCounters;
 use crate::record::{
     AgentSnapshot, EndMarker, EndReason, Event, EventKind, Record, ResourceScope, ResourceUpdate,
+    Value,
 };
 use crate::ring::Consumer;
 use crate::stats;
 use hdrhistogram::Histogram;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +81,87 @@ pub fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
+/// How many polls a proc sample waits for the GPU poll of its deadline
+/// before it is written without it.
+pub const GPU_HOLD_POLLS: u64 = 3;
+
+/// The GPU agent's side of the dispatcher: its ring, and the pairing of
+/// its polls with the proc samples of the same deadline.
+#[derive(Debug)]
+struct GpuIn {
+    rx: Consumer<GpuSample>,
+    counters: Arc<GpuCounters>,
+    start_ns: u64,
+    interval_ns: u64,
+    /// Proc samples waiting for their GPU poll.
+    held: VecDeque<ProcSample>,
+    /// GPU polls not yet written.
+    polls: VecDeque<GpuSample>,
+    /// The newest GPU poll written: its grid index and per_node value.
+    last: Option<(u64, Option<f64>)>,
+    /// NVML time per device and poll, ns.
+    hist_latency: Histogram<u64>,
+    /// The GPU thread's CPU time at its newest poll.
+    thread_cpu_ns: u64,
+}
+
+impl GpuIn {
+    /// A deadline's index on the shared sampling grid.
+    fn index(&self, deadline_ns: u64) -> u64 {
+        (deadline_ns.saturating_sub(self.start_ns) + self.interval_ns / 2) / self.interval_ns
+    }
+}
+
+/// The node's `gpu_percent`: the max over the devices that answered.
+fn max_gpu_percent(g: &GpuSample) -> Option<f64> {
+    g.dev[..g.ndev as usize]
+        .iter()
+        .filter(|d| d.ok)
+        .filter_map(|d| d.util_percent)
+        .map(|v| round1(f64::from(v)))
+        .reduce(f64::max)
+}
+
+/// One device's `per_gpu` update: RHAPSODY's `gpu_percent` and `gpu_id`,
+/// and tal's extension fields (null where the device does not tell).
+pub fn gpu_update(gpu_id: u32, r: &GpuDeviceReading) -> ResourceUpdate {
+    let mut u = ResourceUpdate::empty(ResourceScope::PerGpu(gpu_id));
+    u.gpu_percent = r.util_percent.map(|v| round1(f64::from(v)));
+    let int = |v: Option<u64>| v.map_or(Value::Null, |v| Value::Int(v as i64));
+    let float = |v: Option<f64>| v.map_or(Value::Null, Value::Float);
+    let mem_percent = match (r.mem_used, r.mem_total) {
+        (Some(u), Some(t)) if t > 0 => Some(round1(u as f64 / t as f64 * 100.0)),
+        _ => None,
+    };
+    u.extra = vec![
+        ("gpu_samples".into(), int(r.util_samples.map(u64::from))),
+        (
+            "gpu_memory_util_percent".into(),
+            float(r.mem_util_percent.map(|v| round1(f64::from(v)))),
+        ),
+        ("gpu_memory_used_bytes".into(), int(r.mem_used)),
+        ("gpu_memory_total_bytes".into(), int(r.mem_total)),
+        ("gpu_memory_percent".into(), float(mem_percent)),
+        (
+            "gpu_power_watts".into(),
+            float(r.power_mw.map(|p| f64::from(p) / 1000.0)),
+        ),
+        (
+            "gpu_temperature_celsius".into(),
+            int(r.temp_c.map(u64::from)),
+        ),
+        (
+            "gpu_sm_clock_mhz".into(),
+            int(r.sm_clock_mhz.map(u64::from)),
+        ),
+        (
+            "nvml_latency_us".into(),
+            Value::Float(round1(r.latency_ns as f64 / 1e3)),
+        ),
+    ];
+    u
+}
+
 /// The last good value of each source, for deltas.
 #[derive(Debug, Default)]
 struct Prev {
@@ -89,6 +173,8 @@ struct Prev {
 /// Dispatcher state. Construct, then call [`Dispatcher::run`] on its thread.
 #[derive(Debug)]
 pub struct Dispatcher<S: Sink> {
+    gpu: Option<GpuIn>,
+    final_drain: bool,
     fanout: Option<Fanout>,
     ingest: Option<Consumer<IngestBatch>>,
     ingested: Vec<IngestBatch>,
@@ -128,6 +214,8 @@ impl<S: Sink> Dispatcher<S> {
         snapshot_every: Duration,
     ) -> Self {
         let mut d = Self {
+            gpu: None,
+            final_drain: false,
             fanout: None,
             ingest: None,
             ingested: Vec::new(),
@@ -227,19 +315,132 @@ impl<S: Sink> Dispatcher<S> {
         u
     }
 
+    /// The per_node `ResourceUpdate` event of proc sample `r`.
+    fn node_event(&mut self, r: &ProcSample, gpu_percent: Option<f64>, anchor: &Anchor) -> Record {
+        let mut u = self.resource_update(r);
+        u.gpu_percent = gpu_percent;
+        self.event(
+            anchor.to_wall(r.deadline_ns),
+            anchor.to_wall(r.done_ns),
+            EventKind::ResourceUpdate(u),
+        )
+    }
+
+    /// The per_gpu events of GPU poll `g`, onto `batch`.
+    fn gpu_events(
+        &mut self,
+        gpu: &mut GpuIn,
+        g: &GpuSample,
+        anchor: &Anchor,
+        batch: &mut Vec<Option<Record>>,
+    ) {
+        let (t, done) = (anchor.to_wall(g.deadline_ns), anchor.to_wall(g.done_ns));
+        for (i, d) in g.dev[..g.ndev as usize].iter().enumerate() {
+            if !d.ok {
+                continue;
+            }
+            let _ = gpu.hist_latency.record(d.latency_ns.max(1));
+            let ev = self.event(t, done, EventKind::ResourceUpdate(gpu_update(i as u32, d)));
+            batch.push(Some(ev));
+        }
+        gpu.thread_cpu_ns = gpu.thread_cpu_ns.max(g.thread_cpu_ns);
+        gpu.last = Some((gpu.index(g.deadline_ns), max_gpu_percent(g)));
+    }
+
+    /// Pairs proc samples with the GPU polls of the same deadline: each
+    /// per_node event carries the max `gpu_percent` of its poll and is
+    /// followed by that poll's per_gpu events. A proc sample whose poll has
+    /// not come waits up to [`GPU_HOLD_POLLS`] polls (or until the final
+    /// drain); then it takes the previous poll's value if that is at most
+    /// one poll older, else null. GPU polls whose proc sample is gone are
+    /// written on their own.
+    fn drain_with_gpu(
+        &mut self,
+        gpu: &mut GpuIn,
+        anchor: &Anchor,
+        batch: &mut Vec<Option<Record>>,
+    ) {
+        while let Some(r) = self.rx.pop() {
+            gpu.held.push_back(r);
+        }
+        while let Some(g) = gpu.rx.pop() {
+            gpu.polls.push_back(g);
+        }
+        let newest = gpu.held.back().map(|p| gpu.index(p.deadline_ns));
+        while let Some(p) = gpu.held.front() {
+            let k = gpu.index(p.deadline_ns);
+            while let Some(g) = gpu.polls.front().filter(|g| gpu.index(g.deadline_ns) < k) {
+                let g = *g;
+                gpu.polls.pop_front();
+                self.gpu_events(gpu, &g, anchor, batch);
+            }
+            let matched = gpu
+                .polls
+                .front()
+                .filter(|g| gpu.index(g.deadline_ns) == k)
+                .copied();
+            if matched.is_none()
+                && gpu.polls.is_empty()
+                && !self.final_drain
+                && newest.is_some_and(|n| n < k + GPU_HOLD_POLLS)
+            {
+                break; // its poll may still come
+            }
+            let Some(p) = gpu.held.pop_front() else { break };
+            let percent = match &matched {
+                Some(g) => max_gpu_percent(g),
+                None => gpu.last.filter(|(i, _)| i + 1 >= k).and_then(|(_, v)| v),
+            };
+            let ev = self.node_event(&p, percent, anchor);
+            batch.push(Some(ev));
+            if let Some(g) = matched {
+                gpu.polls.pop_front();
+                self.gpu_events(gpu, &g, anchor, batch);
+            }
+        }
+        if self.final_drain {
+            while let Some(g) = gpu.polls.pop_front() {
+                self.gpu_events(gpu, &g, anchor, batch);
+            }
+        }
+    }
+
+    /// Also pair proc samples with the GPU agent's polls from `rx` (both
+    /// agents sample on the grid `start_ns + k·interval_ns`).
+    pub fn with_gpu(
+        mut self,
+        rx: Consumer<GpuSample>,
+        counters: Arc<GpuCounters>,
+        start_ns: u64,
+        interval_ns: u64,
+    ) -> Self {
+        self.gpu = Some(GpuIn {
+            rx,
+            counters,
+            start_ns,
+            interval_ns: interval_ns.max(1),
+            held: VecDeque::new(),
+            polls: VecDeque::new(),
+            last: None,
+            hist_latency: stats::histogram(60_000_000_000),
+            thread_cpu_ns: 0,
+        });
+        self
+    }
+
     /// Drains every queued reading and client event into the sink, in time
     /// order as far as one batch can see; returns how many records.
     pub fn drain(&mut self) -> usize {
         let anchor = Anchor::now();
         let mut batch = std::mem::take(&mut self.batch);
-        while let Some(r) = self.rx.pop() {
-            let u = self.resource_update(&r);
-            let ev = self.event(
-                anchor.to_wall(r.deadline_ns),
-                anchor.to_wall(r.done_ns),
-                EventKind::ResourceUpdate(u),
-            );
-            batch.push(Some(ev));
+        if let Some(mut gpu) = self.gpu.take() {
+            self.drain_with_gpu(&mut gpu, &anchor, &mut batch);
+            self.gpu = Some(gpu);
+        } else {
+            while let Some(r) = self.rx.pop() {
+                let ev = self.node_event(&r, None, &anchor);
+                batch.push(Some(ev));
+            }
         }
         let mut ingested = std::mem::take(&mut self.ingested);
         if let Some(rx) = self.ingest.as_mut() {
@@ -333,7 +534,23 @@ impl<S: Sink> Dispatcher<S> {
             ingest_rejected: self.ingest_count(|c| &c.rejected),
             ingest_dropped: self.ingest_count(|c| &c.dropped),
             subscriber_dropped: self.ingest_count(|c| &c.sub_dropped),
+            gpu_polls: self.gpu_count(|c| &c.polls),
+            gpu_polls_dropped: self.gpu_count(|c| &c.dropped),
+            gpu_deadlines_missed: self.gpu_count(|c| &c.deadlines_missed),
+            gpu_devices_disabled: self.gpu_count(|c| &c.devices_disabled),
+            gpu_thread_cpu_ns: self.gpu.as_ref().map_or(0, |g| g.thread_cpu_ns),
+            hist_nvml_latency_ns: self
+                .gpu
+                .as_ref()
+                .map(|g| stats::encode(&g.hist_latency))
+                .unwrap_or_default(),
         }
+    }
+
+    fn gpu_count(&self, f: impl Fn(&GpuCounters) -> &AtomicU64) -> u64 {
+        self.gpu
+            .as_ref()
+            .map_or(0, |g| f(&g.counters).load(Ordering::Relaxed))
     }
 
     fn ingest_count(&self, f: impl Fn(&IngestCounters) -> &AtomicU64) -> u64 {
@@ -354,6 +571,7 @@ impl<S: Sink> Dispatcher<S> {
         self.send(started);
         loop {
             let stopping = stop.load(Ordering::Acquire);
+            self.final_drain = stopping;
             self.drain();
             let now = mono_ns();
             if !stopping && now - self.last_snapshot >= self.snapshot_every.as_nanos() as u64 {

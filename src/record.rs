@@ -260,6 +260,19 @@ pub struct AgentSnapshot {
     pub ingest_dropped: u64,
     /// Event lines live subscribers lost (slow subscribers).
     pub subscriber_dropped: u64,
+    /// Polls the GPU agent took (0 without GPUs).
+    pub gpu_polls: u64,
+    /// GPU polls lost because the dispatcher's ring was full.
+    pub gpu_polls_dropped: u64,
+    /// GPU deadlines skipped (an NVML call stalled past a whole interval).
+    pub gpu_deadlines_missed: u64,
+    /// GPUs disabled after an error.
+    pub gpu_devices_disabled: u64,
+    /// The GPU thread's own CPU time, ns.
+    pub gpu_thread_cpu_ns: u64,
+    /// NVML time per device and poll, ns (HDR V2-serialised; empty
+    /// without GPUs).
+    pub hist_nvml_latency_ns: Vec<u8>,
 }
 
 /// Why the recording ended.

@@ -51,6 +51,8 @@ pub const PROC_RING: usize = 64;
 /// about 32 MiB wait for the dispatcher; the listener wakes it when the ring
 /// is a quarter full.
 pub const INGEST_RING: usize = 1 << 10;
+/// Slots of the GPU agent's ring (6.4 s of polls at 10 Hz).
+pub const GPU_RING: usize = 64;
 /// Slots of the dispatcher's ring of lines for live subscribers.
 pub const SUBSCRIBER_RING: usize = 1 << 16;
 
@@ -83,6 +85,8 @@ pub struct RecordConfig {
     pub log_chunk: u64,
     /// The ingest socket's path.
     pub socket: PathBuf,
+    /// Which GPUs to sample.
+    pub gpus: crate::agent::gpu::GpuSelection,
 }
 
 fn sigset(sigs: &[libc::c_int]) -> libc::sigset_t {
@@ -235,6 +239,7 @@ type DispatchResult = Result<PathBuf, crate::log::WriteError>;
 /// The running pipeline's thread handles and stop flags.
 struct Pipeline {
     sampler: thread::JoinHandle<()>,
+    gpu: Option<thread::JoinHandle<()>>,
     dispatcher: thread::JoinHandle<DispatchResult>,
     sampler_stop: Arc<AtomicBool>,
     dispatch_stop: Arc<AtomicBool>,
@@ -254,6 +259,15 @@ impl Pipeline {
         self.sampler
             .join()
             .map_err(|_| anyhow!("the sampling thread panicked"))?;
+        if let Some(g) = self.gpu {
+            // It shares the stop flag; an NVML call in progress finishes first.
+            while !g.is_finished() {
+                crate::agent::proc::wake(&g);
+                thread::sleep(Duration::from_millis(2));
+            }
+            g.join()
+                .map_err(|_| anyhow!("the GPU sampling thread panicked"))?;
+        }
         self.dispatch_stop.store(true, Ordering::Release);
         self.dispatcher.thread().unpark();
         let res = self
@@ -329,6 +343,31 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     let mut baseline = Box::<ProcReading>::default();
     sources.read_into(&mut baseline);
 
+    // What tal says about GPUs, after its start line.
+    let (gpu_sources, gpu_note) = match crate::agent::gpu::GpuSources::open(&cfg.gpus) {
+        Ok(Some(g)) => {
+            let list: Vec<String> = g
+                .devices()
+                .map(|d| format!("{}={} ({}, {})", d.gpu_id, d.uuid, d.name, d.pci_bus_id))
+                .collect();
+            let note = format!("tal: GPUs: {}", list.join("; "));
+            (Some(g), Some(note))
+        }
+        Ok(None) => (None, None),
+        Err(why) => (
+            None,
+            Some(format!("tal: no GPU data: {why}; GPU fields stay null")),
+        ),
+    };
+    let mut attributes = cfg.attributes.clone();
+    if let Some(g) = &gpu_sources {
+        for d in g.devices() {
+            attributes.push((format!("gpu.{}.uuid", d.gpu_id), d.uuid.clone()));
+            attributes.push((format!("gpu.{}.name", d.gpu_id), d.name.clone()));
+            attributes.push((format!("gpu.{}.pci_bus_id", d.gpu_id), d.pci_bus_id.clone()));
+        }
+    }
+
     let anchor = Anchor::now();
     let header = Header {
         session_id: cfg.session_id.clone(),
@@ -342,7 +381,7 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
         interval_ns: cfg.interval.as_nanos() as u64,
         chunk_bytes: cfg.log_chunk,
         ncpus: u32::from(baseline.ncpu),
-        attributes: cfg.attributes.clone(),
+        attributes,
     };
     let writer = LogWriter::create(&log_path, &header).map_err(|e| match e {
         crate::log::WriteError::Io { path, source } => anyhow!(
@@ -392,6 +431,17 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
         waker,
         Arc::clone(&ingest_counters.sub_dropped),
     );
+    // Both agents sample on the grid start + k·interval.
+    let interval_ns = cfg.interval.as_nanos() as u64;
+    let start_ns = crate::clock::mono_ns();
+    let gpu_counters = Arc::new(crate::agent::gpu::GpuCounters::default());
+    let (gpu_tx, gpu_rx) = match &gpu_sources {
+        Some(_) => {
+            let (tx, rx) = ring::channel::<crate::agent::gpu::GpuSample>(GPU_RING);
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
     let dispatcher = {
         let stage = WriterStage::new(writer, Arc::clone(&records_dropped));
         let d = Dispatcher::new(
@@ -406,6 +456,10 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
         )
         .with_ingest(ingest_rx, cfg.node_id.clone(), Arc::clone(&ingest_counters))
         .with_fanout(fanout);
+        let d = match gpu_rx {
+            Some(rx) => d.with_gpu(rx, Arc::clone(&gpu_counters), start_ns, interval_ns),
+            None => d,
+        };
         let stop = Arc::clone(&dispatch_stop);
         let reason = Arc::clone(&end_reason);
         thread::Builder::new()
@@ -423,10 +477,30 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
             Arc::clone(&sampler_stop),
             dispatcher.thread().clone(),
         );
+        let agent = agent.starting_at(start_ns);
         thread::Builder::new()
             .name("tal-proc".into())
             .spawn(move || agent.run())
             .context("cannot start the sampling thread")?
+    };
+    let gpu = match (gpu_sources, gpu_tx) {
+        (Some(src), Some(tx)) => {
+            let agent = crate::agent::gpu::GpuAgent::new(
+                src,
+                tx,
+                start_ns,
+                interval_ns,
+                Arc::clone(&gpu_counters),
+                Arc::clone(&sampler_stop),
+            );
+            Some(
+                thread::Builder::new()
+                    .name("tal-gpu".into())
+                    .spawn(move || agent.run())
+                    .context("cannot start the GPU sampling thread")?,
+            )
+        }
+        _ => None,
     };
     listener.set_dispatcher(dispatcher.thread().clone());
     let listener = thread::Builder::new()
@@ -436,6 +510,7 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     socket_guard.0 = None;
     let pipeline = Pipeline {
         sampler,
+        gpu,
         dispatcher,
         sampler_stop,
         dispatch_stop,
@@ -451,6 +526,9 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
         cfg.interval,
         cfg.pin.map_or("none".to_string(), |c| format!("cpu{c}")),
     );
+    if let Some(note) = gpu_note {
+        eprintln!("{note}");
+    }
 
     // The wrapped command, if any.
     let mut child: Option<libc::pid_t> = None;

@@ -362,6 +362,36 @@ pub fn wake(t: &std::thread::JoinHandle<()>) {
     unsafe { libc::pthread_kill(t.as_pthread_t(), wake_signal()) };
 }
 
+/// Sleeps until the monotonic `deadline`; returns true if `stop` was set
+/// meanwhile (checked before sleeping and after each wake-up: the stopper
+/// sets it, then interrupts the sleep with [`wake_signal`]).
+#[inline]
+pub fn sleep_until(deadline: u64, stop: &AtomicBool) -> bool {
+    let ts = libc::timespec {
+        tv_sec: (deadline / 1_000_000_000) as libc::time_t,
+        tv_nsec: (deadline % 1_000_000_000) as libc::c_long,
+    };
+    loop {
+        if stop.load(Ordering::Acquire) {
+            return true;
+        }
+        // SAFETY: a valid timespec; a null remainder is allowed with
+        // TIMER_ABSTIME.
+        let rc = unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                &ts,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc == 0 {
+            return stop.load(Ordering::Acquire);
+        }
+        // EINTR (a wake-up signal): re-check the stop flag, sleep again.
+    }
+}
+
 /// The proc sampling thread's state.
 #[derive(Debug)]
 pub struct ProcAgent {
@@ -378,6 +408,7 @@ pub struct ProcAgent {
     /// Wake the dispatcher after this many samples (one second's worth).
     batch: u64,
     since_kick: u64,
+    start_ns: Option<u64>,
 }
 
 impl ProcAgent {
@@ -413,14 +444,22 @@ impl ProcAgent {
             sample: Box::default(),
             batch: (crate::dispatch::DRAIN_INTERVAL.as_nanos() as u64 / interval_ns.max(1)).max(1),
             since_kick: 0,
+            start_ns: None,
         }
+    }
+
+    /// Samples on the grid `start_ns + k·interval` (shared with the GPU
+    /// agent) instead of starting at the time [`ProcAgent::run`] is called.
+    pub fn starting_at(mut self, start_ns: u64) -> Self {
+        self.start_ns = Some(start_ns);
+        self
     }
 
     /// Samples until `stop` is set, then takes one last sample so that the
     /// series reaches the end of the recording.
     pub fn run(mut self) {
         let interval = self.interval_ns;
-        let mut deadline = mono_ns();
+        let mut deadline = self.start_ns.unwrap_or_else(mono_ns);
         let mut seq = 0u64;
         loop {
             let stopping = self.wait_until(deadline);
@@ -444,29 +483,7 @@ impl ProcAgent {
     /// Waits for `deadline`; returns true if asked to stop meanwhile.
     #[inline]
     fn wait_until(&self, deadline: u64) -> bool {
-        let ts = libc::timespec {
-            tv_sec: (deadline / 1_000_000_000) as libc::time_t,
-            tv_nsec: (deadline % 1_000_000_000) as libc::c_long,
-        };
-        loop {
-            if self.stop.load(Ordering::Acquire) {
-                return true;
-            }
-            // SAFETY: a valid timespec; a null remainder is allowed with
-            // TIMER_ABSTIME.
-            let rc = unsafe {
-                libc::clock_nanosleep(
-                    libc::CLOCK_MONOTONIC,
-                    libc::TIMER_ABSTIME,
-                    &ts,
-                    std::ptr::null_mut(),
-                )
-            };
-            if rc == 0 {
-                return self.stop.load(Ordering::Acquire);
-            }
-            // EINTR (a wake-up signal): re-check the stop flag, sleep again.
-        }
+        sleep_until(deadline, &self.stop)
     }
 
     #[inline]

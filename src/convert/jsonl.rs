@@ -484,8 +484,24 @@ fn write_metric_line(buf: &mut Vec<u8>, merge: &Merge, inst: &Instruments, end_n
     let mut rss = 0u64;
     let mut counts = [0u64; 9];
     let (mut hc, mut hm, mut hl, mut hj) = (None, None, None, None);
+    let mut hn = None;
+    // GPU agents: polls, polls dropped, deadlines missed, devices disabled,
+    // thread CPU ns.
+    let mut gpu = [0u64; 5];
     for n in &merge.nodes {
         if let Some(s) = &n.snapshot {
+            for (c, v) in gpu.iter_mut().zip([
+                s.gpu_polls,
+                s.gpu_polls_dropped,
+                s.gpu_deadlines_missed,
+                s.gpu_devices_disabled,
+                s.gpu_thread_cpu_ns,
+            ]) {
+                *c += v;
+            }
+            if !s.hist_nvml_latency_ns.is_empty() {
+                stats::merge_into(&mut hn, &s.hist_nvml_latency_ns);
+            }
             cpu_ns += s.cpu_user_ns + s.cpu_system_ns;
             rss = rss.max(s.peak_rss_bytes);
             for (c, v) in counts.iter_mut().zip([
@@ -540,6 +556,28 @@ fn write_metric_line(buf: &mut Vec<u8>, merge: &Merge, inst: &Instruments, end_n
         for (k, q) in [("p50", 0.5), ("p99", 0.99)] {
             if let Some(v) = pct(&hl, q) {
                 o.f64(&format!("agent_sample_latency_{k}_us"), v as f64 / 1e3);
+            }
+        }
+        if gpu[0] > 0 {
+            for (k, v) in [
+                "agent_gpu_polls",
+                "agent_gpu_polls_dropped",
+                "agent_gpu_deadlines_missed",
+                "agent_gpu_devices_disabled",
+            ]
+            .iter()
+            .zip(gpu)
+            {
+                o.uint(k, v);
+            }
+            o.f64(
+                "agent_gpu_cpu_us_per_poll",
+                (gpu[4] as f64 / 1e3 / gpu[0] as f64 * 100.0).round() / 100.0,
+            );
+            for (k, q) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
+                if let Some(v) = pct(&hn, q) {
+                    o.f64(&format!("agent_nvml_latency_{k}_us"), v as f64 / 1e3);
+                }
             }
         }
         for (name, h) in [
