@@ -27,7 +27,14 @@
 //!   `agent_sample_latency_p50_us`, `..._p99_us`), utilisation percentiles
 //!   (`node_cpu_utilization_p50/p90/p99/max`, same for memory), task duration
 //!   percentiles when there are tasks (`task_duration_seconds_p50/p90/p99/max`),
-//!   and `tal_logs`: one object per node log with what reading it found.
+//!   and `tal_logs`: one object per node log with what reading it found
+//!   and the node's `attributes` (Slurm ids; each GPU's `gpu.N.uuid`,
+//!   `gpu.N.name`, `gpu.N.pci_bus_id`, N being the `gpu_id` of its
+//!   per_gpu events). With GPUs: `agent_gpu_polls`,
+//!   `agent_gpu_polls_dropped`, `agent_gpu_deadlines_missed`,
+//!   `agent_gpu_devices_disabled`, `agent_gpu_cpu_us_per_poll` (the GPU
+//!   thread's CPU per poll) and `agent_nvml_latency_p50_us` / `_p99_us` /
+//!   `_max_us` (NVML time per device and poll).
 //! - session span attributes: `nodes` (how many node logs).
 //! - task span attributes: `queued_time_s` when TaskQueued was seen,
 //!   `closed_at_session_end`, and the other attributes of the task's events
@@ -608,6 +615,13 @@ fn write_metric_line(buf: &mut Vec<u8>, merge: &Merge, inst: &Instruments, end_n
             .bool("truncated", st.truncated_tail)
             .f64("start_time_s", ns_to_secs(n.reader.header().start_wall_ns))
             .f64("last_record_time_s", ns_to_secs(n.last_time_ns));
+        if !n.reader.header().attributes.is_empty() {
+            l.nested("attributes", |a| {
+                for (k, v) in &n.reader.header().attributes {
+                    a.str(k, v);
+                }
+            });
+        }
         l.end();
     }
     arr.push(b']');
