@@ -12,7 +12,13 @@
 # per sample of each, their ratio, tal's peak RSS, and then the convert
 # throughput on one core (1 M events generated through the real log writer).
 #
-# Usage: [ROUNDS=2] scripts/bench-overhead.sh [SECONDS=60] [INTERVAL=0.1] [WINDOWS=6]
+# With GPU_STUB=N, tal also runs its GPU agent against the stub NVML
+# library of the tests (N devices, built here with the C compiler): the
+# script then also prints tal's CPU per sample without the GPU thread (the
+# /proc agent's budget, which must hold with the GPU agent running) and the
+# GPU thread's CPU per poll.
+#
+# Usage: [ROUNDS=2] [GPU_STUB=N] scripts/bench-overhead.sh [SECONDS=60] [INTERVAL=0.1] [WINDOWS=6]
 # Budget (DESIGN.md): tal <= 1.25x the floor per sample; RSS <= 10 MiB;
 # convert >= 1 M events/s on one core.
 set -euo pipefail
@@ -37,6 +43,27 @@ cpu_ns() {
   cat /proc/"$1"/task/*/sched 2>/dev/null |
     awk '/se.sum_exec_runtime/ { s += $3 } END { printf "%.0f", s * 1e6 }'
 }
+# The same for the threads whose name is (gpu) or is not (nogpu) tal-gpu.
+cpu_ns_gpu() {
+  local t files=()
+  for t in /proc/"$1"/task/*; do
+    if [ "$(cat "$t/comm" 2>/dev/null)" = tal-gpu ]; then
+      [ "$2" = gpu ] && files+=("$t/sched")
+    else
+      [ "$2" = nogpu ] && files+=("$t/sched")
+    fi
+  done
+  [ ${#files[@]} -eq 0 ] && { echo 0; return; }
+  cat "${files[@]}" 2>/dev/null |
+    awk '/se.sum_exec_runtime/ { s += $3 } END { printf "%.0f", s * 1e6 }'
+}
+if [ -n "${GPU_STUB:-}" ]; then
+  cc -shared -fPIC -O2 -o "$work/libnvidia-ml.so.1" tests/nvml-stub/nvml_stub.c
+  for i in $(seq 0 $((GPU_STUB - 1))); do
+    printf 'device GPU-%08d-0000-0000-0000-000000000000 00000000:%02X:00.0 85899345920 stub GPU\nutil %d 10,50,90,30,70\n' "$i" "$((i + 16))" "$i"
+  done >"$work/nvml.cfg"
+  export TAL_NVML_LIBRARY="$work/libnvidia-ml.so.1" NVML_STUB_CONFIG="$work/nvml.cfg"
+fi
 now_ns() { date +%s%N; }
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
@@ -52,6 +79,8 @@ printf '%-6s %-8s %14s %16s %8s\n' round window "tal us/sample" "floor us/sample
 : >"$work/tal.us"
 : >"$work/floor.us"
 : >"$work/ratio"
+: >"$work/nogpu.us"
+: >"$work/gpu.us"
 for round in $(seq 1 "$ROUNDS"); do
   start_floor() {
     ./target/release/examples/floor "$INTERVAL" 2>>"$work/floor.err" &
@@ -68,8 +97,14 @@ for round in $(seq 1 "$ROUNDS"); do
   sleep 3
   for w in $(seq 1 "$WINDOWS"); do
     t0=$(now_ns); a0=$(cpu_ns "$TALPID"); f0=$(cpu_ns "$FLOOR")
+    [ -n "${GPU_STUB:-}" ] && { g0=$(cpu_ns_gpu "$TALPID" gpu); n0=$(cpu_ns_gpu "$TALPID" nogpu); }
     sleep "$window"
     t1=$(now_ns); a1=$(cpu_ns "$TALPID"); f1=$(cpu_ns "$FLOOR")
+    if [ -n "${GPU_STUB:-}" ]; then
+      g1=$(cpu_ns_gpu "$TALPID" gpu); n1=$(cpu_ns_gpu "$TALPID" nogpu)
+      awk -v g="$((g1 - g0))" -v t="$((t1 - t0))" -v i="$INTERVAL" 'BEGIN { printf "%.2f\n", g / 1e3 / (t / 1e9 / i) }' >>"$work/gpu.us"
+      awk -v g="$((n1 - n0))" -v t="$((t1 - t0))" -v i="$INTERVAL" 'BEGIN { printf "%.2f\n", g / 1e3 / (t / 1e9 / i) }' >>"$work/nogpu.us"
+    fi
     read -r tu fu r < <(awk -v a="$((a1 - a0))" -v f="$((f1 - f0))" -v t="$((t1 - t0))" -v i="$INTERVAL" \
       'BEGIN { n = t / 1e9 / i; printf "%.2f %.2f %.3f\n", a / 1e3 / n, f / 1e3 / n, a / f }')
     echo "$tu" >>"$work/tal.us"
@@ -106,6 +141,16 @@ echo "| median of per-window ratios | ${rm_} |"
 echo "| tal CPU share of one core | $(awk -v a="$tm" -v i="$INTERVAL" 'BEGIN { printf "%.4f %%", a / 1e6 / i * 100 }') |"
 echo "| tal peak RSS (VmHWM) | $((rss_kib / 1024)).$(((rss_kib % 1024) * 10 / 1024)) MiB (now ${rss_now} KiB; budget ≤ 10 MiB) |"
 echo "| tal's own view | ${jitter} |"
+if [ -n "${GPU_STUB:-}" ]; then
+  nm=$(median <"$work/nogpu.us")
+  echo "| with the GPU agent on ${GPU_STUB} stub GPUs: tal CPU per sample without the GPU thread (median) | ${nm} µs, ratio to the floor $(awk -v a="$nm" -v b="$fm" 'BEGIN { printf "%.3f", a / b }') (budget ≤ 1.25) |"
+  echo "| GPU thread CPU per poll, ${GPU_STUB} devices (median of windows) | $(median <"$work/gpu.us") µs |"
+  python3 -c "
+import json,sys
+m=[json.loads(l) for l in open(sys.argv[1]) if '\"section\": \"metric\"' in l][0]
+print('| GPU agent, its own view | polls %d, deadlines missed %d, NVML per device and poll p50 %.1f us, p99 %.1f us; %.1f us CPU per poll |' % (
+  m['agent_gpu_polls'], m['agent_gpu_deadlines_missed'], m['agent_nvml_latency_p50_us'], m['agent_nvml_latency_p99_us'], m['agent_gpu_cpu_us_per_poll']))" "$jsonl"
+fi
 
 # Shutdown: SIGTERM -> exit, after 2 s of recording (the final sample,
 # drain, SessionEnded, snapshot, end marker, trim, fsync; and with the JSONL).

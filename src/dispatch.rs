@@ -785,3 +785,151 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod gpu_tests {
+    use super::*;
+    use crate::agent::gpu::GpuSample;
+    use crate::ring::{channel, Producer};
+
+    const START: u64 = 1_000_000_000;
+    const IV: u64 = 100_000_000;
+
+    struct Rig {
+        d: Dispatcher<Vec<Record>>,
+        proc_tx: Producer<ProcSample>,
+        gpu_tx: Producer<GpuSample>,
+    }
+
+    fn rig() -> Rig {
+        let (proc_tx, proc_rx) = channel(64);
+        let (gpu_tx, gpu_rx) = channel(64);
+        let d = Dispatcher::new(
+            proc_rx,
+            Vec::new(),
+            Arc::default(),
+            Arc::default(),
+            "tal".into(),
+            None,
+            0,
+            Duration::from_secs(10),
+        )
+        .with_gpu(gpu_rx, Arc::default(), START, IV);
+        Rig { d, proc_tx, gpu_tx }
+    }
+
+    fn proc_at(k: u64) -> ProcSample {
+        ProcSample {
+            deadline_ns: START + k * IV,
+            done_ns: START + k * IV + 1000,
+            ..ProcSample::default()
+        }
+    }
+
+    /// A poll at grid index `k` with one device per value (`None`: the
+    /// device did not answer).
+    fn poll_at(k: u64, utils: &[Option<f32>]) -> GpuSample {
+        let mut g = GpuSample {
+            deadline_ns: START + k * IV,
+            done_ns: START + k * IV + 2000,
+            ndev: utils.len() as u8,
+            ..GpuSample::default()
+        };
+        for (d, u) in g.dev.iter_mut().zip(utils) {
+            d.ok = u.is_some();
+            d.util_percent = *u;
+            d.latency_ns = 1000;
+        }
+        g
+    }
+
+    /// The resource events written so far: (scope, gpu_percent).
+    fn written(d: &Dispatcher<Vec<Record>>) -> Vec<(ResourceScope, Option<f64>)> {
+        d.sink
+            .iter()
+            .filter_map(|r| match r {
+                Record::Event(Event {
+                    kind: EventKind::ResourceUpdate(u),
+                    ..
+                }) => Some((u.scope, u.gpu_percent)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_node_sample_carries_its_polls_max_and_is_followed_by_its_devices() {
+        let mut r = rig();
+        for k in 0..3 {
+            r.proc_tx.push(proc_at(k)).unwrap();
+            r.gpu_tx
+                .push(poll_at(k, &[Some(10.0 * k as f32), Some(5.0), None]))
+                .unwrap();
+        }
+        r.d.final_drain = true;
+        r.d.drain();
+        use ResourceScope::*;
+        assert_eq!(
+            written(&r.d),
+            vec![
+                (PerNode, Some(5.0)),
+                (PerGpu(0), Some(0.0)),
+                (PerGpu(1), Some(5.0)),
+                (PerNode, Some(10.0)),
+                (PerGpu(0), Some(10.0)),
+                (PerGpu(1), Some(5.0)),
+                (PerNode, Some(20.0)),
+                (PerGpu(0), Some(20.0)),
+                (PerGpu(1), Some(5.0)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_node_sample_waits_for_a_late_poll_but_not_for_ever() {
+        use ResourceScope::*;
+        let mut r = rig();
+        r.proc_tx.push(proc_at(0)).unwrap();
+        r.d.drain();
+        assert!(written(&r.d).is_empty(), "sample 0 waits for its poll");
+        r.gpu_tx.push(poll_at(0, &[Some(40.0)])).unwrap();
+        r.proc_tx.push(proc_at(1)).unwrap();
+        r.d.drain();
+        assert_eq!(
+            written(&r.d),
+            vec![(PerNode, Some(40.0)), (PerGpu(0), Some(40.0))],
+            "sample 1 still waits"
+        );
+        // Poll 1 does not come in time (NVML stalled): sample 1 is written
+        // once it is GPU_HOLD_POLLS polls old, with the previous poll's
+        // value (one poll old); the younger samples go on waiting.
+        for k in 2..2 + GPU_HOLD_POLLS {
+            r.proc_tx.push(proc_at(k)).unwrap();
+        }
+        r.d.drain();
+        let w = written(&r.d);
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert_eq!(w[2], (PerNode, Some(40.0)));
+        // The late poll 1 comes after all: written on its own, and its value
+        // serves sample 2 (one poll younger); samples 3 and 4 get null at
+        // the final drain (no poll within one interval of them).
+        r.gpu_tx.push(poll_at(1, &[Some(70.0)])).unwrap();
+        r.d.final_drain = true;
+        r.d.drain();
+        let w = written(&r.d);
+        assert_eq!(
+            w[3..],
+            [
+                (PerGpu(0), Some(70.0)),
+                (PerNode, Some(70.0)),
+                (PerNode, None),
+                (PerNode, None)
+            ]
+        );
+        assert_eq!(
+            w.iter().filter(|(s, _)| *s == PerNode).count(),
+            2 + GPU_HOLD_POLLS as usize,
+            "every node sample is written exactly once"
+        );
+    }
+}
