@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README's, and what CI runs): formatting,
 # lints, then every unit, integration and property test against the real
-# binary. Needs a Rust toolchain, python3 with venv, and PyPI (for RHAPSODY
+# binary. Needs a Rust toolchain (and its C compiler, which builds the stub
+# NVML library of the GPU tests), python3 with venv, and PyPI (for RHAPSODY
 # in the bridge's integration test); nothing here needs a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
