@@ -36,8 +36,8 @@ use crate::ids::EventIdGen;
 use crate::ingest::batch::IngestBatch;
 use crate::ingest::listener::IngestCounters;
 use crate::record::{
-    AgentSnapshot, EndMarker, EndReason, Event, EventKind, Record, ResourceScope, ResourceUpdate,
-    Value,
+    AgentSnapshot, EndMarker, EndReason, Event, EventKind, GpuProcess, Record, ResourceScope,
+    ResourceUpdate, Value,
 };
 use crate::ring::Consumer;
 use crate::stats;
@@ -103,6 +103,8 @@ struct GpuIn {
     hist_latency: Histogram<u64>,
     /// The GPU thread's CPU time at its newest poll.
     thread_cpu_ns: u64,
+    /// The processes of the newest poll written: (gpu, pid, bytes).
+    last_procs: Vec<(u32, u32, u64)>,
 }
 
 impl GpuIn {
@@ -345,6 +347,30 @@ impl<S: Sink> Dispatcher<S> {
         }
         gpu.thread_cpu_ns = gpu.thread_cpu_ns.max(g.thread_cpu_ns);
         gpu.last = Some((gpu.index(g.deadline_ns), max_gpu_percent(g)));
+        // The GPU processes, when they changed (convert attributes them to
+        // tasks by pid).
+        let procs = &g.procs[..g.nproc as usize];
+        let same = procs.len() == gpu.last_procs.len()
+            && procs
+                .iter()
+                .zip(&gpu.last_procs)
+                .all(|(p, &(gi, pid, b))| p.gpu == gi && p.pid == pid && p.used_bytes == b);
+        if !same {
+            gpu.last_procs.clear();
+            gpu.last_procs
+                .extend(procs.iter().map(|p| (p.gpu, p.pid, p.used_bytes)));
+            let list = procs
+                .iter()
+                .map(|p| GpuProcess {
+                    gpu_id: p.gpu,
+                    pid: p.pid,
+                    used_bytes: p.used_bytes,
+                    ancestors: p.ancestors[..p.nanc as usize].to_vec(),
+                })
+                .collect();
+            let ev = self.event(t, done, EventKind::GpuProcesses(list));
+            batch.push(Some(ev));
+        }
     }
 
     /// Pairs proc samples with the GPU polls of the same deadline: each
@@ -424,6 +450,7 @@ impl<S: Sink> Dispatcher<S> {
             last: None,
             hist_latency: stats::histogram(60_000_000_000),
             thread_cpu_ns: 0,
+            last_procs: Vec::new(),
         });
         self
     }
@@ -664,7 +691,7 @@ impl Fanout {
     }
 
     fn offer(&mut self, ev: &Event) {
-        if !self.wanted() {
+        if !self.wanted() || matches!(ev.kind, EventKind::GpuProcesses(_)) {
             return;
         }
         let mut line = Vec::with_capacity(512);

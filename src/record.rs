@@ -85,6 +85,25 @@ pub enum EventKind {
         /// Its fields, written at top level.
         fields: Attributes,
     },
+    /// The compute processes on this node's GPUs at one poll (tal's own
+    /// record, written when the set or their memory changes; `convert`
+    /// attributes it to tasks and writes no line for it).
+    GpuProcesses(Vec<GpuProcess>),
+}
+
+/// One process using a GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct GpuProcess {
+    /// The device's `gpu_id`.
+    pub gpu_id: u32,
+    /// The process.
+    pub pid: u32,
+    /// Device memory it uses, bytes.
+    pub used_bytes: u64,
+    /// Its parent, grandparent, … (nearest first, up to init, at most
+    /// [`crate::agent::gpu::MAX_ANCESTORS`]), so that a task's process
+    /// tree can be matched by the task's pid.
+    pub ancestors: Vec<u32>,
 }
 
 impl EventKind {
@@ -96,6 +115,7 @@ impl EventKind {
             EventKind::ResourceUpdate(_) => "ResourceUpdate",
             EventKind::Task(t) => t.state.type_name(),
             EventKind::Custom { event_type, .. } => event_type,
+            EventKind::GpuProcesses(_) => "GpuProcesses",
         }
     }
 }

@@ -31,9 +31,17 @@
 //!   `executable`, `task_type`, `error_type`, `incomplete_lifecycle`) plus
 //!   the other attributes of the task's events (for example the resource
 //!   use `tal run` attaches to the terminal event), first value wins.
+//! - GPU memory per task: a task whose events carry a `pid` attribute (as
+//!   `tal run`'s TaskStarted does) owns the GPU processes of its node whose
+//!   pid, or one of whose ancestors, is that pid, while the task is open
+//!   (the nearest task wins for nested tasks). Its terminal event and span
+//!   get `gpu_memory_peak_bytes`: the peak device memory of its processes
+//!   on each device, as an object keyed by `gpu_id`. (Processes are summed
+//!   per device and poll, so a task with two processes on one GPU counts
+//!   both.)
 
 use crate::instruments::Instruments;
-use crate::record::{Attributes, Event, EventKind, TaskState, Value};
+use crate::record::{Attributes, Event, EventKind, GpuProcess, TaskState, Value};
 use std::collections::{HashMap, HashSet};
 
 /// A task span, closed.
@@ -74,6 +82,10 @@ struct Open {
     executable: Option<String>,
     task_type: Option<String>,
     extra: Attributes,
+    /// The node and pid of the task's process, once an event names it.
+    pid: Option<(String, u32)>,
+    /// Peak GPU memory of its processes, per gpu_id.
+    gpu_peak: Vec<(u32, u64)>,
 }
 
 /// What the tracker decided about one event.
@@ -97,6 +109,10 @@ pub enum Outcome {
 #[derive(Debug, Default)]
 pub struct TaskTracker {
     open: HashMap<String, Open>,
+    /// Open tasks by node and pid.
+    by_pid: HashMap<String, HashMap<u32, String>>,
+    /// Attributes for the terminal event just closed (GPU memory).
+    closed_extra: Attributes,
     closed: HashSet<String>,
     spans: Vec<TaskSpan>,
     duplicates: u64,
@@ -129,9 +145,67 @@ fn merge_extra(into: &mut Attributes, from: &Attributes) {
     }
 }
 
+/// `gpu_memory_peak_bytes`: `{"0": bytes, …}`, by gpu_id.
+fn gpu_peak_attr(peak: &[(u32, u64)]) -> (String, Value) {
+    let mut sorted = peak.to_vec();
+    sorted.sort_unstable();
+    let body: Vec<String> = sorted
+        .iter()
+        .map(|(g, b)| format!("\"{g}\": {b}"))
+        .collect();
+    (
+        "gpu_memory_peak_bytes".into(),
+        Value::Json(format!("{{{}}}", body.join(", "))),
+    )
+}
+
 impl TaskTracker {
-    /// Applies one event; updates `inst` (the task instruments).
+    /// Applies one event seen on no particular node (see [`Self::observe_on`]).
     pub fn observe(&mut self, ev: &Event, inst: &mut Instruments) -> Outcome {
+        self.observe_on("", ev, inst)
+    }
+
+    /// Attributes the GPU processes of one poll on `node` to the open tasks
+    /// they belong to (by pid or ancestor pid).
+    pub fn observe_gpu(&mut self, node: &str, procs: &[GpuProcess]) {
+        let Some(pids) = self.by_pid.get(node) else {
+            return;
+        };
+        // Summed per task and device for this poll.
+        let mut use_: Vec<(&str, u32, u64)> = Vec::new();
+        for p in procs {
+            let owner = std::iter::once(&p.pid)
+                .chain(&p.ancestors)
+                .find_map(|pid| pids.get(pid));
+            if let Some(task) = owner {
+                match use_
+                    .iter_mut()
+                    .find(|(t, g, _)| *t == task.as_str() && *g == p.gpu_id)
+                {
+                    Some(u) => u.2 += p.used_bytes,
+                    None => use_.push((task.as_str(), p.gpu_id, p.used_bytes)),
+                }
+            }
+        }
+        for (task, gpu, bytes) in use_ {
+            if let Some(o) = self.open.get_mut(task) {
+                match o.gpu_peak.iter_mut().find(|(g, _)| *g == gpu) {
+                    Some(e) => e.1 = e.1.max(bytes),
+                    None => o.gpu_peak.push((gpu, bytes)),
+                }
+            }
+        }
+    }
+
+    /// Attributes to add to the terminal event [`Self::observe_on`] just
+    /// closed (its GPU memory), taken once.
+    pub fn take_terminal_extra(&mut self) -> Attributes {
+        std::mem::take(&mut self.closed_extra)
+    }
+
+    /// Applies one event seen on `node`; updates `inst` (the task
+    /// instruments).
+    pub fn observe_on(&mut self, node: &str, ev: &Event, inst: &mut Instruments) -> Outcome {
         let EventKind::Task(t) = &ev.kind else {
             return Outcome::Nothing;
         };
@@ -152,8 +226,25 @@ impl TaskTracker {
                 executable: None,
                 task_type: None,
                 extra: Vec::new(),
+                pid: None,
+                gpu_peak: Vec::new(),
             }),
         };
+        if open.pid.is_none() {
+            let pid = ev.attributes.iter().find_map(|(k, v)| match v {
+                Value::Int(p) if k == "pid" && *p > 0 && *p <= i64::from(u32::MAX) => {
+                    Some(*p as u32)
+                }
+                _ => None,
+            });
+            if let Some(pid) = pid {
+                open.pid = Some((node.to_string(), pid));
+                self.by_pid
+                    .entry(node.to_string())
+                    .or_default()
+                    .insert(pid, task_id.to_string());
+            }
+        }
         open.start_ns = open.start_ns.min(ev.event_time_ns);
         if open.executable.is_none() {
             open.executable = attr_str(&ev.attributes, "executable");
@@ -188,7 +279,14 @@ impl TaskTracker {
                 Outcome::Applied
             }
             TaskState::Completed | TaskState::Failed | TaskState::Canceled => {
-                let open = self.open.remove(task_id).expect("just looked up");
+                let mut open = self.open.remove(task_id).expect("just looked up");
+                self.forget_pid(&open);
+                self.closed_extra.clear();
+                if !open.gpu_peak.is_empty() {
+                    let a = gpu_peak_attr(&open.gpu_peak);
+                    open.extra.push(a.clone());
+                    self.closed_extra.push(a);
+                }
                 let incomplete = open.started_ns.is_none()
                     || ev
                         .attributes
@@ -234,7 +332,8 @@ impl TaskTracker {
         ids.sort();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let open = self.open.remove(&id).expect("listed");
+            let mut open = self.open.remove(&id).expect("listed");
+            self.forget_pid(&open);
             if open.started_ns.is_some() {
                 inst.running_add(-1);
             }
@@ -252,6 +351,11 @@ impl TaskTracker {
                 ("incomplete_lifecycle".into(), Value::Bool(true)),
                 ("closed_at_session_end".into(), Value::Bool(true)),
             ];
+            if !open.gpu_peak.is_empty() {
+                let a = gpu_peak_attr(&open.gpu_peak);
+                open.extra.push(a.clone());
+                attributes.push(a);
+            }
             attributes.shrink_to_fit();
             out.push(Event {
                 event_id: u128::from(crate::ids::task_span_id("", &id)) << 64
@@ -272,6 +376,14 @@ impl TaskTracker {
             self.close(id, open, end_ns, TaskState::Canceled, None, true, true);
         }
         out
+    }
+
+    fn forget_pid(&mut self, open: &Open) {
+        if let Some((node, pid)) = &open.pid {
+            if let Some(m) = self.by_pid.get_mut(node) {
+                m.remove(pid);
+            }
+        }
     }
 
     /// Records the closed span of `task_id` and remembers it as closed.
@@ -480,5 +592,70 @@ mod tests {
                 ("cpu_user_seconds".to_string(), Value::Float(0.5))
             ]
         );
+    }
+
+    fn started_with_pid(t: i64, task: &str, pid: i64) -> Event {
+        let mut e = ev(t, task, Started);
+        e.attributes.push(("pid".into(), Value::Int(pid)));
+        e
+    }
+
+    fn proc_(gpu_id: u32, pid: u32, used_bytes: u64, ancestors: &[u32]) -> GpuProcess {
+        GpuProcess {
+            gpu_id,
+            pid,
+            used_bytes,
+            ancestors: ancestors.to_vec(),
+        }
+    }
+
+    #[test]
+    fn gpu_memory_goes_to_the_nearest_open_task_on_the_same_node() {
+        let mut t = TaskTracker::default();
+        let mut i = Instruments::default();
+        t.observe_on("n1", &started_with_pid(1, "outer", 100), &mut i);
+        t.observe_on("n1", &started_with_pid(2, "inner", 200), &mut i);
+        t.observe_on("n2", &started_with_pid(3, "other", 100), &mut i);
+        // 300 is a child of inner (200), itself a child of outer (100).
+        t.observe_gpu(
+            "n1",
+            &[
+                proc_(0, 300, 7, &[200, 100, 1]),
+                proc_(0, 100, 5, &[1]),
+                proc_(0, 101, 6, &[100, 1]),
+                proc_(1, 999, 50, &[1]),
+            ],
+        );
+        t.observe_gpu("n1", &[proc_(0, 300, 4, &[200, 100, 1])]);
+        // Same pid on another node: that node's task.
+        t.observe_gpu("n2", &[proc_(1, 100, 8, &[1])]);
+        let mut closed = Vec::new();
+        for (node, task) in [("n1", "inner"), ("n1", "outer"), ("n2", "other")] {
+            let out = t.observe_on(node, &ev(10, task, Completed), &mut i);
+            assert!(matches!(out, Outcome::Closed { .. }));
+            closed.push(t.take_terminal_extra());
+        }
+        let peak = |s: &str| vec![("gpu_memory_peak_bytes".to_string(), Value::Json(s.into()))];
+        assert_eq!(closed[0], peak(r#"{"0": 7}"#));
+        // outer's two processes on GPU 0 in one poll are summed.
+        assert_eq!(closed[1], peak(r#"{"0": 11}"#));
+        assert_eq!(closed[2], peak(r#"{"1": 8}"#));
+        assert!(t.spans()[0].extra.contains(&peak(r#"{"0": 7}"#)[0]));
+        // Closed tasks take nothing more.
+        t.observe_gpu("n1", &[proc_(0, 100, 99, &[1])]);
+        assert!(t.take_terminal_extra().is_empty());
+    }
+
+    #[test]
+    fn a_task_open_at_the_end_keeps_its_gpu_memory() {
+        let mut t = TaskTracker::default();
+        let mut i = Instruments::default();
+        t.observe_on("n", &started_with_pid(1, "t", 42), &mut i);
+        t.observe_gpu("n", &[proc_(2, 42, 1000, &[1])]);
+        let evs = t.close_all(50, &mut i);
+        assert!(evs[0].attributes.contains(&(
+            "gpu_memory_peak_bytes".into(),
+            Value::Json(r#"{"2": 1000}"#.into())
+        )));
     }
 }

@@ -69,9 +69,21 @@ fn record_with(
     secs: &str,
 ) -> (Option<i32>, String, Vec<Value>) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("nvml.cfg");
+    record_in(dir.path(), lib, config, args, env, &["sleep", secs])
+}
+
+/// The same in `dir`, wrapping `command`.
+fn record_in(
+    dir: &Path,
+    lib: &Path,
+    config: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    command: &[&str],
+) -> (Option<i32>, String, Vec<Value>) {
+    let cfg = dir.join("nvml.cfg");
     std::fs::write(&cfg, config).unwrap();
-    let out_dir = dir.path().join("out");
+    let out_dir = dir.join("out");
     let mut cmd = tal();
     cmd.arg("record")
         .args([
@@ -83,11 +95,12 @@ fn record_with(
             "n",
         ])
         .arg("--socket")
-        .arg(dir.path().join("s.sock"))
+        .arg(dir.join("s.sock"))
         .arg("--out")
         .arg(&out_dir)
         .args(args)
-        .args(["--", "sleep", secs])
+        .arg("--")
+        .args(command)
         .env("TAL_NVML_LIBRARY", lib)
         .env("NVML_STUB_CONFIG", &cfg)
         .env_remove("CUDA_VISIBLE_DEVICES");
@@ -354,4 +367,57 @@ fn gpu_ids_follow_cuda_visible_devices_and_gpus() {
         "{stderr}"
     );
     assert_complete(&v);
+}
+
+#[test]
+fn a_tasks_gpu_processes_give_its_peak_gpu_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let procs = dir.path().join("procs");
+    std::fs::write(&procs, "").unwrap();
+    let cfg = two_devices(&format!(
+        "util 0 50\nutil 1 50\nprocs {}\n",
+        procs.display()
+    ));
+    let tal = env!("CARGO_BIN_EXE_tal");
+    let p = procs.display();
+    // The task's own shell uses GPU 0 (1 MB, then 3 MB), and a child of it
+    // GPU 1 (5 MB); a process that is not the task's uses GPU 1 too.
+    let script = format!(
+        "{tal} run --task-id gpu.task -- sh -c '\
+           echo 0 $$ 1000000 > {p}; sleep 0.4; \
+           echo 0 $$ 3000000 > {p}; sleep 1 & \
+           printf \"0 $$ 3000000\\n1 $! 5000000\\n1 1 9000000\\n\" > {p}; sleep 0.4; \
+           echo 0 $$ 2000000 > {p}; sleep 0.3; : > {p}; wait' && \
+         {tal} run --task-id cpu.task -- sleep 0.3"
+    );
+    let (code, stderr, v) = record_in(
+        dir.path(),
+        &stub("full"),
+        &cfg,
+        &[],
+        &[],
+        &["sh", "-c", &script],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let done = lines(&v, "event", Some("TaskCompleted"));
+    let gpu_task = done.iter().find(|l| l["task_id"] == "gpu.task").unwrap();
+    assert_eq!(
+        gpu_task["attributes"]["gpu_memory_peak_bytes"],
+        serde_json::json!({"0": 3000000, "1": 5000000}),
+        "{gpu_task}"
+    );
+    let cpu_task = done.iter().find(|l| l["task_id"] == "cpu.task").unwrap();
+    assert!(cpu_task["attributes"]
+        .get("gpu_memory_peak_bytes")
+        .is_none());
+    let span = lines(&v, "span", None)
+        .into_iter()
+        .find(|s| s["attributes"]["task_id"] == "gpu.task")
+        .unwrap();
+    assert_eq!(
+        span["attributes"]["gpu_memory_peak_bytes"],
+        serde_json::json!({"0": 3000000, "1": 5000000})
+    );
+    // tal's own process records are not JSONL lines.
+    assert!(lines(&v, "event", Some("GpuProcesses")).is_empty());
 }

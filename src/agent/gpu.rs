@@ -57,6 +57,12 @@ use std::sync::Arc;
 /// Devices one agent samples at most.
 pub const MAX_GPUS: usize = 64;
 
+/// Processes on GPUs reported per poll at most (all devices together).
+pub const MAX_GPU_PROCS: usize = 64;
+
+/// Ancestors kept per GPU process (parent first).
+pub const MAX_ANCESTORS: usize = 8;
+
 /// The library opened by default.
 pub const NVML_LIBRARY: &str = "libnvidia-ml.so.1";
 
@@ -125,6 +131,22 @@ pub struct GpuDeviceReading {
     pub latency_ns: u64,
 }
 
+/// One compute process on a device, with its ancestors (for per-task
+/// attribution by the task's pid).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GpuProcReading {
+    /// The device's `gpu_id`.
+    pub gpu: u32,
+    /// The process.
+    pub pid: u32,
+    /// Device memory it uses, bytes.
+    pub used_bytes: u64,
+    /// How many entries of `ancestors` are valid.
+    pub nanc: u8,
+    /// Parent, grandparent, … (nearest first).
+    pub ancestors: [u32; MAX_ANCESTORS],
+}
+
 /// One poll of every device, as handed to the dispatcher.
 #[derive(Debug, Clone, Copy)]
 pub struct GpuSample {
@@ -138,6 +160,10 @@ pub struct GpuSample {
     pub dev: [GpuDeviceReading; MAX_GPUS],
     /// The GPU thread's CPU time so far, ns.
     pub thread_cpu_ns: u64,
+    /// Number of valid entries in `procs`.
+    pub nproc: u16,
+    /// The compute processes on the devices that answered.
+    pub procs: [GpuProcReading; MAX_GPU_PROCS],
 }
 
 impl Default for GpuSample {
@@ -148,6 +174,8 @@ impl Default for GpuSample {
             ndev: 0,
             dev: [GpuDeviceReading::default(); MAX_GPUS],
             thread_cpu_ns: 0,
+            nproc: 0,
+            procs: [GpuProcReading::default(); MAX_GPU_PROCS],
         }
     }
 }
@@ -187,6 +215,7 @@ struct Supports {
     power: bool,
     temperature: bool,
     clock: bool,
+    processes: bool,
 }
 
 /// NVML device handles are plain pointers that NVML allows from any thread.
@@ -212,6 +241,11 @@ struct Dev {
 pub struct GpuSources {
     devs: Vec<Dev>,
     samples_buf: Vec<sys::nvmlSample_t>,
+    procs_buf: Vec<sys::nvmlProcessInfo_t>,
+    /// This poll's processes (all devices), and the ancestors of the
+    /// processes seen in the previous poll (pid → ancestors).
+    procs: Vec<GpuProcReading>,
+    ancestry: Vec<GpuProcReading>,
     disabled_at_open: u64,
     // Dropped last (after the handles are no longer used): nvmlShutdown.
     nvml: Nvml,
@@ -331,6 +365,7 @@ impl GpuSources {
                 power: true,
                 temperature: true,
                 clock: true,
+                processes: nvml.lib().nvmlDeviceGetComputeRunningProcesses_v3.is_ok(),
             };
             devs.push(Dev {
                 info: GpuInfo {
@@ -351,6 +386,9 @@ impl GpuSources {
         let mut s = Self {
             devs,
             samples_buf: Vec::new(),
+            procs_buf: Vec::new(),
+            procs: Vec::new(),
+            ancestry: Vec::new(),
             disabled_at_open: 0,
             nvml,
         };
@@ -383,6 +421,7 @@ impl GpuSources {
                 );
             }
         }
+        self.procs.clear();
     }
 
     /// Polls device `i` into `out`; the call that failed, if one did.
@@ -500,6 +539,28 @@ impl GpuSources {
                 Err(e) => return Err(("nvmlDeviceGetClockInfo", e)),
             }
         }
+        if d.supports.processes {
+            let gpu = d.info.gpu_id;
+            match processes(&self.nvml, handle, &mut self.procs_buf) {
+                Ok(n) => {
+                    for p in &self.procs_buf[..n] {
+                        // NVML_VALUE_NOT_AVAILABLE (no per-process figure,
+                        // as under MIG without privileges): skip.
+                        if p.usedGpuMemory == u64::MAX {
+                            continue;
+                        }
+                        self.procs.push(GpuProcReading {
+                            gpu,
+                            pid: p.pid,
+                            used_bytes: p.usedGpuMemory,
+                            ..GpuProcReading::default()
+                        });
+                    }
+                }
+                Err(e) if off(&e) => d.supports.processes = false,
+                Err(e) => return Err(("nvmlDeviceGetComputeRunningProcesses_v3", e)),
+            }
+        }
         Ok(())
     }
 
@@ -531,6 +592,35 @@ impl GpuSources {
             }
             s.dev[i] = r;
         }
+        self.finish_processes(s);
+    }
+
+    /// Fills in each process's ancestors (from the previous poll's, or from
+    /// /proc for a new pid) and copies this poll's processes into `s`.
+    fn finish_processes(&mut self, s: &mut GpuSample) {
+        let mut procs = std::mem::take(&mut self.procs);
+        for p in &mut procs {
+            match self.ancestry.iter().find(|a| a.pid == p.pid) {
+                Some(a) => {
+                    p.nanc = a.nanc;
+                    p.ancestors = a.ancestors;
+                }
+                None => {
+                    let (n, anc) = ancestors_of(p.pid);
+                    p.nanc = n;
+                    p.ancestors = anc;
+                }
+            }
+        }
+        let n = procs.len().min(MAX_GPU_PROCS);
+        s.procs[..n].copy_from_slice(&procs[..n]);
+        s.nproc = n as u16;
+        // Processes gone this poll are forgotten (so a reused pid is looked
+        // up again).
+        self.ancestry.clear();
+        self.ancestry.extend_from_slice(&procs);
+        procs.clear();
+        self.procs = procs;
     }
 }
 
@@ -623,6 +713,64 @@ fn samples(
         )));
     }
     Ok(None)
+}
+
+/// The compute processes on a device into `buf`; how many.
+fn processes(
+    nvml: &Nvml,
+    h: sys::nvmlDevice_t,
+    buf: &mut Vec<sys::nvmlProcessInfo_t>,
+) -> Result<usize, NvmlError> {
+    let f =
+        nvml_wrapper::error::nvml_sym(nvml.lib().nvmlDeviceGetComputeRunningProcesses_v3.as_ref())?;
+    if buf.is_empty() {
+        // SAFETY: plain data; all-zero is a valid value.
+        buf.resize(16, unsafe { std::mem::zeroed() });
+    }
+    for _ in 0..4 {
+        let mut n = buf.len() as u32;
+        // SAFETY: `buf` holds `n` writable entries.
+        let rc = unsafe { f(h, &mut n, buf.as_mut_ptr()) };
+        if rc == sys::nvmlReturn_enum_NVML_ERROR_INSUFFICIENT_SIZE {
+            let want = (n as usize).max(buf.len()) + 8;
+            // SAFETY: as above.
+            buf.resize(want, unsafe { std::mem::zeroed() });
+            continue;
+        }
+        c_err(rc, ())?;
+        return Ok((n as usize).min(buf.len()));
+    }
+    Ok(0)
+}
+
+/// A process's parent, grandparent, … from /proc (nearest first, stopping
+/// at init or after [`MAX_ANCESTORS`]).
+fn ancestors_of(pid: u32) -> (u8, [u32; MAX_ANCESTORS]) {
+    let mut out = [0u32; MAX_ANCESTORS];
+    let mut n = 0;
+    let mut cur = pid;
+    while n < MAX_ANCESTORS {
+        let Some(ppid) = parent_of(cur) else { break };
+        if ppid == 0 {
+            break;
+        }
+        out[n] = ppid;
+        n += 1;
+        if ppid == 1 {
+            break;
+        }
+        cur = ppid;
+    }
+    (n as u8, out)
+}
+
+/// The parent pid from `/proc/<pid>/stat` (the field after the command
+/// name, which may itself hold spaces and parentheses).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    rest.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
 fn sample_value(vt: sys::nvmlValueType_t, v: &sys::nvmlValue_t) -> f64 {
@@ -720,6 +868,17 @@ impl GpuAgent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ancestors_come_from_proc() {
+        let me = std::process::id();
+        let (n, anc) = ancestors_of(me);
+        assert!(n >= 1);
+        // SAFETY: getppid has no preconditions.
+        assert_eq!(anc[0], unsafe { libc::getppid() } as u32);
+        assert!(anc[..n as usize].iter().all(|&p| p != 0));
+        assert_eq!(ancestors_of(u32::MAX).0, 0, "no such process");
+    }
 
     #[test]
     fn selections_parse() {

@@ -189,6 +189,24 @@ fn write_event(buf: &mut Vec<u8>, ctx: &Ctx, node: &str, ev: &Event) {
                 ))));
             }
         }
+        EventKind::GpuProcesses(procs) => {
+            // Not written by `convert` (it attributes these to tasks); this
+            // form is for completeness only.
+            o.key("processes");
+            let mut arr = vec![b'['];
+            for (i, p) in procs.iter().enumerate() {
+                if i > 0 {
+                    arr.extend_from_slice(b", ");
+                }
+                let mut e = JsonOut::object(&mut arr);
+                e.uint("gpu_id", u64::from(p.gpu_id))
+                    .uint("pid", u64::from(p.pid))
+                    .uint("used_bytes", p.used_bytes);
+                e.end();
+            }
+            arr.push(b']');
+            o.raw(&arr);
+        }
     }
     o.str("trace_id", &ctx.trace_hex)
         .str(
@@ -329,13 +347,19 @@ pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<S
             write_event(&mut buf, &ctx, "", &synth_started(&ctx));
             events += 1;
         }
+        if let EventKind::GpuProcesses(procs) = &ev.kind {
+            // tal's own record: attributed to tasks, not written.
+            tracker.observe_gpu(&node_ids[i], procs);
+            continue;
+        }
         inst.observe(&node_ids[i], &ev.kind);
         if let Outcome::Closed {
             duration_seconds,
             incomplete,
-        } = tracker.observe(&ev, &mut inst)
+        } = tracker.observe_on(&node_ids[i], &ev, &mut inst)
         {
             fill_terminal(&mut ev, duration_seconds, incomplete);
+            ev.attributes.extend(tracker.take_terminal_extra());
         }
         write_event(&mut buf, &ctx, &node_ids[i], &ev);
         events += 1;
