@@ -421,3 +421,35 @@ fn a_tasks_gpu_processes_give_its_peak_gpu_memory() {
     // tal's own process records are not JSONL lines.
     assert!(lines(&v, "event", Some("GpuProcesses")).is_empty());
 }
+
+#[test]
+fn a_gpu_in_mig_mode_shows_its_instances() {
+    let lib = stub("full");
+    let cfg = two_devices("util 0 10\nutil 1 20\nmig 1 2\n");
+    let (code, stderr, v) = record_with(&lib, &cfg, &[], &[], "0.4");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("GPUs: 0={UUID0} "))
+            && stderr.contains("; 1=MIG-1-0 ")
+            && stderr.contains("; 2=MIG-1-1 "),
+        "{stderr}"
+    );
+    assert!(series(&v, 0, "gpu_percent").iter().all(|p| *p == 10.0));
+    // MIG instances tell memory, not utilisation.
+    for g in [1, 2] {
+        let mem = series(&v, g, "gpu_memory_total_bytes");
+        assert!(!mem.is_empty());
+        assert!(mem.iter().all(|m| *m == MEM / 2));
+        assert!(series(&v, g, "gpu_percent").iter().all(Value::is_null));
+    }
+    assert!(!stderr.contains("no more samples"), "{stderr}");
+    // A MIG UUID in CUDA_VISIBLE_DEVICES names that instance.
+    let (_, stderr, _) = record_with(
+        &lib,
+        &cfg,
+        &[],
+        &[("CUDA_VISIBLE_DEVICES", "MIG-1-1")],
+        "0.3",
+    );
+    assert!(stderr.contains("GPUs: 0=MIG-1-1 "), "{stderr}");
+}

@@ -14,7 +14,10 @@
 //! devices the job can see: `CUDA_VISIBLE_DEVICES` when it is set (NVML
 //! indices, `GPU-…` UUIDs or `MIG-…` UUIDs, also unique UUID prefixes, as
 //! the CUDA runtime reads it), else every device NVML lists. `--gpus LIST`
-//! takes a list of the same form, `--gpus none` none. A device's `gpu_id`
+//! takes a list of the same form, `--gpus none` none. Without
+//! `CUDA_VISIBLE_DEVICES`, a GPU in MIG mode is replaced by its MIG
+//! instances, in NVML's order (MIG instances answer memory queries but not
+//! utilisation, so their `gpu_percent` is null). A device's `gpu_id`
 //! is its position in that list: the index the job's own CUDA runtime
 //! gives it. (CUDA numbers devices in PCI bus order when
 //! `CUDA_DEVICE_ORDER=PCI_BUS_ID`, which is what Slurm's GPU plugin
@@ -332,8 +335,17 @@ impl GpuSources {
                 let d = nvml
                     .device_by_index(i)
                     .map_err(|e| format!("GPU {i}: {}", why(&e)))?;
-                // SAFETY: the handle is used only while `nvml` lives.
-                handles.push((i.to_string(), unsafe { d.handle() }));
+                // A GPU in MIG mode shows the job its instances, as CUDA
+                // enumerates them.
+                let migs = mig_instances(&d);
+                if migs.is_empty() {
+                    // SAFETY: the handle is used only while `nvml` lives.
+                    handles.push((i.to_string(), unsafe { d.handle() }));
+                } else {
+                    for (j, h) in migs.into_iter().enumerate() {
+                        handles.push((format!("{i}:{j}"), h));
+                    }
+                }
             }
         } else {
             for w in &wanted {
@@ -622,6 +634,21 @@ impl GpuSources {
         procs.clear();
         self.procs = procs;
     }
+}
+
+/// The MIG instances of a GPU in MIG mode (none when MIG is off or not
+/// supported).
+fn mig_instances(d: &Device<'_>) -> Vec<sys::nvmlDevice_t> {
+    let on = d.mig_mode().is_ok_and(|m| m.current == 1);
+    if !on {
+        return Vec::new();
+    }
+    let max = d.mig_device_count().unwrap_or(0);
+    (0..max)
+        .filter_map(|j| d.mig_device_by_index(j).ok())
+        // SAFETY: used only while the `Nvml` that `d` borrows lives.
+        .map(|m| unsafe { m.handle() })
+        .collect()
 }
 
 /// Finds the device a `CUDA_VISIBLE_DEVICES` / `--gpus` entry names: an

@@ -10,6 +10,8 @@
  *   nosamples DEV                   nvmlDeviceGetSamples says NOT_SUPPORTED for DEV
  *   fail DEV N                      after N polls every call on DEV returns GPU_IS_LOST
  *   procs FILE                      compute processes, re-read at each call: lines "DEV PID BYTES"
+ *   mig DEV N                       DEV is in MIG mode with N instances (UUIDs MIG-<DEV>-<J>;
+ *                                   they answer memory queries, not utilisation, as on real MIG)
  *
  * A "poll" is one utilisation query: a nvmlDeviceGetSamples count query
  * (NULL buffer) for GPU utilisation, which also makes three new samples
@@ -50,10 +52,14 @@ typedef struct {
     sample_t samples[MAX_SAMPLES];
     int nsamples;
     unsigned long long clock_us;
+    int mig_count;   /* physical device: MIG instances (0: MIG off) */
+    int mig_parent;  /* MIG instance: parent index; -1 for a physical device */
 } device_t;
 
 static device_t devs[MAX_DEV];
 static int ndev;
+static device_t migs[MAX_DEV];
+static int nmig;
 static int init_code;
 static int initialised;
 static char procs_file[512];
@@ -68,7 +74,7 @@ static unsigned int cur_util(device_t *d) {
 }
 
 static void load(void) {
-    ndev = 0; init_code = 0; procs_file[0] = 0;
+    ndev = 0; nmig = 0; init_code = 0; procs_file[0] = 0;
     const char *path = getenv("NVML_STUB_CONFIG");
     if (!path) return;
     FILE *f = fopen(path, "r");
@@ -83,6 +89,7 @@ static void load(void) {
             device_t *d = &devs[ndev++];
             memset(d, 0, sizeof *d);
             d->fail_after = -1;
+            d->mig_parent = -1;
             d->clock_us = 1700000000000000ULL;
             sscanf(line, "%*s %95s %31s %llu %95[^\n]", d->uuid, d->busid, &d->mem_total, d->name);
         } else if (!strcmp(kw, "util")) {
@@ -98,6 +105,22 @@ static void load(void) {
         } else if (!strcmp(kw, "fail")) {
             int i, n;
             if (sscanf(line, "%*s %d %d", &i, &n) == 2 && i >= 0 && i < ndev) devs[i].fail_after = n;
+        } else if (!strcmp(kw, "mig")) {
+            int i, n;
+            if (sscanf(line, "%*s %d %d", &i, &n) == 2 && i >= 0 && i < ndev) {
+                devs[i].mig_count = n;
+                for (int j = 0; j < n && nmig < MAX_DEV; j++) {
+                    device_t *m = &migs[nmig++];
+                    memset(m, 0, sizeof *m);
+                    m->fail_after = -1;
+                    m->mig_parent = i;
+                    m->nosamples = 1;
+                    m->mem_total = devs[i].mem_total / (unsigned long long)n;
+                    snprintf(m->uuid, sizeof m->uuid, "MIG-%d-%d", i, j);
+                    snprintf(m->busid, sizeof m->busid, "%s", devs[i].busid);
+                    snprintf(m->name, sizeof m->name, "%s MIG %d", devs[i].name, j);
+                }
+            }
         } else if (!strcmp(kw, "procs")) {
             sscanf(line, "%*s %511s", procs_file);
         }
@@ -107,6 +130,7 @@ static void load(void) {
 
 static device_t *dev(void *h) {
     for (int i = 0; i < ndev; i++) if (h == &devs[i]) return &devs[i];
+    for (int i = 0; i < nmig; i++) if (h == &migs[i]) return &migs[i];
     return NULL;
 }
 
@@ -160,11 +184,14 @@ nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, void **h) {
     if (!initialised) return UNINIT;
     for (int i = 0; i < ndev; i++)
         if (!strcmp(devs[i].uuid, uuid)) { *h = &devs[i]; return OK; }
+    for (int i = 0; i < nmig; i++)
+        if (!strcmp(migs[i].uuid, uuid)) { *h = &migs[i]; return OK; }
     return NOT_FOUND;
 }
 
 nvmlReturn_t nvmlDeviceGetIndex(void *h, unsigned int *i) {
     DEV_OR_FAIL(h);
+    if (d->mig_parent >= 0) return NOT_SUPPORTED;
     *i = (unsigned int)(d - devs);
     return OK;
 }
@@ -196,9 +223,29 @@ nvmlReturn_t nvmlDeviceGetPciInfo_v3(void *h, pci_t *p) {
 }
 
 nvmlReturn_t nvmlDeviceGetMigMode(void *h, unsigned int *cur, unsigned int *pend) {
-    (void)cur; (void)pend;
     DEV_OR_FAIL(h);
-    return NOT_SUPPORTED;
+    if (d->mig_parent >= 0) return NOT_SUPPORTED;
+    *cur = *pend = d->mig_count > 0 ? 1 : 0;
+    return OK;
+}
+
+nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(void *h, unsigned int *n) {
+    DEV_OR_FAIL(h);
+    *n = (unsigned int)d->mig_count;
+    return OK;
+}
+
+nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(void *h, unsigned int j, void **out) {
+    DEV_OR_FAIL(h);
+    int parent = (int)(d - devs);
+    unsigned int k = 0;
+    for (int i = 0; i < nmig; i++) {
+        if (migs[i].mig_parent == parent) {
+            if (k == j) { *out = &migs[i]; return OK; }
+            k++;
+        }
+    }
+    return NOT_FOUND;
 }
 
 typedef struct { unsigned int gpu, memory; } util_t;
@@ -207,6 +254,7 @@ nvmlReturn_t nvmlDeviceGetUtilizationRates(void *h, util_t *u) {
     device_t *d = dev(h);
     if (!initialised) return UNINIT;
     if (!d) return INVALID_ARG;
+    if (d->mig_parent >= 0) return NOT_SUPPORTED;
     d->polls++;
     if (lost(d)) return GPU_IS_LOST;
     u->gpu = cur_util(d);
@@ -269,12 +317,14 @@ nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(void *h, mem_v2_t *m) {
 
 nvmlReturn_t nvmlDeviceGetPowerUsage(void *h, unsigned int *mw) {
     DEV_OR_FAIL(h);
+    if (d->mig_parent >= 0) return NOT_SUPPORTED;
     *mw = (100 + cur_util(d)) * 1000;
     return OK;
 }
 
 nvmlReturn_t nvmlDeviceGetTemperature(void *h, int sensor, unsigned int *t) {
     DEV_OR_FAIL(h);
+    if (d->mig_parent >= 0) return NOT_SUPPORTED;
     if (sensor != 0) return NOT_SUPPORTED;
     *t = 30 + cur_util(d) / 2;
     return OK;
@@ -282,6 +332,7 @@ nvmlReturn_t nvmlDeviceGetTemperature(void *h, int sensor, unsigned int *t) {
 
 nvmlReturn_t nvmlDeviceGetClockInfo(void *h, int type, unsigned int *mhz) {
     DEV_OR_FAIL(h);
+    if (d->mig_parent >= 0) return NOT_SUPPORTED;
     if (type != 1) return NOT_SUPPORTED; /* NVML_CLOCK_SM */
     *mhz = 1000 + 10 * cur_util(d);
     return OK;
@@ -295,7 +346,7 @@ typedef struct {
 
 nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(void *h, unsigned int *count, proc_t *out) {
     DEV_OR_FAIL(h);
-    int me = (int)(d - devs);
+    int me = d->mig_parent >= 0 ? -100 : (int)(d - devs);
     proc_t found[64];
     unsigned int n = 0;
     FILE *f = procs_file[0] ? fopen(procs_file, "r") : NULL;
