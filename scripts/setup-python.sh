@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Creates (once) the Python environment the integration tests and the
 # ingest benchmark use: a venv at target/pyenv with RHAPSODY 0.6.0 and its
-# telemetry extra, from PyPI. Idempotent; prints the interpreter's path.
+# telemetry extra, and the official OTLP protobuf definitions
+# (opentelemetry-proto, for the test OTLP receiver), from PyPI. Idempotent;
+# prints the interpreter's path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/pyenv
-want="rhapsody-py[telemetry]==0.6.0"
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import rhapsody.telemetry, opentelemetry.sdk' 2>/dev/null; then
+want=("rhapsody-py[telemetry]==0.6.0" "opentelemetry-proto==1.45.2")
+check='import rhapsody.telemetry, opentelemetry.sdk, opentelemetry.proto.collector.trace.v1.trace_service_pb2' 
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "$check" 2>/dev/null; then
   echo "$PWD/$venv/bin/python"
   exit 0
 fi
@@ -18,6 +21,6 @@ fi
 rm -rf "$venv"
 mkdir -p target
 "$py" -m venv "$venv" >&2
-"$venv/bin/pip" install --quiet --disable-pip-version-check "$want" >&2
-"$venv/bin/python" -c 'import rhapsody.telemetry, opentelemetry.sdk' >&2
+"$venv/bin/pip" install --quiet --disable-pip-version-check "${want[@]}" >&2
+"$venv/bin/python" -c "$check" >&2
 echo "$PWD/$venv/bin/python"

@@ -209,17 +209,44 @@ pub struct StopArgs {
     pub socket: SocketArg,
 }
 
+/// What `tal convert` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConvertFormat {
+    /// RHAPSODY's JSONL checkpoint.
+    Jsonl,
+    /// OTLP JSON: `<prefix>.traces.json` (a /v1/traces request) and
+    /// `<prefix>.metrics.json` (a /v1/metrics request).
+    OtlpJson,
+}
+
 /// `tal convert` flags.
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    /// Node logs (`.tal`) of one session.
+    /// Node logs (`.tal`) of one session; or, for OTLP output or push, one
+    /// RHAPSODY JSONL checkpoint (`.jsonl`, written by tal or by RHAPSODY).
     #[arg(required = true, value_name = "LOG")]
     pub logs: Vec<PathBuf>,
 
     /// Output file, or `-` for stdout [default:
-    /// `{session_id}.{start_unix_seconds}.telemetry.jsonl` beside the first log].
+    /// `{session_id}.{start_unix_seconds}.telemetry.jsonl` beside the first
+    /// log]. With `--format otlp-json`, the prefix of the two files
+    /// [default: `{session_id}.{start_unix_seconds}.otlp` beside the first
+    /// input].
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub format: ConvertFormat,
+
+    /// Also push the session's spans and metrics to an OTLP/HTTP receiver
+    /// (protobuf): `http://host:4318` gets /v1/traces and /v1/metrics.
+    /// Without a URL, OTEL_EXPORTER_OTLP_ENDPOINT (or the per-signal
+    /// variables) say where. OTEL_EXPORTER_OTLP_HEADERS, OTEL_SERVICE_NAME
+    /// and OTEL_RESOURCE_ATTRIBUTES apply. Exits 1 if anything was not
+    /// delivered (the files are written regardless).
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Parses a duration: a bare number is seconds; units ns, us, ms, s, m, h.

@@ -20,6 +20,7 @@ pub mod ids;
 pub mod ingest;
 pub mod instruments;
 pub mod log;
+pub mod otlp_http;
 pub mod record;
 pub mod recorder;
 pub mod ring;

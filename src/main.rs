@@ -14,33 +14,7 @@ fn main() -> ExitCode {
         Command::Emit(args) => emit(args),
         Command::Stop(args) => stop(args),
         Command::Subscribe(args) => subscribe(args),
-        Command::Convert(args) => {
-            let output = args.output();
-            tal::convert::to_jsonl(&args.logs, &output)
-                .map(|(path, summary)| {
-                    for l in tal::convert::describe(&summary) {
-                        eprintln!("tal convert: {l}");
-                    }
-                    if let Some(p) = path {
-                        eprintln!(
-                            "tal convert: wrote {} ({} events, {} log(s))",
-                            p.display(),
-                            summary.events,
-                            summary.logs.len()
-                        );
-                    }
-                    0
-                })
-                .map_err(|e| match e {
-                    tal::convert::ConvertError::Output { source, .. }
-                        if source.kind() == std::io::ErrorKind::BrokenPipe =>
-                    {
-                        anyhow::Error::from(source)
-                    }
-                    // The typed errors' messages already name their cause.
-                    e => anyhow::anyhow!("{e}"),
-                })
-        }
+        Command::Convert(args) => convert(args),
     };
     match res {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -140,4 +114,166 @@ fn subscribe(args: tal::cli::SubscribeArgs) -> anyhow::Result<i32> {
         out.write_all(&buf[..n])?;
         out.flush()?;
     }
+}
+
+/// `tal convert`: JSONL and/or OTLP files, and an optional OTLP push.
+fn convert(args: tal::cli::ConvertArgs) -> anyhow::Result<i32> {
+    use tal::cli::ConvertFormat;
+    use tal::convert::{self, otlp, Output};
+    let endpoints = match args.otlp_endpoint.as_deref() {
+        Some(u) => Some(
+            tal::otlp_http::Endpoints::resolve((!u.is_empty()).then_some(u))
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+        None => None,
+    };
+    let is_jsonl = |p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "jsonl");
+    let jsonl_input = match args.logs.iter().filter(|p| is_jsonl(p)).count() {
+        0 => None,
+        1 if args.logs.len() == 1 => Some(args.logs[0].clone()),
+        _ => anyhow::bail!(
+            "give either node logs (.tal) or one JSONL checkpoint (.jsonl), not both or several"
+        ),
+    };
+    let map_err = |e: convert::ConvertError| match e {
+        convert::ConvertError::Output { source, .. }
+            if source.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            anyhow::Error::from(source)
+        }
+        // The typed errors' messages already name their cause.
+        e => anyhow::anyhow!("{e}"),
+    };
+    let report = |path: &std::path::Path, summary: &convert::Summary| {
+        for l in convert::describe(summary) {
+            eprintln!("tal convert: {l}");
+        }
+        eprintln!(
+            "tal convert: wrote {} ({} events, {} log(s))",
+            path.display(),
+            summary.events,
+            summary.logs.len()
+        );
+    };
+
+    // The JSONL the OTLP form is built from, and whether it is a temporary.
+    let mut source: Option<(std::path::PathBuf, bool)> = jsonl_input.clone().map(|p| (p, false));
+    if args.format == ConvertFormat::Jsonl {
+        if jsonl_input.is_some() {
+            if endpoints.is_none() {
+                anyhow::bail!(
+                    "the input is already JSONL: pass --format otlp-json or --otlp-endpoint"
+                );
+            }
+        } else {
+            let (path, summary) = convert::to_jsonl(&args.logs, &args.output()).map_err(map_err)?;
+            if let Some(p) = path {
+                report(&p, &summary);
+                source = Some((p, false));
+            }
+        }
+    }
+    let need_otlp = args.format == ConvertFormat::OtlpJson || endpoints.is_some();
+    if !need_otlp {
+        return Ok(0);
+    }
+    if source.is_none() {
+        // From the logs, through a temporary JSONL beside the output.
+        let dir = match &args.output {
+            Some(p) if p.as_os_str() != "-" => p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map_or_else(|| std::path::PathBuf::from("."), std::path::PathBuf::from),
+            _ => args.logs[0]
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map_or_else(|| std::path::PathBuf::from("."), std::path::PathBuf::from),
+        };
+        let tmp = dir.join(format!(".tal-convert-{}.jsonl", std::process::id()));
+        let (_, summary) =
+            convert::to_jsonl(&args.logs, &Output::File(tmp.clone())).map_err(map_err)?;
+        for l in convert::describe(&summary) {
+            eprintln!("tal convert: {l}");
+        }
+        source = Some((tmp, true));
+    }
+    let (src, temporary) = source.expect("set above");
+    let built = std::fs::File::open(&src)
+        .and_then(|f| {
+            otlp::from_jsonl(
+                std::io::BufReader::new(f),
+                &otlp::ResourceConfig::from_env(),
+            )
+        })
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", src.display()));
+    if temporary {
+        let _ = std::fs::remove_file(&src);
+    }
+    let built = built?;
+    if args.format == ConvertFormat::OtlpJson {
+        let prefix = match &args.output {
+            Some(p) => p.clone(),
+            None => {
+                let name = src
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let stem = name
+                    .strip_suffix(".telemetry.jsonl")
+                    .or_else(|| name.strip_suffix(".jsonl"))
+                    .unwrap_or(&name)
+                    .trim_start_matches(".tal-convert-")
+                    .to_string();
+                let stem = if temporary {
+                    otlp_default_stem(&args.logs)
+                } else {
+                    stem
+                };
+                src.with_file_name(format!("{stem}.otlp"))
+            }
+        };
+        let (t, m) = convert::write_otlp_json(&built, &prefix).map_err(map_err)?;
+        if let (Some(t), Some(m)) = (t, m) {
+            eprintln!(
+                "tal convert: wrote {} ({} spans) and {} ({} points)",
+                t.display(),
+                built.spans,
+                m.display(),
+                built.points
+            );
+        }
+    }
+    if let Some(ep) = endpoints {
+        let r = tal::otlp_http::push(&built, &ep, &tal::otlp_http::RetryPolicy::default());
+        eprintln!(
+            "tal convert: OTLP push to {}: {} span(s) and {} metric point(s) delivered in {} request(s){}",
+            ep.traces,
+            r.spans_sent,
+            r.points_sent,
+            r.requests,
+            if r.retries > 0 { format!(", {} retries", r.retries) } else { String::new() }
+        );
+        if !r.complete() {
+            eprintln!(
+                "tal convert: NOT delivered: {} span(s), {} metric point(s): {}",
+                r.spans_failed,
+                r.points_failed,
+                r.errors.join("; ")
+            );
+            return Ok(1);
+        }
+    }
+    Ok(0)
+}
+
+/// `{session}.{start}` of node logs, for default OTLP file names.
+fn otlp_default_stem(logs: &[std::path::PathBuf]) -> String {
+    tal::convert::open_logs(logs)
+        .ok()
+        .and_then(|r| {
+            let start = r.iter().map(|l| l.header().start_wall_ns).min()?;
+            let name = tal::convert::default_file_name(&r.first()?.header().session_id, start);
+            Some(name.trim_end_matches(".telemetry.jsonl").to_string())
+        })
+        .unwrap_or_else(|| "session".into())
 }

@@ -12,6 +12,7 @@
 pub mod json;
 pub mod jsonl;
 pub mod merge;
+pub mod otlp;
 
 use crate::log::{LogReader, OpenError};
 use std::fs::File;
@@ -145,6 +146,47 @@ pub fn to_jsonl(
             }
         }
     }
+}
+
+/// Writes a session's OTLP form as `<prefix>.traces.json` and
+/// `<prefix>.metrics.json` (OTLP JSON, each written whole then renamed into
+/// place), or both as two lines on stdout for `-`. Returns the paths.
+pub fn write_otlp_json(
+    otlp: &otlp::Otlp,
+    prefix: &Path,
+) -> Result<(Option<PathBuf>, Option<PathBuf>), ConvertError> {
+    let traces = serde_json::to_vec(&otlp.traces).expect("OTLP messages serialise");
+    let metrics = serde_json::to_vec(&otlp.metrics).expect("OTLP messages serialise");
+    if prefix.as_os_str() == "-" {
+        let mut out = io::stdout().lock();
+        let err = |source| ConvertError::Output {
+            path: PathBuf::from("-"),
+            source,
+        };
+        for body in [&traces, &metrics] {
+            out.write_all(body).map_err(err)?;
+            out.write_all(b"\n").map_err(err)?;
+        }
+        out.flush().map_err(err)?;
+        return Ok((None, None));
+    }
+    let mut paths = Vec::new();
+    for (suffix, body) in [("traces.json", &traces), ("metrics.json", &metrics)] {
+        let mut name = prefix.as_os_str().to_owned();
+        name.push(".");
+        name.push(suffix);
+        let path = PathBuf::from(name);
+        let tmp = tmp_path(&path);
+        let err = |source| ConvertError::Output {
+            path: path.clone(),
+            source,
+        };
+        std::fs::write(&tmp, body).map_err(err)?;
+        std::fs::rename(&tmp, &path).map_err(err)?;
+        paths.push(path);
+    }
+    let m = paths.pop();
+    Ok((paths.pop(), m))
 }
 
 fn tmp_path(p: &Path) -> PathBuf {

@@ -1,0 +1,629 @@
+//! OTLP: a session as OpenTelemetry traces and metrics, in the shapes of an
+//! OTLP `/v1/traces` and `/v1/metrics` export request (the official
+//! protobuf types of `opentelemetry-proto`, written as OTLP JSON or pushed
+//! as protobuf by [`crate::otlp_http`]).
+//!
+//! The source is the session's RHAPSODY JSONL (what `tal convert` writes,
+//! or a checkpoint RHAPSODY wrote itself), read line by line, so the OTLP
+//! spans are exactly the JSONL span lines: same ids (zero-padded hex),
+//! parents, names, times, attributes (typed: strings, ints, floats, bools;
+//! JSON objects and arrays become kvlists and arrays) and statuses
+//! (`OK`/`ERROR` with the error type as message; the session span's
+//! `UNSET`). A task span's TaskQueued time is a span event `TaskQueued`.
+//!
+//! Metrics (instrumentation scope `tal`):
+//! - the RHAPSODY counters `tasks_submitted`, `tasks_started`,
+//!   `tasks_completed`, `tasks_failed`, `tasks_canceled`: cumulative
+//!   monotonic sums, from session start to the final metric line's
+//!   `checkpoint_time`; `tasks_running`: a cumulative non-monotonic sum;
+//! - `task_duration_seconds`: an exponential histogram (unit `s`) built
+//!   from every terminal task event's `duration_seconds` (so count and sum
+//!   equal the metric line's; zeros, as for tasks that never started, go to
+//!   the zero bucket), at the finest scale (≤ 20) that keeps it within 160
+//!   buckets;
+//! - per node (one resource per node, `host.name` = the node id), from
+//!   every per_node ResourceUpdate, with its timestamp: the gauges
+//!   `node_cpu_utilization`, `node_memory_utilization`,
+//!   `node_gpu_utilization` (unit `%`; RHAPSODY's instrument names), and
+//!   the byte counts `node_disk_read_bytes`, `node_disk_write_bytes`,
+//!   `node_net_sent_bytes`, `node_net_recv_bytes` as delta monotonic sums
+//!   (each covers the time since the node's previous sample);
+//! - per GPU (attribute `gpu_id`), from per_gpu updates: `gpu_utilization`
+//!   (%), and where present `gpu_memory_used_bytes`, `gpu_power_watts`,
+//!   `gpu_temperature_celsius`.
+//!
+//! Resource attributes: `service.name` (`$OTEL_SERVICE_NAME`, default
+//! `tal`), `session.id`, the Slurm ids tal recorded (`slurm.job_id`, …),
+//! then `$OTEL_RESOURCE_ATTRIBUTES` (`k=v,…`, percent-decoded), which
+//! override; metrics per node add `host.name`.
+
+use crate::clock::secs_to_ns;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+};
+use opentelemetry_proto::tonic::metrics::v1::{
+    exponential_histogram_data_point::Buckets, metric, number_data_point, AggregationTemporality,
+    ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{
+    span, status, ResourceSpans, ScopeSpans, Span, Status,
+};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{self, BufRead};
+
+/// Most buckets of the duration histogram (OTel SDKs' default).
+const MAX_BUCKETS: usize = 160;
+/// Finest scale tried.
+const MAX_SCALE: i32 = 20;
+
+/// Resource settings (from the standard OTel environment variables).
+#[derive(Debug, Clone, Default)]
+pub struct ResourceConfig {
+    /// `service.name`.
+    pub service_name: String,
+    /// Extra attributes (`OTEL_RESOURCE_ATTRIBUTES`), applied last.
+    pub attributes: Vec<(String, String)>,
+}
+
+impl ResourceConfig {
+    /// From `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`.
+    pub fn from_env() -> Self {
+        let attributes = std::env::var("OTEL_RESOURCE_ATTRIBUTES")
+            .map(|v| parse_key_values(&v))
+            .unwrap_or_default();
+        let service_name = std::env::var("OTEL_SERVICE_NAME")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .or_else(|| {
+                attributes
+                    .iter()
+                    .find(|(k, _)| k == "service.name")
+                    .map(|(_, v)| v.clone())
+            })
+            .unwrap_or_else(|| "tal".into());
+        Self {
+            service_name,
+            attributes,
+        }
+    }
+}
+
+/// Parses the OTel environment's `k=v,k2=v2` lists (values percent-decoded;
+/// malformed entries skipped).
+pub fn parse_key_values(s: &str) -> Vec<(String, String)> {
+    s.split(',')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            let k = percent_decode(k.trim());
+            (!k.is_empty()).then(|| (k, percent_decode(v.trim())))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| char::from(c).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A session in OTLP form.
+#[derive(Debug, Clone, Default)]
+pub struct Otlp {
+    /// The `/v1/traces` request.
+    pub traces: ExportTraceServiceRequest,
+    /// The `/v1/metrics` request.
+    pub metrics: ExportMetricsServiceRequest,
+    /// Spans in `traces`.
+    pub spans: usize,
+    /// Data points in `metrics`.
+    pub points: usize,
+}
+
+fn kv(key: &str, v: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+fn kv_str(key: &str, v: &str) -> KeyValue {
+    kv(key, any_value::Value::StringValue(v.into()))
+}
+
+/// A JSON value as an OTLP attribute value (`None` for null).
+fn any(v: &Value) -> Option<any_value::Value> {
+    Some(match v {
+        Value::Null => return None,
+        Value::Bool(b) => any_value::Value::BoolValue(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => any_value::Value::IntValue(i),
+            None => any_value::Value::DoubleValue(n.as_f64()?),
+        },
+        Value::String(s) => any_value::Value::StringValue(s.clone()),
+        Value::Array(a) => any_value::Value::ArrayValue(ArrayValue {
+            values: a.iter().map(|x| AnyValue { value: any(x) }).collect(),
+        }),
+        Value::Object(o) => any_value::Value::KvlistValue(KeyValueList {
+            values: o.iter().filter_map(|(k, x)| Some(kv(k, any(x)?))).collect(),
+        }),
+    })
+}
+
+/// `0x…` hex (as RHAPSODY writes ids, leading zeros dropped) as `width`
+/// big-endian bytes.
+fn id_bytes(v: &Value, width: usize) -> Vec<u8> {
+    let n = v
+        .as_str()
+        .map(|s| s.trim_start_matches("0x"))
+        .and_then(|h| u128::from_str_radix(h, 16).ok())
+        .unwrap_or(0);
+    n.to_be_bytes()[16 - width..].to_vec()
+}
+
+fn ns(v: &Value) -> u64 {
+    match v {
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().map(|f| secs_to_ns(f).max(0) as u64))
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn secs(v: &Value) -> Option<u64> {
+    v.as_f64().map(|f| secs_to_ns(f).max(0) as u64)
+}
+
+/// The gauge and sum series of one resource (a node), by metric name and
+/// then by attribute set.
+#[derive(Debug, Default)]
+struct Series {
+    gauges: BTreeMap<&'static str, (&'static str, Vec<NumberDataPoint>)>,
+    deltas: BTreeMap<&'static str, Vec<NumberDataPoint>>,
+    last_time: Option<u64>,
+}
+
+fn point(attrs: Vec<KeyValue>, start: u64, time: u64, v: f64) -> NumberDataPoint {
+    NumberDataPoint {
+        attributes: attrs,
+        start_time_unix_nano: start,
+        time_unix_nano: time,
+        value: Some(number_data_point::Value::AsDouble(v)),
+        ..Default::default()
+    }
+}
+
+impl Series {
+    fn gauge(&mut self, name: &'static str, unit: &'static str, p: NumberDataPoint) {
+        self.gauges
+            .entry(name)
+            .or_insert_with(|| (unit, Vec::new()))
+            .1
+            .push(p);
+    }
+}
+
+/// Builds the OTLP form of a session from its JSONL.
+#[derive(Debug, Default)]
+struct Builder {
+    spans: Vec<Span>,
+    nodes: BTreeMap<String, Series>,
+    durations: Vec<f64>,
+    metric: Option<Value>,
+    session_start: Option<u64>,
+    session_id: String,
+}
+
+impl Builder {
+    fn line(&mut self, v: Value) {
+        match v.get("section").and_then(Value::as_str) {
+            Some("event") => self.event(&v),
+            Some("span") => self.span(&v),
+            Some("metric") => self.metric = Some(v),
+            _ => {}
+        }
+    }
+
+    fn event(&mut self, v: &Value) {
+        if self.session_id.is_empty() {
+            if let Some(s) = v["session_id"].as_str() {
+                self.session_id = s.to_string();
+            }
+        }
+        let ty = v["event_type"].as_str().unwrap_or("");
+        match ty {
+            "TaskCompleted" | "TaskFailed" | "TaskCanceled" => {
+                if let Some(d) = v["duration_seconds"].as_f64() {
+                    self.durations.push(d);
+                }
+            }
+            "ResourceUpdate" => self.resource(v),
+            _ => {}
+        }
+    }
+
+    fn resource(&mut self, v: &Value) {
+        let Some(t) = secs(&v["event_time"]) else {
+            return;
+        };
+        let node = v["node_id"].as_str().unwrap_or("").to_string();
+        let s = self.nodes.entry(node).or_default();
+        match v["resource_scope"].as_str() {
+            Some("per_node") => {
+                for (key, name) in [
+                    ("cpu_percent", "node_cpu_utilization"),
+                    ("memory_percent", "node_memory_utilization"),
+                    ("gpu_percent", "node_gpu_utilization"),
+                ] {
+                    if let Some(x) = v[key].as_f64() {
+                        s.gauge(name, "%", point(Vec::new(), 0, t, x));
+                    }
+                }
+                if let Some(prev) = s.last_time {
+                    for (key, name) in [
+                        ("disk_read_bytes", "node_disk_read_bytes"),
+                        ("disk_write_bytes", "node_disk_write_bytes"),
+                        ("net_sent_bytes", "node_net_sent_bytes"),
+                        ("net_recv_bytes", "node_net_recv_bytes"),
+                    ] {
+                        if let Some(x) = v[key].as_f64() {
+                            s.deltas
+                                .entry(name)
+                                .or_default()
+                                .push(point(Vec::new(), prev, t, x));
+                        }
+                    }
+                }
+                s.last_time = Some(t);
+            }
+            Some("per_gpu") => {
+                let Some(id) = v["gpu_id"].as_i64() else {
+                    return;
+                };
+                let attrs = || vec![kv("gpu_id", any_value::Value::IntValue(id))];
+                for (key, name, unit) in [
+                    ("gpu_percent", "gpu_utilization", "%"),
+                    ("gpu_memory_used_bytes", "gpu_memory_used_bytes", "By"),
+                    ("gpu_power_watts", "gpu_power_watts", "W"),
+                    ("gpu_temperature_celsius", "gpu_temperature_celsius", "Cel"),
+                ] {
+                    if let Some(x) = v[key].as_f64() {
+                        s.gauge(name, unit, point(attrs(), 0, t, x));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn span(&mut self, v: &Value) {
+        let start = ns(&v["start_ns"]);
+        let end = ns(&v["end_ns"]);
+        let parent = &v["parent_span_id"];
+        if parent.is_null() {
+            self.session_start = Some(start);
+            if let Some(s) = v["attributes"]["session_id"].as_str() {
+                self.session_id = s.to_string();
+            }
+        }
+        let code = match v["status_code"].as_str() {
+            Some("OK") => status::StatusCode::Ok,
+            Some("ERROR") => status::StatusCode::Error,
+            _ => status::StatusCode::Unset,
+        };
+        let attributes: Vec<KeyValue> = v["attributes"]
+            .as_object()
+            .map(|o| o.iter().filter_map(|(k, x)| Some(kv(k, any(x)?))).collect())
+            .unwrap_or_default();
+        let mut events = Vec::new();
+        if let Some(q) = secs(&v["attributes"]["queued_time_s"]) {
+            events.push(span::Event {
+                time_unix_nano: q,
+                name: "TaskQueued".into(),
+                ..Default::default()
+            });
+        }
+        self.spans.push(Span {
+            trace_id: id_bytes(&v["trace_id"], 16),
+            span_id: id_bytes(&v["span_id"], 8),
+            parent_span_id: if parent.is_null() {
+                Vec::new()
+            } else {
+                id_bytes(parent, 8)
+            },
+            name: v["name"].as_str().unwrap_or("span").into(),
+            kind: span::SpanKind::Internal as i32,
+            start_time_unix_nano: start,
+            end_time_unix_nano: end,
+            attributes,
+            events,
+            status: Some(Status {
+                message: v["status_description"].as_str().unwrap_or("").into(),
+                code: code as i32,
+            }),
+            ..Default::default()
+        });
+    }
+
+    fn finish(self, cfg: &ResourceConfig) -> Otlp {
+        let metric = self.metric.unwrap_or(Value::Null);
+        // Resource attributes: service, session, what tal recorded about
+        // the job, then the environment's.
+        let mut base = vec![
+            kv_str("service.name", &cfg.service_name),
+            kv_str("session.id", &self.session_id),
+        ];
+        if let Some(attrs) = metric["tal_logs"][0]["attributes"].as_object() {
+            for (k, x) in attrs {
+                if k.starts_with("slurm.") {
+                    if let Some(s) = x.as_str() {
+                        base.push(kv_str(k, s));
+                    }
+                }
+            }
+        }
+        let with_env = |mut attrs: Vec<KeyValue>| {
+            for (k, x) in &cfg.attributes {
+                attrs.retain(|a| &a.key != k);
+                attrs.push(kv_str(k, x));
+            }
+            // OTEL_SERVICE_NAME wins over a service.name in the list.
+            attrs.retain(|a| a.key != "service.name");
+            attrs.insert(0, kv_str("service.name", &cfg.service_name));
+            Resource {
+                attributes: attrs,
+                ..Default::default()
+            }
+        };
+        let scope = || InstrumentationScope {
+            name: "tal".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        };
+        let n_spans = self.spans.len();
+        let traces = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(with_env(base.clone())),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(scope()),
+                    spans: self.spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+
+        // Session-level instruments, at the final checkpoint.
+        let start = self.session_start.unwrap_or(0);
+        let now = secs(&metric["checkpoint_time"]).unwrap_or(start);
+        let mut points = 0;
+        let mut session_metrics = Vec::new();
+        let sum = |name: &str, v: i64, monotonic: bool| Metric {
+            name: name.into(),
+            unit: "{task}".into(),
+            data: Some(metric::Data::Sum(Sum {
+                data_points: vec![NumberDataPoint {
+                    start_time_unix_nano: start,
+                    time_unix_nano: now,
+                    value: Some(number_data_point::Value::AsInt(v)),
+                    ..Default::default()
+                }],
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                is_monotonic: monotonic,
+            })),
+            ..Default::default()
+        };
+        for name in [
+            "tasks_submitted",
+            "tasks_started",
+            "tasks_completed",
+            "tasks_failed",
+            "tasks_canceled",
+        ] {
+            if let Some(v) = metric[name].as_i64() {
+                session_metrics.push(sum(name, v, true));
+                points += 1;
+            }
+        }
+        if let Some(v) = metric["tasks_running"].as_i64() {
+            session_metrics.push(sum("tasks_running", v, false));
+            points += 1;
+        }
+        if !self.durations.is_empty() {
+            session_metrics.push(Metric {
+                name: "task_duration_seconds".into(),
+                unit: "s".into(),
+                data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+                    data_points: vec![exp_histogram(&self.durations, start, now)],
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                })),
+                ..Default::default()
+            });
+            points += 1;
+        }
+        let mut resource_metrics = vec![ResourceMetrics {
+            resource: Some(with_env(base.clone())),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(scope()),
+                metrics: session_metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        for (node, s) in self.nodes {
+            let mut metrics = Vec::new();
+            for (name, (unit, pts)) in s.gauges {
+                points += pts.len();
+                metrics.push(Metric {
+                    name: name.into(),
+                    unit: unit.into(),
+                    data: Some(metric::Data::Gauge(Gauge { data_points: pts })),
+                    ..Default::default()
+                });
+            }
+            for (name, pts) in s.deltas {
+                points += pts.len();
+                metrics.push(Metric {
+                    name: name.into(),
+                    unit: "By".into(),
+                    data: Some(metric::Data::Sum(Sum {
+                        data_points: pts,
+                        aggregation_temporality: AggregationTemporality::Delta as i32,
+                        is_monotonic: true,
+                    })),
+                    ..Default::default()
+                });
+            }
+            let mut attrs = base.clone();
+            attrs.push(kv_str("host.name", &node));
+            resource_metrics.push(ResourceMetrics {
+                resource: Some(with_env(attrs)),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(scope()),
+                    metrics,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
+        Otlp {
+            traces,
+            metrics: ExportMetricsServiceRequest { resource_metrics },
+            spans: n_spans,
+            points,
+        }
+    }
+}
+
+/// The exponential-histogram bucket index of `v` > 0 at `scale`: bucket
+/// `i` holds (base^i, base^(i+1)], base = 2^(2^-scale).
+fn bucket_index(v: f64, scale: i32) -> i64 {
+    (v.log2() * 2f64.powi(scale)).ceil() as i64 - 1
+}
+
+/// An exponential histogram of `values` (all ≥ 0).
+fn exp_histogram(values: &[f64], start: u64, time: u64) -> ExponentialHistogramDataPoint {
+    let positive: Vec<f64> = values.iter().copied().filter(|v| *v > 0.0).collect();
+    let zero = values.len() - positive.len();
+    let (lo, hi) = positive
+        .iter()
+        .fold((f64::INFINITY, 0.0f64), |(a, b), &v| (a.min(v), b.max(v)));
+    let mut scale = MAX_SCALE;
+    if !positive.is_empty() {
+        while scale > -10
+            && (bucket_index(hi, scale) - bucket_index(lo, scale)) as usize >= MAX_BUCKETS
+        {
+            scale -= 1;
+        }
+    }
+    let buckets = (!positive.is_empty()).then(|| {
+        let offset = bucket_index(lo, scale);
+        let mut counts = vec![0u64; (bucket_index(hi, scale) - offset + 1) as usize];
+        for &v in &positive {
+            counts[(bucket_index(v, scale) - offset) as usize] += 1;
+        }
+        Buckets {
+            offset: offset as i32,
+            bucket_counts: counts,
+        }
+    });
+    ExponentialHistogramDataPoint {
+        start_time_unix_nano: start,
+        time_unix_nano: time,
+        count: values.len() as u64,
+        sum: Some(values.iter().sum()),
+        scale,
+        zero_count: zero as u64,
+        positive: buckets,
+        min: values.iter().copied().reduce(f64::min),
+        max: values.iter().copied().reduce(f64::max),
+        ..Default::default()
+    }
+}
+
+/// Reads a session's JSONL and builds its OTLP form.
+pub fn from_jsonl(input: impl BufRead, cfg: &ResourceConfig) -> io::Result<Otlp> {
+    let mut b = Builder::default();
+    for (i, line) in input.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&line).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("line {}: not a JSON object: {e}", i + 1),
+            )
+        })?;
+        b.line(v);
+    }
+    Ok(b.finish(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_values_parse_as_the_otel_spec_says() {
+        assert_eq!(
+            parse_key_values("a=1, b = x%2Cy ,bad,=v,c=%3D,d=é%zz"),
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "x,y".into()),
+                ("c".into(), "=".into()),
+                ("d".into(), "é%zz".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn exponential_buckets_hold_every_value() {
+        let vals = [0.0, 0.001, 0.5, 1.0, 1.5, 2.0, 3600.0, 0.0];
+        let p = exp_histogram(&vals, 1, 2);
+        assert_eq!(p.count, 8);
+        assert_eq!(p.zero_count, 2);
+        let b = p.positive.unwrap();
+        assert!(b.bucket_counts.len() <= MAX_BUCKETS);
+        assert_eq!(b.bucket_counts.iter().sum::<u64>(), 6);
+        // Each value lies in its bucket's (lower, upper] range.
+        let base = 2f64.powf(2f64.powi(-p.scale));
+        for v in vals.iter().filter(|v| **v > 0.0) {
+            let i = bucket_index(*v, p.scale);
+            assert!(base.powi(i as i32) < *v * (1.0 + 1e-12));
+            assert!(*v <= base.powi(i as i32 + 1) * (1.0 + 1e-12));
+        }
+        assert_eq!(p.min, Some(0.0));
+        assert_eq!(p.max, Some(3600.0));
+        // One value: the finest scale.
+        assert_eq!(exp_histogram(&[2.5], 0, 0).scale, MAX_SCALE);
+    }
+
+    #[test]
+    fn ids_are_zero_padded() {
+        assert_eq!(
+            id_bytes(&Value::from("0xabc"), 8),
+            vec![0, 0, 0, 0, 0, 0, 0x0a, 0xbc]
+        );
+        assert_eq!(id_bytes(&Value::from("0x1"), 16)[15], 1);
+    }
+}
