@@ -149,3 +149,19 @@ pub fn spawn_recorder(dir: &Path, session: &str, interval: &str) -> (Child, Path
     wait_for_file(&log);
     (child, log)
 }
+
+/// The project's Python (a venv with RHAPSODY and the OTLP protobuf
+/// definitions), made once by `scripts/setup-python.sh`.
+pub fn python() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("bash")
+        .arg(root.join("scripts/setup-python.sh"))
+        .output()
+        .expect("run scripts/setup-python.sh");
+    assert!(
+        out.status.success(),
+        "scripts/setup-python.sh failed (it needs python3 with venv and PyPI): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}

@@ -1,0 +1,464 @@
+//! OTLP export against a real OTLP/HTTP receiver: `scripts/otlp_receiver.py`,
+//! which decodes every request with the official protobuf definitions
+//! (`opentelemetry-proto` from PyPI). Every span and metric point of a real
+//! recorded session must arrive with the JSONL's ids, parents, attributes
+//! and values; the OTLP JSON files must decode to the same.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running receiver; killed on drop.
+struct Receiver {
+    child: Child,
+    port: u16,
+    out: PathBuf,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Receiver {
+    fn start(dir: &Path, fail_first: u32) -> Self {
+        let out = dir.join("received.jsonl");
+        let port_file = dir.join("port");
+        let child = Command::new(python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/otlp_receiver.py"))
+            .arg("serve")
+            .arg(&out)
+            .args(["--fail-first", &fail_first.to_string()])
+            .arg("--port-file")
+            .arg(&port_file)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        let port = loop {
+            if let Ok(p) = std::fs::read_to_string(&port_file) {
+                break p.trim().parse().unwrap();
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "receiver did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Self { child, port, out }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every request received: (path, headers, decoded body).
+    fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// Records a session with tasks (completed, failed, queued) and returns its
+/// log and JSONL.
+fn session(dir: &Path) -> (PathBuf, Vec<Value>) {
+    let tal = env!("CARGO_BIN_EXE_tal");
+    let script = format!(
+        "{tal} emit TaskQueued --task-id q.1 && \
+         {tal} run --task-id ok.1 -- sleep 0.2 && \
+         ({tal} run --task-id bad.1 -- sh -c 'exit 3' || true) && \
+         {tal} run --task-id ok.2 -- true && \
+         {tal} emit TaskCompleted --task-id q.1"
+    );
+    let out = run(tal_cmd()
+        .args([
+            "record",
+            "--interval",
+            "0.05",
+            "--session-id",
+            "otlp.s",
+            "--node-id",
+            "n1",
+        ])
+        .arg("--out")
+        .arg(dir.join("rec"))
+        .arg("--socket")
+        .arg(dir.join("s.sock"))
+        .args(["--", "sh", "-c", &script]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = files_with_ext(&dir.join("rec"), ".tal")[0].clone();
+    let v = read_jsonl_in(&dir.join("rec"));
+    (log, v)
+}
+
+fn tal_cmd() -> Command {
+    let mut c = tal();
+    c.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_HEADERS")
+        .env_remove("OTEL_SERVICE_NAME")
+        .env_remove("OTEL_RESOURCE_ATTRIBUTES");
+    c
+}
+
+fn pad(id: &Value, width: usize) -> String {
+    let h = id.as_str().unwrap().trim_start_matches("0x");
+    format!("{h:0>width$}")
+}
+
+/// An OTLP attribute list as a JSON object of plain values.
+fn attrs(list: &Value) -> serde_json::Map<String, Value> {
+    fn plain(v: &Value) -> Value {
+        if let Some(s) = v.get("stringValue") {
+            return s.clone();
+        }
+        if let Some(b) = v.get("boolValue") {
+            return b.clone();
+        }
+        if let Some(i) = v.get("intValue") {
+            // protobuf JSON writes int64 as a string.
+            return Value::from(
+                i.as_str()
+                    .map_or_else(|| i.as_i64().unwrap(), |s| s.parse().unwrap()),
+            );
+        }
+        if let Some(d) = v.get("doubleValue") {
+            return d.clone();
+        }
+        if let Some(kv) = v.get("kvlistValue") {
+            return Value::Object(attrs(&kv["values"]));
+        }
+        if let Some(a) = v.get("arrayValue") {
+            return Value::Array(a["values"].as_array().unwrap().iter().map(plain).collect());
+        }
+        Value::Null
+    }
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|kv| (kv["key"].as_str().unwrap().to_string(), plain(&kv["value"])))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn u64_of(v: &Value) -> u64 {
+    v.as_str()
+        .map_or_else(|| v.as_u64().unwrap(), |s| s.parse().unwrap())
+}
+
+/// Checks decoded `/v1/traces` bodies against the JSONL's span lines.
+fn check_spans(bodies: &[&Value], jsonl: &[Value]) {
+    let mut got = std::collections::BTreeMap::new();
+    for b in bodies {
+        for rs in b["resourceSpans"].as_array().unwrap() {
+            let res = attrs(&rs["resource"]["attributes"]);
+            assert_eq!(res["service.name"], "tal-test");
+            assert_eq!(res["session.id"], "otlp.s");
+            assert_eq!(res["site"], "lab, b");
+            for ss in rs["scopeSpans"].as_array().unwrap() {
+                for s in ss["spans"].as_array().unwrap() {
+                    got.insert(s["spanId"].as_str().unwrap().to_string(), s.clone());
+                }
+            }
+        }
+    }
+    let want = lines(jsonl, "span", None);
+    assert_eq!(got.len(), want.len(), "every span arrives once");
+    for w in want {
+        let g = &got[&pad(&w["span_id"], 16)];
+        assert_eq!(g["traceId"], pad(&w["trace_id"], 32));
+        match w["parent_span_id"].as_str() {
+            None => assert!(g.get("parentSpanId").is_none_or(|p| p == "")),
+            Some(_) => assert_eq!(g["parentSpanId"], pad(&w["parent_span_id"], 16)),
+        }
+        assert_eq!(g["name"], w["name"]);
+        assert_eq!(
+            u64_of(&g["startTimeUnixNano"]),
+            w["start_ns"].as_u64().unwrap()
+        );
+        assert_eq!(u64_of(&g["endTimeUnixNano"]), w["end_ns"].as_u64().unwrap());
+        let code = g["status"]
+            .get("code")
+            .and_then(Value::as_str)
+            .unwrap_or("STATUS_CODE_UNSET");
+        assert_eq!(
+            code,
+            format!("STATUS_CODE_{}", w["status_code"].as_str().unwrap())
+        );
+        if let Some(d) = w["status_description"].as_str() {
+            assert_eq!(g["status"]["message"], d);
+        }
+        assert_eq!(
+            attrs(&g["attributes"]),
+            *w["attributes"].as_object().unwrap(),
+            "{w}"
+        );
+        if w["attributes"].get("queued_time_s").is_some() {
+            assert_eq!(g["events"][0]["name"], "TaskQueued");
+        }
+    }
+}
+
+/// Checks decoded `/v1/metrics` bodies against the JSONL.
+fn check_metrics(bodies: &[&Value], jsonl: &[Value]) {
+    let metric_line = lines(jsonl, "metric", None).last().copied().unwrap();
+    let mut sums = std::collections::BTreeMap::new();
+    let mut cpu_points = Vec::new();
+    let mut hist = None;
+    for b in bodies {
+        for rm in b["resourceMetrics"].as_array().unwrap() {
+            let res = attrs(&rm["resource"]["attributes"]);
+            for sm in rm["scopeMetrics"].as_array().unwrap() {
+                for m in sm["metrics"].as_array().unwrap() {
+                    let name = m["name"].as_str().unwrap();
+                    if let Some(s) = m.get("sum") {
+                        if name.starts_with("tasks_") {
+                            let v = &s["dataPoints"][0]["asInt"];
+                            sums.insert(name.to_string(), u64_of(v) as i64);
+                            assert_eq!(
+                                s["isMonotonic"].as_bool().unwrap_or(false),
+                                name != "tasks_running"
+                            );
+                        }
+                    }
+                    if name == "node_cpu_utilization" {
+                        assert_eq!(res["host.name"], "n1");
+                        for p in m["gauge"]["dataPoints"].as_array().unwrap() {
+                            cpu_points.push((
+                                u64_of(&p["timeUnixNano"]),
+                                p["asDouble"].as_f64().unwrap(),
+                            ));
+                        }
+                    }
+                    if name == "task_duration_seconds" {
+                        hist = Some(m["exponentialHistogram"]["dataPoints"][0].clone());
+                    }
+                }
+            }
+        }
+    }
+    for name in [
+        "tasks_submitted",
+        "tasks_started",
+        "tasks_completed",
+        "tasks_failed",
+        "tasks_canceled",
+    ] {
+        if let Some(v) = metric_line.get(name) {
+            assert_eq!(sums[name], v.as_i64().unwrap(), "{name}");
+        }
+    }
+    assert_eq!(sums["tasks_completed"], 3);
+    assert_eq!(sums["tasks_failed"], 1);
+    let h = hist.expect("the duration histogram arrives");
+    assert_eq!(
+        u64_of(&h["count"]),
+        metric_line["task_duration_seconds_count"].as_u64().unwrap()
+    );
+    let sum = h["sum"].as_f64().unwrap();
+    assert!((sum - metric_line["task_duration_seconds_sum"].as_f64().unwrap()).abs() < 1e-9);
+    let buckets: u64 = h["positive"]["bucketCounts"]
+        .as_array()
+        .map_or(0, |a| a.iter().map(u64_of).sum());
+    assert_eq!(
+        buckets + h.get("zeroCount").map_or(0, u64_of),
+        u64_of(&h["count"])
+    );
+    // Every per_node cpu_percent is a gauge point with its time.
+    let mut want: Vec<(u64, f64)> = lines(jsonl, "event", Some("ResourceUpdate"))
+        .into_iter()
+        .filter(|l| l["resource_scope"] == "per_node" && l["cpu_percent"].is_number())
+        .map(|l| {
+            let t = l["event_time"].as_f64().unwrap();
+            ((t * 1e9).round() as u64, l["cpu_percent"].as_f64().unwrap())
+        })
+        .collect();
+    cpu_points.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    want.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(cpu_points.len(), want.len());
+    for (g, w) in cpu_points.iter().zip(&want) {
+        assert!(g.0.abs_diff(w.0) <= 1000, "{g:?} vs {w:?}");
+        assert_eq!(g.1, w.1);
+    }
+}
+
+#[test]
+fn push_and_files_carry_every_span_and_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, v) = session(dir.path());
+    let rx = Receiver::start(dir.path(), 0);
+    let prefix = dir.path().join("export");
+    let out = run(tal_cmd()
+        .arg("convert")
+        .arg(&log)
+        .args(["--format", "otlp-json", "-o"])
+        .arg(&prefix)
+        .args(["--otlp-endpoint", &rx.url()])
+        .env("OTEL_SERVICE_NAME", "tal-test")
+        .env(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "site=lab%2C b,service.name=ignored",
+        )
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=hpc-1"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("delivered in"), "{stderr}");
+
+    let reqs = rx.requests();
+    assert!(reqs
+        .iter()
+        .all(|r| r["content_type"] == "application/x-protobuf"));
+    assert!(reqs.iter().all(|r| r["headers"]["x-tenant"] == "hpc-1"));
+    let traces: Vec<&Value> = reqs
+        .iter()
+        .filter(|r| r["path"] == "/v1/traces")
+        .map(|r| &r["body"])
+        .collect();
+    let metrics: Vec<&Value> = reqs
+        .iter()
+        .filter(|r| r["path"] == "/v1/metrics")
+        .map(|r| &r["body"])
+        .collect();
+    check_spans(&traces, &v);
+    check_metrics(&metrics, &v);
+
+    // The JSON files decode, with the same definitions, to the same.
+    let mut t = prefix.as_os_str().to_owned();
+    t.push(".traces.json");
+    let mut m = prefix.as_os_str().to_owned();
+    m.push(".metrics.json");
+    let dec = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/otlp_receiver.py"))
+        .arg("check-json")
+        .arg(&t)
+        .arg(&m)
+        .output()
+        .unwrap();
+    assert!(
+        dec.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dec.stderr)
+    );
+    let docs: Vec<Value> = String::from_utf8(dec.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    check_spans(&[&docs[0]], &v);
+    check_metrics(&[&docs[1]], &v);
+}
+
+#[test]
+fn a_flaky_receiver_gets_everything_after_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, v) = session(dir.path());
+    let rx = Receiver::start(dir.path(), 2);
+    let out = run(tal_cmd()
+        .arg("convert")
+        .arg(&log)
+        .arg("-o")
+        .arg(dir.path().join("s.jsonl"))
+        .arg("--otlp-endpoint")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", rx.url())
+        .env("OTEL_SERVICE_NAME", "tal-test")
+        .env("OTEL_RESOURCE_ATTRIBUTES", "site=lab%2C b"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("2 retries"), "{stderr}");
+    let reqs = rx.requests();
+    let traces: Vec<&Value> = reqs
+        .iter()
+        .filter(|r| r["path"] == "/v1/traces")
+        .map(|r| &r["body"])
+        .collect();
+    check_spans(&traces, &v);
+    // The JSONL was written as usual.
+    assert_eq!(read_jsonl(&dir.path().join("s.jsonl")).len(), v.len());
+}
+
+#[test]
+fn an_unreachable_receiver_loses_nothing_local_and_says_what_was_not_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, v) = session(dir.path());
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let jsonl = dir.path().join("s.jsonl");
+    let out = run(tal_cmd()
+        .arg("convert")
+        .arg(&log)
+        .arg("-o")
+        .arg(&jsonl)
+        .args(["--otlp-endpoint", &format!("http://127.0.0.1:{port}")]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let spans = lines(&v, "span", None).len();
+    assert!(
+        stderr.contains(&format!("NOT delivered: {spans} span(s)")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("gave up after 5 tries"), "{stderr}");
+    assert_eq!(read_jsonl(&jsonl).len(), v.len(), "the JSONL is complete");
+    assert!(log.exists());
+
+    // https and a missing endpoint are refused up front, clearly.
+    let out = run(tal_cmd()
+        .arg("convert")
+        .arg(&log)
+        .args(["--otlp-endpoint", "https://c:4318"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plain http only"));
+    let out = run(tal_cmd().arg("convert").arg(&log).arg("--otlp-endpoint"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("OTEL_EXPORTER_OTLP_ENDPOINT"));
+}
+
+#[test]
+fn a_rhapsody_checkpoint_converts_to_otlp() {
+    // RHAPSODY's own file (the reference) is valid input too.
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/reference/rhapsody-0.6.0-tasks.telemetry.jsonl");
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("ref");
+    let out = run(tal_cmd()
+        .arg("convert")
+        .arg(&reference)
+        .args(["--format", "otlp-json", "-o"])
+        .arg(&prefix));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut t = prefix.as_os_str().to_owned();
+    t.push(".traces.json");
+    let traces: Value = serde_json::from_slice(&std::fs::read(&t).unwrap()).unwrap();
+    let spans = traces["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        .as_array()
+        .unwrap();
+    let v = read_jsonl(&reference);
+    assert_eq!(spans.len(), lines(&v, "span", None).len());
+    assert!(spans
+        .iter()
+        .all(|s| s["traceId"].as_str().unwrap().len() == 32));
+}
