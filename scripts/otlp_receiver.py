@@ -6,9 +6,11 @@ request to OUT: {"path": ..., "content_type": ..., "body": <the request as
 protobuf's canonical JSON>}. Answers with the matching Export*ServiceResponse.
 
 Usage:
-  python otlp_receiver.py serve OUT [--fail-first N] [--port-file FILE]
+  python otlp_receiver.py serve OUT [--fail-first N] [--port-file FILE] [--count-only]
       Listens on 127.0.0.1 (port 0: the OS picks; written to --port-file).
-      The first N requests are answered 503 (to test retries).
+      The first N requests are answered 503 (to test retries). With
+      --count-only (for benchmarks), each request is still fully decoded but
+      only its span and data-point counts are written.
   python otlp_receiver.py check-json TRACES.json METRICS.json
       Parses OTLP JSON files (the /v1/traces and /v1/metrics request shapes)
       with the same definitions and prints them as canonical JSON lines.
@@ -55,7 +57,20 @@ def parse_otlp_json(text, msg):
     json_format.ParseDict(d, msg)
 
 
-def serve(out: str, fail_first: int, port_file: str | None) -> None:
+def counts(msg):
+    spans = points = 0
+    for rs in getattr(msg, "resource_spans", []):
+        for ss in rs.scope_spans:
+            spans += len(ss.spans)
+    for rm in getattr(msg, "resource_metrics", []):
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                kind = m.WhichOneof("data")
+                points += len(getattr(m, kind).data_points) if kind else 0
+    return {"spans": spans, "points": points}
+
+
+def serve(out: str, fail_first: int, port_file: str | None, count_only: bool = False) -> None:
     lock = threading.Lock()
     state = {"seen": 0}
 
@@ -90,13 +105,17 @@ def serve(out: str, fail_first: int, port_file: str | None) -> None:
                 parse_otlp_json(body, req)
             else:
                 req.ParseFromString(body)
-            with lock, open(out, "a") as f:
-                f.write(json.dumps({
+            if count_only:
+                record = {"path": self.path, **counts(req)}
+            else:
+                record = {
                     "path": self.path,
                     "content_type": ctype,
                     "headers": {k.lower(): v for k, v in self.headers.items()},
                     "body": to_json(req),
-                }) + "\n")
+                }
+            with lock, open(out, "a") as f:
+                f.write(json.dumps(record) + "\n")
             reply = resp_type().SerializeToString()
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
@@ -130,9 +149,13 @@ def main() -> None:
         out = args[0]
         fail_first = 0
         port_file = None
+        count_only = False
         i = 1
         while i < len(args):
-            if args[i] == "--fail-first":
+            if args[i] == "--count-only":
+                count_only = True
+                i += 1
+            elif args[i] == "--fail-first":
                 fail_first = int(args[i + 1])
                 i += 2
             elif args[i] == "--port-file":
@@ -140,7 +163,7 @@ def main() -> None:
                 i += 2
             else:
                 raise SystemExit(f"unknown argument {args[i]}")
-        serve(out, fail_first, port_file)
+        serve(out, fail_first, port_file, count_only)
     elif cmd == "check-json":
         check_json(sys.argv[2], sys.argv[3])
     else:

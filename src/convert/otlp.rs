@@ -560,12 +560,25 @@ fn exp_histogram(values: &[f64], start: u64, time: u64) -> ExponentialHistogramD
     }
 }
 
+/// Lines the OTLP form does not use (non-terminal task events, as tal and
+/// RHAPSODY write them), told without parsing them: most of a session's
+/// lines.
+fn unused(line: &str) -> bool {
+    const STEPS: [&str; 4] = [
+        "\"event_type\": \"TaskCreated\"",
+        "\"event_type\": \"TaskSubmitted\"",
+        "\"event_type\": \"TaskQueued\"",
+        "\"event_type\": \"TaskStarted\"",
+    ];
+    line.ends_with("\"section\": \"event\"}") && STEPS.iter().any(|t| line.contains(t))
+}
+
 /// Reads a session's JSONL and builds its OTLP form.
 pub fn from_jsonl(input: impl BufRead, cfg: &ResourceConfig) -> io::Result<Otlp> {
     let mut b = Builder::default();
     for (i, line) in input.lines().enumerate() {
         let line = line?;
-        if line.trim().is_empty() {
+        if line.trim().is_empty() || unused(&line) {
             continue;
         }
         let v: Value = serde_json::from_str(&line).map_err(|e| {
