@@ -116,6 +116,17 @@ pub struct RecordArgs {
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
+    /// Push spans (as tasks end) and metrics (every --otlp-interval) live
+    /// to an OTLP/HTTP receiver, on a thread of their own: `http://host:4318`,
+    /// or without a URL OTEL_EXPORTER_OTLP_ENDPOINT and the other OTEL_*
+    /// variables. The log and JSONL are written as always.
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    pub otlp_endpoint: Option<String>,
+
+    /// How often the live OTLP push sends.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub otlp_interval: String,
+
     /// GPUs to sample through NVML: `auto` (the job's CUDA_VISIBLE_DEVICES,
     /// else every GPU), `none`, or a list of NVML indices or UUIDs (each
     /// device's gpu_id is its place in the list). Without an NVIDIA driver
@@ -370,6 +381,23 @@ impl RecordArgs {
                 self.snapshot_interval
             )
         })?;
+        let otlp = match self.otlp_endpoint.as_deref() {
+            None => None,
+            Some(u) => {
+                let ep = crate::otlp_http::Endpoints::resolve((!u.is_empty()).then_some(u))
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let every = parse_duration(&self.otlp_interval)
+                    .ok()
+                    .filter(|d| *d >= Duration::from_millis(100))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "invalid --otlp-interval '{}': a duration of at least 100ms",
+                            self.otlp_interval
+                        )
+                    })?;
+                Some((ep, every))
+            }
+        };
         let session_id = self.session_id.unwrap_or_else(default_session_id);
         check_id("--session-id", &session_id)?;
         let node_id = self
@@ -418,6 +446,7 @@ impl RecordArgs {
             command: self.command,
             attributes: slurm_attributes(),
             gpus: self.gpus,
+            otlp,
         })
     }
 }

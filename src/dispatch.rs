@@ -81,6 +81,22 @@ pub fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
+/// The live OTLP exporter's side of the dispatcher.
+#[derive(Debug)]
+struct Exporter {
+    tx: crate::ring::Producer<Event>,
+    thread: std::thread::Thread,
+    counters: Arc<crate::otlp_live::LiveCounters>,
+}
+
+impl Exporter {
+    fn offer(&mut self, ev: &Event) {
+        if self.tx.push(ev.clone()).is_err() {
+            self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// How many polls a proc sample waits for the GPU poll of its deadline
 /// before it is written without it.
 pub const GPU_HOLD_POLLS: u64 = 3;
@@ -175,6 +191,7 @@ struct Prev {
 /// Dispatcher state. Construct, then call [`Dispatcher::run`] on its thread.
 #[derive(Debug)]
 pub struct Dispatcher<S: Sink> {
+    exporter: Option<Exporter>,
     gpu: Option<GpuIn>,
     final_drain: bool,
     fanout: Option<Fanout>,
@@ -216,6 +233,7 @@ impl<S: Sink> Dispatcher<S> {
         snapshot_every: Duration,
     ) -> Self {
         let mut d = Self {
+            exporter: None,
             gpu: None,
             final_drain: false,
             fanout: None,
@@ -260,6 +278,9 @@ impl<S: Sink> Dispatcher<S> {
     fn send(&mut self, r: Record) {
         if let (Record::Event(ev), Some(f)) = (&r, self.fanout.as_mut()) {
             f.offer(ev);
+        }
+        if let (Record::Event(ev), Some(x)) = (&r, self.exporter.as_mut()) {
+            x.offer(ev);
         }
         self.sink.put(r);
     }
@@ -499,9 +520,15 @@ impl<S: Sink> Dispatcher<S> {
                 }
             } else {
                 let (_, bytes) = ingested[src as usize].get(i as usize);
-                if let Some(f) = self.fanout.as_mut().filter(|f| f.wanted()) {
+                let fan = self.fanout.as_mut().filter(|f| f.wanted());
+                if fan.is_some() || self.exporter.is_some() {
                     if let Ok(Record::Event(ev)) = crate::ingest::batch::decode(bytes) {
-                        f.offer(&ev);
+                        if let Some(f) = fan {
+                            f.offer(&ev);
+                        }
+                        if let Some(x) = self.exporter.as_mut() {
+                            x.offer(&ev);
+                        }
                     }
                 }
                 self.sink.put_encoded(bytes);
@@ -516,7 +543,26 @@ impl<S: Sink> Dispatcher<S> {
         if let Some(f) = self.fanout.as_mut() {
             f.flush();
         }
+        if let Some(x) = &self.exporter {
+            x.thread.unpark();
+        }
         n
+    }
+
+    /// Also offer every event to a live OTLP exporter through `tx` (drops
+    /// counted in `counters`), waking `thread` after each batch.
+    pub fn with_exporter(
+        mut self,
+        tx: crate::ring::Producer<Event>,
+        thread: std::thread::Thread,
+        counters: Arc<crate::otlp_live::LiveCounters>,
+    ) -> Self {
+        self.exporter = Some(Exporter {
+            tx,
+            thread,
+            counters,
+        });
+        self
     }
 
     /// Also hand every event to live subscribers through `fanout`.

@@ -21,6 +21,7 @@ pub mod ingest;
 pub mod instruments;
 pub mod log;
 pub mod otlp_http;
+pub mod otlp_live;
 pub mod record;
 pub mod recorder;
 pub mod ring;

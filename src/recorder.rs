@@ -51,6 +51,8 @@ pub const PROC_RING: usize = 64;
 /// about 32 MiB wait for the dispatcher; the listener wakes it when the ring
 /// is a quarter full.
 pub const INGEST_RING: usize = 1 << 10;
+/// Slots of the live OTLP exporter's ring of events.
+pub const EXPORT_RING: usize = 1 << 16;
 /// Slots of the GPU agent's ring (6.4 s of polls at 10 Hz).
 pub const GPU_RING: usize = 64;
 /// Slots of the dispatcher's ring of lines for live subscribers.
@@ -87,6 +89,8 @@ pub struct RecordConfig {
     pub socket: PathBuf,
     /// Which GPUs to sample.
     pub gpus: crate::agent::gpu::GpuSelection,
+    /// A live OTLP push: where, and how often.
+    pub otlp: Option<(crate::otlp_http::Endpoints, Duration)>,
 }
 
 fn sigset(sigs: &[libc::c_int]) -> libc::sigset_t {
@@ -442,6 +446,36 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
         }
         None => (None, None),
     };
+    // The live OTLP exporter, if asked for: its thread first, so that the
+    // dispatcher can wake it.
+    let live = match &cfg.otlp {
+        None => None,
+        Some((ep, every)) => {
+            let (tx, rx) = ring::channel::<crate::record::Event>(EXPORT_RING);
+            let stop = Arc::new(AtomicBool::new(false));
+            let counters = Arc::new(crate::otlp_live::LiveCounters::default());
+            let exporter = crate::otlp_live::LiveExporter::new(
+                rx,
+                ep.clone(),
+                *every,
+                &cfg.session_id,
+                &cfg.node_id,
+                &cfg.backend,
+                anchor.wall_ns,
+                Arc::clone(&stop),
+                Arc::clone(&counters),
+            );
+            let handle = thread::Builder::new()
+                .name("tal-otlp".into())
+                .spawn(move || exporter.run())
+                .context("cannot start the OTLP export thread")?;
+            Some((tx, handle, stop, counters, ep.traces.clone()))
+        }
+    };
+    let (live_tx, live) = match live {
+        Some((tx, h, stop, c, url)) => (Some(tx), Some((h, stop, c, url))),
+        None => (None, None),
+    };
     let dispatcher = {
         let stage = WriterStage::new(writer, Arc::clone(&records_dropped));
         let d = Dispatcher::new(
@@ -459,6 +493,12 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
         let d = match gpu_rx {
             Some(rx) => d.with_gpu(rx, Arc::clone(&gpu_counters), start_ns, interval_ns),
             None => d,
+        };
+        let d = match (live_tx, &live) {
+            (Some(tx), Some((h, _, c, _))) => {
+                d.with_exporter(tx, h.thread().clone(), Arc::clone(c))
+            }
+            _ => d,
         };
         let stop = Arc::clone(&dispatch_stop);
         let reason = Arc::clone(&end_reason);
@@ -617,6 +657,32 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     // Refuse client events from here on: the dispatcher's last drain comes next.
     stop_control.closing.store(true, Ordering::Release);
     let finished = pipeline.finish(reason);
+    if let Some((h, stop, c, url)) = live {
+        // Every event is with the exporter now: its last push.
+        stop.store(true, Ordering::Release);
+        h.thread().unpark();
+        let why = h
+            .join()
+            .unwrap_or_else(|_| Some("the OTLP export thread panicked".into()));
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        eprintln!(
+            "tal: OTLP live push to {url}: {} span(s) and {} metric point(s) delivered",
+            n(&c.spans_sent),
+            n(&c.points_sent)
+        );
+        if why.is_some() || n(&c.events_dropped) > 0 {
+            eprintln!(
+                "tal: OTLP live push: NOT delivered: {} span(s), {} point(s){}{}; `tal convert --otlp-endpoint` can push the whole session from the log",
+                n(&c.spans_lost),
+                n(&c.points_lost),
+                match n(&c.events_dropped) {
+                    0 => String::new(),
+                    d => format!(", and {d} event(s) the exporter could not keep up with"),
+                },
+                why.map(|w| format!(": {w}")).unwrap_or_default()
+            );
+        }
+    }
     if let (Some(pid), None) = (child, code) {
         code = Some(reap_blocking(pid));
     }

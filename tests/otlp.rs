@@ -462,3 +462,118 @@ fn a_rhapsody_checkpoint_converts_to_otlp() {
         .iter()
         .all(|s| s["traceId"].as_str().unwrap().len() == 32));
 }
+
+#[test]
+fn a_live_push_from_record_sends_the_session_as_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = Receiver::start(dir.path(), 0);
+    let tal = env!("CARGO_BIN_EXE_tal");
+    let script = format!(
+        "{tal} run --task-id a -- sleep 0.6 && ({tal} run --task-id b -- false || true) && \
+         {tal} emit TaskStarted --task-id still.open && sleep 1.6"
+    );
+    let out = run(tal_cmd()
+        .args([
+            "record",
+            "--interval",
+            "0.05",
+            "--session-id",
+            "otlp.s",
+            "--node-id",
+            "n1",
+        ])
+        .arg("--out")
+        .arg(dir.path().join("rec"))
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .args(["--otlp-endpoint", &rx.url(), "--otlp-interval", "300ms"])
+        .env("OTEL_SERVICE_NAME", "tal-test")
+        .env("OTEL_RESOURCE_ATTRIBUTES", "site=lab%2C b")
+        .args(["--", "sh", "-c", &script]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("NOT delivered"), "{stderr}");
+    let v = read_jsonl_in(&dir.path().join("rec"));
+    let reqs = rx.requests();
+    let traces: Vec<&Value> = reqs
+        .iter()
+        .filter(|r| r["path"] == "/v1/traces")
+        .map(|r| &r["body"])
+        .collect();
+    // The same spans as the JSONL's, sent in more than one push (task a's
+    // span left before the end).
+    assert!(traces.len() >= 2, "{} trace requests", traces.len());
+    check_spans(&traces, &v);
+    // The last push's counters are the final metric line's.
+    let metric_line = lines(&v, "metric", None).last().copied().unwrap();
+    let last_sums: std::collections::BTreeMap<String, i64> = reqs
+        .iter()
+        .filter(|r| r["path"] == "/v1/metrics")
+        .flat_map(|r| r["body"]["resourceMetrics"].as_array().unwrap().clone())
+        .flat_map(|rm| rm["scopeMetrics"][0]["metrics"].as_array().unwrap().clone())
+        .filter(|m| m["name"].as_str().unwrap().starts_with("tasks_") && m.get("sum").is_some())
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_string(),
+                u64_of(&m["sum"]["dataPoints"][0]["asInt"]) as i64,
+            )
+        })
+        .collect();
+    for name in [
+        "tasks_started",
+        "tasks_completed",
+        "tasks_failed",
+        "tasks_canceled",
+    ] {
+        assert_eq!(
+            last_sums[name],
+            metric_line[name].as_i64().unwrap(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_live_push_to_nowhere_does_not_disturb_the_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tal = env!("CARGO_BIN_EXE_tal");
+    let out = run(tal_cmd()
+        .args([
+            "record",
+            "--interval",
+            "0.05",
+            "--session-id",
+            "otlp.s",
+            "--node-id",
+            "n1",
+        ])
+        .arg("--out")
+        .arg(dir.path().join("rec"))
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .args([
+            "--otlp-endpoint",
+            &format!("http://127.0.0.1:{port}"),
+            "--otlp-interval",
+            "200ms",
+        ])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            &format!("{tal} run --task-id a -- sleep 0.5"),
+        ]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("OTLP live push: NOT delivered"), "{stderr}");
+    let v = read_jsonl_in(&dir.path().join("rec"));
+    assert_complete(&v);
+    let m = lines(&v, "metric", None).last().copied().unwrap();
+    assert_eq!(m["agent_samples_dropped"], 0);
+    assert_eq!(m["tasks_completed"], 1);
+}

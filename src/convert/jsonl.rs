@@ -242,7 +242,44 @@ fn fill_terminal(ev: &mut Event, duration: f64, incomplete: bool) {
     }
 }
 
-fn write_task_span(buf: &mut Vec<u8>, ctx: &Ctx, sp: &TaskSpan) {
+/// Writes the session's span line.
+pub fn write_session_span(
+    buf: &mut Vec<u8>,
+    ctx: &Ctx,
+    backend: &str,
+    session_start_ns: i64,
+    end_ns: i64,
+    nodes: usize,
+) {
+    let session_id = &ctx.session_id;
+
+    let mut o = JsonOut::object(buf);
+    o.str("name", "session")
+        .str("span_id", &ctx.session_span_hex)
+        .str("trace_id", &ctx.trace_hex)
+        .null("parent_span_id")
+        .int("start_ns", session_start_ns)
+        .int("end_ns", end_ns)
+        .f64("start_time_s", ns_to_secs(session_start_ns))
+        .f64("end_time_s", ns_to_secs(end_ns))
+        .f64(
+            "duration_ms",
+            ((end_ns - session_start_ns) as f64 / 1e6 * 1000.0).round() / 1000.0,
+        )
+        .str("status_code", "UNSET")
+        .null("status_description")
+        .nested("attributes", |a| {
+            a.str("session_id", session_id)
+                .str("backend", backend)
+                .uint("nodes", nodes as u64);
+        })
+        .str("section", "span");
+    o.end();
+    buf.push(b'\n');
+}
+
+/// Writes a task's span line.
+pub fn write_task_span(buf: &mut Vec<u8>, ctx: &Ctx, sp: &TaskSpan) {
     let span_hex = ids::py_hex(u128::from(ids::task_span_id(&ctx.session_id, &sp.task_id)));
     let (status, code) = match sp.state {
         TaskState::Completed => ("completed", "OK"),
@@ -433,31 +470,14 @@ pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<S
             buf.clear();
         }
     }
-    {
-        let mut o = JsonOut::object(&mut buf);
-        o.str("name", "session")
-            .str("span_id", &ctx.session_span_hex)
-            .str("trace_id", &ctx.trace_hex)
-            .null("parent_span_id")
-            .int("start_ns", session_start_ns)
-            .int("end_ns", end_ns)
-            .f64("start_time_s", ns_to_secs(session_start_ns))
-            .f64("end_time_s", ns_to_secs(end_ns))
-            .f64(
-                "duration_ms",
-                ((end_ns - session_start_ns) as f64 / 1e6 * 1000.0).round() / 1000.0,
-            )
-            .str("status_code", "UNSET")
-            .null("status_description")
-            .nested("attributes", |a| {
-                a.str("session_id", &session_id)
-                    .str("backend", &backend)
-                    .uint("nodes", merge.nodes.len() as u64);
-            })
-            .str("section", "span");
-        o.end();
-        buf.push(b'\n');
-    }
+    write_session_span(
+        &mut buf,
+        &ctx,
+        &backend,
+        session_start_ns,
+        end_ns,
+        merge.nodes.len(),
+    );
     out.write_all(&buf)?;
     out.flush()?;
 

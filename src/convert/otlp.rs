@@ -222,9 +222,11 @@ impl Series {
     }
 }
 
-/// Builds the OTLP form of a session from its JSONL.
+/// Builds the OTLP form of a session from its JSONL lines, all at once
+/// ([`from_jsonl`]) or in installments ([`Builder::take`], for a live
+/// push).
 #[derive(Debug, Default)]
-struct Builder {
+pub struct Builder {
     spans: Vec<Span>,
     nodes: BTreeMap<String, Series>,
     durations: Vec<f64>,
@@ -234,7 +236,14 @@ struct Builder {
 }
 
 impl Builder {
-    fn line(&mut self, v: Value) {
+    /// Counts one task duration (the live exporter, which sees events, not
+    /// terminal lines, tells them this way).
+    pub fn duration(&mut self, d: f64) {
+        self.durations.push(d);
+    }
+
+    /// Takes one JSONL line (an event, span or metric line).
+    pub fn line(&mut self, v: Value) {
         match v.get("section").and_then(Value::as_str) {
             Some("event") => self.event(&v),
             Some("span") => self.span(&v),
@@ -364,8 +373,16 @@ impl Builder {
         });
     }
 
-    fn finish(self, cfg: &ResourceConfig) -> Otlp {
-        let metric = self.metric.unwrap_or(Value::Null);
+    fn finish(mut self, cfg: &ResourceConfig) -> Otlp {
+        let metric = self.metric.take().unwrap_or(Value::Null);
+        self.take(cfg, &metric)
+    }
+
+    /// The spans and series points gathered since the last call, with the
+    /// session instruments as of `metric` (a metric line, or an object with
+    /// its counters and `checkpoint_time`). Durations accumulate (the
+    /// histogram is cumulative); node series continue from where they were.
+    pub fn take(&mut self, cfg: &ResourceConfig, metric: &Value) -> Otlp {
         // Resource attributes: service, session, what tal recorded about
         // the job, then the environment's.
         let mut base = vec![
@@ -405,7 +422,7 @@ impl Builder {
                 resource: Some(with_env(base.clone())),
                 scope_spans: vec![ScopeSpans {
                     scope: Some(scope()),
-                    spans: self.spans,
+                    spans: std::mem::take(&mut self.spans),
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -469,9 +486,10 @@ impl Builder {
             }],
             ..Default::default()
         }];
-        for (node, s) in self.nodes {
+        for (node, s) in &mut self.nodes {
+            let node = node.clone();
             let mut metrics = Vec::new();
-            for (name, (unit, pts)) in s.gauges {
+            for (name, (unit, pts)) in std::mem::take(&mut s.gauges) {
                 points += pts.len();
                 metrics.push(Metric {
                     name: name.into(),
@@ -480,7 +498,7 @@ impl Builder {
                     ..Default::default()
                 });
             }
-            for (name, pts) in s.deltas {
+            for (name, pts) in std::mem::take(&mut s.deltas) {
                 points += pts.len();
                 metrics.push(Metric {
                     name: name.into(),
@@ -492,6 +510,9 @@ impl Builder {
                     })),
                     ..Default::default()
                 });
+            }
+            if metrics.is_empty() {
+                continue;
             }
             let mut attrs = base.clone();
             attrs.push(kv_str("host.name", &node));
