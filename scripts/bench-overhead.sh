@@ -18,7 +18,11 @@
 # /proc agent's budget, which must hold with the GPU agent running) and the
 # GPU thread's CPU per poll.
 #
-# Usage: [ROUNDS=2] [GPU_STUB=N] scripts/bench-overhead.sh [SECONDS=60] [INTERVAL=0.1] [WINDOWS=6]
+# With OTLP_PUSH=INTERVAL (e.g. 1s), tal also pushes live to the test suite's real OTLP
+# receiver on localhost (scripts/otlp_receiver.py --count-only) every
+# INTERVAL: the per-sample ratio then includes the exporter thread.
+#
+# Usage: [ROUNDS=2] [GPU_STUB=N] [OTLP_PUSH=1s] scripts/bench-overhead.sh [SECONDS=60] [INTERVAL=0.1] [WINDOWS=6]
 # Budget (DESIGN.md): tal <= 1.25x the floor per sample; RSS <= 10 MiB;
 # convert >= 1 M events/s on one core.
 set -euo pipefail
@@ -31,8 +35,10 @@ cargo build --release --quiet --bin tal --example floor --example genlog
 TAL=./target/release/tal
 work=$(mktemp -d)
 pids=()
+rxpid=""
 cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  [ -n "$rxpid" ] && kill -TERM "$rxpid" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -57,6 +63,14 @@ cpu_ns_gpu() {
   cat "${files[@]}" 2>/dev/null |
     awk '/se.sum_exec_runtime/ { s += $3 } END { printf "%.0f", s * 1e6 }'
 }
+extra=()
+if [ -n "${OTLP_PUSH:-}" ]; then
+  py=$(scripts/setup-python.sh)
+  "$py" scripts/otlp_receiver.py serve "$work/otlp.jsonl" --port-file "$work/otlp.port" --count-only &
+  rxpid=$!
+  while [ ! -s "$work/otlp.port" ]; do sleep 0.05; done
+  extra=(--otlp-endpoint "http://127.0.0.1:$(cat "$work/otlp.port")" --otlp-interval "$OTLP_PUSH")
+fi
 if [ -n "${GPU_STUB:-}" ]; then
   cc -shared -fPIC -O2 -o "$work/libnvidia-ml.so.1" tests/nvml-stub/nvml_stub.c
   for i in $(seq 0 $((GPU_STUB - 1))); do
@@ -89,7 +103,7 @@ for round in $(seq 1 "$ROUNDS"); do
   }
   start_tal() {
     rm -rf "$work/rec"
-    "$TAL" record --interval "$INTERVAL" --out "$work/rec" --session-id bench.overhead --node-id n1 2>"$work/tal.err" &
+    "$TAL" record --interval "$INTERVAL" --out "$work/rec" --session-id bench.overhead --node-id n1 "${extra[@]}" 2>"$work/tal.err" &
     TALPID=$!
     pids+=("$TALPID")
   }
@@ -141,6 +155,9 @@ echo "| median of per-window ratios | ${rm_} |"
 echo "| tal CPU share of one core | $(awk -v a="$tm" -v i="$INTERVAL" 'BEGIN { printf "%.4f %%", a / 1e6 / i * 100 }') |"
 echo "| tal peak RSS (VmHWM) | $((rss_kib / 1024)).$(((rss_kib % 1024) * 10 / 1024)) MiB (now ${rss_now} KiB; budget ≤ 10 MiB) |"
 echo "| tal's own view | ${jitter} |"
+if [ -n "${OTLP_PUSH:-}" ]; then
+  echo "| live OTLP push (every ${OTLP_PUSH}, to the local receiver) | $(grep -o 'OTLP live push.*delivered' "$work/tal.err" | tail -1) |"
+fi
 if [ -n "${GPU_STUB:-}" ]; then
   nm=$(median <"$work/nogpu.us")
   echo "| with the GPU agent on ${GPU_STUB} stub GPUs: tal CPU per sample without the GPU thread (median) | ${nm} µs, ratio to the floor $(awk -v a="$nm" -v b="$fm" 'BEGIN { printf "%.3f", a / b }') (budget ≤ 1.25) |"

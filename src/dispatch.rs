@@ -543,8 +543,12 @@ impl<S: Sink> Dispatcher<S> {
         if let Some(f) = self.fanout.as_mut() {
             f.flush();
         }
+        // The exporter wakes at its own interval; it is woken early only
+        // when its ring fills up.
         if let Some(x) = &self.exporter {
-            x.thread.unpark();
+            if x.tx.len() * 4 >= x.tx.capacity() {
+                x.thread.unpark();
+            }
         }
         n
     }

@@ -507,8 +507,18 @@ fn metric_requests(all: &ExportMetricsServiceRequest) -> Vec<(ExportMetricsServi
 /// delivered, for the same reason), so an outage costs one request's
 /// retries, not every request's.
 pub fn push(otlp: &Otlp, ep: &Endpoints, policy: &RetryPolicy) -> PushReport {
+    push_with(&mut Client::default(), otlp, ep, policy)
+}
+
+/// [`push`] on a kept connection (a live exporter pushes through one
+/// connection for the whole run, as long as the receiver keeps it).
+pub fn push_with(
+    client: &mut Client,
+    otlp: &Otlp,
+    ep: &Endpoints,
+    policy: &RetryPolicy,
+) -> PushReport {
     let mut report = PushReport::default();
-    let mut client = Client::default();
     let mut down: Option<String> = None;
     for rs in &otlp.traces.resource_spans {
         for ss in &rs.scope_spans {
@@ -530,20 +540,12 @@ pub fn push(otlp: &Otlp, ep: &Endpoints, policy: &RetryPolicy) -> PushReport {
                     continue;
                 }
                 let body = req.encode_to_vec();
-                let res = send(
-                    &mut client,
-                    &ep.traces,
-                    ep,
-                    &body,
-                    policy,
-                    &mut report,
-                    |b| {
-                        ExportTraceServiceResponse::decode(b)
-                            .ok()
-                            .and_then(|r| r.partial_success)
-                            .map_or((0, String::new()), |p| (p.rejected_spans, p.error_message))
-                    },
-                );
+                let res = send(client, &ep.traces, ep, &body, policy, &mut report, |b| {
+                    ExportTraceServiceResponse::decode(b)
+                        .ok()
+                        .and_then(|r| r.partial_success)
+                        .map_or((0, String::new()), |p| (p.rejected_spans, p.error_message))
+                });
                 match res {
                     Ok((rejected, msg)) => {
                         let rejected = (rejected.max(0) as usize).min(chunk.len());
@@ -571,22 +573,14 @@ pub fn push(otlp: &Otlp, ep: &Endpoints, policy: &RetryPolicy) -> PushReport {
             continue;
         }
         let body = req.encode_to_vec();
-        let res = send(
-            &mut client,
-            &ep.metrics,
-            ep,
-            &body,
-            policy,
-            &mut report,
-            |b| {
-                ExportMetricsServiceResponse::decode(b)
-                    .ok()
-                    .and_then(|r| r.partial_success)
-                    .map_or((0, String::new()), |p| {
-                        (p.rejected_data_points, p.error_message)
-                    })
-            },
-        );
+        let res = send(client, &ep.metrics, ep, &body, policy, &mut report, |b| {
+            ExportMetricsServiceResponse::decode(b)
+                .ok()
+                .and_then(|r| r.partial_success)
+                .map_or((0, String::new()), |p| {
+                    (p.rejected_data_points, p.error_message)
+                })
+        });
         match res {
             Ok((rejected, msg)) => {
                 let rejected = (rejected.max(0) as usize).min(n);

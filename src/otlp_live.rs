@@ -24,7 +24,7 @@ use crate::clock::wall_ns;
 use crate::convert::jsonl::{self, Ctx};
 use crate::convert::otlp::{Builder, Otlp, ResourceConfig};
 use crate::instruments::{Instruments, COUNTER_NAMES};
-use crate::otlp_http::{push, Endpoints, PushReport, RetryPolicy};
+use crate::otlp_http::{push_with, Client, Endpoints, PushReport, RetryPolicy};
 use crate::record::{Event, EventKind};
 use crate::ring::Consumer;
 use crate::tasks::{Outcome, TaskTracker};
@@ -70,6 +70,7 @@ pub struct LiveExporter {
     session_start_ns: i64,
     session_end_ns: Option<i64>,
     last_error: Option<String>,
+    client: Client,
 }
 
 impl LiveExporter {
@@ -103,6 +104,7 @@ impl LiveExporter {
             session_start_ns,
             session_end_ns: None,
             last_error: None,
+            client: Client::default(),
         }
     }
 
@@ -125,12 +127,9 @@ impl LiveExporter {
                 self.session_end_ns = Some(ev.event_time_ns);
                 return;
             }
-            EventKind::ResourceUpdate(_) => {
-                let mut buf = Vec::new();
-                self.ctx.event_line(&mut buf, &self.node, &ev);
-                if let Some(v) = Self::json_line(&buf) {
-                    self.builder.line(v);
-                }
+            EventKind::ResourceUpdate(u) => {
+                let node = ev.node_id.as_deref().unwrap_or(&self.node);
+                self.builder.resource_update(node, ev.event_time_ns, u);
                 return;
             }
             _ => {}
@@ -178,7 +177,7 @@ impl LiveExporter {
         self.pending.push(batch);
         let mut kept = Vec::new();
         for b in std::mem::take(&mut self.pending) {
-            let r: PushReport = push(&b, &self.endpoints, policy);
+            let r: PushReport = push_with(&mut self.client, &b, &self.endpoints, policy);
             self.counters
                 .spans_sent
                 .fetch_add(r.spans_sent as u64, Ordering::Relaxed);
@@ -236,10 +235,9 @@ impl LiveExporter {
                 });
                 next = Instant::now() + self.interval;
             }
-            std::thread::park_timeout(
-                next.saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(500)),
-            );
+            // Wakes at the interval; the dispatcher wakes it early when its
+            // ring is a quarter full, and the stop does too.
+            std::thread::park_timeout(next.saturating_duration_since(Instant::now()));
         }
         // The end: open tasks close as canceled, the session span closes,
         // and what is left goes out in one try per request.

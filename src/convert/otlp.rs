@@ -274,16 +274,63 @@ impl Builder {
         let Some(t) = secs(&v["event_time"]) else {
             return;
         };
-        let node = v["node_id"].as_str().unwrap_or("").to_string();
-        let s = self.nodes.entry(node).or_default();
-        match v["resource_scope"].as_str() {
-            Some("per_node") => {
+        self.resource_with(
+            v["node_id"].as_str().unwrap_or(""),
+            t,
+            v["resource_scope"].as_str().unwrap_or(""),
+            v["gpu_id"].as_i64(),
+            |k| v[k].as_f64(),
+        );
+    }
+
+    /// Takes one ResourceUpdate as recorded (the live exporter's way: no
+    /// JSON in between).
+    pub fn resource_update(&mut self, node: &str, time_ns: i64, u: &crate::record::ResourceUpdate) {
+        use crate::record::{ResourceScope, Value as V};
+        let (scope, gpu) = match u.scope {
+            ResourceScope::PerNode => ("per_node", None),
+            ResourceScope::PerGpu(g) => ("per_gpu", Some(i64::from(g))),
+        };
+        self.resource_with(node, time_ns.max(0) as u64, scope, gpu, |k| match k {
+            "cpu_percent" => u.cpu_percent,
+            "memory_percent" => u.memory_percent,
+            "gpu_percent" => u.gpu_percent,
+            "disk_read_bytes" => u.disk_read_bytes,
+            "disk_write_bytes" => u.disk_write_bytes,
+            "net_sent_bytes" => u.net_sent_bytes,
+            "net_recv_bytes" => u.net_recv_bytes,
+            _ => u
+                .extra
+                .iter()
+                .find(|(ek, _)| ek == k)
+                .and_then(|(_, v)| match v {
+                    V::Float(f) => Some(*f),
+                    V::Int(i) => Some(*i as f64),
+                    _ => None,
+                }),
+        });
+    }
+
+    fn resource_with(
+        &mut self,
+        node: &str,
+        t: u64,
+        scope: &str,
+        gpu_id: Option<i64>,
+        get: impl Fn(&str) -> Option<f64>,
+    ) {
+        let s = match self.nodes.get_mut(node) {
+            Some(s) => s,
+            None => self.nodes.entry(node.to_string()).or_default(),
+        };
+        match scope {
+            "per_node" => {
                 for (key, name) in [
                     ("cpu_percent", "node_cpu_utilization"),
                     ("memory_percent", "node_memory_utilization"),
                     ("gpu_percent", "node_gpu_utilization"),
                 ] {
-                    if let Some(x) = v[key].as_f64() {
+                    if let Some(x) = get(key) {
                         s.gauge(name, "%", point(Vec::new(), 0, t, x));
                     }
                 }
@@ -294,7 +341,7 @@ impl Builder {
                         ("net_sent_bytes", "node_net_sent_bytes"),
                         ("net_recv_bytes", "node_net_recv_bytes"),
                     ] {
-                        if let Some(x) = v[key].as_f64() {
+                        if let Some(x) = get(key) {
                             s.deltas
                                 .entry(name)
                                 .or_default()
@@ -304,8 +351,8 @@ impl Builder {
                 }
                 s.last_time = Some(t);
             }
-            Some("per_gpu") => {
-                let Some(id) = v["gpu_id"].as_i64() else {
+            "per_gpu" => {
+                let Some(id) = gpu_id else {
                     return;
                 };
                 let attrs = || vec![kv("gpu_id", any_value::Value::IntValue(id))];
@@ -315,7 +362,7 @@ impl Builder {
                     ("gpu_power_watts", "gpu_power_watts", "W"),
                     ("gpu_temperature_celsius", "gpu_temperature_celsius", "Cel"),
                 ] {
-                    if let Some(x) = v[key].as_f64() {
+                    if let Some(x) = get(key) {
                         s.gauge(name, unit, point(attrs(), 0, t, x));
                     }
                 }
