@@ -99,7 +99,7 @@ impl LiveExporter {
             counters,
             tracker: TaskTracker::default(),
             inst: Instruments::default(),
-            builder: Builder::default(),
+            builder: Builder::for_session(session_id),
             pending: Vec::new(),
             session_start_ns,
             session_end_ns: None,

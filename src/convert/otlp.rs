@@ -236,6 +236,14 @@ pub struct Builder {
 }
 
 impl Builder {
+    /// A builder for the session `session_id` (known before any line).
+    pub fn for_session(session_id: &str) -> Self {
+        Self {
+            session_id: session_id.to_string(),
+            ..Self::default()
+        }
+    }
+
     /// Counts one task duration (the live exporter, which sees events, not
     /// terminal lines, tells them this way).
     pub fn duration(&mut self, d: f64) {
