@@ -84,6 +84,7 @@ impl LiveExporter {
         node: &str,
         backend: &str,
         session_start_ns: i64,
+        job: &[(String, String)],
         stop: Arc<AtomicBool>,
         counters: Arc<LiveCounters>,
     ) -> Self {
@@ -99,7 +100,7 @@ impl LiveExporter {
             counters,
             tracker: TaskTracker::default(),
             inst: Instruments::default(),
-            builder: Builder::for_session(session_id),
+            builder: Builder::for_session(session_id, node, job),
             pending: Vec::new(),
             session_start_ns,
             session_end_ns: None,

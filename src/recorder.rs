@@ -462,6 +462,7 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
                 &cfg.node_id,
                 &cfg.backend,
                 anchor.wall_ns,
+                &cfg.attributes,
                 Arc::clone(&stop),
                 Arc::clone(&counters),
             );

@@ -171,6 +171,7 @@ fn check_spans(bodies: &[&Value], jsonl: &[Value]) {
             assert_eq!(res["service.name"], "tal-test");
             assert_eq!(res["session.id"], "otlp.s");
             assert_eq!(res["site"], "lab, b");
+            assert_eq!(res["host.name"], "n1", "one node: the session's host");
             for ss in rs["scopeSpans"].as_array().unwrap() {
                 for s in ss["spans"].as_array().unwrap() {
                     got.insert(s["spanId"].as_str().unwrap().to_string(), s.clone());
@@ -489,6 +490,7 @@ fn a_live_push_from_record_sends_the_session_as_it_runs() {
         .args(["--otlp-endpoint", &rx.url(), "--otlp-interval", "300ms"])
         .env("OTEL_SERVICE_NAME", "tal-test")
         .env("OTEL_RESOURCE_ATTRIBUTES", "site=lab%2C b")
+        .env("SLURM_JOB_ID", "4242")
         .args(["--", "sh", "-c", &script]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
@@ -504,6 +506,8 @@ fn a_live_push_from_record_sends_the_session_as_it_runs() {
     // span left before the end).
     assert!(traces.len() >= 2, "{} trace requests", traces.len());
     check_spans(&traces, &v);
+    let res = attrs(&traces[0]["resourceSpans"][0]["resource"]["attributes"]);
+    assert_eq!(res["slurm.job_id"], "4242", "{res:?}");
     // The last push's counters are the final metric line's.
     let metric_line = lines(&v, "metric", None).last().copied().unwrap();
     let last_sums: std::collections::BTreeMap<String, i64> = reqs

@@ -34,8 +34,9 @@
 //!
 //! Resource attributes: `service.name` (`$OTEL_SERVICE_NAME`, default
 //! `tal`), `session.id`, the Slurm ids tal recorded (`slurm.job_id`, …),
-//! then `$OTEL_RESOURCE_ATTRIBUTES` (`k=v,…`, percent-decoded), which
-//! override; metrics per node add `host.name`.
+//! `host.name` (the node, when the session has one: a live push, or one
+//! node log; per-node metrics always name theirs), then
+//! `$OTEL_RESOURCE_ATTRIBUTES` (`k=v,…`, percent-decoded), which override.
 
 use crate::clock::secs_to_ns;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -233,13 +234,24 @@ pub struct Builder {
     metric: Option<Value>,
     session_start: Option<u64>,
     session_id: String,
+    /// The node, when the session has one (a live push, or one node log).
+    host: Option<String>,
+    /// What tal recorded about the job (`slurm.job_id`, …).
+    job: Vec<(String, String)>,
 }
 
 impl Builder {
-    /// A builder for the session `session_id` (known before any line).
-    pub fn for_session(session_id: &str) -> Self {
+    /// A builder for the session `session_id` on one node `host`, with the
+    /// job's attributes (`slurm.*`), known before any line.
+    pub fn for_session(session_id: &str, host: &str, job: &[(String, String)]) -> Self {
         Self {
             session_id: session_id.to_string(),
+            host: Some(host.to_string()),
+            job: job
+                .iter()
+                .filter(|(k, _)| k.starts_with("slurm."))
+                .cloned()
+                .collect(),
             ..Self::default()
         }
     }
@@ -440,18 +452,31 @@ impl Builder {
     pub fn take(&mut self, cfg: &ResourceConfig, metric: &Value) -> Otlp {
         // Resource attributes: service, session, what tal recorded about
         // the job, then the environment's.
+        let logs = metric["tal_logs"].as_array();
+        if self.job.is_empty() {
+            if let Some(attrs) = metric["tal_logs"][0]["attributes"].as_object() {
+                for (k, x) in attrs {
+                    if let (true, Some(v)) = (k.starts_with("slurm."), x.as_str()) {
+                        self.job.push((k.clone(), v.to_string()));
+                    }
+                }
+            }
+        }
+        if self.host.is_none() && logs.is_some_and(|l| l.len() == 1) {
+            self.host = metric["tal_logs"][0]["node_id"].as_str().map(String::from);
+        }
         let mut base = vec![
             kv_str("service.name", &cfg.service_name),
             kv_str("session.id", &self.session_id),
         ];
-        if let Some(attrs) = metric["tal_logs"][0]["attributes"].as_object() {
-            for (k, x) in attrs {
-                if k.starts_with("slurm.") {
-                    if let Some(s) = x.as_str() {
-                        base.push(kv_str(k, s));
-                    }
-                }
-            }
+        for (k, v) in &self.job {
+            base.push(kv_str(k, v));
+        }
+        // The session's resource names its host when it has one node (per
+        // node series always name theirs).
+        let mut session_attrs = base.clone();
+        if let Some(h) = &self.host {
+            session_attrs.push(kv_str("host.name", h));
         }
         let with_env = |mut attrs: Vec<KeyValue>| {
             for (k, x) in &cfg.attributes {
@@ -474,7 +499,7 @@ impl Builder {
         let n_spans = self.spans.len();
         let traces = ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
-                resource: Some(with_env(base.clone())),
+                resource: Some(with_env(session_attrs.clone())),
                 scope_spans: vec![ScopeSpans {
                     scope: Some(scope()),
                     spans: std::mem::take(&mut self.spans),
@@ -533,7 +558,7 @@ impl Builder {
             points += 1;
         }
         let mut resource_metrics = vec![ResourceMetrics {
-            resource: Some(with_env(base.clone())),
+            resource: Some(with_env(session_attrs)),
             scope_metrics: vec![ScopeMetrics {
                 scope: Some(scope()),
                 metrics: session_metrics,
