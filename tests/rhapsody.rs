@@ -57,7 +57,9 @@ fn a_real_rhapsody_session_matches_rhapsodys_own_checkpoint() {
         .arg(&py)
         .arg(&script)
         .arg(&rh_dir)
-        .arg("60"));
+        .arg("60")
+        // RHAPSODY makes its session's work directory in the current one.
+        .current_dir(dir.path()));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
