@@ -1,0 +1,268 @@
+//! tal under a real Slurm: a one-node cluster on localhost (munge,
+//! slurmctld, slurmd from Debian's packages) that `scripts/slurm-up.sh`
+//! brings up (idempotently; `scripts/test.sh` stops it afterwards with
+//! `scripts/slurm-down.sh`). Jobs go through real `sbatch`, steps through
+//! real `srun`, and the agent is stopped the ways Slurm stops steps
+//! (SLURM-NOTES.md): gracefully with `tal stop`, by `scancel` (SIGTERM,
+//! SIGKILL after KillWait=5 s), by `scancel JOB.STEP` (SIGKILL at once) and
+//! by the time limit.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The cluster's slurm.conf (brought up once per test binary).
+fn cluster() -> &'static Path {
+    static CONF: OnceLock<PathBuf> = OnceLock::new();
+    CONF.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm-up.sh"))
+            .output()
+            .expect("run scripts/slurm-up.sh");
+        assert!(
+            out.status.success(),
+            "scripts/slurm-up.sh failed (it needs root and Debian's packages): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+}
+
+fn slurm(cmd: &str) -> Command {
+    let mut c = Command::new(cmd);
+    c.env("SLURM_CONF", cluster());
+    c
+}
+
+/// Submits `body` as a batch job (1 task, 1 CPU) from `dir`; its job id.
+fn sbatch(dir: &Path, body: &str, extra: &[&str]) -> String {
+    let script = dir.join("job.sh");
+    std::fs::write(&script, format!("#!/bin/sh\nset -u\n{body}\n")).unwrap();
+    let out = slurm("sbatch")
+        .args(["--parsable", "-n1", "-c1", "-J", "tal-test"])
+        .arg("-o")
+        .arg(dir.join("job.out"))
+        .args(extra)
+        .arg(&script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Waits until the job has left the queue.
+fn wait_gone(job: &str, limit: Duration) {
+    let t0 = Instant::now();
+    loop {
+        let out = slurm("squeue").args(["-h", "-j", job]).output().unwrap();
+        if out.stdout.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "job {job} still queued after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits for a file to appear (the agent's socket).
+fn wait_path(p: &Path, limit: Duration) {
+    let t0 = Instant::now();
+    while !p.exists() {
+        assert!(t0.elapsed() < limit, "{} did not appear", p.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn job_out(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("job.out")).unwrap_or_default()
+}
+
+/// The lines of the JSONL the agent wrote into `out`.
+fn agent_jsonl(out: &Path) -> Vec<Value> {
+    let files = files_with_ext(out, ".telemetry.jsonl");
+    assert_eq!(files.len(), 1, "{files:?}");
+    read_jsonl(&files[0])
+}
+
+/// The agent step of a job: `tal record` under `srun --overlap`, with its
+/// socket in the test's directory, started in the background.
+fn agent_step(dir: &Path) -> String {
+    let tal = env!("CARGO_BIN_EXE_tal");
+    format!(
+        "export TAL_SOCKET={d}/agent.sock\n\
+         srun --overlap --ntasks-per-node=1 -c1 {tal} record --interval 0.1 --out {d}/out --socket {d}/agent.sock --gpus none &\n\
+         while [ ! -S {d}/agent.sock ]; do sleep 0.05; done",
+        d = dir.display()
+    )
+}
+
+fn per_node(v: &[Value]) -> usize {
+    lines(v, "event", Some("ResourceUpdate"))
+        .iter()
+        .filter(|l| l["resource_scope"] == "per_node")
+        .count()
+}
+
+#[test]
+fn a_batch_job_with_a_per_node_agent_and_tasks_stops_gracefully() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let d = dir.path();
+    let tal = env!("CARGO_BIN_EXE_tal");
+    let job = sbatch(
+        d,
+        &format!(
+            "{agent}\n\
+             srun --overlap -n1 {tal} run --task-id step.work -- sh -c 'sleep 0.5'\n\
+             {tal} run --task-id t.ok -- sleep 0.3\n\
+             {tal} run --task-id t.fail -- sh -c 'exit 3' || true\n\
+             srun --overlap --ntasks-per-node=1 {tal} stop\n\
+             wait\n\
+             {tal} convert {d}/out/*.tal -o {d}/merged.telemetry.jsonl",
+            agent = agent_step(d),
+            d = d.display()
+        ),
+        &[],
+    );
+    wait_gone(&job, Duration::from_secs(240));
+    let v = agent_jsonl(&d.join("out"));
+    assert_complete(&v);
+    let merged = read_jsonl(&d.join("merged.telemetry.jsonl"));
+    assert_eq!(merged.len(), v.len(), "{}", job_out(d));
+
+    // Job identity.
+    let started = lines(&v, "event", Some("SessionStarted"))[0];
+    assert_eq!(started["session_id"], format!("slurm.{job}"));
+    let m = lines(&v, "metric", None).last().copied().unwrap();
+    let attrs = &m["tal_logs"][0]["attributes"];
+    assert_eq!(attrs["slurm.job_id"], job.as_str());
+    assert_eq!(
+        attrs["slurm.step_id"], "0",
+        "the agent is the job's first step"
+    );
+    assert_eq!(attrs["slurm.cluster"], "tal");
+    assert!(attrs["slurm.nodelist"].is_string());
+    let node = m["tal_logs"][0]["node_id"].as_str().unwrap().to_string();
+    assert!(!node.is_empty());
+
+    // The tasks, with their outcomes.
+    let term = |id: &str| {
+        lines(&v, "event", None)
+            .into_iter()
+            .find(|l| {
+                l["task_id"] == id
+                    && matches!(
+                        l["event_type"].as_str(),
+                        Some("TaskCompleted" | "TaskFailed" | "TaskCanceled")
+                    )
+            })
+            .unwrap_or_else(|| panic!("no terminal event for {id}: {}", job_out(d)))
+            .clone()
+    };
+    assert_eq!(term("step.work")["event_type"], "TaskCompleted");
+    assert_eq!(term("t.ok")["event_type"], "TaskCompleted");
+    assert_eq!(term("t.fail")["event_type"], "TaskFailed");
+    assert_eq!(term("t.fail")["error_type"], "exit:3");
+    assert_eq!(m["tasks_completed"], 2);
+    assert_eq!(m["tasks_failed"], 1);
+
+    // A resource series covering the job: one sample per 0.1 s.
+    let s0 = started["event_time"].as_f64().unwrap();
+    let ended = lines(&v, "event", Some("SessionEnded"))[0];
+    let secs = ended["event_time"].as_f64().unwrap() - s0;
+    assert!(secs > 0.5, "{secs}");
+    let n = per_node(&v);
+    assert!(n as f64 >= secs / 0.1 * 0.8, "{n} samples over {secs} s");
+    assert_eq!(m["agent_samples_dropped"], 0);
+}
+
+#[test]
+fn scancel_of_the_job_lets_the_agent_finalise_within_killwait() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let d = dir.path();
+    let job = sbatch(d, &format!("{}\nsleep 120\nwait", agent_step(d)), &[]);
+    wait_path(&d.join("agent.sock"), Duration::from_secs(180));
+    std::thread::sleep(Duration::from_millis(800));
+    let t0 = Instant::now();
+    let out = slurm("scancel").arg(&job).output().unwrap();
+    assert!(out.status.success());
+    wait_gone(&job, Duration::from_secs(60));
+    // KillWait is 5 s: the agent must be done well before SIGKILL.
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    let v = agent_jsonl(&d.join("out"));
+    assert_complete(&v);
+    assert!(per_node(&v) >= 5);
+    let ended = lines(&v, "event", Some("SessionEnded"))[0];
+    assert_eq!(ended["attributes"], serde_json::json!({}), "a clean end");
+}
+
+#[test]
+fn scancel_of_the_agents_step_sigkills_it_and_convert_recovers_the_log() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let d = dir.path();
+    let job = sbatch(d, &format!("{}\nsleep 120\nwait", agent_step(d)), &[]);
+    wait_path(&d.join("agent.sock"), Duration::from_secs(180));
+    // Let the dispatcher write a few batches (it drains once a second).
+    std::thread::sleep(Duration::from_millis(2500));
+    let out = slurm("scancel").arg(format!("{job}.0")).output().unwrap();
+    assert!(out.status.success());
+    // The step is gone at once; then end the job.
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = slurm("scancel").arg(&job).output();
+    wait_gone(&job, Duration::from_secs(60));
+    assert!(
+        files_with_ext(&d.join("out"), ".telemetry.jsonl").is_empty(),
+        "a SIGKILLed agent writes no JSONL"
+    );
+    let log = files_with_ext(&d.join("out"), ".tal")[0].clone();
+    let conv = run(tal()
+        .arg("convert")
+        .arg(&log)
+        .arg("-o")
+        .arg(d.join("r.jsonl")));
+    assert_eq!(conv.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&conv.stderr);
+    assert!(stderr.contains("no end marker"), "{stderr}");
+    let v = read_jsonl(&d.join("r.jsonl"));
+    assert_complete(&v);
+    // Every second's batch before the kill made it: about 2 s of samples.
+    assert!(per_node(&v) >= 10, "{} samples recovered", per_node(&v));
+    let ended = lines(&v, "event", Some("SessionEnded"))[0];
+    assert_eq!(ended["attributes"]["recovered"], true);
+}
+
+#[test]
+fn a_time_limit_kill_is_like_scancel() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let d = dir.path();
+    // Slurm's time limits are whole minutes, checked about twice a minute:
+    // this job ends after 60–90 s.
+    let job = sbatch(
+        d,
+        &format!("{}\nsleep 300\nwait", agent_step(d)),
+        &["--time=1"],
+    );
+    wait_gone(&job, Duration::from_secs(400));
+    let v = agent_jsonl(&d.join("out"));
+    assert_complete(&v);
+    let ended = lines(&v, "event", Some("SessionEnded"))[0];
+    assert_eq!(ended["attributes"], serde_json::json!({}), "a clean end");
+    assert!(per_node(&v) >= 300, "a minute of samples: {}", per_node(&v));
+}
