@@ -177,14 +177,26 @@ pub fn bind_socket(path: &Path) -> io::Result<UnixListener> {
             std::fs::create_dir_all(dir)?;
         }
     }
+    // The socket is bound (and listening) under a temporary name, then
+    // renamed into place: a client that sees the path can connect at once
+    // (between bind and listen, connects are refused).
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
     // SAFETY: umask is process-wide; this runs before any other thread of
     // tal exists, and is restored right after bind.
     let old = unsafe { libc::umask(0o177) };
-    let res = UnixListener::bind(path);
+    let res = UnixListener::bind(&tmp);
     // SAFETY: restores the previous mask.
     unsafe { libc::umask(old) };
     let l = res?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     l.set_nonblocking(true)?;
     Ok(l)
 }
