@@ -45,6 +45,9 @@ pub enum Command {
     /// Ask the local agent to finish: it finalises its log, writes the JSONL,
     /// then answers; this waits for that answer.
     Stop(StopArgs),
+    /// Wait until the local agent answers (for job scripts: start the agent
+    /// in the background, then `tal wait` before the first task).
+    Wait(StopArgs),
     /// Print every event as a JSONL line as the local agent handles it.
     ///
     /// The lines are those `tal convert` writes. A subscriber that does not

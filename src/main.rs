@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         Command::Run(args) => args.into_config().and_then(tal::run::run),
         Command::Emit(args) => emit(args),
         Command::Stop(args) => stop(args),
+        Command::Wait(args) => wait(args),
         Command::Subscribe(args) => subscribe(args),
         Command::Convert(args) => convert(args),
     };
@@ -85,6 +86,40 @@ fn stop(args: tal::cli::StopArgs) -> anyhow::Result<i32> {
         }
         Some(r) => anyhow::bail!("the agent answered: {r}"),
         None => anyhow::bail!("the agent closed the connection without confirming it finished"),
+    }
+}
+
+/// `tal wait`: pings the local agent until it answers or `--timeout` ends.
+fn wait(args: tal::cli::StopArgs) -> anyhow::Result<i32> {
+    use tal::client::{resolve_socket, AgentConn};
+    let timeout = tal::cli::parse_duration(&args.timeout)
+        .map_err(|e| anyhow::anyhow!("invalid --timeout '{}': {e}", args.timeout))?;
+    let path = resolve_socket(args.socket.socket)?;
+    let t0 = std::time::Instant::now();
+    loop {
+        let answered = AgentConn::connect(path.clone()).and_then(|mut c| {
+            c.send(b"{\"op\": \"ping\"}\n")?;
+            c.finish(std::time::Duration::from_secs(5))
+        });
+        match answered {
+            Ok(r) if r.iter().any(|l| l.contains("\"ok\": true")) => {
+                println!("{}", r.last().map_or("", String::as_str));
+                return Ok(0);
+            }
+            Err(e) if t0.elapsed() >= timeout => {
+                anyhow::bail!(
+                    "no tal agent answered at {} within {timeout:?}: {e}",
+                    path.display()
+                )
+            }
+            _ if t0.elapsed() >= timeout => {
+                anyhow::bail!(
+                    "no tal agent answered at {} within {timeout:?}",
+                    path.display()
+                )
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
     }
 }
 

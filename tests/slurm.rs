@@ -266,3 +266,99 @@ fn a_time_limit_kill_is_like_scancel() {
     assert_eq!(ended["attributes"], serde_json::json!({}), "a clean end");
     assert!(per_node(&v) >= 300, "a minute of samples: {}", per_node(&v));
 }
+
+/// Runs one of the `slurm/` templates through sbatch with stand-in
+/// programs in the submit directory; returns the directory.
+fn template(name: &str, extra: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let d = dir.path();
+    let prog = |n: &str, body: &str| {
+        let p = d.join(n);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    };
+    prog("my_program", "sleep 0.5");
+    prog("prepare.sh", "sleep 0.2");
+    prog("simulate", "sleep 0.3; [ \"$2\" != 3 ]");
+    prog("analyse.sh", "true");
+    prog("solver", "sleep 0.4");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("slurm")
+        .join(name);
+    let out = slurm("sbatch")
+        .args(["--parsable", "-o"])
+        .arg(d.join("job.out"))
+        .args(extra)
+        .arg(&src)
+        .current_dir(d)
+        .env("TAL", env!("CARGO_BIN_EXE_tal"))
+        .env("OUT", d.join("out"))
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    wait_gone(&job, Duration::from_secs(300));
+    dir
+}
+
+fn terminal_states(v: &[Value]) -> std::collections::BTreeMap<String, String> {
+    lines(v, "event", None)
+        .into_iter()
+        .filter(|l| {
+            matches!(
+                l["event_type"].as_str(),
+                Some("TaskCompleted" | "TaskFailed" | "TaskCanceled")
+            )
+        })
+        .map(|l| {
+            (
+                l["task_id"].as_str().unwrap().to_string(),
+                l["event_type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_single_node_and_multi_node_templates_stop_gracefully_and_merge() {
+    let d = template("single-node.sbatch", &[]);
+    let v = agent_jsonl(&d.path().join("out"));
+    assert_complete(&v);
+    assert!(per_node(&v) >= 5, "{}", job_out(d.path()));
+
+    // One node here (one slurmd per machine): the same path, merged.
+    let d = template("multi-node.sbatch", &["-N1"]);
+    let merged = read_jsonl(&d.path().join("out/job.telemetry.jsonl"));
+    assert_complete(&merged);
+    let m = lines(&merged, "metric", None).last().copied().unwrap();
+    assert_eq!(m["tal_logs"].as_array().unwrap().len(), 1);
+    assert_eq!(m["tal_logs"][0]["clean_end"], true, "{}", job_out(d.path()));
+}
+
+#[test]
+fn the_workflow_and_mpi_templates_record_their_tasks() {
+    let d = template("workflow.sbatch", &["-n2"]);
+    let v = agent_jsonl(&d.path().join("out"));
+    assert_complete(&v);
+    let t = terminal_states(&v);
+    assert_eq!(t["prepare"], "TaskCompleted", "{}", job_out(d.path()));
+    assert_eq!(t["sim.1"], "TaskCompleted");
+    assert_eq!(t["sim.3"], "TaskFailed");
+    assert_eq!(t["analyse"], "TaskCompleted");
+    assert_eq!(lines(&v, "event", Some("app.Checkpoint")).len(), 1);
+
+    let d = template("mpi-step.sbatch", &["-N1", "--ntasks-per-node=1"]);
+    let merged = read_jsonl(&d.path().join("out/job.telemetry.jsonl"));
+    assert_complete(&merged);
+    assert_eq!(
+        terminal_states(&merged)["mpi.solve"],
+        "TaskCompleted",
+        "{}",
+        job_out(d.path())
+    );
+}
