@@ -119,6 +119,13 @@ pub struct RecordArgs {
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
+    /// The job's cgroup, for the job's own CPU, memory and I/O next to the
+    /// node totals (`job_*` fields): `auto` (Slurm's `job_<id>` cgroup
+    /// among tal's own ancestors, when there is one), `none`, or a cgroup
+    /// directory.
+    #[arg(long, default_value = "auto", value_name = "auto|none|DIR")]
+    pub cgroup: crate::agent::cgroup::CgroupChoice,
+
     /// Push spans (as tasks end) and metrics (every --otlp-interval) live
     /// to an OTLP/HTTP receiver, on a thread of their own: `http://host:4318`,
     /// or without a URL OTEL_EXPORTER_OTLP_ENDPOINT and the other OTEL_*
@@ -450,6 +457,7 @@ impl RecordArgs {
             attributes: slurm_attributes(),
             gpus: self.gpus,
             otlp,
+            cgroup: self.cgroup,
         })
     }
 }

@@ -183,6 +183,8 @@ pub fn gpu_update(gpu_id: u32, r: &GpuDeviceReading) -> ResourceUpdate {
 /// The last good value of each source, for deltas.
 #[derive(Debug, Default)]
 struct Prev {
+    /// The job cgroup's reading and when it was taken (monotonic ns).
+    cgroup: Option<(crate::agent::cgroup::CgroupReading, u64)>,
     cpu: Option<CpuTicks>,
     disk: Option<(u64, u64)>,
     net: Option<(u64, u64)>,
@@ -323,6 +325,7 @@ impl<S: Sink> Dispatcher<S> {
             }
             self.prev.net = Some(cur);
         }
+        self.job_fields(r, &mut u);
         if let Some(c) = u.cpu_percent {
             let _ = self.hist_cpu.record((c * 10.0) as u64);
         }
@@ -474,6 +477,49 @@ impl<S: Sink> Dispatcher<S> {
             last_procs: Vec::new(),
         });
         self
+    }
+
+    /// The job cgroup's extension fields of a per_node update (none when
+    /// the agent reads no cgroup): see `crate::agent::cgroup`.
+    fn job_fields(&mut self, r: &ProcSample, u: &mut ResourceUpdate) {
+        let c = r.cgroup;
+        if c == crate::agent::cgroup::CgroupReading::default() {
+            return;
+        }
+        let prev = self.prev.cgroup.replace((c, r.done_ns));
+        let delta = |cur: Option<u64>, old: Option<u64>| match (cur, old) {
+            (Some(a), Some(b)) => Some(a.saturating_sub(b)),
+            _ => None,
+        };
+        let (mut cpu, mut rd, mut wr) = (None, None, None);
+        if let Some((p, t)) = prev {
+            let elapsed = r.done_ns.saturating_sub(t) as f64 * f64::from(r.ncpu.max(1));
+            cpu = delta(c.cpu_ns, p.cpu_ns)
+                .filter(|_| elapsed > 0.0)
+                .map(|d| round1((d as f64 / elapsed * 100.0).min(100.0)));
+            rd = delta(c.io_read_bytes, p.io_read_bytes);
+            wr = delta(c.io_write_bytes, p.io_write_bytes);
+        }
+        let mem_pct = c
+            .mem_bytes
+            .filter(|_| r.mem_total_kb > 0)
+            .map(|m| round1(m as f64 / (r.mem_total_kb as f64 * 1024.0) * 100.0));
+        let int = |v: Option<u64>| v.map_or(Value::Null, |v| Value::Int(v as i64));
+        let float = |v: Option<f64>| v.map_or(Value::Null, Value::Float);
+        u.extra.extend([
+            ("job_cpu_percent".to_string(), float(cpu)),
+            ("job_memory_bytes".to_string(), int(c.mem_bytes)),
+            ("job_memory_peak_bytes".to_string(), int(c.mem_peak_bytes)),
+            ("job_memory_percent".to_string(), float(mem_pct)),
+            (
+                "job_disk_read_bytes".to_string(),
+                float(rd.map(|v| v as f64)),
+            ),
+            (
+                "job_disk_write_bytes".to_string(),
+                float(wr.map(|v| v as f64)),
+            ),
+        ]);
     }
 
     /// Drains every queued reading and client event into the sink, in time

@@ -91,6 +91,8 @@ pub struct RecordConfig {
     pub gpus: crate::agent::gpu::GpuSelection,
     /// A live OTLP push: where, and how often.
     pub otlp: Option<(crate::otlp_http::Endpoints, Duration)>,
+    /// The job cgroup to read.
+    pub cgroup: crate::agent::cgroup::CgroupChoice,
 }
 
 fn sigset(sigs: &[libc::c_int]) -> libc::sigset_t {
@@ -342,7 +344,12 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     // the writer reports, not as SIGXFSZ killing the agent.
     // SAFETY: setting a signal disposition; restored for the wrapped command.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-    let mut sources = ProcSources::open().context("cannot sample /proc")?;
+    let cgroup = crate::agent::cgroup::CgroupSources::open(&cfg.cgroup)
+        .map_err(|e| anyhow!("--cgroup: {e}"))?;
+    let cgroup_note = cgroup.as_ref().map(|c| format!("tal: job: {}", c.describe));
+    let mut sources = ProcSources::open()
+        .context("cannot sample /proc")?
+        .with_cgroup(cgroup);
     crate::agent::proc::install_wake_handler();
     let mut baseline = Box::<ProcReading>::default();
     sources.read_into(&mut baseline);
@@ -567,7 +574,7 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
         cfg.interval,
         cfg.pin.map_or("none".to_string(), |c| format!("cpu{c}")),
     );
-    if let Some(note) = gpu_note {
+    for note in [gpu_note, cgroup_note].into_iter().flatten() {
         eprintln!("{note}");
     }
 

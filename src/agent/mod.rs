@@ -4,6 +4,7 @@
 //! separate thread because NVML calls can stall for milliseconds.
 
 pub mod affinity;
+pub mod cgroup;
 pub mod gpu;
 pub mod proc;
 pub mod procfs;

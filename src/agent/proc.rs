@@ -73,6 +73,8 @@ pub struct ProcReading {
     pub net_rx_bytes: u64,
     /// Bytes sent on all interfaces, since boot.
     pub net_tx_bytes: u64,
+    /// The job's cgroup (all `None` without one).
+    pub cgroup: super::cgroup::CgroupReading,
 }
 
 impl Default for ProcReading {
@@ -88,6 +90,7 @@ impl Default for ProcReading {
             disk_write_sectors: 0,
             net_rx_bytes: 0,
             net_tx_bytes: 0,
+            cgroup: super::cgroup::CgroupReading::default(),
         }
     }
 }
@@ -177,6 +180,8 @@ pub struct ProcSample {
     pub net_rx_bytes: u64,
     /// Bytes sent on all interfaces, since boot.
     pub net_tx_bytes: u64,
+    /// The job's cgroup (all `None` without one).
+    pub cgroup: super::cgroup::CgroupReading,
 }
 
 impl Default for ProcSample {
@@ -196,6 +201,7 @@ impl Default for ProcSample {
             disk_write_sectors: 0,
             net_rx_bytes: 0,
             net_tx_bytes: 0,
+            cgroup: super::cgroup::CgroupReading::default(),
         }
     }
 }
@@ -232,6 +238,7 @@ impl ProcSample {
         self.disk_write_sectors = r.disk_write_sectors;
         self.net_rx_bytes = r.net_rx_bytes;
         self.net_tx_bytes = r.net_tx_bytes;
+        self.cgroup = r.cgroup;
     }
 }
 
@@ -243,6 +250,7 @@ pub struct ProcSources {
     diskstats: Source,
     net_dev: Source,
     disks: DiskFilter,
+    cgroup: Option<super::cgroup::CgroupSources>,
 }
 
 impl ProcSources {
@@ -254,7 +262,14 @@ impl ProcSources {
             diskstats: Source::open("/proc/diskstats")?,
             net_dev: Source::open("/proc/net/dev")?,
             disks: DiskFilter::from_sys(),
+            cgroup: None,
         })
+    }
+
+    /// Also reads the job's cgroup at each sample.
+    pub fn with_cgroup(mut self, cg: Option<super::cgroup::CgroupSources>) -> Self {
+        self.cgroup = cg;
+        self
     }
 
     /// The whole disks counted.
@@ -273,6 +288,9 @@ impl ProcSources {
             source::NET_DEV,
         ] {
             self.read_source(s, r);
+        }
+        if let Some(cg) = self.cgroup.as_mut() {
+            r.cgroup = cg.read();
         }
     }
 
