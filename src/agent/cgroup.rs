@@ -28,11 +28,6 @@
 //! `job_disk_read_bytes` and `job_disk_write_bytes` (since the previous
 //! sample; I/O through the page cache is counted when it reaches the disk,
 //! as the cgroup counts it).
-#![allow(unsafe_code)]
-
-use std::fs::File;
-use std::io;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// `--cgroup`.
@@ -73,46 +68,11 @@ pub struct CgroupReading {
     pub io_write_bytes: Option<u64>,
 }
 
-/// A kept-open file read whole with one pread.
-#[derive(Debug)]
-struct Src {
-    file: File,
-    buf: Vec<u8>,
-}
+/// A kept-open file, read whole with one pread (as the /proc sources).
+type Src = super::proc::Source;
 
-impl Src {
-    fn open(p: &Path) -> Option<Self> {
-        let file = File::open(p).ok()?;
-        let mut s = Self {
-            file,
-            buf: vec![0; 4096],
-        };
-        s.read().ok()?;
-        Some(s)
-    }
-
-    fn read(&mut self) -> io::Result<&[u8]> {
-        loop {
-            // SAFETY: the buffer is valid for its length; the fd is open.
-            let n = unsafe {
-                libc::pread(
-                    self.file.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let n = n as usize;
-            if n < self.buf.len() {
-                return Ok(&self.buf[..n]);
-            }
-            let grown = self.buf.len() * 2;
-            self.buf.resize(grown, 0);
-        }
-    }
+fn open(p: &Path) -> Option<Src> {
+    Src::open(p).ok()
 }
 
 fn first_u64(b: &[u8]) -> Option<u64> {
@@ -182,17 +142,17 @@ impl CgroupSources {
         let s = Self {
             describe: format!("cgroup v2 {}", dir.display()),
             v2: true,
-            cpu: Src::open(&dir.join("cpu.stat")),
-            mem: Src::open(&dir.join("memory.current")),
-            peak: Src::open(&dir.join("memory.peak")),
-            io: Src::open(&dir.join("io.stat")),
+            cpu: open(&dir.join("cpu.stat")),
+            mem: open(&dir.join("memory.current")),
+            peak: open(&dir.join("memory.peak")),
+            io: open(&dir.join("io.stat")),
         };
         s.any().then_some(s)
     }
 
     /// Opens the v1 controllers' directories `<root>/<controller>/<rel>`.
     fn v1(root: &Path, rel: &Path) -> Option<Self> {
-        let c = |ctl: &str, f: &str| Src::open(&root.join(ctl).join(rel).join(f));
+        let c = |ctl: &str, f: &str| open(&root.join(ctl).join(rel).join(f));
         let s = Self {
             describe: format!(
                 "cgroup v1 {}/{{cpuacct,memory,blkio}}/{}",

@@ -95,17 +95,19 @@ impl Default for ProcReading {
     }
 }
 
-/// One kept-open /proc file and its read buffer.
+/// One kept-open /proc (or cgroup) file and its read buffer.
 #[derive(Debug)]
-struct Source {
+pub(super) struct Source {
     file: File,
     buf: Vec<u8>,
 }
 
 impl Source {
-    fn open(path: &str) -> io::Result<Self> {
-        let file = File::open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot open {path}: {e}")))?;
+    pub(super) fn open(path: impl AsRef<std::path::Path>) -> io::Result<Self> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
+        })?;
         let mut s = Self {
             file,
             buf: vec![0; 4096],
@@ -118,7 +120,7 @@ impl Source {
 
     /// Reads the whole file into the buffer with one `pread` at offset 0.
     #[inline]
-    fn read(&mut self) -> io::Result<&[u8]> {
+    pub(super) fn read(&mut self) -> io::Result<&[u8]> {
         loop {
             // SAFETY: the buffer is valid and writable for `buf.len()` bytes,
             // and the fd stays open as long as `self.file` lives.
