@@ -54,7 +54,7 @@ pub enum Command {
     /// keep up loses lines (the agent never waits for it) and is told with a
     /// `{"dropped": N}` line. Ends when the agent finishes.
     Subscribe(SubscribeArgs),
-    /// Convert node logs of one session into one JSONL checkpoint.
+    /// Convert node logs of one session into one JSONL checkpoint, OTLP JSON files, or an OTLP push.
     ///
     /// Several logs (one per node) merge into one file: one trace, one
     /// session span, events in time order. A log that was cut off (agent
