@@ -152,9 +152,14 @@ impl LiveExporter {
         if let Some(sp) = self.tracker.spans().last() {
             let mut buf = Vec::new();
             jsonl::write_task_span(&mut buf, &self.ctx, sp);
-            if let Some(v) = Self::json_line(&buf) {
-                self.builder.line(v);
-            }
+            self.span_line(&buf);
+        }
+    }
+
+    /// One span line (as `convert` writes it) to the builder.
+    fn span_line(&mut self, buf: &[u8]) {
+        if let Some(v) = Self::json_line(buf) {
+            self.builder.line(v);
         }
     }
 
@@ -249,14 +254,12 @@ impl LiveExporter {
                 self.builder.duration(t.duration_seconds.unwrap_or(0.0));
             }
         }
+        let mut lines = Vec::new();
         let spans = self.tracker.spans();
-        let at_end: Vec<_> = spans[spans.len() - closed.len()..].to_vec();
-        for sp in &at_end {
+        for sp in &spans[spans.len() - closed.len()..] {
             let mut buf = Vec::new();
             jsonl::write_task_span(&mut buf, &self.ctx, sp);
-            if let Some(v) = Self::json_line(&buf) {
-                self.builder.line(v);
-            }
+            lines.push(buf);
         }
         let mut buf = Vec::new();
         jsonl::write_session_span(
@@ -267,8 +270,9 @@ impl LiveExporter {
             end,
             1,
         );
-        if let Some(v) = Self::json_line(&buf) {
-            self.builder.line(v);
+        lines.push(buf);
+        for l in &lines {
+            self.span_line(l);
         }
         let last_try = RetryPolicy {
             attempts: 1,
