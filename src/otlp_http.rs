@@ -430,29 +430,36 @@ fn points_of(m: &Metric) -> usize {
 /// A metric cut into pieces of at most `n` points (gauges and sums; other
 /// kinds have one point here).
 fn split_metric(m: &Metric, n: usize) -> Vec<Metric> {
-    let piece = |data| Metric {
-        data: Some(data),
-        ..m.clone()
+    use opentelemetry_proto::tonic::metrics::v1::{Gauge, NumberDataPoint, Sum};
+    // Each piece copies only its own points.
+    let pieces = |points: &[NumberDataPoint],
+                  data: &dyn Fn(Vec<NumberDataPoint>) -> metric::Data| {
+        points
+            .chunks(n)
+            .map(|c| Metric {
+                name: m.name.clone(),
+                description: m.description.clone(),
+                unit: m.unit.clone(),
+                metadata: m.metadata.clone(),
+                data: Some(data(c.to_vec())),
+            })
+            .collect()
     };
     match &m.data {
-        Some(metric::Data::Gauge(g)) if g.data_points.len() > n => g
-            .data_points
-            .chunks(n)
-            .map(|c| {
-                let mut g = g.clone();
-                g.data_points = c.to_vec();
-                piece(metric::Data::Gauge(g))
+        Some(metric::Data::Gauge(g)) if g.data_points.len() > n => {
+            pieces(&g.data_points, &|data_points| {
+                metric::Data::Gauge(Gauge { data_points })
             })
-            .collect(),
-        Some(metric::Data::Sum(s)) if s.data_points.len() > n => s
-            .data_points
-            .chunks(n)
-            .map(|c| {
-                let mut s = s.clone();
-                s.data_points = c.to_vec();
-                piece(metric::Data::Sum(s))
+        }
+        Some(metric::Data::Sum(s)) if s.data_points.len() > n => {
+            pieces(&s.data_points, &|data_points| {
+                metric::Data::Sum(Sum {
+                    data_points,
+                    aggregation_temporality: s.aggregation_temporality,
+                    is_monotonic: s.is_monotonic,
+                })
             })
-            .collect(),
+        }
         _ => vec![m.clone()],
     }
 }
