@@ -507,6 +507,44 @@ fn metric_requests(all: &ExportMetricsServiceRequest) -> Vec<(ExportMetricsServi
     out
 }
 
+/// Sends one request of `n` items (`what`: "span(s)", "point(s)"), unless
+/// the receiver is already known to be `down`; returns how many were
+/// delivered and how many not (rejected, or not sent), noting why in
+/// `report`. A request that used up its retries marks the receiver down.
+#[allow(clippy::too_many_arguments)]
+fn deliver(
+    client: &mut Client,
+    url: &HttpUrl,
+    ep: &Endpoints,
+    body: impl FnOnce() -> Vec<u8>,
+    (n, what): (usize, &str),
+    policy: &RetryPolicy,
+    report: &mut PushReport,
+    down: &mut Option<String>,
+    rejected: impl Fn(&[u8]) -> (i64, String),
+) -> (usize, usize) {
+    if let Some(why) = down {
+        report.fail(why.clone());
+        return (0, n);
+    }
+    match send(client, url, ep, &body(), policy, report, rejected) {
+        Ok((refused, msg)) => {
+            let refused = (refused.max(0) as usize).min(n);
+            if refused > 0 {
+                report.fail(format!("the receiver rejected {refused} {what}: {msg}"));
+            }
+            (n - refused, refused)
+        }
+        Err((why, exhausted)) => {
+            if exhausted {
+                *down = Some(why.clone());
+            }
+            report.fail(why);
+            (0, n)
+        }
+    }
+}
+
 /// Pushes a session's spans and metrics.
 ///
 /// Once a request has used up its retries on an unreachable or overloaded
@@ -541,70 +579,48 @@ pub fn push_with(
                         schema_url: rs.schema_url.clone(),
                     }],
                 };
-                if let Some(why) = &down {
-                    report.spans_failed += chunk.len();
-                    report.fail(why.clone());
-                    continue;
-                }
-                let body = req.encode_to_vec();
-                let res = send(client, &ep.traces, ep, &body, policy, &mut report, |b| {
-                    ExportTraceServiceResponse::decode(b)
-                        .ok()
-                        .and_then(|r| r.partial_success)
-                        .map_or((0, String::new()), |p| (p.rejected_spans, p.error_message))
-                });
-                match res {
-                    Ok((rejected, msg)) => {
-                        let rejected = (rejected.max(0) as usize).min(chunk.len());
-                        report.spans_sent += chunk.len() - rejected;
-                        report.spans_failed += rejected;
-                        if rejected > 0 {
-                            report.fail(format!("the receiver rejected {rejected} span(s): {msg}"));
-                        }
-                    }
-                    Err((why, exhausted)) => {
-                        report.spans_failed += chunk.len();
-                        if exhausted {
-                            down = Some(why.clone());
-                        }
-                        report.fail(why);
-                    }
-                }
+                let (ok, bad) = deliver(
+                    client,
+                    &ep.traces,
+                    ep,
+                    || req.encode_to_vec(),
+                    (chunk.len(), "span(s)"),
+                    policy,
+                    &mut report,
+                    &mut down,
+                    |b| {
+                        ExportTraceServiceResponse::decode(b)
+                            .ok()
+                            .and_then(|r| r.partial_success)
+                            .map_or((0, String::new()), |p| (p.rejected_spans, p.error_message))
+                    },
+                );
+                report.spans_sent += ok;
+                report.spans_failed += bad;
             }
         }
     }
     for (req, n) in metric_requests(&otlp.metrics) {
-        if let Some(why) = &down {
-            report.points_failed += n;
-            report.fail(why.clone());
-            continue;
-        }
-        let body = req.encode_to_vec();
-        let res = send(client, &ep.metrics, ep, &body, policy, &mut report, |b| {
-            ExportMetricsServiceResponse::decode(b)
-                .ok()
-                .and_then(|r| r.partial_success)
-                .map_or((0, String::new()), |p| {
-                    (p.rejected_data_points, p.error_message)
-                })
-        });
-        match res {
-            Ok((rejected, msg)) => {
-                let rejected = (rejected.max(0) as usize).min(n);
-                report.points_sent += n - rejected;
-                report.points_failed += rejected;
-                if rejected > 0 {
-                    report.fail(format!("the receiver rejected {rejected} point(s): {msg}"));
-                }
-            }
-            Err((why, exhausted)) => {
-                report.points_failed += n;
-                if exhausted {
-                    down = Some(why.clone());
-                }
-                report.fail(why);
-            }
-        }
+        let (ok, bad) = deliver(
+            client,
+            &ep.metrics,
+            ep,
+            || req.encode_to_vec(),
+            (n, "point(s)"),
+            policy,
+            &mut report,
+            &mut down,
+            |b| {
+                ExportMetricsServiceResponse::decode(b)
+                    .ok()
+                    .and_then(|r| r.partial_success)
+                    .map_or((0, String::new()), |p| {
+                        (p.rejected_data_points, p.error_message)
+                    })
+            },
+        );
+        report.points_sent += ok;
+        report.points_failed += bad;
     }
     report
 }

@@ -79,17 +79,7 @@ fn session(dir: &Path) -> (PathBuf, Vec<Value>) {
          {tal} run --task-id ok.2 -- true && \
          {tal} emit TaskCompleted --task-id q.1"
     );
-    let out = run(tal_cmd()
-        .args([
-            "record",
-            "--interval",
-            "0.05",
-            "--session-id",
-            "otlp.s",
-            "--node-id",
-            "n1",
-        ])
-        .arg("--out")
+    let out = run(recorder()
         .arg(dir.join("rec"))
         .arg("--socket")
         .arg(dir.join("s.sock"))
@@ -103,6 +93,23 @@ fn session(dir: &Path) -> (PathBuf, Vec<Value>) {
     let log = files_with_ext(&dir.join("rec"), ".tal")[0].clone();
     let v = read_jsonl_in(&dir.join("rec"));
     (log, v)
+}
+
+/// `tal record` at 20 Hz for session otlp.s on node n1 (add `--out` DIR
+/// next, as the tests do).
+fn recorder() -> Command {
+    let mut c = tal_cmd();
+    c.args([
+        "record",
+        "--interval",
+        "0.05",
+        "--session-id",
+        "otlp.s",
+        "--node-id",
+        "n1",
+        "--out",
+    ]);
+    c
 }
 
 fn tal_cmd() -> Command {
@@ -473,17 +480,7 @@ fn a_live_push_from_record_sends_the_session_as_it_runs() {
         "{tal} run --task-id a -- sleep 0.6 && ({tal} run --task-id b -- false || true) && \
          {tal} emit TaskStarted --task-id still.open && sleep 1.6"
     );
-    let out = run(tal_cmd()
-        .args([
-            "record",
-            "--interval",
-            "0.05",
-            "--session-id",
-            "otlp.s",
-            "--node-id",
-            "n1",
-        ])
-        .arg("--out")
+    let out = run(recorder()
         .arg(dir.path().join("rec"))
         .arg("--socket")
         .arg(dir.path().join("s.sock"))
@@ -546,17 +543,7 @@ fn a_live_push_to_nowhere_does_not_disturb_the_recording() {
         .unwrap()
         .port();
     let tal = env!("CARGO_BIN_EXE_tal");
-    let out = run(tal_cmd()
-        .args([
-            "record",
-            "--interval",
-            "0.05",
-            "--session-id",
-            "otlp.s",
-            "--node-id",
-            "n1",
-        ])
-        .arg("--out")
+    let out = run(recorder()
         .arg(dir.path().join("rec"))
         .arg("--socket")
         .arg(dir.path().join("s.sock"))
