@@ -67,6 +67,11 @@ pub trait Sink {
             Err(e) => debug_assert!(false, "the listener encoded an undecodable record: {e}"),
         }
     }
+
+    /// Makes every record taken so far durable as far as the sink goes
+    /// (the writer stage: in the file's page cache). The dispatcher calls it
+    /// at the end of every drain.
+    fn flush(&mut self) {}
 }
 
 impl Sink for Vec<Record> {
@@ -580,6 +585,7 @@ impl<S: Sink> Dispatcher<S> {
                 self.sink.put_encoded(bytes);
             }
         }
+        self.sink.flush();
         order.clear();
         batch.clear();
         ingested.clear();
@@ -701,6 +707,7 @@ impl<S: Sink> Dispatcher<S> {
                 self.last_snapshot = now;
                 let s = Record::Snapshot(self.snapshot());
                 self.send(s);
+                self.sink.flush();
             }
             if stopping {
                 break;
@@ -723,6 +730,7 @@ impl<S: Sink> Dispatcher<S> {
             wall_ns: wall_ns(),
             reason,
         }));
+        self.sink.flush();
         if let Some(f) = self.fanout.as_mut() {
             f.flush();
         }

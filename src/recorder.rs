@@ -215,17 +215,21 @@ impl WriterStage {
 }
 
 impl WriterStage {
-    /// Runs one append; the first failure is reported once and every record
-    /// from then on is counted as lost.
-    fn write(&mut self, append: impl FnOnce(&mut LogWriter) -> Result<(), WriteError>) {
-        if self.failed.is_some() {
-            self.lost.fetch_add(1, Ordering::Relaxed);
-            return;
+    /// Runs one writer call; counts the records it lost, and reports the
+    /// first failure once (the writer refuses, and counts, every record
+    /// from then on).
+    fn write(&mut self, op: impl FnOnce(&mut LogWriter) -> Result<(), WriteError>) {
+        let before = self.writer.lost_records();
+        let res = op(&mut self.writer);
+        let lost = self.writer.lost_records() - before;
+        if lost > 0 {
+            self.lost.fetch_add(lost, Ordering::Relaxed);
         }
-        if let Err(e) = append(&mut self.writer) {
-            eprintln!("tal: {e}");
-            self.lost.fetch_add(1, Ordering::Relaxed);
-            self.failed = Some(e);
+        if let Err(e) = res {
+            if self.failed.is_none() {
+                eprintln!("tal: {e}");
+                self.failed = Some(e);
+            }
         }
     }
 }
@@ -237,6 +241,10 @@ impl crate::dispatch::Sink for WriterStage {
 
     fn put_encoded(&mut self, payload: &[u8]) {
         self.write(|w| w.append_encoded(payload));
+    }
+
+    fn flush(&mut self) {
+        self.write(LogWriter::flush);
     }
 }
 

@@ -228,15 +228,19 @@ fn truncation_at_every_byte_recovers_all_whole_records() {
 
 #[test]
 fn killed_writer_leaves_zero_tail_that_reads_as_end() {
-    // A writer that is never finished: the file keeps its preallocated,
-    // zero-filled chunk, as after kill -9.
+    // A writer that flushed but is never finished: the file keeps its
+    // preallocated, zero-filled chunk, as after kill -9.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.tal");
     let mut w = LogWriter::create(&path, &header(1 << 20)).unwrap();
     for i in 0..100 {
         w.append(&resource(i, 2)).unwrap();
     }
-    std::mem::forget(w); // no finish, no unmap-and-trim
+    w.flush().unwrap();
+    // Appended after the last flush: not in the file (kill -9 before the
+    // dispatcher's drain ended).
+    w.append(&resource(100, 2)).unwrap();
+    std::mem::forget(w); // no finish, no flush, no trim
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(bytes.len(), 1 << 20);
     let (got, stats) = read_all(bytes);

@@ -316,6 +316,21 @@ impl<'a> Scan<'a> {
         self.f64().map(Some)
     }
 
+    /// `null` or a time in seconds since the epoch, as nanoseconds; `None`
+    /// (refused) when it is not a number or out of range.
+    #[inline]
+    fn opt_time_ns(&mut self) -> Option<Option<i64>> {
+        if self.peek()? == b'n' {
+            return self.literal(b"null").then_some(None);
+        }
+        if let Some((ns, len)) = time_ns_plain(&self.b[self.i..]) {
+            self.i += len;
+            return Some(Some(ns));
+        }
+        let t = self.f64()?;
+        ok_time(t).then(|| Some(secs_to_ns(t)))
+    }
+
     /// A number, encoded as `crate::ingest::protocol::to_value` converts
     /// serde_json's reading of it.
     fn number_value(&mut self, out: &mut Vec<u8>) -> Option<()> {
@@ -498,6 +513,116 @@ fn decimal_f64(text: &[u8]) -> Option<f64> {
         .map(sign)
 }
 
+/// A run of at most 19 ASCII digits at the start of `b`: its value and
+/// length (0 when `b` does not start with a digit). `None` past 19 digits,
+/// which u64 may not hold. Eight bytes at a time where there are eight.
+#[inline]
+fn digit_run(b: &[u8]) -> Option<(u64, usize)> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut v = 0u64;
+    let mut n = 0;
+    while let Some(chunk) = b.get(n..n + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().ok()?);
+        // The lowest flagged byte is the first non-digit (a carry out of a
+        // byte of 0x80 or more only flags bytes after it).
+        let ge0 = x.wrapping_add(ONES * u64::from(0x80 - b'0'));
+        let ge10 = x.wrapping_add(ONES * u64::from(0x80 - b'9' - 1));
+        let other = (!ge0 | ge10 | x) & HIGH;
+        let c = (other.trailing_zeros() / 8) as usize;
+        if c == 0 {
+            return Some((v, n));
+        }
+        if n + c > 19 {
+            return None;
+        }
+        // The c digits moved up to the word's top, '0's below them.
+        let digits = if c == 8 {
+            x
+        } else {
+            x << (64 - 8 * c) | (ONES * u64::from(b'0')) >> (8 * c)
+        };
+        v = v * POW10[c] + eight_digits(digits)?;
+        n += c;
+        if c < 8 {
+            return Some((v, n));
+        }
+    }
+    while let Some(c @ b'0'..=b'9') = b.get(n) {
+        if n == 19 {
+            return None;
+        }
+        v = v * 10 + u64::from(c - b'0');
+        n += 1;
+    }
+    Some((v, n))
+}
+
+/// `(n / 10^k, n % 10^k)`, each `k` a division by a constant (which
+/// compiles to a multiplication), `k <= 19`.
+#[inline]
+fn div_rem_pow10(n: u64, k: usize) -> (u64, u64) {
+    macro_rules! arms {
+        ($($k:literal)*) => {
+            match k {
+                $($k => (n / POW10[$k], n % POW10[$k]),)*
+                _ => (n / POW10[k], n % POW10[k]),
+            }
+        };
+    }
+    arms!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19)
+}
+
+/// A time in seconds at the start of `b`, in the plain shape clocks print
+/// (`digits(.digits)?`, at least 2^20 s, below 10^11 s, at most 19
+/// fraction digits), as nanoseconds: exactly `secs_to_ns` of the nearest
+/// f64, which is what the general parser stores, but in integers only.
+/// Returns the nanoseconds and the length of the number; `None` for any
+/// other shape or range, which the float path then reads.
+///
+/// Why this is exact: write the f64 nearest to `x = W + F/10^k` as
+/// `W + q·2^-s`, where `W = floor(x)`, `2^b <= W < 2^(b+1)` and `s = 52 - b`
+/// (W is on the f64 grid of its binade, so rounding `x` rounds only the
+/// fraction: `q = F·2^s/10^k` to nearest, ties to even, and the parity of
+/// the mantissa is that of `q` since `W·2^s` is even). `secs_to_ns` then
+/// takes the whole seconds `W` and rounds `q·2^-s·10^9` half up; that
+/// product is exact in f64 because `q < 2^s <= 2^32` (W >= 2^20) and
+/// `10^9 = 2^9·1953125`, so `q·1953125 < 2^53`.
+#[inline]
+fn time_ns_plain(b: &[u8]) -> Option<(i64, usize)> {
+    let (w, n) = digit_run(b)?;
+    if !(1 << 20..100_000_000_000).contains(&w) || b[0] == b'0' {
+        return None;
+    }
+    let (f, k) = match b.get(n) {
+        Some(b'.') => {
+            let (f, k) = digit_run(&b[n + 1..])?;
+            if k == 0 {
+                return None;
+            }
+            (f, k)
+        }
+        _ => (0, 0),
+    };
+    let len = if k == 0 { n } else { n + 1 + k };
+    if let Some(b'.' | b'e' | b'E') = b.get(len) {
+        return None;
+    }
+    let s = 52 - (63 - w.leading_zeros());
+    // F·2^s must fit in u64; 22 bits of shift leave 42 for F (12 digits).
+    if f.leading_zeros() < s {
+        return None;
+    }
+    let (mut q, r) = div_rem_pow10(f << s, k);
+    // r < 10^k <= 10^19 < 2^63: doubling it does not overflow.
+    let (twice, p) = (2 * r, POW10[k]);
+    if twice > p || (twice == p && q % 2 == 1) {
+        q += 1;
+    }
+    let frac_ns = (q * 1_000_000_000 + (1 << (s - 1))) >> s;
+    Some((w as i64 * 1_000_000_000 + frac_ns as i64, len))
+}
+
 fn ok_time(t: f64) -> bool {
     t.is_finite() && (0.0..1e11).contains(&t)
 }
@@ -561,8 +686,8 @@ impl FastPath {
                 match bit {
                     0 => state = Some(task_state(s.string()?)?),
                     1 => event_id = s.opt_hex_id()?,
-                    2 => event_time = s.opt_f64()?,
-                    3 => emit_time = s.opt_f64()?,
+                    2 => event_time = s.opt_time_ns()?,
+                    3 => emit_time = s.opt_time_ns()?,
                     4 => {
                         s.opt_string()?;
                     }
@@ -591,16 +716,8 @@ impl FastPath {
         }
         let state = state?;
         let task_id = task_id.filter(|t: &&[u8]| !t.is_empty())?;
-        let emit_time_ns = match emit_time {
-            Some(t) if ok_time(t) => secs_to_ns(t),
-            Some(_) => return None,
-            None => now_ns,
-        };
-        let event_time_ns = match event_time {
-            Some(t) if ok_time(t) => secs_to_ns(t),
-            Some(_) => return None,
-            None => emit_time_ns,
-        };
+        let emit_time_ns = emit_time.unwrap_or(now_ns);
+        let event_time_ns = event_time.unwrap_or(emit_time_ns);
         let terminal = state.is_terminal();
         if duration.is_some_and(|d: f64| !d.is_finite() || d < 0.0)
             || (!terminal && duration.is_some())
@@ -683,32 +800,37 @@ fn hex128(h: &[u8]) -> Option<u128> {
 }
 
 /// 16 hex digits as u64.
+#[inline]
 fn hex64(h: &[u8]) -> Option<u64> {
-    /// Each byte's hex value, 0xFF for a non-digit.
-    const HEX: [u8; 256] = {
-        let mut t = [0xFFu8; 256];
-        let mut i = 0;
-        while i < 10 {
-            t[b'0' as usize + i] = i as u8;
-            i += 1;
-        }
-        let mut i = 0;
-        while i < 6 {
-            t[b'a' as usize + i] = 10 + i as u8;
-            t[b'A' as usize + i] = 10 + i as u8;
-            i += 1;
-        }
-        t
-    };
-    let mut v = 0u64;
-    let mut bad = 0u8;
-    for &c in h {
-        let d = HEX[c as usize];
-        bad |= d;
-        v = v << 4 | u64::from(d & 0xF);
+    let hi = hex8(u64::from_le_bytes(h.get(..8)?.try_into().ok()?))?;
+    let lo = hex8(u64::from_le_bytes(h.get(8..16)?.try_into().ok()?))?;
+    Some(u64::from(hi) << 32 | u64::from(lo))
+}
+
+/// Eight hex digits (either case; little-endian in a word, first digit
+/// lowest) as their value, `None` if any byte is not a hex digit. All
+/// eight at once: range checks by adding to each byte (no byte carries
+/// into the next, as every byte is ASCII), then the nibbles packed pairwise.
+#[inline]
+fn hex8(x: u64) -> Option<u32> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each byte of `v + (0x80 - lo)` says `byte >= lo`.
+    let at_least = |v: u64, lo: u8| v.wrapping_add(ONES * u64::from(0x80 - lo));
+    let digit = at_least(x, b'0') & !at_least(x, b'9' + 1);
+    let lower = x | (ONES * 0x20);
+    let letter = at_least(lower, b'a') & !at_least(lower, b'f' + 1);
+    if x & HIGH != 0 || (digit | letter) & HIGH != HIGH {
+        return None;
     }
-    // A non-digit's 0xFF sets the high bits that no digit has.
-    (bad & 0xF0 == 0).then_some(v)
+    // A digit's value is its low nibble; a letter's is that plus 9.
+    let nibbles = (x & (ONES * 0x0F)) + ((letter & HIGH) >> 7) * 9;
+    // Bytes [a, b, ..] (a first, most significant) to a << 4 | b, then the
+    // four bytes gathered and read big-endian.
+    let pairs = (nibbles & 0x000F_000F_000F_000F) << 4 | (nibbles >> 8) & 0x000F_000F_000F_000F;
+    let quads = (pairs | pairs >> 8) & 0x0000_FFFF_0000_FFFF;
+    let all = (quads | quads >> 16) as u32;
+    Some(all.swap_bytes())
 }
 
 #[cfg(test)]
@@ -899,6 +1021,72 @@ mod tests {
         assert!(decimal_f64(b"1795574441.8567670").is_some());
     }
 
+    #[test]
+    fn hex8_reads_hex_digits_and_refuses_every_other_byte() {
+        let reference = |w: &[u8; 8]| -> Option<u32> {
+            u32::from_str_radix(std::str::from_utf8(w).ok()?, 16)
+                .ok()
+                .filter(|_| w.iter().all(u8::is_ascii_hexdigit))
+        };
+        // Every byte value in every position, amid valid digits.
+        for pos in 0..8 {
+            for b in 0..=255u8 {
+                let mut w = *b"9aF0c3E7";
+                w[pos] = b;
+                assert_eq!(hex8(u64::from_le_bytes(w)), reference(&w), "{w:?}");
+            }
+        }
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let w = format!("{:08x}", x as u32);
+            let mut w: [u8; 8] = w.as_bytes().try_into().unwrap();
+            if x >> 40 & 1 == 1 {
+                w.make_ascii_uppercase();
+            }
+            assert_eq!(hex8(u64::from_le_bytes(w)), Some(x as u32));
+        }
+        assert_eq!(
+            hex128(b"9b0c42c4483646f8AF92BD37A47A5F9F"),
+            Some(0x9b0c42c4483646f8af92bd37a47a5f9f)
+        );
+    }
+
+    #[test]
+    fn time_ns_plain_takes_clock_times_and_leaves_the_rest() {
+        let ns = |t: &str| time_ns_plain(t.as_bytes()).map(|(ns, _)| ns);
+        let f = |t: &str| secs_to_ns(t.parse::<f64>().unwrap());
+        for t in [
+            "1795574441.8567670",
+            "1795574441",
+            "1795574441.5",
+            "1048576",
+            "1048576.000000000000000001",
+            "99999999999.999999",
+            "1795574441.999999999999",
+            "4294967295.9999999",
+        ] {
+            assert_eq!(ns(t), Some(f(t)), "{t}");
+        }
+        // Below 2^20 s, from 10^11 s, leading zeros, signs, exponents,
+        // a bare dot: the float path's.
+        for t in [
+            "1048575.5",
+            "100000000000",
+            "0",
+            "01795574441",
+            "-1795574441",
+            "1795574441.",
+            "1795574441e0",
+            "1795574441.5E1",
+            "",
+        ] {
+            assert_eq!(ns(t), None, "{t}");
+        }
+    }
+
     proptest! {
         #[test]
         fn decimal_f64_agrees_on_random_decimals(
@@ -912,6 +1100,51 @@ mod tests {
             let t = t.trim_end_matches('.');
             if let Some(f) = decimal_f64(t.as_bytes()) {
                 prop_assert_eq!(f.to_bits(), t.parse::<f64>().unwrap().to_bits(), "{}", t);
+            }
+        }
+
+        /// The integer time path is `secs_to_ns` of the standard parser's
+        /// float, on clock-shaped times of every fraction width, and on
+        /// times near the edges of its range.
+        #[test]
+        fn time_ns_plain_is_secs_to_ns_of_the_float(
+            int in prop_oneof![
+                (1u64 << 20)..100_000_000_000,
+                (1u64 << 20)..(1 << 21),
+                1_600_000_000u64..2_000_000_000,
+                90_000_000_000u64..100_000_000_000,
+            ],
+            frac in proptest::num::u64::ANY,
+            width in 0usize..=20,
+            tail in proptest::sample::select(&["", ",", "}", " ", "e5", "E-3", "."]),
+        ) {
+            let frac = format!("{frac:020}");
+            let t = format!("{int}.{}", &frac[..width]);
+            let t = t.trim_end_matches('.');
+            // A tail that makes the text another number (an exponent, a
+            // dot) must leave it to the float path.
+            let goes_on = matches!(tail, "e5" | "E-3" | ".");
+            let text = format!("{t}{tail}");
+            match time_ns_plain(text.as_bytes()) {
+                Some((ns, len)) => {
+                    prop_assert_eq!(len, t.len(), "{}", text);
+                    prop_assert!(!goes_on, "{}", text);
+                    let f: f64 = t.parse().unwrap();
+                    prop_assert_eq!(ns, secs_to_ns(f), "{}", t);
+                }
+                // Only fractions too long for u64 arithmetic (nine digits
+                // always fit), and numbers that go on, are left to the
+                // float path.
+                None => prop_assert!(width > 9 || goes_on, "{}", text),
+            }
+        }
+
+        #[test]
+        fn time_ns_plain_agrees_on_round_trips(x in 1_048_576.0f64..1e11) {
+            let t = format!("{x:?}");
+            if let Some((ns, len)) = time_ns_plain(t.as_bytes()) {
+                prop_assert_eq!(len, t.len());
+                prop_assert_eq!(ns, secs_to_ns(x), "{}", t);
             }
         }
 
