@@ -39,7 +39,7 @@ use crate::record::{
     AgentSnapshot, EndMarker, EndReason, Event, EventKind, GpuProcess, Record, ResourceScope,
     ResourceUpdate, Value,
 };
-use crate::ring::Consumer;
+use crate::ring::{Consumer, Producer};
 use crate::stats;
 use hdrhistogram::Histogram;
 use std::collections::VecDeque;
@@ -203,6 +203,8 @@ pub struct Dispatcher<S: Sink> {
     final_drain: bool,
     fanout: Option<Fanout>,
     ingest: Option<Consumer<IngestBatch>>,
+    /// Emptied batches going back to the listener for reuse.
+    recycle: Option<Producer<IngestBatch>>,
     ingested: Vec<IngestBatch>,
     order: Vec<(i64, u32, u32)>,
     node_id: String,
@@ -245,6 +247,7 @@ impl<S: Sink> Dispatcher<S> {
             final_drain: false,
             fanout: None,
             ingest: None,
+            recycle: None,
             ingested: Vec::new(),
             order: Vec::new(),
             node_id: String::new(),
@@ -588,7 +591,13 @@ impl<S: Sink> Dispatcher<S> {
         self.sink.flush();
         order.clear();
         batch.clear();
-        ingested.clear();
+        for mut b in ingested.drain(..) {
+            if let Some(tx) = self.recycle.as_mut() {
+                b.clear();
+                // A full return ring frees the batch.
+                let _ = tx.push(b);
+            }
+        }
         self.order = order;
         self.batch = batch;
         self.ingested = ingested;
@@ -630,13 +639,15 @@ impl<S: Sink> Dispatcher<S> {
     /// Also drain client events from `rx` (filling in `event_id` where the
     /// client left it out; a missing `node_id` is this node, which the
     /// converters write from the log header), counting with `counters`.
+    /// `recycle` takes the emptied batches back to the listener.
     pub fn with_ingest(
         mut self,
-        rx: Consumer<IngestBatch>,
+        (rx, recycle): (Consumer<IngestBatch>, Producer<IngestBatch>),
         node_id: String,
         counters: Arc<IngestCounters>,
     ) -> Self {
         self.ingest = Some(rx);
+        self.recycle = Some(recycle);
         self.node_id = node_id;
         self.ingest_counters = Some(counters);
         self

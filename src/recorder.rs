@@ -51,6 +51,9 @@ pub const PROC_RING: usize = 64;
 /// about 32 MiB wait for the dispatcher; the listener wakes it when the ring
 /// is a quarter full.
 pub const INGEST_RING: usize = 1 << 10;
+/// Emptied ingest batches kept for reuse (each holds about 36 KiB); more
+/// are freed, so a burst does not leave the agent's memory grown.
+pub const INGEST_RECYCLE: usize = 8;
 /// Slots of the live OTLP exporter's ring of events.
 pub const EXPORT_RING: usize = 1 << 16;
 /// Slots of the GPU agent's ring (6.4 s of polls at 10 Hz).
@@ -417,6 +420,8 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
 
     let (proc_tx, proc_rx) = ring::channel::<ProcSample>(PROC_RING);
     let (ingest_tx, ingest_rx) = ring::channel::<crate::ingest::batch::IngestBatch>(INGEST_RING);
+    let (recycle_tx, recycle_rx) =
+        ring::channel::<crate::ingest::batch::IngestBatch>(INGEST_RECYCLE);
     let ingest_counters = Arc::new(IngestCounters::default());
     let stop_control = Arc::new(StopControl::default());
     let counters = Arc::new(AgentCounters::default());
@@ -428,7 +433,7 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     let (mut listener, waker) = Listener::new(
         socket,
         cfg.socket.clone(),
-        ingest_tx,
+        (ingest_tx, recycle_rx),
         Arc::clone(&ingest_counters),
         Arc::clone(&stop_control),
         AgentInfo {
@@ -504,7 +509,11 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
             anchor.wall_ns,
             cfg.snapshot_every,
         )
-        .with_ingest(ingest_rx, cfg.node_id.clone(), Arc::clone(&ingest_counters))
+        .with_ingest(
+            (ingest_rx, recycle_tx),
+            cfg.node_id.clone(),
+            Arc::clone(&ingest_counters),
+        )
         .with_fanout(fanout);
         let d = match gpu_rx {
             Some(rx) => d.with_gpu(rx, Arc::clone(&gpu_counters), start_ns, interval_ns),

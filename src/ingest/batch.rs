@@ -85,6 +85,12 @@ impl IngestBatch {
         }
     }
 
+    /// Empties the batch, keeping its buffers (for reuse by the listener).
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.items.clear();
+    }
+
     /// Event `i`: its time and its encoded record.
     pub fn get(&self, i: usize) -> (i64, &[u8]) {
         let start = if i == 0 {

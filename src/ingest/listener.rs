@@ -24,7 +24,7 @@ use super::fast::FastPath;
 use super::protocol::{error_reply, parse_line, Control, Line, MAX_LINE_BYTES};
 use crate::clock::wall_ns;
 use crate::ids::EventIdGen;
-use crate::ring::{Producer, PushError};
+use crate::ring::{Consumer, Producer, PushError};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -108,6 +108,8 @@ pub struct Listener {
     clients: HashMap<u64, Client>,
     next: u64,
     tx: Producer<IngestBatch>,
+    /// Emptied batches back from the dispatcher, reused for new ones.
+    recycled: Consumer<IngestBatch>,
     /// Accepted events not yet handed to the dispatcher.
     pending: IngestBatch,
     fast: FastPath,
@@ -208,7 +210,7 @@ impl Listener {
     pub fn new(
         socket: UnixListener,
         path: PathBuf,
-        tx: Producer<IngestBatch>,
+        (tx, recycled): (Producer<IngestBatch>, Consumer<IngestBatch>),
         counters: Arc<IngestCounters>,
         control: Arc<StopControl>,
         info: AgentInfo,
@@ -245,6 +247,7 @@ impl Listener {
                 clients: HashMap::new(),
                 next: 0,
                 tx,
+                recycled,
                 pending: IngestBatch::default(),
                 fast: FastPath::default(),
                 ids: EventIdGen::from_os(),
@@ -591,7 +594,8 @@ impl Listener {
         if self.pending.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.pending);
+        let fresh = self.recycled.pop().unwrap_or_default();
+        let batch = std::mem::replace(&mut self.pending, fresh);
         let n = batch.len() as u64;
         match self.tx.push(batch) {
             Ok(()) => self.counters.accepted.fetch_add(n, Ordering::Relaxed),
