@@ -112,6 +112,17 @@ struct Scan<'a> {
 impl<'a> Scan<'a> {
     #[inline]
     fn ws(&mut self) {
+        // Most often there is none, or one space.
+        match self.b.get(self.i) {
+            Some(&c) if c > b' ' => return,
+            Some(b' ') => {
+                self.i += 1;
+                if self.b.get(self.i).is_some_and(|&c| c > b' ') {
+                    return;
+                }
+            }
+            _ => {}
+        }
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
             self.i += 1;
         }
@@ -127,6 +138,20 @@ impl<'a> Scan<'a> {
         } else {
             false
         }
+    }
+
+    /// After a member: takes `,` (true: another member follows) or `}`
+    /// (false: the object ends); `None` for anything else.
+    #[inline]
+    fn comma_or_end(&mut self) -> Option<bool> {
+        self.ws();
+        let more = match *self.b.get(self.i)? {
+            b',' => true,
+            b'}' => false,
+            _ => return None,
+        };
+        self.i += 1;
+        Some(more)
     }
 
     /// Skips whitespace and looks at the next byte.
@@ -735,11 +760,8 @@ impl FastPath {
                     return None;
                 }
                 seen |= 1 << bit;
-                if s.eat(b'}') {
+                if !s.comma_or_end()? {
                     break;
-                }
-                if !s.eat(b',') {
-                    return None;
                 }
             }
         }
@@ -813,11 +835,8 @@ impl FastPath {
             self.keys.push((at, k.len() as u32));
             enc::str(&mut self.attrs, k);
             s.scalar(&mut self.attrs)?;
-            if s.eat(b'}') {
+            if !s.comma_or_end()? {
                 return Some(());
-            }
-            if !s.eat(b',') {
-                return None;
             }
         }
     }
