@@ -674,6 +674,60 @@ fn div_rem_pow10(n: u64, k: usize) -> (u64, u64) {
 /// `10^9 = 2^9·1953125`, so `q·1953125 < 2^53`.
 #[inline]
 fn time_ns_plain(b: &[u8]) -> Option<(i64, usize)> {
+    time_ns_clock(b).or_else(|| time_ns_general(b))
+}
+
+/// [`time_ns_plain`] for the shape of nearly every time a clock prints
+/// today: ten integer digits (from 10^9 s, September 2001, to 10^10 s),
+/// a dot and one to nine fraction digits, with at least 21 bytes of line
+/// from its start. Words of eight digits at once and a division by one
+/// constant: the fraction as exact nanoseconds `E` (its digits padded
+/// with zeros to nine) is `F/10^k` in units of 10^-9, so the rounding of
+/// [`time_ns_general`] reads `q = E·2^s/10^9` to nearest, ties to even.
+#[inline]
+fn time_ns_clock(b: &[u8]) -> Option<(i64, usize)> {
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    let word = |at: usize| Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?));
+    let (head, frac) = (word(0)?, word(11)?);
+    let (d8, d9, dot) = (*b.get(8)?, *b.get(9)?, *b.get(10)?);
+    if dot != b'.' || !d8.is_ascii_digit() || !d9.is_ascii_digit() || head as u8 == b'0' {
+        return None;
+    }
+    let w = eight_digits(head)? * 100 + u64::from(d8 - b'0') * 10 + u64::from(d9 - b'0');
+    // Leading fraction digits: the lowest non-digit byte of the word.
+    let ge0 = frac.wrapping_add(0x0101_0101_0101_0101 * u64::from(0x80 - b'0'));
+    let ge10 = frac.wrapping_add(0x0101_0101_0101_0101 * u64::from(0x80 - b'9' - 1));
+    let other = (!ge0 | ge10 | frac) & 0x8080_8080_8080_8080;
+    let c = (other.trailing_zeros() / 8) as usize;
+    let (e, k) = match c {
+        0 => return None,
+        8 => match *b.get(19)? {
+            d @ b'0'..=b'9' => (eight_digits(frac)? * 10 + u64::from(d - b'0'), 9),
+            _ => (eight_digits(frac)? * 10, 8),
+        },
+        // The c digits kept, '0's after them (higher bytes).
+        c => {
+            let keep = (1u64 << (8 * c)) - 1;
+            (eight_digits(frac & keep | ZEROS & !keep)? * 10, c)
+        }
+    };
+    let len = 11 + k;
+    if let Some(b'0'..=b'9' | b'.' | b'e' | b'E') = b.get(len) {
+        return None;
+    }
+    let s = 52 - (63 - w.leading_zeros());
+    let num = e << s;
+    let (mut q, r) = (num / 1_000_000_000, num % 1_000_000_000);
+    if 2 * r > 1_000_000_000 || (2 * r == 1_000_000_000 && q % 2 == 1) {
+        q += 1;
+    }
+    let frac_ns = (q * 1_000_000_000 + (1 << (s - 1))) >> s;
+    Some((w as i64 * 1_000_000_000 + frac_ns as i64, len))
+}
+
+/// [`time_ns_plain`] for every shape it takes.
+#[inline]
+fn time_ns_general(b: &[u8]) -> Option<(i64, usize)> {
     let (w, n) = digit_run(b)?;
     if !(1 << 20..100_000_000_000).contains(&w) || b[0] == b'0' {
         return None;
@@ -1214,6 +1268,27 @@ mod tests {
                 // always fit), and numbers that go on, are left to the
                 // float path.
                 None => prop_assert!(width > 9 || goes_on, "{}", text),
+            }
+        }
+
+        /// The clock-shaped path gives what the general one gives, and
+        /// takes every clock-shaped time.
+        #[test]
+        fn time_ns_clock_is_time_ns_general(
+            int in 1_000_000_000u64..10_000_000_000,
+            frac in proptest::num::u64::ANY,
+            width in 1usize..=12,
+            tail in proptest::sample::select(&[", \"emit_time\": 1", "}                    ", "e5         ", "0123456789"]),
+        ) {
+            let frac = format!("{frac:020}");
+            let text = format!("{int}.{}{tail}", &frac[..width]);
+            let clock = time_ns_clock(text.as_bytes());
+            let general = time_ns_general(text.as_bytes());
+            if width <= 9 && !matches!(&tail[..1], "e" | "0") {
+                prop_assert!(clock.is_some(), "{}", text);
+            }
+            if let Some(c) = clock {
+                prop_assert_eq!(Some(c), general, "{}", text);
             }
         }
 
