@@ -489,7 +489,7 @@ fn finite(text: &str) -> Option<f64> {
 
 /// Eight ASCII digits (little-endian in a word, first digit lowest) as
 /// their value, `None` if any byte is not a digit.
-#[inline]
+#[inline(always)]
 fn eight_digits(x: u64) -> Option<u64> {
     const ZEROS: u64 = 0x3030_3030_3030_3030;
     // Digits are 0x30..=0x39: high nibble 3, and adding 6 keeps it 3.
