@@ -250,6 +250,36 @@ fn killed_writer_leaves_zero_tail_that_reads_as_end() {
 }
 
 #[test]
+fn records_reach_the_file_at_flush_or_when_the_buffer_fills() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.tal");
+    let mut w = LogWriter::create(&path, &header(1 << 20)).unwrap();
+    let in_file = || {
+        let bytes = std::fs::read(&path).unwrap();
+        read_all(bytes).0.len()
+    };
+    for i in 0..10 {
+        w.append(&resource(i, 2)).unwrap();
+    }
+    assert_eq!(in_file(), 0, "appended records wait for the flush");
+    w.flush().unwrap();
+    assert_eq!(in_file(), 10);
+    // Past FLUSH_BYTES of pending frames the writer flushes by itself.
+    let mut i = 10;
+    while w.bytes() < 2 * tal::log::writer::FLUSH_BYTES as u64 {
+        w.append(&resource(i, 64)).unwrap();
+        i += 1;
+    }
+    let seen = in_file();
+    assert!(seen > 10 && seen < i as usize, "{seen} of {i} in the file");
+    assert_eq!(w.lost_records(), 0);
+    let path = w.finish(None).unwrap();
+    let (got, stats) = read_all(std::fs::read(&path).unwrap());
+    assert_eq!(got.len(), i as usize);
+    assert_eq!(stats.corrupt_frames, 0);
+}
+
+#[test]
 fn damaged_record_in_the_middle_is_skipped_and_the_rest_recovered() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.tal");
