@@ -108,8 +108,8 @@ pub struct RecordArgs {
     #[arg(long)]
     pub no_convert: bool,
 
-    /// Bytes by which the log file grows (and the size of its mapped
-    /// window): a multiple of the page size.
+    /// Bytes by which the log file's space is reserved ahead (so that a
+    /// full disk shows at reservation): a multiple of the page size.
     #[arg(long, default_value_t = crate::log::DEFAULT_CHUNK_BYTES, value_name = "BYTES")]
     pub log_chunk: u64,
 

@@ -716,9 +716,9 @@ impl<S: Sink> Dispatcher<S> {
             let now = mono_ns();
             if !stopping && now - self.last_snapshot >= self.snapshot_every.as_nanos() as u64 {
                 self.last_snapshot = now;
+                // It reaches the file with the next drain's flush.
                 let s = Record::Snapshot(self.snapshot());
                 self.send(s);
-                self.sink.flush();
             }
             if stopping {
                 break;

@@ -125,7 +125,7 @@ fn kill_9_loses_nothing_that_reached_the_writer() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, log) = spawn_recorder(dir.path(), "s.kill", "0.05");
     std::thread::sleep(Duration::from_millis(2500));
-    // What the writer has put in the (shared, mmap'd) file so far: read it
+    // What the writer has put in the file so far: read it
     // through the page cache from this process, then SIGKILL the agent.
     let seen = LogReader::open(&log).unwrap().count();
     child.kill().unwrap();

@@ -24,7 +24,7 @@ pub const MAX_RECORD_BYTES: u32 = 64 << 20;
 pub const PREAMBLE_BYTES: usize = 24;
 /// Bytes of a frame header: length and crc.
 pub const FRAME_HEADER_BYTES: usize = 8;
-/// Default chunk by which the file grows (and the size of the mapped window).
+/// Default chunk by which the file's space is reserved ahead.
 pub const DEFAULT_CHUNK_BYTES: u64 = 1 << 20;
 
 /// bincode configuration used for the header and every record.
