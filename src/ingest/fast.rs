@@ -597,23 +597,30 @@ fn decimal_f64(text: &[u8]) -> Option<f64> {
         .map(sign)
 }
 
+/// How many of a word's bytes (little-endian, first byte lowest) are ASCII
+/// digits before the first that is not, 0 to 8. Range checks by adding to
+/// each byte: the lowest flagged byte is the first non-digit (a carry out
+/// of a byte of 0x80 or more only flags bytes after it).
+#[inline(always)]
+fn leading_digits(x: u64) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let ge0 = x.wrapping_add(ONES * u64::from(0x80 - b'0'));
+    let ge10 = x.wrapping_add(ONES * u64::from(0x80 - b'9' - 1));
+    let other = (!ge0 | ge10 | x) & 0x8080_8080_8080_8080;
+    (other.trailing_zeros() / 8) as usize
+}
+
 /// A run of at most 19 ASCII digits at the start of `b`: its value and
 /// length (0 when `b` does not start with a digit). `None` past 19 digits,
 /// which u64 may not hold. Eight bytes at a time where there are eight.
 #[inline]
 fn digit_run(b: &[u8]) -> Option<(u64, usize)> {
     const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut v = 0u64;
     let mut n = 0;
     while let Some(chunk) = b.get(n..n + 8) {
         let x = u64::from_le_bytes(chunk.try_into().ok()?);
-        // The lowest flagged byte is the first non-digit (a carry out of a
-        // byte of 0x80 or more only flags bytes after it).
-        let ge0 = x.wrapping_add(ONES * u64::from(0x80 - b'0'));
-        let ge10 = x.wrapping_add(ONES * u64::from(0x80 - b'9' - 1));
-        let other = (!ge0 | ge10 | x) & HIGH;
-        let c = (other.trailing_zeros() / 8) as usize;
+        let c = leading_digits(x);
         if c == 0 {
             return Some((v, n));
         }
@@ -694,12 +701,7 @@ fn time_ns_clock(b: &[u8]) -> Option<(i64, usize)> {
         return None;
     }
     let w = eight_digits(head)? * 100 + u64::from(d8 - b'0') * 10 + u64::from(d9 - b'0');
-    // Leading fraction digits: the lowest non-digit byte of the word.
-    let ge0 = frac.wrapping_add(0x0101_0101_0101_0101 * u64::from(0x80 - b'0'));
-    let ge10 = frac.wrapping_add(0x0101_0101_0101_0101 * u64::from(0x80 - b'9' - 1));
-    let other = (!ge0 | ge10 | frac) & 0x8080_8080_8080_8080;
-    let c = (other.trailing_zeros() / 8) as usize;
-    let (e, k) = match c {
+    let (e, k) = match leading_digits(frac) {
         0 => return None,
         8 => match *b.get(19)? {
             d @ b'0'..=b'9' => (eight_digits(frac)? * 10 + u64::from(d - b'0'), 9),

@@ -245,10 +245,8 @@ impl LogWriter {
     /// failure the pending frames are dropped and counted as lost, and the
     /// writer refuses everything after.
     pub fn flush(&mut self) -> Result<(), WriteError> {
-        if self.failed && !self.buf.is_empty() {
-            self.lost += self.buffered;
-            self.buf.clear();
-            self.buffered = 0;
+        if self.failed {
+            self.settle(false);
         }
         self.flush_buffer()
     }
@@ -257,23 +255,18 @@ impl LogWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        if self.buf.len() <= MAP_FLUSH_MAX && self.store_through_map() {
-            self.flushed += self.buf.len() as u64;
-            self.buf.clear();
-            self.buffered = 0;
-            return Ok(());
-        }
-        match self.file.write_all_at(&self.buf, self.flushed) {
+        let res = if self.buf.len() <= MAP_FLUSH_MAX && self.store_through_map() {
+            Ok(())
+        } else {
+            self.file.write_all_at(&self.buf, self.flushed)
+        };
+        match res {
             Ok(()) => {
-                self.flushed += self.buf.len() as u64;
-                self.buf.clear();
-                self.buffered = 0;
+                self.settle(true);
                 Ok(())
             }
             Err(source) => {
-                self.lost += self.buffered;
-                self.buf.clear();
-                self.buffered = 0;
+                self.settle(false);
                 self.failed = true;
                 Err(match source.raw_os_error() {
                     Some(libc::ENOSPC | libc::EDQUOT) => self.full(),
@@ -284,6 +277,18 @@ impl LogWriter {
                 })
             }
         }
+    }
+
+    /// Empties the buffer: its frames are now in the file (`written`), or
+    /// never will be and count as lost.
+    fn settle(&mut self, written: bool) {
+        if written {
+            self.flushed += self.buf.len() as u64;
+        } else {
+            self.lost += self.buffered;
+        }
+        self.buf.clear();
+        self.buffered = 0;
     }
 
     /// Copies the pending frames into the map of the chunk they fall in
