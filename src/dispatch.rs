@@ -27,7 +27,7 @@
 //! sample (and the next sample's deltas for that source are taken against
 //! the last good reading).
 
-use crate::agent::gpu::{GpuCounters, GpuDeviceReading, GpuSample};
+use crate::agent::gpu::{Backfill, GpuCounters, GpuDeviceReading, GpuSample};
 use crate::agent::proc::{source, ProcSample, NO_PERMILLE};
 use crate::agent::procfs::{memory_percent, CpuTicks};
 use crate::agent::AgentCounters;
@@ -36,8 +36,8 @@ use crate::ids::EventIdGen;
 use crate::ingest::batch::IngestBatch;
 use crate::ingest::listener::IngestCounters;
 use crate::record::{
-    AgentSnapshot, EndMarker, EndReason, Event, EventKind, GpuProcess, Record, ResourceScope,
-    ResourceUpdate, Value,
+    AgentSnapshot, EndMarker, EndReason, Event, EventKind, GpuProcess, GpuUtilSamples, Record,
+    ResourceScope, ResourceUpdate, Value,
 };
 use crate::ring::{Consumer, Producer};
 use crate::stats;
@@ -111,6 +111,8 @@ pub const GPU_HOLD_POLLS: u64 = 3;
 #[derive(Debug)]
 struct GpuIn {
     rx: Consumer<GpuSample>,
+    /// The agent's back-fills of driver samples.
+    backfill_rx: Consumer<Backfill>,
     counters: Arc<GpuCounters>,
     start_ns: u64,
     interval_ns: u64,
@@ -126,6 +128,8 @@ struct GpuIn {
     thread_cpu_ns: u64,
     /// The processes of the newest poll written: (gpu, pid, bytes).
     last_procs: Vec<(u32, u32, u64)>,
+    /// Devices the polls have.
+    ndev: usize,
 }
 
 impl GpuIn {
@@ -157,7 +161,8 @@ pub fn gpu_update(gpu_id: u32, r: &GpuDeviceReading) -> ResourceUpdate {
         _ => None,
     };
     u.extra = vec![
-        ("gpu_samples".into(), int(r.util_samples.map(u64::from))),
+        // Null: the driver's current figure; `convert` back-fills it.
+        ("gpu_samples".into(), Value::Null),
         (
             "gpu_memory_util_percent".into(),
             float(r.mem_util_percent.map(|v| round1(f64::from(v)))),
@@ -168,6 +173,10 @@ pub fn gpu_update(gpu_id: u32, r: &GpuDeviceReading) -> ResourceUpdate {
         (
             "gpu_power_watts".into(),
             float(r.power_mw.map(|p| f64::from(p) / 1000.0)),
+        ),
+        (
+            "gpu_energy_joules".into(),
+            float(r.energy_j.map(|j| (j * 1000.0).round() / 1000.0)),
         ),
         (
             "gpu_temperature_celsius".into(),
@@ -378,6 +387,7 @@ impl<S: Sink> Dispatcher<S> {
             batch.push(Some(ev));
         }
         gpu.thread_cpu_ns = gpu.thread_cpu_ns.max(g.thread_cpu_ns);
+        gpu.ndev = gpu.ndev.max(g.ndev as usize);
         gpu.last = Some((gpu.index(g.deadline_ns), max_gpu_percent(g)));
         // The GPU processes, when they changed (convert attributes them to
         // tasks by pid).
@@ -424,6 +434,17 @@ impl<S: Sink> Dispatcher<S> {
         while let Some(g) = gpu.rx.pop() {
             gpu.polls.push_back(g);
         }
+        while let Some(b) = gpu.backfill_rx.pop() {
+            batch.push(Some(Record::GpuUtil(GpuUtilSamples {
+                gpu_id: b.gpu,
+                fetched_ns: anchor.to_wall(b.fetched_ns),
+                covers_to_ns: anchor.to_wall(b.covers_to_ns),
+                samples: b.samples[..b.n as usize]
+                    .iter()
+                    .map(|s| (anchor.to_wall(s.mono_ns), s.percent))
+                    .collect(),
+            })));
+        }
         let newest = gpu.held.back().map(|p| gpu.index(p.deadline_ns));
         while let Some(p) = gpu.held.front() {
             let k = gpu.index(p.deadline_ns);
@@ -468,12 +489,14 @@ impl<S: Sink> Dispatcher<S> {
     pub fn with_gpu(
         mut self,
         rx: Consumer<GpuSample>,
+        backfill_rx: Consumer<Backfill>,
         counters: Arc<GpuCounters>,
         start_ns: u64,
         interval_ns: u64,
     ) -> Self {
         self.gpu = Some(GpuIn {
             rx,
+            backfill_rx,
             counters,
             start_ns,
             interval_ns: interval_ns.max(1),
@@ -483,6 +506,7 @@ impl<S: Sink> Dispatcher<S> {
             hist_latency: stats::histogram(60_000_000_000),
             thread_cpu_ns: 0,
             last_procs: Vec::new(),
+            ndev: 0,
         });
         self
     }
@@ -684,6 +708,20 @@ impl<S: Sink> Dispatcher<S> {
                 .as_ref()
                 .map(|g| stats::encode(&g.hist_latency))
                 .unwrap_or_default(),
+            gpu_errors: self
+                .gpu
+                .as_ref()
+                .map(|g| {
+                    let n = g.ndev;
+                    g.counters.errors[..n]
+                        .iter()
+                        .map(|e| e.load(Ordering::Relaxed))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            gpu_backfills: self.gpu_count(|c| &c.backfills),
+            gpu_backfill_cpu_ns: self.gpu_count(|c| &c.backfill_cpu_ns),
+            gpu_backfills_dropped: self.gpu_count(|c| &c.backfills_dropped),
         }
     }
 
@@ -941,11 +979,13 @@ mod gpu_tests {
         d: Dispatcher<Vec<Record>>,
         proc_tx: Producer<ProcSample>,
         gpu_tx: Producer<GpuSample>,
+        bf_tx: Producer<Backfill>,
     }
 
     fn rig() -> Rig {
         let (proc_tx, proc_rx) = channel(64);
         let (gpu_tx, gpu_rx) = channel(64);
+        let (bf_tx, bf_rx) = channel(4);
         let d = Dispatcher::new(
             proc_rx,
             Vec::new(),
@@ -956,8 +996,53 @@ mod gpu_tests {
             0,
             Duration::from_secs(10),
         )
-        .with_gpu(gpu_rx, Arc::default(), START, IV);
-        Rig { d, proc_tx, gpu_tx }
+        .with_gpu(gpu_rx, bf_rx, Arc::default(), START, IV);
+        Rig {
+            d,
+            proc_tx,
+            gpu_tx,
+            bf_tx,
+        }
+    }
+
+    #[test]
+    fn a_back_fill_becomes_a_record_with_wall_clock_sample_times() {
+        let mut r = rig();
+        let mut b = Backfill {
+            gpu: 1,
+            fetched_ns: START + 5 * IV,
+            covers_to_ns: START + 4 * IV,
+            n: 2,
+            ..Backfill::default()
+        };
+        b.samples[0] = crate::agent::gpu::UtilSample {
+            mono_ns: START + IV,
+            percent: 30.0,
+        };
+        b.samples[1] = crate::agent::gpu::UtilSample {
+            mono_ns: START + 4 * IV,
+            percent: 70.0,
+        };
+        r.bf_tx.push(b).unwrap();
+        r.d.drain();
+        let got: Vec<&GpuUtilSamples> = r
+            .d
+            .sink
+            .iter()
+            .filter_map(|x| match x {
+                Record::GpuUtil(g) => Some(g),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got.len(), 1);
+        let g = got[0];
+        assert_eq!(g.gpu_id, 1);
+        // Times keep their spacing on the wall clock.
+        assert_eq!(g.fetched_ns - g.covers_to_ns, IV as i64);
+        assert_eq!(g.samples.len(), 2);
+        assert_eq!(g.samples[1].0 - g.samples[0].0, 3 * IV as i64);
+        assert_eq!(g.covers_to_ns, g.samples[1].0);
+        assert_eq!((g.samples[0].1, g.samples[1].1), (30.0, 70.0));
     }
 
     fn proc_at(k: u64) -> ProcSample {

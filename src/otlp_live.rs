@@ -136,6 +136,7 @@ impl LiveExporter {
             _ => {}
         }
         self.inst.observe(&self.node, &ev.kind);
+        jsonl::note_energy(&mut self.tracker, &self.node, &ev);
         if let Outcome::Closed {
             duration_seconds, ..
         } = self.tracker.observe_on(&self.node, &ev, &mut self.inst)
@@ -269,6 +270,7 @@ impl LiveExporter {
             self.session_start_ns,
             end,
             1,
+            &jsonl::session_energy(&self.tracker, 1),
         );
         lines.push(buf);
         for l in &lines {

@@ -41,6 +41,25 @@ pub enum Record {
     Snapshot(AgentSnapshot),
     /// The clean end marker, written last at shutdown.
     End(EndMarker),
+    /// A GPU's driver utilisation samples, back-filled (tal's own record:
+    /// `convert` fills the `per_gpu` events of the polls they fall in; see
+    /// `crate::convert::gpufill`).
+    GpuUtil(GpuUtilSamples),
+}
+
+/// One back-fill of a GPU's driver utilisation samples.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct GpuUtilSamples {
+    /// The device's `gpu_id`.
+    pub gpu_id: u32,
+    /// When the agent asked the driver, ns since the epoch.
+    pub fetched_ns: i64,
+    /// Every driver sample up to this time (ns since the epoch) is known
+    /// once this record and the earlier ones of the device are.
+    pub covers_to_ns: i64,
+    /// (when the driver took it, ns since the epoch; GPU utilisation %),
+    /// oldest first.
+    pub samples: Vec<(i64, f32)>,
 }
 
 /// A telemetry event.
@@ -286,13 +305,21 @@ pub struct AgentSnapshot {
     pub gpu_polls_dropped: u64,
     /// GPU deadlines skipped (an NVML call stalled past a whole interval).
     pub gpu_deadlines_missed: u64,
-    /// GPUs disabled after an error.
+    /// Times a GPU stopped answering (it is retried with backoff).
     pub gpu_devices_disabled: u64,
     /// The GPU thread's own CPU time, ns.
     pub gpu_thread_cpu_ns: u64,
     /// NVML time per device and poll, ns (HDR V2-serialised; empty
     /// without GPUs).
     pub hist_nvml_latency_ns: Vec<u8>,
+    /// NVML errors per device (by `gpu_id`; empty without GPUs).
+    pub gpu_errors: Vec<u64>,
+    /// Back-fill calls (`nvmlDeviceGetSamples`) made.
+    pub gpu_backfills: u64,
+    /// Their CPU time, ns.
+    pub gpu_backfill_cpu_ns: u64,
+    /// Back-fills lost because the dispatcher's ring was full.
+    pub gpu_backfills_dropped: u64,
 }
 
 /// Why the recording ended.

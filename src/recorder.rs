@@ -58,6 +58,10 @@ pub const INGEST_RECYCLE: usize = 8;
 pub const EXPORT_RING: usize = 1 << 16;
 /// Slots of the GPU agent's ring (6.4 s of polls at 10 Hz).
 pub const GPU_RING: usize = 64;
+/// Slots of the GPU agent's ring of back-fills (each up to 4 KiB of driver
+/// samples; one device's every second at the most, and one per device at
+/// stop, so 64 slots hold the stop of a 64-GPU node).
+pub const BACKFILL_RING: usize = 64;
 /// Slots of the dispatcher's ring of lines for live subscribers.
 pub const SUBSCRIBER_RING: usize = 1 << 16;
 
@@ -462,7 +466,8 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     let (gpu_tx, gpu_rx) = match &gpu_sources {
         Some(_) => {
             let (tx, rx) = ring::channel::<crate::agent::gpu::GpuSample>(GPU_RING);
-            (Some(tx), Some(rx))
+            let (btx, brx) = ring::channel::<crate::agent::gpu::Backfill>(BACKFILL_RING);
+            (Some((tx, btx)), Some((rx, brx)))
         }
         None => (None, None),
     };
@@ -516,7 +521,13 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
         )
         .with_fanout(fanout);
         let d = match gpu_rx {
-            Some(rx) => d.with_gpu(rx, Arc::clone(&gpu_counters), start_ns, interval_ns),
+            Some((rx, brx)) => d.with_gpu(
+                rx,
+                brx,
+                Arc::clone(&gpu_counters),
+                start_ns,
+                interval_ns,
+            ),
             None => d,
         };
         let d = match (live_tx, &live) {
@@ -549,10 +560,11 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
             .context("cannot start the sampling thread")?
     };
     let gpu = match (gpu_sources, gpu_tx) {
-        (Some(src), Some(tx)) => {
+        (Some(src), Some((tx, btx))) => {
             let agent = crate::agent::gpu::GpuAgent::new(
                 src,
                 tx,
+                btx,
                 start_ns,
                 interval_ns,
                 Arc::clone(&gpu_counters),

@@ -39,6 +39,14 @@
 //!   on each device, as an object keyed by `gpu_id`. (Processes are summed
 //!   per device and poll, so a task with two processes on one GPU counts
 //!   both.)
+//! - GPU energy per task: a task that started on a node whose GPUs are
+//!   sampled gets `gpu_energy_joules` on its terminal event and span, e.g.
+//!   `{"0": 1520.4, "1": 310.0}`: each device's energy from the task's
+//!   TaskStarted to its end (the `gpu_energy_joules` counters of the node's
+//!   `per_gpu` samples, so to within one poll at either end). It is the
+//!   devices' whole energy while the task ran, not the task's share of it:
+//!   tasks that overlap on a node each see all of it, and a CPU-only task
+//!   sees what the idle GPUs drew.
 
 use crate::instruments::Instruments;
 use crate::record::{Attributes, Event, EventKind, GpuProcess, TaskState, Value};
@@ -86,6 +94,8 @@ struct Open {
     pid: Option<(String, u32)>,
     /// Peak GPU memory of its processes, per gpu_id.
     gpu_peak: Vec<(u32, u64)>,
+    /// The node it started on, and its devices' energy counters then.
+    energy_start: Option<(String, Vec<(u32, f64)>)>,
 }
 
 /// What the tracker decided about one event.
@@ -116,6 +126,8 @@ pub struct TaskTracker {
     closed: HashSet<String>,
     spans: Vec<TaskSpan>,
     duplicates: u64,
+    /// Each node's GPU energy counters, J, by gpu_id (the latest samples).
+    energy: HashMap<String, Vec<(u32, f64)>>,
 }
 
 const CORE_ATTRS: [&str; 5] = [
@@ -159,7 +171,52 @@ fn gpu_peak_attr(peak: &[(u32, u64)]) -> (String, Value) {
     )
 }
 
+/// `gpu_energy_joules`: `{"0": joules, …}`, each device's energy between
+/// `start` and `now`.
+fn energy_attr(start: &[(u32, f64)], now: &[(u32, f64)]) -> Option<(String, Value)> {
+    let mut body: Vec<(u32, f64)> = start
+        .iter()
+        .filter_map(|&(g, j0)| {
+            let j1 = now.iter().find(|(n, _)| *n == g)?.1;
+            Some((g, ((j1 - j0).max(0.0) * 1000.0).round() / 1000.0))
+        })
+        .collect();
+    if body.is_empty() {
+        return None;
+    }
+    body.sort_by_key(|(g, _)| *g);
+    let text: Vec<String> = body.iter().map(|(g, j)| format!("\"{g}\": {j}")).collect();
+    Some((
+        "gpu_energy_joules".into(),
+        Value::Json(format!("{{{}}}", text.join(", "))),
+    ))
+}
+
 impl TaskTracker {
+    /// Notes a device's energy counter (`gpu_energy_joules` of a `per_gpu`
+    /// sample on `node`).
+    pub fn observe_energy(&mut self, node: &str, gpu: u32, joules: f64) {
+        let devs = match self.energy.get_mut(node) {
+            Some(d) => d,
+            None => self.energy.entry(node.to_string()).or_default(),
+        };
+        match devs.iter_mut().find(|(g, _)| *g == gpu) {
+            Some(e) => e.1 = joules,
+            None => devs.push((gpu, joules)),
+        }
+    }
+
+    /// Each node's devices' energy counters, J (the latest samples).
+    pub fn energy(&self) -> &HashMap<String, Vec<(u32, f64)>> {
+        &self.energy
+    }
+
+    /// The energy attribute of a task closing now.
+    fn task_energy(&self, open: &Open) -> Option<(String, Value)> {
+        let (node, start) = open.energy_start.as_ref()?;
+        energy_attr(start, self.energy.get(node)?)
+    }
+
     /// Applies one event seen on no particular node (see [`Self::observe_on`]).
     pub fn observe(&mut self, ev: &Event, inst: &mut Instruments) -> Outcome {
         self.observe_on("", ev, inst)
@@ -228,6 +285,7 @@ impl TaskTracker {
                 extra: Vec::new(),
                 pid: None,
                 gpu_peak: Vec::new(),
+                energy_start: None,
             }),
         };
         if open.pid.is_none() {
@@ -274,6 +332,9 @@ impl TaskTracker {
                     return Outcome::Nothing;
                 }
                 open.started_ns = Some(ev.event_time_ns);
+                if let Some(e) = self.energy.get(node) {
+                    open.energy_start = Some((node.to_string(), e.clone()));
+                }
                 inst.count(TaskState::Started);
                 inst.running_add(1);
                 Outcome::Applied
@@ -284,6 +345,10 @@ impl TaskTracker {
                 self.closed_extra.clear();
                 if !open.gpu_peak.is_empty() {
                     let a = gpu_peak_attr(&open.gpu_peak);
+                    open.extra.push(a.clone());
+                    self.closed_extra.push(a);
+                }
+                if let Some(a) = self.task_energy(&open) {
                     open.extra.push(a.clone());
                     self.closed_extra.push(a);
                 }
@@ -353,6 +418,10 @@ impl TaskTracker {
             ];
             if !open.gpu_peak.is_empty() {
                 let a = gpu_peak_attr(&open.gpu_peak);
+                open.extra.push(a.clone());
+                attributes.push(a);
+            }
+            if let Some(a) = self.task_energy(&open) {
                 open.extra.push(a.clone());
                 attributes.push(a);
             }

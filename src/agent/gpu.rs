@@ -24,30 +24,70 @@
 //! assumes and what NVML's own order is; the startup line prints each
 //! device's UUID and PCI bus id, so the mapping can always be checked.)
 //!
-//! **Fresh utilisation.** NVML's plain utilisation query averages over a
-//! window of 1/6 s to 1 s, so a 10 Hz poll would repeat stale values.
-//! Each poll instead asks `nvmlDeviceGetSamples` for the samples newer than
-//! the last one seen, for GPU and for memory utilisation; `gpu_percent` is
-//! the mean of the new samples, and `gpu_samples` says how many there were
-//! (0: none came since the previous poll, and the previous value is
-//! repeated). Where the driver lacks that call (or says NOT_SUPPORTED),
-//! the plain query is used and `gpu_samples` is null.
+//! **What a poll costs, and why it is built this way.** On a real H200
+//! (driver 580; `NVML-H200` figures in README) every query tal needs costs
+//! 2–12 µs of CPU, except two: one C call of `nvmlDeviceGetSamples` costs
+//! about 1.4 ms whatever it returns (0, 1 or 71 samples), and the energy
+//! counter (`nvmlDeviceGetTotalEnergyConsumption`, or `GetFieldValues` with
+//! an energy field) about 4 ms. The first design called `GetSamples` four
+//! times per poll (a count query and a fill, for GPU and for memory
+//! utilisation): 5.4 ms of CPU per device per poll, 37x the /proc floor.
+//! So the 10 Hz path now makes only the cheap calls, one each per device:
+//! `GetUtilizationRates` (GPU and memory utilisation), `GetMemoryInfo_v2`,
+//! `GetPowerUsage`, `GetTemperature`, `GetClockInfo(SM)` and
+//! `GetComputeRunningProcesses_v3` (a buffer kept between polls, so one C
+//! call, not a count query and a fill): about 23 µs on the H200.
+//!
+//! **Fresh utilisation.** The driver takes a utilisation sample every
+//! ~167 ms on an H200, each with its own timestamp, and keeps about 12 s of
+//! them; `GetUtilizationRates` returns the driver's current figure, which
+//! at 10 Hz repeats between samples and may average over up to 1 s. The
+//! per-sample values are therefore back-filled: every few seconds one device
+//! gets one `GetSamples(GPU_UTILIZATION, last_seen)` call into a buffer
+//! sized once ([`BACKFILL_MAX`] samples; no count query), and its new
+//! samples, with the driver's own timestamps mapped onto tal's clock, go to
+//! the log as a [`Backfill`]. The period is chosen from the call's measured
+//! CPU cost so that the back-fill costs at most [`BACKFILL_BUDGET_NS`] per
+//! device and poll, within [`BACKFILL_MIN_EVERY_NS`] and
+//! [`BACKFILL_MAX_EVERY_NS`] (the driver's buffer must not wrap between
+//! two calls): on the H200, 1.4 ms every 7 s, 20 µs per poll. Devices take
+//! turns, so one poll never pays for several. At stop every device gets a
+//! last back-fill, so the whole run is covered.
+//!
+//! What this gives: live (`tal subscribe`, the live OTLP push) each
+//! `per_gpu` event carries the driver's current figure (`gpu_samples`
+//! null). In the JSONL, `tal convert` replaces it with the mean of the
+//! driver samples taken in that poll's own interval (`gpu_samples` says how
+//! many, `gpu_percent_age_ms` how old the newest is); a poll in whose
+//! interval the driver took no sample says so with `gpu_samples: 0` and
+//! the previous sample's value and age, never as a fresh value (see
+//! `crate::convert::gpufill`). Where the driver lacks `GetSamples` (or
+//! says NOT_SUPPORTED), or after the last back-fill of a log cut short by a
+//! crash, the current figure stays, with `gpu_samples` null.
+//!
+//! **Energy.** Each device's energy is the power readings (1.6 µs each)
+//! integrated over the polls (trapezoids between consecutive good
+//! readings, also across an outage), in joules since the device's first
+//! poll: `gpu_energy_joules` on every `per_gpu` event. The 4 ms energy
+//! counter is never called.
 //!
 //! **Failures.** A query a device does not support is probed once at start
-//! and never asked again (its field stays null). Any other error marks the
-//! device disabled: one line on stderr, counted in `gpu_devices_disabled`;
-//! the other devices go on.
+//! and never asked again (its field stays null). Any other error stops the
+//! device: one line on stderr, and it is retried with backoff
+//! ([`RETRY_FIRST_NS`], doubling up to [`RETRY_MAX_NS`]) until it answers
+//! again, which is said once too. Errors are counted per device
+//! (`agent_gpu_errors`), stops in `agent_gpu_devices_disabled`; the other
+//! devices go on.
 //!
-//! Per poll and device the agent also reads memory used and total, power,
-//! temperature and SM clock, and times the device's NVML calls together
-//! (`nvml_latency_us`, also kept as an HDR histogram by the dispatcher).
-//! It hands a fixed-size [`GpuSample`] per poll to the dispatcher, which
-//! pairs it with the proc sample of the same deadline: one `per_gpu`
-//! `ResourceUpdate` per device and the `per_node` `gpu_percent` (max over
-//! devices).
+//! Per poll and device the agent also times the device's NVML calls
+//! together (`nvml_latency_us`, also kept as an HDR histogram by the
+//! dispatcher). It hands a fixed-size [`GpuSample`] per poll to the
+//! dispatcher, which pairs it with the proc sample of the same deadline:
+//! one `per_gpu` `ResourceUpdate` per device and the `per_node`
+//! `gpu_percent` (max over devices).
 #![allow(unsafe_code)]
 
-use crate::clock::mono_ns;
+use crate::clock::{mono_ns, wall_ns};
 use crate::ring::{Producer, PushError};
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 use nvml_wrapper::error::NvmlError;
@@ -108,16 +148,34 @@ fn split_list(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// Driver samples one back-fill call can take (the NVML buffer is this
+/// size, allocated once; an H200 keeps 71).
+pub const BACKFILL_MAX: usize = 256;
+
+/// What the back-fill may cost per device and poll, in CPU ns (amortised).
+pub const BACKFILL_BUDGET_NS: u64 = 20_000;
+
+/// The back-fill of a device runs at most this often…
+pub const BACKFILL_MIN_EVERY_NS: u64 = 1_000_000_000;
+
+/// …and at least this often (an H200 keeps about 12 s of samples).
+pub const BACKFILL_MAX_EVERY_NS: u64 = 8_000_000_000;
+
+/// A stopped device is tried again after this long, then twice as long
+/// each time…
+pub const RETRY_FIRST_NS: u64 = 250_000_000;
+
+/// …up to this.
+pub const RETRY_MAX_NS: u64 = 30_000_000_000;
+
 /// What one device gave in one poll. `None`: not supported, or not read.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct GpuDeviceReading {
-    /// The device answered this poll (false once it is disabled).
+    /// The device answered this poll (false while it is stopped).
     pub ok: bool,
-    /// GPU utilisation, %.
+    /// GPU utilisation, %: the driver's current figure
+    /// (`nvmlDeviceGetUtilizationRates`).
     pub util_percent: Option<f32>,
-    /// How many new NVML samples `util_percent` averages (`None`: the plain
-    /// query was used).
-    pub util_samples: Option<u16>,
     /// Memory-controller utilisation, %.
     pub mem_util_percent: Option<f32>,
     /// Device memory used, bytes.
@@ -126,12 +184,53 @@ pub struct GpuDeviceReading {
     pub mem_total: Option<u64>,
     /// Power draw, mW.
     pub power_mw: Option<u32>,
+    /// Energy since the device's first poll, J (power integrated over the
+    /// polls).
+    pub energy_j: Option<f64>,
     /// GPU temperature, °C.
     pub temp_c: Option<u32>,
     /// SM clock, MHz.
     pub sm_clock_mhz: Option<u32>,
     /// Time spent in this device's NVML calls this poll, ns.
     pub latency_ns: u64,
+}
+
+/// One driver utilisation sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct UtilSample {
+    /// When the driver took it, on tal's monotonic clock, ns.
+    pub mono_ns: u64,
+    /// GPU utilisation, %.
+    pub percent: f32,
+}
+
+/// One back-fill: a device's driver samples newer than the previous
+/// back-fill's, as one `GetSamples` call returned them.
+#[derive(Debug, Clone, Copy)]
+pub struct Backfill {
+    /// The device's `gpu_id`.
+    pub gpu: u32,
+    /// When the call was made (monotonic ns).
+    pub fetched_ns: u64,
+    /// Every driver sample up to this time (monotonic ns) is known once this
+    /// back-fill is: the newest sample's time, or the call's time at stop.
+    pub covers_to_ns: u64,
+    /// Number of valid entries in `samples`.
+    pub n: u16,
+    /// The samples, oldest first.
+    pub samples: [UtilSample; BACKFILL_MAX],
+}
+
+impl Default for Backfill {
+    fn default() -> Self {
+        Self {
+            gpu: 0,
+            fetched_ns: 0,
+            covers_to_ns: 0,
+            n: 0,
+            samples: [UtilSample::default(); BACKFILL_MAX],
+        }
+    }
 }
 
 /// One compute process on a device, with its ancestors (for per-task
@@ -184,7 +283,7 @@ impl Default for GpuSample {
 }
 
 /// Counters the GPU agent updates (relaxed atomics, one writer).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GpuCounters {
     /// Polls taken.
     pub polls: AtomicU64,
@@ -192,8 +291,31 @@ pub struct GpuCounters {
     pub dropped: AtomicU64,
     /// Deadlines skipped because a poll ran more than an interval late.
     pub deadlines_missed: AtomicU64,
-    /// Devices disabled after an error.
+    /// Times a device stopped answering.
     pub devices_disabled: AtomicU64,
+    /// NVML errors, per `gpu_id`.
+    pub errors: [AtomicU64; MAX_GPUS],
+    /// Back-fill calls made.
+    pub backfills: AtomicU64,
+    /// Their CPU time, ns.
+    pub backfill_cpu_ns: AtomicU64,
+    /// Back-fills lost because the ring was full.
+    pub backfills_dropped: AtomicU64,
+}
+
+impl Default for GpuCounters {
+    fn default() -> Self {
+        Self {
+            polls: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            deadlines_missed: AtomicU64::new(0),
+            devices_disabled: AtomicU64::new(0),
+            errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            backfills: AtomicU64::new(0),
+            backfill_cpu_ns: AtomicU64::new(0),
+            backfills_dropped: AtomicU64::new(0),
+        }
+    }
 }
 
 /// A device as the job names it.
@@ -228,21 +350,37 @@ struct Handle(sys::nvmlDevice_t);
 // nvmlShutdown, which runs when `GpuSources` (which owns the library) drops.
 unsafe impl Send for Handle {}
 
+/// A stopped device: when it stopped and when it is tried next.
+#[derive(Debug, Clone, Copy)]
+struct Down {
+    since_ns: u64,
+    retry_at_ns: u64,
+    backoff_ns: u64,
+    errors: u64,
+}
+
 #[derive(Debug)]
 struct Dev {
     info: GpuInfo,
     handle: Handle,
     supports: Supports,
-    disabled: bool,
+    down: Option<Down>,
+    /// The newest driver sample seen (the driver's µs timestamp).
     last_seen_util: u64,
-    last_seen_mem: u64,
-    last_util: Option<f32>,
-    last_mem_util: Option<f32>,
+    /// When the next back-fill is due, and how often (monotonic ns).
+    backfill_at_ns: u64,
+    backfill_every_ns: u64,
+    /// The back-fill call's CPU cost, ns (moving average).
+    backfill_cost_ns: u64,
+    /// Energy so far, J, and the previous power reading (monotonic ns, W).
+    energy_j: f64,
+    last_power: Option<(u64, f64)>,
 }
 
 /// NVML, open, with the devices to sample.
 pub struct GpuSources {
     devs: Vec<Dev>,
+    interval_ns: u64,
     samples_buf: Vec<sys::nvmlSample_t>,
     procs_buf: Vec<sys::nvmlProcessInfo_t>,
     /// This poll's processes (all devices), and the ancestors of the
@@ -250,6 +388,7 @@ pub struct GpuSources {
     procs: Vec<GpuProcReading>,
     ancestry: Vec<GpuProcReading>,
     disabled_at_open: u64,
+    backfill: Box<Backfill>,
     // Dropped last (after the handles are no longer used): nvmlShutdown.
     nvml: Nvml,
 }
@@ -388,20 +527,25 @@ impl GpuSources {
                 },
                 handle: Handle(h),
                 supports,
-                disabled: false,
+                down: None,
                 last_seen_util: 0,
-                last_seen_mem: 0,
-                last_util: None,
-                last_mem_util: None,
+                backfill_at_ns: 0,
+                backfill_every_ns: BACKFILL_MAX_EVERY_NS,
+                backfill_cost_ns: 0,
+                energy_j: 0.0,
+                last_power: None,
             });
         }
         let mut s = Self {
             devs,
-            samples_buf: Vec::new(),
+            interval_ns: 1,
+            // SAFETY: nvmlSample_t is plain data; all-zero is a valid value.
+            samples_buf: vec![unsafe { std::mem::zeroed() }; BACKFILL_MAX],
             procs_buf: Vec::new(),
             procs: Vec::new(),
             ancestry: Vec::new(),
             disabled_at_open: 0,
+            backfill: Box::default(),
             nvml,
         };
         s.probe();
@@ -413,27 +557,69 @@ impl GpuSources {
         self.devs.iter().map(|d| &d.info)
     }
 
-    /// Finds which queries each device answers, and primes the sample
-    /// buffers' last-seen timestamps so that the first poll reports only
-    /// samples taken after start.
+    /// Finds which queries each device answers, and primes the back-fill:
+    /// one `GetSamples` call per device, which both marks the newest sample
+    /// already taken (so that the first back-fill holds only samples taken
+    /// after start) and measures what the call costs on this driver.
     fn probe(&mut self) {
         let mut scratch = GpuDeviceReading::default();
         for i in 0..self.devs.len() {
             // One poll: NOT_SUPPORTED answers turn their query off.
-            let res = self.poll_device(i, &mut scratch);
+            let mut res = self.read_device(i, &mut scratch);
+            if res.is_ok() && self.devs[i].supports.samples {
+                let t0 = thread_cpu_ns();
+                res = match self.fetch_samples(i) {
+                    Ok(n) => {
+                        let d = &mut self.devs[i];
+                        if n > 0 {
+                            d.last_seen_util = self.samples_buf[..n]
+                                .iter()
+                                .map(|s| s.timeStamp)
+                                .max()
+                                .unwrap_or(0);
+                        }
+                        d.backfill_cost_ns = thread_cpu_ns().saturating_sub(t0);
+                        Ok(())
+                    }
+                    Err(e) if switched_off(&e) => {
+                        self.devs[i].supports.samples = false;
+                        Ok(())
+                    }
+                    Err(e) => Err(("nvmlDeviceGetSamples", e)),
+                };
+            }
             let d = &mut self.devs[i];
-            d.last_util = None;
-            d.last_mem_util = None;
+            // Energy counts from the first real poll.
+            d.energy_j = 0.0;
+            d.last_power = None;
             if let Err((call, e)) = res {
-                d.disabled = true;
+                let now = mono_ns();
+                d.down = Some(Down {
+                    since_ns: now,
+                    retry_at_ns: now + RETRY_FIRST_NS,
+                    backoff_ns: RETRY_FIRST_NS,
+                    errors: 1,
+                });
                 self.disabled_at_open += 1;
                 eprintln!(
-                    "tal: GPU {} ({}): {call} failed: {e}; not sampling this device",
+                    "tal: GPU {} ({}): {call} failed: {e}; retrying with backoff",
                     d.info.gpu_id, d.info.uuid
                 );
             }
         }
         self.procs.clear();
+    }
+
+    /// Sets the back-fill schedule for polls every `interval_ns` from
+    /// `start_ns`: each device's period from its measured call cost, the
+    /// devices' first calls spread over one period.
+    fn schedule(&mut self, start_ns: u64, interval_ns: u64) {
+        self.interval_ns = interval_ns.max(1);
+        let n = self.devs.len() as u64;
+        for (k, d) in self.devs.iter_mut().enumerate() {
+            d.backfill_every_ns = backfill_every(d.backfill_cost_ns, self.interval_ns);
+            d.backfill_at_ns = start_ns + d.backfill_every_ns * (k as u64 + 1) / n.max(1);
+        }
     }
 
     /// Polls device `i` into `out`; the call that failed, if one did.
@@ -450,6 +636,7 @@ impl GpuSources {
         res
     }
 
+    /// The cheap per-poll queries of device `i` (see the module doc).
     fn read_device(
         &mut self,
         i: usize,
@@ -458,153 +645,257 @@ impl GpuSources {
         let handle = self.devs[i].handle.0;
         // SAFETY: a handle of this `nvml`, which outlives the call.
         let dev = unsafe { Device::new(handle, &self.nvml) };
+        let d = &mut self.devs[i];
         // NOT_SUPPORTED (or a missing function) switches a query off for
         // good; anything else is the device failing.
-        let off = |e: &NvmlError| {
-            matches!(
-                e,
-                NvmlError::NotSupported | NvmlError::FailedToLoadSymbol(_)
-            )
-        };
-        let d = &mut self.devs[i];
-        let mut got_util = false;
-        if d.supports.samples {
-            match samples(
-                &self.nvml,
-                handle,
-                sys::nvmlSamplingType_enum_NVML_GPU_UTILIZATION_SAMPLES,
-                d.last_seen_util,
-                &mut self.samples_buf,
-            ) {
-                Ok(Some((mean, n, last))) => {
-                    d.last_seen_util = last;
-                    d.last_util = Some(mean);
-                    out.util_percent = Some(mean);
-                    out.util_samples = Some(n);
-                    got_util = true;
-                }
-                Ok(None) => {
-                    out.util_percent = d.last_util;
-                    out.util_samples = Some(0);
-                    got_util = true;
-                }
-                Err(e) if off(&e) => d.supports.samples = false,
-                Err(e) => return Err(("nvmlDeviceGetSamples", e)),
-            }
-            if got_util {
-                match samples(
-                    &self.nvml,
-                    handle,
-                    sys::nvmlSamplingType_enum_NVML_MEMORY_UTILIZATION_SAMPLES,
-                    d.last_seen_mem,
-                    &mut self.samples_buf,
-                ) {
-                    Ok(Some((mean, _, last))) => {
-                        d.last_seen_mem = last;
-                        d.last_mem_util = Some(mean);
-                        out.mem_util_percent = Some(mean);
-                    }
-                    Ok(None) => out.mem_util_percent = d.last_mem_util,
-                    Err(e) if off(&e) => {}
-                    Err(e) => return Err(("nvmlDeviceGetSamples", e)),
-                }
-            }
-        }
-        if !got_util && d.supports.rates {
-            match dev.utilization_rates() {
-                Ok(u) => {
-                    out.util_percent = Some(u.gpu as f32);
-                    out.mem_util_percent = Some(u.memory as f32);
-                }
-                Err(e) if off(&e) => d.supports.rates = false,
-                Err(e) => return Err(("nvmlDeviceGetUtilizationRates", e)),
-            }
-        }
-        if d.supports.memory {
-            match dev.memory_info() {
-                Ok(m) => {
-                    out.mem_used = Some(m.used);
-                    out.mem_total = Some(m.total);
-                }
-                Err(e) if off(&e) => d.supports.memory = false,
-                Err(e) => return Err(("nvmlDeviceGetMemoryInfo_v2", e)),
-            }
-        }
-        if d.supports.power {
-            match dev.power_usage() {
-                Ok(p) => out.power_mw = Some(p),
-                Err(e) if off(&e) => d.supports.power = false,
-                Err(e) => return Err(("nvmlDeviceGetPowerUsage", e)),
-            }
-        }
-        if d.supports.temperature {
-            match dev.temperature(TemperatureSensor::Gpu) {
-                Ok(t) => out.temp_c = Some(t),
-                Err(e) if off(&e) => d.supports.temperature = false,
-                Err(e) => return Err(("nvmlDeviceGetTemperature", e)),
-            }
-        }
-        if d.supports.clock {
-            match dev.clock_info(Clock::SM) {
-                Ok(c) => out.sm_clock_mhz = Some(c),
-                Err(e) if off(&e) => d.supports.clock = false,
-                Err(e) => return Err(("nvmlDeviceGetClockInfo", e)),
-            }
-        }
-        if d.supports.processes {
-            let gpu = d.info.gpu_id;
-            match processes(&self.nvml, handle, &mut self.procs_buf) {
-                Ok(n) => {
-                    for p in &self.procs_buf[..n] {
-                        // NVML_VALUE_NOT_AVAILABLE (no per-process figure,
-                        // as under MIG without privileges): skip.
-                        if p.usedGpuMemory == u64::MAX {
-                            continue;
-                        }
-                        self.procs.push(GpuProcReading {
-                            gpu,
-                            pid: p.pid,
-                            used_bytes: p.usedGpuMemory,
-                            ..GpuProcReading::default()
-                        });
+        macro_rules! query {
+            ($flag:ident, $call:literal, $e:expr, |$v:ident| $use:expr) => {
+                if d.supports.$flag {
+                    match $e {
+                        Ok($v) => $use,
+                        Err(e) if switched_off(&e) => d.supports.$flag = false,
+                        Err(e) => return Err(($call, e)),
                     }
                 }
-                Err(e) if off(&e) => d.supports.processes = false,
-                Err(e) => return Err(("nvmlDeviceGetComputeRunningProcesses_v3", e)),
-            }
+            };
         }
+        query!(
+            rates,
+            "nvmlDeviceGetUtilizationRates",
+            dev.utilization_rates(),
+            |u| {
+                out.util_percent = Some(u.gpu as f32);
+                out.mem_util_percent = Some(u.memory as f32);
+            }
+        );
+        query!(memory, "nvmlDeviceGetMemoryInfo_v2", dev.memory_info(), |m| {
+            out.mem_used = Some(m.used);
+            out.mem_total = Some(m.total);
+        });
+        query!(power, "nvmlDeviceGetPowerUsage", dev.power_usage(), |p| {
+            out.power_mw = Some(p);
+            let (now, watts) = (mono_ns(), f64::from(p) / 1000.0);
+            if let Some((t, w)) = d.last_power {
+                d.energy_j += (w + watts) / 2.0 * now.saturating_sub(t) as f64 / 1e9;
+            }
+            d.last_power = Some((now, watts));
+            out.energy_j = Some(d.energy_j);
+        });
+        query!(
+            temperature,
+            "nvmlDeviceGetTemperature",
+            dev.temperature(TemperatureSensor::Gpu),
+            |t| out.temp_c = Some(t)
+        );
+        query!(
+            clock,
+            "nvmlDeviceGetClockInfo",
+            dev.clock_info(Clock::SM),
+            |c| out.sm_clock_mhz = Some(c)
+        );
+        let gpu = d.info.gpu_id;
+        query!(
+            processes,
+            "nvmlDeviceGetComputeRunningProcesses_v3",
+            processes(&self.nvml, handle, &mut self.procs_buf),
+            |n| {
+                for p in &self.procs_buf[..n] {
+                    // NVML_VALUE_NOT_AVAILABLE (no per-process figure, as
+                    // under MIG without privileges): skip.
+                    if p.usedGpuMemory == u64::MAX {
+                        continue;
+                    }
+                    self.procs.push(GpuProcReading {
+                        gpu,
+                        pid: p.pid,
+                        used_bytes: p.usedGpuMemory,
+                        ..GpuProcReading::default()
+                    });
+                }
+            }
+        );
         Ok(())
     }
 
-    /// Polls every enabled device into `s`; disables (and reports, and
-    /// counts) a device whose call fails.
+    /// Polls every device that answers into `s`; stops (and reports, and
+    /// counts) a device whose call fails, and tries a stopped device again
+    /// when its backoff is over.
     pub fn poll(&mut self, s: &mut GpuSample, counters: &GpuCounters) {
         if self.disabled_at_open > 0 {
             counters
                 .devices_disabled
                 .fetch_add(self.disabled_at_open, Ordering::Relaxed);
+            for (i, d) in self.devs.iter().enumerate() {
+                if d.down.is_some() {
+                    counters.errors[i].fetch_add(1, Ordering::Relaxed);
+                }
+            }
             self.disabled_at_open = 0;
         }
         s.ndev = self.devs.len() as u8;
         for i in 0..self.devs.len() {
-            if self.devs[i].disabled {
-                s.dev[i] = GpuDeviceReading::default();
+            s.dev[i] = GpuDeviceReading::default();
+            if self.devs[i]
+                .down
+                .is_some_and(|d| mono_ns() < d.retry_at_ns)
+            {
                 continue;
             }
             let mut r = GpuDeviceReading::default();
-            if let Err((call, e)) = self.poll_device(i, &mut r) {
-                let d = &mut self.devs[i];
-                d.disabled = true;
-                counters.devices_disabled.fetch_add(1, Ordering::Relaxed);
-                eprintln!(
-                    "tal: GPU {} ({}): {call} failed: {e}; no more samples from this device",
-                    d.info.gpu_id, d.info.uuid
-                );
-                r = GpuDeviceReading::default();
+            let res = self.poll_device(i, &mut r);
+            let d = &mut self.devs[i];
+            match (res, d.down) {
+                (Ok(()), None) => s.dev[i] = r,
+                (Ok(()), Some(down)) => {
+                    d.down = None;
+                    eprintln!(
+                        "tal: GPU {} ({}) answers again after {:.1} s ({} failed tries); sampling it",
+                        d.info.gpu_id,
+                        d.info.uuid,
+                        mono_ns().saturating_sub(down.since_ns) as f64 / 1e9,
+                        down.errors
+                    );
+                    s.dev[i] = r;
+                }
+                (Err((call, e)), down) => {
+                    counters.errors[i].fetch_add(1, Ordering::Relaxed);
+                    let now = mono_ns();
+                    d.down = Some(match down {
+                        None => {
+                            counters.devices_disabled.fetch_add(1, Ordering::Relaxed);
+                            eprintln!(
+                                "tal: GPU {} ({}): {call} failed: {e}; retrying with backoff",
+                                d.info.gpu_id, d.info.uuid
+                            );
+                            Down {
+                                since_ns: now,
+                                retry_at_ns: now + RETRY_FIRST_NS,
+                                backoff_ns: RETRY_FIRST_NS,
+                                errors: 1,
+                            }
+                        }
+                        Some(down) => {
+                            let backoff = (down.backoff_ns * 2).min(RETRY_MAX_NS);
+                            Down {
+                                retry_at_ns: now + backoff,
+                                backoff_ns: backoff,
+                                errors: down.errors + 1,
+                                ..down
+                            }
+                        }
+                    });
+                    // A failed poll's processes are not this device's.
+                    self.procs.retain(|p| p.gpu != i as u32);
+                }
             }
-            s.dev[i] = r;
         }
         self.finish_processes(s);
+    }
+
+    /// The device whose back-fill is most overdue, if one is due at `now`.
+    fn backfill_due(&self, now: u64) -> Option<usize> {
+        self.devs
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.supports.samples && d.down.is_none() && d.backfill_at_ns <= now)
+            .min_by_key(|(_, d)| d.backfill_at_ns)
+            .map(|(i, _)| i)
+    }
+
+    /// One back-fill call for device `i`, into `self.backfill`; how many
+    /// samples it holds. `stopping`: the last call, which covers up to now.
+    fn backfill(
+        &mut self,
+        i: usize,
+        stopping: bool,
+        counters: &GpuCounters,
+    ) -> Result<usize, NvmlError> {
+        let t0 = thread_cpu_ns();
+        let res = self.fetch_samples(i);
+        let cost = thread_cpu_ns().saturating_sub(t0);
+        counters.backfills.fetch_add(1, Ordering::Relaxed);
+        counters.backfill_cpu_ns.fetch_add(cost, Ordering::Relaxed);
+        let now = mono_ns();
+        let d = &mut self.devs[i];
+        d.backfill_cost_ns = (d.backfill_cost_ns * 3 + cost) / 4;
+        d.backfill_every_ns = backfill_every(d.backfill_cost_ns, self.interval_ns);
+        d.backfill_at_ns = now + d.backfill_every_ns;
+        let n = res?;
+        // The driver stamps samples with CLOCK_REALTIME µs; map them onto
+        // the monotonic clock the polls use.
+        let offset = wall_ns() as i128 - now as i128;
+        let b = &mut *self.backfill;
+        b.gpu = d.info.gpu_id;
+        b.fetched_ns = now;
+        let mut taken = 0;
+        let mut newest = d.last_seen_util;
+        for s in &self.samples_buf[..n] {
+            if s.timeStamp <= d.last_seen_util || taken == BACKFILL_MAX {
+                continue;
+            }
+            let mono = (i128::from(s.timeStamp) * 1000 - offset).clamp(0, i128::from(u64::MAX));
+            b.samples[taken] = UtilSample {
+                mono_ns: mono as u64,
+                percent: sample_value(&s.sampleValue) as f32,
+            };
+            newest = newest.max(s.timeStamp);
+            taken += 1;
+        }
+        b.samples[..taken].sort_by_key(|s| s.mono_ns);
+        b.n = taken as u16;
+        b.covers_to_ns = if stopping {
+            now
+        } else if taken > 0 {
+            b.samples[taken - 1].mono_ns
+        } else {
+            // Nothing new since the previous call: what that one covered.
+            (i128::from(d.last_seen_util) * 1000 - offset).clamp(0, i128::from(u64::MAX)) as u64
+        };
+        d.last_seen_util = newest;
+        Ok(taken)
+    }
+
+    /// One `GetSamples` call for GPU utilisation newer than the last seen,
+    /// into `samples_buf` (sized once; grown only if the driver keeps more
+    /// samples than it holds); how many it filled.
+    fn fetch_samples(&mut self, i: usize) -> Result<usize, NvmlError> {
+        let f = nvml_wrapper::error::nvml_sym(self.nvml.lib().nvmlDeviceGetSamples.as_ref())?;
+        let h = self.devs[i].handle.0;
+        let last_seen = self.devs[i].last_seen_util;
+        for _ in 0..2 {
+            let mut vt: sys::nvmlValueType_t = 0;
+            let mut n = self.samples_buf.len() as u32;
+            // SAFETY: `samples_buf` holds `n` writable samples.
+            let rc = unsafe {
+                f(
+                    h,
+                    sys::nvmlSamplingType_enum_NVML_GPU_UTILIZATION_SAMPLES,
+                    last_seen,
+                    &mut vt,
+                    &mut n,
+                    self.samples_buf.as_mut_ptr(),
+                )
+            };
+            if rc == sys::nvmlReturn_enum_NVML_ERROR_NOT_FOUND {
+                return Ok(0);
+            }
+            if rc == sys::nvmlReturn_enum_NVML_ERROR_INSUFFICIENT_SIZE
+                && self.samples_buf.len() < 16 * BACKFILL_MAX
+            {
+                let want = (n as usize).clamp(self.samples_buf.len() * 2, 16 * BACKFILL_MAX);
+                // SAFETY: nvmlSample_t is plain data; all-zero is a valid value.
+                self.samples_buf.resize(want, unsafe { std::mem::zeroed() });
+                continue;
+            }
+            c_err(rc, ())?;
+            let n = (n as usize).min(self.samples_buf.len());
+            for s in &mut self.samples_buf[..n] {
+                // Stored as f64 so the value type need not travel.
+                s.sampleValue.dVal = value_of(vt, &s.sampleValue);
+            }
+            return Ok(n);
+        }
+        Ok(0)
     }
 
     /// Fills in each process's ancestors (from the previous poll's, or from
@@ -634,6 +925,25 @@ impl GpuSources {
         procs.clear();
         self.procs = procs;
     }
+}
+
+/// NOT_SUPPORTED, or a function the library lacks: the query is switched
+/// off for good rather than the device stopped.
+fn switched_off(e: &NvmlError) -> bool {
+    matches!(
+        e,
+        NvmlError::NotSupported | NvmlError::FailedToLoadSymbol(_)
+    )
+}
+
+/// How often a device's back-fill runs, given what one call costs: as
+/// often as [`BACKFILL_BUDGET_NS`] per poll allows, within
+/// [`BACKFILL_MIN_EVERY_NS`]..=[`BACKFILL_MAX_EVERY_NS`].
+fn backfill_every(cost_ns: u64, interval_ns: u64) -> u64 {
+    let polls = cost_ns.div_ceil(BACKFILL_BUDGET_NS).max(1);
+    polls
+        .saturating_mul(interval_ns)
+        .clamp(BACKFILL_MIN_EVERY_NS, BACKFILL_MAX_EVERY_NS)
 }
 
 /// The MIG instances of a GPU in MIG mode (none when MIG is off or not
@@ -676,70 +986,6 @@ fn find<'n>(nvml: &'n Nvml, count: u32, w: &str) -> Result<Device<'n>, String> {
         [] => Err(format!("no GPU has the UUID {w}")),
         _ => Err(format!("{w} is a prefix of several GPUs' UUIDs")),
     }
-}
-
-/// The samples of `kind` newer than `last_seen`: their mean, count and
-/// newest timestamp; `None` when there are none. Reuses `buf`.
-fn samples(
-    nvml: &Nvml,
-    h: sys::nvmlDevice_t,
-    kind: sys::nvmlSamplingType_t,
-    last_seen: u64,
-    buf: &mut Vec<sys::nvmlSample_t>,
-) -> Result<Option<(f32, u16, u64)>, NvmlError> {
-    let f = nvml_wrapper::error::nvml_sym(nvml.lib().nvmlDeviceGetSamples.as_ref())?;
-    let mut vt: sys::nvmlValueType_t = 0;
-    let mut count: u32 = 0;
-    for _ in 0..3 {
-        // SAFETY: the count query passes a null buffer, as NVML documents.
-        let rc = unsafe {
-            f(
-                h,
-                kind,
-                last_seen,
-                &mut vt,
-                &mut count,
-                std::ptr::null_mut(),
-            )
-        };
-        if rc == sys::nvmlReturn_enum_NVML_ERROR_NOT_FOUND {
-            return Ok(None);
-        }
-        c_err(rc, ())?;
-        if count == 0 {
-            return Ok(None);
-        }
-        if buf.len() < count as usize {
-            // SAFETY: nvmlSample_t is plain data; all-zero is a valid value.
-            buf.resize(count as usize, unsafe { std::mem::zeroed() });
-        }
-        let mut n = buf.len() as u32;
-        // SAFETY: `buf` holds `n` writable samples.
-        let rc = unsafe { f(h, kind, last_seen, &mut vt, &mut n, buf.as_mut_ptr()) };
-        if rc == sys::nvmlReturn_enum_NVML_ERROR_INSUFFICIENT_SIZE {
-            continue; // more samples came in between: ask again
-        }
-        if rc == sys::nvmlReturn_enum_NVML_ERROR_NOT_FOUND {
-            return Ok(None);
-        }
-        c_err(rc, ())?;
-        let taken = &buf[..(n as usize).min(buf.len())];
-        if taken.is_empty() {
-            return Ok(None);
-        }
-        let mut sum = 0.0f64;
-        let mut newest = last_seen;
-        for s in taken {
-            sum += sample_value(vt, &s.sampleValue);
-            newest = newest.max(s.timeStamp);
-        }
-        return Ok(Some((
-            (sum / taken.len() as f64) as f32,
-            taken.len() as u16,
-            newest,
-        )));
-    }
-    Ok(None)
 }
 
 /// The compute processes on a device into `buf`; how many.
@@ -800,7 +1046,7 @@ fn parent_of(pid: u32) -> Option<u32> {
     rest.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
-fn sample_value(vt: sys::nvmlValueType_t, v: &sys::nvmlValue_t) -> f64 {
+fn value_of(vt: sys::nvmlValueType_t, v: &sys::nvmlValue_t) -> f64 {
     // SAFETY: NVML says which union member it filled through `vt`.
     unsafe {
         match vt {
@@ -814,6 +1060,12 @@ fn sample_value(vt: sys::nvmlValueType_t, v: &sys::nvmlValue_t) -> f64 {
             _ => f64::NAN,
         }
     }
+}
+
+/// A sample's value once [`GpuSources::fetch_samples`] stored it as f64.
+fn sample_value(v: &sys::nvmlValue_t) -> f64 {
+    // SAFETY: `fetch_samples` wrote `dVal` of every sample it returned.
+    unsafe { v.dVal }
 }
 
 /// This thread's CPU time, ns.
@@ -832,6 +1084,7 @@ fn thread_cpu_ns() -> u64 {
 pub struct GpuAgent {
     sources: GpuSources,
     tx: Producer<GpuSample>,
+    backfill_tx: Producer<Backfill>,
     start_ns: u64,
     interval_ns: u64,
     counters: Arc<GpuCounters>,
@@ -841,18 +1094,21 @@ pub struct GpuAgent {
 
 impl GpuAgent {
     /// An agent polling `sources` at `start_ns + k·interval_ns` (the proc
-    /// agent's deadlines) into `tx`.
+    /// agent's deadlines) into `tx`, with back-fills into `backfill_tx`.
     pub fn new(
-        sources: GpuSources,
+        mut sources: GpuSources,
         tx: Producer<GpuSample>,
+        backfill_tx: Producer<Backfill>,
         start_ns: u64,
         interval_ns: u64,
         counters: Arc<GpuCounters>,
         stop: Arc<AtomicBool>,
     ) -> Self {
+        sources.schedule(start_ns, interval_ns);
         Self {
             sources,
             tx,
+            backfill_tx,
             start_ns,
             interval_ns: interval_ns.max(1),
             counters,
@@ -861,8 +1117,27 @@ impl GpuAgent {
         }
     }
 
-    /// Polls until `stop` is set. (No last poll at stop: the dispatcher
-    /// gives the proc agent's last sample the latest GPU values.)
+    /// One back-fill of device `i`, handed to the dispatcher.
+    fn backfill(&mut self, i: usize, stopping: bool) {
+        match self.sources.backfill(i, stopping, &self.counters) {
+            Ok(_) => {
+                if let Err(PushError::Full(_)) = self.backfill_tx.push(*self.sources.backfill) {
+                    self.counters
+                        .backfills_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(e) if switched_off(&e) => self.sources.devs[i].supports.samples = false,
+            // The device's next poll finds out whether it is failing.
+            Err(_) => {
+                self.counters.errors[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Polls until `stop` is set, then gives every device a last
+    /// back-fill. (No last poll at stop: the dispatcher gives the proc
+    /// agent's last sample the latest GPU values.)
     pub fn run(mut self) {
         let interval = self.interval_ns;
         let mut deadline = self.start_ns;
@@ -879,6 +1154,10 @@ impl GpuAgent {
             if let Err(PushError::Full(_)) = self.tx.push(*s) {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
+            // At most one back-fill per poll, after the poll is handed on.
+            if let Some(i) = self.sources.backfill_due(mono_ns()) {
+                self.backfill(i, false);
+            }
             deadline += interval;
             let now = mono_ns();
             if now >= deadline + interval {
@@ -887,6 +1166,12 @@ impl GpuAgent {
                 self.counters
                     .deadlines_missed
                     .fetch_add(missed, Ordering::Relaxed);
+            }
+        }
+        for i in 0..self.sources.devs.len() {
+            let d = &self.sources.devs[i];
+            if d.supports.samples && d.down.is_none() {
+                self.backfill(i, true);
             }
         }
     }

@@ -32,10 +32,18 @@
 //!   `gpu.N.name`, `gpu.N.pci_bus_id`, N being the `gpu_id` of its
 //!   per_gpu events). With GPUs: `agent_gpu_polls`,
 //!   `agent_gpu_polls_dropped`, `agent_gpu_deadlines_missed`,
-//!   `agent_gpu_devices_disabled`, `agent_gpu_cpu_us_per_poll` (the GPU
-//!   thread's CPU per poll) and `agent_nvml_latency_p50_us` / `_p99_us` /
-//!   `_max_us` (NVML time per device and poll).
-//! - session span attributes: `nodes` (how many node logs).
+//!   `agent_gpu_devices_disabled` (times a device stopped answering),
+//!   `agent_gpu_errors` (NVML errors, all devices; per device in
+//!   `tal_logs[].gpu_errors`), `agent_gpu_cpu_us_per_poll` (the GPU
+//!   thread's CPU per poll, back-fills included), `agent_gpu_backfills`,
+//!   `agent_gpu_backfill_cpu_us` (CPU per back-fill call),
+//!   `agent_gpu_backfills_dropped`, `agent_nvml_latency_p50_us` / `_p99_us` /
+//!   `_max_us` (NVML time per device and poll), and the GPUs' energy:
+//!   `gpu_energy_joules`, each device's energy over the session, as an
+//!   object keyed by `gpu_id` (by `node:gpu_id` when several nodes), and
+//!   `gpu_energy_joules_total`.
+//! - session span attributes: `nodes` (how many node logs) and, with GPUs,
+//!   `gpu_energy_joules` and `gpu_energy_joules_total` as on the metric line.
 //! - task span attributes: `queued_time_s` when TaskQueued was seen,
 //!   `closed_at_session_end`, and the other attributes of the task's events
 //!   (see `tasks`).
@@ -250,6 +258,7 @@ pub fn write_session_span(
     session_start_ns: i64,
     end_ns: i64,
     nodes: usize,
+    energy: &[(String, f64)],
 ) {
     let session_id = &ctx.session_id;
 
@@ -272,10 +281,60 @@ pub fn write_session_span(
             a.str("session_id", session_id)
                 .str("backend", backend)
                 .uint("nodes", nodes as u64);
+            energy_fields(a, energy);
         })
         .str("section", "span");
     o.end();
     buf.push(b'\n');
+}
+
+/// Each device's energy over the session, from the last `per_gpu` sample
+/// of every node: keyed by `gpu_id`, or by `node:gpu_id` when the session
+/// has several nodes.
+pub fn session_energy(tracker: &TaskTracker, nodes: usize) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = Vec::new();
+    for (node, devs) in tracker.energy() {
+        for (g, j) in devs {
+            let key = if nodes > 1 {
+                format!("{node}:{g}")
+            } else {
+                g.to_string()
+            };
+            out.push((key, (j * 1000.0).round() / 1000.0));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Hands a `per_gpu` sample's energy counter to the task tracker.
+pub fn note_energy(tracker: &mut TaskTracker, node: &str, ev: &Event) {
+    if let EventKind::ResourceUpdate(u) = &ev.kind {
+        if let ResourceScope::PerGpu(g) = u.scope {
+            let joules = u.extra.iter().find_map(|(k, v)| match v {
+                Value::Float(j) if k == "gpu_energy_joules" => Some(*j),
+                _ => None,
+            });
+            if let Some(j) = joules {
+                tracker.observe_energy(node, g, j);
+            }
+        }
+    }
+}
+
+/// `gpu_energy_joules` (an object) and `gpu_energy_joules_total`, when
+/// there is any.
+fn energy_fields(o: &mut JsonOut<'_>, energy: &[(String, f64)]) {
+    if energy.is_empty() {
+        return;
+    }
+    o.nested("gpu_energy_joules", |e| {
+        for (k, j) in energy {
+            e.f64(k, *j);
+        }
+    });
+    let total: f64 = energy.iter().map(|(_, j)| j).sum();
+    o.f64("gpu_energy_joules_total", (total * 1000.0).round() / 1000.0);
 }
 
 /// Writes a task's span line.
@@ -390,6 +449,7 @@ pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<S
             continue;
         }
         inst.observe(&node_ids[i], &ev.kind);
+        note_energy(&mut tracker, &node_ids[i], &ev);
         if let Outcome::Closed {
             duration_seconds,
             incomplete,
@@ -459,7 +519,8 @@ pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<S
     events += 1;
 
     // The metric line.
-    write_metric_line(&mut buf, &merge, &inst, end_ns);
+    let energy = session_energy(&tracker, merge.nodes.len());
+    write_metric_line(&mut buf, &merge, &inst, end_ns, &energy);
 
     // Span lines: task spans in closing order, the session span last, as
     // RHAPSODY writes them.
@@ -477,6 +538,7 @@ pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<S
         session_start_ns,
         end_ns,
         merge.nodes.len(),
+        &energy,
     );
     out.write_all(&buf)?;
     out.flush()?;
@@ -496,7 +558,13 @@ pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<S
     })
 }
 
-fn write_metric_line(buf: &mut Vec<u8>, merge: &Merge, inst: &Instruments, end_ns: i64) {
+fn write_metric_line(
+    buf: &mut Vec<u8>,
+    merge: &Merge,
+    inst: &Instruments,
+    end_ns: i64,
+    energy: &[(String, f64)],
+) {
     let mut o = JsonOut::object(buf);
     o.f64("checkpoint_time", ns_to_secs(end_ns));
     for (name, v) in COUNTER_NAMES.iter().zip(inst.counters) {
@@ -537,8 +605,8 @@ fn write_metric_line(buf: &mut Vec<u8>, merge: &Merge, inst: &Instruments, end_n
     let (mut hc, mut hm, mut hl, mut hj) = (None, None, None, None);
     let mut hn = None;
     // GPU agents: polls, polls dropped, deadlines missed, devices disabled,
-    // thread CPU ns.
-    let mut gpu = [0u64; 5];
+    // thread CPU ns, errors, back-fills, their CPU ns, back-fills dropped.
+    let mut gpu = [0u64; 9];
     for n in &merge.nodes {
         if let Some(s) = &n.snapshot {
             for (c, v) in gpu.iter_mut().zip([
@@ -547,6 +615,10 @@ fn write_metric_line(buf: &mut Vec<u8>, merge: &Merge, inst: &Instruments, end_n
                 s.gpu_deadlines_missed,
                 s.gpu_devices_disabled,
                 s.gpu_thread_cpu_ns,
+                s.gpu_errors.iter().sum(),
+                s.gpu_backfills,
+                s.gpu_backfill_cpu_ns,
+                s.gpu_backfills_dropped,
             ]) {
                 *c += v;
             }
@@ -621,10 +693,19 @@ fn write_metric_line(buf: &mut Vec<u8>, merge: &Merge, inst: &Instruments, end_n
             {
                 o.uint(k, v);
             }
+            o.uint("agent_gpu_errors", gpu[5]);
             o.f64(
                 "agent_gpu_cpu_us_per_poll",
                 (gpu[4] as f64 / 1e3 / gpu[0] as f64 * 100.0).round() / 100.0,
             );
+            o.uint("agent_gpu_backfills", gpu[6]);
+            if gpu[6] > 0 {
+                o.f64(
+                    "agent_gpu_backfill_cpu_us",
+                    (gpu[7] as f64 / 1e3 / gpu[6] as f64 * 10.0).round() / 10.0,
+                );
+            }
+            o.uint("agent_gpu_backfills_dropped", gpu[8]);
             for (k, q) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
                 if let Some(v) = pct(&hn, q) {
                     o.f64(&format!("agent_nvml_latency_{k}_us"), v as f64 / 1e3);
@@ -642,6 +723,7 @@ fn write_metric_line(buf: &mut Vec<u8>, merge: &Merge, inst: &Instruments, end_n
             }
         }
     }
+    energy_fields(&mut o, energy);
     o.key("tal_logs");
     let mut arr = Vec::new();
     arr.push(b'[');
@@ -659,6 +741,15 @@ fn write_metric_line(buf: &mut Vec<u8>, merge: &Merge, inst: &Instruments, end_n
             .bool("truncated", st.truncated_tail)
             .f64("start_time_s", ns_to_secs(n.reader.header().start_wall_ns))
             .f64("last_record_time_s", ns_to_secs(n.last_time_ns));
+        if let Some(errs) = n.snapshot.as_ref().map(|s| &s.gpu_errors) {
+            if !errs.is_empty() {
+                l.nested("gpu_errors", |e| {
+                    for (g, c) in errs.iter().enumerate() {
+                        e.uint(&g.to_string(), *c);
+                    }
+                });
+            }
+        }
         if !n.reader.header().attributes.is_empty() {
             l.nested("attributes", |a| {
                 for (k, v) in &n.reader.header().attributes {

@@ -13,6 +13,7 @@
 //! before the merge: disorder within that many events is repaired; beyond
 //! it, events are written in log order.
 
+use super::gpufill::GpuFill;
 use crate::log::{LogReader, ReadStats};
 use crate::record::{AgentSnapshot, EndMarker, Event, EventKind, Record};
 use std::cmp::Reverse;
@@ -40,6 +41,8 @@ pub struct NodeState {
     /// order already, so an insert is a push at the back.
     reorder: VecDeque<Event>,
     exhausted: bool,
+    /// Back-filled GPU utilisation for this log's polls (logs with GPUs).
+    gpufill: Option<GpuFill>,
 }
 
 /// The merge. Iterate with [`Merge::next_event`].
@@ -61,7 +64,12 @@ impl Merge {
                 .into_iter()
                 .map(|reader| {
                     let start = reader.header().start_wall_ns;
+                    let gpufill = GpuFill::open(
+                        reader.path(),
+                        GpuFill::gpu_ids(&reader.header().attributes),
+                    );
                     NodeState {
+                        gpufill,
                         reader,
                         snapshot: None,
                         end: None,
@@ -108,10 +116,15 @@ impl Merge {
                     node.last_time_ns = node.last_time_ns.max(e.wall_ns);
                     node.end = Some(e);
                 }
+                // Read by the node's look-ahead reader (`gpufill`).
+                Some(Record::GpuUtil(_)) => {}
                 None => node.exhausted = true,
             }
         }
-        if let Some(ev) = node.reorder.pop_front() {
+        if let Some(mut ev) = node.reorder.pop_front() {
+            if let Some(f) = node.gpufill.as_mut() {
+                f.apply(&mut ev);
+            }
             let t = ev.event_time_ns;
             self.pending[i] = Some(ev);
             self.seq += 1;

@@ -9,6 +9,7 @@
 //! RHAPSODY names its checkpoint, `{session_id}.{start_unix_seconds}.telemetry.jsonl`,
 //! and placed in the directory of the first log.
 
+pub mod gpufill;
 pub mod json;
 pub mod jsonl;
 pub mod merge;

@@ -14,8 +14,10 @@ pub use writer::LogWriter;
 /// The first eight bytes of every tal log.
 pub const MAGIC: [u8; 8] = *b"\x89TALLOG\n";
 /// The format version this build writes and reads. 2: the agent snapshot
-/// carries the GPU agent's counters and NVML latency histogram.
-pub const FORMAT_VERSION: u32 = 2;
+/// carries the GPU agent's counters and NVML latency histogram. 3: GPU
+/// back-fill records, and per-device error and back-fill counters in the
+/// snapshot.
+pub const FORMAT_VERSION: u32 = 3;
 /// Frame length value that means "skip to the next chunk boundary".
 pub const PAD_MARKER: u32 = u32::MAX;
 /// The largest payload a frame may carry.

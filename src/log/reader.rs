@@ -77,6 +77,7 @@ pub struct LogReader<R: ReadAt = File> {
     buf_len: usize,
     stats: ReadStats,
     done: bool,
+    only_tag: Option<u8>,
 }
 
 const BUF_BYTES: usize = 256 << 10;
@@ -129,6 +130,7 @@ impl<R: ReadAt> LogReader<R> {
             buf_len: 0,
             stats: ReadStats::default(),
             done: false,
+            only_tag: None,
         };
         let not_tal = || OpenError::NotTalLog {
             path: path.to_path_buf(),
@@ -174,6 +176,14 @@ impl<R: ReadAt> LogReader<R> {
         r.pos = align8((PREAMBLE_BYTES + hlen) as u64);
         r.stats.valid_bytes = r.pos;
         Ok(r)
+    }
+
+    /// A reader that returns only the records whose payload starts with
+    /// `tag` (bincode's variant index of [`Record`], one byte below 251) and
+    /// skips the others undecoded: a cheap scan for one kind of record.
+    pub fn only_tag(mut self, tag: u8) -> Self {
+        self.only_tag = Some(tag);
+        self
     }
 
     /// The log's header.
@@ -303,7 +313,12 @@ impl<R: ReadAt> LogReader<R> {
             match self.frame_at(pos)? {
                 Some(flen) => {
                     let end = align8(pos + 8 + u64::from(flen));
+                    let only = self.only_tag;
                     let payload = self.get(pos + 8, flen as usize)?;
+                    if only.is_some_and(|t| payload.first() != Some(&t)) {
+                        self.pos = end;
+                        continue;
+                    }
                     let decoded: Result<(Record, usize), _> =
                         bincode::decode_from_slice(payload, bincode_config());
                     self.pos = end;
