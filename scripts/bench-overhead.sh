@@ -16,7 +16,12 @@
 # library of the tests (N devices, built here with the C compiler): the
 # script then also prints tal's CPU per sample without the GPU thread (the
 # /proc agent's budget, which must hold with the GPU agent running) and the
-# GPU thread's CPU per poll.
+# GPU thread's CPU per poll. The stub costs what an H200's driver costs
+# per call (its defaults; NVML_STUB_EXTRA adds lines to its config, e.g.
+# "cost all 0"), and the floor then also runs an empty thread on the same
+# deadlines (floor-wake): a wake-up's own cost, printed beside the GPU
+# thread's. The floor's ratio is taken without that thread. Also printed:
+# tal's anonymous and file-backed resident memory.
 #
 # With OTLP_PUSH=INTERVAL (e.g. 1s), tal also pushes live to the test suite's real OTLP
 # receiver on localhost (scripts/otlp_receiver.py --count-only) every
@@ -49,11 +54,12 @@ cpu_ns() {
   cat /proc/"$1"/task/*/sched 2>/dev/null |
     awk '/se.sum_exec_runtime/ { s += $3 } END { printf "%.0f", s * 1e6 }'
 }
-# The same for the threads whose name is (gpu) or is not (nogpu) tal-gpu.
+# The same for the threads whose name is (gpu) or is not (nogpu) $3
+# (default tal-gpu).
 cpu_ns_gpu() {
   local t files=()
   for t in /proc/"$1"/task/*; do
-    if [ "$(cat "$t/comm" 2>/dev/null)" = tal-gpu ]; then
+    if [ "$(cat "$t/comm" 2>/dev/null)" = "${3:-tal-gpu}" ]; then
       [ "$2" = gpu ] && files+=("$t/sched")
     else
       [ "$2" = nogpu ] && files+=("$t/sched")
@@ -76,6 +82,8 @@ if [ -n "${GPU_STUB:-}" ]; then
   for i in $(seq 0 $((GPU_STUB - 1))); do
     printf 'device GPU-%08d-0000-0000-0000-000000000000 00000000:%02X:00.0 85899345920 stub GPU\nutil %d 10,50,90,30,70\n' "$i" "$((i + 16))" "$i"
   done >"$work/nvml.cfg"
+  [ -n "${NVML_STUB_EXTRA:-}" ] && printf '%b\n' "$NVML_STUB_EXTRA" >>"$work/nvml.cfg"
+  export FLOOR_WAKE_THREAD=1
   export TAL_NVML_LIBRARY="$work/libnvidia-ml.so.1" NVML_STUB_CONFIG="$work/nvml.cfg"
 fi
 now_ns() { date +%s%N; }
@@ -95,6 +103,7 @@ printf '%-6s %-8s %14s %16s %8s\n' round window "tal us/sample" "floor us/sample
 : >"$work/ratio"
 : >"$work/nogpu.us"
 : >"$work/gpu.us"
+: >"$work/wake.us"
 for round in $(seq 1 "$ROUNDS"); do
   start_floor() {
     ./target/release/examples/floor "$INTERVAL" 2>>"$work/floor.err" &
@@ -111,10 +120,15 @@ for round in $(seq 1 "$ROUNDS"); do
   sleep 3
   for w in $(seq 1 "$WINDOWS"); do
     t0=$(now_ns); a0=$(cpu_ns "$TALPID"); f0=$(cpu_ns "$FLOOR")
-    [ -n "${GPU_STUB:-}" ] && { g0=$(cpu_ns_gpu "$TALPID" gpu); n0=$(cpu_ns_gpu "$TALPID" nogpu); }
+    if [ -n "${GPU_STUB:-}" ]; then
+      g0=$(cpu_ns_gpu "$TALPID" gpu); n0=$(cpu_ns_gpu "$TALPID" nogpu)
+      w0=$(cpu_ns_gpu "$FLOOR" gpu floor-wake); f0=$(cpu_ns_gpu "$FLOOR" nogpu floor-wake)
+    fi
     sleep "$window"
     t1=$(now_ns); a1=$(cpu_ns "$TALPID"); f1=$(cpu_ns "$FLOOR")
     if [ -n "${GPU_STUB:-}" ]; then
+      w1=$(cpu_ns_gpu "$FLOOR" gpu floor-wake); f1=$(cpu_ns_gpu "$FLOOR" nogpu floor-wake)
+      awk -v g="$((w1 - w0))" -v t="$((t1 - t0))" -v i="$INTERVAL" 'BEGIN { printf "%.2f\n", g / 1e3 / (t / 1e9 / i) }' >>"$work/wake.us"
       g1=$(cpu_ns_gpu "$TALPID" gpu); n1=$(cpu_ns_gpu "$TALPID" nogpu)
       awk -v g="$((g1 - g0))" -v t="$((t1 - t0))" -v i="$INTERVAL" 'BEGIN { printf "%.2f\n", g / 1e3 / (t / 1e9 / i) }' >>"$work/gpu.us"
       awk -v g="$((n1 - n0))" -v t="$((t1 - t0))" -v i="$INTERVAL" 'BEGIN { printf "%.2f\n", g / 1e3 / (t / 1e9 / i) }' >>"$work/nogpu.us"
@@ -127,6 +141,8 @@ for round in $(seq 1 "$ROUNDS"); do
     printf '%-6s %-8s %14s %16s %8s\n' "$round" "$w" "$tu" "$fu" "$r"
   done
   rss_kib=$(awk '/VmHWM/ { print $2 }' /proc/"$TALPID"/status)
+  rss_anon=$(awk '/RssAnon/ { print $2 }' /proc/"$TALPID"/status)
+  rss_file=$(awk '/RssFile/ { print $2 }' /proc/"$TALPID"/status)
   rss_now=$(awk '/VmRSS/ { print $2 }' /proc/"$TALPID"/status)
   kill -TERM "$TALPID"
   wait "$TALPID" || true
@@ -154,6 +170,7 @@ echo "| ratio of medians tal / floor | $(awk -v a="$tm" -v b="$fm" 'BEGIN { prin
 echo "| median of per-window ratios | ${rm_} |"
 echo "| tal CPU share of one core | $(awk -v a="$tm" -v i="$INTERVAL" 'BEGIN { printf "%.4f %%", a / 1e6 / i * 100 }') |"
 echo "| tal peak RSS (VmHWM) | $((rss_kib / 1024)).$(((rss_kib % 1024) * 10 / 1024)) MiB (now ${rss_now} KiB; budget ≤ 10 MiB) |"
+echo "| tal resident memory at the end: anonymous / file-backed | ${rss_anon} KiB / ${rss_file} KiB |"
 echo "| tal's own view | ${jitter} |"
 if [ -n "${OTLP_PUSH:-}" ]; then
   echo "| live OTLP push (every ${OTLP_PUSH}, to the local receiver) | $(grep -o 'OTLP live push.*delivered' "$work/tal.err" | tail -1) |"
@@ -161,12 +178,17 @@ fi
 if [ -n "${GPU_STUB:-}" ]; then
   nm=$(median <"$work/nogpu.us")
   echo "| with the GPU agent on ${GPU_STUB} stub GPUs: tal CPU per sample without the GPU thread (median) | ${nm} µs, ratio to the floor $(awk -v a="$nm" -v b="$fm" 'BEGIN { printf "%.3f", a / b }') (budget ≤ 1.25) |"
-  echo "| GPU thread CPU per poll, ${GPU_STUB} devices (median of windows) | $(median <"$work/gpu.us") µs |"
+  gm=$(median <"$work/gpu.us"); wm=$(median <"$work/wake.us")
+  echo "| GPU thread CPU per poll, ${GPU_STUB} devices (median of windows) | ${gm} µs |"
+  echo "| an empty thread's wake-up on the same deadlines (floor-wake, median) | ${wm} µs |"
+  echo "| GPU thread beyond its wake-up, per device and poll | $(awk -v g="$gm" -v w="$wm" -v n="$GPU_STUB" 'BEGIN { printf "%.1f", (g - w) / n }') µs (budget ≤ 50) |"
+  echo "| whole tal against its budget: floor × 1.25 + wake-up + 50 µs × devices | ${tm} µs vs $(awk -v f="$fm" -v w="$wm" -v n="$GPU_STUB" 'BEGIN { printf "%.1f", f * 1.25 + w + 50 * n }') µs |"
   python3 -c "
 import json,sys
 m=[json.loads(l) for l in open(sys.argv[1]) if '\"section\": \"metric\"' in l][0]
-print('| GPU agent, its own view | polls %d, deadlines missed %d, NVML per device and poll p50 %.1f us, p99 %.1f us; %.1f us CPU per poll |' % (
-  m['agent_gpu_polls'], m['agent_gpu_deadlines_missed'], m['agent_nvml_latency_p50_us'], m['agent_nvml_latency_p99_us'], m['agent_gpu_cpu_us_per_poll']))" "$jsonl"
+print('| GPU agent, its own view | polls %d, deadlines missed %d, NVML per device and poll p50 %.1f us, p99 %.1f us; %.1f us CPU per poll; %d back-fills at %s us each |' % (
+  m['agent_gpu_polls'], m['agent_gpu_deadlines_missed'], m['agent_nvml_latency_p50_us'], m['agent_nvml_latency_p99_us'], m['agent_gpu_cpu_us_per_poll'],
+  m.get('agent_gpu_backfills', 0), m.get('agent_gpu_backfill_cpu_us', '-')))" "$jsonl"
 fi
 
 # Shutdown: SIGTERM -> exit, after 2 s of recording (the final sample,

@@ -1025,15 +1025,14 @@ mod gpu_tests {
         };
         r.bf_tx.push(b).unwrap();
         r.d.drain();
-        let got: Vec<&GpuUtilSamples> = r
-            .d
-            .sink
-            .iter()
-            .filter_map(|x| match x {
-                Record::GpuUtil(g) => Some(g),
-                _ => None,
-            })
-            .collect();
+        let got: Vec<&GpuUtilSamples> =
+            r.d.sink
+                .iter()
+                .filter_map(|x| match x {
+                    Record::GpuUtil(g) => Some(g),
+                    _ => None,
+                })
+                .collect();
         assert_eq!(got.len(), 1);
         let g = got[0];
         assert_eq!(g.gpu_id, 1);

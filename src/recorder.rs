@@ -521,13 +521,9 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
         )
         .with_fanout(fanout);
         let d = match gpu_rx {
-            Some((rx, brx)) => d.with_gpu(
-                rx,
-                brx,
-                Arc::clone(&gpu_counters),
-                start_ns,
-                interval_ns,
-            ),
+            Some((rx, brx)) => {
+                d.with_gpu(rx, brx, Arc::clone(&gpu_counters), start_ns, interval_ns)
+            }
             None => d,
         };
         let d = match (live_tx, &live) {

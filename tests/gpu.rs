@@ -132,8 +132,60 @@ fn metric(v: &[Value]) -> &Value {
     lines(v, "metric", None).last().copied().unwrap()
 }
 
+/// The non-null `gpu_percent` values of device `gpu`.
+fn values(v: &[Value], gpu: u64) -> Vec<f64> {
+    series(v, gpu, "gpu_percent")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect()
+}
+
+/// What the stub's driver did (its `dump` file): each device's samples
+/// `(ts µs, value)`, its exact model energy `(from µs, to µs, mJ)`, and
+/// the C calls made, by name.
+struct Dump {
+    samples: Vec<Vec<(u64, f64)>>,
+    energy: Vec<(u64, u64, f64)>,
+    calls: std::collections::HashMap<String, u64>,
+}
+
+fn read_dump(path: &Path) -> Dump {
+    let text = std::fs::read_to_string(path).expect("the stub wrote its dump at nvmlShutdown");
+    let mut d = Dump {
+        samples: Vec::new(),
+        energy: Vec::new(),
+        calls: Default::default(),
+    };
+    for l in text.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        match f[0] {
+            "sample" => {
+                let dev: usize = f[1].parse().unwrap();
+                if d.samples.len() <= dev {
+                    d.samples.resize(dev + 1, Vec::new());
+                }
+                d.samples[dev].push((f[2].parse().unwrap(), f[3].parse().unwrap()));
+            }
+            "energy" => d.energy.push((
+                f[2].parse().unwrap(),
+                f[3].parse().unwrap(),
+                f[4].parse().unwrap(),
+            )),
+            "call" => {
+                d.calls.insert(f[1].into(), f[2].parse().unwrap());
+            }
+            _ => {}
+        }
+    }
+    d
+}
+
+fn secs_to_us(t: &Value) -> f64 {
+    t.as_f64().unwrap() * 1e6
+}
+
 #[test]
-fn two_gpus_give_fresh_per_gpu_series_and_the_node_max() {
+fn two_gpus_give_per_gpu_series_and_the_node_max() {
     let util: Vec<String> = (1..=20).map(|i| (i * 5).to_string()).collect();
     let cfg = two_devices(&format!("util 0 {}\nutil 1 7\n", util.join(",")));
     let (code, stderr, v) = record_with(&stub("full"), &cfg, &[], &[], "1");
@@ -160,44 +212,27 @@ fn two_gpus_give_fresh_per_gpu_series_and_the_node_max() {
         ] {
             assert!(l[k].is_null(), "{k} set on per_gpu: {l}");
         }
-        assert!(l["gpu_percent"].is_number(), "{l}");
         assert!(l["nvml_latency_us"].as_f64().unwrap() > 0.0);
         assert_eq!(l["gpu_memory_total_bytes"], MEM);
+        // Every poll is covered by a back-fill (the last one at stop).
+        assert!(l["gpu_samples"].is_u64(), "{l}");
     }
 
-    // Device 0 reports each poll's new samples, in order: the stub's
-    // sequence from its second value (the first went to tal's start-up
-    // probe), then its last value repeated.
-    let got: Vec<f64> = series(&v, 0, "gpu_percent")
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect();
-    let want: Vec<f64> = (2..=20)
-        .map(|i| f64::from(i * 5))
-        .chain(std::iter::repeat(100.0))
-        .take(got.len())
-        .collect();
-    assert_eq!(got, want);
-    assert!(series(&v, 0, "gpu_samples").iter().all(|s| *s == 3));
-    // The stub derives the other fields from the utilisation.
-    for l in resources(&v, "per_gpu")
-        .into_iter()
-        .filter(|l| l["gpu_id"] == 0)
-    {
-        let u = l["gpu_percent"].as_f64().unwrap();
-        assert_eq!(l["gpu_memory_percent"].as_f64(), Some(u), "{l}");
-        assert_eq!(
-            l["gpu_memory_util_percent"].as_f64(),
-            Some((u / 2.0).floor())
-        );
-        assert_eq!(l["gpu_power_watts"].as_f64(), Some(100.0 + u));
-        assert_eq!(
-            l["gpu_temperature_celsius"].as_f64(),
-            Some(30.0 + (u / 2.0).floor())
-        );
+    // Device 0's series walks the stub's per-sample sequence in order.
+    let got = values(&v, 0);
+    assert!(got.windows(2).all(|w| w[0] <= w[1]), "{got:?}");
+    assert!(got.iter().all(|x| x % 5.0 == 0.0 || (x * 2.0) % 5.0 == 0.0));
+    assert!(got.len() >= 15);
+    // The stub derives the other fields from its current utilisation.
+    for l in resources(&v, "per_gpu") {
+        let u = l["gpu_memory_percent"].as_f64().unwrap();
+        assert_eq!(l["gpu_power_watts"].as_f64(), Some(100.0 + u), "{l}");
+        let half = l["gpu_memory_util_percent"].as_f64().unwrap();
+        assert_eq!(half, (u / 2.0).floor(), "{l}");
+        assert_eq!(l["gpu_temperature_celsius"].as_f64(), Some(30.0 + half));
         assert_eq!(l["gpu_sm_clock_mhz"].as_f64(), Some(1000.0 + 10.0 * u));
     }
-    assert!(series(&v, 1, "gpu_percent").iter().all(|p| *p == 7.0));
+    assert!(values(&v, 1).iter().all(|p| *p == 7.0));
 
     // Each per_node line is followed by its poll's per_gpu lines (same
     // event_time), and its gpu_percent is their max.
@@ -217,9 +252,9 @@ fn two_gpus_give_fresh_per_gpu_series_and_the_node_max() {
         assert!(polls.iter().all(|g| g["event_time"] == l["event_time"]));
         let max = polls
             .iter()
-            .map(|g| g["gpu_percent"].as_f64().unwrap())
-            .fold(f64::MIN, f64::max);
-        assert_eq!(l["gpu_percent"].as_f64(), Some(max), "{l}");
+            .filter_map(|g| g["gpu_percent"].as_f64())
+            .reduce(f64::max);
+        assert_eq!(l["gpu_percent"].as_f64(), max, "{l}");
         paired += 1;
     }
     let nodes = resources(&v, "per_node");
@@ -228,50 +263,374 @@ fn two_gpus_give_fresh_per_gpu_series_and_the_node_max() {
         "{paired} of {} per_node lines paired",
         nodes.len()
     );
-    assert!(nodes.iter().skip(1).all(|l| l["gpu_percent"].is_number()));
 
     let m = metric(&v);
     assert!(m["node_gpu_utilization"].is_number(), "{m}");
     assert!(m["agent_gpu_polls"].as_u64().unwrap() >= 20, "{m}");
     assert_eq!(m["agent_gpu_devices_disabled"], 0);
+    assert_eq!(m["agent_gpu_errors"], 0);
     assert!(m["agent_gpu_cpu_us_per_poll"].as_f64().unwrap() > 0.0);
     assert!(m["agent_nvml_latency_p50_us"].as_f64().unwrap() > 0.0);
+    // One back-fill per device at stop at least (a 1 s run is shorter than
+    // the H200-cost period).
+    assert!(m["agent_gpu_backfills"].as_u64().unwrap() >= 2, "{m}");
+    assert_eq!(m["agent_gpu_backfills_dropped"], 0);
     let attrs = &m["tal_logs"][0]["attributes"];
     assert_eq!(attrs["gpu.0.uuid"], UUID0);
     assert_eq!(attrs["gpu.1.pci_bus_id"], "00000000:2A:00.0");
+    assert_eq!(
+        m["tal_logs"][0]["gpu_errors"],
+        serde_json::json!({"0": 0, "1": 0})
+    );
+}
+
+/// The freshness check of a duty cycle (0.3 s at 100 %, 0.3 s idle) at the
+/// H200's 167 ms sample period: in the JSONL every poll carries exactly the
+/// driver samples of its own interval (the back-fill), or says that none
+/// came; through the plain query (a driver without `GetSamples`) each poll
+/// reads the driver's newest sample, so it lags by at most one period.
+#[test]
+fn per_gpu_series_follow_the_drivers_own_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("dump");
+    let cfg = two_devices(&format!(
+        "pattern 0 300 300\npattern 1 300 300 80 10\ndump {}\n",
+        dump.display()
+    ));
+    let (code, stderr, v) = record_in(dir.path(), &stub("full"), &cfg, &[], &[], &["sleep", "2.5"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let d = read_dump(&dump);
+    const SLACK_US: f64 = 2000.0;
+    for gpu in [0u64, 1] {
+        let samples = &d.samples[gpu as usize];
+        assert!(samples.len() >= 12, "{} samples", samples.len());
+        assert!(samples.iter().any(|s| s.1 > 50.0) && samples.iter().any(|s| s.1 < 50.0));
+        let polls: Vec<&Value> = resources(&v, "per_gpu")
+            .into_iter()
+            .filter(|l| l["gpu_id"] == gpu)
+            .collect();
+        let (mut next, mut prev_t) = (0usize, f64::MIN);
+        let mut fresh = 0;
+        let mut carried = 0;
+        for p in &polls {
+            let t = secs_to_us(&p["event_time"]);
+            let n = p["gpu_samples"].as_u64().expect("every poll back-filled") as usize;
+            if n > 0 {
+                let taken = &samples[next..next + n];
+                for s in taken {
+                    assert!(
+                        s.0 as f64 > prev_t - SLACK_US && s.0 as f64 <= t + SLACK_US,
+                        "sample at {} outside the poll interval ({prev_t}, {t}]",
+                        s.0
+                    );
+                }
+                let mean = taken.iter().map(|s| s.1).sum::<f64>() / n as f64;
+                assert_eq!(
+                    p["gpu_percent"].as_f64(),
+                    Some((mean * 10.0).round() / 10.0),
+                    "{p}"
+                );
+                let age = t - taken[n - 1].0 as f64;
+                assert!((p["gpu_percent_age_ms"].as_f64().unwrap() * 1e3 - age).abs() < SLACK_US);
+                next += n;
+                fresh += 1;
+            } else if next > 0 {
+                // No new driver sample: the previous one, with its age.
+                let last = samples[next - 1];
+                assert_eq!(p["gpu_percent"].as_f64(), Some(last.1), "{p}");
+                let age_ms = p["gpu_percent_age_ms"].as_f64().unwrap();
+                assert!((age_ms * 1e3 - (t - last.0 as f64)).abs() < SLACK_US, "{p}");
+                assert!(age_ms > 0.0);
+                carried += 1;
+            } else {
+                assert!(p["gpu_percent"].is_null(), "no sample yet: {p}");
+            }
+            prev_t = t;
+        }
+        // Every sample up to the last poll was used, exactly once.
+        let last_t = secs_to_us(&polls.last().unwrap()["event_time"]);
+        let due = samples
+            .iter()
+            .filter(|s| s.0 as f64 <= last_t - SLACK_US)
+            .count();
+        assert!(
+            next >= due && next <= due + 1,
+            "{next} of {due} samples used"
+        );
+        assert!(
+            fresh >= 10 && carried >= 5,
+            "{fresh} fresh, {carried} carried"
+        );
+    }
+
+    // The plain query: each poll reads the newest sample at its time.
+    let dump2 = dir.path().join("dump2");
+    let cfg = two_devices(&format!("pattern 0 300 300\ndump {}\n", dump2.display()));
+    let dir2 = tempfile::tempdir().unwrap();
+    let (code, stderr, v) = record_in(
+        dir2.path(),
+        &stub("nosamples"),
+        &cfg,
+        &[],
+        &[],
+        &["sleep", "1.5"],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let samples = &read_dump(&dump2).samples[0];
+    let polls: Vec<&Value> = resources(&v, "per_gpu")
+        .into_iter()
+        .filter(|l| l["gpu_id"] == 0)
+        .collect();
+    assert!(polls.len() >= 20);
+    let period_us = 167_000.0;
+    for p in polls {
+        assert!(p["gpu_samples"].is_null(), "{p}");
+        let t = secs_to_us(&p["event_time"]);
+        let got = p["gpu_percent"].as_f64().unwrap();
+        let newest = samples.iter().rev().find(|s| s.0 as f64 <= t + SLACK_US);
+        match newest {
+            Some(s) => {
+                let lag = t - s.0 as f64;
+                let near = samples
+                    .iter()
+                    .filter(|s| {
+                        (s.0 as f64) > t - period_us - SLACK_US && s.0 as f64 <= t + SLACK_US
+                    })
+                    .any(|s| s.1 == got);
+                assert!(
+                    near,
+                    "{got} at {t} is no driver sample of the last period (lag {lag})"
+                );
+            }
+            None => assert_eq!(got, 0.0, "before the first sample"),
+        }
+    }
+}
+
+/// The GPU thread never calls the costly queries on its polling path:
+/// `GetSamples` once per device at start, then at most one back-fill per
+/// device every second, plus one each at stop; the 4 ms energy counter
+/// never.
+#[test]
+fn the_polling_path_makes_only_cheap_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("dump");
+    // Back-fill calls that cost nothing are made as often as allowed (1 s).
+    let cfg = two_devices(&format!(
+        "util 0 50\nutil 1 50\ncost nvmlDeviceGetSamples 0\ndump {}\n",
+        dump.display()
+    ));
+    let (code, stderr, v) = record_in(dir.path(), &stub("full"), &cfg, &[], &[], &["sleep", "2.2"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let d = read_dump(&dump);
+    let polls = metric(&v)["agent_gpu_polls"].as_u64().unwrap();
+    assert!(polls >= 40);
+    assert_eq!(d.calls["nvmlDeviceGetUtilizationRates"], 2 * (polls + 1));
+    let samples = d.calls["nvmlDeviceGetSamples"];
+    assert!(
+        (2 * 3..=2 * 5).contains(&samples),
+        "{samples} GetSamples calls"
+    );
+    assert_eq!(d.calls["nvmlDeviceGetTotalEnergyConsumption"], 0);
+    assert_eq!(d.calls["nvmlDeviceGetFieldValues"], 0);
+    assert_eq!(d.calls["nvmlDeviceGetMemoryInfo"], 0);
+    // One C call per device and poll for the processes: no count query.
+    assert_eq!(
+        d.calls["nvmlDeviceGetComputeRunningProcesses_v3"],
+        2 * (polls + 1)
+    );
+}
+
+/// Energy: the power readings integrated over the polls, per device, on
+/// every per_gpu event, on the session span and the metric line, and per
+/// task (the devices' energy while it ran).
+#[test]
+fn gpu_energy_is_integrated_per_device_session_and_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("dump");
+    // Constant utilisation: 150 W on device 0, 120 W on device 1, once the
+    // driver's first sample is in.
+    let cfg = two_devices(&format!("util 0 50\nutil 1 20\ndump {}\n", dump.display()));
+    let tal = env!("CARGO_BIN_EXE_tal");
+    let script = format!("sleep 0.4; {tal} run --task-id gpu.work -- sleep 1; sleep 0.3");
+    let (code, stderr, v) = record_in(
+        dir.path(),
+        &stub("full"),
+        &cfg,
+        &[],
+        &[],
+        &["sh", "-c", &script],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    for (gpu, watts) in [(0u64, 150.0), (1, 120.0)] {
+        let polls: Vec<&Value> = resources(&v, "per_gpu")
+            .into_iter()
+            .filter(|l| l["gpu_id"] == gpu)
+            .collect();
+        let e: Vec<f64> = polls
+            .iter()
+            .map(|l| l["gpu_energy_joules"].as_f64().unwrap())
+            .collect();
+        assert_eq!(e[0], 0.0);
+        assert!(e.windows(2).all(|w| w[0] <= w[1]), "{e:?}");
+        // From the driver's second sample on, the power is constant.
+        let t = |l: &Value| l["event_time"].as_f64().unwrap();
+        let from = polls
+            .iter()
+            .position(|l| l["gpu_power_watts"] == watts)
+            .unwrap()
+            + 1;
+        let (a, b) = (polls[from], *polls.last().unwrap());
+        let want = watts * (t(b) - t(a));
+        let got = e[e.len() - 1] - e[from];
+        // Trapezoids between poll completions (not deadlines): one poll's
+        // jitter of slack.
+        assert!(
+            (got - want).abs() < watts * 0.01,
+            "device {gpu}: {got} J, want {want}"
+        );
+    }
+    let m = metric(&v);
+    let last = |g: u64| {
+        resources(&v, "per_gpu")
+            .into_iter()
+            .rfind(|l| l["gpu_id"] == g)
+            .unwrap()["gpu_energy_joules"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(m["gpu_energy_joules"]["0"].as_f64(), Some(last(0)));
+    assert_eq!(m["gpu_energy_joules"]["1"].as_f64(), Some(last(1)));
+    let total = m["gpu_energy_joules_total"].as_f64().unwrap();
+    assert!((total - last(0) - last(1)).abs() < 0.01);
+    // The stub's exact model energy over its whole life, against tal's
+    // integral over the polls: tal misses the time before its first poll
+    // and after its last, a fraction of a second.
+    let d = read_dump(&dump);
+    let (from, to, mj) = d.energy[0];
+    let life = (to - from) as f64 / 1e6;
+    assert!(
+        last(0) < mj / 1e3 && last(0) > mj / 1e3 - 150.0 * 0.5,
+        "{} vs {} over {life} s",
+        last(0),
+        mj / 1e3
+    );
+
+    let session = lines(&v, "span", None)
+        .into_iter()
+        .find(|s| s["name"] == "session")
+        .unwrap();
+    assert_eq!(
+        session["attributes"]["gpu_energy_joules"],
+        m["gpu_energy_joules"]
+    );
+    assert_eq!(
+        session["attributes"]["gpu_energy_joules_total"],
+        m["gpu_energy_joules_total"]
+    );
+
+    // The task ran ~1 s: each device's energy over it, to within a poll at
+    // either end.
+    let done = lines(&v, "event", Some("TaskCompleted"));
+    let task = done.iter().find(|l| l["task_id"] == "gpu.work").unwrap();
+    let dur = task["duration_seconds"].as_f64().unwrap();
+    let te = &task["attributes"]["gpu_energy_joules"];
+    for (g, watts) in [("0", 150.0), ("1", 120.0)] {
+        let j = te[g].as_f64().unwrap_or_else(|| panic!("{task}"));
+        assert!(
+            (j - watts * dur).abs() <= watts * 0.15,
+            "device {g}: {j} J over {dur} s"
+        );
+    }
+    let span = lines(&v, "span", None)
+        .into_iter()
+        .find(|s| s["attributes"]["task_id"] == "gpu.work")
+        .unwrap();
+    assert_eq!(&span["attributes"]["gpu_energy_joules"], te);
 }
 
 #[test]
 fn a_failing_device_is_disabled_once_and_the_other_goes_on() {
-    let cfg = two_devices("util 0 40\nutil 1 60\nfail 1 5\n");
+    let cfg = two_devices("util 0 40\nutil 1 60\nfail 1 8\n");
     let (code, stderr, v) = record_with(&stub("full"), &cfg, &[], &[], "1");
     assert_eq!(code, Some(0), "{stderr}");
     let reports: Vec<&str> = stderr
         .lines()
-        .filter(|l| l.contains("no more samples from this device"))
+        .filter(|l| l.contains("retrying with backoff"))
         .collect();
     assert_eq!(reports.len(), 1, "{stderr}");
     assert!(
         reports[0].starts_with(&format!("tal: GPU 1 ({UUID1})")),
         "{stderr}"
     );
+    assert!(!stderr.contains("answers again"), "{stderr}");
     // Device 1 answered its first polls (the probe took one), then nothing.
-    assert_eq!(series(&v, 1, "gpu_percent").len(), 4);
+    assert_eq!(series(&v, 1, "gpu_percent").len(), 7);
     assert!(series(&v, 0, "gpu_percent").len() >= 15);
     // The node max follows the devices that still answer.
     let nodes = resources(&v, "per_node");
     assert_eq!(nodes.last().unwrap()["gpu_percent"].as_f64(), Some(40.0));
     assert!(nodes.iter().any(|l| l["gpu_percent"] == 60.0));
-    assert_eq!(metric(&v)["agent_gpu_devices_disabled"], 1);
+    let m = metric(&v);
+    assert_eq!(m["agent_gpu_devices_disabled"], 1);
+    // The first error, then one per retry (0.25 s, 0.5 s: about 3 in 1 s).
+    let errs = m["tal_logs"][0]["gpu_errors"]["1"].as_u64().unwrap();
+    assert!((2..=4).contains(&errs), "{m}");
+    assert_eq!(m["tal_logs"][0]["gpu_errors"]["0"], 0);
+    assert_eq!(m["agent_gpu_errors"].as_u64(), Some(errs));
+}
+
+/// A device that fails for a while is retried with backoff and comes
+/// back: said once when it stops and once when it answers again.
+#[test]
+fn a_device_that_comes_back_is_sampled_again() {
+    let cfg = two_devices("util 0 40\nutil 1 60\noutage 1 400 900\n");
+    let (code, stderr, v) = record_with(&stub("full"), &cfg, &[], &[], "2");
+    assert_eq!(code, Some(0), "{stderr}");
+    let stops: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("retrying with backoff"))
+        .collect();
+    let backs: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("answers again"))
+        .collect();
+    assert_eq!((stops.len(), backs.len()), (1, 1), "{stderr}");
+    assert!(
+        stops[0].starts_with(&format!("tal: GPU 1 ({UUID1}): ")),
+        "{stderr}"
+    );
+    assert!(
+        backs[0].starts_with(&format!("tal: GPU 1 ({UUID1}) answers again after ")),
+        "{stderr}"
+    );
+    // A gap in device 1's series, samples on both sides of it.
+    let t: Vec<f64> = resources(&v, "per_gpu")
+        .into_iter()
+        .filter(|l| l["gpu_id"] == 1)
+        .map(|l| l["event_time"].as_f64().unwrap())
+        .collect();
+    let gap = t.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    assert!(gap >= 0.45 && gap < 1.2, "longest gap {gap} s");
+    assert!(t.len() >= 20);
+    let m = metric(&v);
+    assert_eq!(m["agent_gpu_devices_disabled"], 1);
+    let errs = m["tal_logs"][0]["gpu_errors"]["1"].as_u64().unwrap();
+    assert!((1..=3).contains(&errs), "{m}");
 }
 
 #[test]
 fn without_nvmldevicegetsamples_the_plain_query_is_used() {
     let cfg = two_devices("util 0 10,20,30,40,50\nutil 1 0\n");
-    let (code, stderr, v) = record_with(&stub("nosamples"), &cfg, &[], &[], "0.6");
+    let (code, stderr, v) = record_with(&stub("nosamples"), &cfg, &[], &[], "1");
     assert_eq!(code, Some(0), "{stderr}");
-    let got = series(&v, 0, "gpu_percent");
-    assert_eq!(got[..4], [20.0, 30.0, 40.0, 50.0].map(Value::from));
+    // The driver's newest sample at each poll (0 before its first).
+    let got = values(&v, 0);
+    assert!(got.windows(2).all(|w| w[0] <= w[1]), "{got:?}");
+    assert!(got
+        .iter()
+        .all(|x| [0.0, 10.0, 20.0, 30.0, 40.0, 50.0].contains(x)));
+    assert_eq!(got.last(), Some(&50.0));
     assert!(series(&v, 0, "gpu_samples").iter().all(Value::is_null));
     assert!(series(&v, 0, "gpu_memory_util_percent")
         .iter()
@@ -283,10 +642,12 @@ fn a_device_without_a_query_keeps_that_field_null() {
     let cfg = two_devices("util 0 30\nnosamples 1\nutil 1 50\n");
     let (code, stderr, v) = record_with(&stub("full"), &cfg, &[], &[], "0.5");
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(series(&v, 0, "gpu_samples").iter().all(|s| *s == 3));
+    assert!(series(&v, 0, "gpu_samples").iter().all(Value::is_u64));
     assert!(series(&v, 1, "gpu_samples").iter().all(Value::is_null));
-    assert!(series(&v, 1, "gpu_percent").iter().all(|p| *p == 50.0));
-    assert!(!stderr.contains("no more samples"), "{stderr}");
+    let one = values(&v, 1);
+    assert!(one.iter().all(|p| *p == 50.0 || *p == 0.0));
+    assert_eq!(one.last(), Some(&50.0));
+    assert!(!stderr.contains("retrying"), "{stderr}");
 }
 
 /// No usable NVML: one line on stderr saying why, exit 0, GPU fields null.
@@ -334,8 +695,9 @@ fn gpu_ids_follow_cuda_visible_devices_and_gpus() {
         "0.4",
     );
     assert!(stderr.contains(&format!("GPUs: 0={UUID1}")), "{stderr}");
-    assert!(series(&v, 0, "gpu_percent").iter().all(|p| *p == 22.0));
-    assert!(series(&v, 1, "gpu_percent").iter().all(|p| *p == 11.0));
+    assert!(values(&v, 0).iter().all(|p| *p == 22.0));
+    assert!(values(&v, 1).iter().all(|p| *p == 11.0));
+    assert!(!values(&v, 0).is_empty());
     assert_eq!(metric(&v)["tal_logs"][0]["attributes"]["gpu.0.uuid"], UUID1);
 
     // --gpus overrides the environment; `none` and a hidden list sample nothing.
@@ -346,7 +708,7 @@ fn gpu_ids_follow_cuda_visible_devices_and_gpus() {
         &[("CUDA_VISIBLE_DEVICES", "0")],
         "0.4",
     );
-    assert!(series(&v, 0, "gpu_percent").iter().all(|p| *p == 22.0));
+    assert!(values(&v, 0).iter().all(|p| *p == 22.0));
     assert!(series(&v, 1, "gpu_percent").is_empty());
     for (args, env) in [
         (&["--gpus", "none"][..], &[][..]),
@@ -434,7 +796,7 @@ fn a_gpu_in_mig_mode_shows_its_instances() {
             && stderr.contains("; 2=MIG-1-1 "),
         "{stderr}"
     );
-    assert!(series(&v, 0, "gpu_percent").iter().all(|p| *p == 10.0));
+    assert!(values(&v, 0).iter().all(|p| *p == 10.0));
     // MIG instances tell memory, not utilisation.
     for g in [1, 2] {
         let mem = series(&v, g, "gpu_memory_total_bytes");
@@ -442,7 +804,7 @@ fn a_gpu_in_mig_mode_shows_its_instances() {
         assert!(mem.iter().all(|m| *m == MEM / 2));
         assert!(series(&v, g, "gpu_percent").iter().all(Value::is_null));
     }
-    assert!(!stderr.contains("no more samples"), "{stderr}");
+    assert!(!stderr.contains("retrying"), "{stderr}");
     // A MIG UUID in CUDA_VISIBLE_DEVICES names that instance.
     let (_, stderr, _) = record_with(
         &lib,

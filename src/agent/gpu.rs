@@ -571,12 +571,16 @@ impl GpuSources {
                 res = match self.fetch_samples(i) {
                     Ok(n) => {
                         let d = &mut self.devs[i];
+                        // The newest sample taken before start comes again
+                        // with the first back-fill: the value the first
+                        // polls carry until the driver's next sample.
                         if n > 0 {
                             d.last_seen_util = self.samples_buf[..n]
                                 .iter()
                                 .map(|s| s.timeStamp)
                                 .max()
-                                .unwrap_or(0);
+                                .unwrap_or(0)
+                                .saturating_sub(1);
                         }
                         d.backfill_cost_ns = thread_cpu_ns().saturating_sub(t0);
                         Ok(())
@@ -668,10 +672,15 @@ impl GpuSources {
                 out.mem_util_percent = Some(u.memory as f32);
             }
         );
-        query!(memory, "nvmlDeviceGetMemoryInfo_v2", dev.memory_info(), |m| {
-            out.mem_used = Some(m.used);
-            out.mem_total = Some(m.total);
-        });
+        query!(
+            memory,
+            "nvmlDeviceGetMemoryInfo_v2",
+            dev.memory_info(),
+            |m| {
+                out.mem_used = Some(m.used);
+                out.mem_total = Some(m.total);
+            }
+        );
         query!(power, "nvmlDeviceGetPowerUsage", dev.power_usage(), |p| {
             out.power_mw = Some(p);
             let (now, watts) = (mono_ns(), f64::from(p) / 1000.0);
@@ -735,10 +744,7 @@ impl GpuSources {
         s.ndev = self.devs.len() as u8;
         for i in 0..self.devs.len() {
             s.dev[i] = GpuDeviceReading::default();
-            if self.devs[i]
-                .down
-                .is_some_and(|d| mono_ns() < d.retry_at_ns)
-            {
+            if self.devs[i].down.is_some_and(|d| mono_ns() < d.retry_at_ns) {
                 continue;
             }
             let mut r = GpuDeviceReading::default();

@@ -25,8 +25,9 @@
 //!   last back-fill): the event keeps NVML's current figure and
 //!   `gpu_samples` stays null.
 //!
-//! The `per_node` event of the same poll gets the max of its devices'
-//! filled values, where at least one device's samples are known.
+//! The `per_node` event of the same poll gets the max over its devices of
+//! the filled values, or of the current figure for a device no back-fill
+//! covers (read from the poll's `per_gpu` events, which follow it).
 
 use crate::log::LogReader;
 use crate::record::{Event, EventKind, GpuUtilSamples, Record, ResourceScope, Value};
@@ -107,7 +108,6 @@ pub struct GpuFill {
     reader: LogReader,
     exhausted: bool,
     ahead_ns: i64,
-    gpu_ids: Vec<u32>,
     devs: Vec<DevFill>,
 }
 
@@ -125,7 +125,6 @@ impl GpuFill {
             exhausted: false,
             ahead_ns: i64::MIN,
             devs: Vec::new(),
-            gpu_ids,
         })
     }
 
@@ -221,8 +220,9 @@ impl GpuFill {
         fill
     }
 
-    /// Fills `ev` if it is a poll (see the module doc).
-    pub fn apply(&mut self, ev: &mut Event) {
+    /// Fills `ev` if it is a poll (see the module doc); `next` are the
+    /// events that follow it in the log.
+    pub fn apply<'a>(&mut self, ev: &mut Event, next: impl Iterator<Item = &'a Event>) {
         let EventKind::ResourceUpdate(u) = &mut ev.kind else {
             return;
         };
@@ -248,17 +248,36 @@ impl GpuFill {
                 if u.gpu_percent.is_none() {
                     return;
                 }
-                let ids = std::mem::take(&mut self.gpu_ids);
-                let fills: Vec<Fill> = ids.iter().map(|&g| self.fill(g, t)).collect();
-                self.gpu_ids = ids;
-                if fills.iter().all(|f| *f == Fill::Unknown) {
-                    return;
+                // This poll's per_gpu events follow it in the log: the
+                // current figures of the devices no back-fill covers.
+                let rates: Vec<(u32, Option<f64>)> = next
+                    .take_while(|e| e.event_time_ns == t)
+                    .filter_map(|e| match &e.kind {
+                        EventKind::ResourceUpdate(g) => match g.scope {
+                            ResourceScope::PerGpu(id) => Some((id, g.gpu_percent)),
+                            ResourceScope::PerNode => None,
+                        },
+                        _ => None,
+                    })
+                    .collect();
+                let mut max: Option<f64> = None;
+                let mut filled = false;
+                for (g, rate) in rates {
+                    let v = match self.fill(g, t) {
+                        Fill::Unknown => rate,
+                        f => {
+                            filled = true;
+                            f.value().map(round1)
+                        }
+                    };
+                    max = match (max, v) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        (a, b) => a.or(b),
+                    };
                 }
-                u.gpu_percent = fills
-                    .iter()
-                    .filter_map(|f| f.value())
-                    .map(round1)
-                    .reduce(f64::max);
+                if filled {
+                    u.gpu_percent = max;
+                }
             }
         }
     }
@@ -368,21 +387,21 @@ mod tests {
         let mut got = Vec::new();
         for t in 1..=8 {
             let mut ev = poll(t * 100 * MS, 99.0);
-            f.apply(&mut ev);
+            f.apply(&mut ev, std::iter::empty());
             got.push(fields(&ev));
         }
         let (i, fl) = (Value::Int, Value::Float);
         assert_eq!(
             got,
             vec![
-                (None, i(0), Value::Null),               // 100: no sample yet
-                (Some(10.0), i(1), fl(33.0)),            // 200: the 167 ms sample
-                (Some(10.0), i(0), fl(133.0)),           // 300: none new: carried, and says so
-                (Some(20.0), i(1), fl(66.0)),            // 400
-                (Some(20.0), i(0), fl(166.0)),           // 500: 501 is after it
-                (Some(30.0), i(1), fl(99.0)),            // 600
-                (Some(40.0), i(1), fl(32.0)),            // 700
-                (Some(99.0), Value::Null, Value::Null),  // 800: not covered: NVML's figure stays
+                (None, i(0), Value::Null),              // 100: no sample yet
+                (Some(10.0), i(1), fl(33.0)),           // 200: the 167 ms sample
+                (Some(10.0), i(0), fl(133.0)),          // 300: none new: carried, and says so
+                (Some(20.0), i(1), fl(66.0)),           // 400
+                (Some(20.0), i(0), fl(166.0)),          // 500: 501 is after it
+                (Some(30.0), i(1), fl(99.0)),           // 600
+                (Some(40.0), i(1), fl(32.0)),           // 700
+                (Some(99.0), Value::Null, Value::Null), // 800: not covered: NVML's figure stays
             ]
         );
     }
@@ -397,7 +416,7 @@ mod tests {
         let path = w.finish(None).unwrap();
         let mut f = GpuFill::open(&path, vec![0]).unwrap();
         let mut ev = poll(100 * MS, 5.0);
-        f.apply(&mut ev);
+        f.apply(&mut ev, std::iter::empty());
         assert_eq!(fields(&ev), (Some(5.0), Value::Null, Value::Null));
         assert_eq!(
             GpuFill::gpu_ids(&[

@@ -64,10 +64,8 @@ impl Merge {
                 .into_iter()
                 .map(|reader| {
                     let start = reader.header().start_wall_ns;
-                    let gpufill = GpuFill::open(
-                        reader.path(),
-                        GpuFill::gpu_ids(&reader.header().attributes),
-                    );
+                    let gpufill =
+                        GpuFill::open(reader.path(), GpuFill::gpu_ids(&reader.header().attributes));
                     NodeState {
                         gpufill,
                         reader,
@@ -123,7 +121,7 @@ impl Merge {
         }
         if let Some(mut ev) = node.reorder.pop_front() {
             if let Some(f) = node.gpufill.as_mut() {
-                f.apply(&mut ev);
+                f.apply(&mut ev, node.reorder.iter());
             }
             let t = ev.event_time_ns;
             self.pending[i] = Some(ev);
