@@ -35,7 +35,7 @@ use std::collections::VecDeque;
 use std::path::Path;
 
 /// How far (in recorded time) the look-ahead reader may run past the
-/// merge: a back-fill covers at most 8 s and is written within about a
+/// merge: a back-fill covers at most 10 s and is written within about a
 /// second, so 30 s leaves room for a slow agent.
 pub const HORIZON_NS: i64 = 30_000_000_000;
 
