@@ -104,6 +104,8 @@ printf '%-6s %-8s %14s %16s %8s\n' round window "tal us/sample" "floor us/sample
 : >"$work/nogpu.us"
 : >"$work/gpu.us"
 : >"$work/wake.us"
+: >"$work/proc.us"
+: >"$work/disp.us"
 for round in $(seq 1 "$ROUNDS"); do
   start_floor() {
     ./target/release/examples/floor "$INTERVAL" 2>>"$work/floor.err" &
@@ -122,6 +124,7 @@ for round in $(seq 1 "$ROUNDS"); do
     t0=$(now_ns); a0=$(cpu_ns "$TALPID"); f0=$(cpu_ns "$FLOOR")
     if [ -n "${GPU_STUB:-}" ]; then
       g0=$(cpu_ns_gpu "$TALPID" gpu); n0=$(cpu_ns_gpu "$TALPID" nogpu)
+      p0=$(cpu_ns_gpu "$TALPID" gpu tal-proc); d0=$(cpu_ns_gpu "$TALPID" gpu tal-dispatch)
       w0=$(cpu_ns_gpu "$FLOOR" gpu floor-wake); f0=$(cpu_ns_gpu "$FLOOR" nogpu floor-wake)
     fi
     sleep "$window"
@@ -130,6 +133,9 @@ for round in $(seq 1 "$ROUNDS"); do
       w1=$(cpu_ns_gpu "$FLOOR" gpu floor-wake); f1=$(cpu_ns_gpu "$FLOOR" nogpu floor-wake)
       awk -v g="$((w1 - w0))" -v t="$((t1 - t0))" -v i="$INTERVAL" 'BEGIN { printf "%.2f\n", g / 1e3 / (t / 1e9 / i) }' >>"$work/wake.us"
       g1=$(cpu_ns_gpu "$TALPID" gpu); n1=$(cpu_ns_gpu "$TALPID" nogpu)
+      p1=$(cpu_ns_gpu "$TALPID" gpu tal-proc); d1=$(cpu_ns_gpu "$TALPID" gpu tal-dispatch)
+      awk -v g="$((p1 - p0))" -v t="$((t1 - t0))" -v i="$INTERVAL" 'BEGIN { printf "%.2f\n", g / 1e3 / (t / 1e9 / i) }' >>"$work/proc.us"
+      awk -v g="$((d1 - d0))" -v t="$((t1 - t0))" -v i="$INTERVAL" 'BEGIN { printf "%.2f\n", g / 1e3 / (t / 1e9 / i) }' >>"$work/disp.us"
       awk -v g="$((g1 - g0))" -v t="$((t1 - t0))" -v i="$INTERVAL" 'BEGIN { printf "%.2f\n", g / 1e3 / (t / 1e9 / i) }' >>"$work/gpu.us"
       awk -v g="$((n1 - n0))" -v t="$((t1 - t0))" -v i="$INTERVAL" 'BEGIN { printf "%.2f\n", g / 1e3 / (t / 1e9 / i) }' >>"$work/nogpu.us"
     fi
@@ -178,6 +184,9 @@ fi
 if [ -n "${GPU_STUB:-}" ]; then
   nm=$(median <"$work/nogpu.us")
   echo "| with the GPU agent on ${GPU_STUB} stub GPUs: tal CPU per sample without the GPU thread (median) | ${nm} µs, ratio to the floor $(awk -v a="$nm" -v b="$fm" 'BEGIN { printf "%.3f", a / b }') (budget ≤ 1.25) |"
+  pm=$(median <"$work/proc.us")
+  echo "| of which the /proc sampler thread (tal-proc), against the floor's one thread | ${pm} µs, ratio $(awk -v a="$pm" -v b="$fm" 'BEGIN { printf "%.3f", a / b }') |"
+  echo "| of which the dispatcher (tal-dispatch: events, per_gpu lines, log) | $(median <"$work/disp.us") µs |"
   gm=$(median <"$work/gpu.us"); wm=$(median <"$work/wake.us")
   echo "| GPU thread CPU per poll, ${GPU_STUB} devices (median of windows) | ${gm} µs |"
   echo "| an empty thread's wake-up on the same deadlines (floor-wake, median) | ${wm} µs |"
