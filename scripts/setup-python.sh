@@ -20,7 +20,8 @@ if [ -z "$py" ]; then
 fi
 rm -rf "$venv"
 mkdir -p target
+echo "setup-python: creating $venv and installing ${want[*]} from PyPI" >&2
 "$py" -m venv "$venv" >&2
-"$venv/bin/pip" install --quiet --disable-pip-version-check "${want[@]}" >&2
+"$venv/bin/pip" install --progress-bar off --disable-pip-version-check "${want[@]}" >&2
 "$venv/bin/python" -c "$check" >&2
 echo "$PWD/$venv/bin/python"

@@ -9,7 +9,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 trap 'scripts/slurm-down.sh' EXIT
+step() { printf '\n== test.sh: %s\n' "$*" >&2; }
+step "Python environment for the integration tests (target/pyenv: RHAPSODY 0.6.0 and opentelemetry-proto from PyPI; made once)"
 scripts/setup-python.sh >/dev/null
+step "a one-node Slurm on localhost (munge, slurmctld, slurmd, slurm-client from Debian's packages, installed if missing; needs root)"
+scripts/slurm-up.sh >/dev/null
+step "formatting"
 cargo fmt --all -- --check
+step "lints"
 cargo clippy --all-targets --release -- -D warnings
-cargo test --release --all-targets
+step "unit, property and integration tests (every test binary runs, even after a failure)"
+cargo test --release --all-targets --no-fail-fast

@@ -444,7 +444,7 @@ fn an_unreachable_receiver_loses_nothing_local_and_says_what_was_not_sent() {
 fn a_rhapsody_checkpoint_converts_to_otlp() {
     // RHAPSODY's own file (the reference) is valid input too.
     let reference = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference/rhapsody-0.6.0-tasks.telemetry.jsonl");
+        .join("tests/fixtures/rhapsody-0.6.0-tasks.telemetry.jsonl");
     let dir = tempfile::tempdir().unwrap();
     let prefix = dir.path().join("ref");
     let out = run(tal_cmd()

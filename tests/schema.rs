@@ -1,6 +1,6 @@
 //! Schema conformance: every line tal writes has the keys and JSON types of
 //! the line of the same section and event type in the checkpoint RHAPSODY
-//! 0.6.0 wrote itself (`shared/reference/`). Extension keys are allowed;
+//! 0.6.0 wrote itself (`tests/fixtures/`, a copy of the project's reference file). Extension keys are allowed;
 //! none of RHAPSODY's may be missing or retyped. `null` is accepted in place
 //! of a float only where SCHEMA.md allows it.
 
@@ -14,7 +14,7 @@ use tal::record::*;
 
 fn reference_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference/rhapsody-0.6.0-tasks.telemetry.jsonl")
+        .join("tests/fixtures/rhapsody-0.6.0-tasks.telemetry.jsonl")
 }
 
 fn kind(v: &Value) -> &'static str {
