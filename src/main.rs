@@ -193,6 +193,7 @@ fn convert(args: tal::cli::ConvertArgs) -> anyhow::Result<i32> {
 
     // The JSONL the OTLP form is built from, and whether it is a temporary.
     let mut source: Option<(std::path::PathBuf, bool)> = jsonl_input.clone().map(|p| (p, false));
+    let mut keep_tmp: Option<tempfile::NamedTempFile> = None;
     if args.format == ConvertFormat::Jsonl {
         if jsonl_input.is_some() {
             if endpoints.is_none() {
@@ -224,9 +225,19 @@ fn convert(args: tal::cli::ConvertArgs) -> anyhow::Result<i32> {
                 .filter(|d| !d.as_os_str().is_empty())
                 .map_or_else(|| std::path::PathBuf::from("."), std::path::PathBuf::from),
         };
-        let tmp = dir.join(format!(".tal-convert-{}.jsonl", std::process::id()));
+        // A new file of a random name (nothing planted there is followed);
+        // removed when `tmp_file` drops.
+        let tmp_file = tempfile::Builder::new()
+            .prefix(".tal-convert-")
+            .suffix(".jsonl")
+            .tempfile_in(&dir)
+            .map_err(|e| {
+                anyhow::anyhow!("cannot create a temporary file in {}: {e}", dir.display())
+            })?;
+        let tmp = tmp_file.path().to_path_buf();
         let (_, summary) =
             convert::to_jsonl(&args.logs, &Output::File(tmp.clone())).map_err(map_err)?;
+        keep_tmp = Some(tmp_file);
         for l in convert::describe(&summary) {
             eprintln!("tal convert: {l}");
         }
@@ -242,7 +253,8 @@ fn convert(args: tal::cli::ConvertArgs) -> anyhow::Result<i32> {
         })
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", src.display()));
     if temporary {
-        let _ = std::fs::remove_file(&src);
+        // Removes the temporary JSONL.
+        drop(keep_tmp.take());
     }
     let built = built?;
     if args.format == ConvertFormat::OtlpJson {

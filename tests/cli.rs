@@ -423,3 +423,83 @@ fn a_log_cut_off_after_its_header_still_converts() {
         assert_complete(&read_jsonl(&target));
     }
 }
+
+/// `-o` at a device or a FIFO writes into it and never replaces it; files
+/// planted where a temporary file used to be named (`<target>.tmp`, in a
+/// shared `--out` too) are neither followed nor overwritten.
+#[test]
+fn convert_never_replaces_a_special_file_or_follows_a_planted_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    // A shared --out where another user planted the old temporary names.
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for s in started..started + 5 {
+        std::os::unix::fs::symlink(
+            &victim,
+            out_dir.join(format!("s.plant.{s}.telemetry.jsonl.tmp")),
+        )
+        .unwrap();
+    }
+    let out = run(tal()
+        .args([
+            "record",
+            "--session-id",
+            "s.plant",
+            "--node-id",
+            "n",
+            "--out",
+        ])
+        .arg(&out_dir)
+        .args(["--", "sleep", "0.2"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert_complete(&read_jsonl_in(&out_dir));
+
+    let log = out_dir.join("s.plant.n.tal");
+    let target = dir.path().join("x.jsonl");
+    std::os::unix::fs::symlink(&victim, dir.path().join("x.jsonl.tmp")).unwrap();
+    let out = run(tal().arg("convert").arg(&log).arg("-o").arg(&target));
+    assert!(out.status.success());
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert_complete(&read_jsonl(&target));
+    let expected = std::fs::read(&target).unwrap();
+
+    // A FIFO stays a FIFO, and its reader gets the whole JSONL.
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let out = run(tal().arg("convert").arg(&log).arg("-o").arg(&fifo));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(reader.join().unwrap(), expected);
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    // No temporary file is left behind.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp") && n != "x.jsonl.tmp")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

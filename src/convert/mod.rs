@@ -2,9 +2,12 @@
 //! OTLP). Logs of one session merge into one file, one trace, one session
 //! span; logs of different sessions are refused (convert them separately).
 //!
-//! The output is written to `<name>.tmp` beside the target and renamed into
-//! place when complete, so a failed conversion never leaves a half file
-//! where a finished one is expected. It is not fsynced: the binary log is
+//! The output is written to a new temporary file beside the target (made
+//! with O_EXCL under a random name, so nothing planted in the directory is
+//! followed or overwritten) and renamed into place when complete, so a
+//! failed conversion never leaves a half file where a finished one is
+//! expected. A target that exists and is not a regular file (`/dev/null`,
+//! a FIFO, a terminal) is written to directly, never replaced. It is not fsynced: the binary log is
 //! the durable record and the JSONL can always be made again from it. Without `-o`, the file is named as
 //! RHAPSODY names its checkpoint, `{session_id}.{start_unix_seconds}.telemetry.jsonl`,
 //! and placed in the directory of the first log.
@@ -122,31 +125,60 @@ pub fn to_jsonl(
             Ok((None, s))
         }
         Some(path) => {
-            let tmp = tmp_path(&path);
             let out_err = |source| ConvertError::Output {
                 path: path.clone(),
                 source,
             };
-            let f = File::create(&tmp).map_err(out_err)?;
-            let mut w = BufWriter::with_capacity(1 << 20, f);
             // No fsync: the binary log is the durable record, and a JSONL
             // lost to a crash is remade by running `tal convert` again.
-            let res = jsonl::write_jsonl(readers, &mut w).and_then(|s| {
-                w.flush()?;
-                Ok(s)
-            });
-            match res {
-                Ok(s) => {
-                    std::fs::rename(&tmp, &path).map_err(out_err)?;
-                    Ok((Some(path), s))
-                }
-                Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    Err(out_err(e))
-                }
-            }
+            let s = write_output(&path, |w| jsonl::write_jsonl(readers, w)).map_err(out_err)?;
+            Ok((Some(path), s))
         }
     }
+}
+
+/// Writes `path` through `write` (see the module doc): into a new
+/// temporary file in the same directory, renamed over `path` when
+/// complete; or straight into `path` when it exists and is not a regular
+/// file.
+pub fn write_output<T>(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> io::Result<T>,
+) -> io::Result<T> {
+    if let Ok(m) = std::fs::metadata(path) {
+        if !m.is_file() {
+            if m.is_dir() {
+                return Err(io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    "is a directory: name a file, or - for stdout",
+                ));
+            }
+            let f = std::fs::OpenOptions::new().write(true).open(path)?;
+            let mut w = BufWriter::with_capacity(1 << 20, f);
+            let v = write(&mut w)?;
+            w.flush()?;
+            return Ok(v);
+        }
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    // Mode 0666 less the umask, as a plain create would give.
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(dir)?;
+    let (f, tmp_path) = tmp.into_parts();
+    let mut w = BufWriter::with_capacity(1 << 20, f);
+    let v = write(&mut w)?;
+    w.flush()?;
+    drop(w);
+    // Removed by `tmp_path`'s drop if the rename fails.
+    tmp_path.persist(path).map_err(|e| e.error)?;
+    Ok(v)
 }
 
 /// Writes a session's OTLP form as `<prefix>.traces.json` and
@@ -177,23 +209,15 @@ pub fn write_otlp_json(
         name.push(".");
         name.push(suffix);
         let path = PathBuf::from(name);
-        let tmp = tmp_path(&path);
         let err = |source| ConvertError::Output {
             path: path.clone(),
             source,
         };
-        std::fs::write(&tmp, body).map_err(err)?;
-        std::fs::rename(&tmp, &path).map_err(err)?;
+        write_output(&path, |w| w.write_all(body)).map_err(err)?;
         paths.push(path);
     }
     let m = paths.pop();
     Ok((paths.pop(), m))
-}
-
-fn tmp_path(p: &Path) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(".tmp");
-    PathBuf::from(s)
 }
 
 /// One or more lines for stderr describing what reading each log found:
