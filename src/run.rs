@@ -3,7 +3,8 @@
 //! It reports TaskCreated and TaskSubmitted, starts the command (TaskStarted
 //! with its `pid`), and when it ends TaskCompleted (exit 0) or TaskFailed
 //! with `error_type` `exit:N`, `signal:SIGNAME`, or `exec:ENOENT`-style for
-//! a command that could not start; tal exits with the command's status
+//! a command that could not start (then after a TaskStarted without `pid`,
+//! as RHAPSODY reports a launch failure); tal exits with the command's status
 //! (128+N for signal N, 127/126 when it could not start, as shells do).
 //!
 //! The terminal event carries the task's own resource use as extension
@@ -172,6 +173,10 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tal run: cannot run '{exe}': {e}");
+            // As RHAPSODY's own backends report a task that fails to
+            // launch: TaskStarted (no pid: nothing ran), then TaskFailed,
+            // so that started minus finished never goes negative.
+            rep.send(&ev("TaskStarted", Some(&cfg.backend), base_attrs.clone()));
             let mut failed = ev("TaskFailed", Some(&cfg.backend), base_attrs.clone());
             failed
                 .fields

@@ -233,14 +233,25 @@ fn tal_run_reports_every_outcome() {
     assert_eq!(span("seg")["status_description"], "signal:SIGSEGV");
     let missing = span("missing");
     assert_eq!(missing["status_description"], "exec:ENOENT");
-    assert_eq!(missing["attributes"]["incomplete_lifecycle"], true);
+    // Started, then failed, as RHAPSODY reports a launch failure: the
+    // started-minus-finished count never goes negative.
+    assert_ne!(missing["attributes"]["incomplete_lifecycle"], true);
+    let steps: Vec<&str> = lines(&v, "event", None)
+        .into_iter()
+        .filter(|l| l["task_id"] == "missing")
+        .map(|l| l["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["TaskCreated", "TaskSubmitted", "TaskStarted", "TaskFailed"]
+    );
     let completed = lines(&v, "event", Some("TaskCompleted"));
     let d = completed[0]["duration_seconds"].as_f64().unwrap();
     assert!(d > 0.0 && d < 10.0);
     let m = lines(&v, "metric", None)[0];
     assert_eq!(m["tasks_completed"], 1);
     assert_eq!(m["tasks_failed"], 3);
-    assert_eq!(m["tasks_started"], 3);
+    assert_eq!(m["tasks_started"], 4);
     assert_eq!(m["tasks_submitted"], 4);
 }
 
