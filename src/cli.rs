@@ -362,6 +362,11 @@ pub fn slurm_attributes() -> Vec<(String, String)> {
     .collect()
 }
 
+/// The longest session and node ids together: the log's file name
+/// `<session>.<node>.tal`, numbered (`.NNN`) and as a temporary file
+/// (`.` + name + `.XXXXXX.tmp`), stays within a file name's 255 bytes.
+const MAX_IDS_BYTES: usize = 230;
+
 fn check_id(what: &str, id: &str) -> anyhow::Result<()> {
     if id.is_empty()
         || id.len() > 200
@@ -415,6 +420,15 @@ impl RecordArgs {
             .or_else(|| env("SLURMD_NODENAME"))
             .unwrap_or_else(short_hostname);
         check_id("--node-id", &node_id)?;
+        // The log is `<session>.<node>.tal` (with room for a numbered
+        // `.N` and a temporary file's suffix): a file name has 255 bytes.
+        if session_id.len() + node_id.len() > MAX_IDS_BYTES {
+            bail!(
+                "--session-id ({} bytes) and --node-id ({} bytes) together name the log file, and a file name has at most 255 bytes: use ids of at most {MAX_IDS_BYTES} bytes together",
+                session_id.len(),
+                node_id.len()
+            );
+        }
         let pin = match self.pin.as_deref() {
             None => Some(
                 crate::agent::affinity::default_cpu()

@@ -218,6 +218,30 @@ fn one_line_error(args: &[&str]) -> String {
 }
 
 #[test]
+fn ids_that_make_too_long_a_file_name_are_refused_up_front() {
+    let session = "a".repeat(200);
+    let node = "b".repeat(60);
+    let e = one_line_error(&[
+        "record",
+        "--socket",
+        "/tmp/tal-test-unused.sock",
+        "--session-id",
+        &session,
+        "--node-id",
+        &node,
+        "--out",
+        "/tmp",
+        "--",
+        "true",
+    ]);
+    assert!(
+        e.contains("--session-id (200 bytes) and --node-id (60 bytes)"),
+        "{e}"
+    );
+    assert!(e.contains("at most 230 bytes together"), "{e}");
+}
+
+#[test]
 fn bad_intervals_are_one_line_errors() {
     for bad in ["0", "-1", "abc", "0.0001", "5parsecs"] {
         let e = one_line_error(&["record", "--interval", bad, "--out", "/tmp"]);

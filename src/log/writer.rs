@@ -1,13 +1,13 @@
 //! `LogWriter`: appends framed records to `<out>/<session>.<node>.tal`
 //! through a memory map that grows in chunks. This doc is the format's spec.
 //!
-//! # Format, version 1
+//! # Format, version 3 ([`FORMAT_VERSION`]; 2 added the GPU agent's snapshot fields, 3 the GPU back-fill records)
 //!
 //! All integers are little-endian. Offsets are from the start of the file.
 //!
 //! ```text
 //! 0   magic        8 bytes  89 54 41 4C 4C 4F 47 0A  ("\x89TALLOG\n")
-//! 8   version      u32      1
+//! 8   version      u32      3
 //! 12  header_len   u32      bytes of the header payload
 //! 16  header_crc   u32      CRC-32 (IEEE) of the header payload
 //! 20  reserved     u32      0
@@ -366,10 +366,9 @@ impl LogWriter {
                 self.reserved = to;
                 Ok(())
             }
-            libc::ENOSPC | libc::EDQUOT => Err(WriteError::DiskFull {
-                path: self.path.clone(),
-                bytes: self.bytes(),
-            }),
+            // The file keeps what was flushed (it is trimmed to that at
+            // the end), so that is the size to report.
+            libc::ENOSPC | libc::EDQUOT => Err(self.full()),
             rc => Err(WriteError::Io {
                 path: self.path.clone(),
                 source: io::Error::from_raw_os_error(rc),
