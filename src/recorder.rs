@@ -164,6 +164,59 @@ fn reap_blocking(pid: libc::pid_t) -> i32 {
     }
 }
 
+/// Runs the wrapped command without recording (the log could not be
+/// created: `why`), forwarding stop signals to it; its exit status.
+fn run_unrecorded(
+    cfg: &RecordConfig,
+    orig_mask: CpuMask,
+    old_mask: libc::sigset_t,
+    sigs: &libc::sigset_t,
+    why: &anyhow::Error,
+) -> i32 {
+    eprintln!("tal: {why}; running the command without recording");
+    let Some((prog, args)) = cfg.command.split_first() else {
+        return 0;
+    };
+    let mut cmd = Command::new(prog);
+    cmd.args(args)
+        .env("TAL_SESSION_ID", &cfg.session_id)
+        .env("TAL_NODE_ID", &cfg.node_id);
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe syscalls (sched_setaffinity, signal, sigprocmask).
+    unsafe {
+        cmd.pre_exec(move || {
+            let _ = orig_mask.apply();
+            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let pid = match cmd.spawn() {
+        Ok(c) => c.id() as libc::pid_t,
+        Err(e) => {
+            eprintln!("tal: cannot run '{}': {e}", prog.to_string_lossy());
+            return if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+        }
+    };
+    loop {
+        if let Some(code) = try_reap(pid) {
+            return code;
+        }
+        match wait_signal(sigs, Some(Duration::from_millis(200))) {
+            Some(libc::SIGCHLD) | None => {}
+            Some(STOP_REQUEST_SIGNAL) => {}
+            Some(sig) => {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(pid, sig) };
+            }
+        }
+    }
+}
+
 /// Waits for one of `set`'s signals for at most `timeout`; `None` on timeout.
 fn wait_signal(set: &libc::sigset_t, timeout: Option<Duration>) -> Option<libc::c_int> {
     loop {
@@ -420,7 +473,16 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
             }
         ),
         other => anyhow!(other),
-    })?;
+    });
+    let writer = match writer {
+        Ok(w) => w,
+        // Whatever the log cannot do, a wrapped command still runs.
+        Err(e) if !cfg.command.is_empty() => {
+            drop(socket_guard);
+            return Ok(run_unrecorded(&cfg, orig_mask, old_mask, &all_sigs, &e));
+        }
+        Err(e) => return Err(e),
+    };
 
     let (proc_tx, proc_rx) = ring::channel::<ProcSample>(PROC_RING);
     let (ingest_tx, ingest_rx) = ring::channel::<crate::ingest::batch::IngestBatch>(INGEST_RING);

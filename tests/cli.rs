@@ -320,6 +320,51 @@ fn convert_to_stdout_and_to_a_file() {
     assert_complete(&read_jsonl(&target));
 }
 
+/// Less room than one log chunk (here a 500 KiB file-size limit, as
+/// `ulimit -f 500` sets): the wrapped command runs all the same, its
+/// status is passed on, and tal says why on stderr (it once died of
+/// SIGBUS writing a memory map past the file's end).
+#[test]
+fn no_room_for_the_log_still_runs_the_command() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tal();
+    cmd.args([
+        "record",
+        "--session-id",
+        "s.room",
+        "--node-id",
+        "n",
+        "--out",
+    ])
+    .arg(dir.path())
+    .args(["--", "sh", "-c", "echo RAN; exit 3"]);
+    // SAFETY (test): setrlimit between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 500 << 10,
+                rlim_max: 500 << 10,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            Ok(())
+        });
+    }
+    let out = run(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "RAN\n");
+    assert!(
+        stderr.contains("cannot create log")
+            && stderr.contains("running the command without recording"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("s.room.n.tal").exists(),
+        "no half-made log"
+    );
+}
+
 #[test]
 fn a_full_disk_mid_run_keeps_every_record_before_it() {
     use std::os::unix::process::CommandExt;

@@ -163,8 +163,15 @@ impl LogWriter {
             lost: 0,
             failed: false,
         };
-        w.reserve(w.buf.len() as u64)?;
-        w.flush()?;
+        if let Err(e) = w.reserve(w.buf.len() as u64).and_then(|()| w.flush()) {
+            // Not even the header fits (a full disk, a file-size limit):
+            // leave no half-made log behind.
+            w.buf.clear();
+            w.buffered = 0;
+            drop(w);
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
         Ok(w)
     }
 
@@ -297,7 +304,10 @@ impl LogWriter {
     fn store_through_map(&mut self) -> bool {
         let (start, end) = (self.flushed, self.flushed + self.buf.len() as u64);
         let chunk_start = start / self.chunk * self.chunk;
-        if end > chunk_start + self.chunk {
+        // Only a chunk reserved whole is mapped: a page of the map past
+        // the file's allocated end would raise SIGBUS when written (with
+        // less than a chunk of space left, or under a file-size limit).
+        if end > chunk_start + self.chunk || chunk_start + self.chunk > self.reserved {
             return false;
         }
         if self.map.is_none() || self.map_start != chunk_start {
