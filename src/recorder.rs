@@ -164,6 +164,33 @@ fn reap_blocking(pid: libc::pid_t) -> i32 {
     }
 }
 
+/// Creates the log at `path`, or, if a log of that name exists (a Slurm
+/// job requeued after its agent was killed keeps its job id, so its
+/// session id), beside it as `<session>.<node>.N.tal` with the first free
+/// N from 1: `tal convert` of them all gives one session. Returns the path
+/// tried last.
+fn create_log(path: &std::path::Path, header: &Header) -> (PathBuf, Result<LogWriter, WriteError>) {
+    let stem = path.with_extension("");
+    let mut candidate = path.to_path_buf();
+    for n in 1..=MAX_LOG_NUMBER {
+        match LogWriter::create(&candidate, header) {
+            Err(WriteError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                let mut name = stem.as_os_str().to_owned();
+                name.push(format!(".{n}.tal"));
+                candidate = PathBuf::from(name);
+            }
+            r => return (candidate, r),
+        }
+    }
+    let r = LogWriter::create(&candidate, header);
+    (candidate, r)
+}
+
+/// How many numbered logs of one session and node `tal record` tries.
+const MAX_LOG_NUMBER: u32 = 999;
+
 /// Runs the wrapped command without recording (the log could not be
 /// created: `why`), forwarding stop signals to it; its exit status.
 fn run_unrecorded(
@@ -462,7 +489,8 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
         ncpus: u32::from(baseline.ncpu),
         attributes,
     };
-    let writer = LogWriter::create(&log_path, &header).map_err(|e| match e {
+    let (log_path, writer) = create_log(&log_path, &header);
+    let writer = writer.map_err(|e| match e {
         crate::log::WriteError::Io { path, source } => anyhow!(
             "cannot create log {}: {source} — pass --out DIR that you can write to{}",
             path.display(),
@@ -806,11 +834,15 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
         let name = convert::default_file_name(&cfg.session_id, anchor.wall_ns);
         let mut target = cfg.out.join(&name);
         if target.exists() {
-            target = cfg.out.join(convert::node_file_name(
-                &cfg.session_id,
-                &cfg.node_id,
-                anchor.wall_ns,
-            ));
+            let own = convert::node_file_name(&cfg.session_id, &cfg.node_id, anchor.wall_ns);
+            target = cfg.out.join(&own);
+            // A requeued job's earlier run of the same second: numbered.
+            let stem = own.strip_suffix(".telemetry.jsonl").unwrap_or(&own);
+            let mut n = 1;
+            while target.exists() && n <= MAX_LOG_NUMBER {
+                target = cfg.out.join(format!("{stem}.{n}.telemetry.jsonl"));
+                n += 1;
+            }
         }
         match convert::to_jsonl(std::slice::from_ref(&log), &Output::File(target)) {
             Ok((path, summary)) => {

@@ -572,3 +572,60 @@ fn convert_never_replaces_a_special_file_or_follows_a_planted_link() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A requeued Slurm job keeps its job id, so its session id: a second
+/// `tal record` with the same session and node starts a numbered log beside
+/// the first (and runs its command), and the logs convert to one session.
+#[test]
+fn a_second_run_of_a_session_starts_a_numbered_log_beside_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = |marker: &str| {
+        run(tal()
+            .args([
+                "record",
+                "--session-id",
+                "slurm.77",
+                "--node-id",
+                "n",
+                "--out",
+            ])
+            .arg(dir.path())
+            .args(["--", "sh", "-c", &format!("echo {marker}; sleep 0.3")]))
+    };
+    let first = record("FIRST");
+    assert!(first.status.success());
+    // The first run's agent was "killed": its log stays.
+    let second = record("SECOND");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&second.stdout), "SECOND\n");
+    let a = dir.path().join("slurm.77.n.tal");
+    let b = dir.path().join("slurm.77.n.1.tal");
+    assert!(a.exists() && b.exists(), "{stderr}");
+    assert!(
+        stderr.contains("log=") && stderr.contains("slurm.77.n.1.tal"),
+        "{stderr}"
+    );
+    // Two JSONL files, neither replaced by the other.
+    let jsonl: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".telemetry.jsonl"))
+        .collect();
+    assert_eq!(jsonl.len(), 2, "{jsonl:?}");
+    let target = dir.path().join("both.jsonl");
+    let out = run(tal().arg("convert").arg(&a).arg(&b).arg("-o").arg(&target));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = read_jsonl(&target);
+    assert_complete(&v);
+    assert_eq!(lines(&v, "event", Some("SessionStarted")).len(), 1);
+    let m = lines(&v, "metric", None)[0];
+    assert_eq!(m["tal_logs"].as_array().unwrap().len(), 2);
+    assert!(v
+        .iter()
+        .all(|l| l["section"] != "event" || l["session_id"] == "slurm.77"));
+}
