@@ -19,4 +19,8 @@ cargo fmt --all -- --check
 step "lints"
 cargo clippy --all-targets --release -- -D warnings
 step "unit, property and integration tests (every test binary runs, even after a failure)"
-cargo test --release --all-targets --no-fail-fast
+status=0
+cargo test --release --all-targets --no-fail-fast || status=$?
+step "unit and property tests again with overflow checks on (a debug build)"
+cargo test --lib --no-fail-fast || status=$?
+exit "$status"

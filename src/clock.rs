@@ -65,6 +65,19 @@ pub fn ns_to_secs(ns: i64) -> f64 {
     s as f64 + f as f64 / 1e9
 }
 
+/// The latest event time accepted from a client, seconds since the epoch:
+/// 2100-01-01T00:00:00Z. Times are kept as i64 nanoseconds, which end in
+/// 2262; a time past 2100 is a client's mistake (milliseconds sent as
+/// seconds, say), refused with an error line rather than stored.
+pub const MAX_TIME_SECS: u64 = 4_102_444_800;
+
+/// Whether `secs` is an event time tal accepts: from the epoch up to (not
+/// including) [`MAX_TIME_SECS`].
+#[inline]
+pub fn time_in_range(secs: f64) -> bool {
+    secs.is_finite() && (0.0..MAX_TIME_SECS as f64).contains(&secs)
+}
+
 /// Float seconds to nanoseconds (the inverse of [`ns_to_secs`] for every
 /// float it produces; see there).
 #[inline]
@@ -72,7 +85,9 @@ pub fn secs_to_ns(secs: f64) -> i64 {
     // `floor` and `round` spelled with integer casts: baseline x86-64 has no
     // rounding instruction, and the libm calls were a visible share of the
     // ingest fast path. Exact for every |secs| < 2^52 (casts truncate
-    // toward zero; the differences below are exact at that magnitude).
+    // toward zero; the differences below are exact at that magnitude); the
+    // result fits i64 for |secs| < 9.2e9 (year 2262), so client times are
+    // checked with [`time_in_range`] first.
     let t = secs as i64;
     let whole = if t as f64 > secs { t - 1 } else { t };
     let frac = (secs - whole as f64) * 1e9;
@@ -102,7 +117,7 @@ mod tests {
                 unit * 1e3,
                 unit * 2e9,
                 -unit * 2e9,
-                unit * 1e11,
+                unit * MAX_TIME_SECS as f64,
                 (unit * 1e9).floor() + 0.5e-9,
             ] {
                 assert_eq!(secs_to_ns(secs), reference(secs), "{secs:?}");

@@ -701,6 +701,9 @@ fn time_ns_clock(b: &[u8]) -> Option<(i64, usize)> {
         return None;
     }
     let w = eight_digits(head)? * 100 + u64::from(d8 - b'0') * 10 + u64::from(d9 - b'0');
+    if w >= crate::clock::MAX_TIME_SECS {
+        return None; // the general path refuses it, with its reason
+    }
     let (e, k) = match leading_digits(frac) {
         0 => return None,
         8 => match *b.get(19)? {
@@ -731,7 +734,7 @@ fn time_ns_clock(b: &[u8]) -> Option<(i64, usize)> {
 #[inline]
 fn time_ns_general(b: &[u8]) -> Option<(i64, usize)> {
     let (w, n) = digit_run(b)?;
-    if !(1 << 20..100_000_000_000).contains(&w) || b[0] == b'0' {
+    if !(1 << 20..crate::clock::MAX_TIME_SECS).contains(&w) || b[0] == b'0' {
         return None;
     }
     let (f, k) = match b.get(n) {
@@ -764,7 +767,7 @@ fn time_ns_general(b: &[u8]) -> Option<(i64, usize)> {
 }
 
 fn ok_time(t: f64) -> bool {
-    t.is_finite() && (0.0..1e11).contains(&t)
+    crate::clock::time_in_range(t)
 }
 
 fn task_state(name: &[u8]) -> Option<TaskState> {
@@ -1023,6 +1026,11 @@ mod tests {
             r#"{"event_type": "TaskStarted", "task_id": "t\u0041"}"#,
             r#"{"event_type": "TaskStarted", "task_id": "t", "event_time": -1}"#,
             r#"{"event_type": "TaskStarted", "task_id": "t", "event_time": 1e300}"#,
+            // Past 2100: refused (they once wrapped round i64 nanoseconds).
+            r#"{"event_type": "TaskStarted", "task_id": "t", "event_time": 10000000000}"#,
+            r#"{"event_type": "TaskStarted", "task_id": "t", "event_time": 9223372037.5}"#,
+            r#"{"event_type": "TaskStarted", "task_id": "t", "event_time": 4102444800.0}"#,
+            r#"{"event_type": "TaskStarted", "task_id": "t", "event_time": 99999999999.123456}"#,
             r#"{"event_type": "TaskStarted", "task_id": "t", "attributes": {"huge": 1e400}}"#,
             r#"{"event_type": "TaskStarted", "task_id": "t", "event_time": "1"}"#,
             r#"{"event_type": "TaskStarted", "task_id": "t", "event_id": "abc"}"#,
@@ -1198,16 +1206,19 @@ mod tests {
             "1795574441.5",
             "1048576",
             "1048576.000000000000000001",
-            "99999999999.999999",
+            "4102444799.999999",
             "1795574441.999999999999",
-            "4294967295.9999999",
+            "4094967295.9999999",
         ] {
             assert_eq!(ns(t), Some(f(t)), "{t}");
         }
-        // Below 2^20 s, from 10^11 s, leading zeros, signs, exponents,
-        // a bare dot: the float path's.
+        // Below 2^20 s, from 2100 on (refused, by the general path),
+        // leading zeros, signs, exponents, a bare dot: the float path's.
         for t in [
             "1048575.5",
+            "4102444800",
+            "9999999999.5",
+            "99999999999.999999",
             "100000000000",
             "0",
             "01795574441",
@@ -1243,10 +1254,10 @@ mod tests {
         #[test]
         fn time_ns_plain_is_secs_to_ns_of_the_float(
             int in prop_oneof![
-                (1u64 << 20)..100_000_000_000,
+                (1u64 << 20)..crate::clock::MAX_TIME_SECS,
                 (1u64 << 20)..(1 << 21),
                 1_600_000_000u64..2_000_000_000,
-                90_000_000_000u64..100_000_000_000,
+                4_000_000_000u64..crate::clock::MAX_TIME_SECS,
             ],
             frac in proptest::num::u64::ANY,
             width in 0usize..=20,
@@ -1277,7 +1288,7 @@ mod tests {
         /// takes every clock-shaped time.
         #[test]
         fn time_ns_clock_is_time_ns_general(
-            int in 1_000_000_000u64..10_000_000_000,
+            int in 1_000_000_000u64..crate::clock::MAX_TIME_SECS,
             frac in proptest::num::u64::ANY,
             width in 1usize..=12,
             tail in proptest::sample::select(&[", \"emit_time\": 1", "}                    ", "e5         ", "0123456789"]),
@@ -1295,7 +1306,7 @@ mod tests {
         }
 
         #[test]
-        fn time_ns_plain_agrees_on_round_trips(x in 1_048_576.0f64..1e11) {
+        fn time_ns_plain_agrees_on_round_trips(x in 1_048_576.0f64..4.1e9) {
             let t = format!("{x:?}");
             if let Some((ns, len)) = time_ns_plain(t.as_bytes()) {
                 prop_assert_eq!(len, t.len());

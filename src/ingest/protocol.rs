@@ -112,8 +112,11 @@ pub fn to_value(v: &J) -> Value {
 }
 
 fn time_ns(secs: f64, k: &str) -> Result<i64, String> {
-    if !(0.0..1e11).contains(&secs) {
-        return Err(format!("{k} must be seconds since the Unix epoch"));
+    if !crate::clock::time_in_range(secs) {
+        return Err(format!(
+            "{k} must be seconds since the Unix epoch, from 0 up to {} (2100-01-01)",
+            crate::clock::MAX_TIME_SECS
+        ));
     }
     Ok(crate::clock::secs_to_ns(secs))
 }
@@ -400,6 +403,15 @@ mod tests {
             (
                 r#"{"event_type": "TaskStarted", "task_id": "t", "event_time": -5}"#,
                 "seconds since the Unix epoch",
+            ),
+            (
+                // Once stored wrapped round i64 nanoseconds (-8446744073.7).
+                r#"{"event_type": "TaskStarted", "task_id": "t", "event_time": 10000000000}"#,
+                "from 0 up to 4102444800 (2100-01-01)",
+            ),
+            (
+                r#"{"event_type": "TaskStarted", "task_id": "t", "emit_time": 9223372037}"#,
+                "emit_time must be seconds since the Unix epoch",
             ),
             (
                 r#"{"event_type": "TaskStarted", "task_id": "t", "attributes": [1]}"#,
