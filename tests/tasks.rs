@@ -75,6 +75,32 @@ fn send_and_collect(socket: &Path, payload: &[u8]) -> Vec<Value> {
         .collect()
 }
 
+/// Over-long lines are answered and counted, the last one too when the
+/// client closes without its newline; the lines around them are recorded.
+#[test]
+fn over_long_lines_are_answered_even_at_the_end_of_the_stream() {
+    let a = start_agent("s.long");
+    let long = vec![b'x'; 70 << 10];
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&long);
+    payload.extend_from_slice(b"\n{\"event_type\": \"TaskCreated\", \"task_id\": \"ok\"}\n");
+    payload.extend_from_slice(&long); // no newline: the stream ends in it
+    let replies = send_and_collect(&a.socket, &payload);
+    let got: Vec<u64> = replies
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, [1, 3], "{replies:?}");
+    assert!(replies
+        .iter()
+        .all(|r| r["error"].as_str().unwrap().contains("line longer than")));
+    let (_dir, v) = stop_agent(a);
+    assert_eq!(lines(&v, "event", Some("TaskCreated")).len(), 1);
+    let m = lines(&v, "metric", None)[0];
+    assert_eq!(m["ingest_lines_rejected"], 2);
+    assert_eq!(m["ingest_events_accepted"], 1);
+}
+
 #[test]
 fn many_clients_with_bad_lines_interleaved() {
     let a = start_agent("s.many");

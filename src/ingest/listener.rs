@@ -450,7 +450,13 @@ impl Listener {
                 Err(_) => eof = true,
             }
         }
-        if eof && !c.buf.is_empty() && !c.discarding {
+        if eof && c.discarding {
+            // A last line without its newline, and too long: answered and
+            // counted like any other.
+            c.discarding = false;
+            c.line_no += 1;
+            self.reject(&mut c, &format!("line longer than {MAX_LINE_BYTES} bytes"));
+        } else if eof && !c.buf.is_empty() {
             // A last line without its newline: parse it once.
             let rest = std::mem::take(&mut c.buf);
             c.line_no += 1;

@@ -18,7 +18,12 @@
 //! `error_type` strings, `attributes` an object, `backend`/`node_id` a string
 //! or null); fields tal writes itself (`trace_id`, `span_id`, `name`,
 //! `section`) cannot be sent. Unknown fields of core events are kept as
-//! extension fields. A line longer than [`MAX_LINE_BYTES`] is refused.
+//! extension fields. A line longer than [`MAX_LINE_BYTES`] is refused (the
+//! last line of a stream too, newline or not). Times must lie from the
+//! epoch to 2100 ([`crate::clock::MAX_TIME_SECS`]). A key repeated in one
+//! object is accepted and its last value wins, as Python's `json` (and so
+//! RHAPSODY) reads such a line; the fast path leaves such lines to the
+//! general parser, which does the same.
 //!
 //! Control lines have an `op` instead of an `event_type`:
 //! `{"op": "stop"}` asks the agent to finalise (the reply comes when the
@@ -310,6 +315,12 @@ mod tests {
 
     fn err(s: &str) -> String {
         parse_line(s.as_bytes(), 0).unwrap_err()
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_last_value_as_python_does() {
+        let e = ok(r#"{"event_type": "TaskStarted", "task_id": "t", "task_id": "u"}"#);
+        assert_eq!(e.task_id.as_deref(), Some("u"));
     }
 
     #[test]
