@@ -68,6 +68,13 @@ pub trait Sink {
         }
     }
 
+    /// Takes one of the session's last records (SessionEnded, the final
+    /// snapshot, the end marker), which a full log must still keep. The
+    /// default is [`Sink::put`].
+    fn put_final(&mut self, r: Record) {
+        self.put(r);
+    }
+
     /// Makes every record taken so far durable as far as the sink goes
     /// (the writer stage: in the file's page cache). The dispatcher calls it
     /// at the end of every drain.
@@ -771,11 +778,18 @@ impl<S: Sink> Dispatcher<S> {
                 duration_seconds: (end - self.start_wall_ns) as f64 / 1e9,
             },
         );
-        self.send(ended);
+        if let (Record::Event(ev), Some(f)) = (&ended, self.fanout.as_mut()) {
+            f.offer(ev);
+        }
+        if let (Record::Event(ev), Some(x)) = (&ended, self.exporter.as_mut()) {
+            x.offer(ev);
+        }
+        self.sink.flush();
+        self.sink.put_final(ended);
         let snap = Record::Snapshot(self.snapshot());
-        self.send(snap);
+        self.sink.put_final(snap);
         let reason = decode_end_reason(end_reason.load(Ordering::Acquire));
-        self.send(Record::End(EndMarker {
+        self.sink.put_final(Record::End(EndMarker {
             wall_ns: wall_ns(),
             reason,
         }));

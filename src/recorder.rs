@@ -279,6 +279,8 @@ pub struct WriterStage {
     writer: LogWriter,
     failed: Option<crate::log::WriteError>,
     lost: Arc<AtomicU64>,
+    /// Told to the ingest listener once the log takes no more records.
+    full: Option<Arc<StopControl>>,
 }
 
 impl WriterStage {
@@ -288,7 +290,14 @@ impl WriterStage {
             writer,
             failed: None,
             lost,
+            full: None,
         }
+    }
+
+    /// Also tells `control`'s listener when the log is full.
+    pub fn telling(mut self, control: Arc<StopControl>) -> Self {
+        self.full = Some(control);
+        self
     }
 
     /// Trims and syncs the log; the first write error, if any.
@@ -316,6 +325,9 @@ impl WriterStage {
             if self.failed.is_none() {
                 eprintln!("tal: {e}");
                 self.failed = Some(e);
+                if let Some(c) = &self.full {
+                    c.log_full.store(true, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -328,6 +340,10 @@ impl crate::dispatch::Sink for WriterStage {
 
     fn put_encoded(&mut self, payload: &[u8]) {
         self.write(|w| w.append_encoded(payload));
+    }
+
+    fn put_final(&mut self, r: Record) {
+        self.write(|w| w.append_final(&r));
     }
 
     fn flush(&mut self) {
@@ -593,7 +609,8 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
         None => (None, None),
     };
     let dispatcher = {
-        let stage = WriterStage::new(writer, Arc::clone(&records_dropped));
+        let stage = WriterStage::new(writer, Arc::clone(&records_dropped))
+            .telling(Arc::clone(&stop_control));
         let d = Dispatcher::new(
             proc_rx,
             stage,

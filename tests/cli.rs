@@ -369,11 +369,12 @@ fn no_room_for_the_log_still_runs_the_command() {
 fn a_full_disk_mid_run_keeps_every_record_before_it() {
     use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
+    let tal_bin = env!("CARGO_BIN_EXE_tal");
     let mut cmd = tal();
     cmd.args([
         "record",
         "--interval",
-        "5ms",
+        "1ms",
         "--log-chunk",
         "4096",
         "--session-id",
@@ -381,15 +382,20 @@ fn a_full_disk_mid_run_keeps_every_record_before_it() {
     ])
     .args(["--node-id", "n", "--out"])
     .arg(dir.path())
-    .args(["--", "sh", "-c", "sleep 1; exit 4"]);
-    // A 16 KiB file-size limit: the log fills it within a fraction of a
-    // second, like a disk that runs full while the job goes on.
+    .args([
+        "--",
+        "sh",
+        "-c",
+        &format!("sleep 1.5; {tal_bin} emit TaskCreated --task-id late; exit 4"),
+    ]);
+    // A 128 KiB file-size limit: the log fills it within a second at 1 ms,
+    // like a disk that runs full while the job goes on.
     // SAFETY (test): setrlimit between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
             let lim = libc::rlimit {
-                rlim_cur: 16 << 10,
-                rlim_max: 16 << 10,
+                rlim_cur: 128 << 10,
+                rlim_max: 128 << 10,
             };
             libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
             Ok(())
@@ -406,19 +412,28 @@ fn a_full_disk_mid_run_keeps_every_record_before_it() {
         stderr.contains("cannot write log") || stderr.contains("disk full"),
         "{stderr}"
     );
+    // A client event after the log filled is refused, and told why.
+    assert!(stderr.contains("the agent's log is full"), "{stderr}");
     let log = dir.path().join("s.full.n.tal");
     let mut r = LogReader::open(&log).unwrap();
     let n = r.by_ref().count();
-    assert!(n > 20, "{n} records kept");
+    assert!(n > 100, "{n} records kept");
     assert_eq!(r.stats().corrupt_frames, 0);
-    assert!(!r.stats().end_marker);
+    // The room kept for the last records: the log still ends cleanly, with
+    // the final counters.
+    assert!(r.stats().end_marker, "{:?}", r.stats());
     let out = run(tal()
         .arg("convert")
         .arg(&log)
         .arg("-o")
         .arg(dir.path().join("x.jsonl")));
     assert!(out.status.success());
-    assert_complete(&read_jsonl(&dir.path().join("x.jsonl")));
+    let v = read_jsonl(&dir.path().join("x.jsonl"));
+    assert_complete(&v);
+    let m = lines(&v, "metric", None)[0];
+    assert!(m["agent_records_dropped"].as_u64().unwrap() > 0, "{m}");
+    assert!(m["ingest_lines_rejected"].as_u64().unwrap() >= 1, "{m}");
+    assert!(lines(&v, "event", Some("TaskCreated")).is_empty());
 }
 
 #[test]

@@ -363,9 +363,13 @@ fn disk_full_keeps_every_record_written_before() {
         .trim()
         .parse()
         .unwrap();
-    assert!(written > 0);
+    assert!(written > 2);
     assert_eq!(got.len(), written);
     assert_eq!(stats.corrupt_frames, 0);
+    assert!(
+        stats.end_marker,
+        "the log ends cleanly after the disk filled"
+    );
 }
 
 #[test]
@@ -377,9 +381,11 @@ fn disk_full_child() {
     // SAFETY (test): ignore SIGXFSZ so the limit shows up as an error.
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        // Three pages of records, and the room kept for the last ones.
+        let room = 3 * 4096 + tal::log::writer::FINAL_RESERVE_BYTES;
         let lim = libc::rlimit {
-            rlim_cur: 3 * 4096,
-            rlim_max: 3 * 4096,
+            rlim_cur: room,
+            rlim_max: room,
         };
         libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
     }
@@ -395,7 +401,14 @@ fn disk_full_child() {
         w.append(&resource(0, 1)).is_err(),
         "writes after a failure must fail fast"
     );
+    // The session's last records still fit, in the room kept for them.
+    w.append_final(&resource(n, 16)).unwrap();
+    let end = Record::End(EndMarker {
+        wall_ns: 1,
+        reason: EndReason::StopRequested,
+    });
+    w.append_final(&end).unwrap();
     let _ = w.finish(None);
-    println!("written={n}");
+    println!("written={}", n + 2);
     eprintln!("{err}");
 }

@@ -62,6 +62,10 @@ pub struct IngestCounters {
 pub struct StopControl {
     /// Set when the recording is ending: later event lines are refused.
     pub closing: AtomicBool,
+    /// Set by the writer stage when the log can take no more records (a
+    /// full disk, a file-size limit): later event lines are refused, each
+    /// with an error line saying so, rather than accepted and lost.
+    pub log_full: AtomicBool,
     /// Set (with `done`) when the JSONL is written: answer stop waiters and exit.
     pub exit: AtomicBool,
     /// The reply for `{"op": "stop"}` clients.
@@ -539,7 +543,8 @@ impl Listener {
             return;
         }
         let closing = self.control.closing.load(Ordering::Relaxed);
-        if !closing && trimmed.len() <= MAX_LINE_BYTES {
+        let full = self.control.log_full.load(Ordering::Relaxed);
+        if !closing && !full && trimmed.len() <= MAX_LINE_BYTES {
             let (ids, fast) = (&mut self.ids, &mut self.fast);
             if self
                 .pending
@@ -556,6 +561,13 @@ impl Listener {
             Ok(Line::Event(mut ev)) => {
                 if closing {
                     self.reject(c, "the recording has ended; the event was not recorded");
+                    return;
+                }
+                if full {
+                    self.reject(
+                        c,
+                        "the agent's log is full (disk full or file-size limit); the event was not recorded",
+                    );
                     return;
                 }
                 if ev.event_id == 0 {

@@ -85,6 +85,11 @@ use std::path::{Path, PathBuf};
 /// current chunk; larger ones through `pwrite`.
 const MAP_FLUSH_MAX: usize = 16 << 10;
 
+/// Space kept reserved beyond the last record for the session's last
+/// records (SessionEnded, the final snapshot with its histograms, the end
+/// marker: about 10 KiB), so that a full disk still ends the log cleanly.
+pub const FINAL_RESERVE_BYTES: u64 = 64 << 10;
+
 /// How far ahead of the small flushes the map's pages are faulted in.
 const POPULATE_STEP: usize = 64 << 10;
 
@@ -117,6 +122,9 @@ pub struct LogWriter {
     /// will be (refused after a failure, or dropped with a failed write).
     lost: u64,
     failed: bool,
+    /// The failure was only that no more space could be reserved: what is
+    /// reserved can still be written.
+    full_only: bool,
 }
 
 impl LogWriter {
@@ -162,6 +170,7 @@ impl LogWriter {
             records: 0,
             lost: 0,
             failed: false,
+            full_only: false,
         };
         if let Err(e) = w.reserve(w.buf.len() as u64).and_then(|()| w.flush()) {
             // Not even the header fits (a full disk, a file-size limit):
@@ -213,6 +222,39 @@ impl LogWriter {
         self.append_with(|buf| buf.extend_from_slice(payload))
     }
 
+    /// Appends one of the session's last records (SessionEnded, the final
+    /// snapshot, the end marker) and writes it at once. After the disk
+    /// filled, these still go into the [`FINAL_RESERVE_BYTES`] kept free
+    /// for them, so the log keeps the agent's final counters (what was lost
+    /// to the full disk among them) and ends cleanly.
+    pub fn append_final(&mut self, record: &Record) -> Result<(), WriteError> {
+        if !self.failed {
+            self.append(record)?;
+            return self.flush();
+        }
+        if !self.full_only {
+            self.lost += 1;
+            return Err(self.full());
+        }
+        self.settle(false);
+        self.buf.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+        bincode::encode_into_std_write(record, &mut self.buf, bincode_config())
+            .expect("encoding into a Vec cannot fail");
+        let n = self.buf.len() - FRAME_HEADER_BYTES;
+        if n > MAX_RECORD_BYTES as usize || align8(self.bytes()) > self.reserved {
+            self.buf.clear();
+            self.lost += 1;
+            return Err(self.full());
+        }
+        let crc = crc32fast::hash(&self.buf[FRAME_HEADER_BYTES..]);
+        self.buf[0..4].copy_from_slice(&(n as u32).to_le_bytes());
+        self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        self.buf.resize(align8(self.buf.len() as u64) as usize, 0);
+        self.records += 1;
+        self.buffered += 1;
+        self.flush_buffer()
+    }
+
     fn append_with(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<(), WriteError> {
         if self.failed {
             self.lost += 1;
@@ -226,12 +268,16 @@ impl LogWriter {
         let res = if n > MAX_RECORD_BYTES as usize {
             Err(WriteError::TooLarge(n))
         } else {
-            self.reserve(end)
+            // Room is kept for the session's last records (see
+            // `append_final`).
+            self.reserve(end + FINAL_RESERVE_BYTES)
         };
         if let Err(e) = res {
             self.buf.truncate(start);
             self.lost += 1;
             self.failed = true;
+            self.full_only = matches!(e, WriteError::DiskFull { .. })
+                || matches!(&e, WriteError::Io { source, .. } if source.raw_os_error() == Some(libc::EFBIG));
             // The frames before this one are in reserved space: keep them.
             self.flush_buffer()?;
             return Err(e);
@@ -275,6 +321,7 @@ impl LogWriter {
             Err(source) => {
                 self.settle(false);
                 self.failed = true;
+                self.full_only = false;
                 Err(match source.raw_os_error() {
                     Some(libc::ENOSPC | libc::EDQUOT) => self.full(),
                     _ => WriteError::Io {
