@@ -40,7 +40,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Most spans per request.
 pub const SPANS_PER_REQUEST: usize = 1000;
@@ -102,6 +102,12 @@ pub struct Endpoints {
     pub metrics: HttpUrl,
     /// Extra headers.
     pub headers: Vec<(String, String)>,
+    /// Each request's whole time limit (connect, send, answer), traces and
+    /// metrics: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` /
+    /// `OTEL_EXPORTER_OTLP_METRICS_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`
+    /// (milliseconds, as the OTel specification has it); unset: the push's
+    /// own (10 s; 2 s for the last push of `tal record`).
+    pub timeouts: (Option<Duration>, Option<Duration>),
 }
 
 impl Endpoints {
@@ -124,12 +130,28 @@ impl Endpoints {
                 )),
             }
         };
+        let ms = |k: &str| -> Result<Option<Duration>, String> {
+            match env(k) {
+                None => Ok(None),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(Some(Duration::from_millis(n))),
+                    _ => Err(format!(
+                        "{k}={v}: expected a whole number of milliseconds above 0"
+                    )),
+                },
+            }
+        };
+        let all = ms("OTEL_EXPORTER_OTLP_TIMEOUT")?;
         Ok(Self {
             traces: signal("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "/v1/traces")?,
             metrics: signal("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "/v1/metrics")?,
             headers: env("OTEL_EXPORTER_OTLP_HEADERS")
                 .map(|h| parse_key_values(&h))
                 .unwrap_or_default(),
+            timeouts: (
+                ms("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")?.or(all),
+                ms("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT")?.or(all),
+            ),
         })
     }
 }
@@ -187,10 +209,70 @@ impl PushReport {
     }
 }
 
+/// What is read of an answer at most: its status line and each header
+/// line, how many headers, and its body (tal needs only the status and a
+/// small OTLP partial-success message). A receiver that claims more is not
+/// believed: the rest is not read and the connection is not kept.
+const MAX_LINE_BYTES: u64 = 8 << 10;
+const MAX_HEADERS: usize = 100;
+const MAX_BODY_BYTES: usize = 64 << 10;
+
+/// A socket whose every read and write ends by one deadline: the time
+/// limit covers the whole request, not each read (a receiver that answers
+/// a byte a second cannot hold tal for ever).
+#[derive(Debug)]
+struct DeadlineStream {
+    s: TcpStream,
+    until: Instant,
+}
+
+impl DeadlineStream {
+    fn left(&self) -> io::Result<Duration> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no whole answer within the time limit (OTEL_EXPORTER_OTLP_TIMEOUT)",
+            ));
+        }
+        Ok(left)
+    }
+}
+
+/// A socket timeout (EAGAIN) at the deadline, said as the time limit.
+fn at_deadline<T>(r: io::Result<T>) -> io::Result<T> {
+    r.map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no whole answer within the time limit (OTEL_EXPORTER_OTLP_TIMEOUT)",
+        ),
+        _ => e,
+    })
+}
+
+impl Read for DeadlineStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.left()?;
+        self.s.set_read_timeout(Some(left))?;
+        at_deadline(self.s.read(buf))
+    }
+}
+
+impl Write for DeadlineStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let left = self.left()?;
+        self.s.set_write_timeout(Some(left))?;
+        at_deadline(self.s.write(buf))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.s.flush()
+    }
+}
+
 /// A kept-alive connection.
 #[derive(Debug, Default)]
 pub struct Client {
-    conn: Option<(String, BufReader<TcpStream>)>,
+    conn: Option<(String, BufReader<DeadlineStream>)>,
 }
 
 /// An HTTP answer.
@@ -202,15 +284,17 @@ struct Answer {
 }
 
 impl Client {
-    fn connect(url: &HttpUrl, timeout: Duration) -> io::Result<BufReader<TcpStream>> {
+    fn connect(url: &HttpUrl, until: Instant) -> io::Result<BufReader<DeadlineStream>> {
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
         for addr in url.authority.to_socket_addrs()? {
-            match TcpStream::connect_timeout(&addr, timeout) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match TcpStream::connect_timeout(&addr, left) {
                 Ok(s) => {
-                    s.set_read_timeout(Some(timeout))?;
-                    s.set_write_timeout(Some(timeout))?;
                     let _ = s.set_nodelay(true);
-                    return Ok(BufReader::new(s));
+                    return Ok(BufReader::new(DeadlineStream { s, until }));
                 }
                 Err(e) => last = e,
             }
@@ -218,7 +302,9 @@ impl Client {
         Err(last)
     }
 
-    /// POSTs `body`; reuses the connection when the server keeps it.
+    /// POSTs `body`; reuses the connection when the server keeps it. The
+    /// whole request, a second try on a fresh connection included, ends
+    /// within `timeout`.
     fn post(
         &mut self,
         url: &HttpUrl,
@@ -226,13 +312,14 @@ impl Client {
         body: &[u8],
         timeout: Duration,
     ) -> io::Result<Answer> {
+        let until = Instant::now() + timeout;
         // A kept-alive connection the server closed meanwhile fails on
         // first use: then once more on a fresh one.
         let reused = self.conn.as_ref().is_some_and(|(a, _)| *a == url.authority);
-        match self.post_once(url, headers, body, timeout) {
-            Err(_) if reused => {
+        match self.post_once(url, headers, body, until) {
+            Err(e) if reused && e.kind() != io::ErrorKind::TimedOut => {
                 self.conn = None;
-                self.post_once(url, headers, body, timeout)
+                self.post_once(url, headers, body, until)
             }
             r => r,
         }
@@ -243,12 +330,13 @@ impl Client {
         url: &HttpUrl,
         headers: &[(String, String)],
         body: &[u8],
-        timeout: Duration,
+        until: Instant,
     ) -> io::Result<Answer> {
         if self.conn.as_ref().is_none_or(|(a, _)| *a != url.authority) {
-            self.conn = Some((url.authority.clone(), Self::connect(url, timeout)?));
+            self.conn = Some((url.authority.clone(), Self::connect(url, until)?));
         }
         let (_, r) = self.conn.as_mut().expect("connected above");
+        r.get_mut().until = until;
         let mut head = format!(
             "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nUser-Agent: tal/{}\r\n",
             url.path,
@@ -288,10 +376,22 @@ fn bad(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
 }
 
-/// Reads one response; whether the connection stays usable.
-fn read_answer(r: &mut BufReader<TcpStream>) -> io::Result<(Answer, bool)> {
+/// Reads one line of at most [`MAX_LINE_BYTES`] into `line` (cleared
+/// first); how many bytes, 0 at the end of the stream.
+fn read_line_bounded(r: &mut impl BufRead, line: &mut String) -> io::Result<usize> {
+    line.clear();
+    let n = r.take(MAX_LINE_BYTES).read_line(line)?;
+    if n as u64 == MAX_LINE_BYTES && !line.ends_with('\n') {
+        return Err(bad("the receiver's answer has a line longer than 8 KiB"));
+    }
+    Ok(n)
+}
+
+/// Reads one response; whether the connection stays usable. Reads at most
+/// [`MAX_BODY_BYTES`] of body: beyond that the connection is dropped.
+fn read_answer(r: &mut impl BufRead) -> io::Result<(Answer, bool)> {
     let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
+    if read_line_bounded(r, &mut line)? == 0 {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "the receiver closed the connection without an answer",
@@ -304,21 +404,25 @@ fn read_answer(r: &mut BufReader<TcpStream>) -> io::Result<(Answer, bool)> {
         .ok_or_else(|| bad("not an HTTP answer"))?;
     let (mut len, mut chunked, mut keep, mut retry_after) =
         (None, false, !line.starts_with("HTTP/1.0"), None);
+    let mut headers = 0;
     loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 {
+        if read_line_bounded(r, &mut line)? == 0 {
             return Err(bad("the answer's headers were cut off"));
         }
         let l = line.trim_end();
         if l.is_empty() {
             break;
         }
+        headers += 1;
+        if headers > MAX_HEADERS {
+            return Err(bad("the receiver's answer has more than 100 headers"));
+        }
         let Some((k, v)) = l.split_once(':') else {
             continue;
         };
         let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
         match k.as_str() {
-            "content-length" => len = v.parse::<usize>().ok(),
+            "content-length" => len = v.parse::<u64>().ok(),
             "transfer-encoding" => chunked = v.eq_ignore_ascii_case("chunked"),
             "connection" => keep = !v.eq_ignore_ascii_case("close"),
             "retry-after" => retry_after = v.parse::<u64>().ok().map(Duration::from_secs),
@@ -328,31 +432,38 @@ fn read_answer(r: &mut BufReader<TcpStream>) -> io::Result<(Answer, bool)> {
     let mut body = Vec::new();
     if chunked {
         loop {
-            line.clear();
-            r.read_line(&mut line)?;
-            let n = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+            read_line_bounded(r, &mut line)?;
+            let n = u64::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
                 .map_err(|_| bad("bad chunk size"))?;
             if n == 0 {
                 // Trailers, then the blank line.
-                loop {
-                    line.clear();
-                    if r.read_line(&mut line)? == 0 || line.trim().is_empty() {
+                for _ in 0..MAX_HEADERS {
+                    if read_line_bounded(r, &mut line)? == 0 || line.trim().is_empty() {
                         break;
                     }
                 }
                 break;
             }
+            if body.len() as u64 + n > MAX_BODY_BYTES as u64 {
+                // Not believed, not read: the status is what counts.
+                body.clear();
+                keep = false;
+                break;
+            }
             let at = body.len();
-            body.resize(at + n, 0);
+            body.resize(at + n as usize, 0);
             r.read_exact(&mut body[at..])?;
-            line.clear();
-            r.read_line(&mut line)?;
+            read_line_bounded(r, &mut line)?;
         }
     } else if let Some(n) = len {
-        body.resize(n, 0);
-        r.read_exact(&mut body)?;
+        if n > MAX_BODY_BYTES as u64 {
+            keep = false;
+        } else {
+            body.resize(n as usize, 0);
+            r.read_exact(&mut body)?;
+        }
     } else if status != 204 && status != 304 {
-        r.read_to_end(&mut body)?;
+        r.take(MAX_BODY_BYTES as u64).read_to_end(&mut body)?;
         keep = false;
     }
     Ok((
@@ -382,7 +493,13 @@ fn send(
         if attempt > 0 {
             report.retries += 1;
         }
-        let pause = match client.post(url, &ep.headers, body, policy.timeout) {
+        let timeout = if url == &ep.metrics {
+            ep.timeouts.1
+        } else {
+            ep.timeouts.0
+        }
+        .unwrap_or(policy.timeout);
+        let pause = match client.post(url, &ep.headers, body, timeout) {
             Ok(a) if (200..300).contains(&a.status) => {
                 report.requests += 1;
                 return Ok(rejected(&a.body));

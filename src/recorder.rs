@@ -131,6 +131,20 @@ fn arm_second_sigint() {
     }
 }
 
+/// From here on SIGINT and SIGTERM end tal at once (status 130): what is
+/// left (the last OTLP push) is not worth waiting for when asked to stop.
+fn arm_exit_signals() {
+    // SAFETY: installing a handler that only calls _exit, then unblocking
+    // the two signals for this (the main) thread only.
+    unsafe {
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            libc::signal(sig, exit_now as *const () as libc::sighandler_t);
+        }
+        let set = sigset(&[libc::SIGINT, libc::SIGTERM]);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 /// Exit status of a wait status, shell-style.
 fn exit_code(status: libc::c_int) -> i32 {
     if libc::WIFEXITED(status) {
@@ -797,32 +811,6 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     // Refuse client events from here on: the dispatcher's last drain comes next.
     stop_control.closing.store(true, Ordering::Release);
     let finished = pipeline.finish(reason);
-    if let Some((h, stop, c, url)) = live {
-        // Every event is with the exporter now: its last push.
-        stop.store(true, Ordering::Release);
-        h.thread().unpark();
-        let why = h
-            .join()
-            .unwrap_or_else(|_| Some("the OTLP export thread panicked".into()));
-        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        eprintln!(
-            "tal: OTLP live push to {url}: {} span(s) and {} metric point(s) delivered",
-            n(&c.spans_sent),
-            n(&c.points_sent)
-        );
-        if why.is_some() || n(&c.events_dropped) > 0 {
-            eprintln!(
-                "tal: OTLP live push: NOT delivered: {} span(s), {} point(s){}{}; `tal convert --otlp-endpoint` can push the whole session from the log",
-                n(&c.spans_lost),
-                n(&c.points_lost),
-                match n(&c.events_dropped) {
-                    0 => String::new(),
-                    d => format!(", and {d} event(s) the exporter could not keep up with"),
-                },
-                why.map(|w| format!(": {w}")).unwrap_or_default()
-            );
-        }
-    }
     if let (Some(pid), None) = (child, code) {
         code = Some(reap_blocking(pid));
     }
@@ -877,6 +865,38 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
         eprintln!("tal: log {}", log.display());
     }
 
+    // The live push's last batch, after the JSONL is on disk: a slow or
+    // stuck receiver can then cost at most the push (each request has its
+    // time limit), and SIGINT or SIGTERM meanwhile exits at once.
+    if live.is_some() {
+        arm_exit_signals();
+    }
+    if let Some((h, stop, c, url)) = live {
+        // Every event is with the exporter now: its last push.
+        stop.store(true, Ordering::Release);
+        h.thread().unpark();
+        let why = h
+            .join()
+            .unwrap_or_else(|_| Some("the OTLP export thread panicked".into()));
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        eprintln!(
+            "tal: OTLP live push to {url}: {} span(s) and {} metric point(s) delivered",
+            n(&c.spans_sent),
+            n(&c.points_sent)
+        );
+        if why.is_some() || n(&c.events_dropped) > 0 {
+            eprintln!(
+                "tal: OTLP live push: NOT delivered: {} span(s), {} point(s){}{}; `tal convert --otlp-endpoint` can push the whole session from the log",
+                n(&c.spans_lost),
+                n(&c.points_lost),
+                match n(&c.events_dropped) {
+                    0 => String::new(),
+                    d => format!(", and {d} event(s) the exporter could not keep up with"),
+                },
+                why.map(|w| format!(": {w}")).unwrap_or_default()
+            );
+        }
+    }
     // Answer `tal stop` clients now that everything is written, and close
     // the socket.
     let mut reply = Vec::new();

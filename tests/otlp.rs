@@ -568,3 +568,165 @@ fn a_live_push_to_nowhere_does_not_disturb_the_recording() {
     assert_eq!(m["agent_samples_dropped"], 0);
     assert_eq!(m["tasks_completed"], 1);
 }
+
+/// A receiver that misbehaves, answering each request with `answer` (and
+/// then, if `trickle`, one more byte a second for ever, never finishing):
+/// returns its port. It reads each request (headers and body) first.
+fn bad_receiver(answer: &'static [u8], trickle: bool) -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { return };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut w = s;
+                loop {
+                    let mut len = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                        if line.trim().is_empty() {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if r.read_exact(&mut body).is_err() || w.write_all(answer).is_err() {
+                        return;
+                    }
+                    while trickle {
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                        if w.write_all(b"x").is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Receivers that claim huge answers are not believed (tal once allocated
+/// what a Content-Length or chunk size claimed, and died of it): the
+/// status counts, the rest is not read, and tal's memory stays small.
+#[test]
+fn a_receiver_claiming_a_huge_answer_is_not_believed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, v) = session(dir.path());
+    for answer in [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n"[..],
+        &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFF\r\n"[..],
+    ] {
+        // Leaked: the receiver thread lives as long as the test.
+        let answer: &'static [u8] = Box::leak(answer.to_vec().into_boxed_slice());
+        let port = bad_receiver(answer, false);
+        let jsonl = dir.path().join("h.jsonl");
+        let out = run(tal_cmd()
+            .arg("convert")
+            .arg(&log)
+            .arg("-o")
+            .arg(&jsonl)
+            .args(["--otlp-endpoint", &format!("http://127.0.0.1:{port}")]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let spans = lines(&v, "span", None).len();
+        assert!(stderr.contains(&format!("{spans} span(s)")), "{stderr}");
+        // The largest peak RSS of any child this test process has waited
+        // for (the Python receivers of other tests are far below this).
+        // SAFETY: rusage is plain data; getrusage fills it.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid out-pointer.
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+        assert!(ru.ru_maxrss < 200 << 10, "peak RSS {} KiB", ru.ru_maxrss);
+    }
+}
+
+/// A receiver that answers a byte a second holds each request only for
+/// its time limit (OTEL_EXPORTER_OTLP_TIMEOUT), not for ever; the JSONL is
+/// complete and what was not delivered is said.
+#[test]
+fn a_receiver_that_trickles_is_given_up_on_within_the_time_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, v) = session(dir.path());
+    let port = bad_receiver(b"H", true);
+    let jsonl = dir.path().join("t.jsonl");
+    let out = run(tal_cmd()
+        .arg("convert")
+        .arg(&log)
+        .arg("-o")
+        .arg(&jsonl)
+        .args(["--otlp-endpoint", &format!("http://127.0.0.1:{port}")])
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "1500"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("NOT delivered"), "{stderr}");
+    assert!(stderr.contains("time limit"), "{stderr}");
+    assert_eq!(read_jsonl(&jsonl).len(), v.len(), "the JSONL is complete");
+
+    // A bad time limit is refused up front.
+    let out = run(tal_cmd()
+        .arg("convert")
+        .arg(&log)
+        .args(["--otlp-endpoint", &format!("http://127.0.0.1:{port}")])
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("OTEL_EXPORTER_OTLP_TIMEOUT=soon"),
+        "{stderr}"
+    );
+}
+
+/// `tal record`'s last live push comes after the JSONL is written, and
+/// SIGTERM during it ends tal at once, whatever the receiver does.
+#[test]
+fn record_writes_the_jsonl_before_its_last_push_and_a_signal_ends_the_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = bad_receiver(b"H", true);
+    let child = recorder()
+        .arg(dir.path())
+        .args([
+            "--socket",
+            dir.path().join("s.sock").to_str().unwrap(),
+            "--otlp-endpoint",
+            &format!("http://127.0.0.1:{port}"),
+            "--otlp-interval",
+            "100s",
+            "--",
+            "sleep",
+            "0.3",
+        ])
+        // Each request could hang a minute: only the signal ends it sooner.
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "60000")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The JSONL appears while the push is stuck.
+    let found = (0..400).find_map(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(".telemetry.jsonl"))
+    });
+    let jsonl = found.expect("the JSONL is written before the last push");
+    assert_complete(&read_jsonl(&jsonl));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = wait_output(child, std::time::Duration::from_secs(20));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
