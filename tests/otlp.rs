@@ -600,10 +600,12 @@ fn bad_receiver(answer: &'static [u8], trickle: bool) -> u16 {
                     if r.read_exact(&mut body).is_err() || w.write_all(answer).is_err() {
                         return;
                     }
-                    while trickle {
-                        std::thread::sleep(std::time::Duration::from_secs(1));
-                        if w.write_all(b"x").is_err() {
-                            return;
+                    if trickle {
+                        loop {
+                            std::thread::sleep(std::time::Duration::from_secs(1));
+                            if w.write_all(b"x").is_err() {
+                                return;
+                            }
                         }
                     }
                 }
