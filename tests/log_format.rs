@@ -412,3 +412,101 @@ fn disk_full_child() {
     println!("written={}", n + 2);
     eprintln!("{err}");
 }
+
+/// One frame (length, checksum, payload, padding to 8) around `p`.
+fn frame(p: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&(p.len() as u32).to_le_bytes());
+    b.extend_from_slice(&crc32fast::hash(p).to_le_bytes());
+    b.extend_from_slice(p);
+    b.resize(b.len().div_ceil(8) * 8, 0);
+    b
+}
+
+/// A log's bytes from a header and raw frames (payloads), each frame with
+/// a correct checksum: what a crafted file can look like.
+fn crafted(h: &Header, payloads: &[Vec<u8>]) -> Vec<u8> {
+    let hp = bincode::encode_to_vec(h, bincode::config::standard()).unwrap();
+    let mut b = Vec::new();
+    b.extend_from_slice(&MAGIC);
+    b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    b.extend_from_slice(&(hp.len() as u32).to_le_bytes());
+    b.extend_from_slice(&crc32fast::hash(&hp).to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&hp);
+    b.resize(b.len().div_ceil(8) * 8, 0);
+    for p in payloads {
+        b.extend_from_slice(&frame(p));
+    }
+    b
+}
+
+/// Checksum-valid crafted logs: an impossible chunk size is refused as a
+/// damaged header (it once panicked), and a record claiming a 64 GiB string
+/// is skipped as undecodable (it once aborted in allocation); the records
+/// around it are read.
+#[test]
+fn crafted_logs_are_refused_or_skipped_never_trusted() {
+    for chunk in [u64::MAX - 7, 1 << 40, 4096 + 8] {
+        let b = crafted(&header(chunk), &[]);
+        let len = b.len() as u64;
+        match LogReader::new(b, len, Path::new("c.tal")) {
+            Err(OpenError::CorruptHeader { reason, .. }) => {
+                assert!(reason.contains("chunk size"), "{reason}")
+            }
+            other => panic!("chunk {chunk}: {other:?}"),
+        }
+    }
+    let good = bincode::encode_to_vec(resource(1, 4), bincode::config::standard()).unwrap();
+    let ev = Record::Event(Event {
+        event_id: 5,
+        event_time_ns: 1,
+        emit_time_ns: 1,
+        backend: Some("QQ".into()),
+        task_id: None,
+        node_id: None,
+        attributes: Vec::new(),
+        kind: EventKind::SessionStarted,
+    });
+    let mut huge = bincode::encode_to_vec(ev, bincode::config::standard()).unwrap();
+    // The backend string's length (Some, 2, "QQ") made to claim 2^36 bytes
+    // (varint: 253, then a u64).
+    let at = huge
+        .windows(4)
+        .position(|w| w == [1, 2, b'Q', b'Q'])
+        .unwrap();
+    huge.splice(
+        at + 1..at + 2,
+        std::iter::once(253u8).chain((1u64 << 36).to_le_bytes()),
+    );
+    let b = crafted(&header(4096), &[good.clone(), huge, good]);
+    let (recs, stats) = read_all(b);
+    assert_eq!(recs.len(), 2);
+    assert_eq!(stats.undecodable_frames, 1);
+}
+
+/// Resynchronising over a damaged region full of plausible frame lengths
+/// is bounded work (it was quadratic: 2 MiB took 14 s).
+#[test]
+fn resync_over_plausible_lengths_is_bounded() {
+    let good = bincode::encode_to_vec(resource(1, 4), bincode::config::standard()).unwrap();
+    let mut b = crafted(&header(1 << 20), std::slice::from_ref(&good));
+    // 2 MiB of {len = 1 MiB, crc = 0} words, then a valid frame at the
+    // next chunk boundary.
+    let start = b.len();
+    while b.len() < start + (2 << 20) {
+        b.extend_from_slice(&(1u32 << 20).to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+    }
+    b.resize(b.len().div_ceil(1 << 20) * (1 << 20), 0);
+    b.extend_from_slice(&frame(&good));
+    let len = b.len() as u64;
+    let (recs, stats) = read_all(b);
+    assert_eq!(recs.len(), 2, "{stats:?}");
+    assert!(stats.corrupt_frames >= 1);
+    assert!(
+        stats.resync_checked_bytes <= 8 * len,
+        "{} bytes checksummed for a {len}-byte log",
+        stats.resync_checked_bytes
+    );
+}

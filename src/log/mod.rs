@@ -34,6 +34,17 @@ pub(crate) fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// The configuration records are decoded with: the same, and no length a
+/// record claims (a string's, a list's) may exceed [`MAX_RECORD_BYTES`],
+/// so a crafted record cannot make the reader allocate more than that.
+pub(crate) fn bincode_decode_config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<{ MAX_RECORD_BYTES as usize }>,
+> {
+    bincode::config::standard().with_limit::<{ MAX_RECORD_BYTES as usize }>()
+}
+
 /// Rounds `n` up to a multiple of 8.
 #[inline]
 pub(crate) fn align8(n: u64) -> u64 {

@@ -10,7 +10,7 @@
 //! payload is not a record this build knows: skipped and counted).
 
 use super::{
-    align8, bincode_config, Header, OpenError, FORMAT_VERSION, FRAME_HEADER_BYTES, MAGIC,
+    align8, bincode_decode_config, Header, OpenError, FORMAT_VERSION, FRAME_HEADER_BYTES, MAGIC,
     MAX_RECORD_BYTES, PAD_MARKER, PREAMBLE_BYTES,
 };
 use crate::record::Record;
@@ -53,6 +53,9 @@ pub struct ReadStats {
     pub undecodable_frames: u64,
     /// Bytes skipped over while resynchronising.
     pub skipped_bytes: u64,
+    /// Bytes checksummed while resynchronising (bounded: a few times the
+    /// log's length at most).
+    pub resync_checked_bytes: u64,
     /// True when the last frame was cut off mid-record.
     pub truncated_tail: bool,
     /// True when the clean end marker was read.
@@ -81,6 +84,8 @@ pub struct LogReader<R: ReadAt = File> {
 }
 
 const BUF_BYTES: usize = 256 << 10;
+/// Checksumming a resync may do per chunk, in chunks (see `resync`).
+const RESYNC_WORK_PER_CHUNK: u64 = 4;
 const MAX_REPORTED_OFFSETS: usize = 8;
 
 impl LogReader<File> {
@@ -166,9 +171,15 @@ impl<R: ReadAt> LogReader<R> {
         if crc32fast::hash(payload) != hcrc {
             return Err(corrupt("header checksum mismatch"));
         }
-        let (header, _): (Header, usize) = bincode::decode_from_slice(payload, bincode_config())
-            .map_err(|e| corrupt(&format!("header does not decode: {e}")))?;
-        if header.chunk_bytes < 4096 || header.chunk_bytes % 8 != 0 {
+        let (header, _): (Header, usize) =
+            bincode::decode_from_slice(payload, bincode_decode_config())
+                .map_err(|e| corrupt(&format!("header does not decode: {e}")))?;
+        // What `tal record --log-chunk` allows: a multiple of the page
+        // size (4 KiB at least) up to 1 GiB.
+        if header.chunk_bytes < 4096
+            || header.chunk_bytes % 4096 != 0
+            || header.chunk_bytes > 1 << 30
+        {
             return Err(corrupt("impossible chunk size"));
         }
         r.chunk = header.chunk_bytes;
@@ -203,6 +214,9 @@ impl<R: ReadAt> LogReader<R> {
 
     /// Returns `n` bytes at `pos` (fewer at the end of the file).
     fn get(&mut self, pos: u64, n: usize) -> io::Result<&[u8]> {
+        if pos >= self.len {
+            return Ok(&[]);
+        }
         let in_buf =
             pos >= self.buf_start && pos + n as u64 <= self.buf_start + self.buf_len as u64;
         if !in_buf {
@@ -246,15 +260,54 @@ impl<R: ReadAt> LogReader<R> {
     }
 
     /// Finds the next valid frame at an 8-aligned offset ≥ `from`.
+    ///
+    /// Each candidate costs a checksum over the length it claims, so a
+    /// damaged region full of plausible lengths would make this quadratic
+    /// (2 MiB of `{len = 1 MiB, crc = 0}` words once took 14 s). The work is
+    /// therefore bounded: within one chunk, once candidates have cost more
+    /// than [`RESYNC_WORK_PER_CHUNK`] chunks' worth of checksumming, the
+    /// search jumps to the next chunk boundary (where the writer starts
+    /// frames afresh), so a whole log costs at most a few passes.
     fn resync(&mut self, from: u64) -> io::Result<Option<u64>> {
         let mut q = align8(from);
+        let mut work = 0u64;
+        let mut chunk_of_work = q / self.chunk;
         while q + FRAME_HEADER_BYTES as u64 <= self.len {
+            if q / self.chunk != chunk_of_work {
+                chunk_of_work = q / self.chunk;
+                work = 0;
+            }
             if self.frame_at(q)?.is_some() {
                 return Ok(Some(q));
+            }
+            let claimed = self.claimed_len(q)?;
+            work += claimed;
+            self.stats.resync_checked_bytes += claimed;
+            if work > RESYNC_WORK_PER_CHUNK * self.chunk {
+                q = (q / self.chunk + 1).saturating_mul(self.chunk);
+                continue;
             }
             q += 8;
         }
         Ok(None)
+    }
+
+    /// The payload length the frame header at `pos` claims, where it is
+    /// one a frame could have (what checking it costs); else 0.
+    fn claimed_len(&mut self, pos: u64) -> io::Result<u64> {
+        let len = self.len;
+        let h = self.get(pos, 4)?;
+        if h.len() < 4 {
+            return Ok(0);
+        }
+        let flen = u64::from(u32::from_le_bytes(h[0..4].try_into().expect("4 bytes")));
+        Ok(
+            if flen <= u64::from(MAX_RECORD_BYTES) && pos + 8 + flen <= len {
+                flen
+            } else {
+                0
+            },
+        )
     }
 
     fn note_corrupt(&mut self, at: u64, to: u64) {
@@ -293,7 +346,10 @@ impl<R: ReadAt> LogReader<R> {
             let h = self.get(pos, FRAME_HEADER_BYTES)?;
             let flen = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes"));
             if flen == PAD_MARKER {
-                self.pos = (pos / self.chunk + 1) * self.chunk;
+                match (pos / self.chunk + 1).checked_mul(self.chunk) {
+                    Some(next) => self.pos = next,
+                    None => self.done = true,
+                }
                 continue;
             }
             if flen == 0 {
@@ -320,7 +376,7 @@ impl<R: ReadAt> LogReader<R> {
                         continue;
                     }
                     let decoded: Result<(Record, usize), _> =
-                        bincode::decode_from_slice(payload, bincode_config());
+                        bincode::decode_from_slice(payload, bincode_decode_config());
                     self.pos = end;
                     match decoded {
                         Ok((rec, _)) => {
