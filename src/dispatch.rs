@@ -705,6 +705,7 @@ impl<S: Sink> Dispatcher<S> {
             ingest_rejected: self.ingest_count(|c| &c.rejected),
             ingest_dropped: self.ingest_count(|c| &c.dropped),
             subscriber_dropped: self.ingest_count(|c| &c.sub_dropped),
+            ingest_clients_refused: self.ingest_count(|c| &c.refused),
             gpu_polls: self.gpu_count(|c| &c.polls),
             gpu_polls_dropped: self.gpu_count(|c| &c.dropped),
             gpu_deadlines_missed: self.gpu_count(|c| &c.deadlines_missed),

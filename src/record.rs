@@ -320,6 +320,8 @@ pub struct AgentSnapshot {
     pub gpu_backfill_cpu_ns: u64,
     /// Back-fills lost because the dispatcher's ring was full.
     pub gpu_backfills_dropped: u64,
+    /// Clients the ingest listener turned away, out of file descriptors.
+    pub ingest_clients_refused: u64,
 }
 
 /// Why the recording ended.

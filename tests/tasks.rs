@@ -598,3 +598,89 @@ fn a_subscriber_that_half_closes_still_gets_lines_and_one_that_leaves_is_forgott
         "{text}"
     );
 }
+
+/// Out of file descriptors (a low `ulimit -n` and many clients), the agent
+/// turns new clients away with an error line instead of spinning its
+/// accept loop on the CPU the job shares, counts them, and serves again
+/// once clients leave.
+#[test]
+fn out_of_descriptors_the_agent_turns_clients_away_without_spinning() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("fd.sock");
+    let mut cmd = tal();
+    cmd.args(["record", "--session-id", "s.fd", "--node-id", "n", "--out"])
+        .arg(dir.path())
+        .arg("--socket")
+        .arg(&socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY (test): setrlimit between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 48,
+                rlim_max: 48,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    let start = std::time::Instant::now();
+    while UnixStream::connect(&socket).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let a = Agent {
+        child,
+        dir,
+        socket: socket.clone(),
+    };
+    // More clients than the agent has descriptors; each sends a ping, so
+    // the ones it serves answer and the ones it turns away say why.
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..80 {
+        let mut s = UnixStream::connect(&socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(b"{\"op\": \"ping\"}\n");
+        let mut line = String::new();
+        let _ = BufReader::new(s.try_clone().unwrap()).read_line(&mut line);
+        if line.contains("no file descriptors left") {
+            refused += 1;
+        } else {
+            assert!(line.contains("\"ok\""), "{line}");
+        }
+        held.push(s);
+    }
+    assert!(refused > 0, "no client was turned away");
+    // While they are held, the agent idles: its CPU over a second is far
+    // from the whole second a spinning accept loop takes.
+    let cpu = |pid: u32| -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+    };
+    let pid = a.child.id();
+    let before = cpu(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu(pid) - before;
+    assert!(used < 0.5, "the agent used {used} s of CPU in 1 s");
+    drop(held);
+    // Served again once clients left.
+    let replies = send_and_collect(
+        &socket,
+        b"{\"event_type\": \"TaskCreated\", \"task_id\": \"after\"}\n",
+    );
+    assert!(replies.is_empty(), "{replies:?}");
+    let (_dir, v) = stop_agent(a);
+    assert_eq!(lines(&v, "event", Some("TaskCreated")).len(), 1);
+    let m = lines(&v, "metric", None)[0];
+    assert_eq!(m["ingest_clients_refused"].as_u64(), Some(refused), "{m}");
+}

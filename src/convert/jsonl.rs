@@ -21,7 +21,9 @@
 //!   `agent_samples_taken`, `agent_samples_dropped`, `agent_deadlines_missed`,
 //!   `agent_read_errors`, `agent_records_dropped`, and the ingest socket's
 //!   `ingest_events_accepted`, `ingest_lines_rejected`,
-//!   `ingest_events_dropped`, and `subscriber_events_dropped`), sampling jitter and read
+//!   `ingest_events_dropped`, `subscriber_events_dropped`, and
+//!   `ingest_clients_refused`, clients turned away out of file
+//!   descriptors), sampling jitter and read
 //!   latency percentiles from the merged HDR histograms
 //!   (`agent_sampling_jitter_p50_ms`, `..._p99_ms`, `..._max_ms`,
 //!   `agent_sample_latency_p50_us`, `..._p99_us`), utilisation percentiles
@@ -601,7 +603,7 @@ fn write_metric_line(
     // The agents' own cost, merged over nodes.
     let mut cpu_ns = 0u64;
     let mut rss = 0u64;
-    let mut counts = [0u64; 9];
+    let mut counts = [0u64; 10];
     let (mut hc, mut hm, mut hl, mut hj) = (None, None, None, None);
     let mut hn = None;
     // GPU agents: polls, polls dropped, deadlines missed, devices disabled,
@@ -637,6 +639,7 @@ fn write_metric_line(
                 s.ingest_rejected,
                 s.ingest_dropped,
                 s.subscriber_dropped,
+                s.ingest_clients_refused,
             ]) {
                 *c += v;
             }
@@ -665,6 +668,7 @@ fn write_metric_line(
             "ingest_lines_rejected",
             "ingest_events_dropped",
             "subscriber_events_dropped",
+            "ingest_clients_refused",
         ]
         .iter()
         .zip(counts)

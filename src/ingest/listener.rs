@@ -52,6 +52,9 @@ pub struct IngestCounters {
     pub dropped: AtomicU64,
     /// Clients that connected.
     pub clients: AtomicU64,
+    /// Clients turned away because the agent had no file descriptor left
+    /// (each told so in one error line, then closed).
+    pub refused: AtomicU64,
     /// Event lines subscribers lost (they did not read fast enough, or the
     /// dispatcher's ring to the listener was full).
     pub sub_dropped: Arc<AtomicU64>,
@@ -125,6 +128,12 @@ pub struct Listener {
     on_stop: fn(),
     subs: Option<crate::ring::Consumer<crate::dispatch::SubLine>>,
     subscribers: Arc<std::sync::atomic::AtomicUsize>,
+    /// A descriptor held in reserve: out of descriptors (EMFILE), the
+    /// listener closes it to accept the waiting client, tells it why, closes
+    /// it, and takes the reserve back. Without this a listening socket that
+    /// stays readable would spin the accept loop at 100 % CPU, on the CPU
+    /// the job shares.
+    spare: Option<std::fs::File>,
 }
 
 /// A handle to wake the listener from another thread.
@@ -262,6 +271,7 @@ impl Listener {
                 on_stop,
                 subs: None,
                 subscribers: Arc::default(),
+                spare: std::fs::File::open("/dev/null").ok(),
             },
             waker,
         ))
@@ -428,9 +438,40 @@ impl Listener {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    if !self.turn_away() {
+                        return;
+                    }
+                }
                 Err(_) => return,
             }
         }
+    }
+
+    /// Out of descriptors: accepts one waiting client with the reserve
+    /// descriptor, tells it why, and closes it (see `spare`). False when
+    /// that is not possible either; the listener then waits a little so as
+    /// not to spin.
+    fn turn_away(&mut self) -> bool {
+        if self.spare.take().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            self.spare = std::fs::File::open("/dev/null").ok();
+            return false;
+        }
+        let ok = match self.socket.accept() {
+            Ok((mut stream, _)) => {
+                let _ = stream.set_nonblocking(true);
+                let _ = stream.write_all(&error_reply(
+                    0,
+                    "the agent has no file descriptors left (too many clients); try again later",
+                ));
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        };
+        self.spare = std::fs::File::open("/dev/null").ok();
+        ok
     }
 
     fn serve(&mut self, token: u64, flags: u32, rbuf: &mut [u8]) {
