@@ -5,6 +5,12 @@
 //! command `tal record` wraps); the default path of the Slurm session this
 //! process is in (`slurm.<job>` and `$SLURMD_NODENAME`, which is what the
 //! per-node agent of the same job uses by default).
+//!
+//! Whatever the path, a client talks only to an agent of its own user (or
+//! root): it checks the listening process's uid (`SO_PEERCRED`) before it
+//! sends anything, because on a shared node another user could have taken
+//! a predictable path first and would otherwise receive task attributes,
+//! executables, pids and exit codes.
 
 use crate::convert::json::JsonOut;
 use std::io::{self, BufRead, BufReader, Write};
@@ -25,6 +31,16 @@ pub enum ClientError {
         path: PathBuf,
         /// The OS error.
         err: io::Error,
+    },
+    /// The socket is served by another user.
+    #[error("the socket {path} is served by uid {uid}, not by you (uid {me}) or root: not talking to it (another user may have taken the path); pass --socket PATH")]
+    NotOurs {
+        /// The socket.
+        path: PathBuf,
+        /// The listener's uid.
+        uid: u32,
+        /// Ours.
+        me: u32,
     },
     /// The conversation failed.
     #[error("talking to the agent at {path}: {err}")]
@@ -55,6 +71,56 @@ pub fn resolve_socket(explicit: Option<PathBuf>) -> Result<PathBuf, ClientError>
     }
 }
 
+/// Connects to `path` and checks that the listening process is this
+/// user's or root's (`SO_PEERCRED`).
+#[allow(unsafe_code)]
+pub fn connect_checked(path: &std::path::Path) -> Result<UnixStream, ClientError> {
+    let stream = UnixStream::connect(path).map_err(|err| ClientError::Connect {
+        path: path.to_path_buf(),
+        err,
+    })?;
+    let uid = peer_uid(&stream).map_err(|err| ClientError::Io {
+        path: path.to_path_buf(),
+        err,
+    })?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if uid != me && uid != 0 {
+        return Err(ClientError::NotOurs {
+            path: path.to_path_buf(),
+            uid,
+            me,
+        });
+    }
+    Ok(stream)
+}
+
+/// The uid of the process at the other end of a Unix socket.
+#[allow(unsafe_code)]
+fn peer_uid(s: &UnixStream) -> io::Result<u32> {
+    use std::os::unix::io::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: a valid out-pointer and its length, on an open socket.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
 /// An open connection to an agent.
 #[derive(Debug)]
 pub struct AgentConn {
@@ -63,11 +129,12 @@ pub struct AgentConn {
 }
 
 impl AgentConn {
-    /// Connects to the agent at `path`.
+    /// Connects to the agent at `path` (an agent of this user or root's
+    /// only: see the module doc).
     pub fn connect(path: PathBuf) -> Result<Self, ClientError> {
-        match UnixStream::connect(&path) {
+        match connect_checked(&path) {
             Ok(stream) => Ok(Self { stream, path }),
-            Err(err) => Err(ClientError::Connect { path, err }),
+            Err(e) => Err(e),
         }
     }
 

@@ -106,6 +106,8 @@ fn wait(args: tal::cli::StopArgs) -> anyhow::Result<i32> {
                 println!("{}", r.last().map_or("", String::as_str));
                 return Ok(0);
             }
+            // Another user's socket will not turn into ours by waiting.
+            Err(e @ tal::client::ClientError::NotOurs { .. }) => return Err(e.into()),
             Err(e) if t0.elapsed() >= timeout => {
                 anyhow::bail!(
                     "no tal agent answered at {} within {timeout:?}: {e}",
@@ -127,8 +129,7 @@ fn subscribe(args: tal::cli::SubscribeArgs) -> anyhow::Result<i32> {
     use std::io::{Read, Write};
     use tal::client::resolve_socket;
     let path = resolve_socket(args.socket.socket)?;
-    let mut s = std::os::unix::net::UnixStream::connect(&path)
-        .map_err(|e| anyhow::anyhow!("no tal agent at {}: {e}", path.display()))?;
+    let mut s = tal::client::connect_checked(&path)?;
     let types: Vec<serde_json::Value> = args
         .types
         .into_iter()

@@ -684,3 +684,140 @@ fn out_of_descriptors_the_agent_turns_clients_away_without_spinning() {
     let m = lines(&v, "metric", None)[0];
     assert_eq!(m["ingest_clients_refused"].as_u64(), Some(refused), "{m}");
 }
+
+/// The default socket lives in a directory of the user's own (0700), so
+/// another user cannot take the path first; a directory of that name that
+/// is not private is refused, saying so.
+#[test]
+fn the_default_socket_is_in_a_private_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let dir = tmp.path().join(format!("tal-{uid}"));
+    let out_dir = tmp.path().join("out");
+    let run_record = || {
+        run(tal()
+            .args([
+                "record",
+                "--session-id",
+                "s.priv",
+                "--node-id",
+                "n",
+                "--out",
+            ])
+            .arg(&out_dir)
+            .env("TMPDIR", tmp.path())
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("TAL_SOCKET")
+            .args(["--", "sh", "-c", "echo $TAL_SOCKET"]))
+    };
+    let out = run_record();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let socket = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(Path::new(&socket).parent(), Some(dir.as_path()));
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    // Someone opened it up: refused before anything runs.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = run_record();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("is not a private directory of yours"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("pass --socket PATH"), "{stderr}");
+}
+
+/// A client talks only to an agent of its own user (or root): a socket
+/// another user serves at the path gets nothing, and the client says why.
+#[test]
+fn clients_refuse_a_socket_another_user_serves() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to serve a socket as another user");
+        return;
+    }
+    let dir = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let path = dir.path().join("impostor.sock");
+    let got = dir.path().join("got");
+    // An impostor as uid 65534 (nobody): listens, and writes down whatever
+    // a client sends.
+    let mut imp = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import os, socket, sys\n\
+             os.setgid(65534); os.setuid(65534)\n\
+             s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(8)\n\
+             print('up', flush=True)\n\
+             while True:\n\
+             \x20   c, _ = s.accept(); data = c.recv(65536)\n\
+             \x20   open(sys.argv[2], 'ab').write(data); c.close()\n",
+        )
+        .arg(&path)
+        .arg(&got)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(imp.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    /// Stops the impostor whatever happens.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let imp = Reap(imp);
+    assert_eq!(line.trim(), "up");
+    for args in [
+        vec![
+            "emit",
+            "TaskCreated",
+            "--task-id",
+            "secret.task",
+            "--attr",
+            "executable=/secret",
+        ],
+        vec!["stop"],
+        vec!["wait"],
+        vec!["subscribe"],
+    ] {
+        let out = run(tal().args(&args).arg("--socket").arg(&path));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // `tal emit` never fails a workflow over telemetry (without
+        // --strict): it says why and exits 0; the others fail.
+        assert_eq!(
+            out.status.success(),
+            args[0] == "emit",
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("is served by uid 65534, not by you"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // tal run runs its command all the same, and tells the impostor nothing.
+    let out = run(tal()
+        .args(["run", "--task-id", "secret.run", "--socket"])
+        .arg(&path)
+        .args(["--", "true"]));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is served by uid 65534"));
+    drop(imp);
+    // It saw connections (the uid check needs one), and not a byte.
+    let seen = std::fs::read(&got).unwrap_or_default();
+    assert!(
+        seen.is_empty(),
+        "the impostor received: {}",
+        String::from_utf8_lossy(&seen)
+    );
+}

@@ -188,7 +188,11 @@ pub fn bind_socket(path: &Path) -> io::Result<UnixListener> {
         std::fs::remove_file(path)?;
     }
     if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
+        if dir == default_socket_dir()
+            && std::env::var_os("XDG_RUNTIME_DIR").is_none_or(|v| v.is_empty())
+        {
+            private_dir(dir)?;
+        } else if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir)?;
         }
     }
@@ -722,10 +726,48 @@ fn flush(c: &mut Client) -> bool {
 /// The default socket path for a session and node: under
 /// `$XDG_RUNTIME_DIR`, else `$TMPDIR`, else `/tmp`.
 pub fn default_socket_path(session_id: &str, node_id: &str) -> PathBuf {
-    let dir = ["XDG_RUNTIME_DIR", "TMPDIR"]
-        .iter()
-        .filter_map(std::env::var_os)
-        .find(|v| !v.is_empty())
+    default_socket_dir().join(format!("tal.{session_id}.{node_id}.sock"))
+}
+
+/// Where default sockets live: `$XDG_RUNTIME_DIR` (per user, 0700, by its
+/// specification), else a directory of this user's own, `tal-<uid>` in
+/// `$TMPDIR` or `/tmp`, so that another user on a shared node cannot take a
+/// job's predictable socket path first (see [`private_dir`]).
+pub fn default_socket_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x);
+    }
+    let base = std::env::var_os("TMPDIR")
+        .filter(|v| !v.is_empty())
         .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
-    dir.join(format!("tal.{session_id}.{node_id}.sock"))
+    // SAFETY: geteuid has no preconditions.
+    base.join(format!("tal-{}", unsafe { libc::geteuid() }))
+}
+
+/// Makes `dir` (if missing) with mode 0700, and checks that it is a real
+/// directory (not a link), owned by this user, that no one else may enter
+/// or write: else an error saying so.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let m = std::fs::symlink_metadata(dir)?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !m.file_type().is_dir() || m.uid() != me || m.mode() & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a private directory of yours ({}, owner uid {}, mode {:o}): someone else may have made it; pass --socket PATH",
+                dir.display(),
+                if m.file_type().is_symlink() { "a symbolic link" } else if m.file_type().is_dir() { "a directory" } else { "not a directory" },
+                m.uid(),
+                m.mode() & 0o7777
+            ),
+        ));
+    }
+    Ok(())
 }
