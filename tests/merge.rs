@@ -65,17 +65,16 @@ fn three_agents_merge_into_one_trace() {
 
     let traces: BTreeSet<&str> = v.iter().filter_map(|l| l["trace_id"].as_str()).collect();
     assert_eq!(traces.len(), 1, "one trace: {traces:?}");
-    let spans = lines(&v, "span", Some("session"));
-    assert_eq!(
-        lines(&v, "span", None)
-            .iter()
-            .filter(|s| s["name"] == "session")
-            .count(),
-        1
-    );
-    let session = lines(&v, "span", None).pop().unwrap().clone();
+    // One session span, last, the root of the trace.
+    let spans = lines(&v, "span", None);
+    assert_eq!(spans.iter().filter(|s| s["name"] == "session").count(), 1);
+    let session = spans.last().unwrap().clone();
+    assert_eq!(session["name"], "session");
+    assert!(session["parent_span_id"].is_null());
     assert_eq!(session["attributes"]["nodes"], 3);
-    drop(spans);
+    for s in &spans {
+        assert_eq!(s["trace_id"], session["trace_id"], "{s}");
+    }
 
     let nodes: BTreeSet<&str> = lines(&v, "event", Some("ResourceUpdate"))
         .iter()

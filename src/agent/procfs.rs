@@ -357,9 +357,20 @@ eth0: 5000      50    0    0    0     0          0         0     7000      70   
         let junk: &[u8] = b"\xff\x00cpu x\ncpu9999999999999999999999 1 2\n::::\n|:|";
         let mut all = CpuTicks::default();
         let mut per = [CpuTicks::default(); 2];
-        let _ = parse_stat(junk, &mut all, &mut per);
-        let _ = parse_meminfo(junk);
-        let _ = parse_diskstats(junk, &DiskFilter::default());
-        let _ = parse_net_dev(junk);
+        // Nothing in the junk is a reading: the parsers whose file must
+        // have one say so (and none panics); no counter is touched; disk and
+        // network sums are zero, as on a node with no disk or interface.
+        assert_eq!(parse_stat(junk, &mut all, &mut per), None);
+        assert_eq!(all, CpuTicks::default());
+        assert_eq!(per, [CpuTicks::default(); 2]);
+        assert_eq!(parse_meminfo(junk), None);
+        assert_eq!(parse_diskstats(junk, &DiskFilter::default()), Some((0, 0)));
+        assert_eq!(parse_net_dev(junk), Some((0, 0)));
+        // Truncated real lines: no reading, rather than a wrong one.
+        assert_eq!(parse_meminfo(b"MemTotal:       16"), None);
+        assert_eq!(
+            parse_net_dev(b"Inter-|   Receive\n face |bytes\n  eth0: 12"),
+            Some((0, 0))
+        );
     }
 }
