@@ -68,7 +68,7 @@ fn three_agents_merge_into_one_trace() {
     // One session span, last, the root of the trace.
     let spans = lines(&v, "span", None);
     assert_eq!(spans.iter().filter(|s| s["name"] == "session").count(), 1);
-    let session = spans.last().unwrap().clone();
+    let session = (*spans.last().unwrap()).clone();
     assert_eq!(session["name"], "session");
     assert!(session["parent_span_id"].is_null());
     assert_eq!(session["attributes"]["nodes"], 3);
