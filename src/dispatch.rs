@@ -821,6 +821,8 @@ pub struct Fanout {
     /// Lines dropped because the ring was full.
     pub dropped: Arc<AtomicU64>,
     pending: bool,
+    /// Lines lost to a full ring and not yet told, by event type.
+    lost: Vec<(String, u64)>,
 }
 
 /// One event line for subscribers, with its type for filtering.
@@ -828,8 +830,12 @@ pub struct Fanout {
 pub struct SubLine {
     /// `event_type`.
     pub event_type: String,
-    /// The JSONL line, newline-terminated.
+    /// The JSONL line, newline-terminated; empty for a loss marker.
     pub line: Vec<u8>,
+    /// A loss marker: this many lines of `event_type` were lost here
+    /// (the ring to the listener was full), so every subscriber to that
+    /// type is told `{"dropped": N}`.
+    pub lost: u64,
 }
 
 impl Fanout {
@@ -850,6 +856,7 @@ impl Fanout {
             waker,
             dropped,
             pending: false,
+            lost: Vec::new(),
         }
     }
 
@@ -862,19 +869,56 @@ impl Fanout {
         if !self.wanted() || matches!(ev.kind, EventKind::GpuProcesses(_)) {
             return;
         }
+        let event_type = ev.kind.type_name();
+        self.pending = true;
+        // Losses are told, in their place, before any later line.
+        if !self.tell_losses() {
+            self.lose(event_type);
+            return;
+        }
         let mut line = Vec::with_capacity(512);
         self.ctx.event_line(&mut line, &self.node_id, ev);
         let item = SubLine {
-            event_type: ev.kind.type_name().to_string(),
+            event_type: event_type.to_string(),
             line,
+            lost: 0,
         };
         if self.tx.push(item).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.lose(event_type);
         }
-        self.pending = true;
+    }
+
+    /// Counts a line lost to a full ring, to be told to the subscribers.
+    fn lose(&mut self, event_type: &str) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        match self.lost.iter_mut().find(|(t, _)| t == event_type) {
+            Some(e) => e.1 += 1,
+            None => self.lost.push((event_type.to_string(), 1)),
+        }
+    }
+
+    /// Pushes a loss marker for each type with lines lost; true when none
+    /// is left to push.
+    fn tell_losses(&mut self) -> bool {
+        while let Some((t, n)) = self.lost.pop() {
+            let marker = SubLine {
+                event_type: t,
+                line: Vec::new(),
+                lost: n,
+            };
+            if let Err(crate::ring::PushError::Full(m)) = self.tx.push(marker) {
+                self.lost.push((m.event_type, m.lost));
+                return false;
+            }
+        }
+        true
     }
 
     fn flush(&mut self) {
+        if !self.lost.is_empty() {
+            self.tell_losses();
+            self.pending = true;
+        }
         if std::mem::take(&mut self.pending) {
             self.waker.wake();
         }
@@ -1018,6 +1062,62 @@ mod gpu_tests {
             gpu_tx,
             bf_tx,
         }
+    }
+
+    #[test]
+    fn lines_lost_to_a_full_ring_are_told_in_their_place() {
+        use crate::convert::jsonl::Ctx;
+        let (tx, mut rx) = channel::<SubLine>(4);
+        let subs = Arc::new(std::sync::atomic::AtomicUsize::new(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let mut f = Fanout::new(
+            Ctx::new("s"),
+            "n".into(),
+            subs,
+            tx,
+            crate::ingest::listener::Waker::none(),
+            Arc::clone(&dropped),
+        );
+        let ev = |ty: &str, i: u128| Event {
+            event_id: i,
+            event_time_ns: 1,
+            emit_time_ns: 1,
+            backend: None,
+            task_id: Some("t".into()),
+            node_id: None,
+            attributes: Vec::new(),
+            kind: EventKind::Custom {
+                event_type: ty.into(),
+                fields: Vec::new(),
+            },
+        };
+        // Four fit; then three app.A and two app.B are lost.
+        for i in 0..4 {
+            f.offer(&ev("app.A", i));
+        }
+        for i in 0..3 {
+            f.offer(&ev("app.A", 10 + i));
+        }
+        for i in 0..2 {
+            f.offer(&ev("app.B", 20 + i));
+        }
+        assert_eq!(dropped.load(Ordering::Relaxed), 5);
+        let first: Vec<SubLine> = std::iter::from_fn(|| rx.pop()).collect();
+        assert_eq!(first.len(), 4);
+        assert!(first.iter().all(|l| l.lost == 0));
+        // The next line comes after the markers of what was lost.
+        f.offer(&ev("app.A", 30));
+        let next: Vec<(String, u64, bool)> = std::iter::from_fn(|| rx.pop())
+            .map(|l| (l.event_type, l.lost, l.line.is_empty()))
+            .collect();
+        assert_eq!(
+            next,
+            vec![
+                ("app.B".to_string(), 2, true),
+                ("app.A".to_string(), 3, true),
+                ("app.A".to_string(), 0, false),
+            ]
+        );
     }
 
     #[test]

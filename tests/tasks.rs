@@ -821,3 +821,44 @@ fn clients_refuse_a_socket_another_user_serves() {
         String::from_utf8_lossy(&seen)
     );
 }
+
+/// At most 64 subscribers at once: a further one is refused with an error
+/// line (and counted), so idle subscribers cannot grow the agent's memory
+/// without bound; the others get their lines.
+#[test]
+fn subscribers_are_bounded_in_number() {
+    let a = start_agent("s.subs");
+    let (mut refused, mut served) = (0, Vec::new());
+    for _ in 0..70 {
+        let mut s = UnixStream::connect(&a.socket).unwrap();
+        // Lines of one connection are handled in order: the ping's answer
+        // comes after the subscribe was taken or refused.
+        s.write_all(b"{\"op\": \"subscribe\", \"types\": [\"TaskCreated\"]}\n{\"op\": \"ping\"}\n")
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line.contains("too many subscribers") {
+            refused += 1;
+        } else {
+            assert!(line.contains("\"ok\": true"), "{line}");
+            served.push(r);
+        }
+    }
+    assert_eq!((served.len(), refused), (64, 6));
+    let replies = send_and_collect(
+        &a.socket,
+        b"{\"event_type\": \"TaskCreated\", \"task_id\": \"x\"}\n",
+    );
+    assert!(replies.is_empty());
+    for r in &mut served {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.contains("\"task_id\": \"x\""), "{line}");
+    }
+    drop(served);
+    let (_dir, v) = stop_agent(a);
+    let m = lines(&v, "metric", None)[0];
+    assert_eq!(m["ingest_lines_rejected"], 6);
+}

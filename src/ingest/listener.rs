@@ -102,7 +102,12 @@ struct Client {
     read_closed: bool,
 }
 
-const MAX_SUBSCRIBER_BUFFER: usize = 4 << 20;
+const MAX_SUBSCRIBER_BUFFER: usize = 1 << 20;
+
+/// Subscribers at most at once; a further `subscribe` is refused (and
+/// counted), so idle subscribers cannot make the agent's memory grow
+/// without bound (each may hold [`MAX_SUBSCRIBER_BUFFER`]).
+pub const MAX_SUBSCRIBERS: usize = 64;
 
 /// The listener thread's state. Create with [`Listener::bind`], then
 /// [`Listener::run`] on its own thread.
@@ -141,6 +146,11 @@ pub struct Listener {
 pub struct Waker(RawFd);
 
 impl Waker {
+    /// A waker that wakes nothing (for tests of the dispatcher's side).
+    pub fn none() -> Self {
+        Self(-1)
+    }
+
     /// Wakes the listener (it then looks at [`StopControl`]).
     pub fn wake(&self) {
         let one: u64 = 1;
@@ -303,6 +313,12 @@ impl Listener {
             for c in self.clients.values_mut() {
                 let Some(types) = &c.subscribe else { continue };
                 if !types.is_empty() && !types.contains(&l.event_type) {
+                    continue;
+                }
+                if l.lost > 0 {
+                    // Lost before they reached the listener: told like
+                    // those a slow subscriber loses.
+                    c.sub_lost += l.lost;
                     continue;
                 }
                 if c.out.len() + l.line.len() > MAX_SUBSCRIBER_BUFFER {
@@ -638,6 +654,13 @@ impl Listener {
             }
             Ok(Line::Control(Control::Subscribe(types))) => {
                 if c.subscribe.is_none() {
+                    if self.subscribers.load(Ordering::Relaxed) >= MAX_SUBSCRIBERS {
+                        self.reject(
+                            c,
+                            &format!("too many subscribers (at most {MAX_SUBSCRIBERS} at once); try again later"),
+                        );
+                        return;
+                    }
                     self.subscribers.fetch_add(1, Ordering::Relaxed);
                 }
                 c.subscribe = Some(types);
@@ -720,11 +743,15 @@ fn flush(c: &mut Client) -> bool {
             Err(_) => return false,
         }
     }
+    // A subscriber that fell behind once does not keep its buffer's memory.
+    if c.out.capacity() > 64 << 10 {
+        c.out = Vec::new();
+    }
     true
 }
 
-/// The default socket path for a session and node: under
-/// `$XDG_RUNTIME_DIR`, else `$TMPDIR`, else `/tmp`.
+/// The default socket path for a session and node, in
+/// [`default_socket_dir`].
 pub fn default_socket_path(session_id: &str, node_id: &str) -> PathBuf {
     default_socket_dir().join(format!("tal.{session_id}.{node_id}.sock"))
 }

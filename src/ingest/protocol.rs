@@ -32,7 +32,11 @@
 //! every event (of those types) as JSONL event lines, as the dispatcher
 //! handles them. A subscriber that does not keep up loses lines: the agent
 //! never waits for it, counts them, and tells it with a
-//! `{"dropped": N}` line once it catches up.
+//! `{"dropped": N}` line once it catches up; lines lost before they reach
+//! the listener (its ring from the dispatcher full) are told the same way,
+//! to every subscriber of their type. Each subscriber's backlog is capped
+//! at 1 MiB, and at most 64 connections subscribe at once (a further
+//! `subscribe` is refused with an error line).
 //!
 //! Every refused line gets one reply line, `{"error": REASON, "line": N}`
 //! (N counts the connection's lines from 1); accepted lines get no reply.
