@@ -205,19 +205,15 @@ fn create_log(path: &std::path::Path, header: &Header) -> (PathBuf, Result<LogWr
 /// How many numbered logs of one session and node `tal record` tries.
 const MAX_LOG_NUMBER: u32 = 999;
 
-/// Runs the wrapped command without recording (the log could not be
-/// created: `why`), forwarding stop signals to it; its exit status.
-fn run_unrecorded(
+/// The wrapped command as its shell would start it: tal's original CPU
+/// affinity and signal mask, SIGXFSZ at its default, and the session in its
+/// environment. `None` without a command.
+fn wrapped_command(
     cfg: &RecordConfig,
     orig_mask: CpuMask,
     old_mask: libc::sigset_t,
-    sigs: &libc::sigset_t,
-    why: &anyhow::Error,
-) -> i32 {
-    eprintln!("tal: {why}; running the command without recording");
-    let Some((prog, args)) = cfg.command.split_first() else {
-        return 0;
-    };
+) -> Option<Command> {
+    let (prog, args) = cfg.command.split_first()?;
     let mut cmd = Command::new(prog);
     cmd.args(args)
         .env("TAL_SESSION_ID", &cfg.session_id)
@@ -232,16 +228,44 @@ fn run_unrecorded(
             Ok(())
         });
     }
-    let pid = match cmd.spawn() {
-        Ok(c) => c.id() as libc::pid_t,
+    Some(cmd)
+}
+
+/// Starts the wrapped command: its pid, or, when it cannot start, the
+/// status a shell gives (127 not found, else 126) after saying why.
+fn spawn_wrapped(cmd: &mut Command) -> Result<libc::pid_t, i32> {
+    match cmd.spawn() {
+        Ok(c) => Ok(c.id() as libc::pid_t),
         Err(e) => {
-            eprintln!("tal: cannot run '{}': {e}", prog.to_string_lossy());
-            return if e.kind() == std::io::ErrorKind::NotFound {
+            eprintln!(
+                "tal: cannot run '{}': {e}",
+                cmd.get_program().to_string_lossy()
+            );
+            Err(if e.kind() == std::io::ErrorKind::NotFound {
                 127
             } else {
                 126
-            };
+            })
         }
+    }
+}
+
+/// Runs the wrapped command without recording (the log could not be
+/// created: `why`), forwarding stop signals to it; its exit status.
+fn run_unrecorded(
+    cfg: &RecordConfig,
+    orig_mask: CpuMask,
+    old_mask: libc::sigset_t,
+    sigs: &libc::sigset_t,
+    why: &anyhow::Error,
+) -> i32 {
+    eprintln!("tal: {why}; running the command without recording");
+    let Some(mut cmd) = wrapped_command(cfg, orig_mask, old_mask) else {
+        return 0;
+    };
+    let pid = match spawn_wrapped(&mut cmd) {
+        Ok(pid) => pid,
+        Err(code) => return code,
     };
     loop {
         if let Some(code) = try_reap(pid) {
@@ -727,34 +751,11 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     // The wrapped command, if any.
     let mut child: Option<libc::pid_t> = None;
     let mut spawn_failure: Option<i32> = None;
-    if let Some((prog, args)) = cfg.command.split_first() {
-        let mut cmd = Command::new(prog);
-        cmd.args(args)
-            .env("TAL_SESSION_ID", &cfg.session_id)
-            .env("TAL_NODE_ID", &cfg.node_id)
-            .env("TAL_LOG", &log_path)
-            .env("TAL_SOCKET", &cfg.socket);
-        let mask = orig_mask;
-        // SAFETY: the closure runs between fork and exec and only makes
-        // async-signal-safe syscalls (sched_setaffinity, sigprocmask).
-        unsafe {
-            cmd.pre_exec(move || {
-                let _ = mask.apply();
-                libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
-                libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
-                Ok(())
-            });
-        }
-        match cmd.spawn() {
-            Ok(c) => child = Some(c.id() as libc::pid_t),
-            Err(e) => {
-                eprintln!("tal: cannot run '{}': {e}", prog.to_string_lossy());
-                spawn_failure = Some(if e.kind() == std::io::ErrorKind::NotFound {
-                    127
-                } else {
-                    126
-                });
-            }
+    if let Some(mut cmd) = wrapped_command(&cfg, orig_mask, old_mask) {
+        cmd.env("TAL_LOG", &log_path).env("TAL_SOCKET", &cfg.socket);
+        match spawn_wrapped(&mut cmd) {
+            Ok(pid) => child = Some(pid),
+            Err(code) => spawn_failure = Some(code),
         }
     }
 
