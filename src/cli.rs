@@ -363,8 +363,9 @@ pub fn slurm_attributes() -> Vec<(String, String)> {
 }
 
 /// The longest session and node ids together: the log's file name
-/// `<session>.<node>.tal`, numbered (`.NNN`) and as a temporary file
-/// (`.` + name + `.XXXXXX.tmp`), stays within a file name's 255 bytes.
+/// `<session>.<node>.tal`, numbered (`.N` up to 999) and as a temporary
+/// file (a dot, the name, six random characters and `.tmp`), stays within
+/// a file name's 255 bytes.
 const MAX_IDS_BYTES: usize = 230;
 
 fn check_id(what: &str, id: &str) -> anyhow::Result<()> {

@@ -302,13 +302,18 @@ impl<S: Sink> Dispatcher<S> {
     }
 
     fn send(&mut self, r: Record) {
-        if let (Record::Event(ev), Some(f)) = (&r, self.fanout.as_mut()) {
+        self.offer_live(&r);
+        self.sink.put(r);
+    }
+
+    /// Hands an event to the live subscribers and the live exporter.
+    fn offer_live(&mut self, r: &Record) {
+        if let (Record::Event(ev), Some(f)) = (r, self.fanout.as_mut()) {
             f.offer(ev);
         }
-        if let (Record::Event(ev), Some(x)) = (&r, self.exporter.as_mut()) {
+        if let (Record::Event(ev), Some(x)) = (r, self.exporter.as_mut()) {
             x.offer(ev);
         }
-        self.sink.put(r);
     }
 
     /// The sink (to finish it after [`Dispatcher::run`]).
@@ -779,12 +784,7 @@ impl<S: Sink> Dispatcher<S> {
                 duration_seconds: (end - self.start_wall_ns) as f64 / 1e9,
             },
         );
-        if let (Record::Event(ev), Some(f)) = (&ended, self.fanout.as_mut()) {
-            f.offer(ev);
-        }
-        if let (Record::Event(ev), Some(x)) = (&ended, self.exporter.as_mut()) {
-            x.offer(ev);
-        }
+        self.offer_live(&ended);
         self.sink.flush();
         self.sink.put_final(ended);
         let snap = Record::Snapshot(self.snapshot());

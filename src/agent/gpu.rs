@@ -364,6 +364,18 @@ struct Down {
     errors: u64,
 }
 
+impl Down {
+    /// A device that failed (its first error) at `now`.
+    fn new(now: u64) -> Self {
+        Self {
+            since_ns: now,
+            retry_at_ns: now + RETRY_FIRST_NS,
+            backoff_ns: RETRY_FIRST_NS,
+            errors: 1,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Dev {
     info: GpuInfo,
@@ -602,13 +614,7 @@ impl GpuSources {
             d.energy_j = 0.0;
             d.last_power = None;
             if let Err((call, e)) = res {
-                let now = mono_ns();
-                d.down = Some(Down {
-                    since_ns: now,
-                    retry_at_ns: now + RETRY_FIRST_NS,
-                    backoff_ns: RETRY_FIRST_NS,
-                    errors: 1,
-                });
+                d.down = Some(Down::new(mono_ns()));
                 self.disabled_at_open += 1;
                 eprintln!(
                     "tal: GPU {} ({}): {call} failed: {e}; retrying with backoff",
@@ -778,12 +784,7 @@ impl GpuSources {
                                 "tal: GPU {} ({}): {call} failed: {e}; retrying with backoff",
                                 d.info.gpu_id, d.info.uuid
                             );
-                            Down {
-                                since_ns: now,
-                                retry_at_ns: now + RETRY_FIRST_NS,
-                                backoff_ns: RETRY_FIRST_NS,
-                                errors: 1,
-                            }
+                            Down::new(now)
                         }
                         Some(down) => {
                             let backoff = (down.backoff_ns * 2).min(RETRY_MAX_NS);
@@ -844,9 +845,8 @@ impl GpuSources {
             if s.timeStamp <= d.last_seen_util || taken == BACKFILL_MAX {
                 continue;
             }
-            let mono = (i128::from(s.timeStamp) * 1000 - offset).clamp(0, i128::from(u64::MAX));
             b.samples[taken] = UtilSample {
-                mono_ns: mono as u64,
+                mono_ns: driver_to_mono(s.timeStamp, offset),
                 percent: sample_value(&s.sampleValue) as f32,
             };
             newest = newest.max(s.timeStamp);
@@ -860,7 +860,7 @@ impl GpuSources {
             b.samples[taken - 1].mono_ns
         } else {
             // Nothing new since the previous call: what that one covered.
-            (i128::from(d.last_seen_util) * 1000 - offset).clamp(0, i128::from(u64::MAX)) as u64
+            driver_to_mono(d.last_seen_util, offset)
         };
         d.last_seen_util = newest;
         Ok(taken)
@@ -936,6 +936,12 @@ impl GpuSources {
         procs.clear();
         self.procs = procs;
     }
+}
+
+/// A driver timestamp (CLOCK_REALTIME µs) on the monotonic clock, given
+/// `offset` = realtime ns − monotonic ns now.
+fn driver_to_mono(ts_us: u64, offset: i128) -> u64 {
+    (i128::from(ts_us) * 1000 - offset).clamp(0, i128::from(u64::MAX)) as u64
 }
 
 /// NOT_SUPPORTED, or a function the library lacks: the query is switched

@@ -250,21 +250,17 @@ impl GpuFill {
                 }
                 // This poll's per_gpu events follow it in the log: the
                 // current figures of the devices no back-fill covers.
-                let rates: Vec<(u32, Option<f64>)> = next
-                    .take_while(|e| e.event_time_ns == t)
-                    .filter_map(|e| match &e.kind {
-                        EventKind::ResourceUpdate(g) => match g.scope {
-                            ResourceScope::PerGpu(id) => Some((id, g.gpu_percent)),
-                            ResourceScope::PerNode => None,
-                        },
-                        _ => None,
-                    })
-                    .collect();
                 let mut max: Option<f64> = None;
                 let mut filled = false;
-                for (g, rate) in rates {
-                    let v = match self.fill(g, t) {
-                        Fill::Unknown => rate,
+                for e in next.take_while(|e| e.event_time_ns == t) {
+                    let EventKind::ResourceUpdate(g) = &e.kind else {
+                        continue;
+                    };
+                    let ResourceScope::PerGpu(id) = g.scope else {
+                        continue;
+                    };
+                    let v = match self.fill(id, t) {
+                        Fill::Unknown => g.gpu_percent,
                         f => {
                             filled = true;
                             f.value().map(round1)
