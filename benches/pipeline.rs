@@ -176,7 +176,8 @@ fn convert(c: &mut Criterion) {
     g.bench_function("100k_resource_events", |b| {
         b.iter(|| {
             let r = LogReader::open(&path).unwrap();
-            tal::convert::jsonl::write_jsonl(vec![r], &mut std::io::sink()).unwrap()
+            tal::convert::jsonl::write_jsonl(vec![r], &mut std::io::sink(), &std::env::temp_dir())
+                .unwrap()
         })
     });
     g.finish();

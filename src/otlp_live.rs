@@ -27,7 +27,7 @@ use crate::instruments::{Instruments, COUNTER_NAMES};
 use crate::otlp_http::{push_with, Client, Endpoints, PushReport, RetryPolicy};
 use crate::record::{Event, EventKind};
 use crate::ring::Consumer;
-use crate::tasks::{Outcome, TaskTracker};
+use crate::tasks::{Outcome, TaskSpan, TaskTracker};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -137,24 +137,18 @@ impl LiveExporter {
         }
         self.inst.observe(&self.node, &ev.kind);
         jsonl::note_energy(&mut self.tracker, &self.node, &ev);
-        if let Outcome::Closed {
-            duration_seconds, ..
-        } = self.tracker.observe_on(&self.node, &ev, &mut self.inst)
-        {
+        if let Outcome::Closed(c) = self.tracker.observe_on(&self.node, &ev, &mut self.inst) {
             // (The span carries the terminal attributes; no event line here.)
-            let _ = self.tracker.take_terminal_extra();
-            self.builder.duration(duration_seconds);
-            self.span_of_last();
+            self.builder.duration(c.duration_seconds);
+            self.task_span(&c.span);
         }
     }
 
-    /// Hands the span the tracker closed last to the builder.
-    fn span_of_last(&mut self) {
-        if let Some(sp) = self.tracker.spans().last() {
-            let mut buf = Vec::new();
-            jsonl::write_task_span(&mut buf, &self.ctx, sp);
-            self.span_line(&buf);
-        }
+    /// Hands a closed task's span to the builder.
+    fn task_span(&mut self, sp: &TaskSpan) {
+        let mut buf = Vec::new();
+        jsonl::write_task_span(&mut buf, &self.ctx, sp);
+        self.span_line(&buf);
     }
 
     /// One span line (as `convert` writes it) to the builder.
@@ -249,19 +243,22 @@ impl LiveExporter {
         // The end: open tasks close as canceled, the session span closes,
         // and what is left goes out in one try per request.
         let end = self.session_end_ns.unwrap_or_else(wall_ns);
-        let closed = self.tracker.close_all(end, &mut self.inst);
-        for ev in &closed {
-            if let EventKind::Task(t) = &ev.kind {
-                self.builder.duration(t.duration_seconds.unwrap_or(0.0));
-            }
-        }
-        let mut lines = Vec::new();
-        let spans = self.tracker.spans();
-        for sp in &spans[spans.len() - closed.len()..] {
+        let Self {
+            tracker,
+            inst,
+            builder,
+            ctx,
+            ..
+        } = &mut self;
+        tracker.close_all(end, inst, |_, span| {
+            // Closed at the session's end: a zero duration, as in the JSONL.
+            builder.duration(0.0);
             let mut buf = Vec::new();
-            jsonl::write_task_span(&mut buf, &self.ctx, sp);
-            lines.push(buf);
-        }
+            jsonl::write_task_span(&mut buf, ctx, &span);
+            if let Some(v) = Self::json_line(&buf) {
+                builder.line(v);
+            }
+        });
         let mut buf = Vec::new();
         jsonl::write_session_span(
             &mut buf,
@@ -272,10 +269,7 @@ impl LiveExporter {
             1,
             &jsonl::session_energy(&self.tracker, 1),
         );
-        lines.push(buf);
-        for l in &lines {
-            self.span_line(l);
-        }
+        self.span_line(&buf);
         let last_try = RetryPolicy {
             attempts: 1,
             backoff: Duration::ZERO,

@@ -809,8 +809,14 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
         }
     };
 
-    // Refuse client events from here on: the dispatcher's last drain comes next.
-    stop_control.closing.store(true, Ordering::Release);
+    // Refuse client events from here on, and have every event accepted
+    // before with the dispatcher: its last drain comes next.
+    if !stop_control.close(&waker, Duration::from_secs(2)) {
+        eprintln!(
+            "tal: the ingest listener did not hand over its last events within 2 s; \
+             events it accepted since may be missing"
+        );
+    }
     let finished = pipeline.finish(reason);
     if let (Some(pid), None) = (child, code) {
         code = Some(reap_blocking(pid));
@@ -856,7 +862,7 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
                     eprintln!("tal: {l}");
                 }
                 if let Some(p) = path {
-                    eprintln!("tal: wrote {}", p.display());
+                    eprintln!("tal: {}", convert::describe_written(&p, &summary));
                     jsonl = Some(p);
                 }
             }

@@ -18,6 +18,43 @@ pub fn self_usage() -> (u64, u64, u64) {
     (tv(ru.ru_utime), tv(ru.ru_stime), ru.ru_maxrss as u64 * 1024)
 }
 
+/// Starts a new peak of this process's resident memory: sets the kernel's
+/// high-water mark (`VmHWM`) to the current RSS, by writing `5` to
+/// `/proc/self/clear_refs` (Linux ≥ 4.0). False where that is refused; the
+/// peak then counts from the process's start.
+pub fn reset_peak_rss() -> bool {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/clear_refs")
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"5"))
+        .is_ok()
+}
+
+/// This process's peak resident memory since its start or the last
+/// [`reset_peak_rss`] (`VmHWM` of `/proc/self/status`), bytes.
+pub fn peak_rss() -> Option<u64> {
+    status_bytes("VmHWM:")
+}
+
+/// This process's resident memory now (`VmRSS`), bytes.
+pub fn rss() -> Option<u64> {
+    status_bytes("VmRSS:")
+}
+
+/// A `kB` field of `/proc/self/status`, in bytes.
+fn status_bytes(key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = s
+        .lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 /// A histogram of values in [0, max] with 3 significant digits.
 pub fn histogram(max: u64) -> Histogram<u64> {
     Histogram::new_with_max(max.max(2), 3).expect("valid histogram bounds")

@@ -47,10 +47,27 @@
 //!   devices' whole energy while the task ran, not the task's share of it:
 //!   tasks that overlap on a node each see all of it, and a CPU-only task
 //!   sees what the idle GPUs drew.
+//!
+//! Memory (what a session with many tasks costs at conversion, where this
+//! runs over the whole session): an open task is one slot of about 100
+//! bytes, its id, a 4-byte entry in an index, and the attributes that are
+//! not held in common (`pid`, say); the strings tasks repeat (backend,
+//! executable, task type, node, attribute names) are interned, counted by
+//! use, and freed when no open task uses them; the devices' energy at a
+//! task's start is shared by the tasks that started between two polls. A
+//! closed task leaves only a 16-byte fingerprint of its id (a seeded 128-bit
+//! hash), for the duplicate rule above (not those closed by the session's
+//! end, which nothing follows). Closed spans are not kept: each is
+//! handed to the caller as it closes ([`Outcome::Closed`], and
+//! [`TaskTracker::close_all`] at the end), to write or spill.
 
 use crate::instruments::Instruments;
 use crate::record::{Attributes, Event, EventKind, GpuProcess, TaskState, Value};
+use hashbrown::HashTable;
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::sync::Arc;
 
 /// A task span, closed.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,21 +98,127 @@ pub struct TaskSpan {
     pub extra: Attributes,
 }
 
+/// A node's devices' energy counters at one time, J, by gpu_id, shared by
+/// the tasks that started then.
+type Energy = Arc<[(u32, f64)]>;
+
+/// An interned string of [`Symbols`]; [`NONE`] is "not seen".
+type Sym = u32;
+/// No string (its text reads as "").
+const NONE: Sym = 0;
+/// An optional time of an open task that was not seen.
+const NO_TIME: i64 = i64::MIN;
+
+/// Interned strings, counted by use: what many tasks repeat is held once,
+/// and a string no open task uses any more is freed (so unique executables,
+/// say, cost only while their tasks are open).
+#[derive(Debug)]
+struct Symbols {
+    /// Text and uses, by symbol; slot 0 is [`NONE`].
+    names: Vec<(Box<str>, u32)>,
+    free: Vec<Sym>,
+    index: HashTable<Sym>,
+    hasher: RandomState,
+}
+
+impl Default for Symbols {
+    fn default() -> Self {
+        Self {
+            names: vec![(Box::from(""), u32::MAX)],
+            free: Vec::new(),
+            index: HashTable::new(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl Symbols {
+    /// The symbol of `s` if some open task uses it.
+    fn lookup(&self, s: &str) -> Option<Sym> {
+        let names = &self.names;
+        self.index
+            .find(self.hasher.hash_one(s), |&i| &*names[i as usize].0 == s)
+            .copied()
+    }
+
+    /// `s`'s symbol, with one more use.
+    fn intern(&mut self, s: &str) -> Sym {
+        let h = self.hasher.hash_one(s);
+        let Self {
+            names,
+            free,
+            index,
+            hasher,
+        } = self;
+        if let Some(&i) = index.find(h, |&i| &*names[i as usize].0 == s) {
+            names[i as usize].1 += 1;
+            return i;
+        }
+        let i = match free.pop() {
+            Some(i) => {
+                names[i as usize] = (Box::from(s), 1);
+                i
+            }
+            None => {
+                names.push((Box::from(s), 1));
+                Sym::try_from(names.len() - 1).expect("fewer than 2^32 strings in use")
+            }
+        };
+        index.insert_unique(h, i, |&j| hasher.hash_one(&*names[j as usize].0));
+        i
+    }
+
+    fn get(&self, s: Sym) -> &str {
+        &self.names[s as usize].0
+    }
+
+    /// One use of `s` fewer ([`NONE`] is never counted).
+    fn release(&mut self, s: Sym) {
+        if s == NONE {
+            return;
+        }
+        let e = &mut self.names[s as usize];
+        e.1 -= 1;
+        if e.1 == 0 {
+            let text = std::mem::take(&mut e.0);
+            if let Ok(found) = self
+                .index
+                .find_entry(self.hasher.hash_one(&*text), |&i| i == s)
+            {
+                found.remove();
+            }
+            self.free.push(s);
+        }
+    }
+}
+
+/// An open task (see the module doc for its size).
 #[derive(Debug)]
 struct Open {
+    id: Box<str>,
     start_ns: i64,
-    queued_ns: Option<i64>,
-    started_ns: Option<i64>,
-    backend: String,
-    executable: Option<String>,
-    task_type: Option<String>,
-    extra: Attributes,
-    /// The node and pid of the task's process, once an event names it.
-    pid: Option<(String, u32)>,
-    /// Peak GPU memory of its processes, per gpu_id.
-    gpu_peak: Vec<(u32, u64)>,
+    /// [`NO_TIME`] until TaskQueued.
+    queued_ns: i64,
+    /// [`NO_TIME`] until TaskStarted.
+    started_ns: i64,
+    backend: Sym,
+    executable: Sym,
+    task_type: Sym,
+    /// The node of the task's process, when an event named its `pid` (else 0).
+    pid_node: Sym,
+    pid: u32,
+    /// Exactly sized: most tasks have none, or one or two (`pid`).
+    extra: Box<[(Sym, Value)]>,
+    /// GPU memory and energy, on nodes whose GPUs are sampled.
+    gpu: Option<Box<GpuUse>>,
+}
+
+#[derive(Debug, Default)]
+struct GpuUse {
+    /// Peak GPU memory of the task's processes, per gpu_id.
+    peak: Vec<(u32, u64)>,
     /// The node it started on, and its devices' energy counters then.
-    energy_start: Option<(String, Vec<(u32, f64)>)>,
+    energy_start: Option<(Sym, Energy)>,
 }
 
 /// What the tracker decided about one event.
@@ -105,29 +228,62 @@ pub enum Outcome {
     Nothing,
     /// A step of an open task was applied.
     Applied,
-    /// The task's span closed; the event should carry this duration and
-    /// these attributes (filled in where the client left them out).
-    Closed {
-        /// The duration to write.
-        duration_seconds: f64,
-        /// Whether TaskStarted was never seen.
-        incomplete: bool,
-    },
+    /// The task's span closed.
+    Closed(Box<Closed>),
+}
+
+/// A task the event closed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Closed {
+    /// The duration the terminal event should carry (filled in where the
+    /// client left it out).
+    pub duration_seconds: f64,
+    /// Whether TaskStarted was never seen.
+    pub incomplete: bool,
+    /// Attributes to add to the terminal event (its GPU memory and energy).
+    pub terminal_extra: Attributes,
+    /// The closed span.
+    pub span: TaskSpan,
 }
 
 /// Tracks every task of a session.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TaskTracker {
-    open: HashMap<String, Open>,
-    /// Open tasks by node and pid.
-    by_pid: HashMap<String, HashMap<u32, String>>,
-    /// Attributes for the terminal event just closed (GPU memory).
-    closed_extra: Attributes,
-    closed: HashSet<String>,
-    spans: Vec<TaskSpan>,
+    /// Open tasks; `None` is a free slot.
+    slots: Vec<Option<Open>>,
+    free_slots: Vec<u32>,
+    /// Slots of open tasks, by the hash of their id.
+    index: HashTable<u32>,
+    syms: Symbols,
+    /// Open tasks' slots by node and pid.
+    by_pid: HashMap<Sym, HashMap<u32, u32>>,
+    /// Fingerprints of the closed tasks' ids.
+    closed: HashSet<u128>,
+    seed: u64,
     duplicates: u64,
     /// Each node's GPU energy counters, J, by gpu_id (the latest samples).
     energy: HashMap<String, Vec<(u32, f64)>>,
+    /// The same, shared by the tasks that start before the next change.
+    energy_shared: HashMap<String, Energy>,
+}
+
+impl Default for TaskTracker {
+    fn default() -> Self {
+        let syms = Symbols::default();
+        let seed = syms.hasher.hash_one("tal closed-task fingerprint");
+        Self {
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            index: HashTable::new(),
+            syms,
+            by_pid: HashMap::new(),
+            closed: HashSet::new(),
+            seed,
+            duplicates: 0,
+            energy: HashMap::new(),
+            energy_shared: HashMap::new(),
+        }
+    }
 }
 
 const CORE_ATTRS: [&str; 5] = [
@@ -138,23 +294,14 @@ const CORE_ATTRS: [&str; 5] = [
     "status",
 ];
 
-fn attr_str(attrs: &Attributes, key: &str) -> Option<String> {
+fn attr_str<'a>(attrs: &'a Attributes, key: &str) -> Option<&'a str> {
     attrs
         .iter()
         .find(|(k, _)| k == key)
         .and_then(|(_, v)| match v {
-            Value::Str(s) => Some(s.clone()),
+            Value::Str(s) => Some(s.as_str()),
             _ => None,
         })
-}
-
-fn merge_extra(into: &mut Attributes, from: &Attributes) {
-    for (k, v) in from {
-        if CORE_ATTRS.contains(&k.as_str()) || into.iter().any(|(ek, _)| ek == k) {
-            continue;
-        }
-        into.push((k.clone(), v.clone()));
-    }
 }
 
 /// `gpu_memory_peak_bytes`: `{"0": bytes, …}`, by gpu_id.
@@ -192,6 +339,15 @@ fn energy_attr(start: &[(u32, f64)], now: &[(u32, f64)]) -> Option<(String, Valu
     ))
 }
 
+/// How a task is being closed.
+struct Closing {
+    end_ns: i64,
+    state: TaskState,
+    error_type: Option<String>,
+    incomplete: bool,
+    at_session_end: bool,
+}
+
 impl TaskTracker {
     /// Notes a device's energy counter (`gpu_energy_joules` of a `per_gpu`
     /// sample on `node`).
@@ -204,6 +360,7 @@ impl TaskTracker {
             Some(e) => e.1 = joules,
             None => devs.push((gpu, joules)),
         }
+        self.energy_shared.remove(node);
     }
 
     /// Each node's devices' energy counters, J (the latest samples).
@@ -211,10 +368,56 @@ impl TaskTracker {
         &self.energy
     }
 
-    /// The energy attribute of a task closing now.
-    fn task_energy(&self, open: &Open) -> Option<(String, Value)> {
-        let (node, start) = open.energy_start.as_ref()?;
-        energy_attr(start, self.energy.get(node)?)
+    fn fingerprint(&self, task_id: &str) -> u128 {
+        xxhash_rust::xxh3::xxh3_128_with_seed(task_id.as_bytes(), self.seed)
+    }
+
+    /// The slot of open task `task_id`.
+    fn find(&self, task_id: &str) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(self.syms.hasher.hash_one(task_id), |&i| {
+                slots[i as usize]
+                    .as_ref()
+                    .is_some_and(|o| &*o.id == task_id)
+            })
+            .copied()
+    }
+
+    /// Opens `task_id` at `ev`; returns its slot.
+    fn open(&mut self, task_id: &str, ev: &Event) -> u32 {
+        let backend = self.syms.intern(ev.backend.as_deref().unwrap_or(""));
+        let open = Open {
+            id: Box::from(task_id),
+            start_ns: ev.event_time_ns,
+            queued_ns: NO_TIME,
+            started_ns: NO_TIME,
+            backend,
+            executable: NONE,
+            task_type: NONE,
+            pid_node: NONE,
+            pid: 0,
+            extra: Box::default(),
+            gpu: None,
+        };
+        let slot = match self.free_slots.pop() {
+            Some(s) => {
+                self.slots[s as usize] = Some(open);
+                s
+            }
+            None => {
+                self.slots.push(Some(open));
+                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 open tasks")
+            }
+        };
+        let Self {
+            slots, index, syms, ..
+        } = self;
+        let id_of = |i: &u32| -> &str { slots[*i as usize].as_ref().map_or("", |o| &o.id) };
+        index.insert_unique(syms.hasher.hash_one(task_id), slot, |i| {
+            syms.hasher.hash_one(id_of(i))
+        });
+        slot
     }
 
     /// Applies one event seen on no particular node (see [`Self::observe_on`]).
@@ -225,39 +428,34 @@ impl TaskTracker {
     /// Attributes the GPU processes of one poll on `node` to the open tasks
     /// they belong to (by pid or ancestor pid).
     pub fn observe_gpu(&mut self, node: &str, procs: &[GpuProcess]) {
-        let Some(pids) = self.by_pid.get(node) else {
+        let Some(pids) = self.syms.lookup(node).and_then(|n| self.by_pid.get(&n)) else {
             return;
         };
         // Summed per task and device for this poll.
-        let mut use_: Vec<(&str, u32, u64)> = Vec::new();
+        let mut use_: Vec<(u32, u32, u64)> = Vec::new();
         for p in procs {
             let owner = std::iter::once(&p.pid)
                 .chain(&p.ancestors)
                 .find_map(|pid| pids.get(pid));
-            if let Some(task) = owner {
+            if let Some(&slot) = owner {
                 match use_
                     .iter_mut()
-                    .find(|(t, g, _)| *t == task.as_str() && *g == p.gpu_id)
+                    .find(|(s, g, _)| *s == slot && *g == p.gpu_id)
                 {
                     Some(u) => u.2 += p.used_bytes,
-                    None => use_.push((task.as_str(), p.gpu_id, p.used_bytes)),
+                    None => use_.push((slot, p.gpu_id, p.used_bytes)),
                 }
             }
         }
-        for (task, gpu, bytes) in use_ {
-            if let Some(o) = self.open.get_mut(task) {
-                match o.gpu_peak.iter_mut().find(|(g, _)| *g == gpu) {
+        for (slot, gpu, bytes) in use_ {
+            if let Some(o) = self.slots[slot as usize].as_mut() {
+                let peak = &mut o.gpu.get_or_insert_with(Box::default).peak;
+                match peak.iter_mut().find(|(g, _)| *g == gpu) {
                     Some(e) => e.1 = e.1.max(bytes),
-                    None => o.gpu_peak.push((gpu, bytes)),
+                    None => peak.push((gpu, bytes)),
                 }
             }
         }
-    }
-
-    /// Attributes to add to the terminal event [`Self::observe_on`] just
-    /// closed (its GPU memory), taken once.
-    pub fn take_terminal_extra(&mut self) -> Attributes {
-        std::mem::take(&mut self.closed_extra)
     }
 
     /// Applies one event seen on `node`; updates `inst` (the task
@@ -269,48 +467,18 @@ impl TaskTracker {
         let Some(task_id) = ev.task_id.as_deref() else {
             return Outcome::Nothing;
         };
-        if self.closed.contains(task_id) {
-            self.duplicates += 1;
-            return Outcome::Nothing;
-        }
-        let open = match self.open.get_mut(task_id) {
-            Some(o) => o,
-            None => self.open.entry(task_id.to_string()).or_insert(Open {
-                start_ns: ev.event_time_ns,
-                queued_ns: None,
-                started_ns: None,
-                backend: ev.backend.clone().unwrap_or_default(),
-                executable: None,
-                task_type: None,
-                extra: Vec::new(),
-                pid: None,
-                gpu_peak: Vec::new(),
-                energy_start: None,
-            }),
-        };
-        if open.pid.is_none() {
-            let pid = ev.attributes.iter().find_map(|(k, v)| match v {
-                Value::Int(p) if k == "pid" && *p > 0 && *p <= i64::from(u32::MAX) => {
-                    Some(*p as u32)
+        let slot = match self.find(task_id) {
+            Some(s) => s,
+            None => {
+                if self.closed.contains(&self.fingerprint(task_id)) {
+                    self.duplicates += 1;
+                    return Outcome::Nothing;
                 }
-                _ => None,
-            });
-            if let Some(pid) = pid {
-                open.pid = Some((node.to_string(), pid));
-                self.by_pid
-                    .entry(node.to_string())
-                    .or_default()
-                    .insert(pid, task_id.to_string());
+                self.open(task_id, ev)
             }
-        }
-        open.start_ns = open.start_ns.min(ev.event_time_ns);
-        if open.executable.is_none() {
-            open.executable = attr_str(&ev.attributes, "executable");
-        }
-        if open.task_type.is_none() {
-            open.task_type = attr_str(&ev.attributes, "task_type");
-        }
-        merge_extra(&mut open.extra, &ev.attributes);
+        };
+        self.gather(slot, node, ev);
+        let open = self.slots[slot as usize].as_mut().expect("an open slot");
         match t.state {
             TaskState::Created => Outcome::Applied,
             TaskState::Submitted => {
@@ -318,8 +486,8 @@ impl TaskTracker {
                 Outcome::Applied
             }
             TaskState::Queued => {
-                if open.queued_ns.is_none() {
-                    open.queued_ns = Some(ev.event_time_ns);
+                if open.queued_ns == NO_TIME {
+                    open.queued_ns = ev.event_time_ns;
                     Outcome::Applied
                 } else {
                     self.duplicates += 1;
@@ -327,42 +495,40 @@ impl TaskTracker {
                 }
             }
             TaskState::Started => {
-                if open.started_ns.is_some() {
+                if open.started_ns != NO_TIME {
                     self.duplicates += 1;
                     return Outcome::Nothing;
                 }
-                open.started_ns = Some(ev.event_time_ns);
+                open.started_ns = ev.event_time_ns;
                 if let Some(e) = self.energy.get(node) {
-                    open.energy_start = Some((node.to_string(), e.clone()));
+                    let shared = self
+                        .energy_shared
+                        .entry(node.to_string())
+                        .or_insert_with(|| Arc::from(e.as_slice()))
+                        .clone();
+                    let n = self.syms.intern(node);
+                    let gpu = open.gpu.get_or_insert_with(Box::default);
+                    if let Some((old, _)) = gpu.energy_start.replace((n, shared)) {
+                        self.syms.release(old);
+                    }
                 }
                 inst.count(TaskState::Started);
                 inst.running_add(1);
                 Outcome::Applied
             }
             TaskState::Completed | TaskState::Failed | TaskState::Canceled => {
-                let mut open = self.open.remove(task_id).expect("just looked up");
-                self.forget_pid(&open);
-                self.closed_extra.clear();
-                if !open.gpu_peak.is_empty() {
-                    let a = gpu_peak_attr(&open.gpu_peak);
-                    open.extra.push(a.clone());
-                    self.closed_extra.push(a);
-                }
-                if let Some(a) = self.task_energy(&open) {
-                    open.extra.push(a.clone());
-                    self.closed_extra.push(a);
-                }
-                let incomplete = open.started_ns.is_none()
+                let started = open.started_ns != NO_TIME;
+                let incomplete = !started
                     || ev
                         .attributes
                         .iter()
                         .any(|(k, v)| k == "incomplete_lifecycle" && *v == Value::Bool(true));
-                let duration = match (t.duration_seconds, open.started_ns) {
-                    (Some(d), _) => d,
-                    (None, Some(s)) => ((ev.event_time_ns - s) as f64 / 1e9).max(0.0),
-                    (None, None) => 0.0,
+                let duration = match t.duration_seconds {
+                    Some(d) => d,
+                    None if started => ((ev.event_time_ns - open.started_ns) as f64 / 1e9).max(0.0),
+                    None => 0.0,
                 };
-                if open.started_ns.is_some() {
+                if started {
                     inst.running_add(-1);
                 }
                 inst.count(t.state);
@@ -370,69 +536,124 @@ impl TaskTracker {
                 let error_type = (t.state == TaskState::Failed).then(|| {
                     t.error_type
                         .clone()
-                        .or_else(|| attr_str(&ev.attributes, "error_type"))
+                        .or_else(|| attr_str(&ev.attributes, "error_type").map(String::from))
                         .unwrap_or_else(|| "unknown".into())
                 });
-                self.close(
-                    task_id.to_string(),
-                    open,
-                    ev.event_time_ns,
-                    t.state,
-                    error_type,
-                    incomplete,
-                    false,
+                let (span, terminal_extra) = self.close(
+                    slot,
+                    Closing {
+                        end_ns: ev.event_time_ns,
+                        state: t.state,
+                        error_type,
+                        incomplete,
+                        at_session_end: false,
+                    },
                 );
-                Outcome::Closed {
+                Outcome::Closed(Box::new(Closed {
                     duration_seconds: duration,
                     incomplete,
-                }
+                    terminal_extra,
+                    span,
+                }))
             }
         }
     }
 
+    /// Gathers what `ev` (seen on `node`) says about the open task in
+    /// `slot`: its pid, start, executable, task type and other attributes
+    /// (first value wins).
+    fn gather(&mut self, slot: u32, node: &str, ev: &Event) {
+        let Self {
+            slots,
+            syms,
+            by_pid,
+            ..
+        } = self;
+        let open = slots[slot as usize].as_mut().expect("an open slot");
+        if open.pid == 0 {
+            let pid = ev.attributes.iter().find_map(|(k, v)| match v {
+                Value::Int(p) if k == "pid" && *p > 0 && *p <= i64::from(u32::MAX) => {
+                    Some(*p as u32)
+                }
+                _ => None,
+            });
+            if let Some(pid) = pid {
+                let n = syms.intern(node);
+                open.pid = pid;
+                open.pid_node = n;
+                by_pid.entry(n).or_default().insert(pid, slot);
+            }
+        }
+        open.start_ns = open.start_ns.min(ev.event_time_ns);
+        if open.executable == NONE {
+            if let Some(s) = attr_str(&ev.attributes, "executable") {
+                open.executable = syms.intern(s);
+            }
+        }
+        if open.task_type == NONE {
+            if let Some(s) = attr_str(&ev.attributes, "task_type") {
+                open.task_type = syms.intern(s);
+            }
+        }
+        for (k, v) in &ev.attributes {
+            if CORE_ATTRS.contains(&k.as_str())
+                || open.extra.iter().any(|(ek, _)| syms.get(*ek) == k)
+            {
+                continue;
+            }
+            let mut extra = std::mem::take(&mut open.extra).into_vec();
+            extra.reserve_exact(1);
+            extra.push((syms.intern(k), v.clone()));
+            open.extra = extra.into_boxed_slice();
+        }
+    }
+
     /// Closes every task still open at `end_ns` as canceled (incomplete),
-    /// returning the TaskCanceled events to write for them, in task order.
-    pub fn close_all(&mut self, end_ns: i64, inst: &mut Instruments) -> Vec<Event> {
-        let mut ids: Vec<String> = self.open.keys().cloned().collect();
-        ids.sort();
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let mut open = self.open.remove(&id).expect("listed");
-            self.forget_pid(&open);
-            if open.started_ns.is_some() {
+    /// handing `each` the TaskCanceled event to write for it and its span,
+    /// in task order.
+    pub fn close_all(
+        &mut self,
+        end_ns: i64,
+        inst: &mut Instruments,
+        mut each: impl FnMut(Event, TaskSpan),
+    ) {
+        let mut order: Vec<u32> = (0..self.slots.len() as u32)
+            .filter(|&i| self.slots[i as usize].is_some())
+            .collect();
+        let slots = &self.slots;
+        let id = |i: &u32| slots[*i as usize].as_ref().map_or("", |o| &o.id);
+        order.sort_unstable_by(|a, b| id(a).cmp(id(b)));
+        for slot in order {
+            let open = self.slots[slot as usize].as_ref().expect("listed");
+            if open.started_ns != NO_TIME {
                 inst.running_add(-1);
             }
             inst.count(TaskState::Canceled);
             inst.record_duration(0.0);
+            let (span, gpu_attrs) = self.close(
+                slot,
+                Closing {
+                    end_ns,
+                    state: TaskState::Canceled,
+                    error_type: None,
+                    incomplete: true,
+                    at_session_end: true,
+                },
+            );
             let mut attributes: Attributes = vec![
-                (
-                    "executable".into(),
-                    Value::Str(open.executable.clone().unwrap_or_default()),
-                ),
-                (
-                    "task_type".into(),
-                    Value::Str(open.task_type.clone().unwrap_or_default()),
-                ),
+                ("executable".into(), Value::Str(span.executable.clone())),
+                ("task_type".into(), Value::Str(span.task_type.clone())),
                 ("incomplete_lifecycle".into(), Value::Bool(true)),
                 ("closed_at_session_end".into(), Value::Bool(true)),
             ];
-            if !open.gpu_peak.is_empty() {
-                let a = gpu_peak_attr(&open.gpu_peak);
-                open.extra.push(a.clone());
-                attributes.push(a);
-            }
-            if let Some(a) = self.task_energy(&open) {
-                open.extra.push(a.clone());
-                attributes.push(a);
-            }
-            attributes.shrink_to_fit();
-            out.push(Event {
-                event_id: u128::from(crate::ids::task_span_id("", &id)) << 64
+            attributes.extend(gpu_attrs);
+            let ev = Event {
+                event_id: u128::from(crate::ids::task_span_id("", &span.task_id)) << 64
                     | 0x4000_8000_0000_0002,
                 event_time_ns: end_ns,
                 emit_time_ns: end_ns,
-                backend: Some(open.backend.clone()),
-                task_id: Some(id.clone()),
+                backend: Some(span.backend.clone()),
+                task_id: Some(span.task_id.clone()),
                 node_id: None,
                 attributes,
                 kind: EventKind::Task(crate::record::TaskEvent {
@@ -441,57 +662,88 @@ impl TaskTracker {
                     error_type: None,
                     extra: Vec::new(),
                 }),
-            });
-            self.close(id, open, end_ns, TaskState::Canceled, None, true, true);
+            };
+            each(ev, span);
         }
-        out
+        // Every slot is free: give the memory back.
+        self.slots = Vec::new();
+        self.free_slots = Vec::new();
+        self.index = HashTable::new();
     }
 
-    fn forget_pid(&mut self, open: &Open) {
-        if let Some((node, pid)) = &open.pid {
-            if let Some(m) = self.by_pid.get_mut(node) {
-                m.remove(pid);
+    /// Closes the task in `slot`: frees what it held, remembers it as
+    /// closed, and returns its span and the GPU attributes its terminal
+    /// event gets (also on the span).
+    fn close(&mut self, slot: u32, how: Closing) -> (TaskSpan, Attributes) {
+        let open = self.slots[slot as usize].take().expect("an open slot");
+        self.free_slots.push(slot);
+        let h = self.syms.hasher.hash_one(&*open.id);
+        if let Ok(found) = self.index.find_entry(h, |&i| i == slot) {
+            found.remove();
+        }
+        if open.pid != 0 {
+            if let Some(m) = self.by_pid.get_mut(&open.pid_node) {
+                // Unless a later task of the same pid took it over.
+                if m.get(&open.pid) == Some(&slot) {
+                    m.remove(&open.pid);
+                }
+                if m.is_empty() {
+                    self.by_pid.remove(&open.pid_node);
+                }
             }
         }
-    }
-
-    /// Records the closed span of `task_id` and remembers it as closed.
-    #[allow(clippy::too_many_arguments)]
-    fn close(
-        &mut self,
-        task_id: String,
-        open: Open,
-        end_ns: i64,
-        state: TaskState,
-        error_type: Option<String>,
-        incomplete: bool,
-        closed_at_session_end: bool,
-    ) {
-        self.spans.push(TaskSpan {
-            task_id: task_id.clone(),
+        let mut gpu_attrs = Attributes::new();
+        if let Some(gpu) = &open.gpu {
+            if !gpu.peak.is_empty() {
+                gpu_attrs.push(gpu_peak_attr(&gpu.peak));
+            }
+            if let Some((node, start)) = &gpu.energy_start {
+                let now = self.energy.get(self.syms.get(*node));
+                if let Some(a) = now.and_then(|now| energy_attr(start, now)) {
+                    gpu_attrs.push(a);
+                }
+            }
+        }
+        let mut extra: Attributes = open
+            .extra
+            .iter()
+            .map(|(k, v)| (self.syms.get(*k).to_string(), v.clone()))
+            .collect();
+        extra.extend(gpu_attrs.iter().cloned());
+        let span = TaskSpan {
             start_ns: open.start_ns,
-            end_ns: end_ns.max(open.start_ns),
-            queued_ns: open.queued_ns,
-            state,
-            error_type,
-            backend: open.backend,
-            executable: open.executable.unwrap_or_default(),
-            task_type: open.task_type.unwrap_or_default(),
-            incomplete,
-            closed_at_session_end,
-            extra: open.extra,
-        });
-        self.closed.insert(task_id);
-    }
-
-    /// Closed spans, in closing order.
-    pub fn spans(&self) -> &[TaskSpan] {
-        &self.spans
+            end_ns: how.end_ns.max(open.start_ns),
+            queued_ns: (open.queued_ns != NO_TIME).then_some(open.queued_ns),
+            state: how.state,
+            error_type: how.error_type,
+            backend: self.syms.get(open.backend).to_string(),
+            executable: self.syms.get(open.executable).to_string(),
+            task_type: self.syms.get(open.task_type).to_string(),
+            incomplete: how.incomplete,
+            closed_at_session_end: how.at_session_end,
+            extra,
+            task_id: String::from(open.id),
+        };
+        for s in [open.backend, open.executable, open.task_type, open.pid_node] {
+            self.syms.release(s);
+        }
+        for (k, _) in &open.extra {
+            self.syms.release(*k);
+        }
+        if let Some((node, _)) = open.gpu.and_then(|g| g.energy_start) {
+            self.syms.release(node);
+        }
+        // Nothing follows the session's end: tasks closed by it need not be
+        // remembered (which would cost memory when it is needed least).
+        if !how.at_session_end {
+            self.closed.insert(self.fingerprint(&span.task_id));
+        }
+        (span, gpu_attrs)
     }
 
     /// Tasks currently open.
     pub fn open_tasks(&self) -> usize {
-        self.open.len()
+        self.slots.len() - self.free_slots.len()
     }
 
     /// Lifecycle events ignored as duplicates (or late, after the close).
@@ -526,32 +778,52 @@ mod tests {
         }
     }
 
-    fn run(events: &[Event]) -> (TaskTracker, Instruments, Vec<Outcome>) {
+    /// The tracker after `events`, the instruments, the outcomes, and the
+    /// spans closed, in closing order.
+    fn run(events: &[Event]) -> (TaskTracker, Instruments, Vec<Outcome>, Vec<TaskSpan>) {
         let mut t = TaskTracker::default();
         let mut i = Instruments::default();
-        let out = events.iter().map(|e| t.observe(e, &mut i)).collect();
-        (t, i, out)
+        let out: Vec<Outcome> = events.iter().map(|e| t.observe(e, &mut i)).collect();
+        let spans = out
+            .iter()
+            .filter_map(closed)
+            .map(|c| c.span.clone())
+            .collect();
+        (t, i, out, spans)
+    }
+
+    fn closed(o: &Outcome) -> Option<&Closed> {
+        match o {
+            Outcome::Closed(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// (duration, incomplete) of a closing outcome.
+    fn closing(o: &Outcome) -> Option<(f64, bool)> {
+        closed(o).map(|c| (c.duration_seconds, c.incomplete))
+    }
+
+    fn close_all(t: &mut TaskTracker, end_ns: i64, i: &mut Instruments) -> Vec<(Event, TaskSpan)> {
+        let mut out = Vec::new();
+        t.close_all(end_ns, i, |e, s| out.push((e, s)));
+        out
     }
 
     use TaskState::*;
 
     #[test]
     fn full_lifecycle() {
-        let (t, i, out) = run(&[
+        let (t, i, out, spans) = run(&[
             ev(1, "a", Created),
             ev(2, "a", Submitted),
             ev(3, "a", Queued),
             ev(5, "a", Started),
             ev(105, "a", Completed),
         ]);
-        assert_eq!(
-            out[4],
-            Outcome::Closed {
-                duration_seconds: 0.1,
-                incomplete: false
-            }
-        );
-        let s = &t.spans()[0];
+        assert_eq!(closing(&out[4]), Some((0.1, false)));
+        assert_eq!(t.open_tasks(), 0);
+        let s = &spans[0];
         assert_eq!(
             (s.start_ns, s.end_ns, s.queued_ns),
             (1_000_000, 105_000_000, Some(3_000_000))
@@ -569,15 +841,9 @@ mod tests {
         if let EventKind::Task(t) = &mut f.kind {
             t.error_type = Some("exit:3".into());
         }
-        let (t, i, out) = run(&[ev(1, "b", Created), f]);
-        assert_eq!(
-            out[1],
-            Outcome::Closed {
-                duration_seconds: 0.0,
-                incomplete: true
-            }
-        );
-        assert_eq!(t.spans()[0].error_type.as_deref(), Some("exit:3"));
+        let (_, i, out, spans) = run(&[ev(1, "b", Created), f]);
+        assert_eq!(closing(&out[1]), Some((0.0, true)));
+        assert_eq!(spans[0].error_type.as_deref(), Some("exit:3"));
         assert_eq!(i.running, None);
         assert_eq!(i.counters[3], Some(1));
     }
@@ -588,20 +854,14 @@ mod tests {
         if let EventKind::Task(t) = &mut c.kind {
             t.duration_seconds = Some(0.0123);
         }
-        let (t, _, out) = run(&[ev(10, "c", Started), c]);
-        assert_eq!(
-            out[1],
-            Outcome::Closed {
-                duration_seconds: 0.0123,
-                incomplete: false
-            }
-        );
-        assert_eq!(t.spans()[0].start_ns, 10_000_000);
+        let (_, _, out, spans) = run(&[ev(10, "c", Started), c]);
+        assert_eq!(closing(&out[1]), Some((0.0123, false)));
+        assert_eq!(spans[0].start_ns, 10_000_000);
     }
 
     #[test]
     fn duplicates_and_late_events_change_nothing() {
-        let (t, i, out) = run(&[
+        let (t, i, out, spans) = run(&[
             ev(1, "d", Created),
             ev(2, "d", Started),
             ev(3, "d", Started),
@@ -612,7 +872,7 @@ mod tests {
         assert_eq!(out[2], Outcome::Nothing);
         assert_eq!(out[4], Outcome::Nothing);
         assert_eq!(out[5], Outcome::Nothing);
-        assert_eq!(t.spans().len(), 1);
+        assert_eq!(spans.len(), 1);
         assert_eq!(t.duplicates(), 3);
         assert_eq!(i.counters, [None, Some(1), Some(1), None, None]);
         assert_eq!(i.running, Some(0));
@@ -620,30 +880,36 @@ mod tests {
 
     #[test]
     fn out_of_order_created_after_started_keeps_the_earliest_start() {
-        let (t, _, _) = run(&[
+        let (_, _, _, spans) = run(&[
             ev(5, "e", Started),
             ev(2, "e", Created),
             ev(9, "e", Canceled),
         ]);
-        assert_eq!(t.spans()[0].start_ns, 2_000_000);
-        assert_eq!(t.spans()[0].state, Canceled);
+        assert_eq!(spans[0].start_ns, 2_000_000);
+        assert_eq!(spans[0].state, Canceled);
     }
 
     #[test]
     fn open_tasks_close_as_canceled_at_session_end() {
-        let (mut t, mut i, _) = run(&[ev(1, "f", Created), ev(2, "g", Started)]);
-        let evs = t.close_all(100_000_000, &mut i);
-        assert_eq!(evs.len(), 2);
-        assert!(evs.iter().all(|e| e
+        let (mut t, mut i, _, _) = run(&[ev(1, "g", Created), ev(2, "f", Started)]);
+        let closed = close_all(&mut t, 100_000_000, &mut i);
+        assert_eq!(closed.len(), 2);
+        assert!(closed.iter().all(|(e, _)| e
             .attributes
             .contains(&("incomplete_lifecycle".into(), Value::Bool(true)))));
+        // In task order, each event with its own span.
+        let ids: Vec<_> = closed
+            .iter()
+            .map(|(e, s)| (e.task_id.clone().unwrap(), s.task_id.clone()))
+            .collect();
+        assert_eq!(ids, [("f".into(), "f".into()), ("g".into(), "g".into())]);
         assert_eq!(t.open_tasks(), 0);
         assert_eq!(i.counters[4], Some(2));
         assert_eq!(i.running, Some(0));
-        assert!(t
-            .spans()
+        assert!(closed
             .iter()
-            .all(|s| s.closed_at_session_end && s.incomplete));
+            .all(|(_, s)| s.closed_at_session_end && s.incomplete && s.end_ns == 100_000_000));
+        assert!(t.closed.is_empty());
     }
 
     #[test]
@@ -653,9 +919,9 @@ mod tests {
         let mut c = ev(3, "h", Completed);
         c.attributes
             .push(("cpu_user_seconds".into(), Value::Float(0.5)));
-        let (t, _, _) = run(&[s, c]);
+        let (_, _, _, spans) = run(&[s, c]);
         assert_eq!(
-            t.spans()[0].extra,
+            spans[0].extra,
             vec![
                 ("pid".to_string(), Value::Int(42)),
                 ("cpu_user_seconds".to_string(), Value::Float(0.5))
@@ -699,20 +965,23 @@ mod tests {
         // Same pid on another node: that node's task.
         t.observe_gpu("n2", &[proc_(1, 100, 8, &[1])]);
         let mut closed = Vec::new();
+        let mut spans = Vec::new();
         for (node, task) in [("n1", "inner"), ("n1", "outer"), ("n2", "other")] {
             let out = t.observe_on(node, &ev(10, task, Completed), &mut i);
-            assert!(matches!(out, Outcome::Closed { .. }));
-            closed.push(t.take_terminal_extra());
+            let c = super::tests::closed(&out).expect("closed");
+            closed.push(c.terminal_extra.clone());
+            spans.push(c.span.clone());
         }
         let peak = |s: &str| vec![("gpu_memory_peak_bytes".to_string(), Value::Json(s.into()))];
         assert_eq!(closed[0], peak(r#"{"0": 7}"#));
         // outer's two processes on GPU 0 in one poll are summed.
         assert_eq!(closed[1], peak(r#"{"0": 11}"#));
         assert_eq!(closed[2], peak(r#"{"1": 8}"#));
-        assert!(t.spans()[0].extra.contains(&peak(r#"{"0": 7}"#)[0]));
-        // Closed tasks take nothing more.
+        assert!(spans[0].extra.contains(&peak(r#"{"0": 7}"#)[0]));
+        // Closed tasks take nothing more, and their pids are forgotten.
         t.observe_gpu("n1", &[proc_(0, 100, 99, &[1])]);
-        assert!(t.take_terminal_extra().is_empty());
+        assert!(t.by_pid.is_empty());
+        assert_eq!(t.open_tasks(), 0);
     }
 
     #[test]
@@ -721,8 +990,8 @@ mod tests {
         let mut i = Instruments::default();
         t.observe_on("n", &started_with_pid(1, "t", 42), &mut i);
         t.observe_gpu("n", &[proc_(2, 42, 1000, &[1])]);
-        let evs = t.close_all(50, &mut i);
-        assert!(evs[0].attributes.contains(&(
+        let closed = close_all(&mut t, 50, &mut i);
+        assert!(closed[0].0.attributes.contains(&(
             "gpu_memory_peak_bytes".into(),
             Value::Json(r#"{"2": 1000}"#.into())
         )));

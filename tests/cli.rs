@@ -97,8 +97,8 @@ fn the_wrapped_command_sees_the_session() {
 #[test]
 fn sigterm_mid_run_leaves_a_complete_jsonl() {
     let dir = tempfile::tempdir().unwrap();
-    let (child, _log) = spawn_recorder(dir.path(), "s.term", "0.05");
-    std::thread::sleep(Duration::from_millis(600));
+    let (child, log) = spawn_recorder(dir.path(), "s.term", "0.05");
+    wait_until("5 samples in the log", || samples_in_log(&log) >= 5);
     signal(&child, libc::SIGTERM);
     let out = wait_output(child, Duration::from_secs(20));
     assert_eq!(
@@ -124,13 +124,12 @@ fn sigterm_mid_run_leaves_a_complete_jsonl() {
 fn kill_9_loses_nothing_that_reached_the_writer() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, log) = spawn_recorder(dir.path(), "s.kill", "0.05");
-    std::thread::sleep(Duration::from_millis(2500));
+    wait_until("20 samples in the log", || samples_in_log(&log) >= 20);
     // What the writer has put in the file so far: read it
     // through the page cache from this process, then SIGKILL the agent.
     let seen = LogReader::open(&log).unwrap().count();
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(seen >= 20, "only {seen} records after 2.5 s at 20 Hz");
 
     let out = run(tal().arg("convert").arg(&log));
     assert!(
@@ -202,17 +201,16 @@ fn second_sigint_exits_at_once() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for_file(&dir.path().join("s.int.n.tal"));
-    std::thread::sleep(Duration::from_millis(300));
+    let log = dir.path().join("s.int.n.tal");
+    // The command runs (so tal's handlers are in place), and tal is sampling.
+    wait_for_file(&pidfile);
+    wait_until("a sample in the log", || samples_in_log(&log) >= 1);
     signal(&child, libc::SIGINT);
-    std::thread::sleep(Duration::from_millis(1500));
+    // The first SIGINT finalises the log; tal then waits for the command.
+    wait_until("the log's end marker", || log_finished(&log));
     signal(&child, libc::SIGINT);
     let out = wait_output(child, Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(130));
-    // The first SIGINT had already finalised the log.
-    let mut r = LogReader::open(&dir.path().join("s.int.n.tal")).unwrap();
-    r.by_ref().count();
-    assert!(r.stats().end_marker);
     // The wrapped command ignored SIGINT and outlived tal: end it, by pid.
     let pid: i32 = std::fs::read_to_string(&pidfile)
         .unwrap()
@@ -404,7 +402,12 @@ fn a_full_disk_mid_run_keeps_every_record_before_it() {
         "--",
         "sh",
         "-c",
-        &format!("sleep 1.5; {tal_bin} emit TaskCreated --task-id late; exit 4"),
+        // Probes until the agent refuses one (its log is full), then one
+        // more event, whose refusal tal's stderr must tell.
+        &format!(
+            "while {tal_bin} emit test.Probe 2>/dev/null; do sleep 0.01; done; \
+             {tal_bin} emit TaskCreated --task-id late; exit 4"
+        ),
     ]);
     // A 128 KiB file-size limit: the log fills it within a second at 1 ms,
     // like a disk that runs full while the job goes on.

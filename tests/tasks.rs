@@ -75,6 +75,31 @@ fn send_and_collect(socket: &Path, payload: &[u8]) -> Vec<Value> {
         .collect()
 }
 
+/// A connection subscribed to `types` (JSON), once the agent has said so.
+fn subscribe_raw(socket: &Path, types: &str) -> UnixStream {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.write_all(format!("{{\"op\": \"subscribe\", \"types\": {types}}}\n").as_bytes())
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    // Byte by byte, so that nothing after the answer is read here.
+    let mut answer = Vec::new();
+    let mut b = [0u8; 1];
+    while answer.last() != Some(&b'\n') {
+        assert_eq!(std::io::Read::read(&mut s, &mut b).unwrap(), 1);
+        answer.push(b[0]);
+    }
+    let v: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["subscribed"], serde_json::from_str::<Value>(types).unwrap());
+    s
+}
+
+/// The agent's log (its ping answer says where).
+fn agent_log(socket: &Path) -> PathBuf {
+    let r = send_and_collect(socket, b"{\"op\": \"ping\"}\n");
+    PathBuf::from(r[0]["log"].as_str().unwrap())
+}
+
 /// Over-long lines are answered and counted, the last one too when the
 /// client closes without its newline; the lines around them are recorded.
 #[test]
@@ -352,10 +377,12 @@ fn tal_emit_and_its_errors() {
 fn tal_stop_under_load_keeps_every_accepted_event() {
     let a = start_agent("s.load");
     let stop_flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let senders: Vec<_> = (0..4)
         .map(|c| {
             let socket = a.socket.clone();
             let stop = stop_flag.clone();
+            let progress = progress.clone();
             std::thread::spawn(move || {
                 let mut sent = 0u64;
                 let Ok(mut s) = UnixStream::connect(&socket) else {
@@ -375,12 +402,16 @@ fn tal_stop_under_load_keeps_every_accepted_event() {
                         break;
                     }
                     sent += 100;
+                    progress.fetch_add(100, std::sync::atomic::Ordering::Relaxed);
                 }
                 sent
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(700));
+    // The stop comes while the four clients are in full flow.
+    wait_until("20 000 events sent", || {
+        progress.load(std::sync::atomic::Ordering::Relaxed) >= 20_000
+    });
     let (_dir, v) = stop_agent(a);
     stop_flag.store(true, std::sync::atomic::Ordering::Relaxed);
     let sent: u64 = senders.into_iter().map(|t| t.join().unwrap()).sum();
@@ -464,19 +495,24 @@ fn subscribers_see_events_as_they_are_handled() {
         ])
         .arg(&a.socket)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Give the subscription time to register before sending.
-    std::thread::sleep(Duration::from_millis(1000));
-    // Everything the subscriber prints, until the agent ends (no hang if a
-    // line never comes: the agent's stop ends the feed).
+    // Registered once it says so on stderr.
+    let mut err = BufReader::new(sub.stderr.take().unwrap());
+    let mut said = String::new();
+    err.read_line(&mut said).unwrap();
+    assert_eq!(
+        said.trim(),
+        "tal subscribe: subscribed to app.Sub, TaskFailed"
+    );
+    // Every line the subscriber prints, as it comes.
     let stdout = sub.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(&l.unwrap()).unwrap())
-            .collect::<Vec<_>>()
+        for l in BufReader::new(stdout).lines() {
+            let _ = tx.send(serde_json::from_str::<Value>(&l.unwrap()).unwrap());
+        }
     });
     let mut payload = Vec::new();
     for i in 0..10 {
@@ -488,12 +524,20 @@ fn subscribers_see_events_as_they_are_handled() {
         b"{\"event_type\": \"TaskFailed\", \"task_id\": \"x\", \"error_type\": \"exit:1\"}\n",
     );
     assert!(send_and_collect(&a.socket, &payload).is_empty());
-    // The dispatcher hands them over with its next batch (about a second).
-    std::thread::sleep(Duration::from_millis(2000));
+    // The dispatcher hands them over with its next batch.
+    let mut got = Vec::new();
+    while got.len() < 11 {
+        got.push(
+            rx.recv_timeout(Duration::from_secs(60))
+                .expect("the subscriber's 11 lines"),
+        );
+    }
     let (_dir, v) = stop_agent(a);
     let st = wait_output(sub, Duration::from_secs(20));
     assert!(st.status.success(), "the subscriber ends with the agent");
-    let got = reader.join().unwrap();
+    reader.join().unwrap();
+    // Nothing else came (the session's own events are of other types).
+    got.extend(rx.try_iter());
     assert_eq!(
         got.iter().filter(|l| l["event_type"] == "app.Sub").count(),
         10
@@ -516,9 +560,7 @@ fn subscribers_see_events_as_they_are_handled() {
 #[test]
 fn a_subscriber_that_never_reads_loses_events_and_is_told() {
     let a = start_agent("s.slow");
-    let mut stuck = UnixStream::connect(&a.socket).unwrap();
-    stuck.write_all(b"{\"op\": \"subscribe\"}\n").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let mut stuck = subscribe_raw(&a.socket, "[]");
     // Far more than the agent buffers for one subscriber (4 MiB).
     let mut payload = Vec::new();
     for i in 0..40_000 {
@@ -531,7 +573,11 @@ fn a_subscriber_that_never_reads_loses_events_and_is_told() {
         );
     }
     assert!(send_and_collect(&a.socket, &payload).is_empty());
-    std::thread::sleep(Duration::from_millis(1500));
+    // The dispatcher has handled them all once they are in the log.
+    let log = agent_log(&a.socket);
+    wait_until("the flood in the log", || {
+        tal::log::LogReader::open(&log).map_or(0, |r| r.count()) >= 40_000
+    });
     // The agent is not held up: pings answer while the subscriber is stuck.
     let r = send_and_collect(&a.socket, b"{\"op\": \"ping\"}\n");
     assert_eq!(r[0]["ok"], true);
@@ -570,33 +616,71 @@ fn a_subscriber_that_never_reads_loses_events_and_is_told() {
 fn a_subscriber_that_half_closes_still_gets_lines_and_one_that_leaves_is_forgotten() {
     let a = start_agent("s.half");
     // Subscribes, then closes its sending side: it still wants the feed.
-    let half = UnixStream::connect(&a.socket).unwrap();
-    (&half)
-        .write_all(b"{\"op\": \"subscribe\", \"types\": [\"app.H\"]}\n")
-        .unwrap();
+    let half = subscribe_raw(&a.socket, r#"["app.H"]"#);
     half.shutdown(std::net::Shutdown::Write).unwrap();
     // Subscribes, then goes away entirely.
-    let gone = UnixStream::connect(&a.socket).unwrap();
-    (&gone).write_all(b"{\"op\": \"subscribe\"}\n").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    drop(gone);
+    drop(subscribe_raw(&a.socket, "[]"));
     assert!(send_and_collect(&a.socket, b"{\"event_type\": \"app.H\"}\n").is_empty());
-    let reader = std::thread::spawn(move || {
-        half.set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut &half, &mut text);
-        text
-    });
-    std::thread::sleep(Duration::from_millis(1500));
+    half.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut feed = BufReader::new(half);
+    let mut line = String::new();
+    feed.read_line(&mut line).unwrap();
+    assert!(line.contains("\"app.H\""), "{line}");
     let (_dir, v) = stop_agent(a);
     assert_eq!(lines(&v, "event", Some("app.H")).len(), 1);
-    let text = reader.join().unwrap();
-    assert_eq!(
-        text.lines().filter(|l| l.contains("\"app.H\"")).count(),
-        1,
-        "{text}"
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut feed, &mut rest);
+    assert!(!rest.contains("\"app.H\""), "{rest}");
+}
+
+/// A peer that sends pings and never reads the answers is not read any
+/// further once a few MiB of answers wait for it: it cannot make the agent
+/// buffer without bound, and the agent goes on serving everyone else.
+#[test]
+fn a_client_that_never_reads_its_answers_is_paused_not_buffered() {
+    let a = start_agent("s.noread");
+    let mut s = UnixStream::connect(&a.socket).unwrap();
+    s.set_nonblocking(true).unwrap();
+    let chunk = b"{\"op\": \"ping\"}\n".repeat(4096);
+    // 50 MB of pings would be 500 MB of answers.
+    let total = 50usize << 20;
+    let mut written = 0usize;
+    let mut stalled = 0;
+    // Written until the agent stops taking them (no progress for 3 s: a
+    // stall, which is what the test wants to see) or until all were taken.
+    while written < total && stalled < 300 {
+        let at = written % chunk.len();
+        match s.write(&chunk[at..]) {
+            Ok(n) => {
+                written += n;
+                stalled = 0;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                stalled += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        written < total / 10,
+        "the agent read {written} bytes of pings whose answers nobody reads"
     );
+    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", a.child.id()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(rss_kib < 100 << 10, "the agent holds {rss_kib} KiB");
+    // Everyone else is served.
+    let r = send_and_collect(&a.socket, b"{\"op\": \"ping\"}\n");
+    assert_eq!(r[0]["ok"], true);
+    drop(s);
+    let (_dir, v) = stop_agent(a);
+    assert_complete(&v);
 }
 
 /// Out of file descriptors (a low `ulimit -n` and many clients), the agent
@@ -831,9 +915,8 @@ fn subscribers_are_bounded_in_number() {
     let (mut refused, mut served) = (0, Vec::new());
     for _ in 0..70 {
         let mut s = UnixStream::connect(&a.socket).unwrap();
-        // Lines of one connection are handled in order: the ping's answer
-        // comes after the subscribe was taken or refused.
-        s.write_all(b"{\"op\": \"subscribe\", \"types\": [\"TaskCreated\"]}\n{\"op\": \"ping\"}\n")
+        // Answered either way: taken, or refused.
+        s.write_all(b"{\"op\": \"subscribe\", \"types\": [\"TaskCreated\"]}\n")
             .unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut r = BufReader::new(s);
@@ -842,7 +925,10 @@ fn subscribers_are_bounded_in_number() {
         if line.contains("too many subscribers") {
             refused += 1;
         } else {
-            assert!(line.contains("\"ok\": true"), "{line}");
+            assert_eq!(
+                line.trim(),
+                r#"{"ok": true, "subscribed": ["TaskCreated"]}"#
+            );
             served.push(r);
         }
     }

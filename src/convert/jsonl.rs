@@ -60,8 +60,9 @@ use crate::record::{Event, EventKind, ResourceScope, TaskState, Value};
 use crate::stats;
 use crate::tasks::{Outcome, TaskSpan, TaskTracker};
 use hdrhistogram::Histogram;
-use std::io::{self, Write};
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{self, Seek, Write};
+use std::path::{Path, PathBuf};
 
 /// What one conversion did, per log and overall.
 #[derive(Debug, Clone)]
@@ -76,6 +77,15 @@ pub struct Summary {
     pub events: u64,
     /// Per log: path, node, reading statistics.
     pub logs: Vec<(PathBuf, String, ReadStats)>,
+    /// Tasks in the session (spans written), and how many were still open
+    /// at its end.
+    pub tasks: u64,
+    /// Of [`Self::tasks`], those closed by the session's end.
+    pub tasks_open_at_end: u64,
+    /// The converting process's peak resident memory during the conversion,
+    /// and its resident memory when the conversion began, bytes (see
+    /// [`crate::stats::peak_rss`]); set by [`super::to_jsonl`].
+    pub peak_rss_bytes: Option<(u64, u64)>,
 }
 
 /// What every line of one session shares: the session id and its ids in
@@ -400,9 +410,81 @@ fn pct(h: &Option<Histogram<u64>>, q: f64) -> Option<u64> {
     })
 }
 
+/// Span lines kept for the end of the file: in memory up to
+/// [`SpanSpill::MEMORY`], beyond that in an unnamed temporary file (created
+/// with `O_TMPFILE` or unlinked at once, so nothing is left behind), so that
+/// a session's memory at conversion does not grow with its closed tasks.
+struct SpanSpill<'a> {
+    dir: &'a Path,
+    buf: Vec<u8>,
+    file: Option<io::BufWriter<File>>,
+}
+
+impl<'a> SpanSpill<'a> {
+    /// Span lines held in memory before the rest go to disk.
+    const MEMORY: usize = 4 << 20;
+
+    fn new(dir: &'a Path) -> Self {
+        Self {
+            dir,
+            buf: Vec::with_capacity(Self::MEMORY + (64 << 10)),
+            file: None,
+        }
+    }
+
+    /// Adds one task's span line.
+    fn push(&mut self, ctx: &Ctx, sp: &TaskSpan) -> io::Result<()> {
+        write_task_span(&mut self.buf, ctx, sp);
+        if self.buf.len() >= Self::MEMORY {
+            if self.file.is_none() {
+                let f = tempfile::tempfile_in(self.dir).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot create a temporary file for task spans in {} \
+                             (the spans wait there for the end of the events; it is \
+                             the output's directory, or $TMPDIR when writing to \
+                             stdout or a device: set TMPDIR to a writable one): {e}",
+                            self.dir.display()
+                        ),
+                    )
+                })?;
+                self.file = Some(io::BufWriter::with_capacity(1 << 20, f));
+            }
+            let f = self.file.as_mut().expect("just made");
+            f.write_all(&self.buf).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot write task spans to a temporary file in {}: {e}",
+                        self.dir.display()
+                    ),
+                )
+            })?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes every span line, in order, to `out`.
+    fn copy_to(self, out: &mut dyn Write) -> io::Result<()> {
+        if let Some(f) = self.file {
+            let mut f = f.into_inner().map_err(|e| e.into_error())?;
+            f.rewind()?;
+            io::copy(&mut io::BufReader::with_capacity(1 << 20, f), out)?;
+        }
+        out.write_all(&self.buf)
+    }
+}
+
 /// Merges `readers` (logs of one session) and writes the JSONL checkpoint
-/// to `out`.
-pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<Summary> {
+/// to `out`; span lines beyond a few MiB wait in a temporary file in
+/// `spill_dir` (see [`SpanSpill`]).
+pub fn write_jsonl(
+    readers: Vec<LogReader>,
+    out: &mut dyn Write,
+    spill_dir: &Path,
+) -> io::Result<Summary> {
     let session_id = readers[0].header().session_id.clone();
     let backend = readers[0].header().backend.clone();
     let start_wall_ns = readers
@@ -415,8 +497,10 @@ pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<S
     let mut merge = Merge::new(readers);
     let mut inst = Instruments::default();
     let mut tracker = TaskTracker::default();
+    let mut spans = SpanSpill::new(spill_dir);
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut events = 0u64;
+    let mut tasks = 0u64;
     let mut started_written = false;
     let mut session_start_ns = start_wall_ns;
 
@@ -452,13 +536,11 @@ pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<S
         }
         inst.observe(&node_ids[i], &ev.kind);
         note_energy(&mut tracker, &node_ids[i], &ev);
-        if let Outcome::Closed {
-            duration_seconds,
-            incomplete,
-        } = tracker.observe_on(&node_ids[i], &ev, &mut inst)
-        {
-            fill_terminal(&mut ev, duration_seconds, incomplete);
-            ev.attributes.extend(tracker.take_terminal_extra());
+        if let Outcome::Closed(c) = tracker.observe_on(&node_ids[i], &ev, &mut inst) {
+            fill_terminal(&mut ev, c.duration_seconds, c.incomplete);
+            ev.attributes.extend(c.terminal_extra);
+            spans.push(&ctx, &c.span)?;
+            tasks += 1;
         }
         write_event(&mut buf, &ctx, &node_ids[i], &ev);
         events += 1;
@@ -492,10 +574,22 @@ pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<S
         }
     }
     // Tasks still open at the end are closed as canceled.
-    for ev in tracker.close_all(end_ns, &mut inst) {
+    let mut spilled = Ok(());
+    let tasks_open_at_end = tracker.open_tasks() as u64;
+    tasks += tasks_open_at_end;
+    tracker.close_all(end_ns, &mut inst, |ev, span| {
+        if spilled.is_err() {
+            return;
+        }
         write_event(&mut buf, &ctx, "", &ev);
         events += 1;
-    }
+        spilled = spans.push(&ctx, &span);
+        if buf.len() >= 1 << 20 && spilled.is_ok() {
+            spilled = out.write_all(&buf);
+            buf.clear();
+        }
+    });
+    spilled?;
     let duration = ns_to_secs(end_ns - session_start_ns);
     let mut ended = Event {
         event_id: latest_end.map_or_else(
@@ -526,13 +620,9 @@ pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<S
 
     // Span lines: task spans in closing order, the session span last, as
     // RHAPSODY writes them.
-    for sp in tracker.spans() {
-        write_task_span(&mut buf, &ctx, sp);
-        if buf.len() >= 1 << 20 {
-            out.write_all(&buf)?;
-            buf.clear();
-        }
-    }
+    out.write_all(&buf)?;
+    buf.clear();
+    spans.copy_to(out)?;
     write_session_span(
         &mut buf,
         &ctx,
@@ -557,6 +647,9 @@ pub fn write_jsonl(readers: Vec<LogReader>, out: &mut dyn Write) -> io::Result<S
         end_wall_ns: end_ns,
         events,
         logs,
+        tasks,
+        tasks_open_at_end,
+        peak_rss_bytes: None,
     })
 }
 

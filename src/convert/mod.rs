@@ -96,8 +96,21 @@ pub fn open_logs(paths: &[PathBuf]) -> Result<Vec<LogReader>, ConvertError> {
 }
 
 /// Converts `paths` to one JSONL checkpoint; returns where it went and
-/// what was found.
+/// what was found, with the conversion's peak memory.
 pub fn to_jsonl(
+    paths: &[PathBuf],
+    output: &Output,
+) -> Result<(Option<PathBuf>, Summary), ConvertError> {
+    // The conversion's own peak memory, not that of what ran before it in
+    // this process (the agent, in `tal record`).
+    crate::stats::reset_peak_rss();
+    let before = crate::stats::rss();
+    let (path, mut summary) = convert_to(paths, output)?;
+    summary.peak_rss_bytes = crate::stats::peak_rss().zip(before);
+    Ok((path, summary))
+}
+
+fn convert_to(
     paths: &[PathBuf],
     output: &Output,
 ) -> Result<(Option<PathBuf>, Summary), ConvertError> {
@@ -118,10 +131,13 @@ pub fn to_jsonl(
         None => {
             let stdout = io::stdout();
             let mut w = BufWriter::with_capacity(1 << 20, stdout.lock());
-            let s = jsonl::write_jsonl(readers, &mut w).map_err(|source| ConvertError::Output {
-                path: PathBuf::from("-"),
-                source,
-            })?;
+            let s =
+                jsonl::write_jsonl(readers, &mut w, &std::env::temp_dir()).map_err(|source| {
+                    ConvertError::Output {
+                        path: PathBuf::from("-"),
+                        source,
+                    }
+                })?;
             Ok((None, s))
         }
         Some(path) => {
@@ -131,7 +147,16 @@ pub fn to_jsonl(
             };
             // No fsync: the binary log is the durable record, and a JSONL
             // lost to a crash is remade by running `tal convert` again.
-            let s = write_output(&path, |w| jsonl::write_jsonl(readers, w)).map_err(out_err)?;
+            // Spans spill (if they must) beside the output, which has to
+            // hold them anyway; for a FIFO or a device, in $TMPDIR.
+            let special = std::fs::metadata(&path).is_ok_and(|m| !m.is_file());
+            let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                _ if special => std::env::temp_dir(),
+                Some(d) => d.to_path_buf(),
+                None => PathBuf::from("."),
+            };
+            let s =
+                write_output(&path, |w| jsonl::write_jsonl(readers, w, &dir)).map_err(out_err)?;
             Ok((Some(path), s))
         }
     }
@@ -218,6 +243,36 @@ pub fn write_otlp_json(
     }
     let m = paths.pop();
     Ok((paths.pop(), m))
+}
+
+/// What a finished conversion wrote, for stderr: `wrote PATH (N events, T
+/// tasks, K of them open at the end, L log(s); peak memory M MiB, G MiB
+/// more than at its start)`.
+pub fn describe_written(path: &Path, summary: &Summary) -> String {
+    let mut tasks = format!("{} tasks", summary.tasks);
+    if summary.tasks_open_at_end > 0 {
+        tasks.push_str(&format!(
+            ", {} of them open at the end (closed as canceled)",
+            summary.tasks_open_at_end
+        ));
+    }
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    let peak = summary
+        .peak_rss_bytes
+        .map(|(peak, before)| {
+            format!(
+                "; peak memory {:.1} MiB, {:.1} MiB more than at its start",
+                mib(peak),
+                mib(peak.saturating_sub(before))
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "wrote {} ({} events, {tasks}, {} log(s){peak})",
+        path.display(),
+        summary.events,
+        summary.logs.len()
+    )
 }
 
 /// One or more lines for stderr describing what reading each log found:

@@ -39,6 +39,11 @@ const LISTENER_TOKEN: u64 = u64::MAX;
 const WAKE_TOKEN: u64 = u64::MAX - 1;
 const READ_CHUNK: usize = 256 << 10;
 const MAX_PENDING_REPLY: usize = 1 << 20;
+/// Unsent bytes at which the agent stops reading a client until it reads
+/// its answers: a peer that sends pings (or subscribes) without reading the
+/// replies is held to a few MiB. Above a subscriber's whole backlog, so a
+/// slow subscriber is never paused by its own feed.
+const PAUSE_READING_AT: usize = 2 << 20;
 
 /// Counters of the ingest path (relaxed atomics, read by the dispatcher's
 /// snapshots).
@@ -65,6 +70,10 @@ pub struct IngestCounters {
 pub struct StopControl {
     /// Set when the recording is ending: later event lines are refused.
     pub closing: AtomicBool,
+    /// Set by the listener once it has seen `closing` and handed every line
+    /// it accepted before to the dispatcher: the dispatcher's last drain
+    /// then has all of them (see [`StopControl::close`]).
+    pub closed: AtomicBool,
     /// Set by the writer stage when the log can take no more records (a
     /// full disk, a file-size limit): later event lines are refused, each
     /// with an error line saying so, rather than accepted and lost.
@@ -73,6 +82,25 @@ pub struct StopControl {
     pub exit: AtomicBool,
     /// The reply for `{"op": "stop"}` clients.
     pub done: Mutex<Option<String>>,
+}
+
+impl StopControl {
+    /// Refuses client events from now on, and waits (at most `limit`) until
+    /// the listener, woken by `waker`, has handed over every event it
+    /// accepted before; false if it did not say so in time (a listener
+    /// that is gone, or stuck).
+    pub fn close(&self, waker: &Waker, limit: std::time::Duration) -> bool {
+        self.closing.store(true, Ordering::Release);
+        waker.wake();
+        let deadline = std::time::Instant::now() + limit;
+        while !self.closed.load(Ordering::Acquire) {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        true
+    }
 }
 
 /// Facts about the agent that `{"op": "ping"}` answers with.
@@ -94,7 +122,8 @@ struct Client {
     discarding: bool,
     out: Vec<u8>,
     waiting_stop: bool,
-    want_write: bool,
+    /// The epoll events asked for it now.
+    interest: u32,
     /// Event types this client subscribed to (`Some(empty)`: all).
     subscribe: Option<Vec<String>>,
     /// Lines this subscriber lost since it was last told.
@@ -412,6 +441,14 @@ impl Listener {
                     t => self.serve(t, flags, &mut rbuf),
                 }
             }
+            if self.control.closing.load(Ordering::Acquire)
+                && !self.control.closed.load(Ordering::Relaxed)
+            {
+                // Every line is refused from here on: what was accepted
+                // before goes to the dispatcher now, ahead of its last drain.
+                self.hand_over();
+                self.control.closed.store(true, Ordering::Release);
+            }
             if self.control.exit.load(Ordering::Acquire) {
                 break;
             }
@@ -449,7 +486,7 @@ impl Listener {
                             discarding: false,
                             out: Vec::new(),
                             waiting_stop: false,
-                            want_write: false,
+                            interest: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
                             subscribe: None,
                             sub_lost: 0,
                             read_closed: false,
@@ -540,20 +577,19 @@ impl Listener {
         self.clients.insert(token, c);
     }
 
-    /// Updates a client's epoll interest: reading until its side is closed,
+    /// Updates a client's epoll interest: reading until its side is closed
+    /// (paused while more than [`PAUSE_READING_AT`] bytes wait for it),
     /// writing while replies or lines wait.
     fn rearm(&self, token: u64, c: &mut Client, force: bool) {
-        let want_write = !c.out.is_empty();
-        if want_write != c.want_write || force {
-            c.want_write = want_write;
-            let mut ev = if c.read_closed {
-                0
-            } else {
-                (libc::EPOLLIN | libc::EPOLLRDHUP) as u32
-            };
-            if want_write {
-                ev |= libc::EPOLLOUT as u32;
-            }
+        let mut ev = 0;
+        if !c.read_closed && c.out.len() < PAUSE_READING_AT {
+            ev |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+        }
+        if !c.out.is_empty() {
+            ev |= libc::EPOLLOUT as u32;
+        }
+        if ev != c.interest || force {
+            c.interest = ev;
             epoll_mod(self.epfd.as_raw_fd(), c.stream.as_raw_fd(), token, ev);
         }
     }
@@ -603,7 +639,7 @@ impl Listener {
         if trimmed.is_empty() {
             return;
         }
-        let closing = self.control.closing.load(Ordering::Relaxed);
+        let closing = self.control.closing.load(Ordering::Acquire);
         let full = self.control.log_full.load(Ordering::Relaxed);
         if !closing && !full && trimmed.len() <= MAX_LINE_BYTES {
             let (ids, fast) = (&mut self.ids, &mut self.fast);
@@ -663,6 +699,22 @@ impl Listener {
                     }
                     self.subscribers.fetch_add(1, Ordering::Relaxed);
                 }
+                // The acknowledgement: every event handled from now on is
+                // fed to this connection (a readiness signal for scripts).
+                let mut list = b"[".to_vec();
+                for (i, t) in types.iter().enumerate() {
+                    if i > 0 {
+                        list.extend_from_slice(b", ");
+                    }
+                    crate::convert::json::write_str(&mut list, t);
+                }
+                list.push(b']');
+                let mut ack = Vec::new();
+                let mut o = crate::convert::json::JsonOut::object(&mut ack);
+                o.bool("ok", true).key("subscribed").raw(&list);
+                o.end();
+                ack.push(b'\n');
+                c.out.extend_from_slice(&ack);
                 c.subscribe = Some(types);
             }
             Ok(Line::Control(Control::Stop)) => {

@@ -29,8 +29,10 @@
 //! `{"op": "stop"}` asks the agent to finalise (the reply comes when the
 //! JSONL is written), `{"op": "ping"}` is answered at once, and
 //! `{"op": "subscribe", "types": [...]}` turns the connection into a feed of
-//! every event (of those types) as JSONL event lines, as the dispatcher
-//! handles them. A subscriber that does not keep up loses lines: the agent
+//! every event (of those types; none or `[]`: all) as JSONL event lines, as
+//! the dispatcher handles them. It is answered first with
+//! `{"ok": true, "subscribed": [...]}` (the types, as asked): every event
+//! the dispatcher handles after that line is in the feed. A subscriber that does not keep up loses lines: the agent
 //! never waits for it, counts them, and tells it with a
 //! `{"dropped": N}` line once it catches up; lines lost before they reach
 //! the listener (its ring from the dispatcher full) are told the same way,

@@ -24,12 +24,29 @@ pub fn run(cmd: &mut Command) -> Output {
     wait_output(child, Duration::from_secs(60))
 }
 
-/// Waits for a child with a safety timeout, killing it on expiry.
+/// Waits for a child with a safety timeout, killing it on expiry. Its
+/// piped stdout and stderr are read meanwhile, so that a child writing more
+/// than a pipe holds is not stalled by the wait.
 pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    fn drain(r: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
     let start = Instant::now();
     loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
+        if let Some(status) = child.try_wait().unwrap() {
+            return Output {
+                status,
+                stdout: out.join().unwrap(),
+                stderr: err.join().unwrap(),
+            };
         }
         if start.elapsed() > limit {
             let _ = child.kill();
@@ -164,4 +181,45 @@ pub fn python() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// Polls `cond` every 10 ms until it holds, failing the test after 60 s
+/// with `what`: a readiness wait (for a file, a sample, a child), never a
+/// timing assertion.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "gave up waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// ResourceUpdate events in the log so far (what the agent's writer has
+/// flushed, which it does after every batch).
+pub fn samples_in_log(log: &Path) -> usize {
+    let Ok(r) = tal::log::LogReader::open(log) else {
+        return 0;
+    };
+    r.filter(|rec| {
+        matches!(
+            rec,
+            tal::record::Record::Event(tal::record::Event {
+                kind: tal::record::EventKind::ResourceUpdate(_),
+                ..
+            })
+        )
+    })
+    .count()
+}
+
+/// Whether the log has its end marker (the agent finished it).
+pub fn log_finished(log: &Path) -> bool {
+    let Ok(mut r) = tal::log::LogReader::open(log) else {
+        return false;
+    };
+    r.by_ref().count();
+    r.stats().end_marker
 }
