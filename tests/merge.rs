@@ -12,7 +12,7 @@ use std::time::Duration;
 fn three_agents_merge_into_one_trace() {
     let dir = tempfile::tempdir().unwrap();
     let mut children = vec![];
-    for (i, node) in ["n1", "n2", "n3"].iter().enumerate() {
+    for node in ["n1", "n2", "n3"] {
         let child = tal()
             .args([
                 "record",
@@ -30,18 +30,14 @@ fn three_agents_merge_into_one_trace() {
             .spawn()
             .unwrap();
         children.push(child);
-        // Staggered starts, so the session starts with n1 and ends with n3.
-        std::thread::sleep(Duration::from_millis(150 * (i as u64 + 1)));
+        // Staggered starts, so the session starts with n1 and ends with n3:
+        // the next agent starts once this one is sampling.
+        let log = dir.path().join(format!("s.multi.{node}.tal"));
+        wait_until("the agent's first samples", || samples_in_log(&log) >= 3);
     }
-    for n in ["n1", "n2", "n3"] {
-        wait_for_file(&dir.path().join(format!("s.multi.{n}.tal")));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    for c in children.iter() {
-        signal(c, libc::SIGTERM);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Stopped in turn, each after the one before has finished.
     for c in children {
+        signal(&c, libc::SIGTERM);
         let out = wait_output(c, Duration::from_secs(20));
         assert!(out.status.success());
     }

@@ -138,10 +138,15 @@ fn generate_load(dir: &std::path::Path) {
 fn deltas_agree_with_an_independent_reading_of_proc() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let before = snap();
-    let (child, _log) = spawn_recorder(dir.path(), "s.res", "0.1");
-    std::thread::sleep(Duration::from_millis(300));
+    let (child, log) = spawn_recorder(dir.path(), "s.res", "0.1");
+    // The agent's baseline reading is taken before the load starts...
+    wait_until("a sample before the load", || samples_in_log(&log) >= 2);
     generate_load(dir.path());
-    std::thread::sleep(Duration::from_millis(300));
+    // ...and a reading after it ends is in before it stops.
+    let after_load = samples_in_log(&log);
+    wait_until("two samples after the load", || {
+        samples_in_log(&log) >= after_load + 2
+    });
     signal(&child, libc::SIGTERM);
     let out = wait_output(child, Duration::from_secs(20));
     let after = snap();

@@ -91,6 +91,15 @@ fn wait_path(p: &Path, limit: Duration) {
     }
 }
 
+/// Waits until the agent's log in `out` holds `n` samples.
+fn wait_samples(out: &Path, n: usize) {
+    wait_until(&format!("{n} samples in the agent's log"), || {
+        files_with_ext(out, ".tal")
+            .first()
+            .is_some_and(|log| samples_in_log(log) >= n)
+    });
+}
+
 fn job_out(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("job.out")).unwrap_or_default()
 }
@@ -199,7 +208,7 @@ fn scancel_of_the_job_lets_the_agent_finalise_within_killwait() {
     let d = dir.path();
     let job = sbatch(d, &format!("{}\nsleep 120\nwait", agent_step(d)), &[]);
     wait_path(&d.join("agent.sock"), Duration::from_secs(180));
-    std::thread::sleep(Duration::from_millis(800));
+    wait_samples(&d.join("out"), 5);
     let t0 = Instant::now();
     let out = slurm("scancel").arg(&job).output().unwrap();
     assert!(out.status.success());
@@ -219,12 +228,20 @@ fn scancel_of_the_agents_step_sigkills_it_and_convert_recovers_the_log() {
     let d = dir.path();
     let job = sbatch(d, &format!("{}\nsleep 120\nwait", agent_step(d)), &[]);
     wait_path(&d.join("agent.sock"), Duration::from_secs(180));
-    // Let the dispatcher write a few batches (it drains once a second).
-    std::thread::sleep(Duration::from_millis(2500));
+    // A few of the dispatcher's batches are in the log.
+    wait_samples(&d.join("out"), 10);
     let out = slurm("scancel").arg(format!("{job}.0")).output().unwrap();
     assert!(out.status.success());
-    // The step is gone at once; then end the job.
-    std::thread::sleep(Duration::from_millis(500));
+    // The step goes at once (SIGKILL); then end the job.
+    wait_until("the agent's step to end", || {
+        let out = slurm("squeue")
+            .args(["-h", "-s", "-o", "%i", "-j", &job])
+            .output()
+            .unwrap();
+        !String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.trim() == format!("{job}.0"))
+    });
     let _ = slurm("scancel").arg(&job).output();
     wait_gone(&job, Duration::from_secs(60));
     assert!(
@@ -242,7 +259,7 @@ fn scancel_of_the_agents_step_sigkills_it_and_convert_recovers_the_log() {
     assert!(stderr.contains("no end marker"), "{stderr}");
     let v = read_jsonl(&d.join("r.jsonl"));
     assert_complete(&v);
-    // Every second's batch before the kill made it: about 2 s of samples.
+    // Every batch before the kill made it.
     assert!(per_node(&v) >= 10, "{} samples recovered", per_node(&v));
     let ended = lines(&v, "event", Some("SessionEnded"))[0];
     assert_eq!(ended["attributes"]["recovered"], true);

@@ -90,7 +90,10 @@ fn subscribe_raw(socket: &Path, types: &str) -> UnixStream {
     }
     let v: Value = serde_json::from_slice(&answer).unwrap();
     assert_eq!(v["ok"], true, "{v}");
-    assert_eq!(v["subscribed"], serde_json::from_str::<Value>(types).unwrap());
+    assert_eq!(
+        v["subscribed"],
+        serde_json::from_str::<Value>(types).unwrap()
+    );
     s
 }
 
