@@ -53,13 +53,22 @@ def timed(cmd: list[str], work: str) -> tuple[int, str, float]:
     return kib * 1024, p.stderr, dt
 
 
-def convert_peak(tal: str, gentasks: str, work: str, open_: int, closed: int):
+def convert_peak(tal: str, gentasks: str, work: str, open_: int, closed: int, otlp: bool = False):
+    """Peak RSS, tal's report and seconds of `tal convert` of a gentasks
+    log to JSONL (and, with otlp, then to OTLP JSON: (peak, seconds))."""
     log = os.path.join(work, f"t.{open_}.{closed}.tal")
     subprocess.run([gentasks, log, str(open_), str(closed)], check=True)
     peak, err, dt = timed([tal, "convert", log, "-o", os.path.join(work, "out.jsonl")], work)
-    os.remove(log)
     os.remove(os.path.join(work, "out.jsonl"))
-    return peak, reported_peak(err), dt
+    o = None
+    if otlp:
+        prefix = os.path.join(work, "out")
+        opeak, _, odt = timed([tal, "convert", log, "--format", "otlp-json", "-o", prefix], work)
+        o = (opeak, odt)
+        for suffix in (".traces.json", ".metrics.json"):
+            os.remove(prefix + suffix)
+    os.remove(log)
+    return peak, reported_peak(err), dt, o
 
 
 def record_open_tasks(tal: str, work: str, n: int):
@@ -126,12 +135,15 @@ def main() -> None:
     closed = int(sys.argv[4]) if len(sys.argv) > 4 else 1_000_000
     rec = int(sys.argv[5]) if len(sys.argv) > 5 else 500_000
     with tempfile.TemporaryDirectory() as work:
-        base, base_rep, _ = convert_peak(tal, gentasks, work, 0, 0)
+        base, base_rep, _, _ = convert_peak(tal, gentasks, work, 0, 0)
         rows = []
         for label, o, c in [(f"{open_} open tasks", open_, 0), (f"{closed} closed tasks", 0, closed)]:
-            peak, rep, dt = convert_peak(tal, gentasks, work, o, c)
+            peak, rep, dt, otlp = convert_peak(tal, gentasks, work, o, c, otlp=c > 0)
             per = (peak - base) / max(o + c, 1)
             rows.append((label, peak, rep, dt, per, o > 0))
+            if otlp:
+                rows.append((f"{label}, to OTLP JSON (--format otlp-json)", otlp[0], None, otlp[1],
+                             (otlp[0] - base) / c, False))
         whole, agent_peak, conv_peak = record_open_tasks(tal, work, rec)
     fmt = lambda r: f"{r[0]} MiB ({r[1]} MiB over its start)" if r else "?"
     print(f"# memory at conversion: gentasks logs (TaskCreated, TaskSubmitted, TaskStarted with pid, "

@@ -273,42 +273,71 @@ fn convert(args: tal::cli::ConvertArgs) -> anyhow::Result<i32> {
         source = Some((tmp, true));
     }
     let (src, temporary) = source.expect("set above");
+    // The OTLP form is made as the JSONL is read: spans go to the traces
+    // file and to the receiver in installments, so that memory does not
+    // grow with the session's tasks; the metrics follow at the end.
+    let mut json_out = match args.format {
+        ConvertFormat::OtlpJson => {
+            let prefix = match &args.output {
+                Some(p) => p.clone(),
+                None => {
+                    let name = src
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let stem = if temporary {
+                        otlp_default_stem(&args.logs)
+                    } else {
+                        name.strip_suffix(".telemetry.jsonl")
+                            .or_else(|| name.strip_suffix(".jsonl"))
+                            .unwrap_or(&name)
+                            .to_string()
+                    };
+                    src.with_file_name(format!("{stem}.otlp"))
+                }
+            };
+            Some(convert::OtlpJsonOut::create(&prefix).map_err(map_err)?)
+        }
+        ConvertFormat::Jsonl => None,
+    };
+    let mut client = tal::otlp_http::Client::default();
+    let policy = tal::otlp_http::RetryPolicy::default();
+    let mut pusher = endpoints
+        .as_ref()
+        .map(|ep| tal::otlp_http::Pusher::new(&mut client, ep, &policy));
+    let mut write_error = None;
     let built = std::fs::File::open(&src)
         .and_then(|f| {
-            otlp::from_jsonl(
-                std::io::BufReader::new(f),
+            otlp::stream_jsonl(
+                std::io::BufReader::with_capacity(1 << 20, f),
                 &otlp::ResourceConfig::from_env(),
+                tal::otlp_http::SPANS_PER_REQUEST * 4,
+                |req| {
+                    if let Some(o) = json_out.as_mut() {
+                        if let Err(e) = o.spans(&req) {
+                            let msg = e.to_string();
+                            write_error = Some(e);
+                            return Err(std::io::Error::other(msg));
+                        }
+                    }
+                    if let Some(p) = pusher.as_mut() {
+                        p.traces(&req);
+                    }
+                    Ok(())
+                },
             )
         })
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", src.display()));
+        .map_err(|e| match write_error.take() {
+            Some(w) => map_err(w),
+            None => anyhow::anyhow!("cannot read {}: {e}", src.display()),
+        });
     if temporary {
         // Removes the temporary JSONL.
         drop(keep_tmp.take());
     }
     let built = built?;
-    if args.format == ConvertFormat::OtlpJson {
-        let prefix = match &args.output {
-            Some(p) => p.clone(),
-            None => {
-                let name = src
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let stem = name
-                    .strip_suffix(".telemetry.jsonl")
-                    .or_else(|| name.strip_suffix(".jsonl"))
-                    .unwrap_or(&name)
-                    .trim_start_matches(".tal-convert-")
-                    .to_string();
-                let stem = if temporary {
-                    otlp_default_stem(&args.logs)
-                } else {
-                    stem
-                };
-                src.with_file_name(format!("{stem}.otlp"))
-            }
-        };
-        let (t, m) = convert::write_otlp_json(&built, &prefix).map_err(map_err)?;
+    if let Some(o) = json_out {
+        let (t, m) = o.finish(&built).map_err(map_err)?;
         if let (Some(t), Some(m)) = (t, m) {
             eprintln!(
                 "tal convert: wrote {} ({} spans) and {} ({} points)",
@@ -319,8 +348,9 @@ fn convert(args: tal::cli::ConvertArgs) -> anyhow::Result<i32> {
             );
         }
     }
-    if let Some(ep) = endpoints {
-        let r = tal::otlp_http::push(&built, &ep, &tal::otlp_http::RetryPolicy::default());
+    if let (Some(mut p), Some(ep)) = (pusher, endpoints.as_ref()) {
+        p.metrics(&built.metrics);
+        let r = p.report;
         eprintln!(
             "tal convert: OTLP push to {}: {} span(s) and {} metric point(s) delivered in {} request(s){}",
             ep.traces,

@@ -680,66 +680,101 @@ pub fn push_with(
     ep: &Endpoints,
     policy: &RetryPolicy,
 ) -> PushReport {
-    let mut report = PushReport::default();
-    let mut down: Option<String> = None;
-    for rs in &otlp.traces.resource_spans {
-        for ss in &rs.scope_spans {
-            for chunk in ss.spans.chunks(SPANS_PER_REQUEST) {
-                let req = ExportTraceServiceRequest {
-                    resource_spans: vec![ResourceSpans {
-                        resource: rs.resource.clone(),
-                        scope_spans: vec![ScopeSpans {
-                            scope: ss.scope.clone(),
-                            spans: chunk.to_vec(),
-                            schema_url: ss.schema_url.clone(),
+    let mut p = Pusher::new(client, ep, policy);
+    p.traces(&otlp.traces);
+    p.metrics(&otlp.metrics);
+    p.report
+}
+
+/// Pushes a session in installments (spans as a conversion reads them,
+/// then its metrics), with [`push`]'s rules across all of them: once the
+/// receiver is down, nothing more is tried.
+#[derive(Debug)]
+pub struct Pusher<'a> {
+    client: &'a mut Client,
+    ep: &'a Endpoints,
+    policy: &'a RetryPolicy,
+    down: Option<String>,
+    /// What was achieved so far.
+    pub report: PushReport,
+}
+
+impl<'a> Pusher<'a> {
+    /// A push to `ep` through `client`.
+    pub fn new(client: &'a mut Client, ep: &'a Endpoints, policy: &'a RetryPolicy) -> Self {
+        Self {
+            client,
+            ep,
+            policy,
+            down: None,
+            report: PushReport::default(),
+        }
+    }
+
+    /// Pushes spans, in requests of at most [`SPANS_PER_REQUEST`].
+    pub fn traces(&mut self, traces: &ExportTraceServiceRequest) {
+        for rs in &traces.resource_spans {
+            for ss in &rs.scope_spans {
+                for chunk in ss.spans.chunks(SPANS_PER_REQUEST) {
+                    let req = ExportTraceServiceRequest {
+                        resource_spans: vec![ResourceSpans {
+                            resource: rs.resource.clone(),
+                            scope_spans: vec![ScopeSpans {
+                                scope: ss.scope.clone(),
+                                spans: chunk.to_vec(),
+                                schema_url: ss.schema_url.clone(),
+                            }],
+                            schema_url: rs.schema_url.clone(),
                         }],
-                        schema_url: rs.schema_url.clone(),
-                    }],
-                };
-                let (ok, bad) = deliver(
-                    client,
-                    &ep.traces,
-                    ep,
-                    || req.encode_to_vec(),
-                    (chunk.len(), "span(s)"),
-                    policy,
-                    &mut report,
-                    &mut down,
-                    |b| {
-                        ExportTraceServiceResponse::decode(b)
-                            .ok()
-                            .and_then(|r| r.partial_success)
-                            .map_or((0, String::new()), |p| (p.rejected_spans, p.error_message))
-                    },
-                );
-                report.spans_sent += ok;
-                report.spans_failed += bad;
+                    };
+                    let (ok, bad) = deliver(
+                        self.client,
+                        &self.ep.traces,
+                        self.ep,
+                        || req.encode_to_vec(),
+                        (chunk.len(), "span(s)"),
+                        self.policy,
+                        &mut self.report,
+                        &mut self.down,
+                        |b| {
+                            ExportTraceServiceResponse::decode(b)
+                                .ok()
+                                .and_then(|r| r.partial_success)
+                                .map_or((0, String::new()), |p| (p.rejected_spans, p.error_message))
+                        },
+                    );
+                    self.report.spans_sent += ok;
+                    self.report.spans_failed += bad;
+                }
             }
         }
     }
-    for (req, n) in metric_requests(&otlp.metrics) {
-        let (ok, bad) = deliver(
-            client,
-            &ep.metrics,
-            ep,
-            || req.encode_to_vec(),
-            (n, "point(s)"),
-            policy,
-            &mut report,
-            &mut down,
-            |b| {
-                ExportMetricsServiceResponse::decode(b)
-                    .ok()
-                    .and_then(|r| r.partial_success)
-                    .map_or((0, String::new()), |p| {
-                        (p.rejected_data_points, p.error_message)
-                    })
-            },
-        );
-        report.points_sent += ok;
-        report.points_failed += bad;
+
+    /// Pushes metrics, in requests of at most [`POINTS_PER_REQUEST`] points.
+    pub fn metrics(&mut self, metrics: &ExportMetricsServiceRequest) {
+        for (req, n) in metric_requests(metrics) {
+            let (ok, bad) = deliver(
+                self.client,
+                &self.ep.metrics,
+                self.ep,
+                || req.encode_to_vec(),
+                (n, "point(s)"),
+                self.policy,
+                &mut self.report,
+                &mut self.down,
+                |b| {
+                    ExportMetricsServiceResponse::decode(b)
+                        .ok()
+                        .and_then(|r| r.partial_success)
+                        .map_or((0, String::new()), |p| {
+                            (p.rejected_data_points, p.error_message)
+                        })
+                },
+            );
+            self.report.points_sent += ok;
+            self.report.points_failed += bad;
+        }
     }
-    report
 }
 
 #[cfg(test)]

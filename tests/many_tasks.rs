@@ -178,6 +178,37 @@ fn spans_beyond_memory_come_out_whole_and_in_closing_order() {
     let o = run(tal().arg("convert").arg(&log).arg("-o").arg("-"));
     assert!(o.status.success());
     assert_eq!(o.stdout, std::fs::read(&out).unwrap());
+
+    // OTLP JSON, whose spans are written as they are read: one request
+    // with every span, in the JSONL's order.
+    let prefix = dir.path().join("otlp");
+    let o = run(tal()
+        .arg("convert")
+        .arg(&log)
+        .args(["--format", "otlp-json", "-o"])
+        .arg(&prefix));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let traces: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("otlp.traces.json")).unwrap())
+            .unwrap();
+    let rs = traces["resourceSpans"].as_array().unwrap();
+    assert_eq!(rs.len(), 1);
+    let otlp_spans = rs[0]["scopeSpans"][0]["spans"].as_array().unwrap();
+    assert_eq!(otlp_spans.len(), closed + open + 1);
+    let jsonl_span_ids: Vec<String> = spans
+        .iter()
+        .map(|s| {
+            format!(
+                "{:0>16}",
+                s["span_id"].as_str().unwrap().trim_start_matches("0x")
+            )
+        })
+        .collect();
+    let otlp_span_ids: Vec<&str> = otlp_spans
+        .iter()
+        .map(|s| s["spanId"].as_str().unwrap())
+        .collect();
+    assert_eq!(otlp_span_ids, jsonl_span_ids);
 }
 
 #[test]

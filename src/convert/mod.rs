@@ -170,79 +170,193 @@ pub fn write_output<T>(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> io::Result<T>,
 ) -> io::Result<T> {
-    if let Ok(m) = std::fs::metadata(path) {
-        if !m.is_file() {
-            if m.is_dir() {
-                return Err(io::Error::new(
-                    io::ErrorKind::IsADirectory,
-                    "is a directory: name a file, or - for stdout",
-                ));
-            }
-            let f = std::fs::OpenOptions::new().write(true).open(path)?;
-            let mut w = BufWriter::with_capacity(1 << 20, f);
-            let v = write(&mut w)?;
-            w.flush()?;
-            return Ok(v);
-        }
-    }
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    // Mode 0666 less the umask, as a plain create would give.
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .tempfile_in(dir)?;
-    let (f, tmp_path) = tmp.into_parts();
-    let mut w = BufWriter::with_capacity(1 << 20, f);
-    let v = write(&mut w)?;
-    w.flush()?;
-    drop(w);
-    // Removed by `tmp_path`'s drop if the rename fails.
-    tmp_path.persist(path).map_err(|e| e.error)?;
+    let mut out = PendingOutput::create(path)?;
+    let v = write(&mut out.writer)?;
+    out.commit()?;
     Ok(v)
 }
 
-/// Writes a session's OTLP form as `<prefix>.traces.json` and
-/// `<prefix>.metrics.json` (OTLP JSON, each written whole then renamed into
-/// place), or both as two lines on stdout for `-`. Returns the paths.
-pub fn write_otlp_json(
-    otlp: &otlp::Otlp,
-    prefix: &Path,
-) -> Result<(Option<PathBuf>, Option<PathBuf>), ConvertError> {
-    let traces = serde_json::to_vec(&otlp.traces).expect("OTLP messages serialise");
-    let metrics = serde_json::to_vec(&otlp.metrics).expect("OTLP messages serialise");
-    if prefix.as_os_str() == "-" {
-        let mut out = io::stdout().lock();
-        let err = |source| ConvertError::Output {
-            path: PathBuf::from("-"),
-            source,
-        };
-        for body in [&traces, &metrics] {
-            out.write_all(body).map_err(err)?;
-            out.write_all(b"\n").map_err(err)?;
+/// An output file being written (see the module doc): a new temporary file
+/// beside `path`, renamed over it by [`PendingOutput::commit`] (and removed
+/// if it is dropped before), or `path` itself when it exists and is not a
+/// regular file.
+#[derive(Debug)]
+pub struct PendingOutput {
+    /// Where to write.
+    pub writer: BufWriter<File>,
+    path: PathBuf,
+    tmp: Option<tempfile::TempPath>,
+}
+
+impl PendingOutput {
+    /// Starts writing `path`.
+    pub fn create(path: &Path) -> io::Result<Self> {
+        if let Ok(m) = std::fs::metadata(path) {
+            if !m.is_file() {
+                if m.is_dir() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::IsADirectory,
+                        "is a directory: name a file, or - for stdout",
+                    ));
+                }
+                let f = std::fs::OpenOptions::new().write(true).open(path)?;
+                return Ok(Self {
+                    writer: BufWriter::with_capacity(1 << 20, f),
+                    path: path.to_path_buf(),
+                    tmp: None,
+                });
+            }
         }
-        out.flush().map_err(err)?;
-        return Ok((None, None));
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        // Mode 0666 less the umask, as a plain create would give.
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .tempfile_in(dir)?;
+        let (f, tmp_path) = tmp.into_parts();
+        Ok(Self {
+            writer: BufWriter::with_capacity(1 << 20, f),
+            path: path.to_path_buf(),
+            tmp: Some(tmp_path),
+        })
     }
-    let mut paths = Vec::new();
-    for (suffix, body) in [("traces.json", &traces), ("metrics.json", &metrics)] {
-        let mut name = prefix.as_os_str().to_owned();
+
+    /// Finishes the file: flushed, and renamed into place.
+    pub fn commit(mut self) -> io::Result<()> {
+        self.writer.flush()?;
+        if let Some(tmp) = self.tmp.take() {
+            // Removed by `tmp`'s drop if the rename fails.
+            tmp.persist(&self.path).map_err(|e| e.error)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the traces JSON goes.
+#[derive(Debug)]
+enum TracesSink {
+    File(PendingOutput),
+    Stdout(BufWriter<io::Stdout>),
+}
+
+impl Write for TracesSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::File(p) => p.writer.write(buf),
+            Self::Stdout(s) => s.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Self::File(p) => p.writer.write_all(buf),
+            Self::Stdout(s) => s.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::File(p) => p.writer.flush(),
+            Self::Stdout(s) => s.flush(),
+        }
+    }
+}
+
+/// The OTLP JSON files of a conversion, written as it goes (see
+/// [`otlp::stream_jsonl`]): `<prefix>.traces.json` and
+/// `<prefix>.metrics.json` (each written whole, then renamed into place),
+/// or both as two lines on stdout for `-`.
+#[derive(Debug)]
+pub struct OtlpJsonOut {
+    prefix: PathBuf,
+    traces: otlp::TracesJson<TracesSink>,
+}
+
+impl OtlpJsonOut {
+    fn stdout(&self) -> bool {
+        self.prefix.as_os_str() == "-"
+    }
+
+    /// The path of one of the files (`-` for stdout).
+    fn path(&self, suffix: &str) -> PathBuf {
+        if self.stdout() {
+            return PathBuf::from("-");
+        }
+        let mut name = self.prefix.as_os_str().to_owned();
         name.push(".");
         name.push(suffix);
-        let path = PathBuf::from(name);
-        let err = |source| ConvertError::Output {
-            path: path.clone(),
-            source,
-        };
-        write_output(&path, |w| w.write_all(body)).map_err(err)?;
-        paths.push(path);
+        PathBuf::from(name)
     }
-    let m = paths.pop();
-    Ok((paths.pop(), m))
+
+    /// Starts writing the files named by `prefix` (`-`: stdout).
+    pub fn create(prefix: &Path) -> Result<Self, ConvertError> {
+        let mut o = Self {
+            prefix: prefix.to_path_buf(),
+            traces: otlp::TracesJson::new(TracesSink::Stdout(BufWriter::with_capacity(
+                1 << 20,
+                io::stdout(),
+            ))),
+        };
+        if !o.stdout() {
+            let path = o.path("traces.json");
+            let p = PendingOutput::create(&path)
+                .map_err(|source| ConvertError::Output { path, source })?;
+            o.traces = otlp::TracesJson::new(TracesSink::File(p));
+        }
+        Ok(o)
+    }
+
+    /// Writes one installment of spans.
+    pub fn spans(
+        &mut self,
+        req: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+    ) -> Result<(), ConvertError> {
+        self.traces
+            .spans(req)
+            .map_err(|source| ConvertError::Output {
+                path: self.path("traces.json"),
+                source,
+            })
+    }
+
+    /// Finishes both: the traces request (its frame from `otlp`'s when no
+    /// span came) and the metrics; returns the two paths (none for
+    /// stdout).
+    pub fn finish(
+        self,
+        otlp: &otlp::Otlp,
+    ) -> Result<(Option<PathBuf>, Option<PathBuf>), ConvertError> {
+        let (traces_path, metrics_path) = (self.path("traces.json"), self.path("metrics.json"));
+        let err = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| ConvertError::Output { path, source }
+        };
+        let metrics = serde_json::to_vec(&otlp.metrics).expect("OTLP messages serialise");
+        match self
+            .traces
+            .finish(&otlp.traces)
+            .map_err(err(&traces_path))?
+        {
+            TracesSink::Stdout(mut out) => {
+                for part in [&b"\n"[..], &metrics, b"\n"] {
+                    out.write_all(part).map_err(err(&traces_path))?;
+                }
+                out.flush().map_err(err(&traces_path))?;
+                Ok((None, None))
+            }
+            TracesSink::File(p) => {
+                p.commit().map_err(err(&traces_path))?;
+                write_output(&metrics_path, |w| w.write_all(&metrics))
+                    .map_err(err(&metrics_path))?;
+                Ok((Some(traces_path), Some(metrics_path)))
+            }
+        }
+    }
 }
 
 /// What a finished conversion wrote, for stderr: `wrote PATH (N events, T

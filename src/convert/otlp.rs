@@ -238,6 +238,9 @@ pub struct Builder {
     host: Option<String>,
     /// What tal recorded about the job (`slurm.job_id`, …).
     job: Vec<(String, String)>,
+    /// The spans' resource, fixed by the first installment of a streamed
+    /// conversion (see [`stream_jsonl`]).
+    span_resource: Option<Resource>,
 }
 
 impl Builder {
@@ -445,13 +448,9 @@ impl Builder {
         self.take(cfg, &metric)
     }
 
-    /// The spans and series points gathered since the last call, with the
-    /// session instruments as of `metric` (a metric line, or an object with
-    /// its counters and `checkpoint_time`). Durations accumulate (the
-    /// histogram is cumulative); node series continue from where they were.
-    pub fn take(&mut self, cfg: &ResourceConfig, metric: &Value) -> Otlp {
-        // Resource attributes: service, session, what tal recorded about
-        // the job, then the environment's.
+    /// What a metric line tells about the session's resource: the job's
+    /// `slurm.*` attributes, and its host when it has one node log.
+    fn learn(&mut self, metric: &Value) {
         let logs = metric["tal_logs"].as_array();
         if self.job.is_empty() {
             if let Some(attrs) = metric["tal_logs"][0]["attributes"].as_object() {
@@ -465,6 +464,11 @@ impl Builder {
         if self.host.is_none() && logs.is_some_and(|l| l.len() == 1) {
             self.host = metric["tal_logs"][0]["node_id"].as_str().map(String::from);
         }
+    }
+
+    /// Resource attributes every resource of the session starts with:
+    /// service, session, what tal recorded about the job.
+    fn base_attributes(&self, cfg: &ResourceConfig) -> Vec<KeyValue> {
         let mut base = vec![
             kv_str("service.name", &cfg.service_name),
             kv_str("session.id", &self.session_id),
@@ -472,34 +476,56 @@ impl Builder {
         for (k, v) in &self.job {
             base.push(kv_str(k, v));
         }
-        // The session's resource names its host when it has one node (per
-        // node series always name theirs).
-        let mut session_attrs = base.clone();
+        base
+    }
+
+    /// The session's resource (spans, and the session-level metrics): it
+    /// names its host when it has one node (per-node series always name
+    /// theirs).
+    fn session_resource(&self, cfg: &ResourceConfig) -> Resource {
+        let mut attrs = self.base_attributes(cfg);
         if let Some(h) = &self.host {
-            session_attrs.push(kv_str("host.name", h));
+            attrs.push(kv_str("host.name", h));
         }
-        let with_env = |mut attrs: Vec<KeyValue>| {
-            for (k, x) in &cfg.attributes {
-                attrs.retain(|a| &a.key != k);
-                attrs.push(kv_str(k, x));
+        with_env(cfg, attrs)
+    }
+
+    /// The spans gathered since the last installment, as one request; the
+    /// resource is fixed by the first (a metric line read before it
+    /// counts).
+    fn take_spans(&mut self, cfg: &ResourceConfig) -> ExportTraceServiceRequest {
+        if self.span_resource.is_none() {
+            if let Some(m) = self.metric.take() {
+                self.learn(&m);
+                self.metric = Some(m);
             }
-            // OTEL_SERVICE_NAME wins over a service.name in the list.
-            attrs.retain(|a| a.key != "service.name");
-            attrs.insert(0, kv_str("service.name", &cfg.service_name));
-            Resource {
-                attributes: attrs,
+            self.span_resource = Some(self.session_resource(cfg));
+        }
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: self.span_resource.clone(),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(scope()),
+                    spans: std::mem::take(&mut self.spans),
+                    ..Default::default()
+                }],
                 ..Default::default()
-            }
-        };
-        let scope = || InstrumentationScope {
-            name: "tal".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            ..Default::default()
-        };
+            }],
+        }
+    }
+
+    /// The spans and series points gathered since the last call, with the
+    /// session instruments as of `metric` (a metric line, or an object with
+    /// its counters and `checkpoint_time`). Durations accumulate (the
+    /// histogram is cumulative); node series continue from where they were.
+    pub fn take(&mut self, cfg: &ResourceConfig, metric: &Value) -> Otlp {
+        self.learn(metric);
+        let base = self.base_attributes(cfg);
+        let session_resource = self.session_resource(cfg);
         let n_spans = self.spans.len();
         let traces = ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
-                resource: Some(with_env(session_attrs.clone())),
+                resource: Some(session_resource.clone()),
                 scope_spans: vec![ScopeSpans {
                     scope: Some(scope()),
                     spans: std::mem::take(&mut self.spans),
@@ -508,6 +534,7 @@ impl Builder {
                 ..Default::default()
             }],
         };
+        let with_env = |attrs| with_env(cfg, attrs);
 
         // Session-level instruments, at the final checkpoint.
         let start = self.session_start.unwrap_or(0);
@@ -558,7 +585,7 @@ impl Builder {
             points += 1;
         }
         let mut resource_metrics = vec![ResourceMetrics {
-            resource: Some(with_env(session_attrs)),
+            resource: Some(session_resource),
             scope_metrics: vec![ScopeMetrics {
                 scope: Some(scope()),
                 metrics: session_metrics,
@@ -612,6 +639,31 @@ impl Builder {
             spans: n_spans,
             points,
         }
+    }
+}
+
+/// A resource of `attrs` with the environment's attributes applied last
+/// (`OTEL_RESOURCE_ATTRIBUTES` override; `OTEL_SERVICE_NAME` wins over a
+/// `service.name` among them).
+fn with_env(cfg: &ResourceConfig, mut attrs: Vec<KeyValue>) -> Resource {
+    for (k, x) in &cfg.attributes {
+        attrs.retain(|a| &a.key != k);
+        attrs.push(kv_str(k, x));
+    }
+    attrs.retain(|a| a.key != "service.name");
+    attrs.insert(0, kv_str("service.name", &cfg.service_name));
+    Resource {
+        attributes: attrs,
+        ..Default::default()
+    }
+}
+
+/// tal's instrumentation scope.
+fn scope() -> InstrumentationScope {
+    InstrumentationScope {
+        name: "tal".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
     }
 }
 
@@ -674,9 +726,36 @@ fn unused(line: &str) -> bool {
     line.ends_with("\"section\": \"event\"}") && STEPS.iter().any(|t| line.contains(t))
 }
 
-/// Reads a session's JSONL and builds its OTLP form.
+/// Reads a session's JSONL and builds its OTLP form, all in memory.
 pub fn from_jsonl(input: impl BufRead, cfg: &ResourceConfig) -> io::Result<Otlp> {
+    let mut parts = Vec::new();
+    let mut o = stream_jsonl(input, cfg, usize::MAX, |req| {
+        parts.push(req);
+        Ok(())
+    })?;
+    if let Some(all) = parts.pop() {
+        o.traces = all;
+    }
+    Ok(o)
+}
+
+/// Reads a session's JSONL and builds its OTLP form, handing its spans to
+/// `spans` as they are read, in requests of at most `batch` spans, so that
+/// memory does not grow with the session's tasks. Returns the metrics, with
+/// `traces` holding no span (its resource and scope, as every installment
+/// has them) and `spans` counting every span handed over.
+///
+/// The spans' resource is fixed by the first installment: it names the job
+/// and host from the metric line, which tal and RHAPSODY write before the
+/// span lines.
+pub fn stream_jsonl(
+    input: impl BufRead,
+    cfg: &ResourceConfig,
+    batch: usize,
+    mut spans: impl FnMut(ExportTraceServiceRequest) -> io::Result<()>,
+) -> io::Result<Otlp> {
     let mut b = Builder::default();
+    let mut handed = 0;
     for (i, line) in input.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() || unused(&line) {
@@ -689,13 +768,138 @@ pub fn from_jsonl(input: impl BufRead, cfg: &ResourceConfig) -> io::Result<Otlp>
             )
         })?;
         b.line(v);
+        if b.spans.len() >= batch {
+            handed += b.spans.len();
+            spans(b.take_spans(cfg))?;
+        }
     }
-    Ok(b.finish(cfg))
+    if !b.spans.is_empty() {
+        handed += b.spans.len();
+        spans(b.take_spans(cfg))?;
+    }
+    let template = b.take_spans(cfg);
+    let mut o = b.finish(cfg);
+    o.traces = template;
+    o.spans = handed;
+    Ok(o)
+}
+
+/// Writes a traces request as OTLP JSON (what `serde_json` writes for the
+/// whole request) from installments of spans: one request in the file,
+/// however many installments, without holding the spans.
+#[derive(Debug)]
+pub struct TracesJson<W: io::Write> {
+    out: W,
+    /// What closes the request once the spans are written (set by the first
+    /// installment).
+    suffix: Option<Vec<u8>>,
+    spans: usize,
+}
+
+impl<W: io::Write> TracesJson<W> {
+    /// A writer into `out`.
+    pub fn new(out: W) -> Self {
+        Self {
+            out,
+            suffix: None,
+            spans: 0,
+        }
+    }
+
+    /// Writes the text before the spans (from `req`'s resource and scope),
+    /// once.
+    fn open(&mut self, req: &ExportTraceServiceRequest) -> io::Result<()> {
+        if self.suffix.is_some() {
+            return Ok(());
+        }
+        let mut frame = req.clone();
+        for rs in &mut frame.resource_spans {
+            for ss in &mut rs.scope_spans {
+                ss.spans.clear();
+            }
+        }
+        let text = serde_json::to_vec(&frame).map_err(io::Error::other)?;
+        const EMPTY: &[u8] = b"\"spans\":[]";
+        let at = memchr::memmem::find(&text, EMPTY)
+            .ok_or_else(|| io::Error::other("an OTLP traces request without a spans list"))?;
+        let cut = at + EMPTY.len() - 1;
+        self.out.write_all(&text[..cut])?;
+        self.suffix = Some(text[cut..].to_vec());
+        Ok(())
+    }
+
+    /// Writes one installment's spans.
+    pub fn spans(&mut self, req: &ExportTraceServiceRequest) -> io::Result<()> {
+        self.open(req)?;
+        for sp in req
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+        {
+            if self.spans > 0 {
+                self.out.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut self.out, sp).map_err(io::Error::other)?;
+            self.spans += 1;
+        }
+        Ok(())
+    }
+
+    /// Closes the request (`template` gives its frame when no installment
+    /// came) and returns the writer.
+    pub fn finish(mut self, template: &ExportTraceServiceRequest) -> io::Result<W> {
+        self.open(template)?;
+        let suffix = self.suffix.take().unwrap_or_default();
+        self.out.write_all(&suffix)?;
+        Ok(self.out)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Streamed in installments, the traces file is byte for byte what the
+    /// whole request serialises to, with spans or without.
+    #[test]
+    fn streamed_traces_json_is_the_whole_request() {
+        let reference = include_str!("../../tests/fixtures/rhapsody-0.6.0-tasks.telemetry.jsonl");
+        let no_spans: String = reference
+            .lines()
+            .filter(|l| !l.ends_with("\"section\": \"span\"}"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let cfg = ResourceConfig {
+            service_name: "tal".into(),
+            attributes: vec![("deployment.environment".into(), "test".into())],
+        };
+        for (text, spans) in [(reference, 21), (no_spans.as_str(), 0)] {
+            let whole = from_jsonl(text.as_bytes(), &cfg).unwrap();
+            let expected = serde_json::to_vec(&whole.traces).unwrap();
+            for batch in [1, 4, 1000] {
+                let mut installments = 0;
+                let mut w = TracesJson::new(Vec::new());
+                let o = stream_jsonl(text.as_bytes(), &cfg, batch, |req| {
+                    installments += 1;
+                    w.spans(&req)
+                })
+                .unwrap();
+                assert_eq!(o.spans, spans);
+                assert_eq!(installments, spans.div_ceil(batch));
+                let got = w.finish(&o.traces).unwrap();
+                assert_eq!(
+                    String::from_utf8(got).unwrap(),
+                    String::from_utf8(expected.clone()).unwrap(),
+                    "batch {batch}"
+                );
+                assert_eq!(
+                    serde_json::to_vec(&o.metrics).unwrap(),
+                    serde_json::to_vec(&whole.metrics).unwrap()
+                );
+            }
+        }
+    }
 
     #[test]
     fn key_values_parse_as_the_otel_spec_says() {
