@@ -332,36 +332,6 @@ fn env(k: &str) -> Option<String> {
     std::env::var(k).ok().filter(|v| !v.is_empty())
 }
 
-/// The session id of the Slurm job this process runs in (array-aware).
-pub fn slurm_session_id() -> Option<String> {
-    if let (Some(a), Some(t)) = (env("SLURM_ARRAY_JOB_ID"), env("SLURM_ARRAY_TASK_ID")) {
-        return Some(format!("slurm.{a}_{t}"));
-    }
-    env("SLURM_JOB_ID").map(|j| format!("slurm.{j}"))
-}
-
-/// The default session id: the Slurm job (array-aware), else generated.
-pub fn default_session_id() -> String {
-    if let Some(s) = slurm_session_id() {
-        return s;
-    }
-    let id = crate::ids::EventIdGen::from_os().next_id();
-    format!("tal.session.{:08x}", (id >> 96) as u32)
-}
-
-/// Slurm identity recorded as session attributes, when present.
-pub fn slurm_attributes() -> Vec<(String, String)> {
-    [
-        ("slurm.job_id", "SLURM_JOB_ID"),
-        ("slurm.step_id", "SLURM_STEP_ID"),
-        ("slurm.cluster", "SLURM_CLUSTER_NAME"),
-        ("slurm.nodelist", "SLURM_JOB_NODELIST"),
-    ]
-    .into_iter()
-    .filter_map(|(k, e)| env(e).map(|v| (k.to_string(), v)))
-    .collect()
-}
-
 /// The longest session and node ids together: the log's file name
 /// `<session>.<node>.tal`, numbered (`.N` up to 999) and as a temporary
 /// file (a dot, the name, six random characters and `.tmp`), stays within
@@ -414,7 +384,9 @@ impl RecordArgs {
                 Some((ep, every))
             }
         };
-        let session_id = self.session_id.unwrap_or_else(default_session_id);
+        let session_id = self
+            .session_id
+            .unwrap_or_else(crate::slurm::default_session_id);
         check_id("--session-id", &session_id)?;
         let node_id = self
             .node_id
@@ -469,7 +441,7 @@ impl RecordArgs {
             convert: !self.no_convert,
             snapshot_every,
             command: self.command,
-            attributes: slurm_attributes(),
+            attributes: crate::slurm::slurm_attributes(),
             gpus: self.gpus,
             otlp,
             cgroup: self.cgroup,

@@ -61,7 +61,7 @@ pub fn resolve_socket(explicit: Option<PathBuf>) -> Result<PathBuf, ClientError>
         return Ok(PathBuf::from(p));
     }
     match (
-        crate::cli::slurm_session_id(),
+        crate::slurm::slurm_session_id(),
         std::env::var("SLURMD_NODENAME").ok(),
     ) {
         (Some(s), Some(n)) if !n.is_empty() => {

@@ -34,7 +34,7 @@ use crate::agent::AgentCounters;
 use crate::clock::{mono_ns, wall_ns, Anchor};
 use crate::ids::EventIdGen;
 use crate::ingest::batch::IngestBatch;
-use crate::ingest::listener::IngestCounters;
+use crate::ingest::listener::{IngestCounters, SubLine};
 use crate::record::{
     AgentSnapshot, EndMarker, EndReason, Event, EventKind, GpuProcess, GpuUtilSamples, Record,
     ResourceScope, ResourceUpdate, Value,
@@ -47,8 +47,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How much sampled time the dispatcher lets accumulate before it drains.
-pub const DRAIN_INTERVAL: Duration = Duration::from_secs(1);
 /// The longest the dispatcher sleeps when no agent wakes it.
 pub const FALLBACK_WAKE: Duration = Duration::from_secs(5);
 
@@ -823,19 +821,6 @@ pub struct Fanout {
     pending: bool,
     /// Lines lost to a full ring and not yet told, by event type.
     lost: Vec<(String, u64)>,
-}
-
-/// One event line for subscribers, with its type for filtering.
-#[derive(Debug)]
-pub struct SubLine {
-    /// `event_type`.
-    pub event_type: String,
-    /// The JSONL line, newline-terminated; empty for a loss marker.
-    pub line: Vec<u8>,
-    /// A loss marker: this many lines of `event_type` were lost here
-    /// (the ring to the listener was full), so every subscriber to that
-    /// type is told `{"dropped": N}`.
-    pub lost: u64,
 }
 
 impl Fanout {

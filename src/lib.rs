@@ -26,5 +26,6 @@ pub mod record;
 pub mod recorder;
 pub mod ring;
 pub mod run;
+pub mod slurm;
 pub mod stats;
 pub mod tasks;

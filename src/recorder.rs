@@ -592,7 +592,7 @@ pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
         request_stop,
     )
     .context("cannot start the ingest listener")?;
-    let (sub_tx, sub_rx) = ring::channel::<crate::dispatch::SubLine>(SUBSCRIBER_RING);
+    let (sub_tx, sub_rx) = ring::channel::<crate::ingest::listener::SubLine>(SUBSCRIBER_RING);
     let subscribers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     listener.set_subscriptions(sub_rx, Arc::clone(&subscribers));
     let fanout = crate::dispatch::Fanout::new(

@@ -69,7 +69,7 @@ pub struct CgroupReading {
 }
 
 /// A kept-open file, read whole with one pread (as the /proc sources).
-type Src = super::proc::Source;
+type Src = super::kept::KeptFile;
 
 fn open(p: &Path) -> Option<Src> {
     Src::open(p).ok()

@@ -6,10 +6,16 @@
 pub mod affinity;
 pub mod cgroup;
 pub mod gpu;
+pub mod kept;
 pub mod proc;
 pub mod procfs;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How much sampled time the dispatcher lets accumulate before it drains:
+/// the agents wake it after this much (or early, when their ring fills).
+pub const DRAIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Counters an agent thread updates and the dispatcher reads (relaxed
 /// atomics: each has one writer, and readers only need eventual values).

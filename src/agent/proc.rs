@@ -21,13 +21,12 @@
 //! makes the sleep return EINTR); see [`wake`].
 #![allow(unsafe_code)]
 
+use super::kept::KeptFile;
 use super::procfs::{self, CpuTicks, DiskFilter};
 use super::AgentCounters;
 use crate::clock::mono_ns;
 use crate::ring::{Producer, PushError};
-use std::fs::File;
 use std::io;
-use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
@@ -91,56 +90,6 @@ impl Default for ProcReading {
             net_rx_bytes: 0,
             net_tx_bytes: 0,
             cgroup: super::cgroup::CgroupReading::default(),
-        }
-    }
-}
-
-/// One kept-open /proc (or cgroup) file and its read buffer.
-#[derive(Debug)]
-pub(super) struct Source {
-    file: File,
-    buf: Vec<u8>,
-}
-
-impl Source {
-    pub(super) fn open(path: impl AsRef<std::path::Path>) -> io::Result<Self> {
-        let path = path.as_ref();
-        let file = File::open(path).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
-        })?;
-        let mut s = Self {
-            file,
-            buf: vec![0; 4096],
-        };
-        // Size the buffer to the file now, so sampling never has to grow it.
-        let n = s.read()?.len();
-        s.buf.resize((n * 2).max(4096), 0);
-        Ok(s)
-    }
-
-    /// Reads the whole file into the buffer with one `pread` at offset 0.
-    #[inline]
-    pub(super) fn read(&mut self) -> io::Result<&[u8]> {
-        loop {
-            // SAFETY: the buffer is valid and writable for `buf.len()` bytes,
-            // and the fd stays open as long as `self.file` lives.
-            let n = unsafe {
-                libc::pread(
-                    self.file.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let n = n as usize;
-            if n < self.buf.len() {
-                return Ok(&self.buf[..n]);
-            }
-            let grown = self.buf.len() * 2;
-            self.buf.resize(grown, 0);
         }
     }
 }
@@ -247,10 +196,10 @@ impl ProcSample {
 /// The four /proc sources, open.
 #[derive(Debug)]
 pub struct ProcSources {
-    stat: Source,
-    meminfo: Source,
-    diskstats: Source,
-    net_dev: Source,
+    stat: KeptFile,
+    meminfo: KeptFile,
+    diskstats: KeptFile,
+    net_dev: KeptFile,
     disks: DiskFilter,
     cgroup: Option<super::cgroup::CgroupSources>,
 }
@@ -259,10 +208,10 @@ impl ProcSources {
     /// Opens the four files and reads the whole-disk list from /sys/block.
     pub fn open() -> io::Result<Self> {
         Ok(Self {
-            stat: Source::open("/proc/stat")?,
-            meminfo: Source::open("/proc/meminfo")?,
-            diskstats: Source::open("/proc/diskstats")?,
-            net_dev: Source::open("/proc/net/dev")?,
+            stat: KeptFile::open("/proc/stat")?,
+            meminfo: KeptFile::open("/proc/meminfo")?,
+            diskstats: KeptFile::open("/proc/diskstats")?,
+            net_dev: KeptFile::open("/proc/net/dev")?,
             disks: DiskFilter::from_sys(),
             cgroup: None,
         })
@@ -462,7 +411,7 @@ impl ProcAgent {
                 0
             },
             sample: Box::default(),
-            batch: (crate::dispatch::DRAIN_INTERVAL.as_nanos() as u64 / interval_ns.max(1)).max(1),
+            batch: (super::DRAIN_INTERVAL.as_nanos() as u64 / interval_ns.max(1)).max(1),
             since_kick: 0,
             start_ns: None,
         }

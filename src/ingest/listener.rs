@@ -65,6 +65,19 @@ pub struct IngestCounters {
     pub sub_dropped: Arc<AtomicU64>,
 }
 
+/// One event line for subscribers, with its type for filtering.
+#[derive(Debug)]
+pub struct SubLine {
+    /// `event_type`.
+    pub event_type: String,
+    /// The JSONL line, newline-terminated; empty for a loss marker.
+    pub line: Vec<u8>,
+    /// A loss marker: this many lines of `event_type` were lost here
+    /// (the ring to the listener was full), so every subscriber to that
+    /// type is told `{"dropped": N}`.
+    pub lost: u64,
+}
+
 /// Shared between the listener and the main thread for the stop protocol.
 #[derive(Debug, Default)]
 pub struct StopControl {
@@ -160,7 +173,7 @@ pub struct Listener {
     control: Arc<StopControl>,
     info: AgentInfo,
     on_stop: fn(),
-    subs: Option<crate::ring::Consumer<crate::dispatch::SubLine>>,
+    subs: Option<crate::ring::Consumer<SubLine>>,
     subscribers: Arc<std::sync::atomic::AtomicUsize>,
     /// A descriptor held in reserve: out of descriptors (EMFILE), the
     /// listener closes it to accept the waiting client, tells it why, closes
@@ -324,7 +337,7 @@ impl Listener {
     /// dispatcher (which formats lines only while it is non-zero).
     pub fn set_subscriptions(
         &mut self,
-        rx: crate::ring::Consumer<crate::dispatch::SubLine>,
+        rx: crate::ring::Consumer<SubLine>,
         subscribers: Arc<std::sync::atomic::AtomicUsize>,
     ) {
         self.subs = Some(rx);

@@ -1,0 +1,57 @@
+//! A kept-open /proc (or cgroup) file, read whole with one `pread` at
+//! offset 0 into a buffer sized once: what every agent source is made of.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// One kept-open /proc (or cgroup) file and its read buffer.
+#[derive(Debug)]
+pub(crate) struct KeptFile {
+    file: File,
+    buf: Vec<u8>,
+}
+
+impl KeptFile {
+    pub(crate) fn open(path: impl AsRef<std::path::Path>) -> io::Result<Self> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
+        })?;
+        let mut s = Self {
+            file,
+            buf: vec![0; 4096],
+        };
+        // Size the buffer to the file now, so sampling never has to grow it.
+        let n = s.read()?.len();
+        s.buf.resize((n * 2).max(4096), 0);
+        Ok(s)
+    }
+
+    /// Reads the whole file into the buffer with one `pread` at offset 0.
+    #[inline]
+    pub(crate) fn read(&mut self) -> io::Result<&[u8]> {
+        loop {
+            // SAFETY: the buffer is valid and writable for `buf.len()` bytes,
+            // and the fd stays open as long as `self.file` lives.
+            let n = unsafe {
+                libc::pread(
+                    self.file.as_raw_fd(),
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len(),
+                    0,
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let n = n as usize;
+            if n < self.buf.len() {
+                return Ok(&self.buf[..n]);
+            }
+            let grown = self.buf.len() * 2;
+            self.buf.resize(grown, 0);
+        }
+    }
+}
