@@ -1,0 +1,834 @@
+//! `tal record`: wires the pipeline together and runs it until a signal or
+//! the end of the wrapped command ([`run`]: open, start, wait, finalise).
+//!
+//! Threads: the main thread, which only waits for signals; the proc agent
+//! (`tal-proc`, wakes every interval); the GPU agent (`tal-gpu`, when GPUs
+//! are sampled); the dispatcher (`tal-dispatch`), which runs the writer
+//! stage in the same wake-up (about once a second, or early when a ring
+//! fills); the ingest listener (`tal-ingest`, the socket's clients and
+//! subscribers); and with `--otlp-endpoint`, the live exporter
+//! (`tal-otlp`). They hand data on through single-producer rings. All of
+//! tal's threads are pinned to one CPU (`--pin`); a wrapped command is
+//! started with tal's original CPU affinity and signal mask.
+//!
+//! Signals: SIGINT, SIGTERM, SIGHUP, SIGUSR1 (a `tal stop`) and SIGCHLD are
+//! blocked in every thread and taken synchronously by the main thread with
+//! `sigwaitinfo`, so no handler runs on the sampling threads. On
+//! SIGTERM/SIGINT/SIGHUP:
+//! - without a command, tal finalises at once and exits 0;
+//! - with a command, tal forwards the signal to it, gives it
+//!   `CHILD_GRACE` to exit, finalises, then waits for it and exits with its
+//!   status (128+N when killed by signal N, as shells report).
+//!
+//! Finalising stops the agent (one last sample), drains every ring, writes
+//! SessionEnded, the final snapshot and the end marker, trims and fsyncs
+//! the log: well under a second. A second SIGINT during any of this exits
+//! at once with status 130; the log still converts (without end marker).
+
+mod child;
+mod signals;
+mod stage;
+
+pub use signals::STOP_REQUEST_SIGNAL;
+pub use stage::WriterStage;
+
+use crate::agent::affinity::{self, CpuMask};
+use crate::agent::gpu::{GpuAgent, GpuCounters, GpuSources};
+use crate::agent::proc::{source, ProcAgent, ProcReading, ProcSample, ProcSources};
+use crate::agent::AgentCounters;
+use crate::clock::Anchor;
+use crate::convert::{self, Output};
+use crate::dispatch::{encode_end_reason, Dispatcher};
+use crate::ingest::listener::{
+    bind_socket, AgentInfo, IngestCounters, Listener, StopControl, Waker,
+};
+use crate::log::{Header, LogWriter, WriteError};
+use crate::otlp_live::{LiveCounters, LiveExporter};
+use crate::record::EndReason;
+use crate::ring;
+use anyhow::{anyhow, Context};
+use child::{reap_blocking, run_unrecorded, spawn_wrapped, try_reap, wrapped_command};
+use signals::{arm_exit_signals, arm_second_sigint, sigset, wait_signal, Signals, STOP_SIGNALS};
+use std::ffi::OsString;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a wrapped command gets to exit after a forwarded signal before
+/// tal finalises its log anyway.
+pub const CHILD_GRACE: Duration = Duration::from_millis(500);
+/// Slots of the proc agent's ring (6.4 s of samples at 10 Hz).
+pub const PROC_RING: usize = 64;
+/// Slots of the ingest listener's ring to the dispatcher. Each slot is a
+/// batch of up to about `BATCH_BYTES` (32 KiB) of encoded events, so at most
+/// about 32 MiB wait for the dispatcher; the listener wakes it when the ring
+/// is a quarter full.
+pub const INGEST_RING: usize = 1 << 10;
+/// Emptied ingest batches kept for reuse (each holds about 36 KiB); more
+/// are freed, so a burst does not leave the agent's memory grown.
+pub const INGEST_RECYCLE: usize = 8;
+/// Slots of the live OTLP exporter's ring of events.
+pub const EXPORT_RING: usize = 1 << 16;
+/// Slots of the GPU agent's ring (6.4 s of polls at 10 Hz).
+pub const GPU_RING: usize = 64;
+/// Slots of the GPU agent's ring of back-fills (each up to 4 KiB of driver
+/// samples; one device's every second at the most, and one per device at
+/// stop, so 64 slots hold the stop of a 64-GPU node).
+pub const BACKFILL_RING: usize = 64;
+/// Slots of the dispatcher's ring of lines for live subscribers.
+pub const SUBSCRIBER_RING: usize = 1 << 16;
+
+/// A validated `tal record` configuration.
+#[derive(Debug, Clone)]
+pub struct RecordConfig {
+    /// Sampling interval.
+    pub interval: Duration,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Session id.
+    pub session_id: String,
+    /// Node id.
+    pub node_id: String,
+    /// Full host name.
+    pub hostname: String,
+    /// Backend name on the agent's events.
+    pub backend: String,
+    /// CPU to pin to.
+    pub pin: Option<usize>,
+    /// Write the JSONL at the end.
+    pub convert: bool,
+    /// Self-snapshot interval.
+    pub snapshot_every: Duration,
+    /// Command to wrap (empty: run until signalled).
+    pub command: Vec<OsString>,
+    /// Session attributes.
+    pub attributes: Vec<(String, String)>,
+    /// Log growth chunk, bytes.
+    pub log_chunk: u64,
+    /// The ingest socket's path.
+    pub socket: PathBuf,
+    /// Which GPUs to sample.
+    pub gpus: crate::agent::gpu::GpuSelection,
+    /// A live OTLP push: where, and how often.
+    pub otlp: Option<(crate::otlp_http::Endpoints, Duration)>,
+    /// The job cgroup to read.
+    pub cgroup: crate::agent::cgroup::CgroupChoice,
+}
+
+/// Creates the log at `path`, or, if a log of that name exists (a Slurm
+/// job requeued after its agent was killed keeps its job id, so its
+/// session id), beside it as `<session>.<node>.N.tal` with the first free
+/// N from 1: `tal convert` of them all gives one session. Returns the path
+/// tried last.
+fn create_log(path: &std::path::Path, header: &Header) -> (PathBuf, Result<LogWriter, WriteError>) {
+    let stem = path.with_extension("");
+    let mut candidate = path.to_path_buf();
+    for n in 1..=MAX_LOG_NUMBER {
+        match LogWriter::create(&candidate, header) {
+            Err(WriteError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                let mut name = stem.as_os_str().to_owned();
+                name.push(format!(".{n}.tal"));
+                candidate = PathBuf::from(name);
+            }
+            r => return (candidate, r),
+        }
+    }
+    let r = LogWriter::create(&candidate, header);
+    (candidate, r)
+}
+
+/// How many numbered logs of one session and node `tal record` tries.
+const MAX_LOG_NUMBER: u32 = 999;
+
+type DispatchResult = Result<PathBuf, crate::log::WriteError>;
+
+/// The running pipeline's thread handles and stop flags.
+struct Pipeline {
+    sampler: thread::JoinHandle<()>,
+    gpu: Option<thread::JoinHandle<()>>,
+    dispatcher: thread::JoinHandle<DispatchResult>,
+    sampler_stop: Arc<AtomicBool>,
+    dispatch_stop: Arc<AtomicBool>,
+    end_reason: Arc<AtomicU64>,
+}
+
+impl Pipeline {
+    /// Stops every stage in pipeline order and returns the finished log.
+    fn finish(self, reason: EndReason) -> anyhow::Result<PathBuf> {
+        self.end_reason
+            .store(encode_end_reason(reason), Ordering::Release);
+        self.sampler_stop.store(true, Ordering::Release);
+        while !self.sampler.is_finished() {
+            crate::agent::proc::wake(&self.sampler);
+            thread::sleep(Duration::from_millis(2));
+        }
+        self.sampler
+            .join()
+            .map_err(|_| anyhow!("the sampling thread panicked"))?;
+        if let Some(g) = self.gpu {
+            // It shares the stop flag; an NVML call in progress finishes first.
+            while !g.is_finished() {
+                crate::agent::proc::wake(&g);
+                thread::sleep(Duration::from_millis(2));
+            }
+            g.join()
+                .map_err(|_| anyhow!("the GPU sampling thread panicked"))?;
+        }
+        self.dispatch_stop.store(true, Ordering::Release);
+        self.dispatcher.thread().unpark();
+        let res = self
+            .dispatcher
+            .join()
+            .map_err(|_| anyhow!("the dispatcher thread panicked"))?;
+        Ok(res?)
+    }
+}
+
+/// Runs `tal record`; returns the process exit code. Four steps: open and
+/// bind everything ([`open`]), start the pipeline's threads ([`start`]),
+/// wait for the end ([`wait_for_end`]), and finalise ([`finalise`]).
+pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
+    let signals = Signals::block();
+    let opened = match open(&cfg, &signals)? {
+        Ok(o) => o,
+        // The log could not be made: the command ran unrecorded.
+        Err(code) => return Ok(code),
+    };
+    let running = start(&cfg, opened)?;
+    running.announce(&cfg);
+    let (child, spawn_failure) = running.spawn_command(&cfg, &signals);
+    let (reason, code) = match spawn_failure {
+        Some(c) => (EndReason::CommandExited(c), Some(c)),
+        None => wait_for_end(&signals, child),
+    };
+    finalise(&cfg, running, reason, child, code)
+}
+
+/// What [`open`] made: every file, socket and source, and no thread yet.
+struct Opened {
+    socket: UnixListener,
+    /// Removes the socket file if tal fails before its listener runs.
+    socket_guard: SocketGuard,
+    /// tal's CPU affinity before pinning (the wrapped command's).
+    orig_mask: CpuMask,
+    sources: ProcSources,
+    /// The first /proc reading, which the first sample's deltas start from.
+    baseline: Box<ProcReading>,
+    gpus: Option<GpuSources>,
+    /// What tal says after its start line (GPUs, cgroup).
+    notes: Vec<String>,
+    anchor: Anchor,
+    log_path: PathBuf,
+    writer: LogWriter,
+}
+
+/// Step 1: the output directory, the socket, the pin, the sources and the
+/// log. `Ok(Err(code))`: the log could not be made and the wrapped command
+/// ran unrecorded, with this status.
+fn open(cfg: &RecordConfig, signals: &Signals) -> anyhow::Result<Result<Opened, i32>> {
+    std::fs::create_dir_all(&cfg.out).with_context(|| {
+        format!(
+            "cannot create output directory '{}' — pass --out DIR that you can write to",
+            cfg.out.display()
+        )
+    })?;
+    let socket = bind_socket(&cfg.socket).with_context(|| {
+        format!(
+            "cannot listen on {} — pass --socket PATH in a directory you can write",
+            cfg.socket.display()
+        )
+    })?;
+    let socket_guard = SocketGuard(Some(cfg.socket.clone()));
+
+    let orig_mask = CpuMask::current().context("cannot read CPU affinity")?;
+    if let Some(cpu) = cfg.pin {
+        affinity::pin_current_thread(cpu)
+            .with_context(|| format!("cannot pin to CPU {cpu} — pass --pin CPU or --pin none"))?;
+    }
+    signals::ignore_file_size_limit();
+
+    let mut notes = Vec::new();
+    let cgroup = crate::agent::cgroup::CgroupSources::open(&cfg.cgroup)
+        .map_err(|e| anyhow!("--cgroup: {e}"))?;
+    let cgroup_note = cgroup.as_ref().map(|c| format!("tal: job: {}", c.describe));
+    let mut sources = ProcSources::open()
+        .context("cannot sample /proc")?
+        .with_cgroup(cgroup);
+    crate::agent::proc::install_wake_handler();
+    let mut baseline = Box::<ProcReading>::default();
+    sources.read_into(&mut baseline);
+
+    let gpus = match GpuSources::open(&cfg.gpus) {
+        Ok(Some(g)) => {
+            let list: Vec<String> = g
+                .devices()
+                .map(|d| format!("{}={} ({}, {})", d.gpu_id, d.uuid, d.name, d.pci_bus_id))
+                .collect();
+            notes.push(format!("tal: GPUs: {}", list.join("; ")));
+            Some(g)
+        }
+        Ok(None) => None,
+        Err(why) => {
+            notes.push(format!("tal: no GPU data: {why}; GPU fields stay null"));
+            None
+        }
+    };
+    notes.extend(cgroup_note);
+
+    let anchor = Anchor::now();
+    let header = log_header(cfg, &anchor, &baseline, gpus.as_ref());
+    let log_path = cfg
+        .out
+        .join(format!("{}.{}.tal", cfg.session_id, cfg.node_id));
+    let (log_path, writer) = create_log(&log_path, &header);
+    let writer = match writer {
+        Ok(w) => w,
+        Err(e) => {
+            let e = log_create_error(e);
+            if cfg.command.is_empty() {
+                return Err(e);
+            }
+            // Whatever the log cannot do, a wrapped command still runs.
+            drop(socket_guard);
+            return Ok(Err(run_unrecorded(cfg, orig_mask, signals, &e)));
+        }
+    };
+    Ok(Ok(Opened {
+        socket,
+        socket_guard,
+        orig_mask,
+        sources,
+        baseline,
+        gpus,
+        notes,
+        anchor,
+        log_path,
+        writer,
+    }))
+}
+
+/// The log's header: the session, this node, the clock anchor, and the
+/// session attributes (with each GPU's identity).
+fn log_header(
+    cfg: &RecordConfig,
+    anchor: &Anchor,
+    baseline: &ProcReading,
+    gpus: Option<&GpuSources>,
+) -> Header {
+    let mut attributes = cfg.attributes.clone();
+    for d in gpus.into_iter().flat_map(GpuSources::devices) {
+        attributes.push((format!("gpu.{}.uuid", d.gpu_id), d.uuid.clone()));
+        attributes.push((format!("gpu.{}.name", d.gpu_id), d.name.clone()));
+        attributes.push((format!("gpu.{}.pci_bus_id", d.gpu_id), d.pci_bus_id.clone()));
+    }
+    Header {
+        session_id: cfg.session_id.clone(),
+        node_id: cfg.node_id.clone(),
+        hostname: cfg.hostname.clone(),
+        backend: cfg.backend.clone(),
+        pid: std::process::id(),
+        tal_version: env!("CARGO_PKG_VERSION").to_string(),
+        start_wall_ns: anchor.wall_ns,
+        start_mono_ns: anchor.mono_ns,
+        interval_ns: cfg.interval.as_nanos() as u64,
+        chunk_bytes: cfg.log_chunk,
+        ncpus: u32::from(baseline.ncpu),
+        attributes,
+    }
+}
+
+/// Why the log could not be made, and what to do about it.
+fn log_create_error(e: WriteError) -> anyhow::Error {
+    match e {
+        WriteError::Io { path, source } => anyhow!(
+            "cannot create log {}: {source} — pass --out DIR that you can write to{}",
+            path.display(),
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                " (or a new --session-id)"
+            } else {
+                ""
+            }
+        ),
+        other => anyhow!(other),
+    }
+}
+
+/// The live OTLP push, running.
+struct LiveExport {
+    handle: thread::JoinHandle<Option<String>>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<LiveCounters>,
+    url: String,
+}
+
+impl LiveExport {
+    /// Its last push (everything is with the exporter by now), then what
+    /// was and was not delivered, on stderr.
+    fn finish(self) {
+        self.stop.store(true, Ordering::Release);
+        self.handle.thread().unpark();
+        let why = self
+            .handle
+            .join()
+            .unwrap_or_else(|_| Some("the OTLP export thread panicked".into()));
+        let c = &self.counters;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        eprintln!(
+            "tal: OTLP live push to {}: {} span(s) and {} metric point(s) delivered",
+            self.url,
+            n(&c.spans_sent),
+            n(&c.points_sent)
+        );
+        if why.is_some() || n(&c.events_dropped) > 0 {
+            eprintln!(
+                "tal: OTLP live push: NOT delivered: {} span(s), {} point(s){}{}; `tal convert --otlp-endpoint` can push the whole session from the log",
+                n(&c.spans_lost),
+                n(&c.points_lost),
+                match n(&c.events_dropped) {
+                    0 => String::new(),
+                    d => format!(", and {d} event(s) the exporter could not keep up with"),
+                },
+                why.map(|w| format!(": {w}")).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// What [`start`] made: the pipeline's threads, running.
+struct Running {
+    pipeline: Pipeline,
+    listener: thread::JoinHandle<()>,
+    waker: Waker,
+    stop_control: Arc<StopControl>,
+    live: Option<LiveExport>,
+    orig_mask: CpuMask,
+    notes: Vec<String>,
+    anchor: Anchor,
+    log_path: PathBuf,
+}
+
+/// Step 2: the rings, and the threads in the order that lets each wake the
+/// next: the live exporter, the dispatcher (with the writer stage), the
+/// samplers, then the ingest listener.
+fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
+    let Opened {
+        socket,
+        mut socket_guard,
+        orig_mask,
+        sources,
+        baseline,
+        gpus,
+        notes,
+        anchor,
+        log_path,
+        writer,
+    } = o;
+    let (proc_tx, proc_rx) = ring::channel::<ProcSample>(PROC_RING);
+    let (ingest_tx, ingest_rx) = ring::channel::<crate::ingest::batch::IngestBatch>(INGEST_RING);
+    let (recycle_tx, recycle_rx) =
+        ring::channel::<crate::ingest::batch::IngestBatch>(INGEST_RECYCLE);
+    let ingest_counters = Arc::new(IngestCounters::default());
+    let stop_control = Arc::new(StopControl::default());
+    let counters = Arc::new(AgentCounters::default());
+    let records_dropped = Arc::new(AtomicU64::new(0));
+    let sampler_stop = Arc::new(AtomicBool::new(false));
+    let dispatch_stop = Arc::new(AtomicBool::new(false));
+    let end_reason = Arc::new(AtomicU64::new(encode_end_reason(EndReason::StopRequested)));
+
+    let (mut listener, waker) = Listener::new(
+        socket,
+        cfg.socket.clone(),
+        (ingest_tx, recycle_rx),
+        Arc::clone(&ingest_counters),
+        Arc::clone(&stop_control),
+        AgentInfo {
+            session_id: cfg.session_id.clone(),
+            node_id: cfg.node_id.clone(),
+            log: log_path.clone(),
+        },
+        signals::request_stop,
+    )
+    .context("cannot start the ingest listener")?;
+    let (sub_tx, sub_rx) = ring::channel::<crate::ingest::listener::SubLine>(SUBSCRIBER_RING);
+    let subscribers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    listener.set_subscriptions(sub_rx, Arc::clone(&subscribers));
+    let fanout = crate::dispatch::Fanout::new(
+        crate::convert::jsonl::Ctx::new(&cfg.session_id),
+        cfg.node_id.clone(),
+        subscribers,
+        sub_tx,
+        waker,
+        Arc::clone(&ingest_counters.sub_dropped),
+    );
+    // Both agents sample on the grid start + k·interval.
+    let interval_ns = cfg.interval.as_nanos() as u64;
+    let start_ns = crate::clock::mono_ns();
+    let gpu_counters = Arc::new(GpuCounters::default());
+    let gpu_rings = gpus.as_ref().map(|_| {
+        (
+            ring::channel::<crate::agent::gpu::GpuSample>(GPU_RING),
+            ring::channel::<crate::agent::gpu::Backfill>(BACKFILL_RING),
+        )
+    });
+    let (gpu_tx, gpu_rx) = match gpu_rings {
+        Some(((tx, rx), (btx, brx))) => (Some((tx, btx)), Some((rx, brx))),
+        None => (None, None),
+    };
+    // The live OTLP exporter first, so that the dispatcher can wake it.
+    let (live_tx, live) = match start_live(cfg, &anchor)? {
+        Some((tx, live)) => (Some(tx), Some(live)),
+        None => (None, None),
+    };
+
+    let stage =
+        WriterStage::new(writer, Arc::clone(&records_dropped)).telling(Arc::clone(&stop_control));
+    let mut d = Dispatcher::new(
+        proc_rx,
+        stage,
+        Arc::clone(&counters),
+        Arc::clone(&records_dropped),
+        cfg.backend.clone(),
+        (baseline.ok & source::STAT != 0).then_some(baseline.cpu),
+        anchor.wall_ns,
+        cfg.snapshot_every,
+    )
+    .with_ingest(
+        (ingest_rx, recycle_tx),
+        cfg.node_id.clone(),
+        Arc::clone(&ingest_counters),
+    )
+    .with_fanout(fanout);
+    if let Some((rx, brx)) = gpu_rx {
+        d = d.with_gpu(rx, brx, Arc::clone(&gpu_counters), start_ns, interval_ns);
+    }
+    if let (Some(tx), Some(l)) = (live_tx, &live) {
+        d = d.with_exporter(tx, l.handle.thread().clone(), Arc::clone(&l.counters));
+    }
+    let dispatcher = {
+        let stop = Arc::clone(&dispatch_stop);
+        let reason = Arc::clone(&end_reason);
+        thread::Builder::new()
+            .name("tal-dispatch".into())
+            .spawn(move || d.run(stop, reason).into_sink().finish())
+            .context("cannot start the dispatcher thread")?
+    };
+    let agent = ProcAgent::new(
+        sources,
+        &baseline,
+        proc_tx,
+        interval_ns,
+        Arc::clone(&counters),
+        Arc::clone(&sampler_stop),
+        dispatcher.thread().clone(),
+    )
+    .starting_at(start_ns);
+    let sampler = thread::Builder::new()
+        .name("tal-proc".into())
+        .spawn(move || agent.run())
+        .context("cannot start the sampling thread")?;
+    let gpu = match (gpus, gpu_tx) {
+        (Some(src), Some((tx, btx))) => {
+            let agent = GpuAgent::new(
+                src,
+                tx,
+                btx,
+                start_ns,
+                interval_ns,
+                Arc::clone(&gpu_counters),
+                Arc::clone(&sampler_stop),
+            );
+            Some(
+                thread::Builder::new()
+                    .name("tal-gpu".into())
+                    .spawn(move || agent.run())
+                    .context("cannot start the GPU sampling thread")?,
+            )
+        }
+        _ => None,
+    };
+    listener.set_dispatcher(dispatcher.thread().clone());
+    let listener = thread::Builder::new()
+        .name("tal-ingest".into())
+        .spawn(move || listener.run())
+        .context("cannot start the ingest listener thread")?;
+    // The listener removes the socket file from now on.
+    socket_guard.0 = None;
+    Ok(Running {
+        pipeline: Pipeline {
+            sampler,
+            gpu,
+            dispatcher,
+            sampler_stop,
+            dispatch_stop,
+            end_reason,
+        },
+        listener,
+        waker,
+        stop_control,
+        live,
+        orig_mask,
+        notes,
+        anchor,
+        log_path,
+    })
+}
+
+/// The live OTLP exporter's thread, if `--otlp-endpoint` asked for one,
+/// and the ring the dispatcher feeds it through.
+fn start_live(
+    cfg: &RecordConfig,
+    anchor: &Anchor,
+) -> anyhow::Result<Option<(ring::Producer<crate::record::Event>, LiveExport)>> {
+    let Some((ep, every)) = &cfg.otlp else {
+        return Ok(None);
+    };
+    let (tx, rx) = ring::channel::<crate::record::Event>(EXPORT_RING);
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(LiveCounters::default());
+    let exporter = LiveExporter::new(
+        rx,
+        ep.clone(),
+        *every,
+        &cfg.session_id,
+        &cfg.node_id,
+        &cfg.backend,
+        anchor.wall_ns,
+        &cfg.attributes,
+        Arc::clone(&stop),
+        Arc::clone(&counters),
+    );
+    let handle = thread::Builder::new()
+        .name("tal-otlp".into())
+        .spawn(move || exporter.run())
+        .context("cannot start the OTLP export thread")?;
+    Ok(Some((
+        tx,
+        LiveExport {
+            handle,
+            stop,
+            counters,
+            url: ep.traces.to_string(),
+        },
+    )))
+}
+
+impl Running {
+    /// The start line, and the notes after it.
+    fn announce(&self, cfg: &RecordConfig) {
+        eprintln!(
+            "tal: recording session={} node={} log={} socket={} interval={:?} pin={}",
+            cfg.session_id,
+            cfg.node_id,
+            self.log_path.display(),
+            cfg.socket.display(),
+            cfg.interval,
+            cfg.pin.map_or("none".to_string(), |c| format!("cpu{c}")),
+        );
+        for note in &self.notes {
+            eprintln!("{note}");
+        }
+    }
+
+    /// Starts the wrapped command, if there is one: its pid, or the status
+    /// of a command that could not start.
+    fn spawn_command(
+        &self,
+        cfg: &RecordConfig,
+        signals: &Signals,
+    ) -> (Option<libc::pid_t>, Option<i32>) {
+        let Some(mut cmd) = wrapped_command(cfg, self.orig_mask, signals.old_mask) else {
+            return (None, None);
+        };
+        cmd.env("TAL_LOG", &self.log_path)
+            .env("TAL_SOCKET", &cfg.socket);
+        match spawn_wrapped(&mut cmd) {
+            Ok(pid) => (Some(pid), None),
+            Err(code) => (None, Some(code)),
+        }
+    }
+}
+
+/// Step 3: waits for the end: the wrapped command's exit, a stop signal
+/// (forwarded to the command, which gets [`CHILD_GRACE`] to exit), or
+/// `tal stop`. Returns why, and the command's status if it is known.
+fn wait_for_end(signals: &Signals, child: Option<libc::pid_t>) -> (EndReason, Option<i32>) {
+    loop {
+        let Some(sig) = wait_signal(&signals.all, None) else {
+            continue;
+        };
+        if sig == libc::SIGCHLD {
+            if let Some(c) = child.and_then(try_reap) {
+                return (EndReason::CommandExited(c), Some(c));
+            }
+            continue;
+        }
+        if !STOP_SIGNALS.contains(&sig) {
+            continue;
+        }
+        if sig == libc::SIGINT {
+            arm_second_sigint();
+        }
+        let code = child.and_then(|pid| stop_child(pid, sig));
+        let reason = if sig == STOP_REQUEST_SIGNAL {
+            EndReason::StopRequested
+        } else {
+            EndReason::Signal(sig)
+        };
+        return (reason, code);
+    }
+}
+
+/// Forwards stop signal `sig` to the wrapped command (SIGTERM for a `tal
+/// stop`) and waits up to [`CHILD_GRACE`] for it to exit: its status if it
+/// did.
+fn stop_child(pid: libc::pid_t, sig: libc::c_int) -> Option<i32> {
+    let fwd = if sig == STOP_REQUEST_SIGNAL {
+        libc::SIGTERM
+    } else {
+        sig
+    };
+    signals::kill(pid, fwd);
+    let deadline = Instant::now() + CHILD_GRACE;
+    let chld = sigset(&[libc::SIGCHLD]);
+    loop {
+        if let Some(c) = try_reap(pid) {
+            return Some(c);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        wait_signal(&chld, Some(left.min(Duration::from_millis(50))));
+    }
+}
+
+/// Step 4: the last events in, the pipeline stopped (its last sample, the
+/// end marker), the wrapped command reaped, the JSONL written, the live
+/// push's last batch, and `tal stop` answered. Returns tal's exit status.
+fn finalise(
+    cfg: &RecordConfig,
+    running: Running,
+    reason: EndReason,
+    child: Option<libc::pid_t>,
+    code: Option<i32>,
+) -> anyhow::Result<i32> {
+    let Running {
+        pipeline,
+        listener,
+        waker,
+        stop_control,
+        live,
+        anchor,
+        log_path,
+        ..
+    } = running;
+    // Refuse client events from here on, and have every event accepted
+    // before with the dispatcher: its last drain comes next.
+    if !stop_control.close(&waker, Duration::from_secs(2)) {
+        eprintln!(
+            "tal: the ingest listener did not hand over its last events within 2 s; \
+             events it accepted since may be missing"
+        );
+    }
+    let finished = pipeline.finish(reason);
+    let exit = match (child, code) {
+        (Some(pid), None) => reap_blocking(pid),
+        (_, code) => code.unwrap_or(0),
+    };
+    let log = match finished {
+        Ok(p) => p,
+        Err(e) => {
+            if e.downcast_ref::<WriteError>().is_some() {
+                // The writer stage reported the error when it happened.
+                eprintln!(
+                    "tal: the log {} stops at its last whole record before that error",
+                    log_path.display()
+                );
+            } else {
+                eprintln!("tal: {e}");
+            }
+            log_path
+        }
+    };
+    let jsonl = if cfg.convert {
+        write_jsonl(cfg, &log, &anchor)
+    } else {
+        eprintln!("tal: log {}", log.display());
+        None
+    };
+    // The live push's last batch, after the JSONL is on disk: a slow or
+    // stuck receiver can then cost at most the push (each request has its
+    // time limit), and SIGINT or SIGTERM meanwhile exits at once.
+    if let Some(l) = live {
+        arm_exit_signals();
+        l.finish();
+    }
+    // Answer `tal stop` clients now that everything is written, and close
+    // the socket.
+    let mut reply = Vec::new();
+    let mut o = crate::convert::json::JsonOut::object(&mut reply);
+    o.bool("ok", true)
+        .str("log", &log.display().to_string())
+        .opt_str(
+            "jsonl",
+            jsonl.as_ref().map(|p| p.display().to_string()).as_deref(),
+        );
+    o.end();
+    if let Ok(mut d) = stop_control.done.lock() {
+        *d = Some(String::from_utf8_lossy(&reply).into_owned());
+    }
+    stop_control.exit.store(true, Ordering::Release);
+    waker.wake();
+    let _ = listener.join();
+    Ok(exit)
+}
+
+/// Converts the finished log to the session's JSONL in `--out`: RHAPSODY's
+/// name, unless another node of the session already wrote that file into a
+/// shared `--out` (then this node's own name, so that no agent overwrites
+/// another's checkpoint, numbered after a requeued job's earlier run of the
+/// same second). Says what it wrote, or why it could not.
+fn write_jsonl(cfg: &RecordConfig, log: &std::path::Path, anchor: &Anchor) -> Option<PathBuf> {
+    let name = convert::default_file_name(&cfg.session_id, anchor.wall_ns);
+    let mut target = cfg.out.join(&name);
+    if target.exists() {
+        let own = convert::node_file_name(&cfg.session_id, &cfg.node_id, anchor.wall_ns);
+        target = cfg.out.join(&own);
+        let stem = own.strip_suffix(".telemetry.jsonl").unwrap_or(&own);
+        let mut n = 1;
+        while target.exists() && n <= MAX_LOG_NUMBER {
+            target = cfg.out.join(format!("{stem}.{n}.telemetry.jsonl"));
+            n += 1;
+        }
+    }
+    match convert::to_jsonl(&[log.to_path_buf()], &Output::File(target)) {
+        Ok((path, summary)) => {
+            for l in convert::describe(&summary) {
+                eprintln!("tal: {l}");
+            }
+            let p = path?;
+            eprintln!("tal: {}", convert::describe_written(&p, &summary));
+            Some(p)
+        }
+        Err(e) => {
+            eprintln!("tal: cannot convert {}: {e}", log.display());
+            None
+        }
+    }
+}
+
+/// Removes the socket file if `tal record` fails before its listener runs.
+struct SocketGuard(Option<PathBuf>);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
