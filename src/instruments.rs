@@ -1,8 +1,9 @@
 //! RHAPSODY's OTel instruments, as plain state updated event by event.
 //!
-//! The dispatcher and the converters share this one definition, so the
-//! metric line `convert` writes is exactly what the instruments hold after
-//! the merged event stream. Values follow RHAPSODY's metric line:
+//! `convert` (the JSONL's metric line) and the live OTLP exporter (its
+//! task counters) share this one definition, with [`crate::tasks`] deciding
+//! when a task counts, so the metric line is exactly what the instruments
+//! hold after the merged event stream. Values follow RHAPSODY's metric line:
 //! counters summed over label sets, `tasks_running` as an up-down counter,
 //! `task_duration_seconds` as count and sum (plus an HDR histogram for
 //! percentiles), and the node utilisation gauges as the latest value per

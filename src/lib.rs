@@ -1,12 +1,19 @@
 //! tal: records an HPC workflow run — the session, every task's lifecycle,
 //! and each node's resources — into a crash-safe binary log, and converts it
-//! to RHAPSODY's JSONL checkpoint.
+//! to RHAPSODY's JSONL checkpoint and to OpenTelemetry.
 //!
-//! The modules follow the pipeline (see DESIGN.md):
-//! [`agent`] (sampling threads) → [`ring`] → [`dispatch`] → [`ring`] →
-//! [`log`] (writer) … [`convert`] (reader → JSONL). [`record`] is the data
-//! model they share, [`recorder`] wires `tal record` together and [`cli`]
-//! is the command line.
+//! The modules follow the pipeline (README's design section is its map):
+//! [`agent`] (the /proc and GPU sampling threads) and [`ingest`] (the
+//! socket's clients) each hand data through a [`ring`] to [`dispatch`],
+//! which turns it into [`record`]s and, in the same wake-up, appends them to
+//! the [`log`] (the writer stage runs on the dispatcher's thread: no ring
+//! between them), feeds live subscribers (through a ring back to the
+//! listener) and the live OTLP exporter ([`otlp_live`]). [`convert`] reads
+//! logs back into JSONL and OTLP, with [`tasks`] and [`instruments`]
+//! deciding spans and counters. [`recorder`] wires `tal record` together,
+//! [`run`] is `tal run`, [`commands`] the other subcommands, and [`cli`]
+//! the command line. Arrows point one way: the CLI above the stages, the
+//! stages above the data model ([`record`], [`clock`], [`ids`]).
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 
@@ -14,6 +21,7 @@ pub mod agent;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod commands;
 pub mod convert;
 pub mod dispatch;
 pub mod ids;

@@ -479,7 +479,7 @@ impl<'a> SpanSpill<'a> {
 
 /// Merges `readers` (logs of one session) and writes the JSONL checkpoint
 /// to `out`; span lines beyond a few MiB wait in a temporary file in
-/// `spill_dir` (see [`SpanSpill`]).
+/// `spill_dir` (see `SpanSpill`).
 pub fn write_jsonl(
     readers: Vec<LogReader>,
     out: &mut dyn Write,

@@ -1,6 +1,7 @@
-//! `tal convert`: node logs → one RHAPSODY JSONL checkpoint (and, later,
-//! OTLP). Logs of one session merge into one file, one trace, one session
-//! span; logs of different sessions are refused (convert them separately).
+//! `tal convert`: node logs → one RHAPSODY JSONL checkpoint ([`jsonl`]),
+//! and from that the OTLP form ([`otlp`]). Logs of one session merge into
+//! one file, one trace, one session span ([`merge`]); logs of different
+//! sessions are refused (convert them separately).
 //!
 //! The output is written to a new temporary file beside the target (made
 //! with O_EXCL under a random name, so nothing planted in the directory is

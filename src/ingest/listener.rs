@@ -148,10 +148,10 @@ const MAX_SUBSCRIBER_BUFFER: usize = 1 << 20;
 
 /// Subscribers at most at once; a further `subscribe` is refused (and
 /// counted), so idle subscribers cannot make the agent's memory grow
-/// without bound (each may hold [`MAX_SUBSCRIBER_BUFFER`]).
+/// without bound (each may hold `MAX_SUBSCRIBER_BUFFER`).
 pub const MAX_SUBSCRIBERS: usize = 64;
 
-/// The listener thread's state. Create with [`Listener::bind`], then
+/// The listener thread's state. Create with [`Listener::new`], then
 /// [`Listener::run`] on its own thread.
 #[derive(Debug)]
 pub struct Listener {

@@ -1,5 +1,5 @@
-//! `LogWriter`: appends framed records to `<out>/<session>.<node>.tal`
-//! through a memory map that grows in chunks. This doc is the format's spec.
+//! `LogWriter`: appends framed records to `<out>/<session>.<node>.tal`,
+//! which grows in reserved chunks. This doc is the format's spec.
 //!
 //! # Format, version 3 ([`FORMAT_VERSION`]; 2 added the GPU agent's snapshot fields, 3 the GPU back-fill records)
 //!
@@ -67,7 +67,8 @@
 //! reports) damaged frames in the middle by scanning 8-byte-aligned offsets
 //! for the next frame whose crc matches, and never panics on any input.
 //!
-//! Only the writer thread owns the file; nothing else may write it.
+//! Only the writer stage owns the file (it runs on the dispatcher's thread,
+//! in the dispatcher's wake-up); nothing else may write it.
 #![allow(unsafe_code)]
 
 use super::{

@@ -190,8 +190,8 @@ impl Pipeline {
 }
 
 /// Runs `tal record`; returns the process exit code. Four steps: open and
-/// bind everything ([`open`]), start the pipeline's threads ([`start`]),
-/// wait for the end ([`wait_for_end`]), and finalise ([`finalise`]).
+/// bind everything (`open`), start the pipeline's threads (`start`), wait
+/// for the end (`wait_for_end`), and finalise (`finalise`).
 pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
     let signals = Signals::block();
     let opened = match open(&cfg, &signals)? {
