@@ -699,6 +699,12 @@ impl<S: Sink> Dispatcher<S> {
             samples_dropped: AgentCounters::get(&self.counters.samples_dropped),
             deadlines_missed: AgentCounters::get(&self.counters.deadlines_missed),
             read_errors: AgentCounters::get(&self.counters.read_errors),
+            read_errors_by_source: self
+                .counters
+                .source_errors
+                .iter()
+                .map(AgentCounters::get)
+                .collect(),
             records_dropped: self.records_dropped.load(Ordering::Relaxed),
             hist_cpu_permille: stats::encode(&self.hist_cpu),
             hist_mem_permille: stats::encode(&self.hist_mem),

@@ -322,6 +322,9 @@ pub struct AgentSnapshot {
     pub gpu_backfills_dropped: u64,
     /// Clients the ingest listener turned away, out of file descriptors.
     pub ingest_clients_refused: u64,
+    /// Failed reads or parses per source, in
+    /// [`crate::agent::SOURCE_NAMES`] order.
+    pub read_errors_by_source: Vec<u64>,
 }
 
 /// Why the recording ended.

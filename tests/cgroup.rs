@@ -178,3 +178,66 @@ fn a_bad_cgroup_is_refused_clearly_and_none_turns_it_off() {
         .iter()
         .all(|l| l.get("job_cpu_percent").is_none()));
 }
+
+/// Read errors are counted per source: a cgroup file that stops parsing
+/// mid-run is named in the metric line (and its node's `tal_logs` entry),
+/// while the other sources stay at zero. The cgroup is a v2-shaped
+/// directory of plain files, so the test needs no root.
+#[test]
+fn read_errors_are_counted_per_source() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cg = dir.path().join("cg");
+    std::fs::create_dir(&cg).unwrap();
+    for (f, text) in [
+        ("cgroup.controllers", "cpu memory io\n"),
+        (
+            "cpu.stat",
+            "usage_usec 1000\nuser_usec 600\nsystem_usec 400\n",
+        ),
+        ("memory.current", "1048576\n"),
+        ("io.stat", "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2\n"),
+    ] {
+        std::fs::write(cg.join(f), text).unwrap();
+    }
+    let out = dir.path().join("rec");
+    let child = tal()
+        .args(["record", "--interval", "0.05", "--session-id", "cgerr"])
+        .args(["--node-id", "n", "--gpus", "none", "--cgroup"])
+        .arg(&cg)
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = out.join("cgerr.n.tal");
+    wait_until("samples with the cgroup readable", || {
+        samples_in_log(&log) >= 3
+    });
+    // The same file (tal keeps it open), now unparseable.
+    std::fs::write(cg.join("memory.current"), "not a number\n").unwrap();
+    let before = samples_in_log(&log);
+    wait_until("samples after the file broke", || {
+        samples_in_log(&log) >= before + 3
+    });
+    signal(&child, libc::SIGTERM);
+    let o = wait_output(child, std::time::Duration::from_secs(20));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = read_jsonl_in(&out);
+    let m = lines(&v, "metric", None)[0];
+    let by = &m["agent_read_errors_by_source"];
+    assert!(by["cgroup_memory"].as_u64().unwrap() >= 2, "{by}");
+    for other in [
+        "proc_stat",
+        "proc_meminfo",
+        "proc_diskstats",
+        "proc_net_dev",
+        "cgroup_cpu",
+        "cgroup_memory_peak",
+        "cgroup_io",
+    ] {
+        assert_eq!(by[other], 0, "{other}: {by}");
+    }
+    assert_eq!(m["agent_read_errors"], by["cgroup_memory"]);
+    assert_eq!(m["tal_logs"][0]["read_errors_by_source"], *by);
+}

@@ -66,6 +66,9 @@ pub struct CgroupReading {
     pub io_read_bytes: Option<u64>,
     /// Bytes written to block devices, cumulative.
     pub io_write_bytes: Option<u64>,
+    /// Files that are open but failed to read or parse this time: bit 0
+    /// CPU, 1 memory, 2 memory peak, 3 I/O.
+    pub failed: u8,
 }
 
 /// A kept-open file, read whole with one pread (as the /proc sources).
@@ -212,21 +215,38 @@ impl CgroupSources {
     pub fn read(&mut self) -> CgroupReading {
         let mut r = CgroupReading::default();
         let v2 = self.v2;
-        if let Some(b) = self.cpu.as_mut().and_then(|s| s.read().ok()) {
-            r.cpu_ns = if v2 { parse_cpu_stat(b) } else { first_u64(b) };
-        }
-        if let Some(b) = self.mem.as_mut().and_then(|s| s.read().ok()) {
-            r.mem_bytes = first_u64(b);
-        }
-        if let Some(b) = self.peak.as_mut().and_then(|s| s.read().ok()) {
-            r.mem_peak_bytes = first_u64(b);
-        }
-        if let Some(b) = self.io.as_mut().and_then(|s| s.read().ok()) {
-            if let Some((rd, wr)) = if v2 { parse_io_stat(b) } else { parse_blkio(b) } {
-                r.io_read_bytes = Some(rd);
-                r.io_write_bytes = Some(wr);
+        // Each open file: read and parsed, or counted as failed.
+        fn take<T>(
+            file: &mut Option<Src>,
+            bit: u8,
+            failed: &mut u8,
+            parse: impl FnOnce(&[u8]) -> Option<T>,
+        ) -> Option<T> {
+            let v = file.as_mut()?.read().ok().and_then(parse);
+            if v.is_none() {
+                *failed |= bit;
             }
+            v
         }
+        let f = &mut r.failed;
+        r.cpu_ns = take(&mut self.cpu, 1, f, |b| {
+            if v2 {
+                parse_cpu_stat(b)
+            } else {
+                first_u64(b)
+            }
+        });
+        r.mem_bytes = take(&mut self.mem, 2, f, first_u64);
+        r.mem_peak_bytes = take(&mut self.peak, 4, f, first_u64);
+        let io = take(&mut self.io, 8, f, |b| {
+            if v2 {
+                parse_io_stat(b)
+            } else {
+                parse_blkio(b)
+            }
+        });
+        r.io_read_bytes = io.map(|(rd, _)| rd);
+        r.io_write_bytes = io.map(|(_, wr)| wr);
         r
     }
 }
@@ -311,6 +331,7 @@ mod tests {
                 mem_peak_bytes: Some(8192),
                 io_read_bytes: Some(1),
                 io_write_bytes: Some(2),
+                failed: 0,
             }
         );
         assert!(find_job_cgroup(r, own, "43").is_none(), "another job");

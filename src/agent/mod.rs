@@ -27,9 +27,28 @@ pub struct AgentCounters {
     pub samples_dropped: AtomicU64,
     /// Deadlines skipped because the agent woke more than one interval late.
     pub deadlines_missed: AtomicU64,
-    /// Source reads or parses that failed.
+    /// Samples with a source that failed to read or parse.
     pub read_errors: AtomicU64,
+    /// Failed reads or parses, per source ([`SOURCE_NAMES`]).
+    pub source_errors: [AtomicU64; SOURCES],
 }
+
+/// How many sources the proc agent reads (the four /proc files, and the
+/// job cgroup's four).
+pub const SOURCES: usize = 8;
+
+/// The sources, in [`AgentCounters::source_errors`] order, as the metric
+/// line names them.
+pub const SOURCE_NAMES: [&str; SOURCES] = [
+    "proc_stat",
+    "proc_meminfo",
+    "proc_diskstats",
+    "proc_net_dev",
+    "cgroup_cpu",
+    "cgroup_memory",
+    "cgroup_memory_peak",
+    "cgroup_io",
+];
 
 impl AgentCounters {
     #[inline]

@@ -470,8 +470,14 @@ impl ProcAgent {
         s.deadline_ns = deadline;
         s.wake_ns = wake;
         s.done_ns = mono_ns();
-        if r.ok != source::ALL {
+        if r.ok != source::ALL || r.cgroup.failed != 0 {
             AgentCounters::bump(&self.counters.read_errors, 1);
+            let failed = (!r.ok & source::ALL) | (r.cgroup.failed << 4);
+            for (i, c) in self.counters.source_errors.iter().enumerate() {
+                if failed & (1 << i) != 0 {
+                    AgentCounters::bump(c, 1);
+                }
+            }
         }
         AgentCounters::bump(&self.counters.samples_taken, 1);
         if let Err(PushError::Full(_)) = self.tx.push(*s) {

@@ -19,7 +19,12 @@
 //! - metric line: the agent's own cost summed over nodes (`agent_cpu_seconds`,
 //!   `agent_cpu_us_per_sample`, `agent_peak_rss_bytes` (max over nodes),
 //!   `agent_samples_taken`, `agent_samples_dropped`, `agent_deadlines_missed`,
-//!   `agent_read_errors`, `agent_records_dropped`, and the ingest socket's
+//!   `agent_read_errors` (samples with any source failed),
+//!   `agent_read_errors_by_source` (failed reads or parses per source:
+//!   `proc_stat`, `proc_meminfo`, `proc_diskstats`, `proc_net_dev`,
+//!   `cgroup_cpu`, `cgroup_memory`, `cgroup_memory_peak`, `cgroup_io`; per
+//!   node in `tal_logs[].read_errors_by_source`),
+//!   `agent_records_dropped`, and the ingest socket's
 //!   `ingest_events_accepted`, `ingest_lines_rejected`,
 //!   `ingest_events_dropped`, `subscriber_events_dropped`, and
 //!   `ingest_clients_refused`, clients turned away out of file
@@ -702,8 +707,12 @@ fn write_metric_line(
     // GPU agents: polls, polls dropped, deadlines missed, devices disabled,
     // thread CPU ns, errors, back-fills, their CPU ns, back-fills dropped.
     let mut gpu = [0u64; 9];
+    let mut by_source = [0u64; crate::agent::SOURCES];
     for n in &merge.nodes {
         if let Some(s) = &n.snapshot {
+            for (c, v) in by_source.iter_mut().zip(&s.read_errors_by_source) {
+                *c += v;
+            }
             for (c, v) in gpu.iter_mut().zip([
                 s.gpu_polls,
                 s.gpu_polls_dropped,
@@ -768,6 +777,11 @@ fn write_metric_line(
         {
             o.uint(k, v);
         }
+        o.nested("agent_read_errors_by_source", |e| {
+            for (name, c) in crate::agent::SOURCE_NAMES.iter().zip(by_source) {
+                e.uint(name, c);
+            }
+        });
         for (k, q) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
             if let Some(v) = pct(&hj, q) {
                 o.f64(&format!("agent_sampling_jitter_{k}_ms"), v as f64 / 1e6);
@@ -838,6 +852,15 @@ fn write_metric_line(
             .bool("truncated", st.truncated_tail)
             .f64("start_time_s", ns_to_secs(n.reader.header().start_wall_ns))
             .f64("last_record_time_s", ns_to_secs(n.last_time_ns));
+        if let Some(errs) = n.snapshot.as_ref().map(|s| &s.read_errors_by_source) {
+            if !errs.is_empty() {
+                l.nested("read_errors_by_source", |e| {
+                    for (name, c) in crate::agent::SOURCE_NAMES.iter().zip(errs) {
+                        e.uint(name, *c);
+                    }
+                });
+            }
+        }
         if let Some(errs) = n.snapshot.as_ref().map(|s| &s.gpu_errors) {
             if !errs.is_empty() {
                 l.nested("gpu_errors", |e| {

@@ -1,13 +1,13 @@
 //! `LogWriter`: appends framed records to `<out>/<session>.<node>.tal`,
 //! which grows in reserved chunks. This doc is the format's spec.
 //!
-//! # Format, version 3 ([`FORMAT_VERSION`]; 2 added the GPU agent's snapshot fields, 3 the GPU back-fill records)
+//! # Format, version 4 ([`FORMAT_VERSION`]; 2 added the GPU agent's snapshot fields, 3 the GPU back-fill records, 4 the per-source read errors)
 //!
 //! All integers are little-endian. Offsets are from the start of the file.
 //!
 //! ```text
 //! 0   magic        8 bytes  89 54 41 4C 4C 4F 47 0A  ("\x89TALLOG\n")
-//! 8   version      u32      3
+//! 8   version      u32      4
 //! 12  header_len   u32      bytes of the header payload
 //! 16  header_crc   u32      CRC-32 (IEEE) of the header payload
 //! 20  reserved     u32      0
