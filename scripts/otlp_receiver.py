@@ -7,7 +7,9 @@ protobuf's canonical JSON>}. Answers with the matching Export*ServiceResponse.
 
 Usage:
   python otlp_receiver.py serve OUT [--fail-first N] [--port-file FILE] [--count-only]
-      Listens on 127.0.0.1 (port 0: the OS picks; written to --port-file).
+                                   [--tls CERT.pem KEY.pem]
+      Listens on 127.0.0.1 (port 0: the OS picks; written to --port-file);
+      with --tls, over HTTPS with that certificate and key.
       The first N requests are answered 503 (to test retries). With
       --count-only (for benchmarks), each request is still fully decoded but
       only its span and data-point counts are written.
@@ -70,7 +72,8 @@ def counts(msg):
     return {"spans": spans, "points": points}
 
 
-def serve(out: str, fail_first: int, port_file: str | None, count_only: bool = False) -> None:
+def serve(out: str, fail_first: int, port_file: str | None, count_only: bool = False,
+          tls: tuple[str, str] | None = None) -> None:
     lock = threading.Lock()
     state = {"seen": 0}
 
@@ -124,6 +127,11 @@ def serve(out: str, fail_first: int, port_file: str | None, count_only: bool = F
             self.wfile.write(reply)
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(tls[0], tls[1])
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     if port_file:
         with open(port_file + ".tmp", "w") as f:
             f.write(str(srv.server_address[1]))
@@ -150,6 +158,7 @@ def main() -> None:
         fail_first = 0
         port_file = None
         count_only = False
+        tls = None
         i = 1
         while i < len(args):
             if args[i] == "--count-only":
@@ -158,12 +167,15 @@ def main() -> None:
             elif args[i] == "--fail-first":
                 fail_first = int(args[i + 1])
                 i += 2
+            elif args[i] == "--tls":
+                tls = (args[i + 1], args[i + 2])
+                i += 3
             elif args[i] == "--port-file":
                 port_file = args[i + 1]
                 i += 2
             else:
                 raise SystemExit(f"unknown argument {args[i]}")
-        serve(out, fail_first, port_file, count_only)
+        serve(out, fail_first, port_file, count_only, tls)
     elif cmd == "check-json":
         check_json(sys.argv[2], sys.argv[3])
     else:

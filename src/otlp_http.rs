@@ -1,5 +1,5 @@
-//! OTLP/HTTP push (protobuf), on a small blocking HTTP/1.1 client over
-//! `std::net`: no async runtime, no HTTP library.
+//! OTLP/HTTP push (protobuf), on `ureq`'s blocking client (`rustls` for
+//! `https://`): no async runtime.
 //!
 //! Why not `opentelemetry-otlp`'s exporters: they export the SDK's own
 //! data types, and the SDK's metric data (`ResourceMetrics`) cannot be
@@ -17,8 +17,16 @@
 //! given) override the base endpoint, which is `--otlp-endpoint URL`, else
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (the signal paths are appended);
 //! `OTEL_EXPORTER_OTLP_HEADERS` (`k=v,…`, percent-decoded) are sent with
-//! every request. Only `http://` endpoints: for TLS, point tal at a local
-//! collector.
+//! every request. `https://` endpoints are checked against the public
+//! (Mozilla) roots, or against the certificates of the PEM file
+//! `OTEL_EXPORTER_OTLP_CERTIFICATE` (a site's own CA, or a receiver's
+//! self-signed certificate). No proxy is used, and no redirect followed.
+//!
+//! Answers: each request's whole time limit (connect to last byte) is the
+//! `OTEL_EXPORTER_OTLP_TIMEOUT` (see [`Endpoints::timeouts`]); of an answer
+//! tal reads the status and at most 64 KiB of body, within a second of its
+//! headers, and does not read a body that claims more (so a receiver
+//! cannot make tal allocate or wait without bound).
 //!
 //! Delivery: spans go in requests of at most [`SPANS_PER_REQUEST`], metric
 //! points in requests of at most [`POINTS_PER_REQUEST`]. A request that
@@ -38,19 +46,20 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::metrics::v1::{metric, Metric, ResourceMetrics, ScopeMetrics};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::io;
+use std::time::Duration;
 
 /// Most spans per request.
 pub const SPANS_PER_REQUEST: usize = 1000;
 /// Most metric data points per request.
 pub const POINTS_PER_REQUEST: usize = 4000;
 
-/// An `http://host[:port]/path` URL.
+/// An `http://` or `https://` `host[:port]/path` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
-    /// `host:port`, for connecting and the Host header.
+    /// `https://`.
+    pub tls: bool,
+    /// `host:port`.
     pub authority: String,
     /// The request path.
     pub path: String,
@@ -58,19 +67,22 @@ pub struct HttpUrl {
 
 impl std::fmt::Display for HttpUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}{}", self.authority, self.path)
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority, self.path)
     }
 }
 
-/// Parses an `http://` URL.
+/// Parses an `http://` or `https://` URL (the port defaults to 80 or 443).
 pub fn parse_url(s: &str) -> Result<HttpUrl, String> {
-    let rest = s.strip_prefix("http://").ok_or_else(|| {
-        if s.starts_with("https://") {
-            format!("{s}: tal pushes OTLP over plain http only; send to a local OpenTelemetry collector and let it forward over TLS")
-        } else {
-            format!("{s}: an OTLP/HTTP endpoint looks like http://host:4318")
+    let (tls, rest) = match (s.strip_prefix("http://"), s.strip_prefix("https://")) {
+        (Some(r), _) => (false, r),
+        (_, Some(r)) => (true, r),
+        _ => {
+            return Err(format!(
+                "{s}: an OTLP/HTTP endpoint looks like http://host:4318 or https://host:4318"
+            ))
         }
-    })?;
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -85,12 +97,35 @@ pub fn parse_url(s: &str) -> Result<HttpUrl, String> {
     {
         authority.to_string()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{}", if tls { 443 } else { 80 })
     };
     Ok(HttpUrl {
+        tls,
         authority,
         path: path.to_string(),
     })
+}
+
+/// The certificates of `OTEL_EXPORTER_OTLP_CERTIFICATE` (a PEM file): the
+/// roots `https://` receivers are checked against instead of the public
+/// ones.
+fn load_roots(path: &str) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("OTEL_EXPORTER_OTLP_CERTIFICATE={path}: cannot read it: {e}"))?;
+    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("OTEL_EXPORTER_OTLP_CERTIFICATE={path}: not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "OTEL_EXPORTER_OTLP_CERTIFICATE={path}: no certificate in it"
+        ));
+    }
+    Ok(certs)
 }
 
 /// Where and how to push.
@@ -108,6 +143,10 @@ pub struct Endpoints {
     /// (milliseconds, as the OTel specification has it); unset: the push's
     /// own (10 s; 2 s for the last push of `tal record`).
     pub timeouts: (Option<Duration>, Option<Duration>),
+    /// The roots `https://` receivers are checked against
+    /// (`OTEL_EXPORTER_OTLP_CERTIFICATE`); `None`: the public (Mozilla)
+    /// roots.
+    pub roots: Option<Vec<ureq::tls::Certificate<'static>>>,
 }
 
 impl Endpoints {
@@ -126,7 +165,7 @@ impl Endpoints {
                     Ok(u)
                 }
                 (None, None) => Err(format!(
-                    "no OTLP endpoint: pass --otlp-endpoint http://host:4318 or set OTEL_EXPORTER_OTLP_ENDPOINT (or {var})"
+                    "no OTLP endpoint: pass --otlp-endpoint http://host:4318 (or https://) or set OTEL_EXPORTER_OTLP_ENDPOINT (or {var})"
                 )),
             }
         };
@@ -152,6 +191,9 @@ impl Endpoints {
                 ms("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")?.or(all),
                 ms("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT")?.or(all),
             ),
+            roots: env("OTEL_EXPORTER_OTLP_CERTIFICATE")
+                .map(|p| load_roots(p.trim()))
+                .transpose()?,
         })
     }
 }
@@ -209,70 +251,22 @@ impl PushReport {
     }
 }
 
-/// What is read of an answer at most: its status line and each header
-/// line, how many headers, and its body (tal needs only the status and a
-/// small OTLP partial-success message). A receiver that claims more is not
-/// believed: the rest is not read and the connection is not kept.
-const MAX_LINE_BYTES: u64 = 8 << 10;
-const MAX_HEADERS: usize = 100;
+/// What is read of an answer's body at most: tal needs only the status and
+/// a small OTLP partial-success message (or an error text). A receiver that
+/// claims more is not believed: the rest is not read and the connection is
+/// not kept. Its headers are bounded by `ureq` (64 KiB).
 const MAX_BODY_BYTES: usize = 64 << 10;
 
-/// A socket whose every read and write ends by one deadline: the time
-/// limit covers the whole request, not each read (a receiver that answers
-/// a byte a second cannot hold tal for ever).
-#[derive(Debug)]
-struct DeadlineStream {
-    s: TcpStream,
-    until: Instant,
-}
+/// How long an answer's body may take after its headers (within the
+/// request's time limit): OTLP answers are a few bytes.
+const BODY_TIME: Duration = Duration::from_secs(1);
 
-impl DeadlineStream {
-    fn left(&self) -> io::Result<Duration> {
-        let left = self.until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "no whole answer within the time limit (OTEL_EXPORTER_OTLP_TIMEOUT)",
-            ));
-        }
-        Ok(left)
-    }
-}
-
-/// A socket timeout (EAGAIN) at the deadline, said as the time limit.
-fn at_deadline<T>(r: io::Result<T>) -> io::Result<T> {
-    r.map_err(|e| match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
-            io::ErrorKind::TimedOut,
-            "no whole answer within the time limit (OTEL_EXPORTER_OTLP_TIMEOUT)",
-        ),
-        _ => e,
-    })
-}
-
-impl Read for DeadlineStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.left()?;
-        self.s.set_read_timeout(Some(left))?;
-        at_deadline(self.s.read(buf))
-    }
-}
-
-impl Write for DeadlineStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let left = self.left()?;
-        self.s.set_write_timeout(Some(left))?;
-        at_deadline(self.s.write(buf))
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.s.flush()
-    }
-}
-
-/// A kept-alive connection.
+/// The HTTP client: `ureq`'s blocking agent (kept-alive connections,
+/// `rustls` for `https://`), made on first use from the endpoints' TLS
+/// settings.
 #[derive(Debug, Default)]
 pub struct Client {
-    conn: Option<(String, BufReader<DeadlineStream>)>,
+    agent: Option<ureq::Agent>,
 }
 
 /// An HTTP answer.
@@ -283,197 +277,91 @@ struct Answer {
     body: Vec<u8>,
 }
 
+/// The request's time limit ran out, said as the setting that sets it.
+fn time_limit() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "no whole answer within the time limit (OTEL_EXPORTER_OTLP_TIMEOUT)",
+    )
+}
+
 impl Client {
-    fn connect(url: &HttpUrl, until: Instant) -> io::Result<BufReader<DeadlineStream>> {
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-        for addr in url.authority.to_socket_addrs()? {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
+    fn agent(&mut self, ep: &Endpoints) -> &ureq::Agent {
+        self.agent.get_or_insert_with(|| {
+            let mut tls = ureq::tls::TlsConfig::builder();
+            if let Some(roots) = &ep.roots {
+                tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(roots));
             }
-            match TcpStream::connect_timeout(&addr, left) {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    return Ok(BufReader::new(DeadlineStream { s, until }));
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+            ureq::Agent::config_builder()
+                // Every status is an answer tal looks at itself.
+                .http_status_as_error(false)
+                .max_redirects(0)
+                // No proxy from the environment: an OTLP receiver is
+                // reached directly, as tal always did.
+                .proxy(None)
+                .user_agent(format!("tal/{}", env!("CARGO_PKG_VERSION")))
+                .tls_config(tls.build())
+                .build()
+                .into()
+        })
     }
 
-    /// POSTs `body`; reuses the connection when the server keeps it. The
-    /// whole request, a second try on a fresh connection included, ends
-    /// within `timeout`.
+    /// POSTs `body`, the whole request (connect, send, answer) within
+    /// `timeout`.
     fn post(
         &mut self,
         url: &HttpUrl,
-        headers: &[(String, String)],
+        ep: &Endpoints,
         body: &[u8],
         timeout: Duration,
     ) -> io::Result<Answer> {
-        let until = Instant::now() + timeout;
-        // A kept-alive connection the server closed meanwhile fails on
-        // first use: then once more on a fresh one.
-        let reused = self.conn.as_ref().is_some_and(|(a, _)| *a == url.authority);
-        match self.post_once(url, headers, body, until) {
-            Err(e) if reused && e.kind() != io::ErrorKind::TimedOut => {
-                self.conn = None;
-                self.post_once(url, headers, body, until)
-            }
-            r => r,
-        }
-    }
-
-    fn post_once(
-        &mut self,
-        url: &HttpUrl,
-        headers: &[(String, String)],
-        body: &[u8],
-        until: Instant,
-    ) -> io::Result<Answer> {
-        if self.conn.as_ref().is_none_or(|(a, _)| *a != url.authority) {
-            self.conn = Some((url.authority.clone(), Self::connect(url, until)?));
-        }
-        let (_, r) = self.conn.as_mut().expect("connected above");
-        r.get_mut().until = until;
-        let mut head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nUser-Agent: tal/{}\r\n",
-            url.path,
-            url.authority,
-            body.len(),
-            env!("CARGO_PKG_VERSION")
-        );
-        for (k, v) in headers {
+        let mut req = self
+            .agent(ep)
+            .post(url.to_string())
+            .config()
+            .timeout_global(Some(timeout))
+            .timeout_recv_body(Some(BODY_TIME.min(timeout)))
+            .build()
+            .header("Content-Type", "application/x-protobuf");
+        for (k, v) in &ep.headers {
             if !k.contains(['\r', '\n', ':']) && !v.contains(['\r', '\n']) {
-                head.push_str(&format!("{k}: {v}\r\n"));
+                req = req.header(k.as_str(), v.as_str());
             }
         }
-        head.push_str("\r\n");
-        let res = (|| {
-            let s = r.get_mut();
-            s.write_all(head.as_bytes())?;
-            s.write_all(body)?;
-            s.flush()?;
-            read_answer(r)
-        })();
-        match res {
-            Ok((a, keep)) => {
-                if !keep {
-                    self.conn = None;
-                }
-                Ok(a)
-            }
-            Err(e) => {
-                self.conn = None;
-                Err(e)
-            }
-        }
-    }
-}
-
-fn bad(msg: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
-}
-
-/// Reads one line of at most [`MAX_LINE_BYTES`] into `line` (cleared
-/// first); how many bytes, 0 at the end of the stream.
-fn read_line_bounded(r: &mut impl BufRead, line: &mut String) -> io::Result<usize> {
-    line.clear();
-    let n = r.take(MAX_LINE_BYTES).read_line(line)?;
-    if n as u64 == MAX_LINE_BYTES && !line.ends_with('\n') {
-        return Err(bad("the receiver's answer has a line longer than 8 KiB"));
-    }
-    Ok(n)
-}
-
-/// Reads one response; whether the connection stays usable. Reads at most
-/// [`MAX_BODY_BYTES`] of body: beyond that the connection is dropped.
-fn read_answer(r: &mut impl BufRead) -> io::Result<(Answer, bool)> {
-    let mut line = String::new();
-    if read_line_bounded(r, &mut line)? == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the receiver closed the connection without an answer",
-        ));
-    }
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("not an HTTP answer"))?;
-    let (mut len, mut chunked, mut keep, mut retry_after) =
-        (None, false, !line.starts_with("HTTP/1.0"), None);
-    let mut headers = 0;
-    loop {
-        if read_line_bounded(r, &mut line)? == 0 {
-            return Err(bad("the answer's headers were cut off"));
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        headers += 1;
-        if headers > MAX_HEADERS {
-            return Err(bad("the receiver's answer has more than 100 headers"));
-        }
-        let Some((k, v)) = l.split_once(':') else {
-            continue;
+        let mut resp = match req.send(body) {
+            Ok(r) => r,
+            Err(ureq::Error::Timeout(_)) => return Err(time_limit()),
+            Err(ureq::Error::Io(e)) => return Err(e),
+            Err(e) => return Err(io::Error::other(e.to_string())),
         };
-        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-        match k.as_str() {
-            "content-length" => len = v.parse::<u64>().ok(),
-            "transfer-encoding" => chunked = v.eq_ignore_ascii_case("chunked"),
-            "connection" => keep = !v.eq_ignore_ascii_case("close"),
-            "retry-after" => retry_after = v.parse::<u64>().ok().map(Duration::from_secs),
-            _ => {}
-        }
-    }
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            read_line_bounded(r, &mut line)?;
-            let n = u64::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| bad("bad chunk size"))?;
-            if n == 0 {
-                // Trailers, then the blank line.
-                for _ in 0..MAX_HEADERS {
-                    if read_line_bounded(r, &mut line)? == 0 || line.trim().is_empty() {
-                        break;
-                    }
-                }
-                break;
-            }
-            if body.len() as u64 + n > MAX_BODY_BYTES as u64 {
-                // Not believed, not read: the status is what counts.
-                body.clear();
-                keep = false;
-                break;
-            }
-            let at = body.len();
-            body.resize(at + n as usize, 0);
-            r.read_exact(&mut body[at..])?;
-            read_line_bounded(r, &mut line)?;
-        }
-    } else if let Some(n) = len {
-        if n > MAX_BODY_BYTES as u64 {
-            keep = false;
+        let status = resp.status().as_u16();
+        let header = |k: &str| {
+            resp.headers()
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        };
+        let retry_after = header("retry-after")
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let claimed = header("content-length").and_then(|v| v.parse::<u64>().ok());
+        // Not believed, not read: the status is what counts (a body cut
+        // short or too big reads as empty).
+        let body = if claimed.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            Vec::new()
         } else {
-            body.resize(n as usize, 0);
-            r.read_exact(&mut body)?;
-        }
-    } else if status != 204 && status != 304 {
-        r.take(MAX_BODY_BYTES as u64).read_to_end(&mut body)?;
-        keep = false;
-    }
-    Ok((
-        Answer {
+            resp.body_mut()
+                .with_config()
+                .limit(MAX_BODY_BYTES as u64)
+                .read_to_vec()
+                .unwrap_or_default()
+        };
+        Ok(Answer {
             status,
             retry_after,
             body,
-        },
-        keep,
-    ))
+        })
+    }
 }
 
 /// Sends one request with retries; `Ok(rejected)` with the count the
@@ -499,7 +387,7 @@ fn send(
             ep.timeouts.0
         }
         .unwrap_or(policy.timeout);
-        let pause = match client.post(url, &ep.headers, body, timeout) {
+        let pause = match client.post(url, ep, body, timeout) {
             Ok(a) if (200..300).contains(&a.status) => {
                 report.requests += 1;
                 return Ok(rejected(&a.body));
@@ -786,6 +674,7 @@ mod tests {
         assert_eq!(
             parse_url("http://collector:4318").unwrap(),
             HttpUrl {
+                tls: false,
                 authority: "collector:4318".into(),
                 path: "/".into()
             }
@@ -793,13 +682,15 @@ mod tests {
         assert_eq!(
             parse_url("http://h/otlp/v1/traces").unwrap(),
             HttpUrl {
+                tls: false,
                 authority: "h:80".into(),
                 path: "/otlp/v1/traces".into()
             }
         );
-        assert!(parse_url("https://h:4318")
-            .unwrap_err()
-            .contains("plain http"));
+        let u = parse_url("https://h/v1/metrics").unwrap();
+        assert_eq!((u.tls, u.authority.as_str()), (true, "h:443"));
+        assert_eq!(u.to_string(), "https://h:443/v1/metrics");
+        assert!(parse_url("ftp://h:4318").unwrap_err().contains("https://"));
         assert!(parse_url("h:4318").is_err());
         assert!(parse_url("http://").is_err());
     }

@@ -28,18 +28,25 @@ impl Drop for Receiver {
 
 impl Receiver {
     fn start(dir: &Path, fail_first: u32) -> Self {
+        Self::start_with(dir, fail_first, None)
+    }
+
+    /// With `tls`, over HTTPS with this certificate and key (PEM files).
+    fn start_with(dir: &Path, fail_first: u32, tls: Option<(&Path, &Path)>) -> Self {
         let out = dir.join("received.jsonl");
         let port_file = dir.join("port");
-        let child = Command::new(python())
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/otlp_receiver.py"))
+        let mut cmd = Command::new(python());
+        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/otlp_receiver.py"))
             .arg("serve")
             .arg(&out)
             .args(["--fail-first", &fail_first.to_string()])
             .arg("--port-file")
             .arg(&port_file)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stdin(Stdio::null());
+        if let Some((cert, key)) = tls {
+            cmd.arg("--tls").arg(cert).arg(key);
+        }
+        let child = cmd.spawn().unwrap();
         let t0 = Instant::now();
         let port = loop {
             if let Ok(p) = std::fs::read_to_string(&port_file) {
@@ -118,6 +125,7 @@ fn tal_cmd() -> Command {
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_HEADERS")
+        .env_remove("OTEL_EXPORTER_OTLP_CERTIFICATE")
         .env_remove("OTEL_SERVICE_NAME")
         .env_remove("OTEL_RESOURCE_ATTRIBUTES");
     c
@@ -428,13 +436,13 @@ fn an_unreachable_receiver_loses_nothing_local_and_says_what_was_not_sent() {
     assert_eq!(read_jsonl(&jsonl).len(), v.len(), "the JSONL is complete");
     assert!(log.exists());
 
-    // https and a missing endpoint are refused up front, clearly.
+    // Another scheme and a missing endpoint are refused up front, clearly.
     let out = run(tal_cmd()
         .arg("convert")
         .arg(&log)
-        .args(["--otlp-endpoint", "https://c:4318"]));
+        .args(["--otlp-endpoint", "ftp://c:4318"]));
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("plain http only"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("https://host:4318"));
     let out = run(tal_cmd().arg("convert").arg(&log).arg("--otlp-endpoint"));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("OTEL_EXPORTER_OTLP_ENDPOINT"));
@@ -572,6 +580,10 @@ fn a_live_push_to_nowhere_does_not_disturb_the_recording() {
 /// A receiver that misbehaves, answering each request with `answer` (and
 /// then, if `trickle`, one more byte a second for ever, never finishing):
 /// returns its port. It reads each request (headers and body) first.
+/// The start of an answer whose headers never end (with `trickle`, one
+/// more byte of a header comes every second).
+const SLOW_ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nX-Slow: ";
+
 fn bad_receiver(answer: &'static [u8], trickle: bool) -> u16 {
     use std::io::{BufRead, BufReader, Read, Write};
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -603,7 +615,7 @@ fn bad_receiver(answer: &'static [u8], trickle: bool) -> u16 {
                     if trickle {
                         loop {
                             std::thread::sleep(std::time::Duration::from_secs(1));
-                            if w.write_all(b"x").is_err() {
+                            if w.write_all(b"a").is_err() {
                                 return;
                             }
                         }
@@ -657,7 +669,7 @@ fn a_receiver_claiming_a_huge_answer_is_not_believed() {
 fn a_receiver_that_trickles_is_given_up_on_within_the_time_limit() {
     let dir = tempfile::tempdir().unwrap();
     let (log, v) = session(dir.path());
-    let port = bad_receiver(b"H", true);
+    let port = bad_receiver(SLOW_ANSWER, true);
     let jsonl = dir.path().join("t.jsonl");
     let out = run(tal_cmd()
         .arg("convert")
@@ -691,7 +703,7 @@ fn a_receiver_that_trickles_is_given_up_on_within_the_time_limit() {
 #[test]
 fn record_writes_the_jsonl_before_its_last_push_and_a_signal_ends_the_push() {
     let dir = tempfile::tempdir().unwrap();
-    let port = bad_receiver(b"H", true);
+    let port = bad_receiver(SLOW_ANSWER, true);
     let child = recorder()
         .arg(dir.path())
         .args([
@@ -730,5 +742,68 @@ fn record_writes_the_jsonl_before_its_last_push_and_a_signal_ends_the_push() {
         Some(130),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `https://` receivers: one whose self-signed certificate is given in
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE` gets everything; without it, the
+/// certificate is refused and the push says so (the JSONL is written all
+/// the same); a file that holds no certificate is refused up front.
+#[test]
+fn https_receivers_are_checked_against_the_given_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, v) = session(dir.path());
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.key_pair.serialize_pem()).unwrap();
+    let rdir = dir.path().join("tls");
+    std::fs::create_dir(&rdir).unwrap();
+    let rx = Receiver::start_with(&rdir, 0, Some((&cert_pem, &key_pem)));
+    let url = format!("https://localhost:{}", rx.port);
+
+    let jsonl = dir.path().join("t.jsonl");
+    let out = run(tal_cmd()
+        .arg("convert")
+        .arg(&log)
+        .arg("-o")
+        .arg(&jsonl)
+        .args(["--otlp-endpoint", &url])
+        .env("OTEL_EXPORTER_OTLP_CERTIFICATE", &cert_pem));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let spans = lines(&v, "span", None).len();
+    assert!(stderr.contains(&format!("{spans} span(s)")), "{stderr}");
+    let got = rx.requests();
+    assert!(got.iter().any(|r| r["path"] == "/v1/traces"), "{got:?}");
+    assert!(got.iter().any(|r| r["path"] == "/v1/metrics"), "{got:?}");
+
+    // The public roots do not know it: refused, said, nothing sent.
+    let before = rx.requests().len();
+    let out = run(tal_cmd()
+        .arg("convert")
+        .arg(&log)
+        .arg("-o")
+        .arg(&jsonl)
+        .args(["--otlp-endpoint", &url])
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "3000"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("NOT delivered"), "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    assert_eq!(rx.requests().len(), before);
+    assert_eq!(read_jsonl(&jsonl).len(), v.len(), "the JSONL is complete");
+
+    // A certificate file that is not one is refused before anything runs.
+    let out = run(tal_cmd()
+        .arg("convert")
+        .arg(&log)
+        .args(["--otlp-endpoint", &url])
+        .env("OTEL_EXPORTER_OTLP_CERTIFICATE", &jsonl));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("OTEL_EXPORTER_OTLP_CERTIFICATE"),
+        "{stderr}"
     );
 }
