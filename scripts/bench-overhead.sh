@@ -27,7 +27,7 @@
 # receiver on localhost (scripts/otlp_receiver.py --count-only) every
 # INTERVAL: the per-sample ratio then includes the exporter thread.
 #
-# Usage: [ROUNDS=2] [GPU_STUB=N] [OTLP_PUSH=1s] scripts/bench-overhead.sh [SECONDS=60] [INTERVAL=0.1] [WINDOWS=6]
+# Usage: [ROUNDS=2] [GPU_STUB=N] [OTLP_PUSH=1s] [TAL_BIN=path] scripts/bench-overhead.sh [SECONDS=60] [INTERVAL=0.1] [WINDOWS=6]
 # Budget (DESIGN.md): tal <= 1.25x the floor per sample; RSS <= 10 MiB;
 # convert >= 1 M events/s on one core.
 set -euo pipefail
@@ -37,7 +37,10 @@ INTERVAL=${2:-0.1}
 WINDOWS=${3:-6}
 
 cargo build --release --quiet --bin tal --example floor --example genlog
-TAL=./target/release/tal
+# TAL_BIN: another tal binary to measure (an earlier commit's, for a side
+# by side comparison; the convert section is then skipped, as the log
+# format may differ).
+TAL=${TAL_BIN:-./target/release/tal}
 work=$(mktemp -d)
 pids=()
 rxpid=""
@@ -223,6 +226,7 @@ echo "| SIGTERM → exit, log finalised (median of 3) | $(median <"$work/stop.ms
 echo "| SIGTERM → exit, log finalised and JSONL written (median of 3) | $(median <"$work/stopc.ms") ms |"
 
 # Convert throughput: 1 M events through the real writer, converted on one core.
+[ -n "${TAL_BIN:-}" ] && exit 0
 "./target/release/examples/genlog" "$work/gen" 1 100000 10 2 >/dev/null
 log=$(ls "$work"/gen/*.tal)
 : >"$work/conv.s"
