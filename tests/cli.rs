@@ -355,7 +355,7 @@ fn no_room_for_the_log_still_runs_the_command() {
     ])
     .arg(dir.path())
     .args(["--", "sh", "-c", "echo RAN; exit 3"]);
-    // SAFETY (test): setrlimit between fork and exec.
+    // SAFETY: (a test) setrlimit between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
             let lim = libc::rlimit {
@@ -411,7 +411,7 @@ fn a_full_disk_mid_run_keeps_every_record_before_it() {
     ]);
     // A 128 KiB file-size limit: the log fills it within a second at 1 ms,
     // like a disk that runs full while the job goes on.
-    // SAFETY (test): setrlimit between fork and exec.
+    // SAFETY: (a test) setrlimit between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
             let lim = libc::rlimit {

@@ -378,7 +378,7 @@ fn disk_full_child() {
     let Ok(path) = std::env::var("TAL_TEST_FULL_PATH") else {
         return;
     };
-    // SAFETY (test): ignore SIGXFSZ so the limit shows up as an error.
+    // SAFETY: (a test) ignore SIGXFSZ so the limit shows up as an error.
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
         // Three pages of records, and the room kept for the last ones.

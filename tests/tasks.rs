@@ -702,7 +702,7 @@ fn out_of_descriptors_the_agent_turns_clients_away_without_spinning() {
         .arg(&socket)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // SAFETY (test): setrlimit between fork and exec.
+    // SAFETY: (a test) setrlimit between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
             let lim = libc::rlimit {

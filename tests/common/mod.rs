@@ -71,7 +71,7 @@ pub fn wait_for_file(path: &Path) {
 
 /// Sends a signal.
 pub fn signal(child: &Child, sig: i32) {
-    // SAFETY (test): kill(2) of our own child.
+    // SAFETY: (a test) kill(2) of our own child.
     unsafe { libc::kill(child.id() as i32, sig) };
 }
 
