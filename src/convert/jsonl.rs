@@ -667,6 +667,20 @@ fn write_metric_line(
 ) {
     let mut o = JsonOut::object(buf);
     o.f64("checkpoint_time", ns_to_secs(end_ns));
+    session_instruments(&mut o, inst);
+    if let Some(agents) = AgentTotals::of(merge) {
+        agents.write(&mut o);
+    }
+    energy_fields(&mut o, energy);
+    tal_logs(&mut o, merge);
+    o.str("section", "metric");
+    o.end();
+    buf.push(b'\n');
+}
+
+/// RHAPSODY's instruments: the task counters, `tasks_running`, the task
+/// durations (with percentiles) and the node utilisation gauges.
+fn session_instruments(o: &mut JsonOut<'_>, inst: &Instruments) {
     for (name, v) in COUNTER_NAMES.iter().zip(inst.counters) {
         if let Some(v) = v {
             o.uint(name, v);
@@ -697,135 +711,147 @@ fn write_metric_line(
             o.f64(name, v);
         }
     }
+}
 
-    // The agents' own cost, merged over nodes.
-    let mut cpu_ns = 0u64;
-    let mut rss = 0u64;
-    let mut counts = [0u64; 10];
-    let (mut hc, mut hm, mut hl, mut hj) = (None, None, None, None);
-    let mut hn = None;
-    // GPU agents: polls, polls dropped, deadlines missed, devices disabled,
-    // thread CPU ns, errors, back-fills, their CPU ns, back-fills dropped.
-    let mut gpu = [0u64; 9];
-    let mut by_source = [0u64; crate::agent::SOURCES];
-    for n in &merge.nodes {
-        if let Some(s) = &n.snapshot {
-            for (c, v) in by_source.iter_mut().zip(&s.read_errors_by_source) {
-                *c += v;
-            }
-            for (c, v) in gpu.iter_mut().zip([
-                s.gpu_polls,
-                s.gpu_polls_dropped,
-                s.gpu_deadlines_missed,
-                s.gpu_devices_disabled,
-                s.gpu_thread_cpu_ns,
-                s.gpu_errors.iter().sum(),
-                s.gpu_backfills,
-                s.gpu_backfill_cpu_ns,
-                s.gpu_backfills_dropped,
+/// The agents' own cost and counters, summed (or merged) over the nodes'
+/// last snapshots.
+struct AgentTotals {
+    cpu_ns: u64,
+    /// The largest peak RSS of any node's agent.
+    rss: u64,
+    /// In [`AGENT_COUNTS`] order.
+    counts: [u64; 10],
+    /// In [`AgentTotals::GPU`] order.
+    gpu: [u64; 9],
+    by_source: [u64; crate::agent::SOURCES],
+    /// CPU %, memory %, sample latency, jitter, NVML latency.
+    hists: [Option<Histogram<u64>>; 5],
+}
+
+/// The metric line's names of [`AgentTotals::counts`].
+const AGENT_COUNTS: [&str; 10] = [
+    "agent_samples_taken",
+    "agent_samples_dropped",
+    "agent_deadlines_missed",
+    "agent_read_errors",
+    "agent_records_dropped",
+    "ingest_events_accepted",
+    "ingest_lines_rejected",
+    "ingest_events_dropped",
+    "subscriber_events_dropped",
+    "ingest_clients_refused",
+];
+
+impl AgentTotals {
+    /// GPU agents: polls, polls dropped, deadlines missed, devices
+    /// disabled, thread CPU ns, errors, back-fills, their CPU ns, back-fills
+    /// dropped.
+    const GPU: [&'static str; 4] = [
+        "agent_gpu_polls",
+        "agent_gpu_polls_dropped",
+        "agent_gpu_deadlines_missed",
+        "agent_gpu_devices_disabled",
+    ];
+
+    /// The totals of `merge`'s nodes; `None` when no node left a snapshot.
+    fn of(merge: &Merge) -> Option<Self> {
+        let mut t = Self {
+            cpu_ns: 0,
+            rss: 0,
+            counts: [0; 10],
+            gpu: [0; 9],
+            by_source: [0; crate::agent::SOURCES],
+            hists: [None, None, None, None, None],
+        };
+        let mut any = false;
+        for s in merge.nodes.iter().filter_map(|n| n.snapshot.as_ref()) {
+            any = true;
+            let add = |into: &mut [u64], from: &[u64]| {
+                for (c, v) in into.iter_mut().zip(from) {
+                    *c += v;
+                }
+            };
+            add(&mut t.by_source, &s.read_errors_by_source);
+            add(
+                &mut t.gpu,
+                &[
+                    s.gpu_polls,
+                    s.gpu_polls_dropped,
+                    s.gpu_deadlines_missed,
+                    s.gpu_devices_disabled,
+                    s.gpu_thread_cpu_ns,
+                    s.gpu_errors.iter().sum(),
+                    s.gpu_backfills,
+                    s.gpu_backfill_cpu_ns,
+                    s.gpu_backfills_dropped,
+                ],
+            );
+            add(
+                &mut t.counts,
+                &[
+                    s.samples_taken,
+                    s.samples_dropped,
+                    s.deadlines_missed,
+                    s.read_errors,
+                    s.records_dropped,
+                    s.ingest_accepted,
+                    s.ingest_rejected,
+                    s.ingest_dropped,
+                    s.subscriber_dropped,
+                    s.ingest_clients_refused,
+                ],
+            );
+            t.cpu_ns += s.cpu_user_ns + s.cpu_system_ns;
+            t.rss = t.rss.max(s.peak_rss_bytes);
+            for (h, bytes) in t.hists.iter_mut().zip([
+                &s.hist_cpu_permille,
+                &s.hist_mem_permille,
+                &s.hist_sample_latency_ns,
+                &s.hist_jitter_ns,
+                &s.hist_nvml_latency_ns,
             ]) {
-                *c += v;
+                if !bytes.is_empty() {
+                    stats::merge_into(h, bytes);
+                }
             }
-            if !s.hist_nvml_latency_ns.is_empty() {
-                stats::merge_into(&mut hn, &s.hist_nvml_latency_ns);
-            }
-            cpu_ns += s.cpu_user_ns + s.cpu_system_ns;
-            rss = rss.max(s.peak_rss_bytes);
-            for (c, v) in counts.iter_mut().zip([
-                s.samples_taken,
-                s.samples_dropped,
-                s.deadlines_missed,
-                s.read_errors,
-                s.records_dropped,
-                s.ingest_accepted,
-                s.ingest_rejected,
-                s.ingest_dropped,
-                s.subscriber_dropped,
-                s.ingest_clients_refused,
-            ]) {
-                *c += v;
-            }
-            stats::merge_into(&mut hc, &s.hist_cpu_permille);
-            stats::merge_into(&mut hm, &s.hist_mem_permille);
-            stats::merge_into(&mut hl, &s.hist_sample_latency_ns);
-            stats::merge_into(&mut hj, &s.hist_jitter_ns);
         }
+        any.then_some(t)
     }
-    if merge.nodes.iter().any(|n| n.snapshot.is_some()) {
-        o.f64("agent_cpu_seconds", cpu_ns as f64 / 1e9);
-        if counts[0] > 0 {
+
+    fn write(&self, o: &mut JsonOut<'_>) {
+        let [hc, hm, hl, hj, _] = &self.hists;
+        o.f64("agent_cpu_seconds", self.cpu_ns as f64 / 1e9);
+        if self.counts[0] > 0 {
             o.f64(
                 "agent_cpu_us_per_sample",
-                (cpu_ns as f64 / 1e3 / counts[0] as f64 * 100.0).round() / 100.0,
+                (self.cpu_ns as f64 / 1e3 / self.counts[0] as f64 * 100.0).round() / 100.0,
             );
         }
-        o.uint("agent_peak_rss_bytes", rss);
-        for (k, v) in [
-            "agent_samples_taken",
-            "agent_samples_dropped",
-            "agent_deadlines_missed",
-            "agent_read_errors",
-            "agent_records_dropped",
-            "ingest_events_accepted",
-            "ingest_lines_rejected",
-            "ingest_events_dropped",
-            "subscriber_events_dropped",
-            "ingest_clients_refused",
-        ]
-        .iter()
-        .zip(counts)
-        {
+        o.uint("agent_peak_rss_bytes", self.rss);
+        for (k, v) in AGENT_COUNTS.iter().zip(self.counts) {
             o.uint(k, v);
         }
         o.nested("agent_read_errors_by_source", |e| {
-            for (name, c) in crate::agent::SOURCE_NAMES.iter().zip(by_source) {
+            for (name, c) in crate::agent::SOURCE_NAMES.iter().zip(self.by_source) {
                 e.uint(name, c);
             }
         });
         for (k, q) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
-            if let Some(v) = pct(&hj, q) {
+            if let Some(v) = pct(hj, q) {
                 o.f64(&format!("agent_sampling_jitter_{k}_ms"), v as f64 / 1e6);
             }
         }
         for (k, q) in [("p50", 0.5), ("p99", 0.99)] {
-            if let Some(v) = pct(&hl, q) {
+            if let Some(v) = pct(hl, q) {
                 o.f64(&format!("agent_sample_latency_{k}_us"), v as f64 / 1e3);
             }
         }
-        if gpu[0] > 0 {
-            for (k, v) in [
-                "agent_gpu_polls",
-                "agent_gpu_polls_dropped",
-                "agent_gpu_deadlines_missed",
-                "agent_gpu_devices_disabled",
-            ]
-            .iter()
-            .zip(gpu)
-            {
-                o.uint(k, v);
-            }
-            o.uint("agent_gpu_errors", gpu[5]);
-            o.f64(
-                "agent_gpu_cpu_us_per_poll",
-                (gpu[4] as f64 / 1e3 / gpu[0] as f64 * 100.0).round() / 100.0,
-            );
-            o.uint("agent_gpu_backfills", gpu[6]);
-            if gpu[6] > 0 {
-                o.f64(
-                    "agent_gpu_backfill_cpu_us",
-                    (gpu[7] as f64 / 1e3 / gpu[6] as f64 * 10.0).round() / 10.0,
-                );
-            }
-            o.uint("agent_gpu_backfills_dropped", gpu[8]);
-            for (k, q) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
-                if let Some(v) = pct(&hn, q) {
-                    o.f64(&format!("agent_nvml_latency_{k}_us"), v as f64 / 1e3);
-                }
-            }
+        if self.gpu[0] > 0 {
+            self.write_gpu(o);
         }
         for (name, h) in [
-            ("node_cpu_utilization", &hc),
-            ("node_memory_utilization", &hm),
+            ("node_cpu_utilization", hc),
+            ("node_memory_utilization", hm),
         ] {
             for (k, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)] {
                 if let Some(v) = pct(h, q) {
@@ -834,7 +860,37 @@ fn write_metric_line(
             }
         }
     }
-    energy_fields(&mut o, energy);
+
+    /// The GPU agents' counters and NVML latency.
+    fn write_gpu(&self, o: &mut JsonOut<'_>) {
+        let gpu = &self.gpu;
+        for (k, v) in Self::GPU.iter().zip(gpu) {
+            o.uint(k, *v);
+        }
+        o.uint("agent_gpu_errors", gpu[5]);
+        o.f64(
+            "agent_gpu_cpu_us_per_poll",
+            (gpu[4] as f64 / 1e3 / gpu[0] as f64 * 100.0).round() / 100.0,
+        );
+        o.uint("agent_gpu_backfills", gpu[6]);
+        if gpu[6] > 0 {
+            o.f64(
+                "agent_gpu_backfill_cpu_us",
+                (gpu[7] as f64 / 1e3 / gpu[6] as f64 * 10.0).round() / 10.0,
+            );
+        }
+        o.uint("agent_gpu_backfills_dropped", gpu[8]);
+        for (k, q) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
+            if let Some(v) = pct(&self.hists[4], q) {
+                o.f64(&format!("agent_nvml_latency_{k}_us"), v as f64 / 1e3);
+            }
+        }
+    }
+}
+
+/// `tal_logs`: what reading each node log found, and the node's own
+/// counters and attributes.
+fn tal_logs(o: &mut JsonOut<'_>, merge: &Merge) {
     o.key("tal_logs");
     let mut arr = Vec::new();
     arr.push(b'[');
@@ -852,19 +908,20 @@ fn write_metric_line(
             .bool("truncated", st.truncated_tail)
             .f64("start_time_s", ns_to_secs(n.reader.header().start_wall_ns))
             .f64("last_record_time_s", ns_to_secs(n.last_time_ns));
-        if let Some(errs) = n.snapshot.as_ref().map(|s| &s.read_errors_by_source) {
-            if !errs.is_empty() {
+        if let Some(s) = &n.snapshot {
+            if !s.read_errors_by_source.is_empty() {
                 l.nested("read_errors_by_source", |e| {
-                    for (name, c) in crate::agent::SOURCE_NAMES.iter().zip(errs) {
+                    for (name, c) in crate::agent::SOURCE_NAMES
+                        .iter()
+                        .zip(&s.read_errors_by_source)
+                    {
                         e.uint(name, *c);
                     }
                 });
             }
-        }
-        if let Some(errs) = n.snapshot.as_ref().map(|s| &s.gpu_errors) {
-            if !errs.is_empty() {
+            if !s.gpu_errors.is_empty() {
                 l.nested("gpu_errors", |e| {
-                    for (g, c) in errs.iter().enumerate() {
+                    for (g, c) in s.gpu_errors.iter().enumerate() {
                         e.uint(&g.to_string(), *c);
                     }
                 });
@@ -881,7 +938,4 @@ fn write_metric_line(
     }
     arr.push(b']');
     o.raw(&arr);
-    o.str("section", "metric");
-    o.end();
-    buf.push(b'\n');
 }
