@@ -482,6 +482,198 @@ impl<'a> SpanSpill<'a> {
     }
 }
 
+/// One conversion's output: event lines go through `buf` to `out`, span
+/// lines wait in `spans`, and the task tracker and instruments follow the
+/// events.
+struct Writer<'a> {
+    ctx: Ctx,
+    out: &'a mut dyn Write,
+    buf: Vec<u8>,
+    spans: SpanSpill<'a>,
+    tracker: TaskTracker,
+    inst: Instruments,
+    /// Event lines written.
+    events: u64,
+    /// Task spans written.
+    tasks: u64,
+}
+
+impl<'a> Writer<'a> {
+    fn new(session_id: &str, out: &'a mut dyn Write, spill_dir: &'a Path) -> Self {
+        Self {
+            ctx: Ctx::new(session_id),
+            out,
+            buf: Vec::with_capacity(1 << 20),
+            spans: SpanSpill::new(spill_dir),
+            tracker: TaskTracker::default(),
+            inst: Instruments::default(),
+            events: 0,
+            tasks: 0,
+        }
+    }
+
+    /// Writes one event line (seen on `node`).
+    fn event(&mut self, node: &str, ev: &Event) -> io::Result<()> {
+        write_event(&mut self.buf, &self.ctx, node, ev);
+        self.events += 1;
+        if self.buf.len() >= 1 << 20 {
+            self.out.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Every merged event, through the task tracker: terminal events get
+    /// their duration and GPU attributes, closed spans go to the spill.
+    /// SessionStarted is written once (the earliest), or made up at
+    /// `synth.event_time_ns` if no log has one. Returns the session's start.
+    fn events(&mut self, merge: &mut Merge, node_ids: &[String], synth: &Event) -> io::Result<i64> {
+        let mut started = false;
+        let mut session_start_ns = synth.event_time_ns;
+        while let Some((i, mut ev)) = merge.next_event() {
+            if let EventKind::SessionStarted = ev.kind {
+                if started {
+                    continue;
+                }
+                started = true;
+                session_start_ns = ev.event_time_ns.min(synth.event_time_ns);
+            } else if !started {
+                started = true;
+                self.event("", synth)?;
+            }
+            let node = &node_ids[i];
+            if let EventKind::GpuProcesses(procs) = &ev.kind {
+                // tal's own record: attributed to tasks, not written.
+                self.tracker.observe_gpu(node, procs);
+                continue;
+            }
+            self.inst.observe(node, &ev.kind);
+            note_energy(&mut self.tracker, node, &ev);
+            if let Outcome::Closed(c) = self.tracker.observe_on(node, &ev, &mut self.inst) {
+                fill_terminal(&mut ev, c.duration_seconds, c.incomplete);
+                ev.attributes.extend(c.terminal_extra);
+                self.spans.push(&self.ctx, &c.span)?;
+                self.tasks += 1;
+            }
+            self.event(node, &ev)?;
+        }
+        if !started {
+            self.event("", synth)?;
+        }
+        Ok(session_start_ns)
+    }
+
+    /// Closes the tasks still open at `end_ns` as canceled (their events
+    /// and spans); how many there were.
+    fn close_open_tasks(&mut self, end_ns: i64) -> io::Result<u64> {
+        let open = self.tracker.open_tasks() as u64;
+        let mut res = Ok(());
+        let Self {
+            ctx,
+            out,
+            buf,
+            spans,
+            tracker,
+            inst,
+            events,
+            ..
+        } = self;
+        tracker.close_all(end_ns, inst, |ev, span| {
+            if res.is_err() {
+                return;
+            }
+            write_event(buf, ctx, "", &ev);
+            *events += 1;
+            res = spans.push(ctx, &span);
+            if buf.len() >= 1 << 20 && res.is_ok() {
+                res = out.write_all(buf);
+                buf.clear();
+            }
+        });
+        res?;
+        self.tasks += open;
+        Ok(open)
+    }
+
+    /// The span lines after the event and metric lines: the task spans in
+    /// closing order, then `session_span` (written by the caller into the
+    /// buffer it is given), as RHAPSODY writes them.
+    fn finish(self, session_span: impl FnOnce(&mut Vec<u8>, &Ctx)) -> io::Result<()> {
+        let Self {
+            ctx,
+            out,
+            mut buf,
+            spans,
+            ..
+        } = self;
+        out.write_all(&buf)?;
+        buf.clear();
+        spans.copy_to(out)?;
+        session_span(&mut buf, &ctx);
+        out.write_all(&buf)?;
+        out.flush()
+    }
+}
+
+/// How the session ends: at the latest node's SessionEnded, or a killed
+/// node's last record.
+struct SessionEnd {
+    end_ns: i64,
+    /// Some node log had no SessionEnded (its agent was killed).
+    recovered: bool,
+    /// The latest SessionEnded's id, kept for the one written.
+    event_id: Option<u128>,
+}
+
+impl SessionEnd {
+    fn of(merge: &Merge, session_start_ns: i64) -> Self {
+        let mut end = Self {
+            end_ns: session_start_ns,
+            recovered: false,
+            event_id: None,
+        };
+        let mut latest: Option<&Event> = None;
+        for n in &merge.nodes {
+            match &n.session_ended {
+                Some(e) => {
+                    end.end_ns = end.end_ns.max(e.event_time_ns);
+                    if latest.is_none_or(|l| e.event_time_ns >= l.event_time_ns) {
+                        latest = Some(e);
+                    }
+                }
+                None => {
+                    end.recovered = true;
+                    end.end_ns = end.end_ns.max(n.last_time_ns);
+                }
+            }
+        }
+        end.event_id = latest.map(|e| e.event_id);
+        end
+    }
+
+    /// The one SessionEnded line of the session.
+    fn event(&self, session_id: &str, backend: &str, session_start_ns: i64) -> Event {
+        let mut attributes = Vec::new();
+        if self.recovered {
+            attributes.push(("recovered".into(), Value::Bool(true)));
+        }
+        Event {
+            event_id: self.event_id.unwrap_or_else(|| {
+                u128::from(ids::session_span_id(session_id)) << 64 | 0x4000_8000_0000_0000
+            }),
+            event_time_ns: self.end_ns,
+            emit_time_ns: self.end_ns,
+            backend: Some(backend.to_string()),
+            task_id: None,
+            node_id: None,
+            attributes,
+            kind: EventKind::SessionEnded {
+                duration_seconds: ns_to_secs(self.end_ns - session_start_ns),
+            },
+        }
+    }
+}
+
 /// Merges `readers` (logs of one session) and writes the JSONL checkpoint
 /// to `out`; span lines beyond a few MiB wait in a temporary file in
 /// `spill_dir` (see `SpanSpill`).
@@ -497,148 +689,44 @@ pub fn write_jsonl(
         .map(|r| r.header().start_wall_ns)
         .min()
         .unwrap_or(0);
-    let ctx = Ctx::new(&session_id);
     let node_ids: Vec<String> = readers.iter().map(|r| r.header().node_id.clone()).collect();
     let mut merge = Merge::new(readers);
-    let mut inst = Instruments::default();
-    let mut tracker = TaskTracker::default();
-    let mut spans = SpanSpill::new(spill_dir);
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-    let mut events = 0u64;
-    let mut tasks = 0u64;
-    let mut started_written = false;
-    let mut session_start_ns = start_wall_ns;
+    let mut w = Writer::new(&session_id, out, spill_dir);
 
-    // A SessionStarted synthesised at the earliest header start, for logs
+    // A SessionStarted made up at the earliest header start, for logs
     // whose own one is missing (a log cut off right after its header, or
     // whose first frame is damaged).
-    let synth_started = |ctx: &Ctx| Event {
-        event_id: u128::from(ids::session_span_id(&ctx.session_id)) << 64 | 0x4000_8000_0000_0001,
+    let synth_started = Event {
+        event_id: u128::from(ids::session_span_id(&session_id)) << 64 | 0x4000_8000_0000_0001,
         event_time_ns: start_wall_ns,
         emit_time_ns: start_wall_ns,
         backend: Some(backend.clone()),
         task_id: None,
         node_id: None,
-        attributes: vec![("recovered".into(), crate::record::Value::Bool(true))],
+        attributes: vec![("recovered".into(), Value::Bool(true))],
         kind: EventKind::SessionStarted,
     };
-    while let Some((i, mut ev)) = merge.next_event() {
-        if let EventKind::SessionStarted = ev.kind {
-            if started_written {
-                continue;
-            }
-            started_written = true;
-            session_start_ns = ev.event_time_ns.min(start_wall_ns);
-        } else if !started_written {
-            started_written = true;
-            write_event(&mut buf, &ctx, "", &synth_started(&ctx));
-            events += 1;
-        }
-        if let EventKind::GpuProcesses(procs) = &ev.kind {
-            // tal's own record: attributed to tasks, not written.
-            tracker.observe_gpu(&node_ids[i], procs);
-            continue;
-        }
-        inst.observe(&node_ids[i], &ev.kind);
-        note_energy(&mut tracker, &node_ids[i], &ev);
-        if let Outcome::Closed(c) = tracker.observe_on(&node_ids[i], &ev, &mut inst) {
-            fill_terminal(&mut ev, c.duration_seconds, c.incomplete);
-            ev.attributes.extend(c.terminal_extra);
-            spans.push(&ctx, &c.span)?;
-            tasks += 1;
-        }
-        write_event(&mut buf, &ctx, &node_ids[i], &ev);
-        events += 1;
-        if buf.len() >= 1 << 20 {
-            out.write_all(&buf)?;
-            buf.clear();
-        }
-    }
+    let session_start_ns = w.events(&mut merge, &node_ids, &synth_started)?;
 
-    if !started_written {
-        write_event(&mut buf, &ctx, "", &synth_started(&ctx));
-        events += 1;
-    }
-
-    // One SessionEnded for the whole session.
-    let mut end_ns = session_start_ns;
-    let mut recovered = false;
-    let mut latest_end: Option<&Event> = None;
-    for n in &merge.nodes {
-        match &n.session_ended {
-            Some(e) => {
-                end_ns = end_ns.max(e.event_time_ns);
-                if latest_end.is_none_or(|l| e.event_time_ns >= l.event_time_ns) {
-                    latest_end = Some(e);
-                }
-            }
-            None => {
-                recovered = true;
-                end_ns = end_ns.max(n.last_time_ns);
-            }
-        }
-    }
-    // Tasks still open at the end are closed as canceled.
-    let mut spilled = Ok(());
-    let tasks_open_at_end = tracker.open_tasks() as u64;
-    tasks += tasks_open_at_end;
-    tracker.close_all(end_ns, &mut inst, |ev, span| {
-        if spilled.is_err() {
-            return;
-        }
-        write_event(&mut buf, &ctx, "", &ev);
-        events += 1;
-        spilled = spans.push(&ctx, &span);
-        if buf.len() >= 1 << 20 && spilled.is_ok() {
-            spilled = out.write_all(&buf);
-            buf.clear();
-        }
-    });
-    spilled?;
-    let duration = ns_to_secs(end_ns - session_start_ns);
-    let mut ended = Event {
-        event_id: latest_end.map_or_else(
-            || u128::from(ids::session_span_id(&session_id)) << 64 | 0x4000_8000_0000_0000,
-            |e| e.event_id,
-        ),
-        event_time_ns: end_ns,
-        emit_time_ns: end_ns,
-        backend: Some(backend.clone()),
-        task_id: None,
-        node_id: None,
-        attributes: Vec::new(),
-        kind: EventKind::SessionEnded {
-            duration_seconds: duration,
-        },
-    };
-    if recovered {
-        ended
-            .attributes
-            .push(("recovered".into(), Value::Bool(true)));
-    }
-    write_event(&mut buf, &ctx, "", &ended);
-    events += 1;
-
-    // The metric line.
-    let energy = session_energy(&tracker, merge.nodes.len());
-    write_metric_line(&mut buf, &merge, &inst, end_ns, &energy);
-
-    // Span lines: task spans in closing order, the session span last, as
-    // RHAPSODY writes them.
-    out.write_all(&buf)?;
-    buf.clear();
-    spans.copy_to(out)?;
-    write_session_span(
-        &mut buf,
-        &ctx,
-        &backend,
-        session_start_ns,
-        end_ns,
-        merge.nodes.len(),
-        &energy,
-    );
-    out.write_all(&buf)?;
-    out.flush()?;
+    // Tasks still open at the end close as canceled, then one SessionEnded
+    // for the whole session, then the metric line.
+    let end = SessionEnd::of(&merge, session_start_ns);
+    let tasks_open_at_end = w.close_open_tasks(end.end_ns)?;
+    w.event("", &end.event(&session_id, &backend, session_start_ns))?;
+    let energy = session_energy(&w.tracker, merge.nodes.len());
+    write_metric_line(&mut w.buf, &merge, &w.inst, end.end_ns, &energy);
+    let (events, tasks) = (w.events, w.tasks);
+    w.finish(|buf, ctx| {
+        write_session_span(
+            buf,
+            ctx,
+            &backend,
+            session_start_ns,
+            end.end_ns,
+            merge.nodes.len(),
+            &energy,
+        )
+    })?;
 
     let logs = merge
         .nodes
@@ -649,7 +737,7 @@ pub fn write_jsonl(
     Ok(Summary {
         session_id,
         start_wall_ns: session_start_ns,
-        end_wall_ns: end_ns,
+        end_wall_ns: end.end_ns,
         events,
         logs,
         tasks,
