@@ -209,6 +209,15 @@ struct Prev {
     net: Option<(u64, u64)>,
 }
 
+/// Where a record of one drain is, for the pass in time order.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    /// The agents' batch, at this index.
+    Agent(u32),
+    /// A client event: its ingest batch, and its index there.
+    Client { batch: u32, index: u32 },
+}
+
 /// Dispatcher state. Construct, then call [`Dispatcher::run`] on its thread.
 #[derive(Debug)]
 pub struct Dispatcher<S: Sink> {
@@ -220,7 +229,8 @@ pub struct Dispatcher<S: Sink> {
     /// Emptied batches going back to the listener for reuse.
     recycle: Option<Producer<IngestBatch>>,
     ingested: Vec<IngestBatch>,
-    order: Vec<(i64, u32, u32)>,
+    /// One drain's records by time: (time, where the record is).
+    order: Vec<(i64, Origin)>,
     node_id: String,
     ingest_counters: Option<Arc<IngestCounters>>,
     batch: Vec<Option<Record>>,
@@ -564,6 +574,23 @@ impl<S: Sink> Dispatcher<S> {
         ]);
     }
 
+    /// One client event (encoded by the listener): to the live
+    /// subscribers and exporter if any want it, and to the log.
+    fn client_event(&mut self, bytes: &[u8]) {
+        let fan = self.fanout.as_mut().filter(|f| f.wanted());
+        if fan.is_some() || self.exporter.is_some() {
+            if let Ok(Record::Event(ev)) = crate::ingest::batch::decode(bytes) {
+                if let Some(f) = fan {
+                    f.offer(&ev);
+                }
+                if let Some(x) = self.exporter.as_mut() {
+                    x.offer(&ev);
+                }
+            }
+        }
+        self.sink.put_encoded(bytes);
+    }
+
     /// Drains every queued reading and client event into the sink, in time
     /// order as far as one batch can see; returns how many records.
     pub fn drain(&mut self) -> usize {
@@ -592,34 +619,30 @@ impl<S: Sink> Dispatcher<S> {
                 Some(Record::Event(e)) => e.event_time_ns,
                 _ => i64::MIN,
             };
-            order.push((t, u32::MAX, i as u32));
+            order.push((t, Origin::Agent(i as u32)));
         }
         for (bi, b) in ingested.iter().enumerate() {
             for j in 0..b.len() {
-                order.push((b.get(j).0, bi as u32, j as u32));
+                let at = Origin::Client {
+                    batch: bi as u32,
+                    index: j as u32,
+                };
+                order.push((b.get(j).0, at));
             }
         }
-        order.sort_by_key(|&(t, _, _)| t);
+        order.sort_by_key(|&(t, _)| t);
         let n = order.len();
-        for &(_, src, i) in &order {
-            if src == u32::MAX {
-                if let Some(r) = batch[i as usize].take() {
-                    self.send(r);
-                }
-            } else {
-                let (_, bytes) = ingested[src as usize].get(i as usize);
-                let fan = self.fanout.as_mut().filter(|f| f.wanted());
-                if fan.is_some() || self.exporter.is_some() {
-                    if let Ok(Record::Event(ev)) = crate::ingest::batch::decode(bytes) {
-                        if let Some(f) = fan {
-                            f.offer(&ev);
-                        }
-                        if let Some(x) = self.exporter.as_mut() {
-                            x.offer(&ev);
-                        }
+        for &(_, at) in &order {
+            match at {
+                Origin::Agent(i) => {
+                    if let Some(r) = batch[i as usize].take() {
+                        self.send(r);
                     }
                 }
-                self.sink.put_encoded(bytes);
+                Origin::Client { batch: bi, index } => {
+                    let (_, bytes) = ingested[bi as usize].get(index as usize);
+                    self.client_event(bytes);
+                }
             }
         }
         self.sink.flush();
