@@ -440,31 +440,14 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
     let dispatch_stop = Arc::new(AtomicBool::new(false));
     let end_reason = Arc::new(AtomicU64::new(encode_end_reason(EndReason::StopRequested)));
 
-    let (mut listener, waker) = Listener::new(
+    let (mut listener, waker, fanout) = ingest_listener(
+        cfg,
         socket,
-        cfg.socket.clone(),
+        &log_path,
         (ingest_tx, recycle_rx),
-        Arc::clone(&ingest_counters),
-        Arc::clone(&stop_control),
-        AgentInfo {
-            session_id: cfg.session_id.clone(),
-            node_id: cfg.node_id.clone(),
-            log: log_path.clone(),
-        },
-        signals::request_stop,
-    )
-    .context("cannot start the ingest listener")?;
-    let (sub_tx, sub_rx) = ring::channel::<crate::ingest::listener::SubLine>(SUBSCRIBER_RING);
-    let subscribers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    listener.set_subscriptions(sub_rx, Arc::clone(&subscribers));
-    let fanout = crate::dispatch::Fanout::new(
-        crate::convert::jsonl::Ctx::new(&cfg.session_id),
-        cfg.node_id.clone(),
-        subscribers,
-        sub_tx,
-        waker,
-        Arc::clone(&ingest_counters.sub_dropped),
-    );
+        &ingest_counters,
+        &stop_control,
+    )?;
     // Both agents sample on the grid start + k·interval.
     let interval_ns = cfg.interval.as_nanos() as u64;
     let start_ns = crate::clock::mono_ns();
@@ -532,23 +515,13 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
         .spawn(move || agent.run())
         .context("cannot start the sampling thread")?;
     let gpu = match (gpus, gpu_tx) {
-        (Some(src), Some((tx, btx))) => {
-            let agent = GpuAgent::new(
-                src,
-                tx,
-                btx,
-                start_ns,
-                interval_ns,
-                Arc::clone(&gpu_counters),
-                Arc::clone(&sampler_stop),
-            );
-            Some(
-                thread::Builder::new()
-                    .name("tal-gpu".into())
-                    .spawn(move || agent.run())
-                    .context("cannot start the GPU sampling thread")?,
-            )
-        }
+        (Some(src), Some(rings)) => Some(start_gpu(
+            src,
+            rings,
+            (start_ns, interval_ns),
+            &gpu_counters,
+            &sampler_stop,
+        )?),
         _ => None,
     };
     listener.set_dispatcher(dispatcher.thread().clone());
@@ -576,6 +549,75 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
         anchor,
         log_path,
     })
+}
+
+/// The ingest listener on `socket` (not yet running), the waker the
+/// dispatcher wakes it with, and the dispatcher's fan-out to its live
+/// subscribers (through a ring back to the listener).
+fn ingest_listener(
+    cfg: &RecordConfig,
+    socket: UnixListener,
+    log_path: &std::path::Path,
+    rings: (
+        ring::Producer<crate::ingest::batch::IngestBatch>,
+        ring::Consumer<crate::ingest::batch::IngestBatch>,
+    ),
+    counters: &Arc<IngestCounters>,
+    stop_control: &Arc<StopControl>,
+) -> anyhow::Result<(Listener, Waker, crate::dispatch::Fanout)> {
+    let (mut listener, waker) = Listener::new(
+        socket,
+        cfg.socket.clone(),
+        rings,
+        Arc::clone(counters),
+        Arc::clone(stop_control),
+        AgentInfo {
+            session_id: cfg.session_id.clone(),
+            node_id: cfg.node_id.clone(),
+            log: log_path.to_path_buf(),
+        },
+        signals::request_stop,
+    )
+    .context("cannot start the ingest listener")?;
+    let (sub_tx, sub_rx) = ring::channel::<crate::ingest::listener::SubLine>(SUBSCRIBER_RING);
+    let subscribers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    listener.set_subscriptions(sub_rx, Arc::clone(&subscribers));
+    let fanout = crate::dispatch::Fanout::new(
+        crate::convert::jsonl::Ctx::new(&cfg.session_id),
+        cfg.node_id.clone(),
+        subscribers,
+        sub_tx,
+        waker,
+        Arc::clone(&counters.sub_dropped),
+    );
+    Ok((listener, waker, fanout))
+}
+
+/// The GPU agent's thread, polling on the grid `start_ns + k·interval_ns`
+/// into its rings (polls, back-fills).
+fn start_gpu(
+    src: GpuSources,
+    (tx, btx): (
+        ring::Producer<crate::agent::gpu::GpuSample>,
+        ring::Producer<crate::agent::gpu::Backfill>,
+    ),
+    (start_ns, interval_ns): (u64, u64),
+    counters: &Arc<GpuCounters>,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<thread::JoinHandle<()>> {
+    let agent = GpuAgent::new(
+        src,
+        tx,
+        btx,
+        start_ns,
+        interval_ns,
+        Arc::clone(counters),
+        Arc::clone(stop),
+    );
+    thread::Builder::new()
+        .name("tal-gpu".into())
+        .spawn(move || agent.run())
+        .context("cannot start the GPU sampling thread")
 }
 
 /// The live OTLP exporter's thread, if `--otlp-endpoint` asked for one,
