@@ -517,46 +517,61 @@ impl TaskTracker {
                 Outcome::Applied
             }
             TaskState::Completed | TaskState::Failed | TaskState::Canceled => {
-                let started = open.started_ns != NO_TIME;
-                let incomplete = !started
-                    || ev
-                        .attributes
-                        .iter()
-                        .any(|(k, v)| k == "incomplete_lifecycle" && *v == Value::Bool(true));
-                let duration = match t.duration_seconds {
-                    Some(d) => d,
-                    None if started => ((ev.event_time_ns - open.started_ns) as f64 / 1e9).max(0.0),
-                    None => 0.0,
-                };
-                if started {
-                    inst.running_add(-1);
-                }
-                inst.count(t.state);
-                inst.record_duration(duration);
-                let error_type = (t.state == TaskState::Failed).then(|| {
-                    t.error_type
-                        .clone()
-                        .or_else(|| attr_str(&ev.attributes, "error_type").map(String::from))
-                        .unwrap_or_else(|| "unknown".into())
-                });
-                let (span, terminal_extra) = self.close(
-                    slot,
-                    Closing {
-                        end_ns: ev.event_time_ns,
-                        state: t.state,
-                        error_type,
-                        incomplete,
-                        at_session_end: false,
-                    },
-                );
-                Outcome::Closed(Box::new(Closed {
-                    duration_seconds: duration,
-                    incomplete,
-                    terminal_extra,
-                    span,
-                }))
+                let started_ns = open.started_ns;
+                self.terminal(slot, started_ns, ev, t, inst)
             }
         }
+    }
+
+    /// Closes the task in `slot` at its terminal event `ev` (`t`): the
+    /// duration (the client's, else TaskStarted → now, else 0), whether its
+    /// lifecycle was incomplete, its error type, and the instruments.
+    fn terminal(
+        &mut self,
+        slot: u32,
+        started_ns: i64,
+        ev: &Event,
+        t: &crate::record::TaskEvent,
+        inst: &mut Instruments,
+    ) -> Outcome {
+        let started = started_ns != NO_TIME;
+        let incomplete = !started
+            || ev
+                .attributes
+                .iter()
+                .any(|(k, v)| k == "incomplete_lifecycle" && *v == Value::Bool(true));
+        let duration = match t.duration_seconds {
+            Some(d) => d,
+            None if started => ((ev.event_time_ns - started_ns) as f64 / 1e9).max(0.0),
+            None => 0.0,
+        };
+        if started {
+            inst.running_add(-1);
+        }
+        inst.count(t.state);
+        inst.record_duration(duration);
+        let error_type = (t.state == TaskState::Failed).then(|| {
+            t.error_type
+                .clone()
+                .or_else(|| attr_str(&ev.attributes, "error_type").map(String::from))
+                .unwrap_or_else(|| "unknown".into())
+        });
+        let (span, terminal_extra) = self.close(
+            slot,
+            Closing {
+                end_ns: ev.event_time_ns,
+                state: t.state,
+                error_type,
+                incomplete,
+                at_session_end: false,
+            },
+        );
+        Outcome::Closed(Box::new(Closed {
+            duration_seconds: duration,
+            incomplete,
+            terminal_extra,
+            span,
+        }))
     }
 
     /// Gathers what `ev` (seen on `node`) says about the open task in
