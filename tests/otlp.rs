@@ -119,6 +119,18 @@ fn recorder() -> Command {
     c
 }
 
+/// `tal convert LOG -o JSONL --otlp-endpoint URL`, with the OTel
+/// environment cleared as [`tal_cmd`] does.
+fn push_cmd(log: &Path, jsonl: &Path, url: &str) -> Command {
+    let mut c = tal_cmd();
+    c.arg("convert")
+        .arg(log)
+        .arg("-o")
+        .arg(jsonl)
+        .args(["--otlp-endpoint", url]);
+    c
+}
+
 fn tal_cmd() -> Command {
     let mut c = tal();
     c.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -419,12 +431,11 @@ fn an_unreachable_receiver_loses_nothing_local_and_says_what_was_not_sent() {
         .unwrap()
         .port();
     let jsonl = dir.path().join("s.jsonl");
-    let out = run(tal_cmd()
-        .arg("convert")
-        .arg(&log)
-        .arg("-o")
-        .arg(&jsonl)
-        .args(["--otlp-endpoint", &format!("http://127.0.0.1:{port}")]));
+    let out = run(&mut push_cmd(
+        &log,
+        &jsonl,
+        &format!("http://127.0.0.1:{port}"),
+    ));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let spans = lines(&v, "span", None).len();
@@ -642,12 +653,11 @@ fn a_receiver_claiming_a_huge_answer_is_not_believed() {
         let answer: &'static [u8] = Box::leak(answer.to_vec().into_boxed_slice());
         let port = bad_receiver(answer, false);
         let jsonl = dir.path().join("h.jsonl");
-        let out = run(tal_cmd()
-            .arg("convert")
-            .arg(&log)
-            .arg("-o")
-            .arg(&jsonl)
-            .args(["--otlp-endpoint", &format!("http://127.0.0.1:{port}")]));
+        let out = run(&mut push_cmd(
+            &log,
+            &jsonl,
+            &format!("http://127.0.0.1:{port}"),
+        ));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{stderr}");
         let spans = lines(&v, "span", None).len();
@@ -671,12 +681,7 @@ fn a_receiver_that_trickles_is_given_up_on_within_the_time_limit() {
     let (log, v) = session(dir.path());
     let port = bad_receiver(SLOW_ANSWER, true);
     let jsonl = dir.path().join("t.jsonl");
-    let out = run(tal_cmd()
-        .arg("convert")
-        .arg(&log)
-        .arg("-o")
-        .arg(&jsonl)
-        .args(["--otlp-endpoint", &format!("http://127.0.0.1:{port}")])
+    let out = run(push_cmd(&log, &jsonl, &format!("http://127.0.0.1:{port}"))
         .env("OTEL_EXPORTER_OTLP_TIMEOUT", "1500"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -763,13 +768,7 @@ fn https_receivers_are_checked_against_the_given_certificate() {
     let url = format!("https://localhost:{}", rx.port);
 
     let jsonl = dir.path().join("t.jsonl");
-    let out = run(tal_cmd()
-        .arg("convert")
-        .arg(&log)
-        .arg("-o")
-        .arg(&jsonl)
-        .args(["--otlp-endpoint", &url])
-        .env("OTEL_EXPORTER_OTLP_CERTIFICATE", &cert_pem));
+    let out = run(push_cmd(&log, &jsonl, &url).env("OTEL_EXPORTER_OTLP_CERTIFICATE", &cert_pem));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let spans = lines(&v, "span", None).len();
@@ -780,13 +779,7 @@ fn https_receivers_are_checked_against_the_given_certificate() {
 
     // The public roots do not know it: refused, said, nothing sent.
     let before = rx.requests().len();
-    let out = run(tal_cmd()
-        .arg("convert")
-        .arg(&log)
-        .arg("-o")
-        .arg(&jsonl)
-        .args(["--otlp-endpoint", &url])
-        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "3000"));
+    let out = run(push_cmd(&log, &jsonl, &url).env("OTEL_EXPORTER_OTLP_TIMEOUT", "3000"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("NOT delivered"), "{stderr}");

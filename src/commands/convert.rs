@@ -102,21 +102,16 @@ fn jsonl_step(
         return Ok(None);
     }
     // From the logs, through a temporary JSONL beside the output.
-    let dir_of = |p: &Path| {
-        p.parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .map_or_else(|| PathBuf::from("."), PathBuf::from)
-    };
     let dir = match &args.output {
-        Some(p) if p.as_os_str() != "-" => dir_of(p),
-        _ => dir_of(&args.logs[0]),
+        Some(p) if p.as_os_str() != "-" => convert::dir_of(p),
+        _ => convert::dir_of(&args.logs[0]),
     };
     // A new file of a random name (nothing planted there is followed);
     // removed when it drops.
     let tmp = tempfile::Builder::new()
         .prefix(".tal-convert-")
         .suffix(".jsonl")
-        .tempfile_in(&dir)
+        .tempfile_in(dir)
         .map_err(|e| anyhow::anyhow!("cannot create a temporary file in {}: {e}", dir.display()))?;
     let (_, summary) =
         convert::to_jsonl(&args.logs, &Output::File(tmp.path().to_path_buf())).map_err(map_err)?;

@@ -151,16 +151,23 @@ fn convert_to(
             // Spans spill (if they must) beside the output, which has to
             // hold them anyway; for a FIFO or a device, in $TMPDIR.
             let special = std::fs::metadata(&path).is_ok_and(|m| !m.is_file());
-            let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                _ if special => std::env::temp_dir(),
-                Some(d) => d.to_path_buf(),
-                None => PathBuf::from("."),
+            let dir = if special {
+                std::env::temp_dir()
+            } else {
+                dir_of(&path).to_path_buf()
             };
             let s =
                 write_output(&path, |w| jsonl::write_jsonl(readers, w, &dir)).map_err(out_err)?;
             Ok((Some(path), s))
         }
     }
+}
+
+/// The directory of `path` (`.` for a bare file name).
+pub fn dir_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Writes `path` through `write` (see the module doc): into a new
@@ -208,10 +215,7 @@ impl PendingOutput {
                 });
             }
         }
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir = dir_of(path);
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         // Mode 0666 less the umask, as a plain create would give.
         let tmp = tempfile::Builder::new()
