@@ -314,18 +314,18 @@ fn short_hostname() -> String {
         .to_string()
 }
 
-/// The host name, as `gethostname(2)` gives it.
+/// The host name, as `gethostname(2)` gives it (which is `uname(2)`'s
+/// node name, read here).
 pub fn full_hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
-    // or truncates within it.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
     }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 fn env(k: &str) -> Option<String> {

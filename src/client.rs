@@ -73,18 +73,19 @@ pub fn resolve_socket(explicit: Option<PathBuf>) -> Result<PathBuf, ClientError>
 
 /// Connects to `path` and checks that the listening process is this
 /// user's or root's (`SO_PEERCRED`).
-#[allow(unsafe_code)]
 pub fn connect_checked(path: &std::path::Path) -> Result<UnixStream, ClientError> {
     let stream = UnixStream::connect(path).map_err(|err| ClientError::Connect {
         path: path.to_path_buf(),
         err,
     })?;
-    let uid = peer_uid(&stream).map_err(|err| ClientError::Io {
-        path: path.to_path_buf(),
-        err,
-    })?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let uid = rustix::net::sockopt::socket_peercred(&stream)
+        .map_err(|err| ClientError::Io {
+            path: path.to_path_buf(),
+            err: err.into(),
+        })?
+        .uid
+        .as_raw();
+    let me = rustix::process::geteuid().as_raw();
     if uid != me && uid != 0 {
         return Err(ClientError::NotOurs {
             path: path.to_path_buf(),
@@ -93,32 +94,6 @@ pub fn connect_checked(path: &std::path::Path) -> Result<UnixStream, ClientError
         });
     }
     Ok(stream)
-}
-
-/// The uid of the process at the other end of a Unix socket.
-#[allow(unsafe_code)]
-fn peer_uid(s: &UnixStream) -> io::Result<u32> {
-    use std::os::unix::io::AsRawFd;
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: a valid out-pointer and its length, on an open socket.
-    let rc = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(cred.uid)
 }
 
 /// An open connection to an agent.

@@ -712,12 +712,12 @@ impl<S: Sink> Dispatcher<S> {
 
     /// The agent's current snapshot.
     pub fn snapshot(&self) -> AgentSnapshot {
-        let (user, sys, rss) = stats::self_usage();
+        let usage = crate::sys::self_usage();
         AgentSnapshot {
             wall_ns: wall_ns(),
-            cpu_user_ns: user,
-            cpu_system_ns: sys,
-            peak_rss_bytes: rss,
+            cpu_user_ns: usage.user_ns,
+            cpu_system_ns: usage.sys_ns,
+            peak_rss_bytes: usage.max_rss_bytes,
             samples_taken: AgentCounters::get(&self.counters.samples_taken),
             samples_dropped: AgentCounters::get(&self.counters.samples_dropped),
             deadlines_missed: AgentCounters::get(&self.counters.deadlines_missed),

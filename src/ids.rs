@@ -58,10 +58,8 @@ impl EventIdGen {
     /// A generator seeded from `getrandom(2)`, falling back to time and pid.
     pub fn from_os() -> Self {
         let mut seed = [0u8; 8];
-        // SAFETY: getrandom writes at most `seed.len()` bytes into `seed`.
-        #[allow(unsafe_code)]
-        let n = unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
-        let seed = if n == 8 {
+        let n = rustix::rand::getrandom(&mut seed[..], rustix::rand::GetRandomFlags::empty());
+        let seed = if n.ok() == Some(8) {
             u64::from_ne_bytes(seed)
         } else {
             crate::clock::wall_ns() as u64 ^ (u64::from(std::process::id()) << 32)

@@ -36,4 +36,5 @@ pub mod ring;
 pub mod run;
 pub mod slurm;
 pub mod stats;
+pub mod sys;
 pub mod tasks;

@@ -20,7 +20,6 @@
 //! to the command. If no agent is reachable, or it goes away, `tal run`
 //! warns once on stderr and runs the command all the same: recording never
 //! makes a task fail.
-#![allow(unsafe_code)]
 
 use crate::client::{refusals, resolve_socket, AgentConn, EventLine};
 use crate::clock::{mono_ns, ns_to_secs, wall_ns};
@@ -48,11 +47,13 @@ pub struct RunConfig {
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
 
+/// The signal handler: passes `sig` on to the command (a system call and
+/// an atomic load: async-signal-safe).
 extern "C" fn forward(sig: libc::c_int) {
-    let pid = CHILD.load(Ordering::Relaxed);
-    if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
+    use rustix::process::{kill_process, Pid, Signal};
+    let pid = Pid::from_raw(CHILD.load(Ordering::Relaxed));
+    if let (Some(pid), Some(sig)) = (pid, Signal::from_named_raw(sig)) {
+        let _ = kill_process(pid, sig);
     }
 }
 
@@ -163,8 +164,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
     rep.send(&ev("TaskSubmitted", Some(&cfg.backend), base_attrs.clone()));
 
     for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-        // SAFETY: installing a handler that only calls kill(2).
-        unsafe { libc::signal(s, forward as *const () as libc::sighandler_t) };
+        crate::sys::forward_with(s, forward);
     }
     let child = Command::new(&cfg.command[0])
         .args(&cfg.command[1..])
@@ -198,41 +198,24 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
     rep.send(&ev("TaskStarted", Some(&cfg.backend), started_attrs));
 
     // Wait for the exit without reaping, read its I/O, then reap.
-    loop {
-        // SAFETY: siginfo_t is plain data; waitid fills it.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: valid out-pointer; P_PID of our own child.
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            break;
-        }
+    if let Some(p) = rustix::process::Pid::from_raw(pid) {
+        use rustix::process::{waitid, WaitId, WaitIdOptions};
+        let opts = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT;
+        while let Err(rustix::io::Errno::INTR) = waitid(WaitId::Pid(p), opts) {}
     }
     let end_mono = mono_ns();
     let io = read_proc_io(pid);
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: valid out-pointers; our own child.
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-        if r == pid || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            break;
-        }
-    }
+    let reaped = crate::sys::reap_with_usage(pid);
     CHILD.store(0, Ordering::Relaxed);
     drop(child);
 
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let secs = |ns: u64| ns as f64 / 1e9;
     let mut attrs = base_attrs;
     attrs.push(("pid".into(), json!(pid)));
-    let (state, error_type, code) = if libc::WIFEXITED(status) {
+    let (status, usage) = reaped.unwrap_or((-1, crate::sys::Usage::default()));
+    let (state, error_type, code) = if status == -1 {
+        ("TaskFailed", Some("unknown".to_string()), 1)
+    } else if libc::WIFEXITED(status) {
         let c = libc::WEXITSTATUS(status);
         attrs.push(("exit_code".into(), json!(c)));
         if c == 0 {
@@ -251,9 +234,9 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
     } else {
         ("TaskFailed", Some("unknown".to_string()), 1)
     };
-    attrs.push(("cpu_user_seconds".into(), json!(tv(ru.ru_utime))));
-    attrs.push(("cpu_system_seconds".into(), json!(tv(ru.ru_stime))));
-    attrs.push(("max_rss_bytes".into(), json!(ru.ru_maxrss as u64 * 1024)));
+    attrs.push(("cpu_user_seconds".into(), json!(secs(usage.user_ns))));
+    attrs.push(("cpu_system_seconds".into(), json!(secs(usage.sys_ns))));
+    attrs.push(("max_rss_bytes".into(), json!(usage.max_rss_bytes)));
     if let Some((r, w)) = io {
         attrs.push(("read_bytes".into(), json!(r)));
         attrs.push(("write_bytes".into(), json!(w)));

@@ -1,22 +1,11 @@
 //! The agent's own cost and distributions: resource usage of the process,
 //! and the HDR histograms the dispatcher keeps (CPU %, memory %, sampling
 //! latency and jitter), serialised into log snapshots and merged by
-//! `convert` across nodes.
-#![allow(unsafe_code)]
+//! `convert` across nodes. (The process's own CPU time and peak RSS come
+//! from [`crate::sys::self_usage`].)
 
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
-
-/// User CPU ns, system CPU ns, peak RSS bytes of this process (all threads,
-/// not its children).
-pub fn self_usage() -> (u64, u64, u64) {
-    // SAFETY: rusage is plain data; getrusage fills it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `ru` is a valid, writable rusage.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
-    (tv(ru.ru_utime), tv(ru.ru_stime), ru.ru_maxrss as u64 * 1024)
-}
 
 /// Starts a new peak of this process's resident memory: sets the kernel's
 /// high-water mark (`VmHWM`) to the current RSS, by writing `5` to
@@ -117,12 +106,5 @@ mod tests {
         assert_eq!(m.max(), 1000);
         assert!(decode(&[]).is_none());
         assert!(decode(b"garbage").is_none());
-    }
-
-    #[test]
-    fn self_usage_is_plausible() {
-        let (u, s, rss) = self_usage();
-        assert!(u + s > 0);
-        assert!(rss > 1 << 20);
     }
 }

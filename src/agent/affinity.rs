@@ -1,13 +1,13 @@
 //! CPU pinning. Agent threads run on one core chosen by `--pin`, by default
 //! the last CPU of the process's allowed set, which is where HPC sites
 //! usually leave system noise (and where a job's ranks are placed last).
-#![allow(unsafe_code)]
 
+use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
 use std::io;
 
 /// A saved CPU mask, to give a wrapped command the affinity tal started with.
 #[derive(Clone, Copy)]
-pub struct CpuMask(libc::cpu_set_t);
+pub struct CpuMask(CpuSet);
 
 impl std::fmt::Debug for CpuMask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -18,45 +18,32 @@ impl std::fmt::Debug for CpuMask {
 impl CpuMask {
     /// The calling thread's current mask.
     pub fn current() -> io::Result<Self> {
-        // SAFETY: cpu_set_t is plain data; all-zero is a valid (empty) set.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
-        let rc =
-            unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self(set))
+        Ok(Self(sched_getaffinity(None)?))
     }
 
-    /// A mask holding only `cpu`.
+    /// A mask holding only `cpu` (an empty one past `CpuSet::MAX_CPU`,
+    /// which applying refuses).
     pub fn single(cpu: usize) -> Self {
-        // SAFETY: all-zero is a valid empty cpu_set_t.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: CPU_SET bounds-checks against the set's size.
-        unsafe { libc::CPU_SET(cpu, &mut set) };
+        let mut set = CpuSet::new();
+        if cpu < CpuSet::MAX_CPU {
+            set.set(cpu);
+        }
         Self(set)
     }
 
     /// The CPUs in the mask, ascending.
     pub fn cpus(&self) -> Vec<usize> {
-        let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
-        // SAFETY: CPU_ISSET only reads the set, within its size.
-        (0..max)
-            .filter(|&c| unsafe { libc::CPU_ISSET(c, &self.0) })
-            .collect()
+        (0..CpuSet::MAX_CPU).filter(|&c| self.0.is_set(c)).collect()
     }
 
-    /// Applies the mask to the calling thread. Async-signal-safe (one
-    /// syscall), so it may run in a child between fork and exec.
+    /// The mask as rustix's set (to restore it in a child before exec).
+    pub fn as_set(&self) -> CpuSet {
+        self.0
+    }
+
+    /// Applies the mask to the calling thread.
     pub fn apply(&self) -> io::Result<()> {
-        // SAFETY: `self.0` is a valid cpu_set_t of the size passed.
-        let rc =
-            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        Ok(sched_setaffinity(None, &self.0)?)
     }
 }
 

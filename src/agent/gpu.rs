@@ -91,7 +91,7 @@
 //! `gpu_percent` (max over devices).
 #![allow(unsafe_code)]
 
-use crate::clock::{mono_ns, wall_ns};
+use crate::clock::{mono_ns, thread_cpu_ns, wall_ns};
 use crate::ring::{Producer, PushError};
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 use nvml_wrapper::error::NvmlError;
@@ -1085,17 +1085,6 @@ fn sample_value(v: &sys::nvmlValue_t) -> f64 {
     unsafe { v.dVal }
 }
 
-/// This thread's CPU time, ns.
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// The GPU sampling thread's state.
 #[derive(Debug)]
 pub struct GpuAgent {
@@ -1209,8 +1198,8 @@ mod tests {
         let me = std::process::id();
         let (n, anc) = ancestors_of(me);
         assert!(n >= 1);
-        // SAFETY: getppid has no preconditions.
-        assert_eq!(anc[0], unsafe { libc::getppid() } as u32);
+        let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+        assert_eq!(anc[0], parent as u32);
         assert!(anc[..n as usize].iter().all(|&p| p != 0));
         assert_eq!(ancestors_of(u32::MAX).0, 0, "no such process");
     }

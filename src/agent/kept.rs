@@ -1,10 +1,8 @@
 //! A kept-open /proc (or cgroup) file, read whole with one `pread` at
 //! offset 0 into a buffer sized once: what every agent source is made of.
-#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 
 /// One kept-open /proc (or cgroup) file and its read buffer.
 #[derive(Debug)]
@@ -33,20 +31,7 @@ impl KeptFile {
     #[inline]
     pub(crate) fn read(&mut self) -> io::Result<&[u8]> {
         loop {
-            // SAFETY: the buffer is valid and writable for `buf.len()` bytes,
-            // and the fd stays open as long as `self.file` lives.
-            let n = unsafe {
-                libc::pread(
-                    self.file.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let n = n as usize;
+            let n = rustix::io::pread(&self.file, &mut self.buf[..], 0)?;
             if n < self.buf.len() {
                 return Ok(&self.buf[..n]);
             }

@@ -19,7 +19,6 @@
 //! clock: one syscall per sample and measurably cheaper than a futex park
 //! with a timeout. Shutdown wakes it with [`wake_signal`] (a no-op handler
 //! makes the sleep return EINTR); see [`wake`].
-#![allow(unsafe_code)]
 
 use super::kept::KeptFile;
 use super::procfs::{self, CpuTicks, DiskFilter};
@@ -308,27 +307,17 @@ pub fn wake_signal() -> libc::c_int {
     libc::SIGRTMIN() + 4
 }
 
-extern "C" fn ignore_signal(_: libc::c_int) {}
-
-/// Installs the no-op handler for [`wake_signal`] (once, before agents start).
+/// Installs the no-op handler for [`wake_signal`] (once, before agents
+/// start): no `SA_RESTART`, so the signal interrupts `clock_nanosleep`.
 pub fn install_wake_handler() {
-    // SAFETY: sigaction with a handler that does nothing; no SA_RESTART, so
-    // clock_nanosleep returns EINTR.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = ignore_signal as *const () as libc::sighandler_t;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(wake_signal(), &sa, std::ptr::null_mut());
-    }
+    crate::sys::interrupt_with(wake_signal());
 }
 
 /// Wakes the agent thread `t` from its sleep. The caller sets the stop flag
 /// first and repeats this until the thread has exited: a signal that lands
 /// between the flag check and the sleep is otherwise lost for one interval.
 pub fn wake(t: &std::thread::JoinHandle<()>) {
-    use std::os::unix::thread::JoinHandleExt;
-    // SAFETY: the pthread_t of a thread that has not been joined yet.
-    unsafe { libc::pthread_kill(t.as_pthread_t(), wake_signal()) };
+    crate::sys::signal_thread(t, wake_signal());
 }
 
 /// Sleeps until the monotonic `deadline`; returns true if `stop` was set
@@ -336,25 +325,15 @@ pub fn wake(t: &std::thread::JoinHandle<()>) {
 /// sets it, then interrupts the sleep with [`wake_signal`]).
 #[inline]
 pub fn sleep_until(deadline: u64, stop: &AtomicBool) -> bool {
-    let ts = libc::timespec {
-        tv_sec: (deadline / 1_000_000_000) as libc::time_t,
-        tv_nsec: (deadline % 1_000_000_000) as libc::c_long,
+    let ts = rustix::time::Timespec {
+        tv_sec: (deadline / 1_000_000_000) as i64,
+        tv_nsec: (deadline % 1_000_000_000) as i64,
     };
     loop {
         if stop.load(Ordering::Acquire) {
             return true;
         }
-        // SAFETY: a valid timespec; a null remainder is allowed with
-        // TIMER_ABSTIME.
-        let rc = unsafe {
-            libc::clock_nanosleep(
-                libc::CLOCK_MONOTONIC,
-                libc::TIMER_ABSTIME,
-                &ts,
-                std::ptr::null_mut(),
-            )
-        };
-        if rc == 0 {
+        if rustix::thread::clock_nanosleep_absolute(rustix::time::ClockId::Monotonic, &ts).is_ok() {
             return stop.load(Ordering::Acquire);
         }
         // EINTR (a wake-up signal): re-check the stop flag, sleep again.

@@ -17,7 +17,6 @@
 //! removed when the listener exits. A stale socket file left by a killed
 //! agent is replaced; a live one (another agent answering on it) is an
 //! error.
-#![allow(unsafe_code)]
 
 use super::batch::{IngestBatch, BATCH_BYTES};
 use super::fast::FastPath;
@@ -25,9 +24,10 @@ use super::protocol::{error_reply, parse_line, Control, Line, MAX_LINE_BYTES};
 use crate::clock::wall_ns;
 use crate::ids::EventIdGen;
 use crate::ring::{Consumer, Producer, PushError};
+use rustix::event::epoll::{self, EventData, EventFlags};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -136,7 +136,7 @@ struct Client {
     out: Vec<u8>,
     waiting_stop: bool,
     /// The epoll events asked for it now.
-    interest: u32,
+    interest: EventFlags,
     /// Event types this client subscribed to (`Some(empty)`: all).
     subscribe: Option<Vec<String>>,
     /// Lines this subscriber lost since it was last told.
@@ -158,7 +158,7 @@ pub struct Listener {
     socket: UnixListener,
     path: PathBuf,
     epfd: OwnedFd,
-    wake: OwnedFd,
+    wake: Arc<OwnedFd>,
     clients: HashMap<u64, Client>,
     next: u64,
     tx: Producer<IngestBatch>,
@@ -183,44 +183,28 @@ pub struct Listener {
     spare: Option<std::fs::File>,
 }
 
-/// A handle to wake the listener from another thread.
-#[derive(Debug, Clone, Copy)]
-pub struct Waker(RawFd);
+/// A handle to wake the listener from another thread: it shares the
+/// listener's eventfd.
+#[derive(Debug, Clone)]
+pub struct Waker(Option<Arc<OwnedFd>>);
 
 impl Waker {
     /// A waker that wakes nothing (for tests of the dispatcher's side).
     pub fn none() -> Self {
-        Self(-1)
+        Self(None)
     }
 
-    /// Wakes the listener (it then looks at [`StopControl`]).
+    /// Wakes the listener (it then looks at [`StopControl`]). Never
+    /// blocks: a full counter (2^64 - 2 wakes unread) already wakes it.
     pub fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes to an eventfd the listener keeps open for
-        // its whole life; the caller joins the listener after its last wake.
-        unsafe { libc::write(self.0, (&one as *const u64).cast(), 8) };
+        if let Some(fd) = &self.0 {
+            let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+        }
     }
 }
 
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-fn epoll_add(epfd: RawFd, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
-    let mut ev = libc::epoll_event { events, u64: token };
-    // SAFETY: valid epoll fd, fd and event pointer.
-    cvt(unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) }).map(|_| ())
-}
-
-fn epoll_mod(epfd: RawFd, fd: RawFd, token: u64, events: u32) {
-    let mut ev = libc::epoll_event { events, u64: token };
-    // SAFETY: valid epoll fd, fd and event pointer.
-    unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_MOD, fd, &mut ev) };
-}
+/// What a client's connection is watched for while it may send.
+const READABLE: EventFlags = EventFlags::IN.union(EventFlags::RDHUP);
 
 /// Binds `path` with mode 0600, replacing a stale socket file.
 pub fn bind_socket(path: &Path) -> io::Result<UnixListener> {
@@ -255,12 +239,11 @@ pub fn bind_socket(path: &Path) -> io::Result<UnixListener> {
     tmp.push(format!(".{}.tmp", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let _ = std::fs::remove_file(&tmp);
-    // SAFETY: umask is process-wide; this runs before any other thread of
-    // tal exists, and is restored right after bind.
-    let old = unsafe { libc::umask(0o177) };
+    // umask is process-wide: this runs before any other thread of tal
+    // exists, and the mask is restored right after bind.
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
     let res = UnixListener::bind(&tmp);
-    // SAFETY: restores the previous mask.
-    unsafe { libc::umask(old) };
+    rustix::process::umask(old);
     let l = res?;
     let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
         .and_then(|()| std::fs::rename(&tmp, path));
@@ -285,28 +268,15 @@ impl Listener {
         info: AgentInfo,
         on_stop: fn(),
     ) -> io::Result<(Self, Waker)> {
-        // SAFETY: plain syscalls; the fds are owned right away.
-        let epfd = unsafe { OwnedFd::from_raw_fd(cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
-        // SAFETY: as above.
-        let wake = unsafe {
-            OwnedFd::from_raw_fd(cvt(libc::eventfd(
-                0,
-                libc::EFD_CLOEXEC | libc::EFD_NONBLOCK,
-            ))?)
-        };
-        epoll_add(
-            epfd.as_raw_fd(),
-            socket.as_raw_fd(),
-            LISTENER_TOKEN,
-            libc::EPOLLIN as u32,
-        )?;
-        epoll_add(
-            epfd.as_raw_fd(),
-            wake.as_raw_fd(),
-            WAKE_TOKEN,
-            libc::EPOLLIN as u32,
-        )?;
-        let waker = Waker(wake.as_raw_fd());
+        let epfd = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let wake = Arc::new(rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )?);
+        let data = EventData::new_u64;
+        epoll::add(&epfd, &socket, data(LISTENER_TOKEN), EventFlags::IN)?;
+        epoll::add(&epfd, &*wake, data(WAKE_TOKEN), EventFlags::IN)?;
+        let waker = Waker(Some(Arc::clone(&wake)));
         Ok((
             Self {
                 socket,
@@ -421,34 +391,25 @@ impl Listener {
     /// Serves clients until told to exit; then answers stop waiters, closes
     /// every connection and removes the socket file.
     pub fn run(mut self) {
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+        let none = epoll::Event {
+            flags: EventFlags::empty(),
+            data: EventData::new_u64(0),
+        };
+        let mut events = vec![none; 64];
         let mut rbuf = vec![0u8; READ_CHUNK];
         loop {
-            // SAFETY: the buffer holds `events.len()` entries.
-            let n = unsafe {
-                libc::epoll_wait(
-                    self.epfd.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    events.len() as i32,
-                    -1,
-                )
+            let n = match epoll::wait(&self.epfd, &mut events[..], None) {
+                Ok(n) => n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => break,
             };
-            if n < 0 {
-                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                break;
-            }
-            for ev in &events[..n as usize] {
-                let (token, flags) = (ev.u64, ev.events);
+            for ev in &events[..n] {
+                let (token, flags) = (ev.data.u64(), ev.flags);
                 match token {
                     LISTENER_TOKEN => self.accept(),
                     WAKE_TOKEN => {
-                        let mut v = 0u64;
-                        // SAFETY: reading 8 bytes from our eventfd.
-                        unsafe {
-                            libc::read(self.wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8)
-                        };
+                        // Resets the counter (nonblocking: never waits).
+                        let _ = rustix::io::read(&*self.wake, &mut [0u8; 8]);
                         self.deliver();
                     }
                     t => self.serve(t, flags, &mut rbuf),
@@ -478,14 +439,7 @@ impl Listener {
                     }
                     let token = self.next;
                     self.next += 1;
-                    let fd = stream.as_raw_fd();
-                    if epoll_add(
-                        self.epfd.as_raw_fd(),
-                        fd,
-                        token,
-                        (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
-                    )
-                    .is_err()
+                    if epoll::add(&self.epfd, &stream, EventData::new_u64(token), READABLE).is_err()
                     {
                         continue;
                     }
@@ -499,7 +453,7 @@ impl Listener {
                             discarding: false,
                             out: Vec::new(),
                             waiting_stop: false,
-                            interest: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
+                            interest: READABLE,
                             subscribe: None,
                             sub_lost: 0,
                             read_closed: false,
@@ -544,13 +498,12 @@ impl Listener {
         ok
     }
 
-    fn serve(&mut self, token: u64, flags: u32, rbuf: &mut [u8]) {
+    fn serve(&mut self, token: u64, flags: EventFlags, rbuf: &mut [u8]) {
         let Some(mut c) = self.clients.remove(&token) else {
             return;
         };
         let mut eof = false;
-        if flags & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0
-        {
+        if flags.intersects(READABLE | EventFlags::HUP | EventFlags::ERR) {
             match c.stream.read(rbuf) {
                 Ok(0) => eof = true,
                 Ok(n) => {
@@ -594,16 +547,16 @@ impl Listener {
     /// (paused while more than [`PAUSE_READING_AT`] bytes wait for it),
     /// writing while replies or lines wait.
     fn rearm(&self, token: u64, c: &mut Client, force: bool) {
-        let mut ev = 0;
+        let mut ev = EventFlags::empty();
         if !c.read_closed && c.out.len() < PAUSE_READING_AT {
-            ev |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+            ev |= READABLE;
         }
         if !c.out.is_empty() {
-            ev |= libc::EPOLLOUT as u32;
+            ev |= EventFlags::OUT;
         }
         if ev != c.interest || force {
             c.interest = ev;
-            epoll_mod(self.epfd.as_raw_fd(), c.stream.as_raw_fd(), token, ev);
+            let _ = epoll::modify(&self.epfd, &c.stream, EventData::new_u64(token), ev);
         }
     }
 
@@ -832,8 +785,7 @@ pub fn default_socket_dir() -> PathBuf {
     let base = std::env::var_os("TMPDIR")
         .filter(|v| !v.is_empty())
         .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
-    // SAFETY: geteuid has no preconditions.
-    base.join(format!("tal-{}", unsafe { libc::geteuid() }))
+    base.join(format!("tal-{}", rustix::process::geteuid().as_raw()))
 }
 
 /// Makes `dir` (if missing) with mode 0700, and checks that it is a real
@@ -847,8 +799,7 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
         Err(e) => return Err(e),
     }
     let m = std::fs::symlink_metadata(dir)?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     if !m.file_type().is_dir() || m.uid() != me || m.mode() & 0o077 != 0 {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,

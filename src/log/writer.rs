@@ -78,8 +78,8 @@ use super::{
 use crate::record::Record;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// Flushes of at most this many bytes go through the memory map of the
@@ -411,23 +411,15 @@ impl LogWriter {
             return Ok(());
         }
         let to = end.div_ceil(self.chunk) * self.chunk;
-        // SAFETY: plain syscall on our own open fd with in-range offsets.
-        let rc = unsafe {
-            libc::posix_fallocate(
-                self.file.as_raw_fd(),
-                self.reserved as libc::off_t,
-                (to - self.reserved) as libc::off_t,
-            )
-        };
-        match rc {
-            0 => {
+        match crate::sys::posix_fallocate(self.file.as_fd(), self.reserved, to - self.reserved) {
+            Ok(()) => {
                 self.reserved = to;
                 Ok(())
             }
             // The file keeps what was flushed (it is trimmed to that at
             // the end), so that is the size to report.
-            libc::ENOSPC | libc::EDQUOT => Err(self.full()),
-            rc => Err(WriteError::Io {
+            Err(libc::ENOSPC | libc::EDQUOT) => Err(self.full()),
+            Err(rc) => Err(WriteError::Io {
                 path: self.path.clone(),
                 source: io::Error::from_raw_os_error(rc),
             }),
@@ -464,13 +456,7 @@ impl Drop for LogWriter {
 }
 
 fn page_size() -> u64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 {
-        p as u64
-    } else {
-        4096
-    }
+    rustix::param::page_size() as u64
 }
 
 /// The page size, for callers choosing a chunk size.

@@ -1,45 +1,48 @@
 //! The wrapped command: started as its shell would start it, reaped, and
 //! run unrecorded when the log cannot be made.
-#![allow(unsafe_code)]
 
-use super::signals::{kill, wait_signal, Signals, STOP_REQUEST_SIGNAL};
+use super::signals::{kill, Signals, STOP_REQUEST_SIGNAL};
 use super::RecordConfig;
 use crate::agent::affinity::CpuMask;
-use std::os::unix::process::CommandExt;
+use crate::sys::SigSet;
+use rustix::io::Errno;
+use rustix::process::{waitpid, Pid, WaitOptions, WaitStatus};
 use std::process::Command;
 use std::time::Duration;
 
 /// Exit status of a wait status, shell-style.
-fn exit_code(status: libc::c_int) -> i32 {
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
-    } else {
-        1
+fn exit_code(status: WaitStatus) -> i32 {
+    match (status.exit_status(), status.terminating_signal()) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => 1,
+    }
+}
+
+/// One `waitpid` of `pid`, retried on EINTR: its exit code if it has ended
+/// (`Ok(None)`: not yet, with `NOHANG`).
+fn wait_once(pid: libc::pid_t, opts: WaitOptions) -> Result<Option<i32>, Errno> {
+    let pid = Pid::from_raw(pid).ok_or(Errno::CHILD)?;
+    loop {
+        match waitpid(Some(pid), opts) {
+            Ok(r) => return Ok(r.map(|(_, status)| exit_code(status))),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
     }
 }
 
 /// Non-blocking wait for `pid`; its exit code if it has ended.
 pub(super) fn try_reap(pid: libc::pid_t) -> Option<i32> {
-    let mut status = 0;
-    // SAFETY: plain syscall with a valid out-pointer.
-    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-    (r == pid).then(|| exit_code(status))
+    wait_once(pid, WaitOptions::NOHANG).ok().flatten()
 }
 
+/// Waits for `pid` to end: its exit code (1 if it cannot be waited for).
 pub(super) fn reap_blocking(pid: libc::pid_t) -> i32 {
-    let mut status = 0;
-    loop {
-        // SAFETY: plain syscall with a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            return exit_code(status);
-        }
-        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return 1;
-        }
-    }
+    wait_once(pid, WaitOptions::empty())
+        .ok()
+        .flatten()
+        .unwrap_or(1)
 }
 
 /// The wrapped command as its shell would start it: tal's original CPU
@@ -48,23 +51,14 @@ pub(super) fn reap_blocking(pid: libc::pid_t) -> i32 {
 pub(super) fn wrapped_command(
     cfg: &RecordConfig,
     orig_mask: CpuMask,
-    old_mask: libc::sigset_t,
+    old_mask: SigSet,
 ) -> Option<Command> {
     let (prog, args) = cfg.command.split_first()?;
     let mut cmd = Command::new(prog);
     cmd.args(args)
         .env("TAL_SESSION_ID", &cfg.session_id)
         .env("TAL_NODE_ID", &cfg.node_id);
-    // SAFETY: the closure runs between fork and exec and only makes
-    // async-signal-safe syscalls (sched_setaffinity, signal, sigprocmask).
-    unsafe {
-        cmd.pre_exec(move || {
-            let _ = orig_mask.apply();
-            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut());
-            Ok(())
-        });
-    }
+    crate::sys::exec_as_started(&mut cmd, orig_mask.as_set(), old_mask, &[libc::SIGXFSZ]);
     Some(cmd)
 }
 
@@ -107,7 +101,7 @@ pub(super) fn run_unrecorded(
         if let Some(code) = try_reap(pid) {
             return code;
         }
-        match wait_signal(&signals.all, Some(Duration::from_millis(200))) {
+        match signals.all.wait(Some(Duration::from_millis(200))) {
             Some(libc::SIGCHLD) | None => {}
             Some(STOP_REQUEST_SIGNAL) => {}
             Some(sig) => kill(pid, sig),

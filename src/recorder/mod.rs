@@ -48,7 +48,7 @@ use crate::record::EndReason;
 use crate::ring;
 use anyhow::{anyhow, Context};
 use child::{reap_blocking, run_unrecorded, spawn_wrapped, try_reap, wrapped_command};
-use signals::{arm_exit_signals, arm_second_sigint, sigset, wait_signal, Signals, STOP_SIGNALS};
+use signals::{arm_exit_signals, arm_second_sigint, Signals, STOP_SIGNALS};
 use std::ffi::OsString;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
@@ -587,7 +587,7 @@ fn ingest_listener(
         cfg.node_id.clone(),
         subscribers,
         sub_tx,
-        waker,
+        waker.clone(),
         Arc::clone(&counters.sub_dropped),
     );
     Ok((listener, waker, fanout))
@@ -700,7 +700,7 @@ impl Running {
 /// `tal stop`. Returns why, and the command's status if it is known.
 fn wait_for_end(signals: &Signals, child: Option<libc::pid_t>) -> (EndReason, Option<i32>) {
     loop {
-        let Some(sig) = wait_signal(&signals.all, None) else {
+        let Some(sig) = signals.all.wait(None) else {
             continue;
         };
         if sig == libc::SIGCHLD {
@@ -736,7 +736,7 @@ fn stop_child(pid: libc::pid_t, sig: libc::c_int) -> Option<i32> {
     };
     signals::kill(pid, fwd);
     let deadline = Instant::now() + CHILD_GRACE;
-    let chld = sigset(&[libc::SIGCHLD]);
+    let chld = crate::sys::SigSet::of(&[libc::SIGCHLD]);
     loop {
         if let Some(c) = try_reap(pid) {
             return Some(c);
@@ -745,7 +745,7 @@ fn stop_child(pid: libc::pid_t, sig: libc::c_int) -> Option<i32> {
         if left.is_zero() {
             return None;
         }
-        wait_signal(&chld, Some(left.min(Duration::from_millis(50))));
+        chld.wait(Some(left.min(Duration::from_millis(50))));
     }
 }
 
