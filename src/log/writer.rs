@@ -68,7 +68,8 @@
 //! for the next frame whose crc matches, and never panics on any input.
 //!
 //! Only the writer stage owns the file (it runs on the dispatcher's thread,
-//! in the dispatcher's wake-up); nothing else may write it.
+//! in the dispatcher's wake-up: why not on a thread of its own is measured
+//! in `recorder::stage`'s doc); nothing else may write it.
 #![allow(unsafe_code)]
 
 use super::{

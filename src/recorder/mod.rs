@@ -28,6 +28,8 @@
 mod child;
 mod signals;
 mod stage;
+#[cfg(feature = "writer-thread")]
+mod threaded;
 
 pub use signals::STOP_REQUEST_SIGNAL;
 pub use stage::WriterStage;
@@ -470,6 +472,8 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
 
     let stage =
         WriterStage::new(writer, Arc::clone(&records_dropped)).telling(Arc::clone(&stop_control));
+    #[cfg(feature = "writer-thread")]
+    let stage = threaded::ThreadedStage::spawn(stage).context("cannot start the writer thread")?;
     let mut d = Dispatcher::new(
         proc_rx,
         stage,
