@@ -18,6 +18,8 @@ step "formatting"
 cargo fmt --all -- --check
 step "lints"
 cargo clippy --all-targets --release -- -D warnings
+# The benchmark-only writer thread (recorder/threaded.rs) must keep building.
+cargo clippy --lib --release --features writer-thread -- -D warnings
 step "unit, property and integration tests (every test binary runs, even after a failure)"
 status=0
 cargo test --release --all-targets --no-fail-fast || status=$?
