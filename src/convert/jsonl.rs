@@ -137,8 +137,31 @@ fn write_event(buf: &mut Vec<u8>, ctx: &Ctx, node: &str, ev: &Event) {
         _ => ev.node_id.as_deref().or(own),
     };
     o.opt_str("node_id", node_id);
+    write_attributes(&mut o, ev);
+    write_kind_fields(&mut o, &ev.kind);
+    // A task's events (its lifecycle and custom events naming it) belong to
+    // its span; everything else to the session's.
+    let task_span = match (&ev.kind, &ev.task_id) {
+        (EventKind::Task(_) | EventKind::Custom { .. }, Some(task)) => Some(ids::py_hex(
+            u128::from(ids::task_span_id(&ctx.session_id, task)),
+        )),
+        _ => None,
+    };
+    o.str("trace_id", &ctx.trace_hex)
+        .str(
+            "span_id",
+            task_span.as_deref().unwrap_or(&ctx.session_span_hex),
+        )
+        .str("name", ev.kind.type_name())
+        .str("section", "event");
+    o.end();
+    buf.push(b'\n');
+}
+
+/// The event's `attributes`; RHAPSODY repeats a failed task's error type
+/// there.
+fn write_attributes(o: &mut JsonOut<'_>, ev: &Event) {
     match &ev.kind {
-        // RHAPSODY repeats a failed task's error type in its attributes.
         EventKind::Task(t)
             if t.state == TaskState::Failed
                 && !ev.attributes.iter().any(|(k, _)| k == "error_type") =>
@@ -154,38 +177,16 @@ fn write_event(buf: &mut Vec<u8>, ctx: &Ctx, node: &str, ev: &Event) {
             o.attrs("attributes", &ev.attributes);
         }
     }
-    let mut span_hex = None;
-    match &ev.kind {
+}
+
+/// The top-level fields of each kind of event.
+fn write_kind_fields(o: &mut JsonOut<'_>, kind: &EventKind) {
+    match kind {
         EventKind::SessionStarted => {}
         EventKind::SessionEnded { duration_seconds } => {
             o.f64("duration_seconds", *duration_seconds);
         }
-        EventKind::ResourceUpdate(u) => {
-            o.opt_f64("cpu_percent", u.cpu_percent)
-                .opt_f64("memory_percent", u.memory_percent)
-                .opt_f64("gpu_percent", u.gpu_percent);
-            match u.scope {
-                ResourceScope::PerNode => o.null("gpu_id"),
-                ResourceScope::PerGpu(g) => o.uint("gpu_id", u64::from(g)),
-            };
-            o.opt_f64("disk_read_bytes", u.disk_read_bytes)
-                .opt_f64("disk_write_bytes", u.disk_write_bytes)
-                .opt_f64("net_sent_bytes", u.net_sent_bytes)
-                .opt_f64("net_recv_bytes", u.net_recv_bytes)
-                .str(
-                    "resource_scope",
-                    match u.scope {
-                        ResourceScope::PerNode => "per_node",
-                        ResourceScope::PerGpu(_) => "per_gpu",
-                    },
-                );
-            if !u.cpu_percent_per_core.is_empty() {
-                o.f32_array("cpu_percent_per_core", &u.cpu_percent_per_core);
-            }
-            for (k, v) in &u.extra {
-                o.value(k, v);
-            }
-        }
+        EventKind::ResourceUpdate(u) => write_resource_fields(o, u),
         EventKind::Task(t) => {
             if t.state.is_terminal() {
                 o.f64("duration_seconds", t.duration_seconds.unwrap_or(0.0));
@@ -196,22 +197,10 @@ fn write_event(buf: &mut Vec<u8>, ctx: &Ctx, node: &str, ev: &Event) {
             for (k, v) in &t.extra {
                 o.value(k, v);
             }
-            if let Some(task) = &ev.task_id {
-                span_hex = Some(ids::py_hex(u128::from(ids::task_span_id(
-                    &ctx.session_id,
-                    task,
-                ))));
-            }
         }
         EventKind::Custom { fields, .. } => {
             for (k, v) in fields {
                 o.value(k, v);
-            }
-            if let Some(task) = &ev.task_id {
-                span_hex = Some(ids::py_hex(u128::from(ids::task_span_id(
-                    &ctx.session_id,
-                    task,
-                ))));
             }
         }
         EventKind::GpuProcesses(procs) => {
@@ -233,15 +222,34 @@ fn write_event(buf: &mut Vec<u8>, ctx: &Ctx, node: &str, ev: &Event) {
             o.raw(&arr);
         }
     }
-    o.str("trace_id", &ctx.trace_hex)
+}
+
+/// A `ResourceUpdate`'s fields, in RHAPSODY's order.
+fn write_resource_fields(o: &mut JsonOut<'_>, u: &crate::record::ResourceUpdate) {
+    o.opt_f64("cpu_percent", u.cpu_percent)
+        .opt_f64("memory_percent", u.memory_percent)
+        .opt_f64("gpu_percent", u.gpu_percent);
+    match u.scope {
+        ResourceScope::PerNode => o.null("gpu_id"),
+        ResourceScope::PerGpu(g) => o.uint("gpu_id", u64::from(g)),
+    };
+    o.opt_f64("disk_read_bytes", u.disk_read_bytes)
+        .opt_f64("disk_write_bytes", u.disk_write_bytes)
+        .opt_f64("net_sent_bytes", u.net_sent_bytes)
+        .opt_f64("net_recv_bytes", u.net_recv_bytes)
         .str(
-            "span_id",
-            span_hex.as_deref().unwrap_or(&ctx.session_span_hex),
-        )
-        .str("name", ev.kind.type_name())
-        .str("section", "event");
-    o.end();
-    buf.push(b'\n');
+            "resource_scope",
+            match u.scope {
+                ResourceScope::PerNode => "per_node",
+                ResourceScope::PerGpu(_) => "per_gpu",
+            },
+        );
+    if !u.cpu_percent_per_core.is_empty() {
+        o.f32_array("cpu_percent_per_core", &u.cpu_percent_per_core);
+    }
+    for (k, v) in &u.extra {
+        o.value(k, v);
+    }
 }
 
 /// Fills in what a terminal event's client left out: the duration the

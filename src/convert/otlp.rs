@@ -501,17 +501,7 @@ impl Builder {
             }
             self.span_resource = Some(self.session_resource(cfg));
         }
-        ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: self.span_resource.clone(),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(scope()),
-                    spans: std::mem::take(&mut self.spans),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        }
+        traces_request(self.span_resource.clone(), std::mem::take(&mut self.spans))
     }
 
     /// The spans and series points gathered since the last call, with the
@@ -520,27 +510,39 @@ impl Builder {
     /// histogram is cumulative); node series continue from where they were.
     pub fn take(&mut self, cfg: &ResourceConfig, metric: &Value) -> Otlp {
         self.learn(metric);
-        let base = self.base_attributes(cfg);
         let session_resource = self.session_resource(cfg);
         let n_spans = self.spans.len();
-        let traces = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(session_resource.clone()),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(scope()),
-                    spans: std::mem::take(&mut self.spans),
-                    ..Default::default()
-                }],
+        let traces = traces_request(
+            Some(session_resource.clone()),
+            std::mem::take(&mut self.spans),
+        );
+        let (session_metrics, mut points) = self.session_metrics(metric);
+        let mut resource_metrics = vec![ResourceMetrics {
+            resource: Some(session_resource),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(scope()),
+                metrics: session_metrics,
                 ..Default::default()
             }],
-        };
-        let with_env = |attrs| with_env(cfg, attrs);
+            ..Default::default()
+        }];
+        let (nodes, node_points) = self.take_node_metrics(cfg);
+        resource_metrics.extend(nodes);
+        points += node_points;
+        Otlp {
+            traces,
+            metrics: ExportMetricsServiceRequest { resource_metrics },
+            spans: n_spans,
+            points,
+        }
+    }
 
-        // Session-level instruments, at the final checkpoint.
+    /// The session-level instruments at `metric`'s checkpoint (the task
+    /// counters, and the duration histogram), and their data points.
+    fn session_metrics(&self, metric: &Value) -> (Vec<Metric>, usize) {
         let start = self.session_start.unwrap_or(0);
         let now = secs(&metric["checkpoint_time"]).unwrap_or(start);
-        let mut points = 0;
-        let mut session_metrics = Vec::new();
+        let mut out = Vec::new();
         let sum = |name: &str, v: i64, monotonic: bool| Metric {
             name: name.into(),
             unit: "{task}".into(),
@@ -564,16 +566,14 @@ impl Builder {
             "tasks_canceled",
         ] {
             if let Some(v) = metric[name].as_i64() {
-                session_metrics.push(sum(name, v, true));
-                points += 1;
+                out.push(sum(name, v, true));
             }
         }
         if let Some(v) = metric["tasks_running"].as_i64() {
-            session_metrics.push(sum("tasks_running", v, false));
-            points += 1;
+            out.push(sum("tasks_running", v, false));
         }
         if !self.durations.is_empty() {
-            session_metrics.push(Metric {
+            out.push(Metric {
                 name: "task_duration_seconds".into(),
                 unit: "s".into(),
                 data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
@@ -582,19 +582,19 @@ impl Builder {
                 })),
                 ..Default::default()
             });
-            points += 1;
         }
-        let mut resource_metrics = vec![ResourceMetrics {
-            resource: Some(session_resource),
-            scope_metrics: vec![ScopeMetrics {
-                scope: Some(scope()),
-                metrics: session_metrics,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }];
+        let points = out.len();
+        (out, points)
+    }
+
+    /// Each node's series points gathered since the last call (gauges, and
+    /// byte counters as deltas), one resource per node (`host.name`), and
+    /// their data points.
+    fn take_node_metrics(&mut self, cfg: &ResourceConfig) -> (Vec<ResourceMetrics>, usize) {
+        let base = self.base_attributes(cfg);
+        let mut out = Vec::new();
+        let mut points = 0;
         for (node, s) in &mut self.nodes {
-            let node = node.clone();
             let mut metrics = Vec::new();
             for (name, (unit, pts)) in std::mem::take(&mut s.gauges) {
                 points += pts.len();
@@ -622,9 +622,9 @@ impl Builder {
                 continue;
             }
             let mut attrs = base.clone();
-            attrs.push(kv_str("host.name", &node));
-            resource_metrics.push(ResourceMetrics {
-                resource: Some(with_env(attrs)),
+            attrs.push(kv_str("host.name", node));
+            out.push(ResourceMetrics {
+                resource: Some(with_env(cfg, attrs)),
                 scope_metrics: vec![ScopeMetrics {
                     scope: Some(scope()),
                     metrics,
@@ -633,12 +633,22 @@ impl Builder {
                 ..Default::default()
             });
         }
-        Otlp {
-            traces,
-            metrics: ExportMetricsServiceRequest { resource_metrics },
-            spans: n_spans,
-            points,
-        }
+        (out, points)
+    }
+}
+
+/// One `/v1/traces` request of `spans` under `resource`.
+fn traces_request(resource: Option<Resource>, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource,
+            scope_spans: vec![ScopeSpans {
+                scope: Some(scope()),
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
     }
 }
 

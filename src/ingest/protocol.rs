@@ -160,21 +160,7 @@ fn parse_general(line: &[u8], now_ns: i64) -> Result<Line, String> {
         return Err("not a JSON object".into());
     };
     if let Some(op) = m.get("op") {
-        return match op.as_str() {
-            Some("stop") => Ok(Line::Control(Control::Stop)),
-            Some("ping") => Ok(Line::Control(Control::Ping)),
-            Some("subscribe") => match m.get("types") {
-                None | Some(J::Null) => Ok(Line::Control(Control::Subscribe(Vec::new()))),
-                Some(J::Array(a)) => a
-                    .iter()
-                    .map(|t| t.as_str().map(String::from))
-                    .collect::<Option<Vec<_>>>()
-                    .map(|t| Line::Control(Control::Subscribe(t)))
-                    .ok_or_else(|| "types must be a list of event type strings".into()),
-                Some(_) => Err("types must be a list of event type strings".into()),
-            },
-            _ => Err(format!("unknown op {op} (known: stop, ping, subscribe)")),
-        };
+        return parse_control(&m, op).map(Line::Control);
     }
     let event_type = match m.get("event_type") {
         None => return Err("missing event_type".into()),
@@ -214,77 +200,9 @@ fn parse_general(line: &[u8], now_ns: i64) -> Result<Line, String> {
         Some(J::Object(a)) => a.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
         Some(_) => return Err("attributes must be an object".into()),
     };
-    // Fields beyond the core schema, in the order sent.
-    let extras = |skip: &[&str]| -> Attributes {
-        m.iter()
-            .filter(|(k, _)| !CORE.contains(&k.as_str()) && !skip.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), to_value(v)))
-            .collect()
-    };
-    let kind = if let Some(state) = task_state {
-        let duration_seconds = num(&m, "duration_seconds")?;
-        if duration_seconds.is_some_and(|d| d < 0.0) {
-            return Err("duration_seconds must not be negative".into());
-        }
-        let error_type = opt_str(&m, "error_type")?;
-        let terminal = state.is_terminal();
-        let mut skip = vec![];
-        if terminal {
-            skip.push("duration_seconds");
-        }
-        if state == TaskState::Failed {
-            skip.push("error_type");
-        }
-        EventKind::Task(TaskEvent {
-            state,
-            duration_seconds: duration_seconds.filter(|_| terminal),
-            error_type: error_type.filter(|_| state == TaskState::Failed),
-            extra: extras(&skip),
-        })
-    } else if event_type == "ResourceUpdate" {
-        let gpu_id = match m.get("gpu_id") {
-            None | Some(J::Null) => None,
-            Some(J::Number(n)) if n.as_u64().is_some_and(|g| g <= u64::from(u32::MAX)) => {
-                n.as_u64().map(|g| g as u32)
-            }
-            Some(_) => return Err("gpu_id must be a non-negative integer or null".into()),
-        };
-        let mut u = ResourceUpdate::empty(match gpu_id {
-            Some(g) => ResourceScope::PerGpu(g),
-            None => ResourceScope::PerNode,
-        });
-        u.cpu_percent = num(&m, "cpu_percent")?;
-        u.memory_percent = num(&m, "memory_percent")?;
-        u.gpu_percent = num(&m, "gpu_percent")?;
-        u.disk_read_bytes = num(&m, "disk_read_bytes")?;
-        u.disk_write_bytes = num(&m, "disk_write_bytes")?;
-        u.net_sent_bytes = num(&m, "net_sent_bytes")?;
-        u.net_recv_bytes = num(&m, "net_recv_bytes")?;
-        u.extra = extras(&[
-            "cpu_percent",
-            "memory_percent",
-            "gpu_percent",
-            "gpu_id",
-            "disk_read_bytes",
-            "disk_write_bytes",
-            "net_sent_bytes",
-            "net_recv_bytes",
-            "resource_scope",
-        ]);
-        EventKind::ResourceUpdate(u)
-    } else if matches!(event_type, "SessionStarted" | "SessionEnded") {
-        return Err(format!(
-            "{event_type} is recorded by the agent itself; send a namespaced event (app.Phase) for your own phases"
-        ));
-    } else if is_custom_type(event_type) {
-        EventKind::Custom {
-            event_type: event_type.to_string(),
-            fields: extras(&[]),
-        }
-    } else {
-        return Err(format!(
-            "unknown event_type '{event_type}' (custom types must be namespaced, e.g. 'app.{event_type}')"
-        ));
+    let kind = match task_state {
+        Some(state) => task_kind(&m, state)?,
+        None => other_kind(&m, event_type)?,
     };
     Ok(Line::Event(Event {
         event_id,
@@ -296,6 +214,112 @@ fn parse_general(line: &[u8], now_ns: i64) -> Result<Line, String> {
         attributes,
         kind,
     }))
+}
+
+/// An `{"op": ...}` line.
+fn parse_control(m: &Map<String, J>, op: &J) -> Result<Control, String> {
+    match op.as_str() {
+        Some("stop") => Ok(Control::Stop),
+        Some("ping") => Ok(Control::Ping),
+        Some("subscribe") => match m.get("types") {
+            None | Some(J::Null) => Ok(Control::Subscribe(Vec::new())),
+            Some(J::Array(a)) => a
+                .iter()
+                .map(|t| t.as_str().map(String::from))
+                .collect::<Option<Vec<_>>>()
+                .map(Control::Subscribe)
+                .ok_or_else(|| "types must be a list of event type strings".into()),
+            Some(_) => Err("types must be a list of event type strings".into()),
+        },
+        _ => Err(format!("unknown op {op} (known: stop, ping, subscribe)")),
+    }
+}
+
+/// The line's fields beyond the core schema and `skip`, in the order sent.
+fn extras(m: &Map<String, J>, skip: &[&str]) -> Attributes {
+    m.iter()
+        .filter(|(k, _)| !CORE.contains(&k.as_str()) && !skip.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), to_value(v)))
+        .collect()
+}
+
+/// A task lifecycle event's own fields.
+fn task_kind(m: &Map<String, J>, state: TaskState) -> Result<EventKind, String> {
+    let duration_seconds = num(m, "duration_seconds")?;
+    if duration_seconds.is_some_and(|d| d < 0.0) {
+        return Err("duration_seconds must not be negative".into());
+    }
+    let error_type = opt_str(m, "error_type")?;
+    let terminal = state.is_terminal();
+    let failed = state == TaskState::Failed;
+    let mut skip = vec![];
+    if terminal {
+        skip.push("duration_seconds");
+    }
+    if failed {
+        skip.push("error_type");
+    }
+    Ok(EventKind::Task(TaskEvent {
+        state,
+        duration_seconds: duration_seconds.filter(|_| terminal),
+        error_type: error_type.filter(|_| failed),
+        extra: extras(m, &skip),
+    }))
+}
+
+/// The fields of a `ResourceUpdate` a client sends.
+const RESOURCE_FIELDS: [&str; 9] = [
+    "cpu_percent",
+    "memory_percent",
+    "gpu_percent",
+    "gpu_id",
+    "disk_read_bytes",
+    "disk_write_bytes",
+    "net_sent_bytes",
+    "net_recv_bytes",
+    "resource_scope",
+];
+
+/// A client's `ResourceUpdate`.
+fn resource_kind(m: &Map<String, J>) -> Result<EventKind, String> {
+    let scope = match m.get("gpu_id") {
+        None | Some(J::Null) => ResourceScope::PerNode,
+        Some(J::Number(n)) if n.as_u64().is_some_and(|g| g <= u64::from(u32::MAX)) => {
+            ResourceScope::PerGpu(n.as_u64().unwrap_or(0) as u32)
+        }
+        Some(_) => return Err("gpu_id must be a non-negative integer or null".into()),
+    };
+    let mut u = ResourceUpdate::empty(scope);
+    u.cpu_percent = num(m, "cpu_percent")?;
+    u.memory_percent = num(m, "memory_percent")?;
+    u.gpu_percent = num(m, "gpu_percent")?;
+    u.disk_read_bytes = num(m, "disk_read_bytes")?;
+    u.disk_write_bytes = num(m, "disk_write_bytes")?;
+    u.net_sent_bytes = num(m, "net_sent_bytes")?;
+    u.net_recv_bytes = num(m, "net_recv_bytes")?;
+    u.extra = extras(m, &RESOURCE_FIELDS);
+    Ok(EventKind::ResourceUpdate(u))
+}
+
+/// Every event that is not a task's: a resource update, or a namespaced
+/// custom event; the rest is refused, saying why.
+fn other_kind(m: &Map<String, J>, event_type: &str) -> Result<EventKind, String> {
+    if event_type == "ResourceUpdate" {
+        resource_kind(m)
+    } else if matches!(event_type, "SessionStarted" | "SessionEnded") {
+        Err(format!(
+            "{event_type} is recorded by the agent itself; send a namespaced event (app.Phase) for your own phases"
+        ))
+    } else if is_custom_type(event_type) {
+        Ok(EventKind::Custom {
+            event_type: event_type.to_string(),
+            fields: extras(m, &[]),
+        })
+    } else {
+        Err(format!(
+            "unknown event_type '{event_type}' (custom types must be namespaced, e.g. 'app.{event_type}')"
+        ))
+    }
 }
 
 /// The reply line for a refused line.
