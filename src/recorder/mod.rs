@@ -414,6 +414,48 @@ struct Running {
     log_path: PathBuf,
 }
 
+/// The flags and counters the pipeline's threads share.
+struct Shared {
+    counters: Arc<AgentCounters>,
+    ingest_counters: Arc<IngestCounters>,
+    gpu_counters: Arc<GpuCounters>,
+    records_dropped: Arc<AtomicU64>,
+    stop_control: Arc<StopControl>,
+    sampler_stop: Arc<AtomicBool>,
+    dispatch_stop: Arc<AtomicBool>,
+    end_reason: Arc<AtomicU64>,
+}
+
+impl Shared {
+    fn new() -> Self {
+        Self {
+            counters: Arc::default(),
+            ingest_counters: Arc::default(),
+            gpu_counters: Arc::default(),
+            records_dropped: Arc::default(),
+            stop_control: Arc::default(),
+            sampler_stop: Arc::default(),
+            dispatch_stop: Arc::default(),
+            end_reason: Arc::new(AtomicU64::new(encode_end_reason(EndReason::StopRequested))),
+        }
+    }
+}
+
+/// The rings the dispatcher drains, and the live exporter it feeds.
+struct DispatchInputs<'a> {
+    proc: ring::Consumer<ProcSample>,
+    ingest: (
+        ring::Consumer<crate::ingest::batch::IngestBatch>,
+        ring::Producer<crate::ingest::batch::IngestBatch>,
+    ),
+    gpu: Option<(
+        ring::Consumer<crate::agent::gpu::GpuSample>,
+        ring::Consumer<crate::agent::gpu::Backfill>,
+    )>,
+    live: Option<(ring::Producer<crate::record::Event>, &'a LiveExport)>,
+    fanout: crate::dispatch::Fanout,
+}
+
 /// Step 2: the rings, and the threads in the order that lets each wake the
 /// next: the live exporter, the dispatcher (with the writer stage), the
 /// samplers, then the ingest listener.
@@ -430,30 +472,21 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
         log_path,
         writer,
     } = o;
+    let shared = Shared::new();
     let (proc_tx, proc_rx) = ring::channel::<ProcSample>(PROC_RING);
     let (ingest_tx, ingest_rx) = ring::channel::<crate::ingest::batch::IngestBatch>(INGEST_RING);
     let (recycle_tx, recycle_rx) =
         ring::channel::<crate::ingest::batch::IngestBatch>(INGEST_RECYCLE);
-    let ingest_counters = Arc::new(IngestCounters::default());
-    let stop_control = Arc::new(StopControl::default());
-    let counters = Arc::new(AgentCounters::default());
-    let records_dropped = Arc::new(AtomicU64::new(0));
-    let sampler_stop = Arc::new(AtomicBool::new(false));
-    let dispatch_stop = Arc::new(AtomicBool::new(false));
-    let end_reason = Arc::new(AtomicU64::new(encode_end_reason(EndReason::StopRequested)));
-
     let (mut listener, waker, fanout) = ingest_listener(
         cfg,
         socket,
         &log_path,
         (ingest_tx, recycle_rx),
-        &ingest_counters,
-        &stop_control,
+        &shared.ingest_counters,
+        &shared.stop_control,
     )?;
     // Both agents sample on the grid start + k·interval.
-    let interval_ns = cfg.interval.as_nanos() as u64;
-    let start_ns = crate::clock::mono_ns();
-    let gpu_counters = Arc::new(GpuCounters::default());
+    let grid = (crate::clock::mono_ns(), cfg.interval.as_nanos() as u64);
     let gpu_rings = gpus.as_ref().map(|_| {
         (
             ring::channel::<crate::agent::gpu::GpuSample>(GPU_RING),
@@ -469,51 +502,24 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
         Some((tx, live)) => (Some(tx), Some(live)),
         None => (None, None),
     };
-
-    let stage =
-        WriterStage::new(writer, Arc::clone(&records_dropped)).telling(Arc::clone(&stop_control));
-    #[cfg(feature = "writer-thread")]
-    let stage = threaded::ThreadedStage::spawn(stage).context("cannot start the writer thread")?;
-    let mut d = Dispatcher::new(
-        proc_rx,
-        stage,
-        Arc::clone(&counters),
-        Arc::clone(&records_dropped),
-        cfg.backend.clone(),
-        (baseline.ok & source::STAT != 0).then_some(baseline.cpu),
-        anchor.wall_ns,
-        cfg.snapshot_every,
-    )
-    .with_ingest(
-        (ingest_rx, recycle_tx),
-        cfg.node_id.clone(),
-        Arc::clone(&ingest_counters),
-    )
-    .with_fanout(fanout);
-    if let Some((rx, brx)) = gpu_rx {
-        d = d.with_gpu(rx, brx, Arc::clone(&gpu_counters), start_ns, interval_ns);
-    }
-    if let (Some(tx), Some(l)) = (live_tx, &live) {
-        d = d.with_exporter(tx, l.handle.thread().clone(), Arc::clone(&l.counters));
-    }
-    let dispatcher = {
-        let stop = Arc::clone(&dispatch_stop);
-        let reason = Arc::clone(&end_reason);
-        thread::Builder::new()
-            .name("tal-dispatch".into())
-            .spawn(move || d.run(stop, reason).into_sink().finish())
-            .context("cannot start the dispatcher thread")?
+    let inputs = DispatchInputs {
+        proc: proc_rx,
+        ingest: (ingest_rx, recycle_tx),
+        gpu: gpu_rx,
+        live: live_tx.zip(live.as_ref()),
+        fanout,
     };
+    let dispatcher = start_dispatcher(cfg, &shared, writer, &baseline, &anchor, inputs, grid)?;
     let agent = ProcAgent::new(
         sources,
         &baseline,
         proc_tx,
-        interval_ns,
-        Arc::clone(&counters),
-        Arc::clone(&sampler_stop),
+        grid.1,
+        Arc::clone(&shared.counters),
+        Arc::clone(&shared.sampler_stop),
         dispatcher.thread().clone(),
     )
-    .starting_at(start_ns);
+    .starting_at(grid.0);
     let sampler = thread::Builder::new()
         .name("tal-proc".into())
         .spawn(move || agent.run())
@@ -522,9 +528,9 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
         (Some(src), Some(rings)) => Some(start_gpu(
             src,
             rings,
-            (start_ns, interval_ns),
-            &gpu_counters,
-            &sampler_stop,
+            grid,
+            &shared.gpu_counters,
+            &shared.sampler_stop,
         )?),
         _ => None,
     };
@@ -540,19 +546,70 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
             sampler,
             gpu,
             dispatcher,
-            sampler_stop,
-            dispatch_stop,
-            end_reason,
+            sampler_stop: shared.sampler_stop,
+            dispatch_stop: shared.dispatch_stop,
+            end_reason: shared.end_reason,
         },
         listener,
         waker,
-        stop_control,
+        stop_control: shared.stop_control,
         live,
         orig_mask,
         notes,
         anchor,
         log_path,
     })
+}
+
+/// The dispatcher's thread, with the writer stage on `writer` as its sink
+/// (on a thread of its own in the benchmark-only `writer-thread` build).
+fn start_dispatcher(
+    cfg: &RecordConfig,
+    shared: &Shared,
+    writer: LogWriter,
+    baseline: &ProcReading,
+    anchor: &Anchor,
+    inputs: DispatchInputs<'_>,
+    (start_ns, interval_ns): (u64, u64),
+) -> anyhow::Result<thread::JoinHandle<DispatchResult>> {
+    let stage = WriterStage::new(writer, Arc::clone(&shared.records_dropped))
+        .telling(Arc::clone(&shared.stop_control));
+    #[cfg(feature = "writer-thread")]
+    let stage = threaded::ThreadedStage::spawn(stage).context("cannot start the writer thread")?;
+    let mut d = Dispatcher::new(
+        inputs.proc,
+        stage,
+        Arc::clone(&shared.counters),
+        Arc::clone(&shared.records_dropped),
+        cfg.backend.clone(),
+        (baseline.ok & source::STAT != 0).then_some(baseline.cpu),
+        anchor.wall_ns,
+        cfg.snapshot_every,
+    )
+    .with_ingest(
+        inputs.ingest,
+        cfg.node_id.clone(),
+        Arc::clone(&shared.ingest_counters),
+    )
+    .with_fanout(inputs.fanout);
+    if let Some((rx, brx)) = inputs.gpu {
+        d = d.with_gpu(
+            rx,
+            brx,
+            Arc::clone(&shared.gpu_counters),
+            start_ns,
+            interval_ns,
+        );
+    }
+    if let Some((tx, l)) = inputs.live {
+        d = d.with_exporter(tx, l.handle.thread().clone(), Arc::clone(&l.counters));
+    }
+    let stop = Arc::clone(&shared.dispatch_stop);
+    let reason = Arc::clone(&shared.end_reason);
+    thread::Builder::new()
+        .name("tal-dispatch".into())
+        .spawn(move || d.run(stop, reason).into_sink().finish())
+        .context("cannot start the dispatcher thread")
 }
 
 /// The ingest listener on `socket` (not yet running), the waker the
