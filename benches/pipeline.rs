@@ -87,7 +87,7 @@ fn dispatcher(c: &mut Criterion) {
         Arc::default(),
         Arc::default(),
         "tal".into(),
-        Some(a.cpu),
+        Some(a.node.cpu),
         0,
         Duration::from_secs(10),
     );

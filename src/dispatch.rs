@@ -333,29 +333,32 @@ impl<S: Sink> Dispatcher<S> {
     /// histograms.
     pub fn resource_update(&mut self, r: &ProcSample) -> ResourceUpdate {
         let mut u = ResourceUpdate::empty(ResourceScope::PerNode);
-        if r.ok & source::STAT != 0 {
+        if r.node.ok & source::STAT != 0 {
             if let Some(prev) = self.prev.cpu {
-                u.cpu_percent = Some(round1(r.cpu.percent_since(&prev)));
+                u.cpu_percent = Some(round1(r.node.cpu.percent_since(&prev)));
             }
             let per = &r.per_cpu_permille[..r.ncpu as usize];
             if !per.is_empty() && per.iter().all(|&p| p != NO_PERMILLE) {
                 u.cpu_percent_per_core = per.iter().map(|&p| f32::from(p) / 10.0).collect();
             }
-            self.prev.cpu = Some(r.cpu);
+            self.prev.cpu = Some(r.node.cpu);
         }
-        if r.ok & source::MEMINFO != 0 && r.mem_total_kb > 0 {
-            u.memory_percent = Some(round1(memory_percent(r.mem_total_kb, r.mem_available_kb)));
+        if r.node.ok & source::MEMINFO != 0 && r.node.mem_total_kb > 0 {
+            u.memory_percent = Some(round1(memory_percent(
+                r.node.mem_total_kb,
+                r.node.mem_available_kb,
+            )));
         }
-        if r.ok & source::DISKSTATS != 0 {
-            let cur = (r.disk_read_sectors, r.disk_write_sectors);
+        if r.node.ok & source::DISKSTATS != 0 {
+            let cur = (r.node.disk_read_sectors, r.node.disk_write_sectors);
             if let Some(p) = self.prev.disk {
                 u.disk_read_bytes = Some((cur.0.saturating_sub(p.0) * 512) as f64);
                 u.disk_write_bytes = Some((cur.1.saturating_sub(p.1) * 512) as f64);
             }
             self.prev.disk = Some(cur);
         }
-        if r.ok & source::NET_DEV != 0 {
-            let cur = (r.net_rx_bytes, r.net_tx_bytes);
+        if r.node.ok & source::NET_DEV != 0 {
+            let cur = (r.node.net_rx_bytes, r.node.net_tx_bytes);
             if let Some(p) = self.prev.net {
                 u.net_recv_bytes = Some(cur.0.saturating_sub(p.0) as f64);
                 u.net_sent_bytes = Some(cur.1.saturating_sub(p.1) as f64);
@@ -534,7 +537,7 @@ impl<S: Sink> Dispatcher<S> {
     /// The job cgroup's extension fields of a per_node update (none when
     /// the agent reads no cgroup): see `crate::agent::cgroup`.
     fn job_fields(&mut self, r: &ProcSample, u: &mut ResourceUpdate) {
-        let c = r.cgroup;
+        let c = r.node.cgroup;
         if c == crate::agent::cgroup::CgroupReading::default() {
             return;
         }
@@ -554,8 +557,8 @@ impl<S: Sink> Dispatcher<S> {
         }
         let mem_pct = c
             .mem_bytes
-            .filter(|_| r.mem_total_kb > 0)
-            .map(|m| round1(m as f64 / (r.mem_total_kb as f64 * 1024.0) * 100.0));
+            .filter(|_| r.node.mem_total_kb > 0)
+            .map(|m| round1(m as f64 / (r.node.mem_total_kb as f64 * 1024.0) * 100.0));
         let int = |v: Option<u64>| v.map_or(Value::Null, |v| Value::Int(v as i64));
         let float = |v: Option<f64>| v.map_or(Value::Null, Value::Float);
         u.extra.extend([
@@ -964,15 +967,18 @@ mod tests {
 
     fn reading(busy: u64, total: u64, disk: (u64, u64), net: (u64, u64)) -> ProcSample {
         let mut r = ProcSample {
-            ok: source::ALL,
-            cpu: CpuTicks { busy, total },
+            node: crate::agent::proc::NodeCounters {
+                ok: source::ALL,
+                cpu: CpuTicks { busy, total },
+                mem_total_kb: 1000,
+                mem_available_kb: 750,
+                disk_read_sectors: disk.0,
+                disk_write_sectors: disk.1,
+                net_rx_bytes: net.0,
+                net_tx_bytes: net.1,
+                ..crate::agent::proc::NodeCounters::default()
+            },
             ncpu: 2,
-            mem_total_kb: 1000,
-            mem_available_kb: 750,
-            disk_read_sectors: disk.0,
-            disk_write_sectors: disk.1,
-            net_rx_bytes: net.0,
-            net_tx_bytes: net.1,
             ..ProcSample::default()
         };
         r.per_cpu_permille[0] = 500;
@@ -988,7 +994,7 @@ mod tests {
             Arc::default(),
             Arc::default(),
             "tal".into(),
-            Some(baseline.cpu),
+            Some(baseline.node.cpu),
             0,
             Duration::from_secs(10),
         )
@@ -1018,7 +1024,7 @@ mod tests {
         let mut d = dispatcher(&base);
         d.resource_update(&reading(150, 1100, (10, 20), (1000, 2000)));
         let mut r = reading(200, 1200, (11, 21), (1100, 2100));
-        r.ok &= !source::DISKSTATS;
+        r.node.ok &= !source::DISKSTATS;
         let u = d.resource_update(&r);
         assert_eq!(u.disk_read_bytes, None);
         assert_eq!(u.net_recv_bytes, Some(100.0));

@@ -48,17 +48,14 @@ pub mod source {
     pub const ALL: u8 = 15;
 }
 
-/// One raw reading of the four sources, as parsed (private to the agent).
-#[derive(Clone, Copy, Debug)]
-pub struct ProcReading {
+/// The node's counters as read from the sources: what a reading and the
+/// sample made of it share.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeCounters {
     /// Which sources succeeded ([`source`] bits).
     pub ok: u8,
     /// All CPUs together.
     pub cpu: CpuTicks,
-    /// Number of valid entries in `per_cpu`.
-    pub ncpu: u16,
-    /// Each CPU, by index.
-    pub per_cpu: [CpuTicks; MAX_CPUS],
     /// MemTotal, kB.
     pub mem_total_kb: u64,
     /// MemAvailable, kB.
@@ -75,20 +72,23 @@ pub struct ProcReading {
     pub cgroup: super::cgroup::CgroupReading,
 }
 
+/// One raw reading of the four sources, as parsed (private to the agent).
+#[derive(Clone, Copy, Debug)]
+pub struct ProcReading {
+    /// The node's counters.
+    pub node: NodeCounters,
+    /// Number of valid entries in `per_cpu`.
+    pub ncpu: u16,
+    /// Each CPU's ticks, by index.
+    pub per_cpu: [CpuTicks; MAX_CPUS],
+}
+
 impl Default for ProcReading {
     fn default() -> Self {
         Self {
-            ok: 0,
-            cpu: CpuTicks::default(),
+            node: NodeCounters::default(),
             ncpu: 0,
             per_cpu: [CpuTicks::default(); MAX_CPUS],
-            mem_total_kb: 0,
-            mem_available_kb: 0,
-            disk_read_sectors: 0,
-            disk_write_sectors: 0,
-            net_rx_bytes: 0,
-            net_tx_bytes: 0,
-            cgroup: super::cgroup::CgroupReading::default(),
         }
     }
 }
@@ -109,29 +109,13 @@ pub struct ProcSample {
     pub wake_ns: u64,
     /// When its reads and parses finished (monotonic ns).
     pub done_ns: u64,
-    /// Which sources succeeded ([`source`] bits).
-    pub ok: u8,
-    /// All CPUs together.
-    pub cpu: CpuTicks,
+    /// The node's counters, as read.
+    pub node: NodeCounters,
     /// Number of valid entries in `per_cpu_permille`.
     pub ncpu: u16,
     /// Busy ‰ (tenths of a percent, rounded as psutil rounds) of each CPU
     /// since the previous sample; [`NO_PERMILLE`] without one.
     pub per_cpu_permille: [u16; MAX_CPUS],
-    /// MemTotal, kB.
-    pub mem_total_kb: u64,
-    /// MemAvailable, kB.
-    pub mem_available_kb: u64,
-    /// Sectors read from whole disks, since boot.
-    pub disk_read_sectors: u64,
-    /// Sectors written to whole disks, since boot.
-    pub disk_write_sectors: u64,
-    /// Bytes received on all interfaces, since boot.
-    pub net_rx_bytes: u64,
-    /// Bytes sent on all interfaces, since boot.
-    pub net_tx_bytes: u64,
-    /// The job's cgroup (all `None` without one).
-    pub cgroup: super::cgroup::CgroupReading,
 }
 
 impl Default for ProcSample {
@@ -141,17 +125,9 @@ impl Default for ProcSample {
             deadline_ns: 0,
             wake_ns: 0,
             done_ns: 0,
-            ok: 0,
-            cpu: CpuTicks::default(),
+            node: NodeCounters::default(),
             ncpu: 0,
             per_cpu_permille: [NO_PERMILLE; MAX_CPUS],
-            mem_total_kb: 0,
-            mem_available_kb: 0,
-            disk_read_sectors: 0,
-            disk_write_sectors: 0,
-            net_rx_bytes: 0,
-            net_tx_bytes: 0,
-            cgroup: super::cgroup::CgroupReading::default(),
         }
     }
 }
@@ -167,11 +143,10 @@ impl ProcSample {
     /// (`prev_ncpu` of them; 0 when there is no previous reading).
     #[inline]
     pub fn fill_from(&mut self, r: &ProcReading, prev: &[CpuTicks], prev_ncpu: usize) {
-        self.ok = r.ok;
-        self.cpu = r.cpu;
+        self.node = r.node;
         let n = r.ncpu as usize;
         self.ncpu = r.ncpu;
-        let have_prev = r.ok & source::STAT != 0;
+        let have_prev = r.node.ok & source::STAT != 0;
         for (i, (out, cur)) in self.per_cpu_permille[..n]
             .iter_mut()
             .zip(&r.per_cpu[..n])
@@ -182,13 +157,6 @@ impl ProcSample {
                 _ => NO_PERMILLE,
             };
         }
-        self.mem_total_kb = r.mem_total_kb;
-        self.mem_available_kb = r.mem_available_kb;
-        self.disk_read_sectors = r.disk_read_sectors;
-        self.disk_write_sectors = r.disk_write_sectors;
-        self.net_rx_bytes = r.net_rx_bytes;
-        self.net_tx_bytes = r.net_tx_bytes;
-        self.cgroup = r.cgroup;
     }
 }
 
@@ -230,7 +198,7 @@ impl ProcSources {
     /// Reads and parses all four sources into `r`, setting `r.ok`.
     #[inline]
     pub fn read_into(&mut self, r: &mut ProcReading) {
-        r.ok = 0;
+        r.node.ok = 0;
         for s in [
             source::STAT,
             source::MEMINFO,
@@ -240,7 +208,7 @@ impl ProcSources {
             self.read_source(s, r);
         }
         if let Some(cg) = self.cgroup.as_mut() {
-            r.cgroup = cg.read();
+            r.node.cgroup = cg.read();
         }
     }
 
@@ -260,9 +228,9 @@ impl ProcSources {
     #[inline]
     fn read_stat(&mut self, r: &mut ProcReading) {
         if let Ok(b) = self.stat.read() {
-            if let Some(n) = procfs::parse_stat(b, &mut r.cpu, &mut r.per_cpu) {
+            if let Some(n) = procfs::parse_stat(b, &mut r.node.cpu, &mut r.per_cpu) {
                 r.ncpu = n as u16;
-                r.ok |= source::STAT;
+                r.node.ok |= source::STAT;
             }
         }
     }
@@ -271,9 +239,9 @@ impl ProcSources {
     fn read_meminfo(&mut self, r: &mut ProcReading) {
         if let Ok(b) = self.meminfo.read() {
             if let Some((t, a)) = procfs::parse_meminfo(b) {
-                r.mem_total_kb = t;
-                r.mem_available_kb = a;
-                r.ok |= source::MEMINFO;
+                r.node.mem_total_kb = t;
+                r.node.mem_available_kb = a;
+                r.node.ok |= source::MEMINFO;
             }
         }
     }
@@ -282,9 +250,9 @@ impl ProcSources {
     fn read_diskstats(&mut self, r: &mut ProcReading) {
         if let Ok(b) = self.diskstats.read() {
             if let Some((rd, wr)) = procfs::parse_diskstats(b, &self.disks) {
-                r.disk_read_sectors = rd;
-                r.disk_write_sectors = wr;
-                r.ok |= source::DISKSTATS;
+                r.node.disk_read_sectors = rd;
+                r.node.disk_write_sectors = wr;
+                r.node.ok |= source::DISKSTATS;
             }
         }
     }
@@ -293,9 +261,9 @@ impl ProcSources {
     fn read_net_dev(&mut self, r: &mut ProcReading) {
         if let Ok(b) = self.net_dev.read() {
             if let Some((rx, tx)) = procfs::parse_net_dev(b) {
-                r.net_rx_bytes = rx;
-                r.net_tx_bytes = tx;
-                r.ok |= source::NET_DEV;
+                r.node.net_rx_bytes = rx;
+                r.node.net_tx_bytes = tx;
+                r.node.ok |= source::NET_DEV;
             }
         }
     }
@@ -384,7 +352,7 @@ impl ProcAgent {
             dispatcher,
             reading: Box::default(),
             prev_per_cpu: Box::new(baseline.per_cpu),
-            prev_ncpu: if baseline.ok & source::STAT != 0 {
+            prev_ncpu: if baseline.node.ok & source::STAT != 0 {
                 baseline.ncpu as usize
             } else {
                 0
@@ -440,7 +408,7 @@ impl ProcAgent {
         self.sources.read_into(r);
         let s = &mut *self.sample;
         s.fill_from(r, &self.prev_per_cpu[..], self.prev_ncpu);
-        if r.ok & source::STAT != 0 {
+        if r.node.ok & source::STAT != 0 {
             let n = r.ncpu as usize;
             self.prev_per_cpu[..n].copy_from_slice(&r.per_cpu[..n]);
             self.prev_ncpu = n;
@@ -449,9 +417,9 @@ impl ProcAgent {
         s.deadline_ns = deadline;
         s.wake_ns = wake;
         s.done_ns = mono_ns();
-        if r.ok != source::ALL || r.cgroup.failed != 0 {
+        if r.node.ok != source::ALL || r.node.cgroup.failed != 0 {
             AgentCounters::bump(&self.counters.read_errors, 1);
-            let failed = (!r.ok & source::ALL) | (r.cgroup.failed << 4);
+            let failed = (!r.node.ok & source::ALL) | (r.node.cgroup.failed << 4);
             for (i, c) in self.counters.source_errors.iter().enumerate() {
                 if failed & (1 << i) != 0 {
                     AgentCounters::bump(c, 1);

@@ -582,7 +582,7 @@ fn start_dispatcher(
         Arc::clone(&shared.counters),
         Arc::clone(&shared.records_dropped),
         cfg.backend.clone(),
-        (baseline.ok & source::STAT != 0).then_some(baseline.cpu),
+        (baseline.node.ok & source::STAT != 0).then_some(baseline.node.cpu),
         anchor.wall_ns,
         cfg.snapshot_every,
     )
