@@ -197,50 +197,14 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
     started_attrs.push(("pid".into(), json!(pid)));
     rep.send(&ev("TaskStarted", Some(&cfg.backend), started_attrs));
 
-    // Wait for the exit without reaping, read its I/O, then reap.
-    if let Some(p) = rustix::process::Pid::from_raw(pid) {
-        use rustix::process::{waitid, WaitId, WaitIdOptions};
-        let opts = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT;
-        while let Err(rustix::io::Errno::INTR) = waitid(WaitId::Pid(p), opts) {}
-    }
-    let end_mono = mono_ns();
-    let io = read_proc_io(pid);
-    let reaped = crate::sys::reap_with_usage(pid);
+    let exit = wait_for_exit(pid);
     CHILD.store(0, Ordering::Relaxed);
     drop(child);
 
-    let secs = |ns: u64| ns as f64 / 1e9;
     let mut attrs = base_attrs;
     attrs.push(("pid".into(), json!(pid)));
-    let (status, usage) = reaped.unwrap_or((-1, crate::sys::Usage::default()));
-    let (state, error_type, code) = if status == -1 {
-        ("TaskFailed", Some("unknown".to_string()), 1)
-    } else if libc::WIFEXITED(status) {
-        let c = libc::WEXITSTATUS(status);
-        attrs.push(("exit_code".into(), json!(c)));
-        if c == 0 {
-            ("TaskCompleted", None, 0)
-        } else {
-            ("TaskFailed", Some(format!("exit:{c}")), c)
-        }
-    } else if libc::WIFSIGNALED(status) {
-        let s = libc::WTERMSIG(status);
-        attrs.push(("signal".into(), json!(signal_name(s))));
-        (
-            "TaskFailed",
-            Some(format!("signal:{}", signal_name(s))),
-            128 + s,
-        )
-    } else {
-        ("TaskFailed", Some("unknown".to_string()), 1)
-    };
-    attrs.push(("cpu_user_seconds".into(), json!(secs(usage.user_ns))));
-    attrs.push(("cpu_system_seconds".into(), json!(secs(usage.sys_ns))));
-    attrs.push(("max_rss_bytes".into(), json!(usage.max_rss_bytes)));
-    if let Some((r, w)) = io {
-        attrs.push(("read_bytes".into(), json!(r)));
-        attrs.push(("write_bytes".into(), json!(w)));
-    }
+    let (state, error_type, code) = exit.outcome(&mut attrs);
+    let end_mono = exit.mono_ns;
     let mut end = ev(state, Some(&cfg.backend), attrs);
     end.fields.push((
         "duration_seconds".into(),
@@ -252,4 +216,72 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
     rep.send(&end);
     rep.finish();
     Ok(code)
+}
+
+/// How the command ended: when, its I/O, its wait status and rusage.
+#[derive(Debug)]
+struct Exit {
+    /// When it exited (monotonic ns).
+    mono_ns: u64,
+    /// Its read and write bytes (`/proc/PID/io`), if readable.
+    io: Option<(u64, u64)>,
+    /// Its wait status and resource use; `None` if it could not be reaped.
+    reaped: Option<(libc::c_int, crate::sys::Usage)>,
+}
+
+/// Waits for `pid` to exit without reaping it, reads its I/O while it is
+/// still there to read, then reaps it.
+fn wait_for_exit(pid: i32) -> Exit {
+    if let Some(p) = rustix::process::Pid::from_raw(pid) {
+        use rustix::process::{waitid, WaitId, WaitIdOptions};
+        let opts = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT;
+        while let Err(rustix::io::Errno::INTR) = waitid(WaitId::Pid(p), opts) {}
+    }
+    let mono_ns = mono_ns();
+    let io = read_proc_io(pid);
+    Exit {
+        mono_ns,
+        io,
+        reaped: crate::sys::reap_with_usage(pid).ok(),
+    }
+}
+
+impl Exit {
+    /// The terminal event's type, error type and `tal run`'s exit status
+    /// (a shell's: the command's code, or 128 + its signal); adds the exit
+    /// code or signal, the CPU times, peak RSS and I/O bytes to `attrs`.
+    fn outcome(&self, attrs: &mut Vec<(String, Value)>) -> (&'static str, Option<String>, i32) {
+        let (status, usage) = self.reaped.unwrap_or_default();
+        let unknown = ("TaskFailed", Some("unknown".to_string()), 1);
+        let ending = if self.reaped.is_none() {
+            unknown
+        } else if libc::WIFEXITED(status) {
+            let c = libc::WEXITSTATUS(status);
+            attrs.push(("exit_code".into(), json!(c)));
+            if c == 0 {
+                ("TaskCompleted", None, 0)
+            } else {
+                ("TaskFailed", Some(format!("exit:{c}")), c)
+            }
+        } else if libc::WIFSIGNALED(status) {
+            let s = libc::WTERMSIG(status);
+            attrs.push(("signal".into(), json!(signal_name(s))));
+            (
+                "TaskFailed",
+                Some(format!("signal:{}", signal_name(s))),
+                128 + s,
+            )
+        } else {
+            unknown
+        };
+        let secs = |ns: u64| ns as f64 / 1e9;
+        attrs.push(("cpu_user_seconds".into(), json!(secs(usage.user_ns))));
+        attrs.push(("cpu_system_seconds".into(), json!(secs(usage.sys_ns))));
+        attrs.push(("max_rss_bytes".into(), json!(usage.max_rss_bytes)));
+        if let Some((r, w)) = self.io {
+            attrs.push(("read_bytes".into(), json!(r)));
+            attrs.push(("write_bytes".into(), json!(w)));
+        }
+        ending
+    }
 }
