@@ -238,13 +238,17 @@ pub enum ConvertFormat {
     /// OTLP JSON: `<prefix>.traces.json` (a /v1/traces request) and
     /// `<prefix>.metrics.json` (a /v1/metrics request).
     OtlpJson,
+    /// Trace Event Format JSON, for Perfetto UI and chrome://tracing: tasks
+    /// as slices on each node's slots, resources as counters.
+    ChromeTrace,
 }
 
 /// `tal convert` flags.
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    /// Node logs (`.tal`) of one session; or, for OTLP output or push, one
-    /// RHAPSODY JSONL checkpoint (`.jsonl`, written by tal or by RHAPSODY).
+    /// Node logs (`.tal`) of one session; or, for OTLP or Chrome trace
+    /// output or an OTLP push, one RHAPSODY JSONL checkpoint (`.jsonl`,
+    /// written by tal or by RHAPSODY).
     #[arg(required = true, value_name = "LOG")]
     pub logs: Vec<PathBuf>,
 
@@ -252,7 +256,8 @@ pub struct ConvertArgs {
     /// `{session_id}.{start_unix_seconds}.telemetry.jsonl` beside the first
     /// log]. With `--format otlp-json`, the prefix of the two files
     /// [default: `{session_id}.{start_unix_seconds}.otlp` beside the first
-    /// input].
+    /// input]; with `--format chrome-trace`, the file [default:
+    /// `{session_id}.{start_unix_seconds}.trace.json`].
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 

@@ -1,12 +1,13 @@
 //! `tal convert`: node logs (or a JSONL checkpoint) to the session's JSONL,
-//! OTLP JSON files, and an OTLP push.
+//! OTLP JSON files, a Chrome trace, and an OTLP push.
 //!
 //! Two steps: the JSONL ([`jsonl_step`]: the requested file, or a
-//! temporary one beside the output when only the OTLP form is wanted, or
-//! the JSONL given), then the OTLP form built as that JSONL is read
-//! ([`otlp_step`]: spans go to the traces file and to the receiver in
-//! installments, so that memory does not grow with the session's tasks;
-//! the metrics follow at the end).
+//! temporary one beside the output when only another form is wanted, or
+//! the JSONL given), then the other forms, built as that JSONL is read:
+//! the OTLP form ([`otlp_step`]: spans go to the traces file and to the
+//! receiver in installments, so that memory does not grow with the
+//! session's tasks; the metrics follow at the end), and the Chrome trace
+//! ([`chrome_step`], see `convert::chrome`).
 
 use crate::cli::{ConvertArgs, ConvertFormat};
 use crate::convert::{self, otlp, ConvertError, Output};
@@ -30,16 +31,52 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<i32> {
         ),
     };
     if jsonl_input.is_some() && args.format == ConvertFormat::Jsonl && endpoints.is_none() {
-        anyhow::bail!("the input is already JSONL: pass --format otlp-json or --otlp-endpoint");
+        anyhow::bail!(
+            "the input is already JSONL: pass --format otlp-json, --format chrome-trace or --otlp-endpoint"
+        );
     }
     let need_otlp = args.format == ConvertFormat::OtlpJson || endpoints.is_some();
-    let Some(source) = jsonl_step(&args, jsonl_input, need_otlp)? else {
+    let need_file = need_otlp || args.format == ConvertFormat::ChromeTrace;
+    let Some(source) = jsonl_step(&args, jsonl_input, need_file)? else {
         return Ok(0);
     };
+    if args.format == ConvertFormat::ChromeTrace {
+        chrome_step(&args, &source)?;
+    }
     if !need_otlp {
         return Ok(0);
     }
     otlp_step(&args, source, endpoints.as_ref())
+}
+
+/// The Chrome trace, from the JSONL: to `-o` (`-`: stdout), else beside
+/// the JSONL as `<stem>.trace.json`.
+fn chrome_step(args: &ConvertArgs, src: &Source) -> anyhow::Result<()> {
+    let open =
+        || std::fs::File::open(&src.path).map(|f| std::io::BufReader::with_capacity(1 << 20, f));
+    let read_err =
+        |e: std::io::Error| anyhow::anyhow!("cannot convert {}: {e}", src.path.display());
+    if args.output.as_deref() == Some(Path::new("-")) {
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        convert::chrome::write_chrome_trace(open, &mut out).map_err(read_err)?;
+        return Ok(());
+    }
+    let path = match &args.output {
+        Some(p) => p.clone(),
+        None => default_beside(args, src, ".trace.json"),
+    };
+    let stats = convert::write_output(&path, |w| convert::chrome::write_chrome_trace(open, w))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    eprintln!(
+        "tal convert: wrote {} ({} tasks on {} process(es), {} counter samples, {} instants); open it in ui.perfetto.dev or chrome://tracing",
+        path.display(),
+        stats.tasks,
+        stats.processes,
+        stats.counters,
+        stats.instants
+    );
+    Ok(())
 }
 
 /// The JSONL the OTLP form is read from.
@@ -79,7 +116,7 @@ fn report(summary: &convert::Summary, written: Option<&Path>) {
 fn jsonl_step(
     args: &ConvertArgs,
     jsonl_input: Option<PathBuf>,
-    need_otlp: bool,
+    need_file: bool,
 ) -> anyhow::Result<Option<Source>> {
     if let Some(path) = jsonl_input {
         return Ok(Some(Source {
@@ -98,7 +135,7 @@ fn jsonl_step(
         }
         // To stdout: a push reads its own (temporary) copy.
     }
-    if !need_otlp {
+    if !need_file {
         return Ok(None);
     }
     // From the logs, through a temporary JSONL beside the output.
@@ -125,9 +162,15 @@ fn jsonl_step(
 /// Where the OTLP JSON files go: `-o`, else beside the JSONL, named as the
 /// session's checkpoint is, with `.otlp` for `.telemetry.jsonl`.
 fn otlp_prefix(args: &ConvertArgs, src: &Source) -> PathBuf {
-    if let Some(p) = &args.output {
-        return p.clone();
+    match &args.output {
+        Some(p) => p.clone(),
+        None => default_beside(args, src, ".otlp"),
     }
+}
+
+/// A file beside the JSONL, named as the session's checkpoint is, with
+/// `suffix` for `.telemetry.jsonl`.
+fn default_beside(args: &ConvertArgs, src: &Source, suffix: &str) -> PathBuf {
     let name = src
         .path
         .file_name()
@@ -141,7 +184,7 @@ fn otlp_prefix(args: &ConvertArgs, src: &Source) -> PathBuf {
             .unwrap_or(&name)
             .to_string()
     };
-    src.path.with_file_name(format!("{stem}.otlp"))
+    src.path.with_file_name(format!("{stem}{suffix}"))
 }
 
 /// Step 2: the OTLP form, made as the JSONL is read, into the OTLP JSON
@@ -156,7 +199,7 @@ fn otlp_step(
         ConvertFormat::OtlpJson => {
             Some(convert::OtlpJsonOut::create(&otlp_prefix(args, &src)).map_err(map_err)?)
         }
-        ConvertFormat::Jsonl => None,
+        ConvertFormat::Jsonl | ConvertFormat::ChromeTrace => None,
     };
     let mut client = crate::otlp_http::Client::default();
     let policy = RetryPolicy::default();

@@ -13,6 +13,7 @@
 //! RHAPSODY names its checkpoint, `{session_id}.{start_unix_seconds}.telemetry.jsonl`,
 //! and placed in the directory of the first log.
 
+pub mod chrome;
 pub mod gpufill;
 pub mod json;
 pub mod jsonl;
