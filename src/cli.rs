@@ -60,6 +60,24 @@ pub enum Command {
     /// session span, events in time order. A log that was cut off (agent
     /// killed, node lost, disk full) converts up to its last whole record.
     Convert(ConvertArgs),
+    /// Summarise a session on the terminal: tasks, durations, failures,
+    /// nodes' and GPUs' use, tal's own cost, and what its logs held.
+    ///
+    /// Reads node logs (`.tal`) or one JSONL checkpoint (tal's or
+    /// RHAPSODY's). `--json` prints the same as one JSON object.
+    Summary(SummaryArgs),
+}
+
+/// `tal summary` flags.
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// Node logs (`.tal`) of one session, or one JSONL checkpoint (`.jsonl`).
+    #[arg(required = true, value_name = "LOG")]
+    pub logs: Vec<PathBuf>,
+
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `tal record` flags.

@@ -36,5 +36,6 @@ pub mod ring;
 pub mod run;
 pub mod slurm;
 pub mod stats;
+pub mod summary;
 pub mod sys;
 pub mod tasks;

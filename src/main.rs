@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Wait(args) => commands::stop::wait(args),
         Command::Subscribe(args) => commands::subscribe::run(args),
         Command::Convert(args) => commands::convert::run(args),
+        Command::Summary(args) => commands::summary::run(args),
     };
     match res {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

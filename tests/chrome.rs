@@ -36,34 +36,7 @@ fn assert_slots_are_disjoint(trace: &Value) {
 #[test]
 fn a_recorded_session_becomes_a_trace_with_slots_counters_and_instants() {
     let dir = tempfile::tempdir().unwrap();
-    let tal_bin = env!("CARGO_BIN_EXE_tal");
-    let script = format!(
-        "{tal_bin} run --task-id long -- sleep 0.6 & \
-         {tal_bin} run --task-id short -- sleep 0.2 & \
-         sleep 0.1; {tal_bin} emit app.Phase --field phase=load; \
-         wait; {tal_bin} run --task-id bad -- false; \
-         {tal_bin} run --task-id after -- sleep 0.1"
-    );
-    let out = run(tal()
-        .args([
-            "record",
-            "--interval",
-            "0.1",
-            "--session-id",
-            "chrome.s",
-            "--node-id",
-            "n1",
-            "--out",
-        ])
-        .arg(dir.path())
-        .args(["--", "sh", "-c", &script]));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let log = dir.path().join("chrome.s.n1.tal");
+    let log = record_tasks(dir.path(), "chrome.s");
     let trace_path = dir.path().join("t.json");
     let out = run(tal()
         .args(["convert", "--format", "chrome-trace", "-o"])

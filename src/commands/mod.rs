@@ -7,3 +7,4 @@ pub mod convert;
 pub mod emit;
 pub mod stop;
 pub mod subscribe;
+pub mod summary;

@@ -223,3 +223,38 @@ pub fn log_finished(log: &Path) -> bool {
     r.by_ref().count();
     r.stats().end_marker
 }
+
+/// Records session `session` on node `n1` into `dir` around a shell
+/// script of `tal run` tasks: `long` (0.6 s) and `short` (0.2 s) at once,
+/// an `app.Phase` event (`phase=load`) while they run, then `bad` (exits
+/// 1) and `after` (0.1 s) one after the other. Returns the log.
+pub fn record_tasks(dir: &Path, session: &str) -> PathBuf {
+    let tal_bin = env!("CARGO_BIN_EXE_tal");
+    let script = format!(
+        "{tal_bin} run --task-id long -- sleep 0.6 & \
+         {tal_bin} run --task-id short -- sleep 0.2 & \
+         sleep 0.1; {tal_bin} emit app.Phase --field phase=load; \
+         wait; {tal_bin} run --task-id bad -- false; \
+         {tal_bin} run --task-id after -- sleep 0.1"
+    );
+    let out = run(tal()
+        .args([
+            "record",
+            "--interval",
+            "0.1",
+            "--session-id",
+            session,
+            "--node-id",
+            "n1",
+            "--out",
+        ])
+        .arg(dir)
+        .args(["--", "sh", "-c", &script]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join(format!("{session}.n1.tal"))
+}

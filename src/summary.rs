@@ -1,0 +1,746 @@
+//! `tal summary`: a session in a few screens, from its JSONL (tal's or
+//! RHAPSODY's; `tal summary` converts node logs first).
+//!
+//! What it says, like RHAPSODY's `telemetry.summary()` and more: the
+//! session (id, start, length, nodes, events by type); tasks by final state,
+//! with the error types; task durations (p50, p90, p99, max, mean, from the
+//! terminal events, as RHAPSODY's histogram counts them); throughput
+//! (completed tasks per second of session) and the peak number of tasks
+//! running at once (from the spans); the slowest tasks and the failed ones;
+//! each node's CPU and memory, and each GPU's utilisation, memory and power
+//! (p50, p99, max of the samples); the agent's own cost (from tal's metric
+//! line: absent from RHAPSODY's); and what reading each node's log found
+//! (cut off, damaged frames, read errors).
+//!
+//! Memory: one entry per task (its interval, and its id and node until its
+//! span is read), HDR histograms for the series, and the few rows listed;
+//! never the events.
+
+use crate::stats;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, BufRead};
+
+/// How many slowest and failed tasks are listed.
+pub const LISTED: usize = 10;
+
+/// p50, p90, p99, max (and mean) of a set of values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Quantiles {
+    /// How many values.
+    pub count: u64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+impl Quantiles {
+    /// Exact quantiles (nearest rank) of `v`, which it sorts.
+    fn exact(v: &mut [f64]) -> Option<Self> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        Some(Self {
+            count: v.len() as u64,
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: v[v.len() - 1],
+            mean: v.iter().sum::<f64>() / v.len() as f64,
+        })
+    }
+
+    /// Quantiles of a histogram of values scaled by `scale` (3 significant
+    /// digits).
+    fn of(h: &Histogram<u64>, scale: f64) -> Option<Self> {
+        if h.is_empty() {
+            return None;
+        }
+        let q = |x: f64| h.value_at_quantile(x) as f64 / scale;
+        Some(Self {
+            count: h.len(),
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            max: h.max() as f64 / scale,
+            mean: h.mean() / scale,
+        })
+    }
+}
+
+/// A series' values, kept as an HDR histogram.
+#[derive(Debug)]
+struct Series {
+    h: Histogram<u64>,
+    scale: f64,
+}
+
+impl Series {
+    /// Values up to `max` at resolution `1 / scale`.
+    fn new(max: f64, scale: f64) -> Self {
+        Self {
+            h: stats::histogram((max * scale) as u64),
+            scale,
+        }
+    }
+
+    fn add(&mut self, v: f64) {
+        if v.is_finite() && v >= 0.0 {
+            self.h.saturating_record((v * self.scale).round() as u64);
+        }
+    }
+
+    fn quantiles(&self) -> Option<Quantiles> {
+        Quantiles::of(&self.h, self.scale)
+    }
+}
+
+/// One task, as listed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskRow {
+    /// Its id.
+    pub task_id: String,
+    /// The node it ran on, if its events said.
+    pub node_id: Option<String>,
+    /// `completed`, `failed` or `canceled`.
+    pub status: String,
+    /// Seconds from its start to its end (its span).
+    pub duration_s: f64,
+    /// Seconds from the session's start to its start.
+    pub start_offset_s: f64,
+    /// Why it failed.
+    pub error_type: Option<String>,
+}
+
+/// Tasks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Tasks {
+    /// Tasks with a span (every task the session saw end, or close at its end).
+    pub total: u64,
+    /// By final state (`completed`, `failed`, `canceled`).
+    pub by_state: BTreeMap<String, u64>,
+    /// Failed tasks by error type.
+    pub error_types: BTreeMap<String, u64>,
+    /// Still running when the session ended (closed by it).
+    pub open_at_end: u64,
+    /// Without a TaskStarted (lifecycle incomplete).
+    pub incomplete: u64,
+    /// Terminal events' durations, s.
+    pub duration_s: Option<Quantiles>,
+    /// Completed tasks per second of session.
+    pub completed_per_s: Option<f64>,
+    /// Most tasks running at once (spans).
+    pub peak_running: u64,
+    /// The slowest, longest first.
+    pub slowest: Vec<TaskRow>,
+    /// The failed ones, earliest first (at most [`LISTED`]).
+    pub failed: Vec<TaskRow>,
+}
+
+/// One GPU's series.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GpuStats {
+    /// Its id.
+    pub gpu_id: u64,
+    /// Utilisation %.
+    pub utilization_percent: Option<Quantiles>,
+    /// Memory used, bytes.
+    pub memory_used_bytes: Option<Quantiles>,
+    /// Power, W.
+    pub power_watts: Option<Quantiles>,
+}
+
+/// One node's series.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeStats {
+    /// Its id.
+    pub node_id: String,
+    /// Samples (per-node ResourceUpdates).
+    pub samples: u64,
+    /// CPU %.
+    pub cpu_percent: Option<Quantiles>,
+    /// Memory %.
+    pub memory_percent: Option<Quantiles>,
+    /// Its GPUs.
+    pub gpus: Vec<GpuStats>,
+}
+
+/// What the whole session came to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// The session's id.
+    pub session_id: String,
+    /// Its start, s since the epoch.
+    pub start_time_s: Option<f64>,
+    /// Its end, s since the epoch.
+    pub end_time_s: Option<f64>,
+    /// Its length, s.
+    pub duration_s: Option<f64>,
+    /// Events by type.
+    pub events: BTreeMap<String, u64>,
+    /// Tasks.
+    pub tasks: Tasks,
+    /// Each node's resources.
+    pub nodes: Vec<NodeStats>,
+    /// The agent's own cost (tal's metric line), by its metric names.
+    pub agent: Option<BTreeMap<String, Value>>,
+    /// What reading each log found (tal's metric line).
+    pub logs: Vec<Value>,
+}
+
+/// Reading state.
+#[derive(Debug, Default)]
+struct Reader {
+    s: Summary,
+    durations: Vec<f64>,
+    task_node: HashMap<String, u32>,
+    node_names: Vec<String>,
+    node_index: HashMap<String, u32>,
+    node_series: Vec<NodeSeries>,
+    /// Every span's (start, end) ns, for the peak.
+    intervals: Vec<(i64, i64)>,
+    /// Rows kept: the slowest, and the earliest failures.
+    rows: Vec<(TaskRow, i64)>,
+    failed: Vec<(TaskRow, i64)>,
+    session_span: Option<(i64, i64)>,
+    first_ns: Option<i64>,
+    last_ns: Option<i64>,
+    metric: Option<Value>,
+}
+
+#[derive(Debug)]
+struct NodeSeries {
+    samples: u64,
+    cpu: Series,
+    mem: Series,
+    gpus: BTreeMap<u64, [Series; 3]>,
+}
+
+impl NodeSeries {
+    fn new() -> Self {
+        Self {
+            samples: 0,
+            cpu: Series::new(100_000.0, 10.0),
+            mem: Series::new(100.0, 10.0),
+            gpus: BTreeMap::new(),
+        }
+    }
+}
+
+fn ns(v: &Value) -> Option<i64> {
+    v.as_f64()
+        .filter(|t| crate::clock::time_in_range(*t))
+        .map(crate::clock::secs_to_ns)
+}
+
+impl Reader {
+    fn node(&mut self, id: &str) -> u32 {
+        if let Some(&i) = self.node_index.get(id) {
+            return i;
+        }
+        let i = self.node_names.len() as u32;
+        self.node_names.push(id.to_string());
+        self.node_index.insert(id.to_string(), i);
+        self.node_series.push(NodeSeries::new());
+        i
+    }
+
+    fn line(&mut self, v: Value) {
+        match v["section"].as_str() {
+            Some("event") => self.event(&v),
+            Some("span") => self.span(&v),
+            Some("metric") => self.metric = Some(v),
+            _ => {}
+        }
+    }
+
+    fn event(&mut self, v: &Value) {
+        let ty = v["event_type"].as_str().unwrap_or("?");
+        *self.s.events.entry(ty.to_string()).or_default() += 1;
+        if self.s.session_id.is_empty() {
+            if let Some(id) = v["session_id"].as_str() {
+                self.s.session_id = id.to_string();
+            }
+        }
+        if let Some(t) = ns(&v["event_time"]) {
+            self.first_ns = Some(self.first_ns.map_or(t, |f| f.min(t)));
+            self.last_ns = Some(self.last_ns.map_or(t, |l| l.max(t)));
+        }
+        let node = v["node_id"].as_str().filter(|n| !n.is_empty());
+        match ty {
+            "TaskCompleted" | "TaskFailed" | "TaskCanceled" => {
+                if let Some(d) = v["duration_seconds"].as_f64() {
+                    self.durations.push(d);
+                }
+            }
+            "ResourceUpdate" => {
+                if let Some(n) = node {
+                    let i = self.node(n) as usize;
+                    resource(&mut self.node_series[i], v);
+                }
+            }
+            _ => {}
+        }
+        if let (Some(task), Some(n)) = (v["task_id"].as_str(), node) {
+            if !self.task_node.contains_key(task) {
+                let i = self.node(n);
+                self.task_node.insert(task.to_string(), i);
+            }
+        }
+    }
+
+    fn span(&mut self, v: &Value) {
+        let (Some(start), Some(end)) = (v["start_ns"].as_i64(), v["end_ns"].as_i64()) else {
+            return;
+        };
+        if v["name"] == "session" {
+            self.session_span = Some((start, end));
+            return;
+        }
+        let a = &v["attributes"];
+        let t = &mut self.s.tasks;
+        t.total += 1;
+        let status = a["status"].as_str().unwrap_or("unknown").to_string();
+        *t.by_state.entry(status.clone()).or_default() += 1;
+        let error_type = a["error_type"].as_str().map(String::from);
+        if status == "failed" {
+            *t.error_types
+                .entry(error_type.clone().unwrap_or_else(|| "unknown".into()))
+                .or_default() += 1;
+        }
+        if a["closed_at_session_end"] == true {
+            t.open_at_end += 1;
+        }
+        if a["incomplete_lifecycle"] == true {
+            t.incomplete += 1;
+        }
+        self.intervals.push((start, end.max(start)));
+        let task_id = a["task_id"].as_str().unwrap_or("").to_string();
+        let node_id = self
+            .task_node
+            .remove(&task_id)
+            .map(|i| self.node_names[i as usize].clone());
+        let row = TaskRow {
+            task_id,
+            node_id,
+            status,
+            duration_s: (end - start).max(0) as f64 / 1e9,
+            start_offset_s: 0.0,
+            error_type,
+        };
+        if row.status == "failed" {
+            keep(&mut self.failed, (row.clone(), start), |r| r.1);
+        }
+        keep(&mut self.rows, (row, start), |r| {
+            -(r.0.duration_s * 1e9) as i64
+        });
+    }
+
+    fn finish(mut self) -> Summary {
+        let start = self.session_span.map(|s| s.0).or(self.first_ns);
+        let end = self.session_span.map(|s| s.1).or(self.last_ns);
+        let s = &mut self.s;
+        s.start_time_s = start.map(crate::clock::ns_to_secs);
+        s.end_time_s = end.map(crate::clock::ns_to_secs);
+        s.duration_s = start.zip(end).map(|(a, b)| (b - a).max(0) as f64 / 1e9);
+        let t = &mut s.tasks;
+        t.duration_s = Quantiles::exact(&mut self.durations);
+        let completed = t.by_state.get("completed").copied().unwrap_or(0);
+        t.completed_per_s = s
+            .duration_s
+            .filter(|d| *d > 0.0)
+            .map(|d| completed as f64 / d);
+        t.peak_running = peak(&mut self.intervals);
+        let offset = |(mut r, st): (TaskRow, i64)| {
+            r.start_offset_s = start.map_or(0.0, |s0| (st - s0) as f64 / 1e9);
+            r
+        };
+        t.slowest = self.rows.into_iter().map(offset).collect();
+        t.failed = self.failed.into_iter().map(offset).collect();
+        s.nodes = self
+            .node_names
+            .into_iter()
+            .zip(self.node_series)
+            .map(|(node_id, n)| NodeStats {
+                node_id,
+                samples: n.samples,
+                cpu_percent: n.cpu.quantiles(),
+                memory_percent: n.mem.quantiles(),
+                gpus: n
+                    .gpus
+                    .into_iter()
+                    .map(|(gpu_id, [u, m, p])| GpuStats {
+                        gpu_id,
+                        utilization_percent: u.quantiles(),
+                        memory_used_bytes: m.quantiles(),
+                        power_watts: p.quantiles(),
+                    })
+                    .collect(),
+            })
+            .filter(|n| n.samples > 0 || !n.gpus.is_empty())
+            .collect();
+        if let Some(Value::Object(m)) = self.metric {
+            let agent: BTreeMap<String, Value> = m
+                .iter()
+                .filter(|(k, _)| {
+                    k.starts_with("agent_")
+                        || k.starts_with("ingest_")
+                        || k.starts_with("subscriber_")
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            s.agent = (!agent.is_empty()).then_some(agent);
+            if let Some(Value::Array(logs)) = m.get("tal_logs") {
+                s.logs = logs.clone();
+            }
+        }
+        self.s
+    }
+}
+
+/// Keeps the [`LISTED`] rows of least `key`, in that order.
+fn keep<T>(rows: &mut Vec<T>, row: T, key: impl Fn(&T) -> i64) {
+    let k = key(&row);
+    let at = rows.partition_point(|r| key(r) <= k);
+    if at < LISTED {
+        rows.insert(at, row);
+        rows.truncate(LISTED);
+    }
+}
+
+/// The most intervals open at one time (an interval's end frees its place
+/// before another starts at that same time).
+fn peak(iv: &mut [(i64, i64)]) -> u64 {
+    let mut edges: Vec<(i64, i8)> = Vec::with_capacity(iv.len() * 2);
+    for &(s, e) in iv.iter() {
+        edges.push((s, 1));
+        edges.push((e, -1));
+    }
+    edges.sort_unstable();
+    let (mut now, mut max) = (0i64, 0i64);
+    for (_, d) in edges {
+        now += i64::from(d);
+        max = max.max(now);
+    }
+    max as u64
+}
+
+fn resource(n: &mut NodeSeries, v: &Value) {
+    match (v["resource_scope"].as_str(), v["gpu_id"].as_u64()) {
+        (Some("per_gpu"), Some(g)) => {
+            let [u, m, p] = n.gpus.entry(g).or_insert_with(|| {
+                [
+                    Series::new(100.0, 10.0),
+                    Series::new(1e15, 1.0),
+                    Series::new(100_000.0, 10.0),
+                ]
+            });
+            for (series, key) in [
+                (u, "gpu_percent"),
+                (m, "gpu_memory_used_bytes"),
+                (p, "gpu_power_watts"),
+            ] {
+                if let Some(x) = v[key].as_f64() {
+                    series.add(x);
+                }
+            }
+        }
+        _ => {
+            n.samples += 1;
+            if let Some(x) = v["cpu_percent"].as_f64() {
+                n.cpu.add(x);
+            }
+            if let Some(x) = v["memory_percent"].as_f64() {
+                n.mem.add(x);
+            }
+        }
+    }
+}
+
+/// Reads a session's JSONL into its summary. A line that is not JSON is an
+/// error naming it.
+pub fn from_jsonl(input: impl BufRead) -> io::Result<Summary> {
+    let mut r = Reader::default();
+    for (i, line) in input.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&line).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("line {}: not a JSON object: {e}", i + 1),
+            )
+        })?;
+        r.line(v);
+    }
+    Ok(r.finish())
+}
+
+fn secs(s: f64) -> String {
+    if s >= 3600.0 {
+        format!(
+            "{}h{:02}m{:02.0}s",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64,
+            s % 60.0
+        )
+    } else if s >= 60.0 {
+        format!("{}m{:04.1}s", (s / 60.0) as u64, s % 60.0)
+    } else if s >= 1.0 {
+        format!("{s:.2}s")
+    } else {
+        format!("{:.1}ms", s * 1000.0)
+    }
+}
+
+fn bytes(b: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+fn utc(t: f64) -> String {
+    let secs = t.floor() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn pct(q: &Option<Quantiles>) -> String {
+    match q {
+        Some(q) => format!("{:5.1} {:5.1} {:5.1}", q.p50, q.p99, q.max),
+        None => format!("{:>5} {:>5} {:>5}", "-", "-", "-"),
+    }
+}
+
+/// The summary as text for a terminal.
+pub fn render(s: &Summary) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(o, "session {}", s.session_id);
+    if let (Some(a), Some(d)) = (s.start_time_s, s.duration_s) {
+        let _ = writeln!(o, "  started {}, ran {}", utc(a), secs(d));
+    }
+    let _ = writeln!(
+        o,
+        "  {} node(s); {} events: {}",
+        s.nodes.len(),
+        s.events.values().sum::<u64>(),
+        s.events
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let t = &s.tasks;
+    let _ = writeln!(o, "\ntasks: {}", t.total);
+    if t.total > 0 {
+        let states: Vec<_> = t.by_state.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(o, "  {}", states.join(", "));
+        if t.open_at_end + t.incomplete > 0 {
+            let _ = writeln!(
+                o,
+                "  {} still running at the session's end, {} without TaskStarted",
+                t.open_at_end, t.incomplete
+            );
+        }
+        if !t.error_types.is_empty() {
+            let errs: Vec<_> = t
+                .error_types
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            let _ = writeln!(o, "  failures by type: {}", errs.join(", "));
+        }
+        if let Some(d) = &t.duration_s {
+            let _ = writeln!(
+                o,
+                "  duration: p50 {}  p90 {}  p99 {}  max {}  mean {}",
+                secs(d.p50),
+                secs(d.p90),
+                secs(d.p99),
+                secs(d.max),
+                secs(d.mean)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  throughput: {} completed/s; at most {} running at once",
+            t.completed_per_s.map_or("-".into(), |r| format!("{r:.2}")),
+            t.peak_running
+        );
+        for (title, rows) in [("slowest", &t.slowest), ("failed", &t.failed)] {
+            if rows.is_empty() {
+                continue;
+            }
+            let _ = writeln!(o, "\n{title} tasks:");
+            let _ = writeln!(
+                o,
+                "  {:<28} {:<12} {:<10} {:>10} {:>10}  error",
+                "task", "node", "status", "duration", "at"
+            );
+            for r in rows {
+                let _ = writeln!(
+                    o,
+                    "  {:<28} {:<12} {:<10} {:>10} {:>10}  {}",
+                    r.task_id,
+                    r.node_id.as_deref().unwrap_or("-"),
+                    r.status,
+                    secs(r.duration_s),
+                    secs(r.start_offset_s),
+                    r.error_type.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    if !s.nodes.is_empty() {
+        let _ = writeln!(o, "\nnodes (p50 p99 max):");
+        let _ = writeln!(
+            o,
+            "  {:<16} {:>7}  {:<17}  {:<17}",
+            "node", "samples", "cpu %", "memory %"
+        );
+        for n in &s.nodes {
+            let _ = writeln!(
+                o,
+                "  {:<16} {:>7}  {}  {}",
+                n.node_id,
+                n.samples,
+                pct(&n.cpu_percent),
+                pct(&n.memory_percent)
+            );
+            for g in &n.gpus {
+                let mem = g.memory_used_bytes.map_or("-".into(), |m| {
+                    format!("{} / {}", bytes(m.p50), bytes(m.max))
+                });
+                let power = g
+                    .power_watts
+                    .map_or("-".into(), |p| format!("{:.0} / {:.0} W", p.p50, p.max));
+                let _ = writeln!(
+                    o,
+                    "    gpu {}: util % {}; memory p50/max {}; power p50/max {}",
+                    g.gpu_id,
+                    pct(&g.utilization_percent),
+                    mem,
+                    power
+                );
+            }
+        }
+    }
+    match &s.agent {
+        Some(a) => {
+            let n = |k: &str| a.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+            let _ = writeln!(
+                o,
+                "\ntal's own cost: {:.3} s of CPU, {:.1} µs per sample, peak RSS {}; {} samples, {} dropped, {} deadlines missed, {} read errors; {} client events, {} lines refused, {} dropped",
+                n("agent_cpu_seconds"),
+                n("agent_cpu_us_per_sample"),
+                bytes(n("agent_peak_rss_bytes")),
+                n("agent_samples_taken"),
+                n("agent_samples_dropped"),
+                n("agent_deadlines_missed"),
+                n("agent_read_errors"),
+                n("ingest_events_accepted"),
+                n("ingest_lines_rejected"),
+                n("ingest_events_dropped") + n("agent_records_dropped"),
+            );
+        }
+        None => {
+            let _ = writeln!(o, "\ntal's own cost: not in this file (not written by tal)");
+        }
+    }
+    if !s.logs.is_empty() {
+        let _ = writeln!(o, "\nlogs:");
+        for l in &s.logs {
+            let clean = l["clean_end"] == true;
+            let corrupt = l["corrupt_frames"].as_u64().unwrap_or(0);
+            let state = match (clean, l["truncated"] == true, corrupt) {
+                (true, _, 0) => "complete".to_string(),
+                (true, _, c) => format!("complete, {c} damaged frame(s) skipped"),
+                (false, true, c) => {
+                    format!("CUT OFF (recovered up to its last whole record), {c} damaged frame(s)")
+                }
+                (false, false, c) => {
+                    format!("no end marker (the agent did not finish), {c} damaged frame(s)")
+                }
+            };
+            let _ = writeln!(
+                o,
+                "  {:<16} {} records: {}  ({})",
+                l["node_id"].as_str().unwrap_or("?"),
+                l["records"],
+                state,
+                l["path"].as_str().unwrap_or("")
+            );
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        let q = Quantiles::exact(&mut v).unwrap();
+        assert_eq!((q.p50, q.p90, q.p99, q.max), (50.0, 90.0, 99.0, 100.0));
+        assert_eq!(q.mean, 50.5);
+        assert!(Quantiles::exact(&mut []).is_none());
+    }
+
+    #[test]
+    fn peak_counts_overlaps_and_frees_at_ends() {
+        assert_eq!(peak(&mut [(0, 10), (5, 15), (10, 20), (12, 13)]), 3);
+        assert_eq!(peak(&mut [(0, 1), (1, 2)]), 1);
+        assert_eq!(peak(&mut []), 0);
+    }
+
+    #[test]
+    fn keep_holds_the_least_keys_in_order() {
+        let mut rows = Vec::new();
+        for k in [5i64, 3, 9, 1, 7, 2, 8, 6, 4, 0, 11, 10] {
+            keep(&mut rows, k, |r| *r);
+        }
+        assert_eq!(rows, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn dates_are_civil_utc() {
+        assert_eq!(utc(0.0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(1_795_574_441.9), "2026-11-25 02:40:41 UTC");
+        assert_eq!(utc(951_782_400.0), "2000-02-29 00:00:00 UTC");
+    }
+}
