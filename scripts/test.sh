@@ -6,12 +6,20 @@
 # in the bridge's integration test); nothing here needs a GPU. The Slurm
 # tests bring up a real one-node Slurm on localhost (scripts/slurm-up.sh:
 # root and Debian's packages); it is stopped again when this script ends.
+# The report tests render `tal report`'s pages in Debian's chromium
+# (headless, no network), installed here if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 trap 'scripts/slurm-down.sh' EXIT
 step() { printf '\n== test.sh: %s\n' "$*" >&2; }
 step "Python environment for the integration tests (target/pyenv: RHAPSODY 0.6.0 and opentelemetry-proto from PyPI; made once)"
 scripts/setup-python.sh >/dev/null
+if ! [ -x /usr/bin/chromium ]; then
+  step "Debian's chromium, to check that tal report's pages render (headless; installed once)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q chromium >/dev/null ||
+    { apt-get update >/dev/null && apt-get install -y -q chromium >/dev/null; }
+fi
 step "a one-node Slurm on localhost (munge, slurmctld, slurmd, slurm-client from Debian's packages, installed if missing; needs root)"
 scripts/slurm-up.sh >/dev/null
 step "formatting"

@@ -66,6 +66,26 @@ pub enum Command {
     /// Reads node logs (`.tal`) or one JSONL checkpoint (tal's or
     /// RHAPSODY's). `--json` prints the same as one JSON object.
     Summary(SummaryArgs),
+    /// Write a session's report: one self-contained HTML file (opens
+    /// offline in any browser) with a task timeline, resource charts on one
+    /// zoomable time axis, duration distributions and a task table.
+    ///
+    /// Reads node logs (`.tal`) or one JSONL checkpoint (tal's or
+    /// RHAPSODY's).
+    Report(ReportArgs),
+}
+
+/// `tal report` flags.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Node logs (`.tal`) of one session, or one JSONL checkpoint (`.jsonl`).
+    #[arg(required = true, value_name = "LOG")]
+    pub logs: Vec<PathBuf>,
+
+    /// The HTML file [default: `{session_id}.{start_unix_seconds}.report.html`
+    /// beside the first input].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// `tal summary` flags.

@@ -32,6 +32,7 @@ pub mod otlp_http;
 pub mod otlp_live;
 pub mod record;
 pub mod recorder;
+pub mod report;
 pub mod ring;
 pub mod run;
 pub mod slurm;

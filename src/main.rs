@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Command::Subscribe(args) => commands::subscribe::run(args),
         Command::Convert(args) => commands::convert::run(args),
         Command::Summary(args) => commands::summary::run(args),
+        Command::Report(args) => commands::report::run(args),
     };
     match res {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

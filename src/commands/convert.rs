@@ -177,7 +177,7 @@ fn default_beside(args: &ConvertArgs, src: &Source, suffix: &str) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let stem = if src.temporary.is_some() {
-        otlp_default_stem(&args.logs)
+        session_stem(&args.logs)
     } else {
         name.strip_suffix(".telemetry.jsonl")
             .or_else(|| name.strip_suffix(".jsonl"))
@@ -275,8 +275,9 @@ fn push_report(ep: &Endpoints, r: &PushReport) -> i32 {
     1
 }
 
-/// `{session}.{start}` of node logs, for default OTLP file names.
-fn otlp_default_stem(logs: &[PathBuf]) -> String {
+/// `{session}.{start}` of node logs, for the default names of files made
+/// from them (OTLP, Chrome trace, report).
+pub(crate) fn session_stem(logs: &[PathBuf]) -> String {
     convert::open_logs(logs)
         .ok()
         .and_then(|r| {

@@ -5,6 +5,7 @@
 
 pub mod convert;
 pub mod emit;
+pub mod report;
 pub mod stop;
 pub mod subscribe;
 pub mod summary;

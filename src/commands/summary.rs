@@ -7,21 +7,32 @@ use crate::cli::SummaryArgs;
 use crate::convert::{self, Output};
 use std::io::Write;
 
-/// `tal summary`.
-pub fn run(args: SummaryArgs) -> anyhow::Result<i32> {
-    let is_jsonl = |p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "jsonl");
-    let jsonl_inputs = args.logs.iter().filter(|p| is_jsonl(p)).count();
-    if jsonl_inputs > 0 && args.logs.len() > 1 {
-        anyhow::bail!(
-            "give either node logs (.tal) or one JSONL checkpoint (.jsonl), not both or several"
-        );
-    }
-    let mut temporary = None;
-    let path = if jsonl_inputs == 1 {
-        args.logs[0].clone()
-    } else {
+/// A session's JSONL to read: the one given, or node logs converted into a
+/// temporary file in `$TMPDIR` (removed when this drops).
+pub(crate) struct SessionJsonl {
+    /// Its path.
+    pub(crate) path: std::path::PathBuf,
+    _temporary: Option<tempfile::NamedTempFile>,
+}
+
+impl SessionJsonl {
+    /// From `inputs`: one `.jsonl`, or node logs.
+    pub(crate) fn resolve(inputs: &[std::path::PathBuf]) -> anyhow::Result<Self> {
+        let is_jsonl = |p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "jsonl");
+        let jsonl_inputs = inputs.iter().filter(|p| is_jsonl(p)).count();
+        if jsonl_inputs > 0 && inputs.len() > 1 {
+            anyhow::bail!(
+                "give either node logs (.tal) or one JSONL checkpoint (.jsonl), not both or several"
+            );
+        }
+        if jsonl_inputs == 1 {
+            return Ok(Self {
+                path: inputs[0].clone(),
+                _temporary: None,
+            });
+        }
         let tmp = tempfile::Builder::new()
-            .prefix(".tal-summary-")
+            .prefix(".tal-")
             .suffix(".jsonl")
             .tempfile()
             .map_err(|e| {
@@ -30,17 +41,26 @@ pub fn run(args: SummaryArgs) -> anyhow::Result<i32> {
                     std::env::temp_dir().display()
                 )
             })?;
-        convert::to_jsonl(&args.logs, &Output::File(tmp.path().to_path_buf()))
+        convert::to_jsonl(inputs, &Output::File(tmp.path().to_path_buf()))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let p = tmp.path().to_path_buf();
-        temporary = Some(tmp);
-        p
-    };
-    let file = std::fs::File::open(&path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let summary = crate::summary::from_jsonl(std::io::BufReader::with_capacity(1 << 20, file))
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    drop(temporary);
+        Ok(Self {
+            path: tmp.path().to_path_buf(),
+            _temporary: Some(tmp),
+        })
+    }
+
+    /// A fresh reader of it.
+    pub(crate) fn open(&self) -> std::io::Result<std::io::BufReader<std::fs::File>> {
+        std::fs::File::open(&self.path).map(|f| std::io::BufReader::with_capacity(1 << 20, f))
+    }
+}
+
+/// `tal summary`.
+pub fn run(args: SummaryArgs) -> anyhow::Result<i32> {
+    let src = SessionJsonl::resolve(&args.logs)?;
+    let read_err = |e: std::io::Error| anyhow::anyhow!("cannot read {}: {e}", src.path.display());
+    let summary = crate::summary::from_jsonl(src.open().map_err(read_err)?).map_err(read_err)?;
+    drop(src);
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &summary)?;

@@ -147,33 +147,53 @@ impl Plan {
         }
         self.task_node = HashMap::new();
         self.slots = vec![0; self.nodes.len()];
-        for (node, mut idx) in by_node.into_iter().enumerate() {
-            idx.sort_by_key(|&i| (self.spans[i].0, self.spans[i].1));
-            // Free slots by the time they free up; the lowest free first.
-            let mut busy: BinaryHeap<Reverse<(i64, u32)>> = BinaryHeap::new();
-            let mut free: BinaryHeap<Reverse<u32>> = BinaryHeap::new();
-            for i in idx {
-                let (start, end, _) = self.spans[i];
-                while let Some(&Reverse((until, slot))) = busy.peek() {
-                    if until > start {
-                        break;
-                    }
-                    busy.pop();
-                    free.push(Reverse(slot));
-                }
-                let slot = match free.pop() {
-                    Some(Reverse(s)) => s,
-                    None => {
-                        self.slots[node] += 1;
-                        self.slots[node] - 1
-                    }
-                };
-                busy.push(Reverse((end, slot)));
+        for (node, idx) in by_node.into_iter().enumerate() {
+            let iv: Vec<(i64, i64)> = idx
+                .iter()
+                .map(|&i| (self.spans[i].0, self.spans[i].1))
+                .collect();
+            let (slots, n) = assign_slots(&iv);
+            self.slots[node] = n;
+            for (&i, slot) in idx.iter().zip(slots) {
                 placed[i].1 = slot;
             }
         }
         self.placed = placed;
     }
+}
+
+/// Slots for intervals `(start, end)` of one node, given in any order:
+/// each, by start, on the lowest slot whose last interval has ended (an
+/// interval may start when another ends). Returns each interval's slot and
+/// how many slots there are.
+pub fn assign_slots(iv: &[(i64, i64)]) -> (Vec<u32>, u32) {
+    let mut order: Vec<usize> = (0..iv.len()).collect();
+    order.sort_by_key(|&i| iv[i]);
+    let mut slots = vec![0u32; iv.len()];
+    let mut n = 0u32;
+    // Busy slots by the time they free up; free slots, lowest first.
+    let mut busy: BinaryHeap<Reverse<(i64, u32)>> = BinaryHeap::new();
+    let mut free: BinaryHeap<Reverse<u32>> = BinaryHeap::new();
+    for i in order {
+        let (start, end) = iv[i];
+        while let Some(&Reverse((until, slot))) = busy.peek() {
+            if until > start {
+                break;
+            }
+            busy.pop();
+            free.push(Reverse(slot));
+        }
+        let slot = match free.pop() {
+            Some(Reverse(s)) => s,
+            None => {
+                n += 1;
+                n - 1
+            }
+        };
+        busy.push(Reverse((end, slot)));
+        slots[i] = slot;
+    }
+    (slots, n)
 }
 
 /// Reads the JSONL `open()` gives (twice: see the module doc) and writes

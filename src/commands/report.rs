@@ -1,0 +1,48 @@
+//! `tal report`: the session's HTML report (see [`crate::report`]), written
+//! whole or not at all (a temporary file renamed into place).
+
+use super::summary::SessionJsonl;
+use crate::cli::ReportArgs;
+use crate::convert;
+use std::path::PathBuf;
+
+/// `tal report`.
+pub fn run(args: ReportArgs) -> anyhow::Result<i32> {
+    let src = SessionJsonl::resolve(&args.logs)?;
+    let path = match &args.output {
+        Some(p) => p.clone(),
+        None => default_path(&args.logs),
+    };
+    let t0 = std::time::Instant::now();
+    let stats = convert::write_output(&path, |w| crate::report::write_report(|| src.open(), w))
+        .map_err(|e| anyhow::anyhow!("cannot write the report {}: {e}", path.display()))?;
+    eprintln!(
+        "tal report: wrote {} ({:.1} MiB: {} tasks, {} series points from {} samples) in {:.2} s",
+        path.display(),
+        stats.bytes as f64 / (1 << 20) as f64,
+        stats.tasks,
+        stats.points,
+        stats.samples,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(0)
+}
+
+/// `<stem>.report.html` beside the first input: the checkpoint's stem, or
+/// the session's default name for node logs.
+fn default_path(inputs: &[PathBuf]) -> PathBuf {
+    let first = &inputs[0];
+    let name = first
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = if first.extension().is_some_and(|e| e == "jsonl") {
+        name.strip_suffix(".telemetry.jsonl")
+            .or_else(|| name.strip_suffix(".jsonl"))
+            .unwrap_or(&name)
+            .to_string()
+    } else {
+        super::convert::session_stem(inputs)
+    };
+    convert::dir_of(first).join(format!("{stem}.report.html"))
+}

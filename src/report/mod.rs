@@ -1,0 +1,576 @@
+//! `tal report`: a session's JSONL (tal's or RHAPSODY's) as one
+//! self-contained HTML file that opens offline in any browser.
+//!
+//! The charts are drawn by uPlot (MIT; `vendor/uplot/`, embedded in the
+//! binary and in every report: nothing is fetched), with the page's own
+//! script (`report.js`) laying out the panels: a task timeline (one lane
+//! per node and slot, coloured by final state, the task's figures on
+//! hover), running tasks, completed tasks and completion throughput over
+//! time, each node's CPU, memory, disk and network, per-core CPU as a
+//! heatmap, each GPU's utilisation, memory and power, a task-duration
+//! histogram and CDF with p50/p90/p99, event counts, a sortable task table
+//! with failures first, and `tal summary`'s figures (tal's own cost, and
+//! what reading each log found). Every time chart shares one time axis
+//! (seconds from the session's start): selecting a range zooms all of them,
+//! and a double click zooms back out.
+//!
+//! Scale: every task is kept (a slot-assigned interval and its figures);
+//! series are down-sampled per pixel column, to at most [`COLUMNS`]
+//! columns over the session, keeping each column's minimum and maximum so
+//! that spikes survive; the per-core heatmap keeps each column's mean.
+//! The JSONL is read twice: once for the session's bounds, the nodes and
+//! `tal summary`'s figures, once for the series and the tasks.
+
+use crate::convert::chrome::assign_slots;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, BufRead, Write};
+
+/// Columns a series is down-sampled to (a wide screen's pixels).
+pub const COLUMNS: usize = 2000;
+
+/// Columns of the per-core heatmap.
+pub const HEAT_COLUMNS: usize = 600;
+
+const UPLOT_JS: &str = include_str!("../../vendor/uplot/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("../../vendor/uplot/uPlot.min.css");
+const REPORT_JS: &str = include_str!("report.js");
+const REPORT_CSS: &str = include_str!("report.css");
+
+/// What a report holds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReportStats {
+    /// Tasks drawn.
+    pub tasks: usize,
+    /// Series points kept, over all series.
+    pub points: usize,
+    /// Samples read, over all series.
+    pub samples: usize,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// One multi-field series, down-sampled onto the session's grid of
+/// [`COLUMNS`] columns: a column with one sample gives one point at its
+/// middle; with more, its minimum at a quarter of its width and its
+/// maximum at three quarters (per field), so that spikes survive. Every
+/// series shares the grid's times, which lets the page align any number
+/// of nodes on one axis cheaply.
+#[derive(Debug, Serialize)]
+struct Series {
+    node: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gpu: Option<u64>,
+    /// Field names, in the order of `v`.
+    fields: Vec<&'static str>,
+    /// Times, s from the session's start.
+    t: Vec<f64>,
+    /// Per field, the values at `t` (null where missing).
+    v: Vec<Vec<Option<f64>>>,
+    #[serde(skip)]
+    cols: Vec<Option<Column>>,
+}
+
+#[derive(Debug, Clone)]
+struct Column {
+    n: u32,
+    min: Vec<Option<f64>>,
+    max: Vec<Option<f64>>,
+}
+
+impl Series {
+    fn new(node: &str, gpu: Option<u64>, fields: Vec<&'static str>) -> Self {
+        let n = fields.len();
+        Self {
+            node: node.to_string(),
+            gpu,
+            fields,
+            t: Vec::new(),
+            v: vec![Vec::new(); n],
+            cols: vec![None; COLUMNS],
+        }
+    }
+
+    fn add(&mut self, col: usize, vals: &[Option<f64>]) {
+        let c = self.cols[col].get_or_insert_with(|| Column {
+            n: 0,
+            min: vec![None; vals.len()],
+            max: vec![None; vals.len()],
+        });
+        c.n += 1;
+        for (i, v) in vals.iter().enumerate() {
+            if let Some(v) = v.filter(|v| v.is_finite()) {
+                c.min[i] = Some(c.min[i].map_or(v, |m: f64| m.min(v)));
+                c.max[i] = Some(c.max[i].map_or(v, |m: f64| m.max(v)));
+            }
+        }
+    }
+
+    /// Turns the columns into points (see the type's doc); `width` is a
+    /// column's, s. Returns the points.
+    fn finish(&mut self, width: f64) -> usize {
+        for (i, c) in std::mem::take(&mut self.cols).into_iter().enumerate() {
+            let Some(c) = c else { continue };
+            let at = |f: f64| ((i as f64 + f) * width * 1e6).round() / 1e6;
+            if c.n > 1 {
+                self.t.push(at(0.25));
+                for (f, m) in self.v.iter_mut().zip(&c.min) {
+                    f.push(*m);
+                }
+                self.t.push(at(0.75));
+            } else {
+                self.t.push(at(0.5));
+            }
+            for (f, m) in self.v.iter_mut().zip(&c.max) {
+                f.push(*m);
+            }
+        }
+        self.t.len()
+    }
+}
+
+/// Per-core CPU of one node, as columns of means.
+#[derive(Debug, Serialize)]
+struct Cores {
+    node: String,
+    /// Column starts, s from the session's start.
+    t: Vec<f64>,
+    /// Cores.
+    n: usize,
+    /// Row-major: core × column; busy % (null: no sample).
+    v: Vec<Option<f32>>,
+    #[serde(skip)]
+    sum: Vec<(f64, u32)>,
+}
+
+/// The tasks, column-wise.
+#[derive(Debug, Default, Serialize)]
+struct Tasks {
+    id: Vec<String>,
+    node: Vec<u32>,
+    slot: Vec<u32>,
+    start: Vec<f64>,
+    end: Vec<f64>,
+    /// 0 completed, 1 failed, 2 canceled.
+    state: Vec<u8>,
+    /// Index into `types`.
+    r#type: Vec<u32>,
+    types: Vec<String>,
+    error: Vec<Option<String>>,
+    cpu_s: Vec<Option<f64>>,
+    rss: Vec<Option<f64>>,
+    read: Vec<Option<f64>>,
+    write: Vec<Option<f64>>,
+    gpu_mem: Vec<Option<f64>>,
+    /// Lanes per node (slots).
+    slots: Vec<u32>,
+}
+
+/// The report's data, embedded as JSON.
+#[derive(Debug, Serialize)]
+struct Data<'a> {
+    session_id: &'a str,
+    start_time_s: f64,
+    duration_s: f64,
+    written_by: &'static str,
+    /// Index 0: the session's own lane (tasks that name no node).
+    nodes: Vec<String>,
+    tasks: Tasks,
+    series: Vec<Series>,
+    gpus: Vec<Series>,
+    cores: Vec<Cores>,
+    summary: &'a crate::summary::Summary,
+}
+
+fn ns(v: &Value) -> Option<i64> {
+    v.as_f64()
+        .filter(|t| crate::clock::time_in_range(*t))
+        .map(crate::clock::secs_to_ns)
+}
+
+fn each_line(input: impl BufRead, mut f: impl FnMut(Value)) -> io::Result<()> {
+    for (i, line) in input.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&line).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("line {}: not a JSON object: {e}", i + 1),
+            )
+        })?;
+        f(v);
+    }
+    Ok(())
+}
+
+/// The node series' fields, as the JSONL names them.
+const NODE_FIELDS: [&str; 6] = [
+    "cpu_percent",
+    "memory_percent",
+    "disk_read_bytes",
+    "disk_write_bytes",
+    "net_sent_bytes",
+    "net_recv_bytes",
+];
+
+/// The GPU series' fields.
+const GPU_FIELDS: [&str; 3] = ["gpu_percent", "gpu_memory_used_bytes", "gpu_power_watts"];
+
+/// The first pass: bounds and counts.
+#[derive(Debug, Default)]
+struct Bounds {
+    first: Option<i64>,
+    last: Option<i64>,
+    session: Option<(i64, i64)>,
+    cores: HashMap<String, usize>,
+}
+
+impl Bounds {
+    fn line(&mut self, v: &Value) {
+        match v["section"].as_str() {
+            Some("event") => {
+                if let Some(t) = ns(&v["event_time"]) {
+                    self.first = Some(self.first.map_or(t, |f| f.min(t)));
+                    self.last = Some(self.last.map_or(t, |l| l.max(t)));
+                }
+                if let Some(c) = v["cpu_percent_per_core"].as_array() {
+                    let node = v["node_id"].as_str().unwrap_or("").to_string();
+                    let n = self.cores.entry(node).or_default();
+                    *n = (*n).max(c.len());
+                }
+            }
+            Some("span") if v["name"] == "session" => {
+                if let (Some(s), Some(e)) = (v["start_ns"].as_i64(), v["end_ns"].as_i64()) {
+                    self.session = Some((s, e));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The second pass's state.
+struct Builder {
+    start: i64,
+    span_s: f64,
+    bounds: Bounds,
+    nodes: Vec<String>,
+    node_index: HashMap<String, u32>,
+    task_node: HashMap<String, u32>,
+    series: BTreeMap<(String, Option<u64>), Series>,
+    cores: BTreeMap<String, Cores>,
+    tasks: Tasks,
+    type_index: HashMap<String, u32>,
+    /// Each task's (start, end) ns, for its slot.
+    intervals: Vec<(i64, i64)>,
+    samples: usize,
+}
+
+impl Builder {
+    fn node(&mut self, id: &str) -> u32 {
+        if let Some(&i) = self.node_index.get(id) {
+            return i;
+        }
+        let i = self.nodes.len() as u32;
+        self.nodes.push(id.to_string());
+        self.node_index.insert(id.to_string(), i);
+        i
+    }
+
+    fn secs(&self, t: i64) -> f64 {
+        (t - self.start) as f64 / 1e9
+    }
+
+    fn column(&self, t: f64, columns: usize) -> usize {
+        ((t / self.span_s * columns as f64) as usize).min(columns - 1)
+    }
+
+    fn line(&mut self, v: Value) {
+        match v["section"].as_str() {
+            Some("event") => self.event(&v),
+            Some("span") if v["name"] != "session" => self.task(&v),
+            _ => {}
+        }
+    }
+
+    fn event(&mut self, v: &Value) {
+        let node = v["node_id"].as_str().filter(|n| !n.is_empty());
+        if let (Some(task), Some(n)) = (v["task_id"].as_str(), node) {
+            if !self.task_node.contains_key(task) {
+                let i = self.node(n);
+                self.task_node.insert(task.to_string(), i);
+            }
+        }
+        if v["event_type"] != "ResourceUpdate" {
+            return;
+        }
+        let Some(t) = ns(&v["event_time"]) else {
+            return;
+        };
+        let t = self.secs(t);
+        let node = node.unwrap_or("");
+        let gpu = (v["resource_scope"] == "per_gpu")
+            .then(|| v["gpu_id"].as_u64())
+            .flatten();
+        let fields: &[&'static str] = if gpu.is_some() {
+            &GPU_FIELDS
+        } else {
+            &NODE_FIELDS
+        };
+        let col = self.column(t, COLUMNS);
+        let vals: Vec<Option<f64>> = fields.iter().map(|f| v[*f].as_f64()).collect();
+        self.series
+            .entry((node.to_string(), gpu))
+            .or_insert_with(|| Series::new(node, gpu, fields.to_vec()))
+            .add(col, &vals);
+        self.samples += 1;
+        if let Some(per_core) = v["cpu_percent_per_core"].as_array() {
+            let n = self.bounds.cores.get(node).copied().unwrap_or(0);
+            let hcol = self.column(t, HEAT_COLUMNS);
+            let span = self.span_s;
+            let c = self.cores.entry(node.to_string()).or_insert_with(|| Cores {
+                node: node.to_string(),
+                t: (0..HEAT_COLUMNS)
+                    .map(|i| i as f64 * span / HEAT_COLUMNS as f64)
+                    .collect(),
+                n,
+                v: Vec::new(),
+                sum: vec![(0.0, 0); n * HEAT_COLUMNS],
+            });
+            for (core, x) in per_core.iter().enumerate().take(c.n) {
+                if let Some(x) = x.as_f64() {
+                    let cell = &mut c.sum[core * HEAT_COLUMNS + hcol];
+                    cell.0 += x;
+                    cell.1 += 1;
+                }
+            }
+        }
+    }
+
+    fn task(&mut self, v: &Value) {
+        let (Some(s), Some(e)) = (v["start_ns"].as_i64(), v["end_ns"].as_i64()) else {
+            return;
+        };
+        let a = &v["attributes"];
+        let id = a["task_id"].as_str().unwrap_or("").to_string();
+        let node = self.task_node.remove(&id).unwrap_or(0);
+        let ty = a["task_type"].as_str().unwrap_or("").to_string();
+        let next = self.type_index.len() as u32;
+        let type_idx = *self.type_index.entry(ty.clone()).or_insert_with(|| {
+            self.tasks.types.push(ty);
+            next
+        });
+        let num = |k: &str| a[k].as_f64();
+        let t = &mut self.tasks;
+        t.id.push(id);
+        t.node.push(node);
+        t.start.push((s - self.start) as f64 / 1e9);
+        t.end.push((e.max(s) - self.start) as f64 / 1e9);
+        t.state.push(match a["status"].as_str() {
+            Some("completed") => 0,
+            Some("failed") => 1,
+            _ => 2,
+        });
+        t.r#type.push(type_idx);
+        t.error.push(a["error_type"].as_str().map(String::from));
+        t.cpu_s
+            .push(match (num("cpu_user_seconds"), num("cpu_system_seconds")) {
+                (None, None) => None,
+                (u, s) => Some(u.unwrap_or(0.0) + s.unwrap_or(0.0)),
+            });
+        t.rss.push(num("max_rss_bytes"));
+        t.read.push(num("read_bytes"));
+        t.write.push(num("write_bytes"));
+        t.gpu_mem.push(gpu_memory(&a["gpu_memory_peak_bytes"]));
+        self.intervals.push((s, e.max(s)));
+    }
+
+    /// Slots per node, the series' points, the heatmaps' means.
+    fn finish(&mut self) -> usize {
+        let mut by_node: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
+        for (i, &n) in self.tasks.node.iter().enumerate() {
+            by_node[n as usize].push(i);
+        }
+        self.tasks.slot = vec![0; self.tasks.id.len()];
+        self.tasks.slots = vec![0; self.nodes.len()];
+        for (n, idx) in by_node.iter().enumerate() {
+            let iv: Vec<(i64, i64)> = idx.iter().map(|&i| self.intervals[i]).collect();
+            let (slots, count) = assign_slots(&iv);
+            self.tasks.slots[n] = count;
+            for (&i, s) in idx.iter().zip(slots) {
+                self.tasks.slot[i] = s;
+            }
+        }
+        for c in self.cores.values_mut() {
+            c.v = c
+                .sum
+                .iter()
+                .map(|&(s, k)| (k > 0).then(|| (s / f64::from(k)) as f32))
+                .collect();
+        }
+        let width = self.span_s / COLUMNS as f64;
+        self.series.values_mut().map(|s| s.finish(width)).sum()
+    }
+}
+
+/// A task's peak GPU memory: a number, or per device (`{"0": bytes}` or
+/// its JSON text), summed.
+fn gpu_memory(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::Object(m) => Some(m.values().filter_map(Value::as_f64).sum()),
+        Value::String(s) => serde_json::from_str::<Value>(s)
+            .ok()
+            .filter(|x| !x.is_string())
+            .and_then(|x| gpu_memory(&x)),
+        _ => None,
+    }
+}
+
+/// Reads the JSONL `open()` gives (twice: see the module doc) and writes
+/// the HTML report to `out`.
+pub fn write_report<R: BufRead>(
+    mut open: impl FnMut() -> io::Result<R>,
+    out: &mut impl Write,
+) -> io::Result<ReportStats> {
+    let mut bounds = Bounds::default();
+    each_line(open()?, |v| bounds.line(&v))?;
+    let summary = crate::summary::from_jsonl(open()?)?;
+    let (start, end) = bounds
+        .session
+        .or(bounds.first.zip(bounds.last))
+        .unwrap_or_default();
+    let mut b = Builder {
+        start,
+        span_s: ((end - start) as f64 / 1e9).max(1e-3),
+        bounds,
+        nodes: vec![String::new()],
+        node_index: HashMap::from([(String::new(), 0)]),
+        task_node: HashMap::new(),
+        series: BTreeMap::new(),
+        cores: BTreeMap::new(),
+        tasks: Tasks::default(),
+        type_index: HashMap::new(),
+        intervals: Vec::new(),
+        samples: 0,
+    };
+    each_line(open()?, |v| b.line(v))?;
+    let points = b.finish();
+    let (gpus, series): (Vec<Series>, Vec<Series>) =
+        b.series.into_values().partition(|s| s.gpu.is_some());
+    let data = Data {
+        session_id: &summary.session_id,
+        start_time_s: crate::clock::ns_to_secs(start),
+        duration_s: b.span_s,
+        written_by: concat!("tal ", env!("CARGO_PKG_VERSION")),
+        nodes: b.nodes,
+        tasks: b.tasks,
+        series,
+        gpus,
+        cores: b.cores.into_values().collect(),
+        summary: &summary,
+    };
+    let stats = ReportStats {
+        tasks: data.tasks.id.len(),
+        points,
+        samples: b.samples,
+        bytes: 0,
+    };
+    let mut counted = Counted { out, n: 0 };
+    write_html(&mut counted, &data)?;
+    counted.flush()?;
+    Ok(ReportStats {
+        bytes: counted.n,
+        ..stats
+    })
+}
+
+struct Counted<'a, W: Write> {
+    out: &'a mut W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Text for inside `<script>`: `</` cannot close the element early.
+fn script_safe(s: &str) -> String {
+    s.replace("</", "<\\/")
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn write_html(out: &mut impl Write, data: &Data<'_>) -> io::Result<()> {
+    let title = format!("tal report: {}", html_escape(data.session_id));
+    write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{title}</title>\n<style>\n{UPLOT_CSS}\n{REPORT_CSS}\n</style>\n</head>\n<body>\n\
+         <header><h1>{title}</h1><div id=\"meta\"></div></header>\n<main id=\"app\"></main>\n\
+         <script id=\"tal-data\" type=\"application/json\">"
+    )?;
+    // The data as JSON; `</` escaped as `<\/`, which JSON reads the same.
+    let json = serde_json::to_string(data).map_err(io::Error::other)?;
+    out.write_all(script_safe(&json).as_bytes())?;
+    write!(
+        out,
+        "</script>\n<script>\n{}\n</script>\n<script>\n{}\n</script>\n</body>\n</html>\n",
+        script_safe(UPLOT_JS),
+        script_safe(REPORT_JS)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_and_max_survive_down_sampling() {
+        let mut s = Series::new("n", None, vec!["x", "y"]);
+        // Two columns of samples, a spike in the first; one sample in the
+        // fourth; a field missing in it.
+        for i in 0..100 {
+            let v = if i == 37 { 99.0 } else { 1.0 };
+            s.add(usize::from(i >= 50), &[Some(v), Some(2.0)]);
+        }
+        s.add(3, &[Some(5.0), None]);
+        assert_eq!(s.finish(2.0), 5);
+        assert_eq!(s.t, [0.5, 1.5, 2.5, 3.5, 7.0]);
+        assert_eq!(
+            s.v[0],
+            [Some(1.0), Some(99.0), Some(1.0), Some(1.0), Some(5.0)]
+        );
+        assert_eq!(s.v[1], [Some(2.0), Some(2.0), Some(2.0), Some(2.0), None]);
+    }
+
+    #[test]
+    fn gpu_memory_reads_numbers_objects_and_their_text() {
+        assert_eq!(gpu_memory(&serde_json::json!(5)), Some(5.0));
+        assert_eq!(gpu_memory(&serde_json::json!({"0": 2, "1": 3})), Some(5.0));
+        assert_eq!(gpu_memory(&serde_json::json!("{\"0\": 7}")), Some(7.0));
+        assert_eq!(gpu_memory(&serde_json::json!(null)), None);
+    }
+
+    #[test]
+    fn script_text_cannot_end_the_element() {
+        assert_eq!(script_safe("a</script>b"), "a<\\/script>b");
+    }
+}
