@@ -123,7 +123,7 @@ fn a_recorded_session_reports_every_task_and_renders() {
     );
     let series = &d["series"][0];
     assert_eq!(series["node"], "n1");
-    assert!(series["t"].as_array().unwrap().len() >= 5);
+    assert!(series["k"].as_array().unwrap().len() >= 5);
     assert_eq!(d["summary"]["tasks"]["total"], 4);
     // Timeline, two task charts, four node charts, the heatmap.
     assert_renders(&page, 8);

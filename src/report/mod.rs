@@ -27,11 +27,16 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, Write};
 
-/// Columns a series is down-sampled to (a wide screen's pixels).
-pub const COLUMNS: usize = 2000;
+/// Columns a series is down-sampled to: with a minimum and a maximum per
+/// column, two points per pixel of a chart 800 pixels wide.
+pub const COLUMNS: usize = 800;
 
-/// Columns of the per-core heatmap.
+/// Columns of the per-core heatmap, at most.
 pub const HEAT_COLUMNS: usize = 600;
+
+/// Cells of all the per-core heatmaps together, at most: many nodes of many
+/// cores get fewer columns each (20 at least), to keep the file small.
+pub const HEAT_CELLS: usize = 2_000_000;
 
 const UPLOT_JS: &str = include_str!("../../vendor/uplot/uPlot.iife.min.js");
 const UPLOT_CSS: &str = include_str!("../../vendor/uplot/uPlot.min.css");
@@ -64,12 +69,27 @@ struct Series {
     gpu: Option<u64>,
     /// Field names, in the order of `v`.
     fields: Vec<&'static str>,
-    /// Times, s from the session's start.
-    t: Vec<f64>,
-    /// Per field, the values at `t` (null where missing).
-    v: Vec<Vec<Option<f64>>>,
+    /// Each point's time in quarter columns: `k / 4 × column_s` is s from
+    /// the session's start.
+    k: Vec<u32>,
+    /// Per field, the values at `k` (null where missing).
+    v: Vec<Vec<Compact>>,
     #[serde(skip)]
     cols: Vec<Option<Column>>,
+}
+
+/// A value written short: an integral one without its `.0`.
+#[derive(Debug, Clone, Copy)]
+struct Compact(Option<f64>);
+
+impl Serialize for Compact {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            None => s.serialize_none(),
+            Some(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => s.serialize_i64(v as i64),
+            Some(v) => s.serialize_f64(v),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -86,7 +106,7 @@ impl Series {
             node: node.to_string(),
             gpu,
             fields,
-            t: Vec::new(),
+            k: Vec::new(),
             v: vec![Vec::new(); n],
             cols: vec![None; COLUMNS],
         }
@@ -107,26 +127,26 @@ impl Series {
         }
     }
 
-    /// Turns the columns into points (see the type's doc); `width` is a
-    /// column's, s. Returns the points.
-    fn finish(&mut self, width: f64) -> usize {
+    /// Turns the columns into points (see the type's doc). Returns the
+    /// points.
+    fn finish(&mut self) -> usize {
         for (i, c) in std::mem::take(&mut self.cols).into_iter().enumerate() {
             let Some(c) = c else { continue };
-            let at = |f: f64| ((i as f64 + f) * width * 1e6).round() / 1e6;
+            let at = |quarter: u32| i as u32 * 4 + quarter;
             if c.n > 1 {
-                self.t.push(at(0.25));
+                self.k.push(at(1));
                 for (f, m) in self.v.iter_mut().zip(&c.min) {
-                    f.push(*m);
+                    f.push(Compact(*m));
                 }
-                self.t.push(at(0.75));
+                self.k.push(at(3));
             } else {
-                self.t.push(at(0.5));
+                self.k.push(at(2));
             }
             for (f, m) in self.v.iter_mut().zip(&c.max) {
-                f.push(*m);
+                f.push(Compact(*m));
             }
         }
-        self.t.len()
+        self.k.len()
     }
 }
 
@@ -134,12 +154,12 @@ impl Series {
 #[derive(Debug, Serialize)]
 struct Cores {
     node: String,
-    /// Column starts, s from the session's start.
-    t: Vec<f64>,
+    /// Columns, over the whole session.
+    columns: usize,
     /// Cores.
     n: usize,
-    /// Row-major: core × column; busy % (null: no sample).
-    v: Vec<Option<f32>>,
+    /// Row-major: core × column; busy %, rounded (null: no sample).
+    v: Vec<Option<u8>>,
     #[serde(skip)]
     sum: Vec<(f64, u32)>,
 }
@@ -173,6 +193,8 @@ struct Data<'a> {
     session_id: &'a str,
     start_time_s: f64,
     duration_s: f64,
+    /// A series column's width, s.
+    column_s: f64,
     written_by: &'static str,
     /// Index 0: the session's own lane (tasks that name no node).
     nodes: Vec<String>,
@@ -329,20 +351,19 @@ impl Builder {
         self.samples += 1;
         if let Some(per_core) = v["cpu_percent_per_core"].as_array() {
             let n = self.bounds.cores.get(node).copied().unwrap_or(0);
-            let hcol = self.column(t, HEAT_COLUMNS);
-            let span = self.span_s;
+            let all: usize = self.bounds.cores.values().sum();
+            let columns = (HEAT_CELLS / all.max(1)).clamp(20, HEAT_COLUMNS);
+            let hcol = self.column(t, columns);
             let c = self.cores.entry(node.to_string()).or_insert_with(|| Cores {
                 node: node.to_string(),
-                t: (0..HEAT_COLUMNS)
-                    .map(|i| i as f64 * span / HEAT_COLUMNS as f64)
-                    .collect(),
+                columns,
                 n,
                 v: Vec::new(),
-                sum: vec![(0.0, 0); n * HEAT_COLUMNS],
+                sum: vec![(0.0, 0); n * columns],
             });
             for (core, x) in per_core.iter().enumerate().take(c.n) {
                 if let Some(x) = x.as_f64() {
-                    let cell = &mut c.sum[core * HEAT_COLUMNS + hcol];
+                    let cell = &mut c.sum[core * c.columns + hcol];
                     cell.0 += x;
                     cell.1 += 1;
                 }
@@ -408,11 +429,10 @@ impl Builder {
             c.v = c
                 .sum
                 .iter()
-                .map(|&(s, k)| (k > 0).then(|| (s / f64::from(k)) as f32))
+                .map(|&(s, k)| (k > 0).then(|| (s / f64::from(k)).round().clamp(0.0, 255.0) as u8))
                 .collect();
         }
-        let width = self.span_s / COLUMNS as f64;
-        self.series.values_mut().map(|s| s.finish(width)).sum()
+        self.series.values_mut().map(Series::finish).sum()
     }
 }
 
@@ -465,6 +485,7 @@ pub fn write_report<R: BufRead>(
         session_id: &summary.session_id,
         start_time_s: crate::clock::ns_to_secs(start),
         duration_s: b.span_s,
+        column_s: b.span_s / COLUMNS as f64,
         written_by: concat!("tal ", env!("CARGO_PKG_VERSION")),
         nodes: b.nodes,
         tasks: b.tasks,
@@ -552,13 +573,19 @@ mod tests {
             s.add(usize::from(i >= 50), &[Some(v), Some(2.0)]);
         }
         s.add(3, &[Some(5.0), None]);
-        assert_eq!(s.finish(2.0), 5);
-        assert_eq!(s.t, [0.5, 1.5, 2.5, 3.5, 7.0]);
+        assert_eq!(s.finish(), 5);
+        assert_eq!(s.k, [1, 3, 5, 7, 14]);
+        let v = |f: usize| s.v[f].iter().map(|c| c.0).collect::<Vec<_>>();
         assert_eq!(
-            s.v[0],
+            v(0),
             [Some(1.0), Some(99.0), Some(1.0), Some(1.0), Some(5.0)]
         );
-        assert_eq!(s.v[1], [Some(2.0), Some(2.0), Some(2.0), Some(2.0), None]);
+        assert_eq!(v(1), [Some(2.0), Some(2.0), Some(2.0), Some(2.0), None]);
+        assert_eq!(
+            serde_json::to_string(&[Compact(Some(3.0)), Compact(Some(2.5)), Compact(None)])
+                .unwrap(),
+            "[3,2.5,null]"
+        );
     }
 
     #[test]

@@ -100,6 +100,8 @@
   }
 
   // ---- header ----
+  // Series times from their quarter-column indices.
+  for (const x of D.series.concat(D.gpus)) x.t = x.k.map((k) => k / 4 * D.column_s);
   const S = D.summary;
   const t = D.tasks;
   document.getElementById("meta").textContent =
@@ -279,7 +281,7 @@
           draw: [(u) => {
             const c = cur, ctx = u.ctx;
             const { left, top, width: w, height: h } = u.bbox;
-            const cols = c.t.length, cw = dur / cols, rh = h / c.n;
+            const cols = c.columns, cw = dur / cols, rh = h / c.n;
             ctx.save(); ctx.beginPath(); ctx.rect(left, top, w, h); ctx.clip();
             for (let core = 0; core < c.n; core++) {
               for (let j = 0; j < cols; j++) {
