@@ -146,6 +146,11 @@ pub struct RecordArgs {
     #[arg(long)]
     pub no_convert: bool,
 
+    /// Also write the session's HTML report beside the JSONL at the end
+    /// (`<session>.<start>.report.html`, as `tal report` writes it).
+    #[arg(long, conflicts_with = "no_convert")]
+    pub report: bool,
+
     /// Bytes by which the log file's space is reserved ahead (so that a
     /// full disk shows at reservation): a multiple of the page size.
     #[arg(long, default_value_t = crate::log::DEFAULT_CHUNK_BYTES, value_name = "BYTES")]
@@ -482,6 +487,7 @@ impl RecordArgs {
             backend: self.backend,
             pin,
             convert: !self.no_convert,
+            report: self.report,
             snapshot_every,
             command: self.command,
             attributes: crate::slurm::slurm_attributes(),

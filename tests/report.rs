@@ -185,3 +185,45 @@ fn bad_input_is_refused_and_leaves_no_file() {
         "only the input"
     );
 }
+
+#[test]
+fn record_with_report_writes_it_beside_the_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(tal()
+        .args([
+            "record",
+            "--interval",
+            "0.1",
+            "--session-id",
+            "report.rec",
+            "--node-id",
+            "n",
+            "--report",
+            "--out",
+        ])
+        .arg(dir.path())
+        .args(["--", "sleep", "0.3"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let jsonl = files_with_ext(dir.path(), "jsonl");
+    let page = files_with_ext(dir.path(), "html");
+    assert_eq!((jsonl.len(), page.len()), (1, 1), "{err}");
+    let stem = |p: &PathBuf, suffix: &str| {
+        p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .strip_suffix(suffix)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        stem(&jsonl[0], ".telemetry.jsonl"),
+        stem(&page[0], ".report.html")
+    );
+    let d = data(&std::fs::read_to_string(&page[0]).unwrap());
+    assert_eq!(d["session_id"], "report.rec");
+    assert!(err.contains("report"), "{err}");
+    // --report needs the JSONL.
+    let out = run(tal().args(["record", "--no-convert", "--report", "--", "true"]));
+    assert!(!out.status.success());
+}

@@ -102,6 +102,8 @@ pub struct RecordConfig {
     pub pin: Option<usize>,
     /// Write the JSONL at the end.
     pub convert: bool,
+    /// Write the HTML report beside the JSONL at the end.
+    pub report: bool,
     /// Self-snapshot interval.
     pub snapshot_every: Duration,
     /// Command to wrap (empty: run until signalled).
@@ -864,6 +866,9 @@ fn finalise(
         eprintln!("tal: log {}", log.display());
         None
     };
+    if let (true, Some(j)) = (cfg.report, &jsonl) {
+        write_report(j);
+    }
     // The live push's last batch, after the JSONL is on disk: a slow or
     // stuck receiver can then cost at most the push (each request has its
     // time limit), and SIGINT or SIGTERM meanwhile exits at once.
@@ -922,6 +927,23 @@ fn write_jsonl(cfg: &RecordConfig, log: &std::path::Path, anchor: &Anchor) -> Op
             eprintln!("tal: cannot convert {}: {e}", log.display());
             None
         }
+    }
+}
+
+/// The HTML report of the JSONL `jsonl`, beside it (`--report`). A
+/// failure is said on stderr and changes nothing else: the log and the
+/// JSONL are written by then.
+fn write_report(jsonl: &std::path::Path) {
+    let name = jsonl
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".telemetry.jsonl").unwrap_or(&name);
+    let path = jsonl.with_file_name(format!("{stem}.report.html"));
+    let open = || std::fs::File::open(jsonl).map(|f| std::io::BufReader::with_capacity(1 << 20, f));
+    match convert::write_output(&path, |w| crate::report::write_report(open, w)) {
+        Ok(_) => eprintln!("tal: report {}", path.display()),
+        Err(e) => eprintln!("tal: cannot write the report {}: {e}", path.display()),
     }
 }
 
