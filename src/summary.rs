@@ -472,19 +472,10 @@ fn resource(n: &mut NodeSeries, v: &Value) {
 /// error naming it.
 pub fn from_jsonl(input: impl BufRead) -> io::Result<Summary> {
     let mut r = Reader::default();
-    for (i, line) in input.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(&line).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("line {}: not a JSON object: {e}", i + 1),
-            )
-        })?;
+    crate::convert::each_jsonl_line(input, |v| {
         r.line(v);
-    }
+        Ok(())
+    })?;
     Ok(r.finish())
 }
 

@@ -32,6 +32,7 @@
 //! task (its id while the first pass runs, then 24 bytes), not the events.
 
 use crate::clock::secs_to_ns;
+use crate::convert::each_jsonl_line;
 use crate::convert::json::JsonOut;
 use serde_json::Value;
 use std::cmp::Reverse;
@@ -204,8 +205,8 @@ pub fn write_chrome_trace<R: BufRead>(
 ) -> io::Result<ChromeStats> {
     let mut plan = Plan::default();
     plan.node("");
-    each_line(open()?, |v| {
-        plan.line(v);
+    each_jsonl_line(open()?, |v| {
+        plan.line(&v);
         Ok(())
     })?;
     plan.place();
@@ -228,7 +229,8 @@ pub fn write_chrome_trace<R: BufRead>(
     w.metadata(&plan)?;
     let mut span_no = 0;
     let mut metric = None;
-    each_line(open()?, |v| {
+    each_jsonl_line(open()?, |v| {
+        let v = &v;
         match v["section"].as_str() {
             Some("event") => w.event(&plan, v),
             Some("span") if v["name"] == "session" => w.session_span(v),
@@ -262,25 +264,6 @@ pub fn write_chrome_trace<R: BufRead>(
     out.write_all(&tail)?;
     out.flush()?;
     Ok(stats)
-}
-
-/// Calls `f` with each JSON line of `input` (blank lines skipped); an
-/// unreadable or non-JSON line is an error naming its number.
-fn each_line(input: impl BufRead, mut f: impl FnMut(&Value) -> io::Result<()>) -> io::Result<()> {
-    for (i, line) in input.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(&line).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("line {}: not a JSON object: {e}", i + 1),
-            )
-        })?;
-        f(&v)?;
-    }
-    Ok(())
 }
 
 /// The top-level fields of a ResourceUpdate that are not series.

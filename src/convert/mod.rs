@@ -171,6 +171,28 @@ pub fn dir_of(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+/// Calls `f` with each line of a JSONL file, parsed (blank lines skipped);
+/// a line that is not JSON is an error naming its number.
+pub fn each_jsonl_line(
+    input: impl io::BufRead,
+    mut f: impl FnMut(serde_json::Value) -> io::Result<()>,
+) -> io::Result<()> {
+    for (i, line) in input.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v = serde_json::from_str(&line).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("line {}: not a JSON object: {e}", i + 1),
+            )
+        })?;
+        f(v)?;
+    }
+    Ok(())
+}
+
 /// Writes `path` through `write` (see the module doc): into a new
 /// temporary file in the same directory, renamed over `path` when
 /// complete; or straight into `path` when it exists and is not a regular

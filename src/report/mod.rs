@@ -211,21 +211,12 @@ fn ns(v: &Value) -> Option<i64> {
         .map(crate::clock::secs_to_ns)
 }
 
+/// [`crate::convert::each_jsonl_line`] with an infallible `f`.
 fn each_line(input: impl BufRead, mut f: impl FnMut(Value)) -> io::Result<()> {
-    for (i, line) in input.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(&line).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("line {}: not a JSON object: {e}", i + 1),
-            )
-        })?;
+    crate::convert::each_jsonl_line(input, |v| {
         f(v);
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// The node series' fields, as the JSONL names them.
