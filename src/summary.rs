@@ -16,6 +16,7 @@
 //! span is read), HDR histograms for the series, and the few rows listed;
 //! never the events.
 
+use crate::convert::{json_time_ns, NodeIndex};
 use crate::stats;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -205,8 +206,7 @@ struct Reader {
     s: Summary,
     durations: Vec<f64>,
     task_node: HashMap<String, u32>,
-    node_names: Vec<String>,
-    node_index: HashMap<String, u32>,
+    nodes: NodeIndex,
     node_series: Vec<NodeSeries>,
     /// Every span's (start, end) ns, for the peak.
     intervals: Vec<(i64, i64)>,
@@ -238,21 +238,12 @@ impl NodeSeries {
     }
 }
 
-fn ns(v: &Value) -> Option<i64> {
-    v.as_f64()
-        .filter(|t| crate::clock::time_in_range(*t))
-        .map(crate::clock::secs_to_ns)
-}
-
 impl Reader {
     fn node(&mut self, id: &str) -> u32 {
-        if let Some(&i) = self.node_index.get(id) {
-            return i;
+        let i = self.nodes.add(id);
+        if self.node_series.len() < self.nodes.len() {
+            self.node_series.push(NodeSeries::new());
         }
-        let i = self.node_names.len() as u32;
-        self.node_names.push(id.to_string());
-        self.node_index.insert(id.to_string(), i);
-        self.node_series.push(NodeSeries::new());
         i
     }
 
@@ -273,7 +264,7 @@ impl Reader {
                 self.s.session_id = id.to_string();
             }
         }
-        if let Some(t) = ns(&v["event_time"]) {
+        if let Some(t) = json_time_ns(&v["event_time"]) {
             self.first_ns = Some(self.first_ns.map_or(t, |f| f.min(t)));
             self.last_ns = Some(self.last_ns.map_or(t, |l| l.max(t)));
         }
@@ -330,7 +321,7 @@ impl Reader {
         let node_id = self
             .task_node
             .remove(&task_id)
-            .map(|i| self.node_names[i as usize].clone());
+            .map(|i| self.nodes.names[i as usize].clone());
         let row = TaskRow {
             task_id,
             node_id,
@@ -369,7 +360,8 @@ impl Reader {
         t.slowest = self.rows.into_iter().map(offset).collect();
         t.failed = self.failed.into_iter().map(offset).collect();
         s.nodes = self
-            .node_names
+            .nodes
+            .names
             .into_iter()
             .zip(self.node_series)
             .map(|(node_id, n)| NodeStats {

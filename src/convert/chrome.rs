@@ -31,9 +31,8 @@
 //! interval, and assigns slots; the second writes. Memory is one entry per
 //! task (its id while the first pass runs, then 24 bytes), not the events.
 
-use crate::clock::secs_to_ns;
-use crate::convert::each_jsonl_line;
 use crate::convert::json::JsonOut;
+use crate::convert::{each_jsonl_line, json_time_ns, NodeIndex};
 use serde_json::Value;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -58,8 +57,7 @@ struct Plan {
     start_ns: Option<i64>,
     session_span_start: Option<i64>,
     /// Node ids; index 0 is the session's process ("": no node).
-    nodes: Vec<String>,
-    node_index: HashMap<String, u32>,
+    nodes: NodeIndex,
     task_node: HashMap<String, u32>,
     /// Each task span, in file order: start, end, and its task's id until
     /// the pass ends.
@@ -72,23 +70,7 @@ struct Plan {
     trace_id: String,
 }
 
-fn time_ns(v: &Value) -> Option<i64> {
-    v.as_f64()
-        .filter(|t| crate::clock::time_in_range(*t))
-        .map(secs_to_ns)
-}
-
 impl Plan {
-    fn node(&mut self, id: &str) -> u32 {
-        if let Some(&i) = self.node_index.get(id) {
-            return i;
-        }
-        let i = self.nodes.len() as u32;
-        self.nodes.push(id.to_string());
-        self.node_index.insert(id.to_string(), i);
-        i
-    }
-
     fn saw_time(&mut self, t: Option<i64>) {
         if let Some(t) = t {
             self.start_ns = Some(self.start_ns.map_or(t, |s| s.min(t)));
@@ -108,9 +90,9 @@ impl Plan {
                         self.trace_id = s.to_string();
                     }
                 }
-                self.saw_time(time_ns(&v["event_time"]));
+                self.saw_time(json_time_ns(&v["event_time"]));
                 let node = v["node_id"].as_str().filter(|n| !n.is_empty());
-                let node = node.map(|n| self.node(n));
+                let node = node.map(|n| self.nodes.add(n));
                 if let (Some(task), Some(node)) = (v["task_id"].as_str(), node) {
                     if !self.task_node.contains_key(task) {
                         self.task_node.insert(task.to_string(), node);
@@ -204,7 +186,7 @@ pub fn write_chrome_trace<R: BufRead>(
     out: &mut impl Write,
 ) -> io::Result<ChromeStats> {
     let mut plan = Plan::default();
-    plan.node("");
+    plan.nodes.add("");
     each_jsonl_line(open()?, |v| {
         plan.line(&v);
         Ok(())
@@ -325,7 +307,7 @@ impl<W: Write> TraceWriter<'_, W> {
     }
 
     fn metadata(&mut self, plan: &Plan) -> io::Result<()> {
-        for (i, node) in plan.nodes.iter().enumerate() {
+        for (i, node) in plan.nodes.names.iter().enumerate() {
             let pid = i as u64 + 1;
             let name = if i == 0 {
                 "session".to_string()
@@ -425,14 +407,14 @@ impl<W: Write> TraceWriter<'_, W> {
     }
 
     fn event(&mut self, plan: &Plan, v: &Value) {
-        let Some(t) = time_ns(&v["event_time"]) else {
+        let Some(t) = json_time_ns(&v["event_time"]) else {
             return;
         };
         let ty = v["event_type"].as_str().unwrap_or("");
         let pid = v["node_id"]
             .as_str()
-            .and_then(|n| plan.node_index.get(n))
-            .map_or(1, |&i| u64::from(i) + 1);
+            .and_then(|n| plan.nodes.get(n))
+            .map_or(1, |i| u64::from(i) + 1);
         if ty == "ResourceUpdate" {
             self.counters(pid, t, v);
         } else if ty.contains('.') {

@@ -171,6 +171,51 @@ pub fn dir_of(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+/// A JSONL time (float seconds since the epoch) in ns, if it is one tal
+/// accepts ([`crate::clock::time_in_range`]).
+pub fn json_time_ns(v: &serde_json::Value) -> Option<i64> {
+    v.as_f64()
+        .filter(|t| crate::clock::time_in_range(*t))
+        .map(crate::clock::secs_to_ns)
+}
+
+/// Node ids, numbered in the order they are first seen (the views of a
+/// JSONL: Chrome trace, summary, report).
+#[derive(Debug, Default, Clone)]
+pub struct NodeIndex {
+    /// The ids, by number.
+    pub names: Vec<String>,
+    index: std::collections::HashMap<String, u32>,
+}
+
+impl NodeIndex {
+    /// `id`'s number, numbering it if it is new.
+    pub fn add(&mut self, id: &str) -> u32 {
+        if let Some(&i) = self.index.get(id) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(id.to_string());
+        self.index.insert(id.to_string(), i);
+        i
+    }
+
+    /// `id`'s number, if it has one.
+    pub fn get(&self, id: &str) -> Option<u32> {
+        self.index.get(id).copied()
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// None yet.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
 /// Calls `f` with each line of a JSONL file, parsed (blank lines skipped);
 /// a line that is not JSON is an error naming its number.
 pub fn each_jsonl_line(

@@ -22,6 +22,7 @@
 //! `tal summary`'s figures, once for the series and the tasks.
 
 use crate::convert::chrome::assign_slots;
+use crate::convert::{json_time_ns, NodeIndex};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -205,12 +206,6 @@ struct Data<'a> {
     summary: &'a crate::summary::Summary,
 }
 
-fn ns(v: &Value) -> Option<i64> {
-    v.as_f64()
-        .filter(|t| crate::clock::time_in_range(*t))
-        .map(crate::clock::secs_to_ns)
-}
-
 /// [`crate::convert::each_jsonl_line`] with an infallible `f`.
 fn each_line(input: impl BufRead, mut f: impl FnMut(Value)) -> io::Result<()> {
     crate::convert::each_jsonl_line(input, |v| {
@@ -245,7 +240,7 @@ impl Bounds {
     fn line(&mut self, v: &Value) {
         match v["section"].as_str() {
             Some("event") => {
-                if let Some(t) = ns(&v["event_time"]) {
+                if let Some(t) = json_time_ns(&v["event_time"]) {
                     self.first = Some(self.first.map_or(t, |f| f.min(t)));
                     self.last = Some(self.last.map_or(t, |l| l.max(t)));
                 }
@@ -270,8 +265,7 @@ struct Builder {
     start: i64,
     span_s: f64,
     bounds: Bounds,
-    nodes: Vec<String>,
-    node_index: HashMap<String, u32>,
+    nodes: NodeIndex,
     task_node: HashMap<String, u32>,
     series: BTreeMap<(String, Option<u64>), Series>,
     cores: BTreeMap<String, Cores>,
@@ -283,16 +277,6 @@ struct Builder {
 }
 
 impl Builder {
-    fn node(&mut self, id: &str) -> u32 {
-        if let Some(&i) = self.node_index.get(id) {
-            return i;
-        }
-        let i = self.nodes.len() as u32;
-        self.nodes.push(id.to_string());
-        self.node_index.insert(id.to_string(), i);
-        i
-    }
-
     fn secs(&self, t: i64) -> f64 {
         (t - self.start) as f64 / 1e9
     }
@@ -313,14 +297,14 @@ impl Builder {
         let node = v["node_id"].as_str().filter(|n| !n.is_empty());
         if let (Some(task), Some(n)) = (v["task_id"].as_str(), node) {
             if !self.task_node.contains_key(task) {
-                let i = self.node(n);
+                let i = self.nodes.add(n);
                 self.task_node.insert(task.to_string(), i);
             }
         }
         if v["event_type"] != "ResourceUpdate" {
             return;
         }
-        let Some(t) = ns(&v["event_time"]) else {
+        let Some(t) = json_time_ns(&v["event_time"]) else {
             return;
         };
         let t = self.secs(t);
@@ -458,8 +442,7 @@ pub fn write_report<R: BufRead>(
         start,
         span_s: ((end - start) as f64 / 1e9).max(1e-3),
         bounds,
-        nodes: vec![String::new()],
-        node_index: HashMap::from([(String::new(), 0)]),
+        nodes: NodeIndex::default(),
         task_node: HashMap::new(),
         series: BTreeMap::new(),
         cores: BTreeMap::new(),
@@ -468,6 +451,7 @@ pub fn write_report<R: BufRead>(
         intervals: Vec::new(),
         samples: 0,
     };
+    b.nodes.add("");
     each_line(open()?, |v| b.line(v))?;
     let points = b.finish();
     let (gpus, series): (Vec<Series>, Vec<Series>) =
@@ -478,7 +462,7 @@ pub fn write_report<R: BufRead>(
         duration_s: b.span_s,
         column_s: b.span_s / COLUMNS as f64,
         written_by: concat!("tal ", env!("CARGO_PKG_VERSION")),
-        nodes: b.nodes,
+        nodes: b.nodes.names,
         tasks: b.tasks,
         series,
         gpus,
