@@ -86,6 +86,10 @@ pub struct ReportArgs {
     /// beside the first input].
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Show no progress (it shows only when stderr is a terminal).
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 /// `tal summary` flags.
@@ -98,6 +102,10 @@ pub struct SummaryArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+
+    /// Show no progress (it shows only when stderr is a terminal).
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 /// `tal record` flags.
@@ -316,6 +324,10 @@ pub struct ConvertArgs {
     /// delivered (the files are written regardless).
     #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
     pub otlp_endpoint: Option<String>,
+
+    /// Show no progress (it shows only when stderr is a terminal).
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 /// Parses a duration: a bare number is seconds; units ns, us, ms, s, m, h.

@@ -30,6 +30,7 @@ pub mod instruments;
 pub mod log;
 pub mod otlp_http;
 pub mod otlp_live;
+pub mod progress;
 pub mod record;
 pub mod recorder;
 pub mod report;

@@ -12,7 +12,13 @@
 use crate::cli::{ConvertArgs, ConvertFormat};
 use crate::convert::{self, otlp, ConvertError, Output};
 use crate::otlp_http::{Endpoints, PushReport, Pusher, RetryPolicy, SPANS_PER_REQUEST};
+use crate::progress::Progress;
 use std::path::{Path, PathBuf};
+
+/// A file's size (0 if it cannot be read: the progress then shows no total).
+pub(crate) fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
 
 /// `tal convert`: JSONL and/or OTLP files, and an optional OTLP push.
 pub fn run(args: ConvertArgs) -> anyhow::Result<i32> {
@@ -52,22 +58,28 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<i32> {
 /// The Chrome trace, from the JSONL: to `-o` (`-`: stdout), else beside
 /// the JSONL as `<stem>.trace.json`.
 fn chrome_step(args: &ConvertArgs, src: &Source) -> anyhow::Result<()> {
-    let open =
-        || std::fs::File::open(&src.path).map(|f| std::io::BufReader::with_capacity(1 << 20, f));
+    let progress = Progress::bytes("Chrome trace", 2 * file_len(&src.path), args.quiet);
+    let open = || {
+        std::fs::File::open(&src.path)
+            .map(|f| progress.reading(std::io::BufReader::with_capacity(1 << 20, f)))
+    };
     let read_err =
         |e: std::io::Error| anyhow::anyhow!("cannot convert {}: {e}", src.path.display());
     if args.output.as_deref() == Some(Path::new("-")) {
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
-        convert::chrome::write_chrome_trace(open, &mut out).map_err(read_err)?;
+        let written = convert::chrome::write_chrome_trace(open, &mut out);
+        progress.finish();
+        written.map_err(read_err)?;
         return Ok(());
     }
     let path = match &args.output {
         Some(p) => p.clone(),
         None => default_beside(args, src, ".trace.json"),
     };
-    let stats = convert::write_output(&path, |w| convert::chrome::write_chrome_trace(open, w))
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    let stats = convert::write_output(&path, |w| convert::chrome::write_chrome_trace(open, w));
+    progress.finish();
+    let stats = stats.map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     eprintln!(
         "tal convert: wrote {} ({} tasks on {} process(es), {} counter samples, {} instants); open it in ui.perfetto.dev or chrome://tracing",
         path.display(),
@@ -125,7 +137,8 @@ fn jsonl_step(
         }));
     }
     if args.format == ConvertFormat::Jsonl {
-        let (path, summary) = convert::to_jsonl(&args.logs, &args.output()).map_err(map_err)?;
+        let (path, summary) =
+            convert::to_jsonl_showing(&args.logs, &args.output(), args.quiet).map_err(map_err)?;
         report(&summary, path.as_deref());
         if let Some(path) = path {
             return Ok(Some(Source {
@@ -150,8 +163,12 @@ fn jsonl_step(
         .suffix(".jsonl")
         .tempfile_in(dir)
         .map_err(|e| anyhow::anyhow!("cannot create a temporary file in {}: {e}", dir.display()))?;
-    let (_, summary) =
-        convert::to_jsonl(&args.logs, &Output::File(tmp.path().to_path_buf())).map_err(map_err)?;
+    let (_, summary) = convert::to_jsonl_showing(
+        &args.logs,
+        &Output::File(tmp.path().to_path_buf()),
+        args.quiet,
+    )
+    .map_err(map_err)?;
     report(&summary, None);
     Ok(Some(Source {
         path: tmp.path().to_path_buf(),
@@ -205,10 +222,16 @@ fn otlp_step(
     let policy = RetryPolicy::default();
     let mut pusher = endpoints.map(|ep| Pusher::new(&mut client, ep, &policy));
     let mut write_error = None;
+    let what = if endpoints.is_some() {
+        "OTLP push"
+    } else {
+        "OTLP JSON"
+    };
+    let progress = Progress::bytes(what, file_len(&src.path), args.quiet);
     let built = std::fs::File::open(&src.path)
         .and_then(|f| {
             otlp::stream_jsonl(
-                std::io::BufReader::with_capacity(1 << 20, f),
+                progress.reading(std::io::BufReader::with_capacity(1 << 20, f)),
                 &otlp::ResourceConfig::from_env(),
                 SPANS_PER_REQUEST * 4,
                 |req| {
@@ -230,6 +253,7 @@ fn otlp_step(
             Some(w) => map_err(w),
             None => anyhow::anyhow!("cannot read {}: {e}", src.path.display()),
         });
+    progress.finish();
     // Removes a temporary JSONL.
     drop(src);
     let built = built?;

@@ -8,14 +8,24 @@ use std::path::PathBuf;
 
 /// `tal report`.
 pub fn run(args: ReportArgs) -> anyhow::Result<i32> {
-    let src = SessionJsonl::resolve(&args.logs)?;
+    let src = SessionJsonl::resolve(&args.logs, args.quiet)?;
     let path = match &args.output {
         Some(p) => p.clone(),
         None => default_path(&args.logs),
     };
     let t0 = std::time::Instant::now();
-    let stats = convert::write_output(&path, |w| crate::report::write_report(|| src.open(), w))
-        .map_err(|e| anyhow::anyhow!("cannot write the report {}: {e}", path.display()))?;
+    // The report reads the JSONL three times (see `crate::report`).
+    let progress = crate::progress::Progress::bytes(
+        "report",
+        3 * super::convert::file_len(&src.path),
+        args.quiet,
+    );
+    let stats = convert::write_output(&path, |w| {
+        crate::report::write_report(|| src.open().map(|r| progress.reading(r)), w)
+    });
+    progress.finish();
+    let stats =
+        stats.map_err(|e| anyhow::anyhow!("cannot write the report {}: {e}", path.display()))?;
     eprintln!(
         "tal report: wrote {} ({:.1} MiB: {} tasks, {} series points from {} samples) in {:.2} s",
         path.display(),

@@ -17,7 +17,8 @@ pub(crate) struct SessionJsonl {
 
 impl SessionJsonl {
     /// From `inputs`: one `.jsonl`, or node logs.
-    pub(crate) fn resolve(inputs: &[std::path::PathBuf]) -> anyhow::Result<Self> {
+    /// (Converting node logs shows its progress unless `quiet`.)
+    pub(crate) fn resolve(inputs: &[std::path::PathBuf], quiet: bool) -> anyhow::Result<Self> {
         let is_jsonl = |p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "jsonl");
         let jsonl_inputs = inputs.iter().filter(|p| is_jsonl(p)).count();
         if jsonl_inputs > 0 && inputs.len() > 1 {
@@ -41,7 +42,7 @@ impl SessionJsonl {
                     std::env::temp_dir().display()
                 )
             })?;
-        convert::to_jsonl(inputs, &Output::File(tmp.path().to_path_buf()))
+        convert::to_jsonl_showing(inputs, &Output::File(tmp.path().to_path_buf()), quiet)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Self {
             path: tmp.path().to_path_buf(),
@@ -57,9 +58,17 @@ impl SessionJsonl {
 
 /// `tal summary`.
 pub fn run(args: SummaryArgs) -> anyhow::Result<i32> {
-    let src = SessionJsonl::resolve(&args.logs)?;
+    let src = SessionJsonl::resolve(&args.logs, args.quiet)?;
     let read_err = |e: std::io::Error| anyhow::anyhow!("cannot read {}: {e}", src.path.display());
-    let summary = crate::summary::from_jsonl(src.open().map_err(read_err)?).map_err(read_err)?;
+    let progress = crate::progress::Progress::bytes(
+        "summary",
+        super::convert::file_len(&src.path),
+        args.quiet,
+    );
+    let input = src.open().map_err(read_err)?;
+    let summary = crate::summary::from_jsonl(progress.reading(input));
+    progress.finish();
+    let summary = summary.map_err(read_err)?;
     drop(src);
     let mut out = std::io::stdout().lock();
     if args.json {

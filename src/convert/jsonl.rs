@@ -504,6 +504,8 @@ struct Writer<'a> {
     events: u64,
     /// Task spans written.
     tasks: u64,
+    /// Where the bytes of the logs read are shown.
+    progress: crate::progress::Progress,
 }
 
 impl<'a> Writer<'a> {
@@ -517,6 +519,7 @@ impl<'a> Writer<'a> {
             inst: Instruments::default(),
             events: 0,
             tasks: 0,
+            progress: crate::progress::Progress::hidden(),
         }
     }
 
@@ -538,7 +541,12 @@ impl<'a> Writer<'a> {
     fn events(&mut self, merge: &mut Merge, node_ids: &[String], synth: &Event) -> io::Result<i64> {
         let mut started = false;
         let mut session_start_ns = synth.event_time_ns;
+        let mut n = 0u32;
         while let Some((i, mut ev)) = merge.next_event() {
+            n = n.wrapping_add(1);
+            if n % 4096 == 0 {
+                self.progress.set(merge.bytes_read());
+            }
             if let EventKind::SessionStarted = ev.kind {
                 if started {
                     continue;
@@ -690,6 +698,21 @@ pub fn write_jsonl(
     out: &mut dyn Write,
     spill_dir: &Path,
 ) -> io::Result<Summary> {
+    write_jsonl_showing(
+        readers,
+        out,
+        spill_dir,
+        &crate::progress::Progress::hidden(),
+    )
+}
+
+/// [`write_jsonl`], showing the bytes of the logs read in `progress`.
+pub fn write_jsonl_showing(
+    readers: Vec<LogReader>,
+    out: &mut dyn Write,
+    spill_dir: &Path,
+    progress: &crate::progress::Progress,
+) -> io::Result<Summary> {
     let session_id = readers[0].header().session_id.clone();
     let backend = readers[0].header().backend.clone();
     let start_wall_ns = readers
@@ -700,6 +723,7 @@ pub fn write_jsonl(
     let node_ids: Vec<String> = readers.iter().map(|r| r.header().node_id.clone()).collect();
     let mut merge = Merge::new(readers);
     let mut w = Writer::new(&session_id, out, spill_dir);
+    w.progress = progress.clone();
 
     // A SessionStarted made up at the earliest header start, for logs
     // whose own one is missing (a log cut off right after its header, or

@@ -56,6 +56,11 @@ pub struct Merge {
 }
 
 impl Merge {
+    /// Bytes read so far, over all the logs.
+    pub fn bytes_read(&self) -> u64 {
+        self.nodes.iter().map(|n| n.reader.position()).sum()
+    }
+
     /// Starts merging `readers`.
     pub fn new(readers: Vec<LogReader>) -> Self {
         let n = readers.len();

@@ -103,11 +103,30 @@ pub fn to_jsonl(
     paths: &[PathBuf],
     output: &Output,
 ) -> Result<(Option<PathBuf>, Summary), ConvertError> {
+    to_jsonl_showing(paths, output, false)
+}
+
+/// [`to_jsonl`], showing its progress on a terminal unless `quiet` (see
+/// [`crate::progress`]).
+pub fn to_jsonl_showing(
+    paths: &[PathBuf],
+    output: &Output,
+    quiet: bool,
+) -> Result<(Option<PathBuf>, Summary), ConvertError> {
+    let total = paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let what = format!("converting {} log(s)", paths.len());
+    let progress = crate::progress::Progress::bytes(&what, total, quiet);
     // The conversion's own peak memory, not that of what ran before it in
     // this process (the agent, in `tal record`).
     crate::stats::reset_peak_rss();
     let before = crate::stats::rss();
-    let (path, mut summary) = convert_to(paths, output)?;
+    let converted = convert_to(paths, output, &progress);
+    progress.finish();
+    let (path, mut summary) = converted?;
     summary.peak_rss_bytes = crate::stats::peak_rss().zip(before);
     Ok((path, summary))
 }
@@ -115,6 +134,7 @@ pub fn to_jsonl(
 fn convert_to(
     paths: &[PathBuf],
     output: &Output,
+    progress: &crate::progress::Progress,
 ) -> Result<(Option<PathBuf>, Summary), ConvertError> {
     let readers = open_logs(paths)?;
     let target = match output {
@@ -133,12 +153,10 @@ fn convert_to(
         None => {
             let stdout = io::stdout();
             let mut w = BufWriter::with_capacity(1 << 20, stdout.lock());
-            let s =
-                jsonl::write_jsonl(readers, &mut w, &std::env::temp_dir()).map_err(|source| {
-                    ConvertError::Output {
-                        path: PathBuf::from("-"),
-                        source,
-                    }
+            let s = jsonl::write_jsonl_showing(readers, &mut w, &std::env::temp_dir(), progress)
+                .map_err(|source| ConvertError::Output {
+                    path: PathBuf::from("-"),
+                    source,
                 })?;
             Ok((None, s))
         }
@@ -157,8 +175,10 @@ fn convert_to(
             } else {
                 dir_of(&path).to_path_buf()
             };
-            let s =
-                write_output(&path, |w| jsonl::write_jsonl(readers, w, &dir)).map_err(out_err)?;
+            let s = write_output(&path, |w| {
+                jsonl::write_jsonl_showing(readers, w, &dir, progress)
+            })
+            .map_err(out_err)?;
             Ok((Some(path), s))
         }
     }

@@ -207,6 +207,11 @@ impl<R: ReadAt> LogReader<R> {
         &self.path
     }
 
+    /// How far into the file reading has come, bytes.
+    pub fn position(&self) -> u64 {
+        self.pos.min(self.len)
+    }
+
     /// What has been found so far (complete once `next_record` returned None).
     pub fn stats(&self) -> &ReadStats {
         &self.stats
