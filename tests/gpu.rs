@@ -782,6 +782,31 @@ fn a_tasks_gpu_processes_give_its_peak_gpu_memory() {
     );
     // tal's own process records are not JSONL lines.
     assert!(lines(&v, "event", Some("GpuProcesses")).is_empty());
+
+    // The report shows both devices' series, and the task's GPU memory.
+    let page = dir.path().join("gpu.html");
+    let jsonl = files_with_ext(&dir.path().join("out"), ".telemetry.jsonl");
+    let out = run(common::tal()
+        .arg("report")
+        .arg(&jsonl[0])
+        .arg("-o")
+        .arg(&page));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = report_data(&std::fs::read_to_string(&page).unwrap());
+    let gpus = d["gpus"].as_array().unwrap();
+    assert_eq!(gpus.len(), 2);
+    assert!(gpus
+        .iter()
+        .all(|g| g["v"][0].as_array().unwrap().iter().any(|x| x == 50)));
+    let ids = d["tasks"]["id"].as_array().unwrap();
+    let at = ids.iter().position(|x| x == "gpu.task").unwrap();
+    assert_eq!(d["tasks"]["gpu_mem"][at], 8_000_000.0);
+    // Timeline, two task charts, four node charts, heatmap, three GPU charts.
+    assert_renders(&page, 11);
 }
 
 #[test]

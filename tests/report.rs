@@ -7,15 +7,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// The report's embedded data.
-fn data(html: &str) -> Value {
-    let open = "<script id=\"tal-data\" type=\"application/json\">";
-    let start = html.find(open).expect("the data element") + open.len();
-    let end = start + html[start..].find("</script>").unwrap();
-    serde_json::from_str(&html[start..end]).expect("the data is JSON")
-}
 
 /// Nothing in the page is fetched: no element loads a URL, and the page's
 /// own script makes no request.
@@ -31,60 +22,6 @@ fn assert_self_contained(html: &str) {
     }
 }
 
-fn chromium() -> PathBuf {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("Debian's chromium is needed to check that reports render (scripts/test.sh installs it)")
-}
-
-/// Loads `page` in headless Chromium with no network; the DOM it built and
-/// what the console said.
-fn render(page: &Path) -> (String, String) {
-    let profile = tempfile::tempdir().unwrap();
-    let out = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--host-resolver-rules=MAP * ~NOTFOUND",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--virtual-time-budget=5000",
-            "--window-size=1400,2000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "chromium: {out:?}");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn assert_renders(page: &Path, min_charts: u64) {
-    let (dom, console) = render(page);
-    let ready = dom
-        .split("data-tal-ready=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("the page's script did not finish: {console}"));
-    assert!(ready >= min_charts, "{ready} charts");
-    for bad in ["Uncaught", "TypeError", "ReferenceError", "SyntaxError"] {
-        assert!(!console.contains(bad), "script error: {console}");
-    }
-}
-
 #[test]
 fn a_recorded_session_reports_every_task_and_renders() {
     let dir = tempfile::tempdir().unwrap();
@@ -96,7 +33,7 @@ fn a_recorded_session_reports_every_task_and_renders() {
     assert!(err.contains("4 tasks"), "{err}");
     let html = std::fs::read_to_string(&page).unwrap();
     assert_self_contained(&html);
-    let d = data(&html);
+    let d = report_data(&html);
     assert_eq!(d["session_id"], "report.s");
     let t = &d["tasks"];
     let ids: Vec<&str> = t["id"]
@@ -144,7 +81,7 @@ fn rhapsodys_checkpoint_reports_and_renders() {
     );
     let page = dir.path().join("rhapsody.report.html");
     let html = std::fs::read_to_string(&page).expect("the default name");
-    let d = data(&html);
+    let d = report_data(&html);
     assert_eq!(d["tasks"]["id"].as_array().unwrap().len(), 20);
     assert!(d["summary"]["agent"].is_null());
     assert_renders(&page, 4);
@@ -165,7 +102,7 @@ fn a_script_in_a_task_id_stays_data() {
     let out = run(tal().arg("report").arg(&input).arg("-o").arg(&page));
     assert!(out.status.success());
     let html = std::fs::read_to_string(&page).unwrap();
-    assert_eq!(data(&html)["tasks"]["id"][0], id);
+    assert_eq!(report_data(&html)["tasks"]["id"][0], id);
     let (dom, _) = render(&page);
     assert!(!dom.contains("<title>pwned"), "the task id ran as a script");
 }
@@ -220,7 +157,7 @@ fn record_with_report_writes_it_beside_the_jsonl() {
         stem(&jsonl[0], ".telemetry.jsonl"),
         stem(&page[0], ".report.html")
     );
-    let d = data(&std::fs::read_to_string(&page[0]).unwrap());
+    let d = report_data(&std::fs::read_to_string(&page[0]).unwrap());
     assert_eq!(d["session_id"], "report.rec");
     assert!(err.contains("report"), "{err}");
     // --report needs the JSONL.

@@ -347,6 +347,13 @@ fn the_single_node_and_multi_node_templates_stop_gracefully_and_merge() {
     let v = agent_jsonl(&d.path().join("out"));
     assert_complete(&v);
     assert!(per_node(&v) >= 5, "{}", job_out(d.path()));
+    // `tal record --report`: the report beside the JSONL.
+    assert_eq!(
+        files_with_ext(&d.path().join("out"), ".report.html").len(),
+        1,
+        "{}",
+        job_out(d.path())
+    );
 
     // One node here (one slurmd per machine): the same path, merged.
     let d = template("multi-node.sbatch", &["-N1"]);
@@ -355,6 +362,9 @@ fn the_single_node_and_multi_node_templates_stop_gracefully_and_merge() {
     let m = lines(&merged, "metric", None).last().copied().unwrap();
     assert_eq!(m["tal_logs"].as_array().unwrap().len(), 1);
     assert_eq!(m["tal_logs"][0]["clean_end"], true, "{}", job_out(d.path()));
+    let page = std::fs::read_to_string(d.path().join("out/job.report.html"))
+        .unwrap_or_else(|e| panic!("job.report.html: {e}\n{}", job_out(d.path())));
+    assert_eq!(report_data(&page)["nodes"].as_array().unwrap().len(), 2);
 }
 
 #[test]

@@ -258,3 +258,65 @@ pub fn record_tasks(dir: &Path, session: &str) -> PathBuf {
     );
     dir.join(format!("{session}.n1.tal"))
 }
+
+/// The report's embedded data.
+pub fn report_data(html: &str) -> Value {
+    let open = "<script id=\"tal-data\" type=\"application/json\">";
+    let start = html.find(open).expect("the data element") + open.len();
+    let end = start + html[start..].find("</script>").unwrap();
+    serde_json::from_str(&html[start..end]).expect("the data is JSON")
+}
+
+pub fn chromium() -> PathBuf {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("Debian's chromium is needed to check that reports render (scripts/test.sh installs it)")
+}
+
+/// Loads `page` in headless Chromium with no network; the DOM it built and
+/// what the console said.
+pub fn render(page: &Path) -> (String, String) {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=5000",
+            "--window-size=1400,2000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "chromium: {out:?}");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn assert_renders(page: &Path, min_charts: u64) {
+    let (dom, console) = render(page);
+    let ready = dom
+        .split("data-tal-ready=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("the page's script did not finish: {console}"));
+    assert!(ready >= min_charts, "{ready} charts");
+    for bad in ["Uncaught", "TypeError", "ReferenceError", "SyntaxError"] {
+        assert!(!console.contains(bad), "script error: {console}");
+    }
+}
