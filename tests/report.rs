@@ -5,7 +5,6 @@
 
 mod common;
 use common::*;
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// Nothing in the page is fetched: no element loads a URL, and the page's
