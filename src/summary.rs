@@ -200,9 +200,10 @@ pub struct Summary {
     pub logs: Vec<Value>,
 }
 
-/// Reading state.
+/// Reads a session's JSONL line by line into its [`Summary`] (what
+/// [`from_jsonl`] does, for a caller that reads the lines itself).
 #[derive(Debug, Default)]
-struct Reader {
+pub struct Reader {
     s: Summary,
     durations: Vec<f64>,
     task_node: HashMap<String, u32>,
@@ -247,7 +248,8 @@ impl Reader {
         i
     }
 
-    fn line(&mut self, v: Value) {
+    /// Takes one JSONL line.
+    pub fn line(&mut self, v: Value) {
         match v["section"].as_str() {
             Some("event") => self.event(&v),
             Some("span") => self.span(&v),
@@ -338,7 +340,8 @@ impl Reader {
         });
     }
 
-    fn finish(mut self) -> Summary {
+    /// The summary of every line taken.
+    pub fn finish(mut self) -> Summary {
         let start = self.session_span.map(|s| s.0).or(self.first_ns);
         let end = self.session_span.map(|s| s.1).or(self.last_ns);
         let s = &mut self.s;

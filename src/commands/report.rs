@@ -14,10 +14,10 @@ pub fn run(args: ReportArgs) -> anyhow::Result<i32> {
         None => default_path(&args.logs),
     };
     let t0 = std::time::Instant::now();
-    // The report reads the JSONL three times (see `crate::report`).
+    // The report reads the JSONL twice (see `crate::report`).
     let progress = crate::progress::Progress::bytes(
         "report",
-        3 * super::convert::file_len(&src.path),
+        2 * super::convert::file_len(&src.path),
         args.quiet,
     );
     let stats = convert::write_output(&path, |w| {

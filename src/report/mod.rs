@@ -18,8 +18,8 @@
 //! series are down-sampled per pixel column, to at most [`COLUMNS`]
 //! columns over the session, keeping each column's minimum and maximum so
 //! that spikes survive; the per-core heatmap keeps each column's mean.
-//! The JSONL is read twice: once for the session's bounds, the nodes and
-//! `tal summary`'s figures, once for the series and the tasks.
+//! The JSONL is read twice: once for the session's bounds and `tal
+//! summary`'s figures, once for the series and the tasks.
 
 use crate::convert::chrome::assign_slots;
 use crate::convert::{json_time_ns, NodeIndex};
@@ -295,10 +295,11 @@ impl Builder {
 
     fn event(&mut self, v: &Value) {
         let node = v["node_id"].as_str().filter(|n| !n.is_empty());
-        if let (Some(task), Some(n)) = (v["task_id"].as_str(), node) {
+        // Every node the session names, in the order first seen.
+        let node_no = node.map(|n| self.nodes.add(n));
+        if let (Some(task), Some(n)) = (v["task_id"].as_str(), node_no) {
             if !self.task_node.contains_key(task) {
-                let i = self.nodes.add(n);
-                self.task_node.insert(task.to_string(), i);
+                self.task_node.insert(task.to_string(), n);
             }
         }
         if v["event_type"] != "ResourceUpdate" {
@@ -432,8 +433,12 @@ pub fn write_report<R: BufRead>(
     out: &mut impl Write,
 ) -> io::Result<ReportStats> {
     let mut bounds = Bounds::default();
-    each_line(open()?, |v| bounds.line(&v))?;
-    let summary = crate::summary::from_jsonl(open()?)?;
+    let mut figures = crate::summary::Reader::default();
+    each_line(open()?, |v| {
+        bounds.line(&v);
+        figures.line(v);
+    })?;
+    let summary = figures.finish();
     let (start, end) = bounds
         .session
         .or(bounds.first.zip(bounds.last))
