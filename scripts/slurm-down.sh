@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Stops exactly the daemons scripts/slurm-up.sh started (the PIDs in
-# $TAL_SLURM_DIR/started), newest first, and removes that directory.
+# $TAL_SLURM_DIR/started), newest first, removes the network namespaces
+# and links it made (listed in $TAL_SLURM_DIR/net), and removes that
+# directory.
 # A daemon already gone is fine; PID 1 on these machines reaps late, so a
 # zombie counts as gone.
 set -uo pipefail
@@ -19,5 +21,14 @@ tac "$D/started" | while read -r name pid; do
     alive "$pid" && kill -KILL "$pid" 2>/dev/null
   fi
 done
+# The network namespaces and links of a multi-node cluster, newest first.
+if [ -f "$D/net" ]; then
+  tac "$D/net" | while read -r kind name; do
+    case "$kind" in
+      netns) ip netns del "$name" 2>/dev/null || true ;;
+      link) ip link del "$name" 2>/dev/null || true ;;
+    esac
+  done
+fi
 rm -rf "$D"
 echo "slurm-down: stopped" >&2

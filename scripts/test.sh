@@ -10,7 +10,7 @@
 # (headless, no network), installed here if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-trap 'scripts/slurm-down.sh' EXIT
+trap 'TAL_SLURM_DIR=/tmp/tal-slurm-4 scripts/slurm-down.sh; scripts/slurm-down.sh' EXIT
 step() { printf '\n== test.sh: %s\n' "$*" >&2; }
 step "Python environment for the integration tests (target/pyenv: RHAPSODY 0.6.0 and opentelemetry-proto from PyPI; made once)"
 scripts/setup-python.sh >/dev/null
@@ -22,6 +22,8 @@ if ! [ -x /usr/bin/chromium ]; then
 fi
 step "a one-node Slurm on localhost (munge, slurmctld, slurmd, slurm-client from Debian's packages, installed if missing; needs root)"
 scripts/slurm-up.sh >/dev/null
+step "a four-node Slurm on this machine: four slurmd, each in its own network and UTS namespace (scripts/slurm-up.sh --nodes 4)"
+TAL_SLURM_DIR=/tmp/tal-slurm-4 scripts/slurm-up.sh --nodes 4 >/dev/null
 step "formatting"
 cargo fmt --all -- --check
 step "lints"

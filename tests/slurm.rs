@@ -1,7 +1,9 @@
 //! tal under a real Slurm: a one-node cluster on localhost (munge,
 //! slurmctld, slurmd from Debian's packages) that `scripts/slurm-up.sh`
 //! brings up (idempotently; `scripts/test.sh` stops it afterwards with
-//! `scripts/slurm-down.sh`). Jobs go through real `sbatch`, steps through
+//! `scripts/slurm-down.sh`), and a four-node one beside it
+//! (`slurm-up.sh --nodes 4`: four slurmd, each in its own network and UTS
+//! namespace). Jobs go through real `sbatch`, steps through
 //! real `srun`, and the agent is stopped the ways Slurm stops steps
 //! (SLURM-NOTES.md): gracefully with `tal stop`, by `scancel` (SIGTERM,
 //! SIGKILL after KillWait=5 s), by `scancel JOB.STEP` (SIGKILL at once) and
@@ -19,18 +21,32 @@ use std::time::{Duration, Instant};
 /// The cluster's slurm.conf (brought up once per test binary).
 fn cluster() -> &'static Path {
     static CONF: OnceLock<PathBuf> = OnceLock::new();
-    CONF.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm-up.sh"))
-            .output()
-            .expect("run scripts/slurm-up.sh");
+    CONF.get_or_init(|| slurm_up(&[], None))
+}
+
+/// The four-node cluster's slurm.conf: four slurmd in network namespaces
+/// (`scripts/slurm-up.sh --nodes 4`, in its own directory).
+fn cluster4() -> &'static Path {
+    static CONF: OnceLock<PathBuf> = OnceLock::new();
+    CONF.get_or_init(|| slurm_up(&["--nodes", "4"], Some("/tmp/tal-slurm-4")))
+}
+
+fn slurm_up(args: &[&str], dir: Option<&str>) -> PathBuf {
+    {
+        let mut cmd = Command::new("bash");
+        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm-up.sh"))
+            .args(args);
+        if let Some(d) = dir {
+            cmd.env("TAL_SLURM_DIR", d);
+        }
+        let out = cmd.output().expect("run scripts/slurm-up.sh");
         assert!(
             out.status.success(),
             "scripts/slurm-up.sh failed (it needs root and Debian's packages): {}",
             String::from_utf8_lossy(&out.stderr)
         );
         PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
+    }
 }
 
 fn slurm(cmd: &str) -> Command {
@@ -68,9 +84,18 @@ fn sbatch(dir: &Path, body: &str, extra: &[&str]) -> String {
 
 /// Waits until the job has left the queue.
 fn wait_gone(job: &str, limit: Duration) {
+    wait_gone_on(cluster(), job, limit)
+}
+
+/// [`wait_gone`] on the cluster of `conf`.
+fn wait_gone_on(conf: &Path, job: &str, limit: Duration) {
     let t0 = Instant::now();
     loop {
-        let out = slurm("squeue").args(["-h", "-j", job]).output().unwrap();
+        let out = Command::new("squeue")
+            .env("SLURM_CONF", conf)
+            .args(["-h", "-j", job])
+            .output()
+            .unwrap();
         if out.stdout.iter().all(u8::is_ascii_whitespace) {
             return;
         }
@@ -287,6 +312,11 @@ fn a_time_limit_kill_is_like_scancel() {
 /// Runs one of the `slurm/` templates through sbatch with stand-in
 /// programs in the submit directory; returns the directory.
 fn template(name: &str, extra: &[&str]) -> tempfile::TempDir {
+    template_on(cluster(), name, extra)
+}
+
+/// Submits the template `name` to the cluster of `conf`.
+fn template_on(conf: &Path, name: &str, extra: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let d = dir.path();
     let prog = |n: &str, body: &str| {
@@ -302,7 +332,8 @@ fn template(name: &str, extra: &[&str]) -> tempfile::TempDir {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("slurm")
         .join(name);
-    let out = slurm("sbatch")
+    let out = Command::new("sbatch")
+        .env("SLURM_CONF", conf)
         .args(["--parsable", "-o"])
         .arg(d.join("job.out"))
         .args(extra)
@@ -319,7 +350,7 @@ fn template(name: &str, extra: &[&str]) -> tempfile::TempDir {
         String::from_utf8_lossy(&out.stderr)
     );
     let job = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    wait_gone(&job, Duration::from_secs(300));
+    wait_gone_on(conf, &job, Duration::from_secs(300));
     dir
 }
 
@@ -390,4 +421,40 @@ fn the_workflow_and_mpi_templates_record_their_tasks() {
         "{}",
         job_out(d.path())
     );
+}
+
+#[test]
+fn the_multi_node_template_on_four_nodes_gives_one_agent_per_node() {
+    let d = template_on(cluster4(), "multi-node.sbatch", &["-N4"]);
+    let merged = read_jsonl(&d.path().join("out/job.telemetry.jsonl"));
+    assert_complete(&merged);
+    let m = lines(&merged, "metric", None).last().copied().unwrap();
+    let logs = m["tal_logs"].as_array().unwrap();
+    let mut nodes: Vec<&str> = logs
+        .iter()
+        .map(|l| l["node_id"].as_str().unwrap())
+        .collect();
+    nodes.sort();
+    assert_eq!(
+        nodes,
+        ["taln1", "taln2", "taln3", "taln4"],
+        "{}",
+        job_out(d.path())
+    );
+    assert!(logs.iter().all(|l| l["clean_end"] == true), "{m}");
+    // Every node's own series, and one session span.
+    for n in &nodes {
+        let samples = lines(&merged, "event", Some("ResourceUpdate"))
+            .iter()
+            .filter(|e| e["node_id"] == *n && e["resource_scope"] == "per_node")
+            .count();
+        assert!(samples >= 3, "{n}: {samples} samples");
+    }
+    let sessions = lines(&merged, "span", None)
+        .into_iter()
+        .filter(|s| s["name"] == "session")
+        .count();
+    assert_eq!(sessions, 1);
+    let page = std::fs::read_to_string(d.path().join("out/job.report.html")).unwrap();
+    assert_eq!(report_data(&page)["nodes"].as_array().unwrap().len(), 5);
 }
