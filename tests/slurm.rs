@@ -457,4 +457,35 @@ fn the_multi_node_template_on_four_nodes_gives_one_agent_per_node() {
     assert_eq!(sessions, 1);
     let page = std::fs::read_to_string(d.path().join("out/job.report.html")).unwrap();
     assert_eq!(report_data(&page)["nodes"].as_array().unwrap().len(), 5);
+    // `tal stop` on every node left no agent behind (the job's processes
+    // are all in this machine's PID namespace).
+    let out_dir = d.path().join("out");
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(" record ") && c.contains(out_dir.to_str().unwrap()))
+        .collect();
+    assert!(left.is_empty(), "agents left: {left:?}");
+}
+
+#[test]
+fn the_mpi_template_on_four_nodes_runs_its_step_beside_four_agents() {
+    let d = template_on(
+        cluster4(),
+        "mpi-step.sbatch",
+        &["-N4", "--ntasks-per-node=1"],
+    );
+    let merged = read_jsonl(&d.path().join("out/job.telemetry.jsonl"));
+    assert_complete(&merged);
+    assert_eq!(
+        terminal_states(&merged)["mpi.solve"],
+        "TaskCompleted",
+        "{}",
+        job_out(d.path())
+    );
+    let m = lines(&merged, "metric", None).last().copied().unwrap();
+    let logs = m["tal_logs"].as_array().unwrap();
+    assert_eq!(logs.len(), 4, "{}", job_out(d.path()));
+    assert!(logs.iter().all(|l| l["clean_end"] == true), "{m}");
 }
