@@ -442,6 +442,12 @@ fn the_multi_node_template_on_four_nodes_gives_one_agent_per_node() {
         job_out(d.path())
     );
     assert!(logs.iter().all(|l| l["clean_end"] == true), "{m}");
+    // Each agent ran on a node with a host name of its own (its UTS
+    // namespace), and says its clock anchor.
+    for l in logs {
+        assert_eq!(l["hostname"], l["node_id"], "{l}");
+        assert!(l["start_monotonic_ns"].as_u64().unwrap() > 0, "{l}");
+    }
     // Every node's own series, and one session span.
     for n in &nodes {
         let samples = lines(&merged, "event", Some("ResourceUpdate"))

@@ -1026,7 +1026,11 @@ fn tal_logs(o: &mut JsonOut<'_>, merge: &Merge) {
             .bool("clean_end", st.end_marker)
             .uint("corrupt_frames", st.corrupt_frames)
             .bool("truncated", st.truncated_tail)
+            .str("hostname", &n.reader.header().hostname)
             .f64("start_time_s", ns_to_secs(n.reader.header().start_wall_ns))
+            // The same instant on the agent's monotonic clock: with
+            // start_time_s, the anchor its wall times were made from.
+            .uint("start_monotonic_ns", n.reader.header().start_mono_ns)
             .f64("last_record_time_s", ns_to_secs(n.last_time_ns));
         if let Some(s) = &n.snapshot {
             if !s.read_errors_by_source.is_empty() {
