@@ -806,7 +806,8 @@ fn a_tasks_gpu_processes_give_its_peak_gpu_memory() {
     let at = ids.iter().position(|x| x == "gpu.task").unwrap();
     assert_eq!(d["tasks"]["gpu_mem"][at], 8_000_000.0);
     // Timeline, two task charts, four node charts, heatmap, three GPU charts.
-    assert_renders(&page, 11);
+    let charts = assert_renders(&page, 11);
+    assert_panels_match(&charts, &v);
 }
 
 #[test]

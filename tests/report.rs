@@ -62,7 +62,8 @@ fn a_recorded_session_reports_every_task_and_renders() {
     assert!(series["k"].as_array().unwrap().len() >= 5);
     assert_eq!(d["summary"]["tasks"]["total"], 4);
     // Timeline, two task charts, four node charts, the heatmap.
-    assert_renders(&page, 8);
+    let charts = assert_renders(&page, 8);
+    assert_panels_match(&charts, &read_jsonl_in(dir.path()));
 }
 
 #[test]
@@ -83,7 +84,8 @@ fn rhapsodys_checkpoint_reports_and_renders() {
     let d = report_data(&html);
     assert_eq!(d["tasks"]["id"].as_array().unwrap().len(), 20);
     assert!(d["summary"]["agent"].is_null());
-    assert_renders(&page, 4);
+    let charts = assert_renders(&page, 4);
+    assert_panels_match(&charts, &read_jsonl(&reference));
 }
 
 #[test]

@@ -63,11 +63,18 @@
     for (const c of charts) c.setScale("x", { min, max });
     syncing = false;
   }
+  // The shared time scale: the whole session until a zoom sets a range (a
+  // fixed range array would override every zoom).
+  const XSCALE = {
+    time: false,
+    auto: false,
+    range: (u, min, max) => (isFinite(min) && isFinite(max) && min < max ? [min, max] : [0, dur]),
+  };
   function timeOpts(box, height, series, extra) {
     const o = Object.assign({
       width: width(box),
       height,
-      scales: { x: { time: false, auto: false, range: [0, dur] } },
+      scales: { x: XSCALE },
       axes: [{ label: "s from the session's start" }, {}],
       series: [{ label: "s", value: (u, v) => v == null ? "-" : v.toFixed(3) }].concat(series),
       cursor: {
@@ -88,6 +95,12 @@
   }
   function timeChart(box, height, series, data, extra) {
     const u = new uPlot(timeOpts(box, height, series, extra), data, box);
+    // What the page says of itself (data-tal-charts, below): its panel,
+    // and the chart's own note.
+    const sec = box.closest("section");
+    u.talPanel = sec ? sec.querySelector("h2").textContent : "";
+    const note = box.querySelector(".note");
+    u.talTitle = note ? note.textContent : u.talPanel;
     u.over.addEventListener("dblclick", () => zoomAll(0, dur));
     charts.push(u);
     return u;
@@ -135,7 +148,7 @@
     const height = Math.max(120, Math.min(700, lanes * 14 + 60));
     const u = timeChart(box, height, [{ label: "tasks", show: true, points: { show: false }, stroke: "transparent" }],
       [[0, dur], [null, null]], {
-        scales: { x: { time: false, auto: false, range: [0, dur] }, y: { auto: false, range: [0, Math.max(lanes, 1)] } },
+        scales: { x: XSCALE, y: { auto: false, range: [0, Math.max(lanes, 1)] } },
         legend: { show: false },
         axes: [{ label: "s from the session's start" }, {
           label: "node / slot",
@@ -166,6 +179,7 @@
           }],
         },
       });
+    u.talTasks = t.id.length;
     u.over.addEventListener("mousemove", (e) => {
       const r = u.over.getBoundingClientRect();
       const x = u.posToVal(e.clientX - r.left, "x");
@@ -274,7 +288,7 @@
     const u = timeChart(box, Math.max(120, Math.min(500, cur.n * 6 + 50)), [{ label: "cores", stroke: "transparent", points: { show: false } }],
       [[0, dur], [null, null]], {
         legend: { show: false },
-        scales: { x: { time: false, auto: false, range: [0, dur] }, y: { auto: false, range: [0, cur.n] } },
+        scales: { x: XSCALE, y: { auto: false, range: [0, cur.n] } },
         axes: [{ label: "s from the session's start" }, { label: "core" }],
         hooks: {
           setScale: timeOpts(box, 0, []).hooks.setScale,
@@ -433,5 +447,18 @@
   addEventListener("resize", () => {
     for (const c of charts) c.setSize({ width: width(c.root.parentNode), height: c.height });
   });
-  document.body.setAttribute("data-tal-ready", String(charts.length));
+  // `#zoom=A,B` zooms the first chart to [A, B] s at load (every other
+  // follows, as a drag would make them); the page then lists its time
+  // charts, their series and their x ranges in data-tal-charts, for
+  // tests and scripts.
+  const zoom = /#zoom=([0-9.]+),([0-9.]+)/.exec(location.hash);
+  if (zoom && charts.length) charts[0].setScale("x", { min: +zoom[1], max: +zoom[2] });
+  // After uPlot has applied the scales (it commits them asynchronously).
+  setTimeout(() => {
+    document.body.setAttribute("data-tal-charts", JSON.stringify(charts.map((c) => ({
+      panel: c.talPanel, title: c.talTitle, series: c.series.length - 1, tasks: c.talTasks,
+      x: [c.scales.x.min, c.scales.x.max],
+    }))));
+    document.body.setAttribute("data-tal-ready", String(charts.length));
+  }, 0);
 })();

@@ -277,7 +277,16 @@ pub fn chromium() -> PathBuf {
 
 /// Loads `page` in headless Chromium with no network; the DOM it built and
 /// what the console said.
+/// Loads `page` in headless Chromium with no network; the DOM it built and
+/// what the console said.
 pub fn render(page: &Path) -> (String, String) {
+    let (dom, console) = chromium_at(&format!("file://{}", page.display()), "--dump-dom");
+    (dom, console)
+}
+
+/// Runs headless Chromium on `url` with `mode` (`--dump-dom`, or
+/// `--screenshot=PATH`): its stdout and stderr.
+fn chromium_at(url: &str, mode: &str) -> (String, String) {
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(chromium())
         .args([
@@ -294,10 +303,10 @@ pub fn render(page: &Path) -> (String, String) {
             "--v=0",
             "--virtual-time-budget=5000",
             "--window-size=1400,2000",
-            "--dump-dom",
+            mode,
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("file://{}", page.display()))
+        .arg(url)
         .output()
         .unwrap();
     assert!(out.status.success(), "chromium: {out:?}");
@@ -307,7 +316,31 @@ pub fn render(page: &Path) -> (String, String) {
     )
 }
 
-pub fn assert_renders(page: &Path, min_charts: u64) {
+/// A rendered report's time charts as the page lists them
+/// (`data-tal-charts`): panel, title, series, tasks, x range.
+pub fn rendered_charts(dom: &str) -> Vec<Value> {
+    let raw = dom
+        .split("data-tal-charts=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("the page lists its charts");
+    let json = raw
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    serde_json::from_str::<Value>(&json)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Renders `page` with no script error and at least `min_charts` time
+/// charts, saves a screenshot of it as a test artifact (in Cargo's
+/// target/tmp/report-screenshots), and checks that zooming the first
+/// chart zooms every other: its charts, at full range.
+pub fn assert_renders(page: &Path, min_charts: u64) -> Vec<Value> {
     let (dom, console) = render(page);
     let ready = dom
         .split("data-tal-ready=\"")
@@ -318,5 +351,75 @@ pub fn assert_renders(page: &Path, min_charts: u64) {
     assert!(ready >= min_charts, "{ready} charts");
     for bad in ["Uncaught", "TypeError", "ReferenceError", "SyntaxError"] {
         assert!(!console.contains(bad), "script error: {console}");
+    }
+    let charts = rendered_charts(&dom);
+    assert_eq!(charts.len() as u64, ready);
+    // Zooming one zooms all.
+    let url = format!("file://{}#zoom=0.05,0.2", page.display());
+    let (zoomed, console) = chromium_at(&url, "--dump-dom");
+    for c in rendered_charts(&zoomed) {
+        assert_eq!(c["x"], serde_json::json!([0.05, 0.2]), "{c}: {console}");
+    }
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let name = page.file_stem().unwrap().to_string_lossy().into_owned();
+    let shot = shots.join(format!("{name}.png"));
+    chromium_at(
+        &format!("file://{}", page.display()),
+        &format!("--screenshot={}", shot.display()),
+    );
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "{shot:?}");
+    charts
+}
+
+/// Checks a rendered report's charts against the session's JSONL `v`: the
+/// timeline has every task span, each node chart one series per node that
+/// has that figure (disk and network: two figures each), each GPU chart
+/// one series per device.
+pub fn assert_panels_match(charts: &[Value], v: &[Value]) {
+    let count = |pred: &dyn Fn(&Value) -> bool| v.iter().filter(|l| pred(l)).count();
+    let tasks = count(&|l| l["section"] == "span" && l["name"] == "task");
+    let nodes_with = |key: &str| {
+        let mut n: Vec<&str> = v
+            .iter()
+            .filter(|l| l["event_type"] == "ResourceUpdate" && l["resource_scope"] == "per_node")
+            .filter(|l| !l[key].is_null())
+            .filter_map(|l| l["node_id"].as_str())
+            .collect();
+        n.sort();
+        n.dedup();
+        n.len()
+    };
+    let mut gpus: Vec<(String, u64)> = v
+        .iter()
+        .filter(|l| l["resource_scope"] == "per_gpu" && !l["gpu_percent"].is_null())
+        .map(|l| (l["node_id"].to_string(), l["gpu_id"].as_u64().unwrap()))
+        .collect();
+    gpus.sort();
+    gpus.dedup();
+    let chart = |title: &str| {
+        charts
+            .iter()
+            .find(|c| c["title"] == title)
+            .unwrap_or_else(|| panic!("no chart '{title}' in {charts:?}"))
+    };
+    if tasks > 0 {
+        assert_eq!(chart("Task timeline")["tasks"], tasks);
+    }
+    for (title, key, per_node) in [
+        ("CPU %", "cpu_percent", 1),
+        ("memory %", "memory_percent", 1),
+        ("disk bytes per interval", "disk_read_bytes", 2),
+        ("network bytes per interval", "net_sent_bytes", 2),
+    ] {
+        let n = nodes_with(key);
+        if n > 0 {
+            assert_eq!(chart(title)["series"], n * per_node, "{title}");
+        }
+    }
+    if !gpus.is_empty() {
+        for title in ["utilisation %", "memory used", "power (W)"] {
+            assert_eq!(chart(title)["series"], gpus.len(), "{title}");
+        }
     }
 }
