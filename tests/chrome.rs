@@ -12,6 +12,85 @@ fn events(trace: &Value) -> &Vec<Value> {
     trace["traceEvents"].as_array().expect("traceEvents")
 }
 
+/// The Trace Event Format's rules, as Perfetto and chrome://tracing read
+/// them: known phases only; numeric `ts` (µs) on every timed event, and
+/// `dur` on every complete slice; every pid and every slice's (pid, tid)
+/// named by metadata; counters with numeric args; every task span of the
+/// JSONL `v` exactly once; the session slice as long as the session span
+/// (in µs).
+fn assert_trace_event_format(trace: &Value, v: &[Value]) {
+    let ev = events(trace);
+    let mut procs = std::collections::HashSet::new();
+    let mut threads = std::collections::HashSet::new();
+    for e in ev.iter().filter(|e| e["ph"] == "M") {
+        let pid = e["pid"].as_u64().expect("metadata pid");
+        match e["name"].as_str().unwrap() {
+            "process_name" => {
+                procs.insert(pid);
+            }
+            "thread_name" => {
+                threads.insert((pid, e["tid"].as_u64().unwrap()));
+            }
+            "process_sort_index" => {}
+            other => panic!("unknown metadata {other}"),
+        }
+        assert!(
+            e["args"]["name"].is_string() || e["args"]["sort_index"].is_u64(),
+            "{e}"
+        );
+    }
+    let mut slices: HashMap<String, usize> = HashMap::new();
+    for e in ev.iter().filter(|e| e["ph"] != "M") {
+        let ph = e["ph"].as_str().unwrap();
+        assert!(["X", "C", "i"].contains(&ph), "phase {ph}");
+        assert!(e["ts"].as_f64().is_some_and(|t| t >= 0.0), "{e}");
+        let pid = e["pid"].as_u64().unwrap();
+        assert!(procs.contains(&pid), "pid {pid} has no process_name");
+        match ph {
+            "X" => {
+                assert!(e["dur"].as_f64().is_some_and(|d| d >= 0.0), "{e}");
+                if e["cat"] != "session" {
+                    let tid = e["tid"].as_u64().unwrap();
+                    assert!(
+                        threads.contains(&(pid, tid)),
+                        "({pid}, {tid}) has no thread_name"
+                    );
+                    *slices
+                        .entry(e["name"].as_str().unwrap().into())
+                        .or_default() += 1;
+                }
+            }
+            "C" => {
+                let args = e["args"].as_object().unwrap();
+                assert!(
+                    !args.is_empty() && args.values().all(Value::is_number),
+                    "{e}"
+                );
+            }
+            _ => assert!(["g", "p", "t"].contains(&e["s"].as_str().unwrap()), "{e}"),
+        }
+    }
+    let spans: Vec<&Value> = lines(v, "span", None);
+    let mut want: HashMap<String, usize> = HashMap::new();
+    for s in spans.iter().filter(|s| s["name"] == "task") {
+        *want
+            .entry(s["attributes"]["task_id"].as_str().unwrap().into())
+            .or_default() += 1;
+    }
+    assert_eq!(slices, want, "every task exactly once");
+    let session = spans.iter().find(|s| s["name"] == "session").unwrap();
+    let us = (session["end_ns"].as_i64().unwrap() - session["start_ns"].as_i64().unwrap()) as f64
+        / 1000.0;
+    let slice = ev
+        .iter()
+        .find(|e| e["ph"] == "X" && e["cat"] == "session")
+        .unwrap();
+    assert!(
+        (slice["dur"].as_f64().unwrap() - us).abs() < 1.0,
+        "{slice} vs {us} µs"
+    );
+}
+
 /// No two slices on one track overlap (the viewers need it).
 fn assert_slots_are_disjoint(trace: &Value) {
     let mut tracks: HashMap<(u64, u64), Vec<(f64, f64)>> = HashMap::new();
@@ -72,6 +151,7 @@ fn a_recorded_session_becomes_a_trace_with_slots_counters_and_instants() {
     let long_ms = long["dur"].as_f64().unwrap() / 1000.0;
     assert!((550.0..2000.0).contains(&long_ms), "{long_ms} ms");
     assert_slots_are_disjoint(&trace);
+    assert_trace_event_format(&trace, &read_jsonl_in(dir.path()));
     // The node's series as counters, the custom event as an instant.
     let cpu = ev
         .iter()
@@ -118,6 +198,7 @@ fn rhapsodys_own_checkpoint_converts_with_every_task() {
         slices.iter().filter(|e| e["cname"] == "bad").count(),
         failed
     );
+    assert_trace_event_format(&trace, &v);
     // RHAPSODY's task events name no node: the session's process.
     assert!(slices.iter().all(|e| e["pid"] == 1));
     assert_slots_are_disjoint(&trace);

@@ -41,6 +41,30 @@ fn a_recorded_session_is_summarised_in_text_and_json() {
     assert!(n["samples"].as_u64().unwrap() >= 5, "{n}");
     assert!(n["cpu_percent"]["p50"].is_number());
     assert!(s["agent"]["agent_cpu_us_per_sample"].as_f64().unwrap() > 0.0);
+    // It agrees with the metric line's counters and percentiles (those
+    // come from an HDR histogram of 3 significant digits).
+    let v = read_jsonl_in(dir.path());
+    let m = lines(&v, "metric", None)[0];
+    for state in ["completed", "failed"] {
+        assert_eq!(t["by_state"][state], m[format!("tasks_{state}").as_str()]);
+    }
+    assert_eq!(d["count"], m["task_duration_seconds_count"]);
+    for q in ["p50", "p90", "p99", "max"] {
+        let ours = d[q].as_f64().unwrap();
+        let theirs = m[format!("task_duration_seconds_{q}").as_str()]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (ours - theirs).abs() <= theirs * 2e-3 + 1e-6,
+            "{q}: {ours} vs {theirs}"
+        );
+    }
+    let node = &s["nodes"][0]["cpu_percent"];
+    let metric_p50 = m["node_cpu_utilization_p50"].as_f64().unwrap();
+    assert!(
+        (node["p50"].as_f64().unwrap() - metric_p50).abs() <= 0.2,
+        "{node} vs {metric_p50}"
+    );
     assert_eq!(s["logs"][0]["clean_end"], true);
     assert_eq!(s["events"]["app.Phase"], 1);
 

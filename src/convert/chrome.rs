@@ -32,7 +32,7 @@
 //! task (its id while the first pass runs, then 24 bytes), not the events.
 
 use crate::convert::json::JsonOut;
-use crate::convert::{each_jsonl_line, json_time_ns, NodeIndex};
+use crate::convert::{each_jsonl_line, json_time_ns, NodeIndex, NODE_SERIES};
 use serde_json::Value;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -263,16 +263,6 @@ const NOT_SERIES: [&str; 13] = [
     "trace_id",
     "span_id",
     "name",
-];
-
-/// The node series written as counters, in this order.
-const NODE_SERIES: [&str; 6] = [
-    "cpu_percent",
-    "memory_percent",
-    "disk_read_bytes",
-    "disk_write_bytes",
-    "net_sent_bytes",
-    "net_recv_bytes",
 ];
 
 struct TraceWriter<'a, W: Write> {

@@ -191,6 +191,17 @@ pub fn dir_of(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+/// The series of a per-node ResourceUpdate, in RHAPSODY's order (what the
+/// views of a JSONL chart).
+pub const NODE_SERIES: [&str; 6] = [
+    "cpu_percent",
+    "memory_percent",
+    "disk_read_bytes",
+    "disk_write_bytes",
+    "net_sent_bytes",
+    "net_recv_bytes",
+];
+
 /// A JSONL time (float seconds since the epoch) in ns, if it is one tal
 /// accepts ([`crate::clock::time_in_range`]).
 pub fn json_time_ns(v: &serde_json::Value) -> Option<i64> {

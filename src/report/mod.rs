@@ -214,16 +214,6 @@ fn each_line(input: impl BufRead, mut f: impl FnMut(Value)) -> io::Result<()> {
     })
 }
 
-/// The node series' fields, as the JSONL names them.
-const NODE_FIELDS: [&str; 6] = [
-    "cpu_percent",
-    "memory_percent",
-    "disk_read_bytes",
-    "disk_write_bytes",
-    "net_sent_bytes",
-    "net_recv_bytes",
-];
-
 /// The GPU series' fields.
 const GPU_FIELDS: [&str; 3] = ["gpu_percent", "gpu_memory_used_bytes", "gpu_power_watts"];
 
@@ -316,7 +306,7 @@ impl Builder {
         let fields: &[&'static str] = if gpu.is_some() {
             &GPU_FIELDS
         } else {
-            &NODE_FIELDS
+            &crate::convert::NODE_SERIES
         };
         let col = self.column(t, COLUMNS);
         let vals: Vec<Option<f64>> = fields.iter().map(|f| v[*f].as_f64()).collect();
