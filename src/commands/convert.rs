@@ -188,18 +188,10 @@ fn otlp_prefix(args: &ConvertArgs, src: &Source) -> PathBuf {
 /// A file beside the JSONL, named as the session's checkpoint is, with
 /// `suffix` for `.telemetry.jsonl`.
 fn default_beside(args: &ConvertArgs, src: &Source, suffix: &str) -> PathBuf {
-    let name = src
-        .path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let stem = if src.temporary.is_some() {
         session_stem(&args.logs)
     } else {
-        name.strip_suffix(".telemetry.jsonl")
-            .or_else(|| name.strip_suffix(".jsonl"))
-            .unwrap_or(&name)
-            .to_string()
+        convert::jsonl_stem(&src.path)
     };
     src.path.with_file_name(format!("{stem}{suffix}"))
 }

@@ -42,15 +42,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<i32> {
 /// the session's default name for node logs.
 fn default_path(inputs: &[PathBuf]) -> PathBuf {
     let first = &inputs[0];
-    let name = first
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let stem = if first.extension().is_some_and(|e| e == "jsonl") {
-        name.strip_suffix(".telemetry.jsonl")
-            .or_else(|| name.strip_suffix(".jsonl"))
-            .unwrap_or(&name)
-            .to_string()
+        convert::jsonl_stem(first)
     } else {
         super::convert::session_stem(inputs)
     };

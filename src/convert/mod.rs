@@ -184,6 +184,19 @@ fn convert_to(
     }
 }
 
+/// A checkpoint's name without `.telemetry.jsonl` (or `.jsonl`): the stem
+/// of the files made from it (`.otlp`, `.trace.json`, `.report.html`).
+pub fn jsonl_stem(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name.strip_suffix(".telemetry.jsonl")
+        .or_else(|| name.strip_suffix(".jsonl"))
+        .unwrap_or(&name)
+        .to_string()
+}
+
 /// The directory of `path` (`.` for a bare file name).
 pub fn dir_of(path: &Path) -> &Path {
     path.parent()

@@ -934,12 +934,7 @@ fn write_jsonl(cfg: &RecordConfig, log: &std::path::Path, anchor: &Anchor) -> Op
 /// failure is said on stderr and changes nothing else: the log and the
 /// JSONL are written by then.
 fn write_report(jsonl: &std::path::Path) {
-    let name = jsonl
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".telemetry.jsonl").unwrap_or(&name);
-    let path = jsonl.with_file_name(format!("{stem}.report.html"));
+    let path = jsonl.with_file_name(format!("{}.report.html", convert::jsonl_stem(jsonl)));
     let open = || std::fs::File::open(jsonl).map(|f| std::io::BufReader::with_capacity(1 << 20, f));
     match convert::write_output(&path, |w| crate::report::write_report(open, w)) {
         Ok(_) => eprintln!("tal: report {}", path.display()),
