@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Stops exactly the daemons scripts/slurm-up.sh started (the PIDs in
-# $TAL_SLURM_DIR/started), newest first, removes the network namespaces
-# and links it made (listed in $TAL_SLURM_DIR/net), and removes that
-# directory.
+# $TAL_SLURM_DIR/started), newest first, removes the network namespaces,
+# links and per-node cgroups it made (listed in $TAL_SLURM_DIR/net), and
+# removes that directory.
 # A daemon already gone is fine; PID 1 on these machines reaps late, so a
 # zombie counts as gone.
 set -uo pipefail
@@ -27,6 +27,8 @@ if [ -f "$D/net" ]; then
     case "$kind" in
       netns) ip netns del "$name" 2>/dev/null || true ;;
       link) ip link del "$name" 2>/dev/null || true ;;
+      # A node's cgroup, with what Slurm left under it, deepest first.
+      cgroup) [ -d "$name" ] && find "$name" -depth -type d -exec rmdir {} + 2>/dev/null || true ;;
     esac
   done
 fi

@@ -55,15 +55,32 @@ fn slurm(cmd: &str) -> Command {
     c
 }
 
+/// Says what the Slurm tests are doing on stderr as it happens (the test
+/// harness captures only the print macros, not a direct write): each job
+/// submitted and finished, so that a slow run shows where it is.
+fn progress(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "slurm tests: {msg}");
+}
+
 /// Submits `body` as a batch job (1 task, 1 CPU) from `dir`; its job id.
 fn sbatch(dir: &Path, body: &str, extra: &[&str]) -> String {
+    let mut args = vec!["-n1", "-c1"];
+    args.extend_from_slice(extra);
+    sbatch_on(cluster(), dir, body, &args)
+}
+
+/// Submits `body` as a batch job with the sbatch options `args` to the
+/// cluster of `conf`, from `dir`; its job id.
+fn sbatch_on(conf: &Path, dir: &Path, body: &str, args: &[&str]) -> String {
     let script = dir.join("job.sh");
     std::fs::write(&script, format!("#!/bin/sh\nset -u\n{body}\n")).unwrap();
-    let out = slurm("sbatch")
-        .args(["--parsable", "-n1", "-c1", "-J", "tal-test"])
+    let out = Command::new("sbatch")
+        .env("SLURM_CONF", conf)
+        .args(["--parsable", "-J", "tal-test"])
         .arg("-o")
         .arg(dir.join("job.out"))
-        .args(extra)
+        .args(args)
         .arg(&script)
         .current_dir(dir)
         .output()
@@ -73,13 +90,15 @@ fn sbatch(dir: &Path, body: &str, extra: &[&str]) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout)
+    let job = String::from_utf8(out.stdout)
         .unwrap()
         .trim()
         .split(';')
         .next()
         .unwrap()
-        .to_string()
+        .to_string();
+    progress(&format!("job {job} submitted (sbatch {})", args.join(" ")));
+    job
 }
 
 /// Waits until the job has left the queue.
@@ -97,6 +116,10 @@ fn wait_gone_on(conf: &Path, job: &str, limit: Duration) {
             .output()
             .unwrap();
         if out.stdout.iter().all(u8::is_ascii_whitespace) {
+            progress(&format!(
+                "job {job} finished ({:.1} s after the wait began)",
+                t0.elapsed().as_secs_f64()
+            ));
             return;
         }
         assert!(
@@ -324,9 +347,19 @@ fn template_on(conf: &Path, name: &str, extra: &[&str]) -> tempfile::TempDir {
         std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     };
-    prog("my_program", "sleep 0.5");
+    // The job's program: on its third node (of several), a 256 MiB buffer
+    // filled once, which that node's job cgroup alone must show.
+    prog(
+        "my_program",
+        "if [ \"${SLURM_NODEID:-0}\" = 2 ]; then hostname >big.host; \
+         dd if=/dev/zero of=/dev/null bs=256M count=1 status=none; fi; sleep 0.5",
+    );
     prog("prepare.sh", "sleep 0.2");
-    prog("simulate", "sleep 0.3; [ \"$2\" != 3 ]");
+    // Each simulation says where it ran; part 3 fails.
+    prog(
+        "simulate",
+        "hostname >placed.$2; sleep 0.3; [ \"$2\" != 3 ]",
+    );
     prog("analyse.sh", "true");
     prog("solver", "sleep 0.4");
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -350,6 +383,7 @@ fn template_on(conf: &Path, name: &str, extra: &[&str]) -> tempfile::TempDir {
         String::from_utf8_lossy(&out.stderr)
     );
     let job = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    progress(&format!("job {job} submitted ({name} {})", extra.join(" ")));
     wait_gone_on(conf, &job, Duration::from_secs(300));
     dir
 }
@@ -401,7 +435,7 @@ fn the_single_node_and_multi_node_templates_stop_gracefully_and_merge() {
 #[test]
 fn the_workflow_and_mpi_templates_record_their_tasks() {
     let d = template("workflow.sbatch", &["-n2"]);
-    let v = agent_jsonl(&d.path().join("out"));
+    let v = read_jsonl(&d.path().join("out/job.telemetry.jsonl"));
     assert_complete(&v);
     let t = terminal_states(&v);
     let state = |id: &str| t.get(id).map(String::as_str);
@@ -423,39 +457,145 @@ fn the_workflow_and_mpi_templates_record_their_tasks() {
     );
 }
 
+// --- Four nodes -------------------------------------------------------------
+
+/// The four-node tests share one cluster. The node-failure test kills a
+/// node's daemons, so it runs alone (the write side); the others may run
+/// together (the read side).
+static FOUR_NODES: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn four_nodes() -> std::sync::RwLockReadGuard<'static, ()> {
+    FOUR_NODES.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The four-node cluster's directory (its `cgroups` note, PID files).
+const DIR4: &str = "/tmp/tal-slurm-4";
+const NODES: [&str; 4] = ["taln1", "taln2", "taln3", "taln4"];
+
+/// Whether the nodes have cgroups of their own (`slurm-up.sh` says in
+/// `$D/cgroups`): `Err(why)` where this machine does not allow them.
+fn node_cgroups() -> Result<(), String> {
+    let s = std::fs::read_to_string(Path::new(DIR4).join("cgroups")).unwrap_or_default();
+    match s.trim() {
+        "v1" => Ok(()),
+        other => Err(other.strip_prefix("none: ").unwrap_or(other).to_string()),
+    }
+}
+
+/// The last metric line.
+fn metric(v: &[Value]) -> &Value {
+    lines(v, "metric", None)
+        .last()
+        .copied()
+        .expect("a metric line")
+}
+
+/// `tal_logs` by node id.
+fn logs_by_node(v: &[Value]) -> std::collections::BTreeMap<String, Value> {
+    metric(v)["tal_logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["node_id"].as_str().unwrap().to_string(), l.clone()))
+        .collect()
+}
+
+/// The per-node samples of `node`.
+fn node_samples<'a>(v: &'a [Value], node: &str) -> Vec<&'a Value> {
+    lines(v, "event", Some("ResourceUpdate"))
+        .into_iter()
+        .filter(|e| e["node_id"] == node && e["resource_scope"] == "per_node")
+        .collect()
+}
+
+/// Each node's number of samples against its agent's own time (from its
+/// start to its last record, as `tal_logs` says): an agent samples at its
+/// start, once per interval, and once more as it stops, so a log of `d`
+/// seconds holds ⌊d / interval⌋ + 2 samples; within one of that.
+fn assert_sample_counts(v: &[Value], interval: f64) {
+    for (node, l) in logs_by_node(v) {
+        let d = l["last_record_time_s"].as_f64().unwrap() - l["start_time_s"].as_f64().unwrap();
+        let want = (d / interval).floor() + 2.0;
+        let n = node_samples(v, &node).len() as f64;
+        assert!(
+            (n - want).abs() <= 1.0,
+            "{node}: {n} samples over {d:.3} s at {interval} s (expected {want} ± 1)"
+        );
+    }
+}
+
+/// `tal convert` of every log in `out` into one session; its lines and
+/// what it said on stderr.
+fn merge(out: &Path) -> (Vec<Value>, String) {
+    let logs = files_with_ext(out, ".tal");
+    let to = out.with_file_name("merged.telemetry.jsonl");
+    let conv = run(tal().arg("convert").args(&logs).arg("-o").arg(&to));
+    let stderr = String::from_utf8_lossy(&conv.stderr).into_owned();
+    assert_eq!(conv.status.code(), Some(0), "{stderr}");
+    (read_jsonl(&to), stderr)
+}
+
+/// A four-node job (one CPU on each node) whose first step is an agent on
+/// every node (step 0, writing into `<dir>/out`), then `tal wait` on each,
+/// then `sleep 300`; waits until every node's log holds `samples` samples.
+fn agents_on_four_nodes(d: &Path, extra: &[&str], samples: usize) -> String {
+    let tal = env!("CARGO_BIN_EXE_tal");
+    let per_node = "srun -N4 -n4 --ntasks-per-node=1 --overlap";
+    let body = format!(
+        "{per_node} {tal} record --interval 0.1 --out {d}/out --gpus none &\n\
+         {per_node} {tal} wait --timeout 60s >/dev/null\n\
+         sleep 300\n\
+         wait",
+        d = d.display()
+    );
+    let mut args = vec!["-N4", "--ntasks-per-node=1", "-c1"];
+    args.extend_from_slice(extra);
+    let job = sbatch_on(cluster4(), d, &body, &args);
+    let out = d.join("out");
+    let t0 = Instant::now();
+    while !NODES
+        .iter()
+        .all(|n| samples_in_log(&out.join(format!("slurm.{job}.{n}.tal"))) >= samples)
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(180),
+            "job {job}: not every node's log has {samples} samples: {}",
+            std::fs::read_to_string(d.join("job.out")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    job
+}
+
+/// `cmd` on the four-node cluster.
+fn slurm4(cmd: &str) -> Command {
+    let mut c = Command::new(cmd);
+    c.env("SLURM_CONF", cluster4());
+    c
+}
+
 #[test]
 fn the_multi_node_template_on_four_nodes_gives_one_agent_per_node() {
+    let _shared = four_nodes();
     let d = template_on(cluster4(), "multi-node.sbatch", &["-N4"]);
     let merged = read_jsonl(&d.path().join("out/job.telemetry.jsonl"));
     assert_complete(&merged);
-    let m = lines(&merged, "metric", None).last().copied().unwrap();
-    let logs = m["tal_logs"].as_array().unwrap();
-    let mut nodes: Vec<&str> = logs
-        .iter()
-        .map(|l| l["node_id"].as_str().unwrap())
-        .collect();
-    nodes.sort();
+    let logs = logs_by_node(&merged);
     assert_eq!(
-        nodes,
-        ["taln1", "taln2", "taln3", "taln4"],
+        logs.keys().map(String::as_str).collect::<Vec<_>>(),
+        NODES,
         "{}",
         job_out(d.path())
     );
-    assert!(logs.iter().all(|l| l["clean_end"] == true), "{m}");
+    assert!(logs.values().all(|l| l["clean_end"] == true), "{logs:?}");
     // Each agent ran on a node with a host name of its own (its UTS
     // namespace), and says its clock anchor.
-    for l in logs {
+    for l in logs.values() {
         assert_eq!(l["hostname"], l["node_id"], "{l}");
         assert!(l["start_monotonic_ns"].as_u64().unwrap() > 0, "{l}");
     }
-    // Every node's own series, and one session span.
-    for n in &nodes {
-        let samples = lines(&merged, "event", Some("ResourceUpdate"))
-            .iter()
-            .filter(|e| e["node_id"] == *n && e["resource_scope"] == "per_node")
-            .count();
-        assert!(samples >= 3, "{n}: {samples} samples");
-    }
+    // Every node's own series, one sample per interval, and one session span.
+    assert_sample_counts(&merged, 0.1);
     let sessions = lines(&merged, "span", None)
         .into_iter()
         .filter(|s| s["name"] == "session")
@@ -463,6 +603,36 @@ fn the_multi_node_template_on_four_nodes_gives_one_agent_per_node() {
     assert_eq!(sessions, 1);
     let page = std::fs::read_to_string(d.path().join("out/job.report.html")).unwrap();
     assert_eq!(report_data(&page)["nodes"].as_array().unwrap().len(), 5);
+
+    // Per-node attribution: every node's samples are the same machine's
+    // /proc, but `--cgroup auto` reads each node's own job cgroup, so only
+    // the node where the program filled 256 MiB shows it.
+    let big = std::fs::read_to_string(d.path().join("big.host")).unwrap();
+    let peak = |n: &str| {
+        node_samples(&merged, n)
+            .iter()
+            .filter_map(|e| e["job_memory_peak_bytes"].as_u64())
+            .max()
+    };
+    match node_cgroups() {
+        Ok(()) => {
+            for n in NODES {
+                let p = peak(n).unwrap_or_else(|| panic!("{n}: no job cgroup found"));
+                if n == big.trim() {
+                    assert!(p >= 256 << 20, "{n} filled 256 MiB, its job peaked at {p}");
+                } else {
+                    assert!(p < 128 << 20, "{n} filled nothing, its job peaked at {p}");
+                }
+            }
+        }
+        Err(why) => {
+            progress(&format!(
+                "no per-node cgroups here ({why}): job_* fields must be null"
+            ));
+            assert!(NODES.iter().all(|n| peak(n).is_none()));
+        }
+    }
+
     // `tal stop` on every node left no agent behind (the job's processes
     // are all in this machine's PID namespace).
     let out_dir = d.path().join("out");
@@ -476,7 +646,46 @@ fn the_multi_node_template_on_four_nodes_gives_one_agent_per_node() {
 }
 
 #[test]
+fn the_workflow_template_on_four_nodes_records_each_task_on_its_node() {
+    let _shared = four_nodes();
+    let d = template_on(cluster4(), "workflow.sbatch", &["-N4", "-n4"]);
+    let why = || job_out(d.path());
+    let merged = read_jsonl(&d.path().join("out/job.telemetry.jsonl"));
+    assert_complete(&merged);
+    let logs = logs_by_node(&merged);
+    assert_eq!(logs.len(), 4, "{}", why());
+    assert!(logs.values().all(|l| l["clean_end"] == true), "{logs:?}");
+    assert_sample_counts(&merged, 0.1);
+    let t = terminal_states(&merged);
+    assert_eq!(t.len(), 6, "{t:?}");
+    assert_eq!(t["sim.3"], "TaskFailed");
+    // Each task's every event carries the node it ran on.
+    let node_of = |id: &str| {
+        let nodes: std::collections::BTreeSet<&str> = lines(&merged, "event", None)
+            .into_iter()
+            .filter(|e| e["task_id"] == id)
+            .map(|e| e["node_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(nodes.len(), 1, "{id}: events from {nodes:?}");
+        nodes.into_iter().next().unwrap().to_string()
+    };
+    let mut placed = Vec::new();
+    for i in 1..=4 {
+        let host = std::fs::read_to_string(d.path().join(format!("placed.{i}")))
+            .unwrap_or_else(|e| panic!("placed.{i}: {e}\n{}", why()));
+        assert_eq!(node_of(&format!("sim.{i}")), host.trim(), "sim.{i}");
+        placed.push(host.trim().to_string());
+    }
+    // One CPU per node and four steps at once: Slurm spread them.
+    placed.sort();
+    assert_eq!(placed, NODES, "{}", why());
+    // The batch script's own tasks ran on its node.
+    assert_eq!(node_of("prepare"), node_of("analyse"));
+}
+
+#[test]
 fn the_mpi_template_on_four_nodes_runs_its_step_beside_four_agents() {
+    let _shared = four_nodes();
     let d = template_on(
         cluster4(),
         "mpi-step.sbatch",
@@ -490,8 +699,200 @@ fn the_mpi_template_on_four_nodes_runs_its_step_beside_four_agents() {
         "{}",
         job_out(d.path())
     );
-    let m = lines(&merged, "metric", None).last().copied().unwrap();
-    let logs = m["tal_logs"].as_array().unwrap();
+    let logs = logs_by_node(&merged);
     assert_eq!(logs.len(), 4, "{}", job_out(d.path()));
-    assert!(logs.iter().all(|l| l["clean_end"] == true), "{m}");
+    assert!(logs.values().all(|l| l["clean_end"] == true), "{logs:?}");
+}
+
+#[test]
+fn scancel_of_a_four_node_job_or_of_its_agents_step_leaves_every_log_whole() {
+    let _shared = four_nodes();
+    // Two jobs at once: one cancelled whole (SIGTERM on every node), one
+    // whose agents' step is cancelled (SIGKILL on every node).
+    let (a, b) = (
+        tempfile::tempdir_in("/tmp").unwrap(),
+        tempfile::tempdir_in("/tmp").unwrap(),
+    );
+    let ja = agents_on_four_nodes(a.path(), &[], 5);
+    let jb = agents_on_four_nodes(b.path(), &[], 10);
+    assert!(slurm4("scancel").arg(&ja).status().unwrap().success());
+    assert!(slurm4("scancel")
+        .arg(format!("{jb}.0"))
+        .status()
+        .unwrap()
+        .success());
+    wait_until("the agents' step to end", || {
+        let out = slurm4("squeue")
+            .args(["-h", "-s", "-o", "%i", "-j", &jb])
+            .output()
+            .unwrap();
+        !String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.trim() == format!("{jb}.0"))
+    });
+    let _ = slurm4("scancel").arg(&jb).status();
+    wait_gone_on(cluster4(), &ja, Duration::from_secs(60));
+    wait_gone_on(cluster4(), &jb, Duration::from_secs(60));
+
+    // scancel: every agent finalised within KillWait, its own JSONL too.
+    let (v, _) = merge(&a.path().join("out"));
+    assert_complete(&v);
+    let logs = logs_by_node(&v);
+    assert_eq!(logs.len(), 4);
+    assert!(logs.values().all(|l| l["clean_end"] == true), "{logs:?}");
+    assert_eq!(
+        files_with_ext(&a.path().join("out"), ".telemetry.jsonl").len(),
+        4
+    );
+    assert_sample_counts(&v, 0.1);
+
+    // scancel JOB.0: every log is recovered up to its last flushed batch,
+    // and the merge says each was cut.
+    let (v, stderr) = merge(&b.path().join("out"));
+    assert_complete(&v);
+    let logs = logs_by_node(&v);
+    assert_eq!(logs.len(), 4);
+    assert!(logs.values().all(|l| l["clean_end"] == false), "{logs:?}");
+    assert_eq!(stderr.matches("no end marker").count(), 4, "{stderr}");
+    for n in NODES {
+        assert!(node_samples(&v, n).len() >= 10, "{n}");
+    }
+    assert_eq!(
+        lines(&v, "event", Some("SessionEnded"))[0]["attributes"]["recovered"],
+        true
+    );
+}
+
+#[test]
+fn a_time_limit_on_a_four_node_job_ends_every_agent_cleanly() {
+    let _shared = four_nodes();
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    // Whole minutes, checked about twice a minute: 60–90 s.
+    let job = agents_on_four_nodes(dir.path(), &["--time=1"], 1);
+    wait_gone_on(cluster4(), &job, Duration::from_secs(400));
+    let (v, _) = merge(&dir.path().join("out"));
+    assert_complete(&v);
+    let logs = logs_by_node(&v);
+    assert_eq!(logs.len(), 4);
+    assert!(logs.values().all(|l| l["clean_end"] == true), "{logs:?}");
+    assert_sample_counts(&v, 0.1);
+    for n in NODES {
+        assert!(node_samples(&v, n).len() >= 300, "{n}: a minute of samples");
+    }
+}
+
+/// Brings node `name` back when dropped (even after a failed assertion),
+/// so that the other tests keep four nodes.
+struct Revive(&'static str);
+
+impl Drop for Revive {
+    fn drop(&mut self) {
+        let ok = Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm-up.sh"))
+            .args(["--revive-node", self.0])
+            .env("TAL_SLURM_DIR", DIR4)
+            .status()
+            .is_ok_and(|s| s.success());
+        progress(&format!("node {} back: {ok}", self.0));
+    }
+}
+
+/// SIGKILLs every process in node `name`'s network namespace (its slurmd,
+/// its step daemons and what they run: the node's whole share of the
+/// machine, as a node that fails); how many there were.
+fn kill_node(name: &str) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::metadata(format!("/run/netns/{name}")).unwrap();
+    let on_node = || -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let pid = e.file_name().into_string().ok()?;
+                pid.parse::<u32>().ok()?;
+                let m = std::fs::metadata(e.path().join("ns/net")).ok()?;
+                (m.ino() == ns.ino() && m.dev() == ns.dev()).then_some(pid)
+            })
+            .collect()
+    };
+    let first = on_node();
+    let mut pids = first.clone();
+    while !pids.is_empty() {
+        let _ = Command::new("kill").arg("-KILL").args(&pids).status();
+        std::thread::sleep(Duration::from_millis(50));
+        // Gone, or zombies that PID 1 reaps late.
+        pids = on_node()
+            .into_iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                    !s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+            })
+            .collect();
+    }
+    first.len()
+}
+
+#[test]
+fn a_node_that_fails_mid_job_loses_only_its_own_unflushed_samples() {
+    cluster4();
+    let _alone = FOUR_NODES.write().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let out = dir.path().join("out");
+    let job = agents_on_four_nodes(dir.path(), &["--no-requeue"], 10);
+    let log4 = out.join(format!("slurm.{job}.taln4.tal"));
+    let before = samples_in_log(&log4);
+    // taln4 fails: everything on it is SIGKILLed, and slurmctld marks it
+    // down, as it does once SlurmdTimeout passes without a word from it,
+    // ending the job (NODE_FAIL) on the other nodes.
+    let revive = Revive("taln4");
+    let killed = kill_node("taln4");
+    let t_kill = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    progress(&format!("node taln4 failed: {killed} processes SIGKILLed"));
+    assert!(killed >= 3, "slurmd, a step daemon and the agent: {killed}");
+    assert!(slurm4("scontrol")
+        .args([
+            "update",
+            "nodename=taln4",
+            "state=down",
+            "reason=tal test: node failure"
+        ])
+        .status()
+        .unwrap()
+        .success());
+    wait_gone_on(cluster4(), &job, Duration::from_secs(60));
+    wait_until("the three other agents' JSONL", || {
+        files_with_ext(&out, ".telemetry.jsonl").len() == 3
+    });
+    drop(revive);
+
+    let (v, stderr) = merge(&out);
+    assert_complete(&v);
+    let logs = logs_by_node(&v);
+    assert_eq!(logs.len(), 4, "{stderr}");
+    for n in ["taln1", "taln2", "taln3"] {
+        assert_eq!(logs[n]["clean_end"], true, "{n}: {}", logs[n]);
+        // It went on after the node failed, to its own graceful end.
+        let last = node_samples(&v, n).last().unwrap()["event_time"]
+            .as_f64()
+            .unwrap();
+        assert!(last > t_kill, "{n}");
+    }
+    assert_eq!(logs["taln4"]["clean_end"], false, "{}", logs["taln4"]);
+    assert_eq!(stderr.matches("no end marker").count(), 1, "{stderr}");
+    assert!(stderr.contains("taln4.tal: no end marker"), "{stderr}");
+    // taln4's log converts up to its last flushed record.
+    let flushed = samples_in_log(&log4);
+    assert!(flushed >= before, "{flushed} < {before}");
+    assert_eq!(node_samples(&v, "taln4").len(), flushed);
+    assert_eq!(logs["taln4"]["records"].as_u64().unwrap() as usize, {
+        tal::log::LogReader::open(&log4).unwrap().count()
+    });
 }
