@@ -4,8 +4,11 @@
 # binary. Needs a Rust toolchain (and its C compiler, which builds the stub
 # NVML library of the GPU tests), python3 with venv, and PyPI (for RHAPSODY
 # in the bridge's integration test); nothing here needs a GPU. The Slurm
-# tests bring up a real one-node Slurm on localhost (scripts/slurm-up.sh:
-# root and Debian's packages); it is stopped again when this script ends.
+# tests bring up a real one-node Slurm on localhost and a four-node one
+# (scripts/slurm-up.sh: root and Debian's packages; the four nodes in
+# network namespaces, with cgroups of their own where the kernel allows);
+# both are stopped and removed again when this script ends. The Slurm tests
+# report each job submitted and finished as they run.
 # The report tests render `tal report`'s pages in Debian's chromium
 # (headless, no network), installed here if missing.
 set -euo pipefail
@@ -22,7 +25,7 @@ if ! [ -x /usr/bin/chromium ]; then
 fi
 step "a one-node Slurm on localhost (munge, slurmctld, slurmd, slurm-client from Debian's packages, installed if missing; needs root)"
 scripts/slurm-up.sh >/dev/null
-step "a four-node Slurm on this machine: four slurmd, each in its own network and UTS namespace (scripts/slurm-up.sh --nodes 4)"
+step "a four-node Slurm on this machine: four slurmd, each in its own network and UTS namespace, with its own cgroups where the kernel allows (scripts/slurm-up.sh --nodes 4)"
 TAL_SLURM_DIR=/tmp/tal-slurm-4 scripts/slurm-up.sh --nodes 4 >/dev/null
 step "formatting"
 cargo fmt --all -- --check

@@ -3,7 +3,10 @@
 //! brings up (idempotently; `scripts/test.sh` stops it afterwards with
 //! `scripts/slurm-down.sh`), and a four-node one beside it
 //! (`slurm-up.sh --nodes 4`: four slurmd, each in its own network and UTS
-//! namespace). Jobs go through real `sbatch`, steps through
+//! namespace, and cgroups of its own where the machine allows: see
+//! slurm/README.md, "The test clusters"). The four-node tests share that
+//! cluster; the node-failure test, which kills a node, runs alone. Jobs go
+//! through real `sbatch`, steps through
 //! real `srun`, and the agent is stopped the ways Slurm stops steps
 //! (SLURM-NOTES.md): gracefully with `tal stop`, by `scancel` (SIGTERM,
 //! SIGKILL after KillWait=5 s), by `scancel JOB.STEP` (SIGKILL at once) and
@@ -886,6 +889,13 @@ fn a_node_that_fails_mid_job_loses_only_its_own_unflushed_samples() {
         assert!(last > t_kill, "{n}");
     }
     assert_eq!(logs["taln4"]["clean_end"], false, "{}", logs["taln4"]);
+    // One session, ended at the latest node's end, marked as recovered.
+    let ended = lines(&v, "event", Some("SessionEnded"))[0];
+    assert_eq!(ended["attributes"]["recovered"], true);
+    let last_sample = node_samples(&v, "taln1").last().unwrap()["event_time"]
+        .as_f64()
+        .unwrap();
+    assert!(ended["event_time"].as_f64().unwrap() >= last_sample);
     assert_eq!(stderr.matches("no end marker").count(), 1, "{stderr}");
     assert!(stderr.contains("taln4.tal: no end marker"), "{stderr}");
     // taln4's log converts up to its last flushed record.
