@@ -121,6 +121,13 @@ pub struct RecordArgs {
     )]
     pub interval: String,
 
+    /// Interval of the per-task samples (`tal.TaskResourceUpdate`: CPU,
+    /// memory, threads and I/O of each running task's processes, for tasks
+    /// whose TaskStarted names a `pid`, as `tal run`'s does), or `off`. Not
+    /// faster than --interval [default: 1s, or --interval if slower].
+    #[arg(long, value_name = "DURATION|off")]
+    pub task_interval: Option<String>,
+
     /// Directory for the log (`<session>.<node>.tal`) and the JSONL; created
     /// if missing.
     #[arg(long, default_value = ".", value_name = "DIR")]
@@ -421,6 +428,22 @@ impl RecordArgs {
                 self.interval
             );
         }
+        let task_interval = match self.task_interval.as_deref() {
+            None => Some(interval.max(Duration::from_secs(1))),
+            Some("off") => None,
+            Some(t) => {
+                let d = parse_duration(t)
+                    .map_err(|e| anyhow::anyhow!("invalid --task-interval '{t}': {e}"))?;
+                if d < interval {
+                    bail!(
+                        "invalid --task-interval '{t}': tasks are sampled at most as often as the node (--interval {:?}); give {:?} or more, or 'off'",
+                        interval,
+                        interval
+                    );
+                }
+                Some(d)
+            }
+        };
         let snapshot_every = parse_duration(&self.snapshot_interval).map_err(|e| {
             anyhow::anyhow!(
                 "invalid --snapshot-interval '{}': {e}",
@@ -492,6 +515,7 @@ impl RecordArgs {
             socket,
             log_chunk: self.log_chunk,
             interval,
+            task_interval,
             out: self.out,
             session_id,
             node_id,

@@ -218,10 +218,18 @@ enum Origin {
     Client { batch: u32, index: u32 },
 }
 
+/// The task sampler's ring and counters.
+#[derive(Debug)]
+struct TasksIn {
+    rx: Consumer<crate::agent::tasks::TaskSample>,
+    counters: Arc<crate::agent::tasks::TaskCounters>,
+}
+
 /// Dispatcher state. Construct, then call [`Dispatcher::run`] on its thread.
 #[derive(Debug)]
 pub struct Dispatcher<S: Sink> {
     exporter: Option<Exporter>,
+    tasks: Option<TasksIn>,
     gpu: Option<GpuIn>,
     final_drain: bool,
     fanout: Option<Fanout>,
@@ -267,6 +275,7 @@ impl<S: Sink> Dispatcher<S> {
     ) -> Self {
         let mut d = Self {
             exporter: None,
+            tasks: None,
             gpu: None,
             final_drain: false,
             fanout: None,
@@ -608,6 +617,20 @@ impl<S: Sink> Dispatcher<S> {
                 batch.push(Some(ev));
             }
         }
+        if let Some(mut t) = self.tasks.take() {
+            while let Some(ts) = t.rx.pop() {
+                let mut ev = self.event(
+                    anchor.to_wall(ts.at_ns),
+                    anchor.to_wall(ts.at_ns),
+                    EventKind::TaskResources(ts.values),
+                );
+                if let Record::Event(e) = &mut ev {
+                    e.task_id = Some(ts.task_id.to_string());
+                }
+                batch.push(Some(ev));
+            }
+            self.tasks = Some(t);
+        }
         let mut ingested = std::mem::take(&mut self.ingested);
         if let Some(rx) = self.ingest.as_mut() {
             while let Some(b) = rx.pop() {
@@ -690,6 +713,17 @@ impl<S: Sink> Dispatcher<S> {
         self
     }
 
+    /// Also drain the task sampler's ring `rx` (its counters go into the
+    /// snapshots).
+    pub fn with_tasks(
+        mut self,
+        rx: Consumer<crate::agent::tasks::TaskSample>,
+        counters: Arc<crate::agent::tasks::TaskCounters>,
+    ) -> Self {
+        self.tasks = Some(TasksIn { rx, counters });
+        self
+    }
+
     /// Also hand every event to live subscribers through `fanout`.
     pub fn with_fanout(mut self, fanout: Fanout) -> Self {
         self.fanout = Some(fanout);
@@ -765,6 +799,15 @@ impl<S: Sink> Dispatcher<S> {
             gpu_backfills: self.gpu_count(|c| &c.backfills),
             gpu_backfill_cpu_ns: self.gpu_count(|c| &c.backfill_cpu_ns),
             gpu_backfills_dropped: self.gpu_count(|c| &c.backfills_dropped),
+            task_counters: self
+                .tasks
+                .as_ref()
+                .map(|t| t.counters.values())
+                .unwrap_or_default(),
+            task_thread_cpu_ns: self
+                .tasks
+                .as_ref()
+                .map_or(0, |t| t.counters.thread_cpu_ns.load(Ordering::Relaxed)),
         }
     }
 

@@ -108,6 +108,45 @@ pub enum EventKind {
     /// record, written when the set or their memory changes; `convert`
     /// attributes it to tasks and writes no line for it).
     GpuProcesses(Vec<GpuProcess>),
+    /// One sample of a task's processes (tal's own; written as the custom
+    /// event `tal.TaskResourceUpdate`, see `crate::agent::tasks`).
+    TaskResources(TaskResources),
+}
+
+/// What a task's processes used over one task interval (see
+/// `crate::agent::tasks` for how each value is measured).
+#[derive(Debug, Clone, Copy, PartialEq, Encode, Decode)]
+pub struct TaskResources {
+    /// User CPU time since the task's previous sample, as % of one CPU
+    /// (100 = one core busy all the time, as `top` shows a process).
+    pub cpu_user_percent: f32,
+    /// System CPU time, the same way.
+    pub cpu_system_percent: f32,
+    /// Resident memory summed over the processes, bytes (pages shared
+    /// between them count once per process, as `top` adds them up).
+    pub rss_bytes: u64,
+    /// Threads, over all the processes.
+    pub threads: u32,
+    /// Processes sampled (the task's process and its descendants).
+    pub processes: u32,
+    /// Bytes read from storage since the previous sample (`read_bytes` of
+    /// `/proc/PID/io`); `None` where that file cannot be read.
+    pub read_bytes: Option<u64>,
+    /// Bytes written to storage since the previous sample, the same way.
+    pub write_bytes: Option<u64>,
+    /// Seconds this sample covers (since the previous one, or since the
+    /// task was first seen).
+    pub interval_seconds: f32,
+}
+
+impl TaskResources {
+    /// `event_type` of the JSONL line.
+    pub const EVENT_TYPE: &'static str = "tal.TaskResourceUpdate";
+
+    /// User and system CPU together, % of one CPU.
+    pub fn cpu_percent(&self) -> f32 {
+        self.cpu_user_percent + self.cpu_system_percent
+    }
 }
 
 /// One process using a GPU.
@@ -135,6 +174,7 @@ impl EventKind {
             EventKind::Task(t) => t.state.type_name(),
             EventKind::Custom { event_type, .. } => event_type,
             EventKind::GpuProcesses(_) => "GpuProcesses",
+            EventKind::TaskResources(_) => TaskResources::EVENT_TYPE,
         }
     }
 }
@@ -325,6 +365,11 @@ pub struct AgentSnapshot {
     /// Failed reads or parses per source, in
     /// [`crate::agent::SOURCE_NAMES`] order.
     pub read_errors_by_source: Vec<u64>,
+    /// The task sampler's counters, in [`crate::agent::tasks::COUNTER_NAMES`]
+    /// order (empty when tasks are not sampled).
+    pub task_counters: Vec<u64>,
+    /// CPU time of the task sampler's thread, ns.
+    pub task_thread_cpu_ns: u64,
 }
 
 /// Why the recording ended.

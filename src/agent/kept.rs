@@ -13,17 +13,25 @@ pub(crate) struct KeptFile {
 
 impl KeptFile {
     pub(crate) fn open(path: impl AsRef<std::path::Path>) -> io::Result<Self> {
+        Self::open_sized(path, 4096)
+    }
+
+    /// [`KeptFile::open`] with a buffer of at least `min` bytes (twice the
+    /// file's size now, if larger): small for the many small files of
+    /// task processes.
+    pub(crate) fn open_sized(path: impl AsRef<std::path::Path>, min: usize) -> io::Result<Self> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
         })?;
         let mut s = Self {
             file,
-            buf: vec![0; 4096],
+            buf: vec![0; min.max(64)],
         };
         // Size the buffer to the file now, so sampling never has to grow it.
         let n = s.read()?.len();
-        s.buf.resize((n * 2).max(4096), 0);
+        s.buf.resize((n * 2).max(min), 0);
+        s.buf.shrink_to_fit();
         Ok(s)
     }
 

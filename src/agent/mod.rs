@@ -9,6 +9,7 @@ pub mod gpu;
 pub mod kept;
 pub mod proc;
 pub mod procfs;
+pub mod tasks;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

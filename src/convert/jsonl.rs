@@ -142,9 +142,13 @@ fn write_event(buf: &mut Vec<u8>, ctx: &Ctx, node: &str, ev: &Event) {
     // A task's events (its lifecycle and custom events naming it) belong to
     // its span; everything else to the session's.
     let task_span = match (&ev.kind, &ev.task_id) {
-        (EventKind::Task(_) | EventKind::Custom { .. }, Some(task)) => Some(ids::py_hex(
-            u128::from(ids::task_span_id(&ctx.session_id, task)),
-        )),
+        (
+            EventKind::Task(_) | EventKind::Custom { .. } | EventKind::TaskResources(_),
+            Some(task),
+        ) => Some(ids::py_hex(u128::from(ids::task_span_id(
+            &ctx.session_id,
+            task,
+        )))),
         _ => None,
     };
     o.str("trace_id", &ctx.trace_hex)
@@ -203,6 +207,7 @@ fn write_kind_fields(o: &mut JsonOut<'_>, kind: &EventKind) {
                 o.value(k, v);
             }
         }
+        EventKind::TaskResources(r) => write_task_resources(o, r),
         EventKind::GpuProcesses(procs) => {
             // Not written by `convert` (it attributes these to tasks); this
             // form is for completeness only.
@@ -222,6 +227,29 @@ fn write_kind_fields(o: &mut JsonOut<'_>, kind: &EventKind) {
             o.raw(&arr);
         }
     }
+}
+
+/// A `tal.TaskResourceUpdate`'s fields (percentages to 0.1).
+fn write_task_resources(o: &mut JsonOut<'_>, r: &crate::record::TaskResources) {
+    let pct = |v: f32| crate::dispatch::round1(f64::from(v));
+    o.f64("cpu_percent", pct(r.cpu_percent()))
+        .f64("cpu_user_percent", pct(r.cpu_user_percent))
+        .f64("cpu_system_percent", pct(r.cpu_system_percent))
+        .uint("rss_bytes", r.rss_bytes)
+        .uint("threads", u64::from(r.threads))
+        .uint("processes", u64::from(r.processes));
+    match r.read_bytes {
+        Some(b) => o.uint("read_bytes", b),
+        None => o.null("read_bytes"),
+    };
+    match r.write_bytes {
+        Some(b) => o.uint("write_bytes", b),
+        None => o.null("write_bytes"),
+    };
+    o.f64(
+        "interval_seconds",
+        (f64::from(r.interval_seconds) * 1000.0).round() / 1000.0,
+    );
 }
 
 /// A `ResourceUpdate`'s fields, in RHAPSODY's order.

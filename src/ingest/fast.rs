@@ -127,6 +127,11 @@ pub struct FastPath {
     attrs: Vec<u8>,
     /// Their keys (offsets into the line), to refuse repeated keys.
     keys: Vec<(u32, u32)>,
+    /// The line's `pid` attribute, when it is a plain integer.
+    pid: Option<u32>,
+    /// The last line encoded: its state and its task id (offset and
+    /// length in the line), for [`FastPath::last_task`].
+    last: Option<(TaskState, usize, usize)>,
 }
 
 /// A cursor over one line.
@@ -811,6 +816,8 @@ impl FastPath {
     ) -> Option<i64> {
         self.attrs.clear();
         self.keys.clear();
+        self.pid = None;
+        self.last = None;
         let mut s = Scan { b: line, i: 0 };
         if !s.eat(b'{') {
             return None;
@@ -888,7 +895,19 @@ impl FastPath {
         }
         enc::opt_str(out, error_type);
         out.push(0); // no extension fields
+        self.last = Some((
+            state,
+            task_id.as_ptr() as usize - line.as_ptr() as usize,
+            task_id.len(),
+        ));
         Some(event_time_ns)
+    }
+
+    /// The task event [`FastPath::encode`] last encoded from `line`: its
+    /// state, its task id (as sent, within `line`) and its `pid` attribute.
+    pub fn last_task<'l>(&self, line: &'l [u8]) -> Option<(TaskState, &'l [u8], Option<u32>)> {
+        let (state, at, len) = self.last?;
+        Some((state, line.get(at..at + len)?, self.pid))
     }
 
     /// `null` or an object of scalars, encoded into `self.attrs`.
@@ -919,7 +938,16 @@ impl FastPath {
             }
             self.keys.push((at, k.len() as u32));
             enc::str(&mut self.attrs, k);
-            s.scalar(&mut self.attrs)?;
+            if k == b"pid" {
+                s.peek()?;
+                let v0 = s.i;
+                s.scalar(&mut self.attrs)?;
+                self.pid = std::str::from_utf8(&s.b[v0..s.i])
+                    .ok()
+                    .and_then(|t| t.parse().ok());
+            } else {
+                s.scalar(&mut self.attrs)?;
+            }
             if !s.comma_or_end()? {
                 return Some(());
             }

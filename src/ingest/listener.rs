@@ -167,6 +167,9 @@ pub struct Listener {
     /// Accepted events not yet handed to the dispatcher.
     pending: IngestBatch,
     fast: FastPath,
+    /// Where task starts with a pid, and their ends, go (when tasks are
+    /// sampled: see `crate::agent::tasks`).
+    tasks: Option<crate::agent::tasks::TaskKeys>,
     ids: EventIdGen,
     dispatcher: Option<Thread>,
     counters: Arc<IngestCounters>,
@@ -289,6 +292,7 @@ impl Listener {
                 recycled,
                 pending: IngestBatch::default(),
                 fast: FastPath::default(),
+                tasks: None,
                 ids: EventIdGen::from_os(),
                 dispatcher: None,
                 counters,
@@ -301,6 +305,12 @@ impl Listener {
             },
             waker,
         ))
+    }
+
+    /// Tell the task sampler, through `keys`, of each task that starts
+    /// with a `pid` and of its end.
+    pub fn set_tasks(&mut self, keys: crate::agent::tasks::TaskKeys) {
+        self.tasks = Some(keys);
     }
 
     /// Serve subscribers from `rx`; `subscribers` counts them for the
@@ -613,6 +623,11 @@ impl Listener {
                 .pending
                 .push_with(|out| fast.encode(trimmed, now, || ids.next_id(), out))
             {
+                if let (Some(k), Some((state, id, pid))) =
+                    (self.tasks.as_mut(), self.fast.last_task(trimmed))
+                {
+                    k.seen(state, id, pid);
+                }
                 if self.pending.byte_len() >= BATCH_BYTES {
                     self.hand_over();
                     self.pending.reserve_for(BATCH_BYTES);
@@ -635,6 +650,15 @@ impl Listener {
                 }
                 if ev.event_id == 0 {
                     ev.event_id = self.ids.next_id();
+                }
+                if let (Some(k), crate::record::EventKind::Task(t), Some(id)) =
+                    (self.tasks.as_mut(), &ev.kind, ev.task_id.as_deref())
+                {
+                    let pid = ev.attributes.iter().find_map(|(k, v)| match v {
+                        crate::record::Value::Int(p) if k == "pid" => u32::try_from(*p).ok(),
+                        _ => None,
+                    });
+                    k.seen(t.state, id.as_bytes(), pid);
                 }
                 self.pending.push_event(&ev);
                 if self.pending.byte_len() >= BATCH_BYTES {

@@ -17,7 +17,7 @@ pub const MAGIC: [u8; 8] = *b"\x89TALLOG\n";
 /// carries the GPU agent's counters and NVML latency histogram. 3: GPU
 /// back-fill records, and per-device error and back-fill counters in the
 /// snapshot.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// Frame length value that means "skip to the next chunk boundary".
 pub const PAD_MARKER: u32 = u32::MAX;
 /// The largest payload a frame may carry.

@@ -1,7 +1,7 @@
 //! `LogWriter`: appends framed records to `<out>/<session>.<node>.tal`,
 //! which grows in reserved chunks. This doc is the format's spec.
 //!
-//! # Format, version 4 ([`FORMAT_VERSION`]; 2 added the GPU agent's snapshot fields, 3 the GPU back-fill records, 4 the per-source read errors)
+//! # Format, version 5 ([`FORMAT_VERSION`]; 2 added the GPU agent's snapshot fields, 3 the GPU back-fill records, 4 the per-source read errors, 5 the task samples and the task sampler's snapshot fields)
 //!
 //! All integers are little-endian. Offsets are from the start of the file.
 //!

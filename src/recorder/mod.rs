@@ -37,6 +37,7 @@ pub use stage::WriterStage;
 use crate::agent::affinity::{self, CpuMask};
 use crate::agent::gpu::{GpuAgent, GpuCounters, GpuSources};
 use crate::agent::proc::{source, ProcAgent, ProcReading, ProcSample, ProcSources};
+use crate::agent::tasks::{TaskAgent, TaskCounters, TaskKeys, TaskSample, TaskWatch};
 use crate::agent::AgentCounters;
 use crate::clock::Anchor;
 use crate::convert::{self, Output};
@@ -88,6 +89,8 @@ pub const SUBSCRIBER_RING: usize = 1 << 16;
 pub struct RecordConfig {
     /// Sampling interval.
     pub interval: Duration,
+    /// Per-task sampling interval (`None`: tasks are not sampled).
+    pub task_interval: Option<Duration>,
     /// Output directory.
     pub out: PathBuf,
     /// Session id.
@@ -155,6 +158,7 @@ type DispatchResult = Result<PathBuf, crate::log::WriteError>;
 struct Pipeline {
     sampler: thread::JoinHandle<()>,
     gpu: Option<thread::JoinHandle<()>>,
+    tasks: Option<thread::JoinHandle<()>>,
     dispatcher: thread::JoinHandle<DispatchResult>,
     sampler_stop: Arc<AtomicBool>,
     dispatch_stop: Arc<AtomicBool>,
@@ -174,6 +178,16 @@ impl Pipeline {
         self.sampler
             .join()
             .map_err(|_| anyhow!("the sampling thread panicked"))?;
+        if let Some(t) = self.tasks {
+            // It shares the stop flag; it may be parked (no tasks) or asleep.
+            while !t.is_finished() {
+                t.thread().unpark();
+                crate::agent::proc::wake(&t);
+                thread::sleep(Duration::from_millis(2));
+            }
+            t.join()
+                .map_err(|_| anyhow!("the task sampling thread panicked"))?;
+        }
         if let Some(g) = self.gpu {
             // It shares the stop flag; an NVML call in progress finishes first.
             while !g.is_finished() {
@@ -456,7 +470,13 @@ struct DispatchInputs<'a> {
     )>,
     live: Option<(ring::Producer<crate::record::Event>, &'a LiveExport)>,
     fanout: crate::dispatch::Fanout,
+    tasks: Option<(ring::Consumer<TaskSample>, Arc<TaskCounters>)>,
 }
+
+/// The task sampler's rings: starts and ends from the listener, samples
+/// to the dispatcher.
+const TASK_WATCH_RING: usize = 1024;
+const TASK_SAMPLE_RING: usize = 8192;
 
 /// Step 2: the rings, and the threads in the order that lets each wake the
 /// next: the live exporter, the dispatcher (with the writer stage), the
@@ -504,12 +524,26 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
         Some((tx, live)) => (Some(tx), Some(live)),
         None => (None, None),
     };
+    // The task sampler's rings, when tasks are sampled.
+    let task_counters = Arc::new(TaskCounters::default());
+    let (task_out, task_in) = match cfg.task_interval {
+        Some(_) => {
+            let (wtx, wrx) = ring::channel::<TaskWatch>(TASK_WATCH_RING);
+            let (stx, srx) = ring::channel::<TaskSample>(TASK_SAMPLE_RING);
+            (
+                Some((wrx, stx, wtx)),
+                Some((srx, Arc::clone(&task_counters))),
+            )
+        }
+        None => (None, None),
+    };
     let inputs = DispatchInputs {
         proc: proc_rx,
         ingest: (ingest_rx, recycle_tx),
         gpu: gpu_rx,
         live: live_tx.zip(live.as_ref()),
         fanout,
+        tasks: task_in,
     };
     let dispatcher = start_dispatcher(cfg, &shared, writer, &baseline, &anchor, inputs, grid)?;
     let agent = ProcAgent::new(
@@ -536,6 +570,27 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
         )?),
         _ => None,
     };
+    let tasks = match (task_out, cfg.task_interval) {
+        (Some((wrx, stx, wtx)), Some(every)) => {
+            let agent = TaskAgent::new(
+                wrx,
+                stx,
+                every.as_nanos() as u64,
+                Arc::clone(&task_counters),
+                Arc::clone(&shared.sampler_stop),
+                dispatcher.thread().clone(),
+            );
+            let t = thread::Builder::new()
+                .name("tal-tasks".into())
+                .spawn(move || agent.run())
+                .context("cannot start the task sampling thread")?;
+            let mut keys = TaskKeys::new(wtx, Arc::clone(&task_counters));
+            keys.set_thread(t.thread().clone());
+            listener.set_tasks(keys);
+            Some(t)
+        }
+        _ => None,
+    };
     listener.set_dispatcher(dispatcher.thread().clone());
     let listener = thread::Builder::new()
         .name("tal-ingest".into())
@@ -547,6 +602,7 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
         pipeline: Pipeline {
             sampler,
             gpu,
+            tasks,
             dispatcher,
             sampler_stop: shared.sampler_stop,
             dispatch_stop: shared.dispatch_stop,
@@ -602,6 +658,9 @@ fn start_dispatcher(
             start_ns,
             interval_ns,
         );
+    }
+    if let Some((rx, counters)) = inputs.tasks {
+        d = d.with_tasks(rx, counters);
     }
     if let Some((tx, l)) = inputs.live {
         d = d.with_exporter(tx, l.handle.thread().clone(), Arc::clone(&l.counters));
