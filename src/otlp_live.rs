@@ -133,6 +133,18 @@ impl LiveExporter {
                 self.builder.resource_update(node, ev.event_time_ns, u);
                 return;
             }
+            EventKind::TaskResources(r) => {
+                // Its GPU memory, as `convert` fills it in.
+                let mut r = r.clone();
+                if let Some(task) = ev.task_id.as_deref() {
+                    r.gpu_memory_bytes = self.tracker.gpu_now(task).to_vec();
+                    let node = ev.node_id.as_deref().unwrap_or(&self.node);
+                    self.builder
+                        .task_resources(node, ev.event_time_ns, task, &r);
+                }
+                self.tracker.observe_on(&self.node, &ev, &mut self.inst);
+                return;
+            }
             _ => {}
         }
         self.inst.observe(&self.node, &ev.kind);

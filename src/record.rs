@@ -115,7 +115,7 @@ pub enum EventKind {
 
 /// What a task's processes used over one task interval (see
 /// `crate::agent::tasks` for how each value is measured).
-#[derive(Debug, Clone, Copy, PartialEq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub struct TaskResources {
     /// User CPU time since the task's previous sample, as % of one CPU
     /// (100 = one core busy all the time, as `top` shows a process).
@@ -137,6 +137,10 @@ pub struct TaskResources {
     /// Seconds this sample covers (since the previous one, or since the
     /// task was first seen).
     pub interval_seconds: f32,
+    /// Device memory of the task's processes per `gpu_id`, at the GPU
+    /// agent's latest poll (filled in by `convert`, which attributes the
+    /// GPU processes to tasks; empty in the log).
+    pub gpu_memory_bytes: Vec<(u32, u64)>,
 }
 
 impl TaskResources {

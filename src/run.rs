@@ -166,6 +166,11 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
     for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
         crate::sys::forward_with(s, forward);
     }
+    // The duration counts from just before the spawn: the child may run
+    // (and even finish a short sleep's first milliseconds) before `spawn`
+    // returns, and a task's duration must not come out shorter than its
+    // process's life.
+    let started_mono = mono_ns();
     let child = Command::new(&cfg.command[0])
         .args(&cfg.command[1..])
         .spawn();
@@ -192,7 +197,6 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
     };
     let pid = child.id() as i32;
     CHILD.store(pid, Ordering::Relaxed);
-    let started_mono = mono_ns();
     let mut started_attrs = base_attrs.clone();
     started_attrs.push(("pid".into(), json!(pid)));
     rep.send(&ev("TaskStarted", Some(&cfg.backend), started_attrs));

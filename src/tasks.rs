@@ -39,6 +39,13 @@
 //!   on each device, as an object keyed by `gpu_id`. (Processes are summed
 //!   per device and poll, so a task with two processes on one GPU counts
 //!   both.)
+//! - Resources per task: a task with `tal.TaskResourceUpdate` samples (see
+//!   `crate::agent::tasks`) gets, on its terminal event and span,
+//!   `cpu_percent_mean` and `rss_bytes_mean` (weighted by each sample's
+//!   interval), `cpu_percent_peak`, `rss_bytes_peak`, `threads_peak`,
+//!   `processes_peak`, `read_bytes_sampled` and `write_bytes_sampled` (the
+//!   samples' storage bytes summed) and `resource_samples`. CPU is % of one
+//!   CPU. A task that ran for less than one task interval has none.
 //! - GPU energy per task: a task that started on a node whose GPUs are
 //!   sampled gets `gpu_energy_joules` on its terminal event and span, e.g.
 //!   `{"0": 1520.4, "1": 310.0}`: each device's energy from the task's
@@ -211,12 +218,97 @@ struct Open {
     extra: Box<[(Sym, Value)]>,
     /// GPU memory and energy, on nodes whose GPUs are sampled.
     gpu: Option<Box<GpuUse>>,
+    /// What its `tal.TaskResourceUpdate` samples said, when it has any.
+    res: Option<Box<ResUse>>,
+}
+
+/// A task's resource samples, summed up (see [`ResUse::attributes`]).
+#[derive(Debug, Default)]
+struct ResUse {
+    samples: u64,
+    seconds: f64,
+    cpu_weighted: f64,
+    cpu_peak: f32,
+    rss_weighted: f64,
+    rss_peak: u64,
+    threads_peak: u32,
+    processes_peak: u32,
+    read: Option<u64>,
+    write: Option<u64>,
+}
+
+impl ResUse {
+    fn add(&mut self, r: &crate::record::TaskResources) {
+        let secs = f64::from(r.interval_seconds).max(0.0);
+        let cpu = r.cpu_percent();
+        self.samples += 1;
+        self.seconds += secs;
+        self.cpu_weighted += f64::from(cpu) * secs;
+        self.cpu_peak = self.cpu_peak.max(cpu);
+        self.rss_weighted += r.rss_bytes as f64 * secs;
+        self.rss_peak = self.rss_peak.max(r.rss_bytes);
+        self.threads_peak = self.threads_peak.max(r.threads);
+        self.processes_peak = self.processes_peak.max(r.processes);
+        if let Some(b) = r.read_bytes {
+            self.read = Some(self.read.unwrap_or(0) + b);
+        }
+        if let Some(b) = r.write_bytes {
+            self.write = Some(self.write.unwrap_or(0) + b);
+        }
+    }
+
+    /// What the terminal event and the span get: means weighted by each
+    /// sample's interval, peaks, the storage bytes summed, and how many
+    /// samples there were.
+    fn attributes(&self) -> Attributes {
+        let round1 = |v: f64| (v * 10.0).round() / 10.0;
+        let mean = |w: f64| {
+            if self.seconds > 0.0 {
+                w / self.seconds
+            } else {
+                0.0
+            }
+        };
+        let mut a: Attributes = vec![
+            (
+                "cpu_percent_mean".into(),
+                Value::Float(round1(mean(self.cpu_weighted))),
+            ),
+            (
+                "cpu_percent_peak".into(),
+                Value::Float(round1(f64::from(self.cpu_peak))),
+            ),
+            (
+                "rss_bytes_mean".into(),
+                Value::Int(mean(self.rss_weighted).round() as i64),
+            ),
+            ("rss_bytes_peak".into(), Value::Int(self.rss_peak as i64)),
+            (
+                "threads_peak".into(),
+                Value::Int(i64::from(self.threads_peak)),
+            ),
+            (
+                "processes_peak".into(),
+                Value::Int(i64::from(self.processes_peak)),
+            ),
+        ];
+        if let Some(b) = self.read {
+            a.push(("read_bytes_sampled".into(), Value::Int(b as i64)));
+        }
+        if let Some(b) = self.write {
+            a.push(("write_bytes_sampled".into(), Value::Int(b as i64)));
+        }
+        a.push(("resource_samples".into(), Value::Int(self.samples as i64)));
+        a
+    }
 }
 
 #[derive(Debug, Default)]
 struct GpuUse {
     /// Peak GPU memory of the task's processes, per gpu_id.
     peak: Vec<(u32, u64)>,
+    /// Their GPU memory at the latest poll, per gpu_id.
+    now: Vec<(u32, u64)>,
     /// The node it started on, and its devices' energy counters then.
     energy_start: Option<(Sym, Energy)>,
 }
@@ -399,6 +491,7 @@ impl TaskTracker {
             pid: 0,
             extra: Box::default(),
             gpu: None,
+            res: None,
         };
         let slot = match self.free_slots.pop() {
             Some(s) => {
@@ -447,20 +540,47 @@ impl TaskTracker {
                 }
             }
         }
+        // This poll replaces what the node's tasks used at the last one.
+        for &slot in pids.values() {
+            if let Some(g) = self.slots[slot as usize]
+                .as_mut()
+                .and_then(|o| o.gpu.as_mut())
+            {
+                g.now.clear();
+            }
+        }
         for (slot, gpu, bytes) in use_ {
             if let Some(o) = self.slots[slot as usize].as_mut() {
-                let peak = &mut o.gpu.get_or_insert_with(Box::default).peak;
-                match peak.iter_mut().find(|(g, _)| *g == gpu) {
+                let g = o.gpu.get_or_insert_with(Box::default);
+                g.now.push((gpu, bytes));
+                match g.peak.iter_mut().find(|(d, _)| *d == gpu) {
                     Some(e) => e.1 = e.1.max(bytes),
-                    None => peak.push((gpu, bytes)),
+                    None => g.peak.push((gpu, bytes)),
                 }
             }
         }
     }
 
+    /// The GPU memory of open task `task_id`'s processes at the latest
+    /// poll of its node, per gpu_id (empty when none was seen).
+    pub fn gpu_now(&self, task_id: &str) -> &[(u32, u64)] {
+        self.find(task_id)
+            .and_then(|s| self.slots[s as usize].as_ref())
+            .and_then(|o| o.gpu.as_deref())
+            .map_or(&[], |g| &g.now)
+    }
+
     /// Applies one event seen on `node`; updates `inst` (the task
     /// instruments).
     pub fn observe_on(&mut self, node: &str, ev: &Event, inst: &mut Instruments) -> Outcome {
+        if let (EventKind::TaskResources(r), Some(id)) = (&ev.kind, ev.task_id.as_deref()) {
+            if let Some(slot) = self.find(id) {
+                if let Some(o) = self.slots[slot as usize].as_mut() {
+                    o.res.get_or_insert_with(Box::default).add(r);
+                }
+            }
+            return Outcome::Nothing;
+        }
         let EventKind::Task(t) = &ev.kind else {
             return Outcome::Nothing;
         };
@@ -707,7 +827,11 @@ impl TaskTracker {
                 }
             }
         }
-        let mut gpu_attrs = Attributes::new();
+        let mut gpu_attrs = open
+            .res
+            .as_ref()
+            .map(|r| r.attributes())
+            .unwrap_or_default();
         if let Some(gpu) = &open.gpu {
             if !gpu.peak.is_empty() {
                 gpu_attrs.push(gpu_peak_attr(&gpu.peak));

@@ -192,3 +192,49 @@ fn local_disorder_within_a_log_is_repaired() {
     assert_complete(&v);
     assert_eq!(lines(&v, "event", Some("app.E")).len(), 2000);
 }
+
+#[test]
+fn agents_that_stop_at_the_same_moment_each_keep_their_own_jsonl() {
+    // Eight agents of one session in one directory, all stopped at once
+    // (as `scancel` stops every node of a job): each must end up with a
+    // JSONL of its own, none overwritten by another that chose the same
+    // name at the same moment.
+    for round in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes: Vec<String> = (1..=8).map(|i| format!("n{i}")).collect();
+        let children: Vec<_> = nodes
+            .iter()
+            .map(|node| {
+                tal()
+                    .args(["record", "--interval", "2ms", "--session-id", "s.race"])
+                    .args(["--node-id", node, "--task-interval", "off"])
+                    .arg("--out")
+                    .arg(dir.path())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for node in &nodes {
+            let log = dir.path().join(format!("s.race.{node}.tal"));
+            wait_until("the agent's samples", || samples_in_log(&log) >= 300);
+        }
+        for c in &children {
+            signal(c, libc::SIGTERM);
+        }
+        for c in children {
+            assert!(wait_output(c, Duration::from_secs(20)).status.success());
+        }
+        let jsonl = files_with_ext(dir.path(), ".telemetry.jsonl");
+        assert_eq!(jsonl.len(), 8, "round {round}: {jsonl:?}");
+        let mut seen = BTreeSet::new();
+        for f in &jsonl {
+            let v = read_jsonl(f);
+            assert_complete(&v);
+            let m = lines(&v, "metric", None).last().copied().unwrap();
+            seen.insert(m["tal_logs"][0]["node_id"].as_str().unwrap().to_string());
+        }
+        assert_eq!(seen.len(), 8, "every node's own JSONL: {seen:?}");
+    }
+}

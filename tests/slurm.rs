@@ -570,6 +570,19 @@ fn agents_on_four_nodes(d: &Path, extra: &[&str], samples: usize) -> String {
     job
 }
 
+/// The step id of job `job`'s agents, as their logs in `out` say
+/// (`slurm.step_id`).
+fn agents_step(out: &Path, job: &str) -> String {
+    let log = out.join(format!("slurm.{job}.taln1.tal"));
+    let r = tal::log::LogReader::open(&log).unwrap();
+    r.header()
+        .attributes
+        .iter()
+        .find(|(k, _)| k == "slurm.step_id")
+        .map(|(_, v)| v.clone())
+        .expect("the agent's step id in its log")
+}
+
 /// `cmd` on the four-node cluster.
 fn slurm4(cmd: &str) -> Command {
     let mut c = Command::new(cmd);
@@ -711,19 +724,27 @@ fn the_mpi_template_on_four_nodes_runs_its_step_beside_four_agents() {
 fn scancel_of_a_four_node_job_or_of_its_agents_step_leaves_every_log_whole() {
     let _shared = four_nodes();
     // Two jobs at once: one cancelled whole (SIGTERM on every node), one
-    // whose agents' step is cancelled (SIGKILL on every node).
+    // whose agents' step is cancelled (SIGKILL on every node). Then every
+    // agent of the first stops at the same moment, and each must still
+    // write a JSONL of its own.
     let (a, b) = (
         tempfile::tempdir_in("/tmp").unwrap(),
         tempfile::tempdir_in("/tmp").unwrap(),
     );
     let ja = agents_on_four_nodes(a.path(), &[], 5);
     let jb = agents_on_four_nodes(b.path(), &[], 10);
-    assert!(slurm4("scancel").arg(&ja).status().unwrap().success());
-    assert!(slurm4("scancel")
-        .arg(format!("{jb}.0"))
-        .status()
-        .unwrap()
-        .success());
+    // The agents' step: the first `srun` of the script, but the `tal wait`
+    // step started right after it may get its id first; each log says.
+    let step = agents_step(&b.path().join("out"), &jb);
+    for target in [ja.clone(), format!("{jb}.{step}")] {
+        let out = slurm4("scancel").arg(&target).output().unwrap();
+        assert!(
+            out.status.success(),
+            "scancel {target}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            job_out(b.path())
+        );
+    }
     wait_until("the agents' step to end", || {
         let out = slurm4("squeue")
             .args(["-h", "-s", "-o", "%i", "-j", &jb])
@@ -731,7 +752,7 @@ fn scancel_of_a_four_node_job_or_of_its_agents_step_leaves_every_log_whole() {
             .unwrap();
         !String::from_utf8_lossy(&out.stdout)
             .lines()
-            .any(|l| l.trim() == format!("{jb}.0"))
+            .any(|l| l.trim() == format!("{jb}.{step}"))
     });
     let _ = slurm4("scancel").arg(&jb).status();
     wait_gone_on(cluster4(), &ja, Duration::from_secs(60));
@@ -745,11 +766,13 @@ fn scancel_of_a_four_node_job_or_of_its_agents_step_leaves_every_log_whole() {
     assert!(logs.values().all(|l| l["clean_end"] == true), "{logs:?}");
     assert_eq!(
         files_with_ext(&a.path().join("out"), ".telemetry.jsonl").len(),
-        4
+        4,
+        "{}",
+        job_out(a.path())
     );
     assert_sample_counts(&v, 0.1);
 
-    // scancel JOB.0: every log is recovered up to its last flushed batch,
+    // scancel JOB.STEP: every log is recovered up to its last flushed batch,
     // and the merge says each was cut.
     let (v, stderr) = merge(&b.path().join("out"));
     assert_complete(&v);
@@ -871,9 +894,16 @@ fn a_node_that_fails_mid_job_loses_only_its_own_unflushed_samples() {
         .unwrap()
         .success());
     wait_gone_on(cluster4(), &job, Duration::from_secs(60));
-    wait_until("the three other agents' JSONL", || {
-        files_with_ext(&out, ".telemetry.jsonl").len() == 3
-    });
+    let t0 = Instant::now();
+    while files_with_ext(&out, ".telemetry.jsonl").len() < 3 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the three other agents' JSONL: {:?}\n{}",
+            files_with_ext(&out, ".telemetry.jsonl"),
+            job_out(dir.path())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     drop(revive);
 
     let (v, stderr) = merge(&out);

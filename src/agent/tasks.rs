@@ -697,6 +697,7 @@ impl TaskAgent {
             read_bytes: io_ok.then_some(rd),
             write_bytes: io_ok.then_some(wr),
             interval_seconds: secs as f32,
+            gpu_memory_bytes: Vec::new(),
         };
         t.last_ns = now;
         t.last_ticks = ticks;

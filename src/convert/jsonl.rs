@@ -250,6 +250,15 @@ fn write_task_resources(o: &mut JsonOut<'_>, r: &crate::record::TaskResources) {
         "interval_seconds",
         (f64::from(r.interval_seconds) * 1000.0).round() / 1000.0,
     );
+    if r.gpu_memory_bytes.is_empty() {
+        o.null("gpu_memory_bytes");
+    } else {
+        o.nested("gpu_memory_bytes", |g| {
+            for (id, b) in &r.gpu_memory_bytes {
+                g.uint(&id.to_string(), *b);
+            }
+        });
+    }
 }
 
 /// A `ResourceUpdate`'s fields, in RHAPSODY's order.
@@ -590,6 +599,9 @@ impl<'a> Writer<'a> {
                 // tal's own record: attributed to tasks, not written.
                 self.tracker.observe_gpu(node, procs);
                 continue;
+            }
+            if let (EventKind::TaskResources(r), Some(id)) = (&mut ev.kind, ev.task_id.as_deref()) {
+                r.gpu_memory_bytes = self.tracker.gpu_now(id).to_vec();
             }
             self.inst.observe(node, &ev.kind);
             note_energy(&mut self.tracker, node, &ev);

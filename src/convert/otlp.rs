@@ -30,7 +30,15 @@
 //!   (each covers the time since the node's previous sample);
 //! - per GPU (attribute `gpu_id`), from per_gpu updates: `gpu_utilization`
 //!   (%), and where present `gpu_memory_used_bytes`, `gpu_power_watts`,
-//!   `gpu_temperature_celsius`.
+//!   `gpu_temperature_celsius`;
+//! - per task (attribute `task.id`, on its node's resource), from every
+//!   `tal.TaskResourceUpdate`: the gauges `task_cpu_utilization` (%, of one
+//!   CPU: 100 is one busy core), `task_cpu_user_utilization`,
+//!   `task_cpu_system_utilization`, `task_memory_rss_bytes` (`By`),
+//!   `task_threads` and `task_processes`, `task_gpu_memory_used_bytes`
+//!   (with `gpu_id` too) where the task's processes use a GPU, and
+//!   `task_disk_read_bytes`, `task_disk_write_bytes` as delta monotonic sums
+//!   over the sample's interval.
 //!
 //! Resource attributes: `service.name` (`$OTEL_SERVICE_NAME`, default
 //! `tal`), `session.id`, the Slurm ids tal recorded (`slurm.job_id`, …),
@@ -289,7 +297,106 @@ impl Builder {
                 }
             }
             "ResourceUpdate" => self.resource(v),
+            crate::record::TaskResources::EVENT_TYPE => {
+                let (Some(t), Some(task)) = (secs(&v["event_time"]), v["task_id"].as_str()) else {
+                    return;
+                };
+                let gpus: Vec<(i64, f64)> = v["gpu_memory_bytes"]
+                    .as_object()
+                    .map(|o| {
+                        o.iter()
+                            .filter_map(|(k, b)| Some((k.parse().ok()?, b.as_f64()?)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.task_with(
+                    v["node_id"].as_str().unwrap_or(""),
+                    t,
+                    task,
+                    |k| v[k].as_f64(),
+                    &gpus,
+                );
+            }
             _ => {}
+        }
+    }
+
+    /// Takes one task sample as recorded (the live exporter's way).
+    pub fn task_resources(
+        &mut self,
+        node: &str,
+        time_ns: i64,
+        task: &str,
+        r: &crate::record::TaskResources,
+    ) {
+        let gpus: Vec<(i64, f64)> = r
+            .gpu_memory_bytes
+            .iter()
+            .map(|&(g, b)| (i64::from(g), b as f64))
+            .collect();
+        self.task_with(
+            node,
+            time_ns.max(0) as u64,
+            task,
+            |k| match k {
+                "cpu_percent" => Some(f64::from(r.cpu_percent())),
+                "cpu_user_percent" => Some(f64::from(r.cpu_user_percent)),
+                "cpu_system_percent" => Some(f64::from(r.cpu_system_percent)),
+                "rss_bytes" => Some(r.rss_bytes as f64),
+                "threads" => Some(f64::from(r.threads)),
+                "processes" => Some(f64::from(r.processes)),
+                "read_bytes" => r.read_bytes.map(|b| b as f64),
+                "write_bytes" => r.write_bytes.map(|b| b as f64),
+                "interval_seconds" => Some(f64::from(r.interval_seconds)),
+                _ => None,
+            },
+            &gpus,
+        );
+    }
+
+    /// One task sample's points (see the module doc).
+    fn task_with(
+        &mut self,
+        node: &str,
+        t: u64,
+        task: &str,
+        get: impl Fn(&str) -> Option<f64>,
+        gpus: &[(i64, f64)],
+    ) {
+        let s = match self.nodes.get_mut(node) {
+            Some(s) => s,
+            None => self.nodes.entry(node.to_string()).or_default(),
+        };
+        let attrs = || vec![kv_str("task.id", task)];
+        for (key, name, unit) in [
+            ("cpu_percent", "task_cpu_utilization", "%"),
+            ("cpu_user_percent", "task_cpu_user_utilization", "%"),
+            ("cpu_system_percent", "task_cpu_system_utilization", "%"),
+            ("rss_bytes", "task_memory_rss_bytes", "By"),
+            ("threads", "task_threads", "{thread}"),
+            ("processes", "task_processes", "{process}"),
+        ] {
+            if let Some(x) = get(key) {
+                s.gauge(name, unit, point(attrs(), 0, t, x));
+            }
+        }
+        for &(g, b) in gpus {
+            let mut a = attrs();
+            a.push(kv("gpu_id", any_value::Value::IntValue(g)));
+            s.gauge("task_gpu_memory_used_bytes", "By", point(a, 0, t, b));
+        }
+        let secs = get("interval_seconds").unwrap_or(0.0).max(0.0);
+        let start = t.saturating_sub((secs * 1e9) as u64);
+        for (key, name) in [
+            ("read_bytes", "task_disk_read_bytes"),
+            ("write_bytes", "task_disk_write_bytes"),
+        ] {
+            if let Some(x) = get(key) {
+                s.deltas
+                    .entry(name)
+                    .or_default()
+                    .push(point(attrs(), start, t, x));
+            }
         }
     }
 

@@ -956,24 +956,37 @@ fn finalise(
 }
 
 /// Converts the finished log to the session's JSONL in `--out`: RHAPSODY's
-/// name, unless another node of the session already wrote that file into a
+/// name, unless another node of the session already has that file in a
 /// shared `--out` (then this node's own name, so that no agent overwrites
 /// another's checkpoint, numbered after a requeued job's earlier run of the
-/// same second). Says what it wrote, or why it could not.
+/// same second). The name is claimed by creating the file exclusively
+/// (`O_EXCL`) before the conversion renames the JSONL onto it: agents of
+/// several nodes that stop at the same moment (a `scancel` of the job) each
+/// get a name of their own. Says what it wrote, or why it could not.
 fn write_jsonl(cfg: &RecordConfig, log: &std::path::Path, anchor: &Anchor) -> Option<PathBuf> {
-    let name = convert::default_file_name(&cfg.session_id, anchor.wall_ns);
-    let mut target = cfg.out.join(&name);
-    if target.exists() {
-        let own = convert::node_file_name(&cfg.session_id, &cfg.node_id, anchor.wall_ns);
-        target = cfg.out.join(&own);
-        let stem = own.strip_suffix(".telemetry.jsonl").unwrap_or(&own);
-        let mut n = 1;
-        while target.exists() && n <= MAX_LOG_NUMBER {
-            target = cfg.out.join(format!("{stem}.{n}.telemetry.jsonl"));
-            n += 1;
-        }
-    }
-    match convert::to_jsonl(&[log.to_path_buf()], &Output::File(target)) {
+    let (target, claimed) =
+        match claim_jsonl_name(&cfg.out, &cfg.session_id, &cfg.node_id, anchor.wall_ns) {
+            Ok(p) => (Some(p), true),
+            // Not creatable at all (an unwritable --out): the conversion says
+            // why, on the first name.
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => (
+                Some(
+                    cfg.out
+                        .join(convert::default_file_name(&cfg.session_id, anchor.wall_ns)),
+                ),
+                false,
+            ),
+            Err(_) => (None, false),
+        };
+    let Some(target) = target else {
+        eprintln!(
+            "tal: cannot convert {}: every JSONL name for this session and node in {} is taken; run tal convert on the log",
+            log.display(),
+            cfg.out.display()
+        );
+        return None;
+    };
+    match convert::to_jsonl(&[log.to_path_buf()], &Output::File(target.clone())) {
         Ok((path, summary)) => {
             for l in convert::describe(&summary) {
                 eprintln!("tal: {l}");
@@ -984,9 +997,43 @@ fn write_jsonl(cfg: &RecordConfig, log: &std::path::Path, anchor: &Anchor) -> Op
         }
         Err(e) => {
             eprintln!("tal: cannot convert {}: {e}", log.display());
+            // Our empty claim, not a JSONL.
+            if claimed && std::fs::metadata(&target).is_ok_and(|m| m.len() == 0) {
+                let _ = std::fs::remove_file(&target);
+            }
             None
         }
     }
+}
+
+/// The first free name of the session's JSONL in `out` (RHAPSODY's, then
+/// the node's own, then numbered), claimed by creating it empty and
+/// exclusively: two agents never get the same one. `AlreadyExists` when
+/// every name is taken.
+fn claim_jsonl_name(
+    out: &std::path::Path,
+    session_id: &str,
+    node_id: &str,
+    wall_ns: i64,
+) -> std::io::Result<PathBuf> {
+    let own = convert::node_file_name(session_id, node_id, wall_ns);
+    let stem = own.strip_suffix(".telemetry.jsonl").unwrap_or(&own);
+    let names = std::iter::once(convert::default_file_name(session_id, wall_ns))
+        .chain(std::iter::once(own.clone()))
+        .chain((1..=MAX_LOG_NUMBER).map(|n| format!("{stem}.{n}.telemetry.jsonl")));
+    for name in names {
+        let p = out.join(&name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+        {
+            Ok(_) => return Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::ErrorKind::AlreadyExists.into())
 }
 
 /// The HTML report of the JSONL `jsonl`, beside it (`--report`). A
@@ -1009,5 +1056,37 @@ impl Drop for SocketGuard {
         if let Some(p) = self.0.take() {
             let _ = std::fs::remove_file(p);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_claim_of_a_jsonl_name_gets_a_name_of_its_own() {
+        // Two agents of a session that stop at the same moment ask for a
+        // name before either has written its JSONL: the second must not
+        // get the first one's (it would rename its JSONL over it).
+        let dir = tempfile::tempdir().unwrap();
+        let wall = 1_700_000_000_000_000_000;
+        let names: Vec<String> = (0..4)
+            .map(|_| {
+                let p = claim_jsonl_name(dir.path(), "s", "n1", wall).unwrap();
+                p.file_name().unwrap().to_string_lossy().into_owned()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "s.1700000000.telemetry.jsonl",
+                "s.n1.1700000000.telemetry.jsonl",
+                "s.n1.1700000000.1.telemetry.jsonl",
+                "s.n1.1700000000.2.telemetry.jsonl",
+            ]
+        );
+        // An unwritable directory is an error of its own.
+        let e = claim_jsonl_name(&dir.path().join("missing"), "s", "n1", wall).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
     }
 }
