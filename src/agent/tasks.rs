@@ -44,7 +44,8 @@
 //!
 //! **Cost.** Nothing here runs without tasks: the thread parks until the
 //! first one starts, and again when the last one ends. It samples on its
-//! own absolute deadlines (`clock_nanosleep`, like the node sampler) and
+//! own deadlines (parked with a timeout, so that a start is taken at once)
+//! and
 //! hands fixed-size [`TaskSample`]s to the dispatcher through its own ring,
 //! so it never delays the node samples. The only allocations after a task
 //! starts are those of a new process (its paths and buffers).
@@ -418,7 +419,9 @@ impl TaskAgent {
     }
 
     /// Samples while there are tasks, parks while there are none, until
-    /// `stop` is set.
+    /// `stop` is set. It waits for each deadline parked with a timeout, so
+    /// that a task's start (the listener unparks it) is taken at once: its
+    /// baseline is then read at its start, not at the next deadline.
     pub fn run(mut self) {
         let mut deadline: Option<u64> = None;
         loop {
@@ -432,10 +435,12 @@ impl TaskAgent {
                 continue;
             }
             let d = *deadline.get_or_insert_with(|| mono_ns() + self.interval_ns);
-            if super::proc::sleep_until(d, &self.stop) {
-                break;
+            let now = mono_ns();
+            if now < d {
+                // Woken early (a start, an end, the stop): look again.
+                std::thread::park_timeout(Duration::from_nanos(d - now));
+                continue;
             }
-            self.take_watches();
             self.sample_all(d);
             self.counters
                 .thread_cpu_ns

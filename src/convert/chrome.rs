@@ -18,8 +18,12 @@
 //!   `gpu<N> <field>` for each number of its `per_gpu` updates (utilisation,
 //!   memory, power, …); per-core CPU is left out (one track per core
 //!   drowns the view: `tal report` shows it as a heatmap);
-//! - custom events (`app.Phase`, `tal.*`) as instants (`ph: i`) on their
-//!   node's process, or global without a node, with their fields as args;
+//! - each task's resource samples (`tal.TaskResourceUpdate`) as counter
+//!   tracks of its node, `task <id> cpu_percent` and `task <id> rss_mib`
+//!   (two tracks per sampled task);
+//! - other custom events (`app.Phase`, `tal.*`) as instants (`ph: i`) on
+//!   their node's process, or global without a node, with their fields as
+//!   args;
 //! - process and thread names and sort order as metadata (`ph: M`), and the
 //!   session's id, trace id and last metric line in `otherData`.
 //!
@@ -407,6 +411,29 @@ impl<W: Write> TraceWriter<'_, W> {
             .map_or(1, |i| u64::from(i) + 1);
         if ty == "ResourceUpdate" {
             self.counters(pid, t, v);
+        } else if ty == crate::record::TaskResources::EVENT_TYPE {
+            let task = v["task_id"].as_str().unwrap_or("?");
+            let ts = self.ts(t);
+            let rss_mib = v["rss_bytes"]
+                .as_f64()
+                .map(|b| (b / 1048576.0 * 10.0).round() / 10.0);
+            for (name, x) in [
+                ("cpu_percent", v["cpu_percent"].as_f64()),
+                ("rss_mib", rss_mib),
+            ] {
+                let Some(x) = x else { continue };
+                let mut o = self.begin();
+                o.str("ph", "C")
+                    .str("name", &format!("task {task} {name}"))
+                    .uint("pid", pid)
+                    .uint("tid", 0)
+                    .f64("ts", ts)
+                    .nested("args", |a| {
+                        a.f64("value", x);
+                    });
+                o.end();
+                self.stats.counters += 1;
+            }
         } else if ty.contains('.') {
             let ts = self.ts(t);
             let mut args = serde_json::Map::new();

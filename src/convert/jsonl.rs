@@ -48,7 +48,10 @@
 //!   `_max_us` (NVML time per device and poll), and the GPUs' energy:
 //!   `gpu_energy_joules`, each device's energy over the session, as an
 //!   object keyed by `gpu_id` (by `node:gpu_id` when several nodes), and
-//!   `gpu_energy_joules_total`.
+//!   `gpu_energy_joules_total`. Where tasks were sampled (see
+//!   `crate::agent::tasks`): `task_samples_taken`, `task_samples_dropped`,
+//!   `task_tasks_refused`, `task_processes_refused`, `task_watches_dropped`
+//!   and `agent_task_thread_cpu_seconds` (the task sampler's own CPU).
 //! - session span attributes: `nodes` (how many node logs) and, with GPUs,
 //!   `gpu_energy_joules` and `gpu_energy_joules_total` as on the metric line.
 //! - task span attributes: `queued_time_s` when TaskQueued was seen,
@@ -884,6 +887,9 @@ struct AgentTotals {
     /// In [`AgentTotals::GPU`] order.
     gpu: [u64; 9],
     by_source: [u64; crate::agent::SOURCES],
+    /// The task samplers' counters ([`crate::agent::tasks::COUNTER_NAMES`]),
+    /// their threads' CPU ns, and whether any node sampled tasks.
+    tasks: ([u64; 5], u64, bool),
     /// CPU %, memory %, sample latency, jitter, NVML latency.
     hists: [Option<Histogram<u64>>; 5],
 }
@@ -921,6 +927,7 @@ impl AgentTotals {
             counts: [0; 10],
             gpu: [0; 9],
             by_source: [0; crate::agent::SOURCES],
+            tasks: ([0; 5], 0, false),
             hists: [None, None, None, None, None],
         };
         let mut any = false;
@@ -932,6 +939,11 @@ impl AgentTotals {
                 }
             };
             add(&mut t.by_source, &s.read_errors_by_source);
+            if !s.task_counters.is_empty() {
+                add(&mut t.tasks.0, &s.task_counters);
+                t.tasks.1 += s.task_thread_cpu_ns;
+                t.tasks.2 = true;
+            }
             add(
                 &mut t.gpu,
                 &[
@@ -1008,6 +1020,13 @@ impl AgentTotals {
         }
         if self.gpu[0] > 0 {
             self.write_gpu(o);
+        }
+        if self.tasks.2 {
+            let (counts, cpu_ns, _) = &self.tasks;
+            for (k, v) in crate::agent::tasks::COUNTER_NAMES.iter().zip(counts) {
+                o.uint(k, *v);
+            }
+            o.f64("agent_task_thread_cpu_seconds", *cpu_ns as f64 / 1e9);
         }
         for (name, h) in [
             ("node_cpu_utilization", hc),

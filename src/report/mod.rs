@@ -8,7 +8,10 @@
 //! hover), running tasks, completed tasks and completion throughput over
 //! time, each node's CPU, memory, disk and network, per-core CPU as a
 //! heatmap, each GPU's utilisation, memory and power, a task-duration
-//! histogram and CDF with p50/p90/p99, event counts, a sortable task table
+//! histogram and CDF with p50/p90/p99, the resource series of the
+//! sampled tasks with the highest peaks (CPU and resident memory, from
+//! `tal.TaskResourceUpdate`; see [`TASK_SERIES`]), event counts, a sortable
+//! task table
 //! with failures first, and `tal summary`'s figures (tal's own cost, and
 //! what reading each log found). Every time chart shares one time axis
 //! (seconds from the session's start): selecting a range zooms all of them,
@@ -68,6 +71,9 @@ struct Series {
     node: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     gpu: Option<u64>,
+    /// The task, for a task's resource series.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task: Option<String>,
     /// Field names, in the order of `v`.
     fields: Vec<&'static str>,
     /// Each point's time in quarter columns: `k / 4 × column_s` is s from
@@ -106,6 +112,7 @@ impl Series {
         Self {
             node: node.to_string(),
             gpu,
+            task: None,
             fields,
             k: Vec::new(),
             v: vec![Vec::new(); n],
@@ -184,6 +191,10 @@ struct Tasks {
     read: Vec<Option<f64>>,
     write: Vec<Option<f64>>,
     gpu_mem: Vec<Option<f64>>,
+    /// From the task's resource samples: peak CPU (% of one CPU) and peak
+    /// resident memory.
+    cpu_peak: Vec<Option<f64>>,
+    rss_peak: Vec<Option<f64>>,
     /// Lanes per node (slots).
     slots: Vec<u32>,
 }
@@ -203,8 +214,31 @@ struct Data<'a> {
     series: Vec<Series>,
     gpus: Vec<Series>,
     cores: Vec<Cores>,
+    /// Resource series of the tasks with the highest peaks (see
+    /// [`TASK_SERIES`]), and how many tasks had samples.
+    task_series: Vec<Series>,
+    sampled_tasks: usize,
     summary: &'a crate::summary::Summary,
 }
+
+/// Tasks whose resource samples (`tal.TaskResourceUpdate`) the report
+/// draws, at most: the [`TASK_SERIES`]/2 with the highest peak resident
+/// memory and as many with the highest peak CPU (the table has every
+/// task's peaks).
+pub const TASK_SERIES: usize = 64;
+
+/// Tasks whose peaks the first pass keeps to choose from, at most (later
+/// ones are not drawn).
+const TASK_PEAKS: usize = 100_000;
+
+/// The fields of a task's resource series, in order.
+const TASK_FIELDS: [&str; 5] = [
+    "cpu_percent",
+    "rss_bytes",
+    "threads",
+    "read_bytes",
+    "write_bytes",
+];
 
 /// [`crate::convert::each_jsonl_line`] with an infallible `f`.
 fn each_line(input: impl BufRead, mut f: impl FnMut(Value)) -> io::Result<()> {
@@ -224,6 +258,27 @@ struct Bounds {
     last: Option<i64>,
     session: Option<(i64, i64)>,
     cores: HashMap<String, usize>,
+    /// Each sampled task's peak resident memory and CPU.
+    task_peaks: HashMap<String, (f64, f64)>,
+    sampled_tasks: usize,
+}
+
+impl Bounds {
+    /// The tasks whose series are drawn (see [`TASK_SERIES`]).
+    fn chosen_tasks(&self) -> std::collections::HashSet<String> {
+        let mut by: Vec<(&String, &(f64, f64))> = self.task_peaks.iter().collect();
+        let mut chosen = std::collections::HashSet::new();
+        by.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0).then(a.0.cmp(b.0)));
+        chosen.extend(by.iter().take(TASK_SERIES / 2).map(|(k, _)| (*k).clone()));
+        by.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1).then(a.0.cmp(b.0)));
+        for (k, _) in &by {
+            if chosen.len() >= TASK_SERIES {
+                break;
+            }
+            chosen.insert((*k).clone());
+        }
+        chosen
+    }
 }
 
 impl Bounds {
@@ -238,6 +293,23 @@ impl Bounds {
                     let node = v["node_id"].as_str().unwrap_or("").to_string();
                     let n = self.cores.entry(node).or_default();
                     *n = (*n).max(c.len());
+                }
+                if v["event_type"] == crate::record::TaskResources::EVENT_TYPE {
+                    if let Some(task) = v["task_id"].as_str() {
+                        let (rss, cpu) = (
+                            v["rss_bytes"].as_f64().unwrap_or(0.0),
+                            v["cpu_percent"].as_f64().unwrap_or(0.0),
+                        );
+                        match self.task_peaks.get_mut(task) {
+                            Some(p) => *p = (p.0.max(rss), p.1.max(cpu)),
+                            None => {
+                                self.sampled_tasks += 1;
+                                if self.task_peaks.len() < TASK_PEAKS {
+                                    self.task_peaks.insert(task.to_string(), (rss, cpu));
+                                }
+                            }
+                        }
+                    }
                 }
             }
             Some("span") if v["name"] == "session" => {
@@ -264,6 +336,9 @@ struct Builder {
     /// Each task's (start, end) ns, for its slot.
     intervals: Vec<(i64, i64)>,
     samples: usize,
+    /// The tasks whose series are drawn, and their series.
+    chosen: std::collections::HashSet<String>,
+    task_series: BTreeMap<String, Series>,
 }
 
 impl Builder {
@@ -291,6 +366,10 @@ impl Builder {
             if !self.task_node.contains_key(task) {
                 self.task_node.insert(task.to_string(), n);
             }
+        }
+        if v["event_type"] == crate::record::TaskResources::EVENT_TYPE {
+            self.task_sample(v);
+            return;
         }
         if v["event_type"] != "ResourceUpdate" {
             return;
@@ -337,6 +416,27 @@ impl Builder {
         }
     }
 
+    /// One `tal.TaskResourceUpdate`, for a task whose series is drawn.
+    fn task_sample(&mut self, v: &Value) {
+        let (Some(task), Some(t)) = (v["task_id"].as_str(), json_time_ns(&v["event_time"])) else {
+            return;
+        };
+        if !self.chosen.contains(task) {
+            return;
+        }
+        let col = self.column(self.secs(t), COLUMNS);
+        let vals: Vec<Option<f64>> = TASK_FIELDS.iter().map(|f| v[*f].as_f64()).collect();
+        let node = v["node_id"].as_str().unwrap_or("");
+        self.task_series
+            .entry(task.to_string())
+            .or_insert_with(|| {
+                let mut s = Series::new(node, None, TASK_FIELDS.to_vec());
+                s.task = Some(task.to_string());
+                s
+            })
+            .add(col, &vals);
+    }
+
     fn task(&mut self, v: &Value) {
         let (Some(s), Some(e)) = (v["start_ns"].as_i64(), v["end_ns"].as_i64()) else {
             return;
@@ -372,6 +472,8 @@ impl Builder {
         t.read.push(num("read_bytes"));
         t.write.push(num("write_bytes"));
         t.gpu_mem.push(gpu_memory(&a["gpu_memory_peak_bytes"]));
+        t.cpu_peak.push(num("cpu_percent_peak"));
+        t.rss_peak.push(num("rss_bytes_peak"));
         self.intervals.push((s, e.max(s)));
     }
 
@@ -398,7 +500,12 @@ impl Builder {
                 .map(|&(s, k)| (k > 0).then(|| (s / f64::from(k)).round().clamp(0.0, 255.0) as u8))
                 .collect();
         }
-        self.series.values_mut().map(Series::finish).sum()
+        self.series.values_mut().map(Series::finish).sum::<usize>()
+            + self
+                .task_series
+                .values_mut()
+                .map(Series::finish)
+                .sum::<usize>()
     }
 }
 
@@ -429,6 +536,7 @@ pub fn write_report<R: BufRead>(
         figures.line(v);
     })?;
     let summary = figures.finish();
+    let chosen = bounds.chosen_tasks();
     let (start, end) = bounds
         .session
         .or(bounds.first.zip(bounds.last))
@@ -445,6 +553,8 @@ pub fn write_report<R: BufRead>(
         type_index: HashMap::new(),
         intervals: Vec::new(),
         samples: 0,
+        chosen,
+        task_series: BTreeMap::new(),
     };
     b.nodes.add("");
     each_line(open()?, |v| b.line(v))?;
@@ -462,6 +572,8 @@ pub fn write_report<R: BufRead>(
         series,
         gpus,
         cores: b.cores.into_values().collect(),
+        task_series: b.task_series.into_values().collect(),
+        sampled_tasks: b.bounds.sampled_tasks,
         summary: &summary,
     };
     let stats = ReportStats {

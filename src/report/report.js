@@ -114,7 +114,7 @@
 
   // ---- header ----
   // Series times from their quarter-column indices.
-  for (const x of D.series.concat(D.gpus)) x.t = x.k.map((k) => k / 4 * D.column_s);
+  for (const x of D.series.concat(D.gpus, D.task_series)) x.t = x.k.map((k) => k / 4 * D.column_s);
   const S = D.summary;
   const t = D.tasks;
   document.getElementById("meta").textContent =
@@ -199,6 +199,7 @@
       if (t.rss[i] != null) lines.push("peak RSS: " + bytes(t.rss[i]));
       if (t.read[i] != null || t.write[i] != null) lines.push("I/O: read " + bytes(t.read[i]) + ", written " + bytes(t.write[i]));
       if (t.gpu_mem[i] != null) lines.push("GPU memory (peak): " + bytes(t.gpu_mem[i]));
+      if (t.cpu_peak[i] != null) lines.push("sampled: CPU peak " + t.cpu_peak[i].toFixed(1) + " % of one CPU, RSS peak " + bytes(t.rss_peak[i]));
       showTip(lines.join("\n"), e.clientX, e.clientY);
     });
     u.over.addEventListener("mouseleave", hideTip);
@@ -271,6 +272,34 @@
       row.append(box);
       const axes = [{ label: "s from the session's start" }, fmt === by ? { values: byteTicks, size: 70 } : {}];
       timeChart(box, 200, series, joined(list), { legend: { show: !many }, axes });
+    }
+  })();
+
+  // ---- tasks' own resources ----
+  (function taskResources() {
+    if (D.task_series.length === 0) return;
+    const shown = D.task_series.length;
+    const s = section("Task resources", "What each task's processes used over time (tal.TaskResourceUpdate samples): CPU as % of one CPU (100 = one busy core) and resident memory. " +
+      (D.sampled_tasks > shown ? `The ${shown} of ${D.sampled_tasks} sampled tasks with the highest peaks are drawn; the table below has every task's peaks.` : ""));
+    const row = el("div", { class: "row" });
+    s.append(row);
+    const many = shown > 12;
+    for (const [name, title, fmt] of [
+      ["cpu_percent", "task CPU (% of one CPU)", (v) => v == null ? "-" : v.toFixed(1) + " %"],
+      ["rss_bytes", "task resident memory", (v) => v == null ? "-" : bytes(v)],
+    ]) {
+      const list = [], series = [];
+      D.task_series.forEach((x, i) => {
+        const f = x.fields.indexOf(name);
+        if (f < 0 || x.v[f].every((v) => v == null)) return;
+        list.push([x.t, x.v[f]]);
+        series.push({ label: x.task + (D.nodes.length > 2 ? " @" + x.node : ""), stroke: colour(i), spanGaps: true, value: (u, v) => fmt(v) });
+      });
+      if (list.length === 0) continue;
+      const box = el("div", {}, el("div", { class: "note" }, title));
+      row.append(box);
+      const axes = [{ label: "s from the session's start" }, name === "rss_bytes" ? { values: byteTicks, size: 70 } : {}];
+      timeChart(box, 220, series, joined(list), { legend: { show: !many }, axes });
     }
   })();
 
@@ -389,6 +418,7 @@
         ["CPU", (i) => t.cpu_s[i], true, secs], ["peak RSS", (i) => t.rss[i], true, bytes],
         ["read", (i) => t.read[i], true, bytes], ["written", (i) => t.write[i], true, bytes],
         ["GPU mem", (i) => t.gpu_mem[i], true, bytes],
+        ["CPU % peak", (i) => t.cpu_peak[i], true, (v) => v == null ? "-" : v.toFixed(1)], ["RSS peak", (i) => t.rss_peak[i], true, bytes],
       ];
       let order = t.id.map((_, i) => i).sort((a, b) => (t.state[b] === 1) - (t.state[a] === 1) || (t.end[b] - t.start[b]) - (t.end[a] - t.start[a]));
       const wrap = el("div", { class: "tablewrap" });

@@ -422,4 +422,17 @@ pub fn assert_panels_match(charts: &[Value], v: &[Value]) {
             assert_eq!(chart(title)["series"], gpus.len(), "{title}");
         }
     }
+    // The sampled tasks' own series (at most 64 drawn).
+    let mut sampled: Vec<&str> = v
+        .iter()
+        .filter(|l| l["event_type"] == "tal.TaskResourceUpdate")
+        .filter_map(|l| l["task_id"].as_str())
+        .collect();
+    sampled.sort();
+    sampled.dedup();
+    if !sampled.is_empty() {
+        for title in ["task CPU (% of one CPU)", "task resident memory"] {
+            assert_eq!(chart(title)["series"], sampled.len().min(64), "{title}");
+        }
+    }
 }
