@@ -756,11 +756,35 @@ fn a_tasks_gpu_processes_give_its_peak_gpu_memory() {
         dir.path(),
         &stub("full"),
         &cfg,
-        &[],
+        &["--task-interval", "0.1s"],
         &[],
         &["sh", "-c", &script],
     );
     assert_eq!(code, Some(0), "{stderr}");
+    // Each of its resource samples carries what its processes used on
+    // each GPU at the latest poll: one of the states the script went
+    // through (or none, between them), never the other process's 9 MB.
+    let allowed = [
+        serde_json::json!({"0": 1000000}),
+        serde_json::json!({"0": 3000000}),
+        serde_json::json!({"0": 3000000, "1": 5000000}),
+        serde_json::json!({"0": 2000000}),
+        Value::Null,
+    ];
+    let task_samples: Vec<&Value> = lines(&v, "event", Some("tal.TaskResourceUpdate"))
+        .into_iter()
+        .filter(|l| l["task_id"] == "gpu.task")
+        .collect();
+    assert!(task_samples.len() >= 5, "{}", task_samples.len());
+    for s in &task_samples {
+        assert!(allowed.contains(&s["gpu_memory_bytes"]), "{s}");
+    }
+    assert!(
+        task_samples
+            .iter()
+            .any(|s| s["gpu_memory_bytes"] == allowed[2]),
+        "both devices at once in some sample"
+    );
     let done = lines(&v, "event", Some("TaskCompleted"));
     let gpu_task = done.iter().find(|l| l["task_id"] == "gpu.task").unwrap();
     assert_eq!(

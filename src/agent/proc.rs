@@ -34,7 +34,7 @@ use std::thread::Thread;
 /// covers every CPU).
 pub const MAX_CPUS: usize = 512;
 
-/// Bits of [`ProcReading::ok`]: which sources read and parsed.
+/// Bits of [`NodeCounters::ok`]: which sources read and parsed.
 pub mod source {
     /// /proc/stat
     pub const STAT: u8 = 1;

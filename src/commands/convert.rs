@@ -1,13 +1,13 @@
 //! `tal convert`: node logs (or a JSONL checkpoint) to the session's JSONL,
 //! OTLP JSON files, a Chrome trace, and an OTLP push.
 //!
-//! Two steps: the JSONL ([`jsonl_step`]: the requested file, or a
+//! Two steps: the JSONL (`jsonl_step`: the requested file, or a
 //! temporary one beside the output when only another form is wanted, or
 //! the JSONL given), then the other forms, built as that JSONL is read:
-//! the OTLP form ([`otlp_step`]: spans go to the traces file and to the
+//! the OTLP form (`otlp_step`: spans go to the traces file and to the
 //! receiver in installments, so that memory does not grow with the
 //! session's tasks; the metrics follow at the end), and the Chrome trace
-//! ([`chrome_step`], see `convert::chrome`).
+//! (`chrome_step`, see `convert::chrome`).
 
 use crate::cli::{ConvertArgs, ConvertFormat};
 use crate::convert::{self, otlp, ConvertError, Output};

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# What sampling tasks costs (`tal.TaskResourceUpdate`, src/agent/tasks.rs),
+# measured side by side in one run.
+#
+# Starts TASKS process trees of PROCS processes each (a shell and its
+# sleeping children: what is read per process does not depend on what the
+# process does), then two agents at once, pinned to the same CPU, with the
+# same --interval and --task-interval:
+#   - "tasks": each tree is a task of it (a TaskStarted naming the tree's
+#     pid, sent to its socket as a runtime would);
+#   - "none": no task at all.
+# CPU time comes from the kernel's accounting of every thread
+# (/proc/PID/task/*/sched), over WINDOWS equal windows after a warm-up,
+# alternating which agent starts first each round. Also run beside them:
+# examples/floor's empty thread waking on the task interval's deadlines
+# (one wake-up's own cost).
+#
+# Printed, as medians of the windows: each agent's CPU per second, the
+# difference (everything tasks cost: the sampler, the dispatcher's events,
+# the log), the task thread's CPU per task sample round, and that beyond
+# one wake-up per process per task sample (budget: <= 5 µs), and the node
+# sampler's jitter in each agent (it must not change).
+#
+# With ACTIVE=1 the children are not asleep but wake every 10 ms (perl's
+# select), so that each has run between any two samples: every file of
+# every process is read at every sample (the worst case; an idle process
+# of one thread costs one `schedstat` read, see src/agent/tasks.rs).
+#
+# Usage: [TASKS=64] [PROCS=4] [ROUNDS=2] [ACTIVE=1] scripts/bench-task-sampling.sh [SECONDS=40] [TASK_INTERVAL=1] [WINDOWS=4]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-40}
+TINT=${2:-1}
+WINDOWS=${3:-4}
+TASKS=${TASKS:-64}
+PROCS=${PROCS:-4}
+ROUNDS=${ROUNDS:-2}
+INTERVAL=0.1
+cargo build --release --quiet --bin tal --example floor
+TAL=./target/release/tal
+work=$(mktemp -d)
+pids=()
+roots=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for r in "${roots[@]}"; do pkill -TERM -P "$r" 2>/dev/null || true; kill -TERM "$r" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cpu_of() { # pid [thread name]: on-CPU ns of every thread, or of that one
+  local t sum=0 v
+  for t in /proc/"$1"/task/*; do
+    if [ -z "${2:-}" ] || [ "$(cat "$t/comm" 2>/dev/null)" = "$2" ]; then
+      v=$(awk '/se.sum_exec_runtime/ { printf "%.0f", $3 * 1e6 }' "$t/sched" 2>/dev/null || echo 0)
+      sum=$((sum + ${v:-0}))
+    fi
+  done
+  echo "$sum"
+}
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+echo "# task sampling: $TASKS tasks of $PROCS processes (children $([ "${ACTIVE:-0}" = 1 ] && echo 'waking every 10 ms' || echo asleep)), --task-interval ${TINT}s, --interval ${INTERVAL}s, ${SECS}s in ${ROUNDS} rounds x ${WINDOWS} windows, $(nproc) CPUs, $(uname -r)" >&2
+# The process trees: `sh` and PROCS-1 sleeping children each.
+for i in $(seq "$TASKS"); do
+  if [ "${ACTIVE:-0}" = 1 ]; then kid="perl -e 'select(undef, undef, undef, 0.01) while 1' & "; else kid='sleep 100000 & '; fi
+  kids=$(for _ in $(seq $((PROCS - 1))); do printf '%s' "$kid"; done)
+  sh -c "$kids wait" "tal-bench-tree $work" &
+  roots+=($!)
+done
+sleep 0.5
+cpu=$(($(nproc) - 1))
+window=$(awk -v s="$SECS" -v w="$WINDOWS" -v r="$ROUNDS" 'BEGIN { printf "%.3f", s / w / r }')
+for f in with none thread wake jit_with jit_none; do : >"$work/r.$f"; done
+printf '%-6s %-7s %14s %14s %12s %16s %12s\n' round window "tasks µs/s" "none µs/s" "diff µs/s" "thread µs/round" "wake µs" >&2
+for round in $(seq "$ROUNDS"); do
+  start() { # name
+    rm -rf "$work/$1"
+    taskset -c "$cpu" "$TAL" record --interval "$INTERVAL" --task-interval "$TINT" --pin none \
+      --out "$work/$1" --session-id "bench.$1" --node-id n1 --socket "$work/$1.sock" 2>"$work/$1.err" &
+    eval "PID_$1=$!"
+    pids+=($!)
+    while [ ! -S "$work/$1.sock" ]; do sleep 0.05; done
+  }
+  if [ $((round % 2)) = 1 ]; then start with; start none; else start none; start with; fi
+  FLOOR_WAKE_THREAD=1 taskset -c "$cpu" ./target/release/examples/floor "$TINT" 2>/dev/null &
+  FLOOR=$!
+  pids+=("$FLOOR")
+  # The trees become tasks of "with", as a runtime would say so.
+  python3 - "$work/with.sock" "${roots[@]}" <<'EOF'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+for i, pid in enumerate(sys.argv[2:]):
+    s.sendall((json.dumps({"event_type": "TaskStarted", "task_id": "bench.%d" % i, "attributes": {"pid": int(pid)}}) + "\n").encode())
+s.sendall(b'{"op": "ping"}\n')
+s.recv(4096)
+EOF
+  sleep 3
+  for w in $(seq "$WINDOWS"); do
+    t0=$(date +%s%N)
+    a0=$(cpu_of "$PID_with"); b0=$(cpu_of "$PID_none"); h0=$(cpu_of "$PID_with" tal-tasks); f0=$(cpu_of "$FLOOR" floor-wake)
+    sleep "$window"
+    t1=$(date +%s%N)
+    a1=$(cpu_of "$PID_with"); b1=$(cpu_of "$PID_none"); h1=$(cpu_of "$PID_with" tal-tasks); f1=$(cpu_of "$FLOOR" floor-wake)
+    read -r ua ub ud uh uw < <(awk -v a=$((a1 - a0)) -v b=$((b1 - b0)) -v h=$((h1 - h0)) -v f=$((f1 - f0)) -v t=$((t1 - t0)) -v i="$TINT" \
+      'BEGIN { s = t / 1e9; r = s / i; printf "%.1f %.1f %.1f %.1f %.2f\n", a / 1e3 / s, b / 1e3 / s, (a - b) / 1e3 / s, h / 1e3 / r, f / 1e3 / r }')
+    echo "$ua" >>"$work/r.with"; echo "$ub" >>"$work/r.none"; echo "$uh" >>"$work/r.thread"; echo "$uw" >>"$work/r.wake"
+    printf '%-6s %-7s %14s %14s %12s %16s %12s\n' "$round" "$w" "$ua" "$ub" "$ud" "$uh" "$uw" >&2
+  done
+  kill -TERM "$PID_with" "$PID_none" "$FLOOR"
+  wait "$PID_with" "$PID_none" "$FLOOR" 2>/dev/null || true
+  pids=()
+  for a in with none; do
+    python3 -c "
+import json, sys, glob
+m = [json.loads(l) for l in open(glob.glob(sys.argv[1] + '/*.telemetry.jsonl')[0]) if '\"section\": \"metric\"' in l][0]
+print(m['agent_sampling_jitter_p99_ms'], m.get('task_samples_taken', 0), m.get('task_samples_dropped', 0))" "$work/$a" >>"$work/r.jit_$a"
+  done
+done
+wm=$(median <"$work/r.with"); nm=$(median <"$work/r.none"); hm=$(median <"$work/r.thread"); km=$(median <"$work/r.wake")
+per=$(awk -v h="$hm" -v k="$km" -v n=$((TASKS * PROCS)) 'BEGIN { printf "%.2f", (h - k) / n }')
+echo
+echo "| measure ($TASKS tasks × $PROCS processes, --task-interval ${TINT}s) | value |"
+echo "| --- | --- |"
+echo "| agent CPU with the tasks / without (medians of windows) | ${wm} / ${nm} µs per s |"
+echo "| what the tasks cost the whole agent (difference of medians) | $(awk -v a="$wm" -v b="$nm" 'BEGIN { printf "%.1f µs per s = %.3f %% of a core", a - b, (a - b) / 1e4 }') |"
+echo "| task thread (tal-tasks) per task sample round | ${hm} µs |"
+echo "| an empty thread's wake-up on the same deadlines (floor-wake) | ${km} µs |"
+echo "| task thread beyond its wake-up, per process per task sample | ${per} µs (budget ≤ 5) |"
+echo "| node sampler jitter p99 with the tasks / without, per round | $(cut -d' ' -f1 "$work/r.jit_with" | paste -sd, -) / $(cut -d' ' -f1 "$work/r.jit_none" | paste -sd, -) ms |"
+echo "| task samples taken / dropped (agent with the tasks, per round) | $(cut -d' ' -f2,3 "$work/r.jit_with" | tr ' ' / | paste -sd, -) |"
