@@ -21,12 +21,15 @@
 # one wake-up per process per task sample (budget: <= 5 µs), and the node
 # sampler's jitter in each agent (it must not change).
 #
-# With ACTIVE=1 the children are not asleep but wake every 10 ms (perl's
-# select), so that each has run between any two samples: every file of
-# every process is read at every sample (the worst case; an idle process
-# of one thread costs one `schedstat` read, see src/agent/tasks.rs).
+# With ACTIVE=1 the children are not asleep but wake every ACTIVE_PERIOD
+# seconds (default 0.01; perl's select), so that each has run between any
+# two samples: every file of every process is read at every sample (the
+# worst case; an idle process of one thread costs one `schedstat` read, see
+# src/agent/tasks.rs). At 0.01 s the wake-ups also keep the CPU's caches
+# cold for the agents; a longer period (shorter than the task interval)
+# measures the reads without that.
 #
-# Usage: [TASKS=64] [PROCS=4] [ROUNDS=2] [ACTIVE=1] scripts/bench-task-sampling.sh [SECONDS=40] [TASK_INTERVAL=1] [WINDOWS=4]
+# Usage: [TASKS=64] [PROCS=4] [ROUNDS=2] [ACTIVE=1] [ACTIVE_PERIOD=0.01] scripts/bench-task-sampling.sh [SECONDS=40] [TASK_INTERVAL=1] [WINDOWS=4]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-40}
@@ -60,10 +63,10 @@ cpu_of() { # pid [thread name]: on-CPU ns of every thread, or of that one
 }
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-echo "# task sampling: $TASKS tasks of $PROCS processes (children $([ "${ACTIVE:-0}" = 1 ] && echo 'waking every 10 ms' || echo asleep)), --task-interval ${TINT}s, --interval ${INTERVAL}s, ${SECS}s in ${ROUNDS} rounds x ${WINDOWS} windows, $(nproc) CPUs, $(uname -r)" >&2
+echo "# task sampling: $TASKS tasks of $PROCS processes (children $([ "${ACTIVE:-0}" = 1 ] && echo "waking every ${ACTIVE_PERIOD:-0.01} s" || echo asleep)), --task-interval ${TINT}s, --interval ${INTERVAL}s, ${SECS}s in ${ROUNDS} rounds x ${WINDOWS} windows, $(nproc) CPUs, $(uname -r)" >&2
 # The process trees: `sh` and PROCS-1 sleeping children each.
 for i in $(seq "$TASKS"); do
-  if [ "${ACTIVE:-0}" = 1 ]; then kid="perl -e 'select(undef, undef, undef, 0.01) while 1' & "; else kid='sleep 100000 & '; fi
+  if [ "${ACTIVE:-0}" = 1 ]; then kid="perl -e 'select(undef, undef, undef, ${ACTIVE_PERIOD:-0.01}) while 1' & "; else kid='sleep 100000 & '; fi
   kids=$(for _ in $(seq $((PROCS - 1))); do printf '%s' "$kid"; done)
   sh -c "$kids wait" "tal-bench-tree $work" &
   roots+=($!)
