@@ -102,20 +102,31 @@ fn inside<'a>(v: &'a [Value], task: &str, from: f64, to: f64) -> Vec<&'a Value> 
         .collect()
 }
 
+/// Two tasks at once for `secs` seconds, sampled every 0.25 s: `busy`
+/// keeps one CPU busy, `idle` sleeps.
+fn busy_beside_idle(
+    dir: &Path,
+    session: &str,
+    secs: &str,
+    (busy, idle): (&str, &str),
+) -> Vec<Value> {
+    let tal = tal_bin();
+    record(
+        dir,
+        session,
+        "0.25s",
+        &format!(
+            "{tal} run --task-id {busy} -- timeout {secs} sh -c 'while :; do :; done' & \
+             {tal} run --task-id {idle} -- sleep {secs} & wait"
+        ),
+    )
+}
+
 #[test]
 fn a_busy_task_shows_one_cpu_and_a_sleeping_one_none_side_by_side() {
     let _one = serial();
     let dir = tempfile::tempdir().unwrap();
-    let tal = tal_bin();
-    let v = record(
-        dir.path(),
-        "tr.cpu",
-        "0.25s",
-        &format!(
-            "{tal} run --task-id busy -- timeout 2 sh -c 'while :; do :; done' & \
-             {tal} run --task-id idle -- sleep 2 & wait"
-        ),
-    );
+    let v = busy_beside_idle(dir.path(), "tr.cpu", "2", ("busy", "idle"));
     assert_complete(&v);
     // Samples wholly inside the busy loop's 2 s (leaving its start-up):
     // one CPU, ±10.
@@ -400,16 +411,7 @@ fn no_task_sampling_when_off_and_the_interval_is_checked() {
 fn otlp_chrome_trace_and_report_carry_the_task_series() {
     let _one = serial();
     let dir = tempfile::tempdir().unwrap();
-    let bin = tal_bin();
-    let v = record(
-        dir.path(),
-        "tr.views",
-        "0.25s",
-        &format!(
-            "{bin} run --task-id a -- timeout 1.2 sh -c 'while :; do :; done' & \
-             {bin} run --task-id b -- sleep 1.2 & wait"
-        ),
-    );
+    let v = busy_beside_idle(dir.path(), "tr.views", "1.2", ("a", "b"));
     let jsonl = files_with_ext(dir.path(), ".telemetry.jsonl").remove(0);
     // OTLP: gauges with the task's id.
     let prefix = dir.path().join("export");

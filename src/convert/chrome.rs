@@ -421,18 +421,9 @@ impl<W: Write> TraceWriter<'_, W> {
                 ("cpu_percent", v["cpu_percent"].as_f64()),
                 ("rss_mib", rss_mib),
             ] {
-                let Some(x) = x else { continue };
-                let mut o = self.begin();
-                o.str("ph", "C")
-                    .str("name", &format!("task {task} {name}"))
-                    .uint("pid", pid)
-                    .uint("tid", 0)
-                    .f64("ts", ts)
-                    .nested("args", |a| {
-                        a.f64("value", x);
-                    });
-                o.end();
-                self.stats.counters += 1;
+                if let Some(x) = x {
+                    self.counter(pid, ts, &format!("task {task} {name}"), x);
+                }
             }
         } else if ty.contains('.') {
             let ts = self.ts(t);
@@ -462,6 +453,21 @@ impl<W: Write> TraceWriter<'_, W> {
         }
     }
 
+    /// One counter event: `name` = `x` on process `pid` at `ts` µs.
+    fn counter(&mut self, pid: u64, ts: f64, name: &str, x: f64) {
+        let mut o = self.begin();
+        o.str("ph", "C")
+            .str("name", name)
+            .uint("pid", pid)
+            .uint("tid", 0)
+            .f64("ts", ts)
+            .nested("args", |a| {
+                a.f64("value", x);
+            });
+        o.end();
+        self.stats.counters += 1;
+    }
+
     fn counters(&mut self, pid: u64, t: i64, v: &Value) {
         let ts = self.ts(t);
         let gpu = match (v["resource_scope"].as_str(), v["gpu_id"].as_u64()) {
@@ -469,19 +475,7 @@ impl<W: Write> TraceWriter<'_, W> {
             _ => None,
         };
         let Value::Object(m) = v else { return };
-        let put = |w: &mut Self, name: &str, x: f64| {
-            let mut o = w.begin();
-            o.str("ph", "C")
-                .str("name", name)
-                .uint("pid", pid)
-                .uint("tid", 0)
-                .f64("ts", ts)
-                .nested("args", |a| {
-                    a.f64("value", x);
-                });
-            o.end();
-            w.stats.counters += 1;
-        };
+        let put = |w: &mut Self, name: &str, x: f64| w.counter(pid, ts, name, x);
         match gpu {
             None => {
                 for k in NODE_SERIES {
