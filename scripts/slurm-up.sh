@@ -111,6 +111,20 @@ wait_idle() {
   return 1
 }
 
+# Whether a node's cgroups can be set up here, tried once on a throwaway
+# cgroup (tal-probe) the way start_node does it.
+probe_cgroups() {
+  local c rc=0
+  for c in $CG_CTLS; do mkdir -p "/sys/fs/cgroup/$c/tal-probe" 2>/dev/null || rc=1; done
+  if [ $rc = 0 ]; then
+    sh -c "for c in $CG_CTLS; do echo \$\$ >/sys/fs/cgroup/\$c/tal-probe/cgroup.procs || exit 1; done
+      exec unshare --cgroup --mount sh -c 'for c in $CG_CTLS; do umount /sys/fs/cgroup/\$c && mount -t cgroup -o \$c tal-probe /sys/fs/cgroup/\$c || exit 1; done'" \
+      >/dev/null 2>&1 || rc=1
+  fi
+  for c in $CG_CTLS; do rmdir "/sys/fs/cgroup/$c/tal-probe" 2>/dev/null || true; done
+  return $rc
+}
+
 if [ -n "$REVIVE" ]; then
   i=${REVIVE#taln}
   case "$i" in '' | *[!0-9]*) log "--revive-node: no node $REVIVE (the nodes are taln1, taln2, …)"; exit 2 ;; esac
@@ -198,8 +212,8 @@ else
     grep -q " /sys/fs/cgroup/$c [^-]* - cgroup " /proc/self/mountinfo ||
       why="no cgroup v1 $c controller mounted at /sys/fs/cgroup/$c (Slurm 22.05 on cgroup v2 needs systemd, which these machines do not run)"
   done
-  [ -n "$why" ] || unshare --cgroup --mount true 2>/dev/null ||
-    why="this kernel or sandbox allows no new cgroup or mount namespace"
+  [ -n "$why" ] || probe_cgroups ||
+    why="this machine would not let a process make and join a cgroup, then mount it as its own root in new cgroup and mount namespaces"
   if [ -z "$why" ]; then
     echo v1 >"$D/cgroups"
     for i in $(seq "$NODES"); do
