@@ -13,7 +13,9 @@
 # (/proc/PID/task/*/sched), over WINDOWS equal windows after a warm-up,
 # alternating which agent starts first each round. Also run beside them:
 # examples/floor's empty thread waking on the task interval's deadlines
-# (one wake-up's own cost).
+# (one wake-up's own cost), and examples/task_floor, which reads the four
+# files of every one of the processes once per task interval and does
+# nothing else (the reads' own cost, cold as they are once a second).
 #
 # Printed, as medians of the windows: each agent's CPU per second, the
 # difference (everything tasks cost: the sampler, the dispatcher's events,
@@ -39,7 +41,7 @@ TASKS=${TASKS:-64}
 PROCS=${PROCS:-4}
 ROUNDS=${ROUNDS:-2}
 INTERVAL=0.1
-cargo build --release --quiet --bin tal --example floor
+cargo build --release --quiet --bin tal --example floor --example task_floor
 TAL=./target/release/tal
 work=$(mktemp -d)
 pids=()
@@ -72,10 +74,12 @@ for i in $(seq "$TASKS"); do
   roots+=($!)
 done
 sleep 0.5
+all=("${roots[@]}")
+for r in "${roots[@]}"; do while read -r c; do all+=("$c"); done < <(pgrep -P "$r"); done
 cpu=$(($(nproc) - 1))
 window=$(awk -v s="$SECS" -v w="$WINDOWS" -v r="$ROUNDS" 'BEGIN { printf "%.3f", s / w / r }')
-for f in with none thread wake jit_with jit_none; do : >"$work/r.$f"; done
-printf '%-6s %-7s %14s %14s %12s %16s %12s\n' round window "tasks µs/s" "none µs/s" "diff µs/s" "thread µs/round" "wake µs" >&2
+for f in with none thread wake floor jit_with jit_none; do : >"$work/r.$f"; done
+printf '%-6s %-7s %14s %14s %12s %16s %12s %14s\n' round window "tasks µs/s" "none µs/s" "diff µs/s" "thread µs/round" "wake µs" "reads µs/round" >&2
 for round in $(seq "$ROUNDS"); do
   start() { # name
     rm -rf "$work/$1"
@@ -89,6 +93,9 @@ for round in $(seq "$ROUNDS"); do
   FLOOR_WAKE_THREAD=1 taskset -c "$cpu" ./target/release/examples/floor "$TINT" 2>/dev/null &
   FLOOR=$!
   pids+=("$FLOOR")
+  taskset -c "$cpu" ./target/release/examples/task_floor "$TINT" "${all[@]}" &
+  TFLOOR=$!
+  pids+=("$TFLOOR")
   # The trees become tasks of "with", as a runtime would say so.
   python3 - "$work/with.sock" "${roots[@]}" <<'EOF'
 import json, socket, sys
@@ -102,17 +109,17 @@ EOF
   sleep 3
   for w in $(seq "$WINDOWS"); do
     t0=$(date +%s%N)
-    a0=$(cpu_of "$PID_with"); b0=$(cpu_of "$PID_none"); h0=$(cpu_of "$PID_with" tal-tasks); f0=$(cpu_of "$FLOOR" floor-wake)
+    a0=$(cpu_of "$PID_with"); b0=$(cpu_of "$PID_none"); h0=$(cpu_of "$PID_with" tal-tasks); f0=$(cpu_of "$FLOOR" floor-wake); r0=$(cpu_of "$TFLOOR" task-floor)
     sleep "$window"
     t1=$(date +%s%N)
-    a1=$(cpu_of "$PID_with"); b1=$(cpu_of "$PID_none"); h1=$(cpu_of "$PID_with" tal-tasks); f1=$(cpu_of "$FLOOR" floor-wake)
-    read -r ua ub ud uh uw < <(awk -v a=$((a1 - a0)) -v b=$((b1 - b0)) -v h=$((h1 - h0)) -v f=$((f1 - f0)) -v t=$((t1 - t0)) -v i="$TINT" \
-      'BEGIN { s = t / 1e9; r = s / i; printf "%.1f %.1f %.1f %.1f %.2f\n", a / 1e3 / s, b / 1e3 / s, (a - b) / 1e3 / s, h / 1e3 / r, f / 1e3 / r }')
-    echo "$ua" >>"$work/r.with"; echo "$ub" >>"$work/r.none"; echo "$uh" >>"$work/r.thread"; echo "$uw" >>"$work/r.wake"
-    printf '%-6s %-7s %14s %14s %12s %16s %12s\n' "$round" "$w" "$ua" "$ub" "$ud" "$uh" "$uw" >&2
+    a1=$(cpu_of "$PID_with"); b1=$(cpu_of "$PID_none"); h1=$(cpu_of "$PID_with" tal-tasks); f1=$(cpu_of "$FLOOR" floor-wake); r1=$(cpu_of "$TFLOOR" task-floor)
+    read -r ua ub ud uh uw uf < <(awk -v a=$((a1 - a0)) -v b=$((b1 - b0)) -v h=$((h1 - h0)) -v f=$((f1 - f0)) -v x=$((r1 - r0)) -v t=$((t1 - t0)) -v i="$TINT" \
+      'BEGIN { s = t / 1e9; r = s / i; printf "%.1f %.1f %.1f %.1f %.2f %.1f\n", a / 1e3 / s, b / 1e3 / s, (a - b) / 1e3 / s, h / 1e3 / r, f / 1e3 / r, x / 1e3 / r }')
+    echo "$ua" >>"$work/r.with"; echo "$ub" >>"$work/r.none"; echo "$uh" >>"$work/r.thread"; echo "$uw" >>"$work/r.wake"; echo "$uf" >>"$work/r.floor"
+    printf '%-6s %-7s %14s %14s %12s %16s %12s %14s\n' "$round" "$w" "$ua" "$ub" "$ud" "$uh" "$uw" "$uf" >&2
   done
-  kill -TERM "$PID_with" "$PID_none" "$FLOOR"
-  wait "$PID_with" "$PID_none" "$FLOOR" 2>/dev/null || true
+  kill -TERM "$PID_with" "$PID_none" "$FLOOR" "$TFLOOR"
+  wait "$PID_with" "$PID_none" "$FLOOR" "$TFLOOR" 2>/dev/null || true
   pids=()
   for a in with none; do
     python3 -c "
@@ -131,5 +138,7 @@ echo "| what the tasks cost the whole agent (difference of medians) | $(awk -v a
 echo "| task thread (tal-tasks) per task sample round | ${hm} µs |"
 echo "| an empty thread's wake-up on the same deadlines (floor-wake) | ${km} µs |"
 echo "| task thread beyond its wake-up, per process per task sample | ${per} µs (budget ≤ 5) |"
+xm=$(median <"$work/r.floor")
+echo "| the reads alone (task_floor: schedstat, children, stat and io of each of the ${#all[@]} processes, once per interval), per process | $(awk -v x="$xm" -v k="$km" -v n="${#all[@]}" 'BEGIN { printf "%.2f", (x - k) / n }') µs; tal's task thread / this: $(awk -v h="$hm" -v x="$xm" 'BEGIN { printf "%.2f", h / x }') |"
 echo "| node sampler jitter p99 with the tasks / without, per round | $(cut -d' ' -f1 "$work/r.jit_with" | paste -sd, -) / $(cut -d' ' -f1 "$work/r.jit_none" | paste -sd, -) ms |"
 echo "| task samples taken / dropped (agent with the tasks, per round) | $(cut -d' ' -f2,3 "$work/r.jit_with" | tr ' ' / | paste -sd, -) |"

@@ -41,8 +41,9 @@
 //! (`scripts/bench-task-sampling.sh`, 64 tasks of 4 processes, a 2-core
 //! VM): 2.95 µs of the task thread per process and sample beyond its
 //! wake-up at 1 s, 2.83 µs at 0.1 s, with sleeping processes; processes
-//! that ran in every interval (`ACTIVE=1`) cost 9.1 µs each, `stat` and
-//! `io` being read cold for each one.
+//! that ran in every interval (`ACTIVE=1`) cost 9.1–10.5 µs each: what the
+//! reads alone cost, once a second and cold (`examples/task_floor`, side
+//! by side: 12.2 µs per process for the four files).
 //!
 //! **Finding descendants, and why this way.** Each sample also reads
 //! `/proc/PID/task/PID/children` of each process (kept open too): the
