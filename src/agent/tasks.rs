@@ -400,8 +400,15 @@ impl Proc {
     /// same) cannot have used CPU, done I/O, forked or grown, so its
     /// `stat`, `io` and `children` need not be read (one `pread` of
     /// `schedstat` instead of three). A process of several threads is
-    /// always read: `schedstat` covers its main thread only.
+    /// always read (`schedstat` covers its main thread only), without
+    /// asking `schedstat`; when it is down to one thread again, its first
+    /// look finds the run time moved and reads it whole once more.
     fn look(&mut self) {
+        if self.threads != 1 {
+            // Read whole whatever `schedstat` says: no need to ask it.
+            self.ran = true;
+            return;
+        }
         let now = self
             .sched
             .as_mut()
@@ -411,7 +418,7 @@ impl Proc {
             Some(ns) => {
                 let moved = ns != self.run_ns;
                 self.run_ns = ns;
-                moved || self.threads != 1
+                moved
             }
             // Gone (the `stat` read will say), or no schedstat.
             None => true,
