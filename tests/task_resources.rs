@@ -329,6 +329,12 @@ fn a_pid_a_runtime_sends_is_sampled_until_the_task_ends_and_bad_ones_are_refused
             ev("TaskStarted", "bad.text", r#""pid": "12""#),
             ev("TaskStarted", "bad.float", r#""pid": 1.5"#),
             ev("TaskStarted", "bad.huge", r#""pid": 99999999999999999999"#),
+            // A live pid, but an id too long to hold.
+            ev(
+                "TaskStarted",
+                &"long".repeat(200),
+                &format!(r#""pid": {}"#, std::process::id()),
+            ),
         ],
     );
     assert!(replies.contains("\"ok\": true"), "{replies}");
@@ -366,7 +372,11 @@ fn a_pid_a_runtime_sends_is_sampled_until_the_task_ends_and_bad_ones_are_refused
         assert!(samples(&v, bad).is_empty(), "{bad}");
     }
     let m = lines(&v, "metric", None).last().copied().unwrap();
-    assert_eq!(m["task_tasks_refused"], 2, "bad.gone and rt.2: {m}");
+    assert!(samples(&v, &"long".repeat(200)).is_empty());
+    assert_eq!(
+        m["task_tasks_refused"], 3,
+        "bad.gone, rt.2 and the long id: {m}"
+    );
     assert_eq!(m["task_samples_dropped"], 0);
 }
 

@@ -8,7 +8,8 @@
 //! which parses every event anyway, hands such starts and ends to this
 //! thread through a ring ([`TaskWatch`]). Only processes of the agent's own
 //! user are sampled (any, when the agent runs as root): a client cannot
-//! point tal at another user's processes. At most [`MAX_TASKS`] tasks and
+//! point tal at another user's processes. Tasks whose id is longer than
+//! [`MAX_TASK_ID_BYTES`] are not sampled. At most [`MAX_TASKS`] tasks and
 //! [`MAX_PROCESSES`] processes in all ([`MAX_PROCESSES_PER_TASK`] per task)
 //! are sampled at once, each process with three kept-open files; beyond
 //! that, tasks and processes are counted as refused, not sampled.
@@ -86,6 +87,10 @@ pub const MAX_TASKS: usize = 1024;
 pub const MAX_PROCESSES: usize = 4096;
 /// Processes of one task sampled at most.
 pub const MAX_PROCESSES_PER_TASK: usize = 256;
+/// Longest task id sampled, bytes: a start whose id is longer is refused
+/// (a line may be 64 KiB, and the ring and the sampler hold up to 2048
+/// ids: this keeps them within 1 MiB).
+pub const MAX_TASK_ID_BYTES: usize = 512;
 /// How often the safety-net scan of `/proc` runs (see the module doc).
 pub const SCAN_EVERY: Duration = Duration::from_secs(10);
 
@@ -213,6 +218,10 @@ impl TaskKeys {
     /// A TaskStarted of `task_id` naming process `pid`.
     pub fn started(&mut self, task_id: &[u8], pid: u32) {
         if pid == 0 {
+            return;
+        }
+        if task_id.len() > MAX_TASK_ID_BYTES {
+            TaskCounters::bump(&self.counters.tasks_refused);
             return;
         }
         let key = self.key(task_id);
