@@ -8,6 +8,11 @@
 set -uo pipefail
 D=${TAL_SLURM_DIR:-/tmp/tal-slurm}
 [ -f "$D/started" ] || exit 0
+# Not while slurm-up.sh brings a cluster up (unless it is what called us).
+if [ -z "${TAL_SLURM_LOCKED:-}" ]; then
+  exec 9>/tmp/tal-slurm-up.lock
+  flock 9
+fi
 alive() {
   local st
   st=$(awk '/^State:/ { print $2 }' "/proc/$1/status" 2>/dev/null || true)

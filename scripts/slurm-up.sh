@@ -49,6 +49,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$NODES" in '' | *[!0-9]* | 0) echo "slurm-up: --nodes needs a positive number" >&2; exit 2 ;; esac
+# One bring-up at a time on this machine (the clusters share munge, and a
+# test binary may bring up both at once). The daemons started below do not
+# inherit the lock (`9>&-`), or they would hold it for ever.
+exec 9>/tmp/tal-slurm-up.lock
+flock 9
+export TAL_SLURM_LOCKED=1 # for the slurm-down.sh it may call
 NET=${TAL_SLURM_NET:-10.77.0}
 track="ProctrackType=proctrack/linuxproc
 JobAcctGatherType=jobacct_gather/none"
@@ -83,9 +89,9 @@ start_node() {
     for c in $CG_CTLS; do inner="umount /sys/fs/cgroup/$c && mount -t cgroup -o $c tal-taln$i /sys/fs/cgroup/$c && $inner"; done
     nsenter --net="/run/netns/taln$i" sh -c "
       for c in $CG_CTLS; do echo \$\$ >/sys/fs/cgroup/\$c/tal-taln$i/cgroup.procs || exit 1; done
-      exec unshare --uts --cgroup --mount sh -c \"$inner\""
+      exec unshare --uts --cgroup --mount sh -c \"$inner\"" 9>&-
   else
-    nsenter --net="/run/netns/taln$i" unshare --uts sh -c "$inner"
+    nsenter --net="/run/netns/taln$i" unshare --uts sh -c "$inner" 9>&-
   fi
   for _ in $(seq 100); do [ -s "$pidf" ] && break; sleep 0.05; done
   [ -s "$pidf" ] || { log "slurmd of taln$i did not start; see $D/slurmd.taln$i.log"; return 1; }
@@ -183,7 +189,7 @@ if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
   chown munge:munge /etc/munge/munge.key
   chmod 0400 /etc/munge/munge.key
   rm -f /run/munge/munged.pid
-  runuser -u munge -- munged
+  runuser -u munge -- munged 9>&-
   for _ in $(seq 50); do [ -s /run/munge/munged.pid ] && break; sleep 0.1; done
   echo "munged $(cat /run/munge/munged.pid)" >>"$D/started"
   munge -n | unmunge >/dev/null
@@ -288,14 +294,14 @@ PartitionName=debug Nodes=$partition_nodes Default=YES MaxTime=INFINITE State=UP
 EOF
 export SLURM_CONF=$CONF
 
-slurmctld -i -c -f "$CONF"
+slurmctld -i -c -f "$CONF" 9>&-
 for _ in $(seq 100); do [ -s "$D/slurmctld.pid" ] && break; sleep 0.05; done
 echo "slurmctld $(cat "$D/slurmctld.pid")" >>"$D/started"
 for _ in $(seq 100); do scontrol ping 2>/dev/null | grep -q UP && break; sleep 0.1; done
 scontrol ping | grep -q UP || { log "slurmctld did not come up; see $D/slurmctld.log"; exit 1; }
 
 if [ "$NODES" = 1 ]; then
-  slurmd -N "$host" -f "$CONF"
+  slurmd -N "$host" -f "$CONF" 9>&-
   for _ in $(seq 100); do [ -s "$D/slurmd.pid" ] && break; sleep 0.05; done
   echo "slurmd $(cat "$D/slurmd.pid")" >>"$D/started"
   wait_idle "$host"
