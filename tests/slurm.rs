@@ -133,6 +133,22 @@ fn wait_gone_on(conf: &Path, job: &str, limit: Duration) {
     }
 }
 
+/// Waits until step `job`.`step` has left the queue of the cluster of
+/// `conf`.
+fn wait_step_gone_on(conf: &Path, job: &str, step: &str) {
+    let id = format!("{job}.{step}");
+    wait_until(&format!("step {id} to end"), || {
+        let out = Command::new("squeue")
+            .env("SLURM_CONF", conf)
+            .args(["-h", "-s", "-o", "%i", "-j", job])
+            .output()
+            .unwrap();
+        !String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.trim() == id)
+    });
+}
+
 /// Waits for a file to appear (the agent's socket).
 fn wait_path(p: &Path, limit: Duration) {
     let t0 = Instant::now();
@@ -284,15 +300,7 @@ fn scancel_of_the_agents_step_sigkills_it_and_convert_recovers_the_log() {
     let out = slurm("scancel").arg(format!("{job}.0")).output().unwrap();
     assert!(out.status.success());
     // The step goes at once (SIGKILL); then end the job.
-    wait_until("the agent's step to end", || {
-        let out = slurm("squeue")
-            .args(["-h", "-s", "-o", "%i", "-j", &job])
-            .output()
-            .unwrap();
-        !String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .any(|l| l.trim() == format!("{job}.0"))
-    });
+    wait_step_gone_on(cluster(), &job, "0");
     let _ = slurm("scancel").arg(&job).output();
     wait_gone(&job, Duration::from_secs(60));
     assert!(
@@ -745,15 +753,7 @@ fn scancel_of_a_four_node_job_or_of_its_agents_step_leaves_every_log_whole() {
             job_out(b.path())
         );
     }
-    wait_until("the agents' step to end", || {
-        let out = slurm4("squeue")
-            .args(["-h", "-s", "-o", "%i", "-j", &jb])
-            .output()
-            .unwrap();
-        !String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .any(|l| l.trim() == format!("{jb}.{step}"))
-    });
+    wait_step_gone_on(cluster4(), &jb, &step);
     let _ = slurm4("scancel").arg(&jb).status();
     wait_gone_on(cluster4(), &ja, Duration::from_secs(60));
     wait_gone_on(cluster4(), &jb, Duration::from_secs(60));

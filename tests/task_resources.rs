@@ -436,10 +436,7 @@ fn otlp_chrome_trace_and_report_carry_the_task_series() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let metrics_file = files_with_ext(dir.path(), ".json")
-        .into_iter()
-        .find(|p| p.to_string_lossy().contains("metrics"))
-        .expect("the metrics file");
+    let metrics_file = dir.path().join("export.metrics.json");
     let metrics: Value = serde_json::from_slice(&std::fs::read(metrics_file).unwrap()).unwrap();
     let mut points = std::collections::BTreeMap::<String, usize>::new();
     for rm in metrics["resourceMetrics"].as_array().unwrap() {
