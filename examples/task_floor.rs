@@ -1,9 +1,10 @@
-//! The floor of sampling task processes: what reading each process's files
-//! costs, with nothing else. It keeps `/proc/PID/schedstat`,
-//! `task/PID/children`, `stat` and `io` of every pid it is given open, and
-//! `pread`s all four of every process into one buffer once per interval,
-//! on absolute deadlines, on its thread `task-floor`: no parsing, no
-//! gate, no hand-off. `scripts/bench-task-sampling.sh` runs it beside tal
+//! The floor of sampling task processes: what reading each process costs,
+//! with nothing else. For every pid it is given, once per interval, on
+//! absolute deadlines, on its thread `task-floor`, it makes the reads tal's
+//! task sampler makes of a process that ran (src/agent/tasks.rs): the
+//! process's three CPU clocks (`Sched`, `Prof`, `Virt`), a `pread` of
+//! `statm`, `io` and `task/PID/children` (kept open) into one buffer, and
+//! an `fstat` of `task/` (kept open): no parsing, no gate, no hand-off. `scripts/bench-task-sampling.sh` runs it beside tal
 //! on the same processes and interval: tal's task thread per process and
 //! sample against this one's says what tal adds to the reads themselves,
 //! which cost most when done once a second, cold (more than in a hot loop).
@@ -15,6 +16,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tal::sys::{process_cpu_ns, CpuClock};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -37,17 +39,19 @@ fn main() {
     let reader = std::thread::Builder::new()
         .name("task-floor".into())
         .spawn(move || {
-            let files: Vec<File> = pids
+            let procs: Vec<(u32, Vec<File>, Option<File>)> = pids
                 .iter()
-                .flat_map(|p| {
-                    [
-                        format!("/proc/{p}/schedstat"),
-                        format!("/proc/{p}/task/{p}/children"),
-                        format!("/proc/{p}/stat"),
+                .map(|&p| {
+                    let files = [
+                        format!("/proc/{p}/statm"),
                         format!("/proc/{p}/io"),
+                        format!("/proc/{p}/task/{p}/children"),
                     ]
+                    .iter()
+                    .filter_map(|f| File::open(f).ok())
+                    .collect();
+                    (p, files, File::open(format!("/proc/{p}/task")).ok())
                 })
-                .filter_map(|f| File::open(f).ok())
                 .collect();
             let mut buf = vec![0u8; 4096];
             let every = Duration::from_secs_f64(interval);
@@ -56,8 +60,16 @@ fn main() {
                 if let Some(d) = deadline.checked_duration_since(Instant::now()) {
                     std::thread::sleep(d);
                 }
-                for f in &files {
-                    let _ = f.read_at(&mut buf, 0);
+                for (pid, files, task_dir) in &procs {
+                    for c in [CpuClock::Sched, CpuClock::Prof, CpuClock::Virt] {
+                        let _ = process_cpu_ns(*pid, c);
+                    }
+                    for f in files {
+                        let _ = f.read_at(&mut buf, 0);
+                    }
+                    if let Some(d) = task_dir {
+                        let _ = rustix::fs::fstat(d);
+                    }
                 }
                 deadline += every;
             }

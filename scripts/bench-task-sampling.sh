@@ -13,9 +13,11 @@
 # (/proc/PID/task/*/sched), over WINDOWS equal windows after a warm-up,
 # alternating which agent starts first each round. Also run beside them:
 # examples/floor's empty thread waking on the task interval's deadlines
-# (one wake-up's own cost), and examples/task_floor, which reads the four
-# files of every one of the processes once per task interval and does
-# nothing else (the reads' own cost, cold as they are once a second).
+# (one wake-up's own cost), and examples/task_floor, which makes the reads
+# tal makes of a process that ran (three CPU clocks, statm, io, children,
+# an fstat of task/) for every one of the processes once per task interval
+# and does nothing else (the reads' own cost, cold as they are once a
+# second).
 #
 # Printed, as medians of the windows: each agent's CPU per second, the
 # difference (everything tasks cost: the sampler, the dispatcher's events,
@@ -26,12 +28,20 @@
 # With ACTIVE=1 the children are not asleep but wake every ACTIVE_PERIOD
 # seconds (default 0.01; perl's select), so that each has run between any
 # two samples: every file of every process is read at every sample (the
-# worst case; an idle process of one thread costs one `schedstat` read, see
-# src/agent/tasks.rs). At 0.01 s the wake-ups also keep the CPU's caches
-# cold for the agents; a longer period (shorter than the task interval)
-# measures the reads without that.
+# worst case; an idle process costs one CPU clock read, see
+# src/agent/tasks.rs). tal reads `children` files only in rounds after a
+# pid was handed out on the node; with FORKING=1 a loop on the other CPU
+# starts a process every 50 ms, so that every round reads them too (the
+# worst case of a node where processes come and go). At 0.01 s the
+# wake-ups also keep the CPU's caches cold for the agents; a longer period
+# (shorter than the task interval) measures the reads without that.
 #
-# Usage: [TASKS=64] [PROCS=4] [ROUNDS=2] [ACTIVE=1] [ACTIVE_PERIOD=0.01] scripts/bench-task-sampling.sh [SECONDS=40] [TASK_INTERVAL=1] [WINDOWS=4]
+# With OLD_TAL=PATH (another build of tal, e.g. of an earlier commit), a
+# third agent runs that binary with the same tasks, at the same time, and
+# its task thread is printed beside this one's: a change's effect, side by
+# side.
+#
+# Usage: [OLD_TAL=PATH] [TASKS=64] [PROCS=4] [ROUNDS=2] [ACTIVE=1] [ACTIVE_PERIOD=0.01] [FORKING=1] scripts/bench-task-sampling.sh [SECONDS=40] [TASK_INTERVAL=1] [WINDOWS=4]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-40}
@@ -48,7 +58,7 @@ pids=()
 roots=()
 cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for r in "${roots[@]}"; do pkill -TERM -P "$r" 2>/dev/null || true; kill -TERM "$r" 2>/dev/null || true; done
+  for r in "${roots[@]}" ${forker:-}; do pkill -TERM -P "$r" 2>/dev/null || true; kill -TERM "$r" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -65,7 +75,7 @@ cpu_of() { # pid [thread name]: on-CPU ns of every thread, or of that one
 }
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-echo "# task sampling: $TASKS tasks of $PROCS processes (children $([ "${ACTIVE:-0}" = 1 ] && echo "waking every ${ACTIVE_PERIOD:-0.01} s" || echo asleep)), --task-interval ${TINT}s, --interval ${INTERVAL}s, ${SECS}s in ${ROUNDS} rounds x ${WINDOWS} windows, $(nproc) CPUs, $(uname -r)" >&2
+echo "# task sampling: $TASKS tasks of $PROCS processes (children $([ "${ACTIVE:-0}" = 1 ] && echo "waking every ${ACTIVE_PERIOD:-0.01} s" || echo asleep)$([ "${FORKING:-0}" = 1 ] && echo ", a process started every 50 ms")), --task-interval ${TINT}s, --interval ${INTERVAL}s, ${SECS}s in ${ROUNDS} rounds x ${WINDOWS} windows, $(nproc) CPUs, $(uname -r)" >&2
 # The process trees: `sh` and PROCS-1 sleeping children each.
 for i in $(seq "$TASKS"); do
   if [ "${ACTIVE:-0}" = 1 ]; then kid="perl -e 'select(undef, undef, undef, ${ACTIVE_PERIOD:-0.01}) while 1' & "; else kid='sleep 100000 & '; fi
@@ -73,31 +83,38 @@ for i in $(seq "$TASKS"); do
   sh -c "$kids wait" "tal-bench-tree $work" &
   roots+=($!)
 done
+if [ "${FORKING:-0}" = 1 ]; then
+  taskset -c 0 sh -c 'while :; do /bin/true; perl -e "select(undef, undef, undef, 0.05)"; done' &
+  forker=$!
+fi
 sleep 0.5
 all=("${roots[@]}")
 for r in "${roots[@]}"; do while read -r c; do all+=("$c"); done < <(pgrep -P "$r"); done
 cpu=$(($(nproc) - 1))
 window=$(awk -v s="$SECS" -v w="$WINDOWS" -v r="$ROUNDS" 'BEGIN { printf "%.3f", s / w / r }')
-for f in with none thread wake floor jit_with jit_none; do : >"$work/r.$f"; done
+for f in with none thread wake floor old jit_with jit_none; do : >"$work/r.$f"; done
 printf '%-6s %-7s %14s %14s %12s %16s %12s %14s\n' round window "tasks µs/s" "none µs/s" "diff µs/s" "thread µs/round" "wake µs" "reads µs/round" >&2
 for round in $(seq "$ROUNDS"); do
-  start() { # name
+  start() { # name [binary]
     rm -rf "$work/$1"
-    taskset -c "$cpu" "$TAL" record --interval "$INTERVAL" --task-interval "$TINT" --pin none \
+    taskset -c "$cpu" "${2:-$TAL}" record --interval "$INTERVAL" --task-interval "$TINT" --pin none \
       --out "$work/$1" --session-id "bench.$1" --node-id n1 --socket "$work/$1.sock" 2>"$work/$1.err" &
     eval "PID_$1=$!"
     pids+=($!)
     while [ ! -S "$work/$1.sock" ]; do sleep 0.05; done
   }
   if [ $((round % 2)) = 1 ]; then start with; start none; else start none; start with; fi
+  socks=("$work/with.sock")
+  if [ -n "${OLD_TAL:-}" ]; then start old "$OLD_TAL"; socks+=("$work/old.sock"); fi
   FLOOR_WAKE_THREAD=1 taskset -c "$cpu" ./target/release/examples/floor "$TINT" 2>/dev/null &
   FLOOR=$!
   pids+=("$FLOOR")
   taskset -c "$cpu" ./target/release/examples/task_floor "$TINT" "${all[@]}" &
   TFLOOR=$!
   pids+=("$TFLOOR")
-  # The trees become tasks of "with", as a runtime would say so.
-  python3 - "$work/with.sock" "${roots[@]}" <<'EOF'
+  # The trees become tasks of "with" (and "old"), as a runtime would say so.
+  for sock in "${socks[@]}"; do
+    python3 - "$sock" "${roots[@]}" <<'EOF'
 import json, socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
@@ -106,20 +123,22 @@ for i, pid in enumerate(sys.argv[2:]):
 s.sendall(b'{"op": "ping"}\n')
 s.recv(4096)
 EOF
+  done
   sleep 3
   for w in $(seq "$WINDOWS"); do
     t0=$(date +%s%N)
-    a0=$(cpu_of "$PID_with"); b0=$(cpu_of "$PID_none"); h0=$(cpu_of "$PID_with" tal-tasks); f0=$(cpu_of "$FLOOR" floor-wake); r0=$(cpu_of "$TFLOOR" task-floor)
+    a0=$(cpu_of "$PID_with"); b0=$(cpu_of "$PID_none"); h0=$(cpu_of "$PID_with" tal-tasks); f0=$(cpu_of "$FLOOR" floor-wake); r0=$(cpu_of "$TFLOOR" task-floor); o0=$([ -n "${OLD_TAL:-}" ] && cpu_of "$PID_old" tal-tasks || echo 0)
     sleep "$window"
     t1=$(date +%s%N)
-    a1=$(cpu_of "$PID_with"); b1=$(cpu_of "$PID_none"); h1=$(cpu_of "$PID_with" tal-tasks); f1=$(cpu_of "$FLOOR" floor-wake); r1=$(cpu_of "$TFLOOR" task-floor)
+    a1=$(cpu_of "$PID_with"); b1=$(cpu_of "$PID_none"); h1=$(cpu_of "$PID_with" tal-tasks); f1=$(cpu_of "$FLOOR" floor-wake); r1=$(cpu_of "$TFLOOR" task-floor); o1=$([ -n "${OLD_TAL:-}" ] && cpu_of "$PID_old" tal-tasks || echo 0)
+    awk -v o=$((o1 - o0)) -v t=$((t1 - t0)) -v i="$TINT" 'BEGIN { printf "%.1f\n", o / 1e3 / (t / 1e9 / i) }' >>"$work/r.old"
     read -r ua ub ud uh uw uf < <(awk -v a=$((a1 - a0)) -v b=$((b1 - b0)) -v h=$((h1 - h0)) -v f=$((f1 - f0)) -v x=$((r1 - r0)) -v t=$((t1 - t0)) -v i="$TINT" \
       'BEGIN { s = t / 1e9; r = s / i; printf "%.1f %.1f %.1f %.1f %.2f %.1f\n", a / 1e3 / s, b / 1e3 / s, (a - b) / 1e3 / s, h / 1e3 / r, f / 1e3 / r, x / 1e3 / r }')
     echo "$ua" >>"$work/r.with"; echo "$ub" >>"$work/r.none"; echo "$uh" >>"$work/r.thread"; echo "$uw" >>"$work/r.wake"; echo "$uf" >>"$work/r.floor"
     printf '%-6s %-7s %14s %14s %12s %16s %12s %14s\n' "$round" "$w" "$ua" "$ub" "$ud" "$uh" "$uw" "$uf" >&2
   done
-  kill -TERM "$PID_with" "$PID_none" "$FLOOR" "$TFLOOR"
-  wait "$PID_with" "$PID_none" "$FLOOR" "$TFLOOR" 2>/dev/null || true
+  kill -TERM "$PID_with" "$PID_none" "$FLOOR" "$TFLOOR" ${OLD_TAL:+"$PID_old"}
+  wait "$PID_with" "$PID_none" "$FLOOR" "$TFLOOR" ${OLD_TAL:+"$PID_old"} 2>/dev/null || true
   pids=()
   for a in with none; do
     python3 -c "
@@ -139,6 +158,10 @@ echo "| task thread (tal-tasks) per task sample round | ${hm} µs |"
 echo "| an empty thread's wake-up on the same deadlines (floor-wake) | ${km} µs |"
 echo "| task thread beyond its wake-up, per process per task sample | ${per} µs (budget ≤ 5) |"
 xm=$(median <"$work/r.floor")
-echo "| the reads alone (task_floor: schedstat, children, stat and io of each of the ${#all[@]} processes, once per interval), per process | $(awk -v x="$xm" -v k="$km" -v n="${#all[@]}" 'BEGIN { printf "%.2f", (x - k) / n }') µs; tal's task thread / this: $(awk -v h="$hm" -v x="$xm" 'BEGIN { printf "%.2f", h / x }') |"
+echo "| the reads alone (task_floor: the CPU clocks, statm, io, children and task/ of each of the ${#all[@]} processes, once per interval), per process | $(awk -v x="$xm" -v k="$km" -v n="${#all[@]}" 'BEGIN { printf "%.2f", (x - k) / n }') µs; tal's task thread / this: $(awk -v h="$hm" -v x="$xm" 'BEGIN { printf "%.2f", h / x }') |"
 echo "| node sampler jitter p99 with the tasks / without, per round | $(cut -d' ' -f1 "$work/r.jit_with" | paste -sd, -) / $(cut -d' ' -f1 "$work/r.jit_none" | paste -sd, -) ms |"
 echo "| task samples taken / dropped (agent with the tasks, per round) | $(cut -d' ' -f2,3 "$work/r.jit_with" | tr ' ' / | paste -sd, -) |"
+if [ -n "${OLD_TAL:-}" ]; then
+  om=$(median <"$work/r.old")
+  echo "| $OLD_TAL's task thread per round, beside it; beyond its wake-up per process | ${om} µs; $(awk -v o="$om" -v k="$km" -v n=$((TASKS * PROCS)) 'BEGIN { printf "%.2f", (o - k) / n }') µs; this tal / that: $(awk -v h="$hm" -v o="$om" 'BEGIN { printf "%.2f", h / o }') |"
+fi

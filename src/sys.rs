@@ -9,6 +9,8 @@
 //! - `pthread_kill`, to interrupt one agent thread's sleep: rustix has no
 //!   per-thread signal call;
 //! - `getrusage` and `wait4` (a child's rusage): not in rustix;
+//! - `clock_gettime` of another process's CPU clocks (the ids
+//!   `clock_getcpuclockid` makes): rustix's clock ids cannot name them;
 //! - glibc's `posix_fallocate`: it falls back to writing zeros on a file
 //!   system without `fallocate(2)`, where rustix's `fallocate` (the raw
 //!   call) fails with `EOPNOTSUPP`, so the log's space reservation (and with
@@ -239,6 +241,44 @@ pub fn reap_with_usage(pid: libc::pid_t) -> io::Result<(libc::c_int, Usage)> {
     }
 }
 
+/// Which CPU clock of a process (`CPUCLOCK_*` in the kernel's encoding of
+/// a process clock id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuClock {
+    /// User and system time, as the scheduler tick charges it (what
+    /// `/proc/PID/stat`'s `utime` + `stime` count before scaling).
+    Prof = 0,
+    /// User time, as the tick charges it.
+    Virt = 1,
+    /// Time on a CPU, to the nanosecond (the scheduler's
+    /// `sum_exec_runtime`): what `clock_getcpuclockid` gives.
+    Sched = 2,
+}
+
+/// CPU clock `which` of process `pid` (all its threads, live and exited),
+/// ns. The kernel checks no permission for reading it (any process of the
+/// caller's pid namespace); an error (`EINVAL`) when `pid` names no
+/// process. One system call, with no file behind it: about 0.4 µs on a
+/// 2-core VM, against 3–6 µs for a `pread` of `/proc/PID/stat`.
+pub fn process_cpu_ns(pid: u32, which: CpuClock) -> io::Result<u64> {
+    let pid = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // MAKE_PROCESS_CPUCLOCK(pid, which): (~pid << 3) | which.
+    let id: libc::clockid_t = ((!pid) << 3) | which as libc::clockid_t;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer;
+    // a clock id naming no process is an error return.
+    if unsafe { libc::clock_gettime(id, &mut ts) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
 /// glibc's `posix_fallocate`: allocates `len` bytes of `fd` from `offset`
 /// (see the module doc for why not rustix's `fallocate`). The error number
 /// on failure.
@@ -267,6 +307,30 @@ mod tests {
             format!("{s:?}"),
             format!("{{{}, {}}}", libc::SIGUSR2, libc::SIGCHLD)
         );
+    }
+
+    #[test]
+    fn process_cpu_clocks_read_another_process_and_fail_when_it_is_gone() {
+        let me = std::process::id();
+        let t0 = process_cpu_ns(me, CpuClock::Sched).unwrap();
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < Duration::from_millis(60) {
+            std::hint::black_box(0u64);
+        }
+        let t1 = process_cpu_ns(me, CpuClock::Sched).unwrap();
+        assert!(t1 - t0 >= 50_000_000, "{t0} {t1}");
+        let (prof, virt) = (
+            process_cpu_ns(me, CpuClock::Prof).unwrap(),
+            process_cpu_ns(me, CpuClock::Virt).unwrap(),
+        );
+        assert!(virt <= prof && prof > 0, "{virt} {prof}");
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        assert!(process_cpu_ns(child.id(), CpuClock::Sched).is_ok());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(process_cpu_ns(child.id(), CpuClock::Sched).is_err());
+        assert!(process_cpu_ns(0, CpuClock::Sched).is_err());
+        assert!(process_cpu_ns(u32::MAX, CpuClock::Sched).is_err());
     }
 
     #[test]

@@ -135,6 +135,9 @@ fn a_busy_task_shows_one_cpu_and_a_sleeping_one_none_side_by_side() {
     for s in &busy {
         let c = s["cpu_percent"].as_f64().unwrap();
         assert!((90.0..=110.0).contains(&c), "busy at {c} %: {s}");
+        // A shell's loop runs in user space: the split says so.
+        let user = s["cpu_user_percent"].as_f64().unwrap();
+        assert!(user >= 80.0 && user <= c + 0.01, "user {user} of {c}: {s}");
         assert_eq!(s["node_id"], "n1");
         assert!(s["processes"].as_u64().unwrap() >= 2, "timeout and its sh");
         assert!(s["rss_bytes"].as_u64().unwrap() > 0);
@@ -168,6 +171,45 @@ fn a_busy_task_shows_one_cpu_and_a_sleeping_one_none_side_by_side() {
             .unwrap()
             < 5.0
     );
+}
+
+#[test]
+fn system_time_and_the_threads_of_an_idle_many_threaded_process_show() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let tal = tal_bin();
+    // `cat /dev/zero` spends its time in the kernel (copying zeros); the
+    // Python process holds 8 threads that sleep: it is not read again
+    // after its start-up (its CPU clock stands still), and its values
+    // stand.
+    let v = record(
+        dir.path(),
+        "tr.sys",
+        "0.25s",
+        &format!(
+            "{tal} run --task-id kernel -- timeout 2 sh -c 'cat /dev/zero > /dev/null' & \
+             {tal} run --task-id threads -- python3 -c 'import threading, time; \
+             [threading.Thread(target=time.sleep, args=(2.5,)).start() for _ in range(7)]; time.sleep(2.5)' & wait"
+        ),
+    );
+    assert_complete(&v);
+    let kernel = inside(&v, "kernel", 0.2, 1.9);
+    assert!(kernel.len() >= 3, "{}", kernel.len());
+    for s in &kernel {
+        let c = s["cpu_percent"].as_f64().unwrap();
+        let sys = s["cpu_system_percent"].as_f64().unwrap();
+        let user = s["cpu_user_percent"].as_f64().unwrap();
+        assert!((90.0..=110.0).contains(&c), "{c}: {s}");
+        assert!(sys >= 70.0 && user < 30.0, "system {sys}, user {user}: {s}");
+        assert!((user + sys - c).abs() <= 0.2, "{s}"); // each rounded to 0.1
+    }
+    let threads = inside(&v, "threads", 0.6, 2.4);
+    assert!(threads.len() >= 3, "{}", threads.len());
+    for s in &threads {
+        assert_eq!(s["threads"], 8, "{s}");
+        assert!(s["cpu_percent"].as_f64().unwrap() < 5.0, "{s}");
+        assert!(s["rss_bytes"].as_u64().unwrap() > 1 << 20, "{s}");
+    }
 }
 
 #[test]

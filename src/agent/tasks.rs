@@ -72,10 +72,12 @@
 //! starts are those of a new process (its paths and buffers).
 
 use super::kept::KeptFile;
+use crate::sys::{self, CpuClock};
 use crate::clock::mono_ns;
 use crate::record::TaskResources;
 use crate::ring::{Consumer, Producer, PushError};
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
@@ -323,36 +325,74 @@ pub fn parse_pids(b: &[u8], out: &mut Vec<u32>) {
     }
 }
 
-/// The run time (ns) in `/proc/PID/schedstat`: the process's main
-/// thread's time on a CPU, to the nanosecond.
-pub fn parse_schedstat(b: &[u8]) -> Option<u64> {
+/// `/proc/loadavg`'s last field: the pid most recently handed out in tal's
+/// pid namespace (to a process or a thread, here or in a namespace below).
+pub fn parse_last_pid(b: &[u8]) -> Option<u64> {
     std::str::from_utf8(b)
         .ok()?
         .split_ascii_whitespace()
-        .next()?
+        .nth(4)?
         .parse()
         .ok()
+}
+
+/// Resident pages, the second field of `/proc/PID/statm`.
+pub fn parse_statm_rss(b: &[u8]) -> Option<u64> {
+    std::str::from_utf8(b)
+        .ok()?
+        .split_ascii_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The threads of the process whose `/proc/PID/task` directory `dir` is:
+/// the kernel gives that directory 2 + the process's threads as its link
+/// count (one `fstat`, no file to format and parse).
+fn threads_of(dir: &File) -> Option<u32> {
+    let st = rustix::fs::fstat(dir).ok()?;
+    u32::try_from(st.st_nlink.checked_sub(2)?).ok()
+}
+
+/// Splits `run_ns` of CPU time into user and system time as the tick
+/// counted them: `d_user` of `d_total` ticked ns in the interval, or the
+/// process's whole `user` of `total` when no tick fell in the interval, or
+/// all user time when none ever did (what the kernel's own scaling of
+/// `utime` and `stime` does).
+pub fn split_cpu(run_ns: u64, d_user: u64, d_total: u64, user: u64, total: u64) -> (u64, u64) {
+    let (u, t) = if d_total > 0 {
+        (d_user.min(d_total), d_total)
+    } else if total > 0 {
+        (user.min(total), total)
+    } else {
+        (1, 1)
+    };
+    let user_ns = (u128::from(run_ns) * u128::from(u) / u128::from(t)) as u64;
+    (user_ns, run_ns - user_ns)
 }
 
 /// One process of a task, its files kept open.
 #[derive(Debug)]
 struct Proc {
     pid: u32,
-    start: u64,
-    stat: KeptFile,
+    statm: KeptFile,
     io: Option<KeptFile>,
     children: Option<KeptFile>,
-    sched: Option<KeptFile>,
-    /// User and system ticks at the previous sample.
-    cpu: (u64, u64),
+    /// `/proc/PID/task`, for its link count (see [`threads_of`]).
+    task_dir: Option<File>,
+    /// Its CPU clocks at the previous sample, ns: time on a CPU (`Sched`),
+    /// and the tick's user + system (`Prof`) and user (`Virt`).
+    sched_ns: u64,
+    prof_ns: u64,
+    virt_ns: u64,
+    /// `Sched` at this round's look.
+    sched_now: u64,
     /// Storage bytes read and written at the previous sample.
     io_prev: Option<(u64, u64)>,
-    /// `schedstat`'s run time at the previous look.
-    run_ns: u64,
     /// Whether it may have changed since the previous sample (see
     /// [`Proc::look`]).
     ran: bool,
-    /// Resident pages and threads at its last `stat` read.
+    /// Resident pages and threads at its last read.
     rss_pages: u64,
     threads: u32,
 }
@@ -370,33 +410,36 @@ impl Proc {
                 return None;
             }
         }
-        let mut stat = KeptFile::open_sized(format!("{dir}/stat"), 512).ok()?;
-        let f = parse_stat(stat.read().ok()?)?;
+        // Its files first, then `stat` once (its start time, threads and
+        // resident pages), then its clocks: a clock is read by pid, and
+        // the files opened before it prove that the pid was this process's.
+        let statm = KeptFile::open_sized(format!("{dir}/statm"), 128).ok()?;
+        let task_dir = File::open(format!("{dir}/task")).ok();
+        let children = KeptFile::open_sized(format!("{dir}/task/{pid}/children"), 256).ok();
         let mut io = KeptFile::open_sized(format!("{dir}/io"), 256).ok();
+        let f = parse_stat(&std::fs::read(format!("{dir}/stat")).ok()?)?;
+        let clocks = (
+            sys::process_cpu_ns(pid, CpuClock::Sched).ok()?,
+            sys::process_cpu_ns(pid, CpuClock::Prof).ok()?,
+            sys::process_cpu_ns(pid, CpuClock::Virt).ok()?,
+        );
         let io_now = io.as_mut().and_then(|k| k.read().ok()).and_then(parse_io);
         if io_now.is_none() {
             io = None;
         }
-        let children = KeptFile::open_sized(format!("{dir}/task/{pid}/children"), 256).ok();
-        let mut sched = KeptFile::open_sized(format!("{dir}/schedstat"), 128).ok();
-        let run_ns = sched
-            .as_mut()
-            .and_then(|k| k.read().ok())
-            .and_then(parse_schedstat);
-        if run_ns.is_none() {
-            sched = None;
-        }
         let fresh = born_after.is_some_and(|t| f.start >= t);
+        let (sched_ns, prof_ns, virt_ns) = if fresh { (0, 0, 0) } else { clocks };
         Some(Self {
             pid,
-            start: f.start,
-            stat,
+            statm,
             io,
             children,
-            sched,
-            cpu: if fresh { (0, 0) } else { (f.utime, f.stime) },
+            task_dir,
+            sched_ns,
+            prof_ns,
+            virt_ns,
+            sched_now: clocks.0,
             io_prev: if fresh { Some((0, 0)) } else { io_now },
-            run_ns: run_ns.unwrap_or(0),
             // Its first sample reads everything.
             ran: true,
             rss_pages: f.rss_pages,
@@ -404,34 +447,42 @@ impl Proc {
         })
     }
 
-    /// Whether it may have changed since the previous sample: a process of
-    /// one thread that has not run since (its `schedstat` run time is the
-    /// same) cannot have used CPU, done I/O, forked or grown, so its
-    /// `stat`, `io` and `children` need not be read (one `pread` of
-    /// `schedstat` instead of three). A process of several threads is
-    /// always read (`schedstat` covers its main thread only), without
-    /// asking `schedstat`; when it is down to one thread again, its first
-    /// look finds the run time moved and reads it whole once more.
+    /// Whether it may have changed since the previous sample: a process
+    /// whose time on a CPU (all its threads', to the nanosecond) has not
+    /// moved has not run, so it cannot have used CPU, done I/O, forked or
+    /// grown, and its files need not be read. One clock read, no file.
     fn look(&mut self) {
-        if self.threads != 1 {
-            // Read whole whatever `schedstat` says: no need to ask it.
-            self.ran = true;
-            return;
-        }
-        let now = self
-            .sched
-            .as_mut()
-            .and_then(|k| k.read().ok())
-            .and_then(parse_schedstat);
-        self.ran = match now {
-            Some(ns) => {
-                let moved = ns != self.run_ns;
-                self.run_ns = ns;
-                moved
+        self.ran = match sys::process_cpu_ns(self.pid, CpuClock::Sched) {
+            Ok(ns) => {
+                self.sched_now = ns;
+                ns != self.sched_ns
             }
-            // Gone (the `stat` read will say), or no schedstat.
-            None => true,
+            // Gone: the reads of its files will say so.
+            Err(_) => true,
         };
+    }
+
+    /// Reads a process that ran: its CPU time since the previous sample
+    /// (user, system, ns) and its files; `None` when it is gone (its
+    /// kept-open files fail once it has exited, whoever has its pid now).
+    fn read(&mut self) -> Option<(u64, u64)> {
+        let prof = sys::process_cpu_ns(self.pid, CpuClock::Prof).ok()?;
+        let virt = sys::process_cpu_ns(self.pid, CpuClock::Virt).ok()?;
+        // Read after the clocks: its success says they were this process's.
+        self.rss_pages = parse_statm_rss(self.statm.read().ok()?)?;
+        if let Some(t) = self.task_dir.as_ref().and_then(threads_of) {
+            self.threads = t;
+        }
+        let run = self.sched_now.saturating_sub(self.sched_ns);
+        let cpu = split_cpu(
+            run,
+            virt.saturating_sub(self.virt_ns),
+            prof.saturating_sub(self.prof_ns),
+            virt,
+            prof,
+        );
+        (self.sched_ns, self.prof_ns, self.virt_ns) = (self.sched_now, prof, virt);
+        Some(cpu)
     }
 }
 
@@ -467,6 +518,13 @@ pub struct TaskAgent {
     page_size: u64,
     pids: Vec<u32>,
     scan: Scan,
+    /// `/proc/loadavg`, and the last pid it named at the previous round
+    /// (see [`TaskAgent::forked`]).
+    loadavg: Option<KeptFile>,
+    last_pid: Option<u64>,
+    /// Whether `/proc` is this process's pid namespace's (see
+    /// [`TaskAgent::start`]); `None` until the first task asks.
+    proc_ours: Option<bool>,
 }
 
 /// The safety-net scan of `/proc`: the pids seen last time.
@@ -506,7 +564,25 @@ impl TaskAgent {
             page_size: rustix::param::page_size() as u64,
             pids: Vec::new(),
             scan: Scan::default(),
+            loadavg: KeptFile::open_sized("/proc/loadavg", 128).ok(),
+            last_pid: None,
+            proc_ours: None,
         }
+    }
+
+    /// Whether any pid was handed out in tal's pid namespace since the
+    /// previous round (a process or thread was made): if not, no task can
+    /// have a new process, and no `children` file need be read. True when
+    /// `/proc/loadavg` cannot tell.
+    fn forked(&mut self) -> bool {
+        let now = self
+            .loadavg
+            .as_mut()
+            .and_then(|k| k.read().ok())
+            .and_then(parse_last_pid);
+        let changed = now.is_none() || now != self.last_pid;
+        self.last_pid = now;
+        changed
     }
 
     /// Samples while there are tasks, parks while there are none, until
@@ -567,6 +643,26 @@ impl TaskAgent {
     }
 
     fn start(&mut self, id: Arc<str>, key: u64, pid: u32) {
+        // Pids come from the clients' pid namespace (and tal's): a `/proc`
+        // mounted from another one (a container's view of the host's)
+        // would name other processes by them.
+        let ours = *self.proc_ours.get_or_insert_with(|| {
+            let me = std::fs::read_link("/proc/self").ok();
+            let ok = me.as_ref().and_then(|p| p.to_str()?.parse::<u32>().ok())
+                == Some(std::process::id());
+            if !ok {
+                eprintln!(
+                    "tal: tasks' processes are not sampled: /proc is not this pid namespace's \
+                     (/proc/self is {me:?}, tal is pid {}); mount the namespace's own /proc",
+                    std::process::id()
+                );
+            }
+            ok
+        });
+        if !ours {
+            TaskCounters::bump(&self.counters.tasks_refused);
+            return;
+        }
         if self.tasks.len() >= MAX_TASKS
             || self.processes >= MAX_PROCESSES
             || self.owner.contains_key(&pid)
@@ -695,14 +791,18 @@ impl TaskAgent {
     fn sample_all(&mut self, d: u64) {
         let now = mono_ns();
         let ticks = self.boot_ticks();
-        // Children first (each task from its previous sample's time), then
-        // the safety-net scan when it is due.
+        // Children first (each task from its previous sample's time), when
+        // any pid was handed out since the previous round, then the
+        // safety-net scan when it is due.
+        let forked = self.forked();
         for i in 0..self.tasks.len() {
             for p in &mut self.tasks[i].procs {
                 p.look();
             }
-            let after = self.tasks[i].last_ticks;
-            self.find_children(i, Some(after));
+            if forked {
+                let after = self.tasks[i].last_ticks;
+                self.find_children(i, Some(after));
+            }
         }
         let no_children = self
             .tasks
@@ -742,7 +842,7 @@ impl TaskAgent {
 
     /// Samples task `i`; false when none of its processes is left.
     fn sample_task(&mut self, i: usize, d: u64, now: u64, ticks: u64) -> bool {
-        let (page, hz) = (self.page_size, self.ticks_per_sec as f64);
+        let page = self.page_size;
         let Self {
             tasks,
             owner,
@@ -757,47 +857,39 @@ impl TaskAgent {
         let mut k = 0;
         while k < t.procs.len() {
             let p = &mut t.procs[k];
-            if !p.ran {
-                // Idle since the previous sample (see `Proc::look`).
-                rss += p.rss_pages * page;
-                threads += p.threads;
-                io_ok &= p.io_prev.is_some();
-                k += 1;
-                continue;
-            }
-            match p.stat.read().ok().and_then(parse_stat) {
-                Some(f) if f.start == p.start => {
-                    user += f.utime.saturating_sub(p.cpu.0);
-                    sys += f.stime.saturating_sub(p.cpu.1);
-                    p.cpu = (f.utime, f.stime);
-                    p.rss_pages = f.rss_pages;
-                    p.threads = f.threads;
-                    rss += f.rss_pages * page;
-                    threads += f.threads;
-                    let io_now = p.io.as_mut().and_then(|k| k.read().ok()).and_then(parse_io);
-                    match (io_now, p.io_prev) {
-                        (Some((r, w)), Some((pr, pw))) => {
-                            rd += r.saturating_sub(pr);
-                            wr += w.saturating_sub(pw);
-                        }
-                        _ => io_ok = false,
-                    }
-                    p.io_prev = io_now;
-                    k += 1;
-                }
-                // Exited (or its pid is another process's now).
-                _ => {
+            if p.ran {
+                let Some((u, s)) = p.read() else {
+                    // Exited (whoever has its pid now).
                     let gone = t.procs.swap_remove(k);
                     owner.remove(&gone.pid);
                     *processes -= 1;
+                    continue;
+                };
+                user += u;
+                sys += s;
+                let io_now = p.io.as_mut().and_then(|k| k.read().ok()).and_then(parse_io);
+                match (io_now, p.io_prev) {
+                    (Some((r, w)), Some((pr, pw))) => {
+                        rd += r.saturating_sub(pr);
+                        wr += w.saturating_sub(pw);
+                    }
+                    _ => io_ok = false,
                 }
+                p.io_prev = io_now;
+            } else {
+                // Idle since the previous sample (see `Proc::look`): its
+                // values stand.
+                io_ok &= p.io_prev.is_some();
             }
+            rss += p.rss_pages * page;
+            threads += p.threads;
+            k += 1;
         }
         if t.procs.is_empty() {
             return false;
         }
         let secs = (now - t.last_ns) as f64 / 1e9;
-        let pct = |used: u64| (used as f64 / hz / secs * 100.0) as f32;
+        let pct = |used_ns: u64| (used_ns as f64 / 1e9 / secs * 100.0) as f32;
         let values = TaskResources {
             cpu_user_percent: pct(user),
             cpu_system_percent: pct(sys),
@@ -848,14 +940,46 @@ mod tests {
     }
 
     #[test]
-    fn schedstat_gives_the_run_time() {
-        assert_eq!(
-            parse_schedstat(b"622530820 202971219 1755\n"),
-            Some(622530820)
-        );
-        assert_eq!(parse_schedstat(b""), None);
-        let b = std::fs::read("/proc/self/schedstat").unwrap();
-        assert!(parse_schedstat(&b).is_some());
+    fn loadavg_statm_and_task_dir_parse() {
+        assert_eq!(parse_last_pid(b"0.52 0.58 0.59 3/1021 123456\n"), Some(123456));
+        assert_eq!(parse_last_pid(b"0.52 0.58"), None);
+        let b = std::fs::read("/proc/loadavg").unwrap();
+        assert!(parse_last_pid(&b).is_some());
+        assert_eq!(parse_statm_rss(b"1000 250 30 1 0 100 0\n"), Some(250));
+        assert_eq!(parse_statm_rss(b"1000"), None);
+        // The link count of /proc/self/task is 2 + the threads (other
+        // tests start and end threads of this process meanwhile: compare
+        // with a count that held still around it).
+        let sleepers: Vec<_> = (0..3)
+            .map(|_| std::thread::spawn(|| std::thread::sleep(Duration::from_millis(300))))
+            .collect();
+        let dir = File::open("/proc/self/task").unwrap();
+        let count = || std::fs::read_dir("/proc/self/task").unwrap().count() as u32;
+        let checked = (0..1000).any(|_| {
+            let (before, t, after) = (count(), threads_of(&dir), count());
+            before == after && {
+                assert_eq!(t, Some(before));
+                assert!(before >= 4);
+                true
+            }
+        });
+        assert!(checked);
+        for s in sleepers {
+            s.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn cpu_time_is_split_as_the_tick_counted_it() {
+        // 3 of 4 ticked ms were user time: 750 of 1000 ns.
+        assert_eq!(split_cpu(1000, 3, 4, 0, 0), (750, 250));
+        // No tick in the interval: the process's whole ratio.
+        assert_eq!(split_cpu(1000, 0, 0, 1, 4), (250, 750));
+        // No tick ever: all user time.
+        assert_eq!(split_cpu(1000, 0, 0, 0, 0), (1000, 0));
+        // A user delta over the total (clocks read apart) is capped.
+        assert_eq!(split_cpu(1000, 9, 4, 0, 0), (1000, 0));
+        assert_eq!(split_cpu(u64::MAX, u64::MAX, u64::MAX, 0, 0), (u64::MAX, 0));
     }
 
     #[test]
