@@ -791,19 +791,8 @@ impl TaskAgent {
     fn sample_all(&mut self, d: u64) {
         let now = mono_ns();
         let ticks = self.boot_ticks();
-        // Children first (each task from its previous sample's time), when
-        // any pid was handed out since the previous round, then the
-        // safety-net scan when it is due.
-        let forked = self.forked();
-        for i in 0..self.tasks.len() {
-            for p in &mut self.tasks[i].procs {
-                p.look();
-            }
-            if forked {
-                let after = self.tasks[i].last_ticks;
-                self.find_children(i, Some(after));
-            }
-        }
+        // The safety-net scan first, when it is due, so that what it finds
+        // is read in this round's pass.
         let no_children = self
             .tasks
             .iter()
@@ -821,15 +810,13 @@ impl TaskAgent {
             self.scan_proc(oldest);
             self.scan.last_ns = now;
         }
+        let forked = self.forked();
         let mut i = 0;
         while i < self.tasks.len() {
-            // A task registered just now waits for a whole interval.
-            if now.saturating_sub(self.tasks[i].last_ns) < self.interval_ns / 2 {
-                i += 1;
-                continue;
-            }
-            let alive = self.sample_task(i, d, now, ticks);
-            if alive {
+            // A task registered just now waits for a whole interval (its
+            // new children are still looked for).
+            let due = now.saturating_sub(self.tasks[i].last_ns) >= self.interval_ns / 2;
+            if self.sample_task(i, d, now, ticks, forked, due) {
                 i += 1;
             } else {
                 self.remove_task(i);
@@ -840,29 +827,35 @@ impl TaskAgent {
         }
     }
 
-    /// Samples task `i`; false when none of its processes is left.
-    fn sample_task(&mut self, i: usize, d: u64, now: u64, ticks: u64) -> bool {
+    /// Task `i`'s round, in one pass over its processes, each looked at
+    /// and (if it ran) read while its kernel structures are in the CPU's
+    /// caches: its new children are looked for when any pid was handed out
+    /// since the previous round (`forked`; they join the pass), and when
+    /// the task is `due` its sample is taken. False when none of its
+    /// processes is left.
+    fn sample_task(
+        &mut self,
+        i: usize,
+        d: u64,
+        now: u64,
+        ticks: u64,
+        forked: bool,
+        due: bool,
+    ) -> bool {
         let page = self.page_size;
-        let Self {
-            tasks,
-            owner,
-            processes,
-            tx,
-            counters,
-            ..
-        } = self;
-        let t = &mut tasks[i];
+        let born_after = Some(self.tasks[i].last_ticks);
         let (mut user, mut sys, mut rss, mut threads) = (0u64, 0u64, 0u64, 0u32);
         let (mut rd, mut wr, mut io_ok) = (0u64, 0u64, true);
         let mut k = 0;
-        while k < t.procs.len() {
-            let p = &mut t.procs[k];
-            if p.ran {
+        while k < self.tasks[i].procs.len() {
+            let p = &mut self.tasks[i].procs[k];
+            p.look();
+            if p.ran && due {
                 let Some((u, s)) = p.read() else {
                     // Exited (whoever has its pid now).
-                    let gone = t.procs.swap_remove(k);
-                    owner.remove(&gone.pid);
-                    *processes -= 1;
+                    let gone = self.tasks[i].procs.swap_remove(k);
+                    self.owner.remove(&gone.pid);
+                    self.processes -= 1;
                     continue;
                 };
                 user += u;
@@ -876,17 +869,34 @@ impl TaskAgent {
                     _ => io_ok = false,
                 }
                 p.io_prev = io_now;
-            } else {
+            } else if due {
                 // Idle since the previous sample (see `Proc::look`): its
                 // values stand.
                 io_ok &= p.io_prev.is_some();
             }
-            rss += p.rss_pages * page;
-            threads += p.threads;
+            if due {
+                rss += p.rss_pages * page;
+                threads += p.threads;
+            }
+            if p.ran && forked {
+                let mut pids = std::mem::take(&mut self.pids);
+                pids.clear();
+                if let Some(b) = p.children.as_mut().and_then(|c| c.read().ok()) {
+                    parse_pids(b, &mut pids);
+                }
+                for &pid in &pids {
+                    self.adopt(i, pid, born_after);
+                }
+                self.pids = pids;
+            }
             k += 1;
         }
+        let t = &mut self.tasks[i];
         if t.procs.is_empty() {
             return false;
+        }
+        if !due {
+            return true;
         }
         let secs = (now - t.last_ns) as f64 / 1e9;
         let pct = |used_ns: u64| (used_ns as f64 / 1e9 / secs * 100.0) as f32;
@@ -908,9 +918,9 @@ impl TaskAgent {
             at_ns: d,
             values,
         };
-        TaskCounters::bump(&counters.samples);
-        if let Err(PushError::Full(_)) = tx.push(sample) {
-            TaskCounters::bump(&counters.dropped);
+        TaskCounters::bump(&self.counters.samples);
+        if let Err(PushError::Full(_)) = self.tx.push(sample) {
+            TaskCounters::bump(&self.counters.dropped);
         }
         true
     }
