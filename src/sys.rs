@@ -164,21 +164,68 @@ pub fn signal_thread<T>(t: &std::thread::JoinHandle<T>, sig: libc::c_int) {
     unsafe { libc::pthread_kill(t.as_pthread_t(), sig) };
 }
 
+/// The limit of open files tal started with, when [`raise_nofile`] raised
+/// it: its children get it back ([`exec_as_started`]).
+static ORIG_NOFILE: std::sync::OnceLock<libc::rlimit> = std::sync::OnceLock::new();
+
+/// Raises this process's soft limit of open files to its hard limit (at
+/// most 1 Mi), as Go's runtime does for its programs, and says the soft
+/// limit now. tal waits with epoll, never `select(2)`, so descriptors over
+/// 1024 cost it nothing; its task sampler keeps four files open per
+/// process it samples (`crate::agent::tasks`), and a node's default soft
+/// limit (often 1024) would cap it at a few hundred. The commands tal
+/// starts get the original limit back ([`exec_as_started`]).
+pub fn raise_nofile() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    let hard = now.maximum.unwrap_or(u64::MAX).min(1 << 20);
+    let soft = now.current.unwrap_or(u64::MAX);
+    if soft >= hard {
+        return soft;
+    }
+    let raised = Rlimit {
+        current: Some(hard),
+        maximum: now.maximum,
+    };
+    if setrlimit(Resource::Nofile, raised).is_err() {
+        return soft;
+    }
+    let _ = ORIG_NOFILE.set(libc::rlimit {
+        rlim_cur: soft as libc::rlim_t,
+        rlim_max: now
+            .maximum
+            .map_or(libc::RLIM_INFINITY, |m| m as libc::rlim_t),
+    });
+    hard
+}
+
+/// This process's soft limit of open files now.
+pub fn nofile_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
+}
+
 /// Has `cmd`'s child, between fork and exec, take back what tal changed
-/// for itself: the CPU affinity `cpus`, the signal mask `mask`, and the
-/// default disposition of each of `defaults`.
+/// for itself: the CPU affinity `cpus`, the signal mask `mask`, the
+/// default disposition of each of `defaults`, and the limit of open files
+/// ([`raise_nofile`]).
 pub fn exec_as_started(
     cmd: &mut Command,
     cpus: rustix::thread::CpuSet,
     mask: SigSet,
     defaults: &'static [libc::c_int],
 ) {
+    let nofile = ORIG_NOFILE.get().copied();
     // SAFETY: the closure runs between fork and exec and makes only
     // async-signal-safe calls (sched_setaffinity, sigaction,
-    // pthread_sigmask); it allocates nothing.
+    // pthread_sigmask, setrlimit); it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             let _ = rustix::thread::sched_setaffinity(None, &cpus);
+            if let Some(l) = &nofile {
+                libc::setrlimit(libc::RLIMIT_NOFILE, l);
+            }
             for &s in defaults {
                 set_handler(s, libc::SIG_DFL, 0);
             }

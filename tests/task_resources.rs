@@ -536,3 +536,80 @@ fn otlp_chrome_trace_and_report_carry_the_task_series() {
     let charts = assert_renders(&page, 4);
     assert_panels_match(&charts, &v);
 }
+
+/// `tal record` under the limits of open files `ulimit` sets, around
+/// `script`: its status, stderr and the session's JSONL lines.
+fn record_limited(dir: &Path, ulimit: &str, script: &str) -> Vec<Value> {
+    let out = run(std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit {ulimit} && exec \"$0\" \"$@\""))
+        .arg(tal_bin())
+        .args(["record", "--interval", "0.1", "--task-interval", "0.2s"])
+        .args(["--session-id", "tr.fds", "--node-id", "n1", "--out"])
+        .arg(dir)
+        .args(["--", "sh", "-c", script]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    read_jsonl_in(dir)
+}
+
+#[test]
+fn the_sampler_takes_at_most_half_the_descriptors_and_the_command_keeps_its_limit() {
+    let _one = serial();
+    // A hard limit of 400 open files: the sampler may hold (400 - 256) / 2
+    // descriptors, 18 processes of four files. A task of 31 processes
+    // gets 18 sampled, the rest counted as refused, and the agent's log,
+    // clients and conversion keep the other half.
+    let dir = tempfile::tempdir().unwrap();
+    let v = record_limited(
+        dir.path(),
+        "-n 400",
+        &format!(
+            "{} run --task-id wide -- sh -c 'for i in $(seq 30); do sleep 1.5 & done; wait'",
+            tal_bin()
+        ),
+    );
+    assert_complete(&v);
+    let wide = samples(&v, "wide");
+    assert!(!wide.is_empty());
+    assert!(wide.iter().all(|s| s["processes"].as_u64().unwrap() <= 18));
+    assert_eq!(terminal(&v, "wide")["attributes"]["processes_peak"], 18);
+    let m = lines(&v, "metric", None).last().copied().unwrap();
+    assert!(m["task_processes_refused"].as_u64().unwrap() >= 13, "{m}");
+
+    // A soft limit under the hard one: the agent raises its own to the
+    // hard one, and the command it runs gets the one it was started with.
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let hard: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4)?.parse().ok())
+        .unwrap_or(0);
+    if hard <= 512 {
+        eprintln!("hard limit of open files {hard}: the raise is not checked");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let said = dir.path().join("limits");
+    record_limited(
+        dir.path(),
+        "-Sn 512",
+        &format!(
+            "ulimit -Sn > {0}; grep 'Max open files' /proc/$PPID/limits >> {0}",
+            said.display()
+        ),
+    );
+    let said = std::fs::read_to_string(said).unwrap();
+    let mut l = said.lines();
+    assert_eq!(l.next(), Some("512"), "{said}");
+    let agent: Vec<&str> = l.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        agent[3], agent[4],
+        "the agent's soft and hard limits: {said}"
+    );
+    assert_eq!(agent[4], hard.min(1 << 20).to_string(), "{said}");
+}

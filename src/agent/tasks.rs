@@ -11,57 +11,74 @@
 //! point tal at another user's processes. Tasks whose id is longer than
 //! [`MAX_TASK_ID_BYTES`] are not sampled. At most [`MAX_TASKS`] tasks and
 //! [`MAX_PROCESSES`] processes in all ([`MAX_PROCESSES_PER_TASK`] per task)
-//! are sampled at once, each process with three kept-open files; beyond
+//! are sampled at once, each process with four kept-open files, and never
+//! more than half of the descriptors the agent may open ([`process_cap`];
+//! the agent raises its soft limit to the hard one at start); beyond
 //! that, tasks and processes are counted as refused, not sampled.
 //!
-//! **What is read**, each task interval, for every process of the task,
-//! with one `pread` at offset 0 of a file kept open while the process
-//! lives (as the node sources are): `/proc/PID/schedstat` first, then, if
-//! the process may have changed, `/proc/PID/stat` (user and system CPU
-//! ticks, threads, resident pages, and the start time that tells a reused
-//! pid from the process that had it) and `/proc/PID/io` (`read_bytes`,
-//! `write_bytes`: what reached storage). A process of one thread whose
-//! `schedstat` run time (ns, its main thread's) has not moved since the
-//! previous sample has not run: it cannot have used CPU, done I/O, forked
-//! or grown, so its previous values stand and its other files are not
+//! **What is read**, each task interval, for every process of the task.
+//! First its CPU clock (`clock_gettime` of the clock `clock_getcpuclockid`
+//! names: all its threads' time on a CPU, to the nanosecond; no file, one
+//! system call of about 0.4 µs). A process whose clock has not moved since
+//! the previous sample has not run: it cannot have used CPU, done I/O,
+//! forked or grown, so its previous values stand and nothing else of it is
 //! read. Most processes of a task are such (the wrapper shell, `srun`, a
-//! launcher waiting for its workers), and one `pread` of `schedstat`
-//! (0.95 µs on a 2-core VM) replaces three (5.7 µs). A process of several
-//! threads is always read, as `schedstat` covers only its main thread. (A
-//! resident set the kernel shrinks while the process sleeps shows at its
-//! next run.) The task's sample sums them: [`TaskResources`]. CPU is the
-//! time used since the task's previous sample, as % of one CPU (a task
-//! busy on two cores shows 200); a process that starts between two samples
-//! counts from its start, one found later (see below) from the sample
-//! after it is found, so that no sample shows CPU time from before its
-//! interval. A process that exits between two samples takes the CPU time
-//! it used since the previous sample with it (what `tal run` reports at
-//! the task's end, from the kernel's accounting of its children, has it).
+//! launcher waiting for its workers, a many-threaded runtime between
+//! steps). A process that ran is read whole, each with one system call,
+//! its files kept open while it lives (as the node sources are): its
+//! tick-counted user + system and user clocks (`Prof`, `Virt`), which split
+//! its run time into user and system time the way `/proc/PID/stat`'s
+//! scaling does ([`split_cpu`]); `statm` (resident pages); an `fstat` of
+//! its `task/` directory, whose link count is 2 + its threads; and `io`
+//! (`read_bytes`, `write_bytes`: what reached storage). A clock is read by
+//! pid: the kept-open files read after it, which fail once the process is
+//! gone, say that it was this process's and not a successor's with the
+//! same pid. Why not `/proc/PID/stat`, which has CPU, threads and RSS in
+//! one file: it formats 52 fields, and costs 6.0 µs cold (once a second),
+//! against 2.3 µs for `statm`, 1.1 µs for the `fstat` and 0.4–0.5 µs per
+//! clock (measured one by one on a 2-core VM, 256 processes); it is read
+//! once, when a process is found (its start time). (A resident set the
+//! kernel shrinks while the process sleeps shows at its next run.) The
+//! task's sample sums them: [`TaskResources`]. CPU is the time used since
+//! the task's previous sample, as % of one CPU (a task busy on two cores
+//! shows 200); a process that starts between two samples counts from its
+//! start, one found later (see below) from the sample after it is found,
+//! so that no sample shows CPU time from before its interval. A process
+//! that exits between two samples takes the CPU time it used since the
+//! previous sample with it (what `tal run` reports at the task's end, from
+//! the kernel's accounting of its children, has it).
 //!
-//! Measured side by side with an agent that samples no task
-//! (`scripts/bench-task-sampling.sh`, 64 tasks of 4 processes, a 2-core
-//! VM): 2.95 µs of the task thread per process and sample beyond its
-//! wake-up at 1 s, 2.83 µs at 0.1 s, with sleeping processes; processes
-//! that ran in every interval (`ACTIVE=1`) cost 9.1–10.5 µs each: what the
-//! reads alone cost, once a second and cold (`examples/task_floor`, side
-//! by side: 12.2 µs per process for the four files).
+//! Measured side by side with an agent that samples no task and with the
+//! sampler before this design (`scripts/bench-task-sampling.sh`, 64 tasks
+//! of 4 processes, a 2-core VM): 1.38 µs of the task thread per process
+//! and sample beyond its wake-up at 1 s, 1.22 µs at 0.1 s, with sleeping
+//! processes (0.60 and 0.57 of the previous sampler's, which read
+//! `schedstat`, `stat`, `io` and `children`); processes that ran in every
+//! interval cost 6.8–8.6 µs each (0.72–0.83 of the previous sampler's):
+//! 0.73–0.80 of what the same reads alone cost, once a second and cold
+//! (`examples/task_floor`, side by side: 8.8–10.7 µs per process).
 //!
-//! **Finding descendants, and why this way.** Each sample also reads
-//! `/proc/PID/task/PID/children` of each process (kept open too): the
-//! children of its main thread, which is where shells, `srun`, `mpirun`
-//! and Python's `subprocess` fork from. Measured on a 2-core VM: one
-//! `pread` of a `children` file costs 0.34 µs, one of `stat` 3.4 µs and of
-//! `io` 1.3 µs; a scan of the whole of `/proc` (`getdents`, no file read)
+//! **Finding descendants, and why this way.** A process that ran also has
+//! `/proc/PID/task/PID/children` read (kept open): the children of its
+//! main thread, which is where shells, `srun`, `mpirun` and Python's
+//! `subprocess` fork from. Only in rounds after a pid was handed out in
+//! tal's pid namespace, though (the last field of `/proc/loadavg`, read
+//! once per round): with no new pid there is no new process, and on a
+//! compute node whose tasks run for minutes that is most rounds. Measured
+//! on a 2-core VM: one `pread` of a `children` file costs 0.34 µs hot and
+//! 1.3 µs cold; a scan of the whole of `/proc` (`getdents`, no file read)
 //! costs 32 µs with 81 processes on the node and grows with every process
 //! of the node, not of the task. So the scan would dominate the budget of
-//! 5 µs per task process at 0.1 s, while the `children` reads add under a
-//! tenth to what the process costs anyway. As a safety net for children
+//! 5 µs per task process at 0.1 s, while the `children` reads add a
+//! fraction to what the process costs anyway. As a safety net for children
 //! forked by other threads (and kernels without `children` files), the
 //! thread also scans `/proc` every [`SCAN_EVERY`] (every sample without
 //! `children` files), reading `stat` only of the pids it has not seen in
 //! the previous scan, and attaches those whose parent is a task's process.
 //! A process whose parent exited before it was found (re-parented to init)
-//! is not the task's any more, and is not found.
+//! is not the task's any more, and is not found. Each process is looked
+//! at, read, and its children looked for in one pass over the task (new
+//! ones join the pass, so grandchildren are found in the same round).
 //!
 //! **Cost.** Nothing here runs without tasks: the thread parks until the
 //! first one starts, and again when the last one ends. It samples on its
@@ -72,10 +89,10 @@
 //! starts are those of a new process (its paths and buffers).
 
 use super::kept::KeptFile;
-use crate::sys::{self, CpuClock};
 use crate::clock::mono_ns;
 use crate::record::TaskResources;
 use crate::ring::{Consumer, Producer, PushError};
+use crate::sys::{self, CpuClock};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -85,8 +102,25 @@ use std::time::Duration;
 
 /// Tasks sampled at once, at most.
 pub const MAX_TASKS: usize = 1024;
-/// Processes sampled at once over all tasks, at most (three open files each).
+/// Processes sampled at once over all tasks, at most (four open files each;
+/// fewer when the limit of open files is low: see [`process_cap`]).
 pub const MAX_PROCESSES: usize = 4096;
+/// Files the sampler keeps open per process.
+pub const FILES_PER_PROCESS: u64 = 4;
+/// Descriptors left to the rest of the agent before the sampler takes its
+/// share (see [`process_cap`]).
+pub const FD_RESERVE: u64 = 256;
+
+/// How many processes the sampler may hold open under a soft limit of
+/// `nofile` open files: half of what is left after [`FD_RESERVE`], so that
+/// the agent's clients, its log and its conversion at the end always keep
+/// the other half; at most [`MAX_PROCESSES`].
+pub fn process_cap(nofile: u64) -> usize {
+    let share = nofile.saturating_sub(FD_RESERVE) / 2 / FILES_PER_PROCESS;
+    usize::try_from(share)
+        .unwrap_or(usize::MAX)
+        .min(MAX_PROCESSES)
+}
 /// Processes of one task sampled at most.
 pub const MAX_PROCESSES_PER_TASK: usize = 256;
 /// Longest task id sampled, bytes: a start whose id is longer is refused
@@ -512,6 +546,8 @@ pub struct TaskAgent {
     /// Which task each sampled pid belongs to (index into `tasks`).
     owner: HashMap<u32, usize>,
     processes: usize,
+    /// Processes sampled at once, at most ([`process_cap`]).
+    max_processes: usize,
     /// This user's uid, unless root (who may sample any process).
     me: Option<u32>,
     ticks_per_sec: u64,
@@ -559,6 +595,7 @@ impl TaskAgent {
             tasks: Vec::new(),
             owner: HashMap::new(),
             processes: 0,
+            max_processes: process_cap(sys::nofile_limit()),
             me: (!uid.is_root()).then(|| uid.as_raw()),
             ticks_per_sec: rustix::param::clock_ticks_per_second().max(1),
             page_size: rustix::param::page_size() as u64,
@@ -664,7 +701,7 @@ impl TaskAgent {
             return;
         }
         if self.tasks.len() >= MAX_TASKS
-            || self.processes >= MAX_PROCESSES
+            || self.processes >= self.max_processes
             || self.owner.contains_key(&pid)
         {
             TaskCounters::bump(&self.counters.tasks_refused);
@@ -708,7 +745,9 @@ impl TaskAgent {
         if self.owner.contains_key(&pid) {
             return false;
         }
-        if self.processes >= MAX_PROCESSES || self.tasks[i].procs.len() >= MAX_PROCESSES_PER_TASK {
+        if self.processes >= self.max_processes
+            || self.tasks[i].procs.len() >= MAX_PROCESSES_PER_TASK
+        {
             TaskCounters::bump(&self.counters.processes_refused);
             return false;
         }
@@ -951,7 +990,10 @@ mod tests {
 
     #[test]
     fn loadavg_statm_and_task_dir_parse() {
-        assert_eq!(parse_last_pid(b"0.52 0.58 0.59 3/1021 123456\n"), Some(123456));
+        assert_eq!(
+            parse_last_pid(b"0.52 0.58 0.59 3/1021 123456\n"),
+            Some(123456)
+        );
         assert_eq!(parse_last_pid(b"0.52 0.58"), None);
         let b = std::fs::read("/proc/loadavg").unwrap();
         assert!(parse_last_pid(&b).is_some());
@@ -977,6 +1019,15 @@ mod tests {
         for s in sleepers {
             s.join().unwrap();
         }
+    }
+
+    #[test]
+    fn the_process_cap_leaves_half_the_descriptors_to_the_agent() {
+        assert_eq!(process_cap(1024), 96);
+        assert_eq!(process_cap(20_000), 2468);
+        assert_eq!(process_cap(1 << 20), MAX_PROCESSES);
+        assert_eq!(process_cap(100), 0);
+        assert_eq!(process_cap(u64::MAX), MAX_PROCESSES);
     }
 
     #[test]

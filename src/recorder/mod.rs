@@ -269,6 +269,7 @@ fn open(cfg: &RecordConfig, signals: &Signals) -> anyhow::Result<Result<Opened, 
             .with_context(|| format!("cannot pin to CPU {cpu} — pass --pin CPU or --pin none"))?;
     }
     signals::ignore_file_size_limit();
+    crate::sys::raise_nofile();
 
     let mut notes = Vec::new();
     let cgroup = crate::agent::cgroup::CgroupSources::open(&cfg.cgroup)
