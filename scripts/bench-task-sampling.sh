@@ -41,7 +41,7 @@
 # its task thread is printed beside this one's: a change's effect, side by
 # side.
 #
-# Usage: [OLD_TAL=PATH] [TASKS=64] [PROCS=4] [ROUNDS=2] [ACTIVE=1] [ACTIVE_PERIOD=0.01] [FORKING=1] scripts/bench-task-sampling.sh [SECONDS=40] [TASK_INTERVAL=1] [WINDOWS=4]
+# Usage: [BIN_DIR=DIR] [OLD_TAL=PATH] [TASKS=64] [PROCS=4] [ROUNDS=2] [ACTIVE=1] [ACTIVE_PERIOD=0.01] [FORKING=1] scripts/bench-task-sampling.sh [SECONDS=40] [TASK_INTERVAL=1] [WINDOWS=4]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-40}
@@ -51,8 +51,13 @@ TASKS=${TASKS:-64}
 PROCS=${PROCS:-4}
 ROUNDS=${ROUNDS:-2}
 INTERVAL=0.1
-cargo build --release --quiet --bin tal --example floor --example task_floor
-TAL=./target/release/tal
+# BIN_DIR: prebuilt tal, floor and task_floor (a machine without cargo).
+if [ -n "${BIN_DIR:-}" ]; then
+  TAL=$BIN_DIR/tal FLOOR_BIN=$BIN_DIR/floor TASK_FLOOR_BIN=$BIN_DIR/task_floor
+else
+  cargo build --release --quiet --bin tal --example floor --example task_floor
+  TAL=./target/release/tal FLOOR_BIN=./target/release/examples/floor TASK_FLOOR_BIN=./target/release/examples/task_floor
+fi
 work=$(mktemp -d)
 pids=()
 roots=()
@@ -106,10 +111,10 @@ for round in $(seq "$ROUNDS"); do
   if [ $((round % 2)) = 1 ]; then start with; start none; else start none; start with; fi
   socks=("$work/with.sock")
   if [ -n "${OLD_TAL:-}" ]; then start old "$OLD_TAL"; socks+=("$work/old.sock"); fi
-  FLOOR_WAKE_THREAD=1 taskset -c "$cpu" ./target/release/examples/floor "$TINT" 2>/dev/null &
+  FLOOR_WAKE_THREAD=1 taskset -c "$cpu" "$FLOOR_BIN" "$TINT" 2>/dev/null &
   FLOOR=$!
   pids+=("$FLOOR")
-  taskset -c "$cpu" ./target/release/examples/task_floor "$TINT" "${all[@]}" &
+  taskset -c "$cpu" "$TASK_FLOOR_BIN" "$TINT" "${all[@]}" &
   TFLOOR=$!
   pids+=("$TFLOOR")
   # The trees become tasks of "with" (and "old"), as a runtime would say so.

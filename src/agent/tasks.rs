@@ -444,10 +444,12 @@ impl Proc {
                 return None;
             }
         }
-        // Its files first, then `stat` once (its start time, threads and
-        // resident pages), then its clocks: a clock is read by pid, and
-        // the files opened before it prove that the pid was this process's.
-        let statm = KeptFile::open_sized(format!("{dir}/statm"), 128).ok()?;
+        // Its files first, then `stat` once (its start time and threads)
+        // and its clocks, both by pid, then `statm` through its kept-open
+        // file: that read fails if the process the files were opened on is
+        // gone, so what was read by pid was this process's, not a
+        // successor's.
+        let mut statm = KeptFile::open_sized(format!("{dir}/statm"), 128).ok()?;
         let task_dir = File::open(format!("{dir}/task")).ok();
         let children = KeptFile::open_sized(format!("{dir}/task/{pid}/children"), 256).ok();
         let mut io = KeptFile::open_sized(format!("{dir}/io"), 256).ok();
@@ -457,6 +459,7 @@ impl Proc {
             sys::process_cpu_ns(pid, CpuClock::Prof).ok()?,
             sys::process_cpu_ns(pid, CpuClock::Virt).ok()?,
         );
+        let rss_pages = parse_statm_rss(statm.read().ok()?)?;
         let io_now = io.as_mut().and_then(|k| k.read().ok()).and_then(parse_io);
         if io_now.is_none() {
             io = None;
@@ -476,7 +479,7 @@ impl Proc {
             io_prev: if fresh { Some((0, 0)) } else { io_now },
             // Its first sample reads everything.
             ran: true,
-            rss_pages: f.rss_pages,
+            rss_pages,
             threads: f.threads,
         })
     }
