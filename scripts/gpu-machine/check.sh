@@ -34,25 +34,28 @@ step "machine"
 nvidia-smi --query-gpu=name,driver_version,uuid,memory.total --format=csv
 nproc; uname -r; python3 --version
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$W/site" "$KIT"/whl/*.whl \
-  && export PYTHONPATH=$W/site
+  && export PYTHONPATH=$W/site \
+  || echo "RHAPSODY's wheels do not install here (prepare.sh's PYVER is not this Python?): its adapter will not run"
 cd "$W"
 
 step "1. phases: tal and RHAPSODY's adapter side by side at 0.1 s"
 (timeout 60 python3 "$H/rh_adapter.py" 30 "$W/rh1" 0.1 >res/rh1.json 2>res/rh1.err) &
+RH=$!
 sleep 1
 timeout 60 "$T" record --interval 0.1 --session-id gpu.phases --out "$W/t1" -- python3 "$H/load.py" res/phases.jsonl 2>res/t1.err
 echo "tal rc=$?"
-wait
+wait $RH
 cp "$W"/t1/*.jsonl res/t1.jsonl; cp "$W"/rh1/*.jsonl res/rh1.jsonl 2>/dev/null
 
 step "2. per-task GPU memory and energy through tal run"
 "$T" record --interval 0.1 --session-id gpu.tasks --out "$W/t2" --socket "$W/t2.sock" 2>res/t2.err &
+P2=$!
 export TAL_SOCKET=$W/t2.sock
 timeout 20 "$T" wait
 "$T" run --task-id alloc8 -- python3 "$H/alloc.py" 8 2 & A1=$!
 "$T" run --task-id alloc2 -- python3 "$H/alloc.py" 2 2 & A2=$!
 "$T" run --task-id cpu_only -- sleep 1
-wait $A1 $A2; sleep 1; timeout 60 "$T" stop; wait; unset TAL_SOCKET
+wait $A1 $A2; sleep 1; timeout 60 "$T" stop; wait $P2; unset TAL_SOCKET
 cp "$W"/t2/*.jsonl res/t2.jsonl
 
 step "3. CUDA_VISIBLE_DEVICES by UUID"
@@ -69,6 +72,7 @@ cpu_ns() { # pid [thread name]
 FLOOR_WAKE_THREAD=1 "$KIT/floor" 0.1 2>/dev/null & F=$!
 "$T" record --interval 0.1 --session-id gpu.idle --out "$W/t4" --socket "$W/t4.sock" 2>res/t4.err & P=$!
 (timeout 60 python3 "$H/rh_adapter.py" 44 "$W/rh4" 0.1 >res/rh4.json 2>res/rh4.err) &
+RH=$!
 sleep 3
 a0=$(cpu_ns $P); g0=$(cpu_ns $P tal-gpu); f0=$(cpu_ns $F); k0=$(cpu_ns $F floor-wake); t0=$(date +%s%N)
 sleep 36
@@ -77,8 +81,7 @@ awk -v a=$((a1 - a0)) -v g=$((g1 - g0)) -v f=$((f1 - f0)) -v k=$((k1 - k0)) -v t
   printf "{\"tal_us_per_sample\": %.1f, \"tal_gpu_thread_us_per_poll\": %.1f, \"tal_without_gpu_thread_us_per_sample\": %.1f, \"floor_us_per_sample\": %.1f, \"wake_us\": %.1f}\n",
     a / 1e3 / n, g / 1e3 / n, (a - g) / 1e3 / n, (f - k) / 1e3 / n, k / 1e3 / n }' >res/overhead.json
 grep -E 'VmHWM|RssAnon|RssFile' /proc/$P/status >res/tal-memory.txt
-kill -TERM $P $F; wait $P $F
-wait
+kill -TERM $P $F; wait $P $F $RH
 cp "$W"/t4/*.jsonl res/t4.jsonl
 
 step "5. task sampling on this machine's CPUs"
