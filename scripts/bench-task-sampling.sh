@@ -25,9 +25,10 @@
 # one wake-up per process per task sample (budget: <= 5 µs), and the node
 # sampler's jitter in each agent (it must not change).
 #
-# With ACTIVE=1 the children are not asleep but wake every ACTIVE_PERIOD
-# seconds (default 0.01; perl's select), so that each has run between any
-# two samples: every file of every process is read at every sample (the
+# With ACTIVE=1 the children (the first ACTIVE_KIDS of each tree, default
+# all) are not asleep but wake every ACTIVE_PERIOD seconds (default 0.01;
+# perl's select), so that each has run between any two samples: every
+# file of every process is read at every sample (with all children, the
 # worst case; an idle process costs one CPU clock read, see
 # src/agent/tasks.rs). tal reads `children` files only in rounds after a
 # pid was handed out on the node; with FORKING=1 a loop on the other CPU
@@ -41,7 +42,7 @@
 # its task thread is printed beside this one's: a change's effect, side by
 # side.
 #
-# Usage: [BIN_DIR=DIR] [OLD_TAL=PATH] [TASKS=64] [PROCS=4] [ROUNDS=2] [ACTIVE=1] [ACTIVE_PERIOD=0.01] [FORKING=1] scripts/bench-task-sampling.sh [SECONDS=40] [TASK_INTERVAL=1] [WINDOWS=4]
+# Usage: [BIN_DIR=DIR] [OLD_TAL=PATH] [TASKS=64] [PROCS=4] [ROUNDS=2] [ACTIVE=1] [ACTIVE_KIDS=N] [ACTIVE_PERIOD=0.01] [FORKING=1] scripts/bench-task-sampling.sh [SECONDS=40] [TASK_INTERVAL=1] [WINDOWS=4]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-40}
@@ -80,11 +81,13 @@ cpu_of() { # pid [thread name]: on-CPU ns of every thread, or of that one
 }
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-echo "# task sampling: $TASKS tasks of $PROCS processes (children $([ "${ACTIVE:-0}" = 1 ] && echo "waking every ${ACTIVE_PERIOD:-0.01} s" || echo asleep)$([ "${FORKING:-0}" = 1 ] && echo ", a process started every 50 ms")), --task-interval ${TINT}s, --interval ${INTERVAL}s, ${SECS}s in ${ROUNDS} rounds x ${WINDOWS} windows, $(nproc) CPUs, $(uname -r)" >&2
+echo "# task sampling: $TASKS tasks of $PROCS processes (children $([ "${ACTIVE:-0}" = 1 ] && echo "waking every ${ACTIVE_PERIOD:-0.01} s${ACTIVE_KIDS:+, $ACTIVE_KIDS per tree}" || echo asleep)$([ "${FORKING:-0}" = 1 ] && echo ", a process started every 50 ms")), --task-interval ${TINT}s, --interval ${INTERVAL}s, ${SECS}s in ${ROUNDS} rounds x ${WINDOWS} windows, $(nproc) CPUs, $(uname -r)" >&2
 # The process trees: `sh` and PROCS-1 sleeping children each.
 for i in $(seq "$TASKS"); do
-  if [ "${ACTIVE:-0}" = 1 ]; then kid="perl -e 'select(undef, undef, undef, ${ACTIVE_PERIOD:-0.01}) while 1' & "; else kid='sleep 100000 & '; fi
-  kids=$(for _ in $(seq $((PROCS - 1))); do printf '%s' "$kid"; done)
+  busy="perl -e 'select(undef, undef, undef, ${ACTIVE_PERIOD:-0.01}) while 1' & "
+  kids=$(for k in $(seq $((PROCS - 1))); do
+    if [ "${ACTIVE:-0}" = 1 ] && [ "$k" -le "${ACTIVE_KIDS:-$PROCS}" ]; then printf '%s' "$busy"; else printf '%s' 'sleep 100000 & '; fi
+  done)
   sh -c "$kids wait" "tal-bench-tree $work" &
   roots+=($!)
 done
