@@ -30,6 +30,10 @@ TAL_SLURM_DIR=/tmp/tal-slurm-4 scripts/slurm-up.sh --nodes 4 >/dev/null
 step "formatting"
 cargo fmt --all -- --check
 step "lints"
+# The scripts that only run by hand (benchmarks, the GPU machine's kit)
+# must at least parse.
+for f in scripts/*.sh scripts/gpu-machine/*.sh; do bash -n "$f"; done
+python3 -c 'import ast, sys; [ast.parse(open(f).read(), f) for f in sys.argv[1:]]' scripts/*.py scripts/gpu-machine/*.py
 cargo clippy --all-targets --release -- -D warnings
 # The benchmark-only writer thread (recorder/threaded.rs) must keep building.
 cargo clippy --lib --release --features writer-thread -- -D warnings
