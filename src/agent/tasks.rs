@@ -37,7 +37,12 @@
 //! one file: it formats 52 fields, and costs 6.0 µs cold (once a second),
 //! against 2.3 µs for `statm`, 1.1 µs for the `fstat` and 0.4–0.5 µs per
 //! clock (measured one by one on a 2-core VM, 256 processes); it is read
-//! once, when a process is found (its start time). (A resident set the
+//! once, when a process is found (its start time). `statm` is also the
+//! exact figure on kernels that sum the memory counters' per-CPU parts
+//! for it (Linux 6.18 here: `__percpu_counter_sum` shows in a profile of
+//! this thread), where `stat`'s resident pages leave those parts out and
+//! can lag on a node of many CPUs; that sum's cost grows with the node's
+//! CPUs, which a 2-core VM cannot show. (A resident set the
 //! kernel shrinks while the process sleeps shows at its next run.) The
 //! task's sample sums them: [`TaskResources`]. CPU is the time used since
 //! the task's previous sample, as % of one CPU (a task busy on two cores
