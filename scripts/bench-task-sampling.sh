@@ -37,12 +37,18 @@
 # wake-ups also keep the CPU's caches cold for the agents; a longer period
 # (shorter than the task interval) measures the reads without that.
 #
+# With PSUTIL=1, scripts/psutil_tasks.py also runs beside them, twice: the
+# same tasks sampled as a Python runtime would with psutil (descendants,
+# CPU times, memory, threads, I/O of each process, once per task
+# interval), and given every pid (the reads alone), in PSUTIL_PYTHON
+# (default: the test suite's target/pyenv, which has psutil).
+#
 # With OLD_TAL=PATH (another build of tal, e.g. of an earlier commit), a
 # third agent runs that binary with the same tasks, at the same time, and
 # its task thread is printed beside this one's: a change's effect, side by
 # side.
 #
-# Usage: [BIN_DIR=DIR] [OLD_TAL=PATH] [TASKS=64] [PROCS=4] [ROUNDS=2] [ACTIVE=1] [ACTIVE_KIDS=N] [ACTIVE_PERIOD=0.01] [FORKING=1] scripts/bench-task-sampling.sh [SECONDS=40] [TASK_INTERVAL=1] [WINDOWS=4]
+# Usage: [BIN_DIR=DIR] [OLD_TAL=PATH] [PSUTIL=1] [TASKS=64] [PROCS=4] [ROUNDS=2] [ACTIVE=1] [ACTIVE_KIDS=N] [ACTIVE_PERIOD=0.01] [FORKING=1] scripts/bench-task-sampling.sh [SECONDS=40] [TASK_INTERVAL=1] [WINDOWS=4]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-40}
@@ -100,7 +106,7 @@ all=("${roots[@]}")
 for r in "${roots[@]}"; do while read -r c; do all+=("$c"); done < <(pgrep -P "$r"); done
 cpu=$(($(nproc) - 1))
 window=$(awk -v s="$SECS" -v w="$WINDOWS" -v r="$ROUNDS" 'BEGIN { printf "%.3f", s / w / r }')
-for f in with none thread wake floor old jit_with jit_none; do : >"$work/r.$f"; done
+for f in with none thread wake floor old psutil psknown jit_with jit_none; do : >"$work/r.$f"; done
 printf '%-6s %-7s %14s %14s %12s %16s %12s %14s\n' round window "tasks µs/s" "none µs/s" "diff µs/s" "thread µs/round" "wake µs" "reads µs/round" >&2
 for round in $(seq "$ROUNDS"); do
   start() { # name [binary]
@@ -120,6 +126,14 @@ for round in $(seq "$ROUNDS"); do
   taskset -c "$cpu" "$TASK_FLOOR_BIN" "$TINT" "${all[@]}" &
   TFLOOR=$!
   pids+=("$TFLOOR")
+  if [ "${PSUTIL:-0}" = 1 ]; then
+    taskset -c "$cpu" "${PSUTIL_PYTHON:-target/pyenv/bin/python}" scripts/psutil_tasks.py "$TINT" "${roots[@]}" &
+    PSU=$!
+    pids+=("$PSU")
+    taskset -c "$cpu" "${PSUTIL_PYTHON:-target/pyenv/bin/python}" scripts/psutil_tasks.py --known "$TINT" "${all[@]}" &
+    PSK=$!
+    pids+=("$PSK")
+  fi
   # The trees become tasks of "with" (and "old"), as a runtime would say so.
   for sock in "${socks[@]}"; do
     python3 - "$sock" "${roots[@]}" <<'EOF'
@@ -135,18 +149,20 @@ EOF
   sleep 3
   for w in $(seq "$WINDOWS"); do
     t0=$(date +%s%N)
-    a0=$(cpu_of "$PID_with"); b0=$(cpu_of "$PID_none"); h0=$(cpu_of "$PID_with" tal-tasks); f0=$(cpu_of "$FLOOR" floor-wake); r0=$(cpu_of "$TFLOOR" task-floor); o0=$([ -n "${OLD_TAL:-}" ] && cpu_of "$PID_old" tal-tasks || echo 0)
+    a0=$(cpu_of "$PID_with"); b0=$(cpu_of "$PID_none"); h0=$(cpu_of "$PID_with" tal-tasks); f0=$(cpu_of "$FLOOR" floor-wake); r0=$(cpu_of "$TFLOOR" task-floor); o0=$([ -n "${OLD_TAL:-}" ] && cpu_of "$PID_old" tal-tasks || echo 0); p0=$([ "${PSUTIL:-0}" = 1 ] && cpu_of "$PSU" || echo 0); q0=$([ "${PSUTIL:-0}" = 1 ] && cpu_of "$PSK" || echo 0)
     sleep "$window"
     t1=$(date +%s%N)
-    a1=$(cpu_of "$PID_with"); b1=$(cpu_of "$PID_none"); h1=$(cpu_of "$PID_with" tal-tasks); f1=$(cpu_of "$FLOOR" floor-wake); r1=$(cpu_of "$TFLOOR" task-floor); o1=$([ -n "${OLD_TAL:-}" ] && cpu_of "$PID_old" tal-tasks || echo 0)
+    a1=$(cpu_of "$PID_with"); b1=$(cpu_of "$PID_none"); h1=$(cpu_of "$PID_with" tal-tasks); f1=$(cpu_of "$FLOOR" floor-wake); r1=$(cpu_of "$TFLOOR" task-floor); o1=$([ -n "${OLD_TAL:-}" ] && cpu_of "$PID_old" tal-tasks || echo 0); p1=$([ "${PSUTIL:-0}" = 1 ] && cpu_of "$PSU" || echo 0); q1=$([ "${PSUTIL:-0}" = 1 ] && cpu_of "$PSK" || echo 0)
+    awk -v o=$((q1 - q0)) -v t=$((t1 - t0)) -v i="$TINT" 'BEGIN { printf "%.1f\n", o / 1e3 / (t / 1e9 / i) }' >>"$work/r.psknown"
+    awk -v o=$((p1 - p0)) -v t=$((t1 - t0)) -v i="$TINT" 'BEGIN { printf "%.1f\n", o / 1e3 / (t / 1e9 / i) }' >>"$work/r.psutil"
     awk -v o=$((o1 - o0)) -v t=$((t1 - t0)) -v i="$TINT" 'BEGIN { printf "%.1f\n", o / 1e3 / (t / 1e9 / i) }' >>"$work/r.old"
     read -r ua ub ud uh uw uf < <(awk -v a=$((a1 - a0)) -v b=$((b1 - b0)) -v h=$((h1 - h0)) -v f=$((f1 - f0)) -v x=$((r1 - r0)) -v t=$((t1 - t0)) -v i="$TINT" \
       'BEGIN { s = t / 1e9; r = s / i; printf "%.1f %.1f %.1f %.1f %.2f %.1f\n", a / 1e3 / s, b / 1e3 / s, (a - b) / 1e3 / s, h / 1e3 / r, f / 1e3 / r, x / 1e3 / r }')
     echo "$ua" >>"$work/r.with"; echo "$ub" >>"$work/r.none"; echo "$uh" >>"$work/r.thread"; echo "$uw" >>"$work/r.wake"; echo "$uf" >>"$work/r.floor"
     printf '%-6s %-7s %14s %14s %12s %16s %12s %14s\n' "$round" "$w" "$ua" "$ub" "$ud" "$uh" "$uw" "$uf" >&2
   done
-  kill -TERM "$PID_with" "$PID_none" "$FLOOR" "$TFLOOR" ${OLD_TAL:+"$PID_old"}
-  wait "$PID_with" "$PID_none" "$FLOOR" "$TFLOOR" ${OLD_TAL:+"$PID_old"} 2>/dev/null || true
+  kill -TERM "$PID_with" "$PID_none" "$FLOOR" "$TFLOOR" ${OLD_TAL:+"$PID_old"} ${PSU:+"$PSU" "$PSK"}
+  wait "$PID_with" "$PID_none" "$FLOOR" "$TFLOOR" ${OLD_TAL:+"$PID_old"} ${PSU:+"$PSU" "$PSK"} 2>/dev/null || true
   pids=()
   for a in with none; do
     python3 -c "
@@ -172,4 +188,10 @@ echo "| task samples taken / dropped (agent with the tasks, per round) | $(cut -
 if [ -n "${OLD_TAL:-}" ]; then
   om=$(median <"$work/r.old")
   echo "| $OLD_TAL's task thread per round, beside it; beyond its wake-up per process | ${om} µs; $(awk -v o="$om" -v k="$km" -v n=$((TASKS * PROCS)) 'BEGIN { printf "%.2f", (o - k) / n }') µs; this tal / that: $(awk -v h="$hm" -v o="$om" 'BEGIN { printf "%.2f", h / o }') |"
+fi
+if [ "${PSUTIL:-0}" = 1 ]; then
+  pm=$(median <"$work/r.psutil")
+  km2=$(median <"$work/r.psknown")
+  echo "| psutil (scripts/psutil_tasks.py: children(recursive=True) of each task's root, then each process) per round, beside it; per process | ${pm} µs; $(awk -v p="$pm" -v n=$((TASKS * PROCS)) 'BEGIN { printf "%.2f", p / n }') µs; psutil / tal's task thread: $(awk -v h="$hm" -v p="$pm" 'BEGIN { printf "%.1f", p / h }') |"
+  echo "| psutil given every pid (--known: the reads alone, no descendants looked for) per round; per process | ${km2} µs; $(awk -v p="$km2" -v n=$((TASKS * PROCS)) 'BEGIN { printf "%.2f", p / n }') µs; psutil / tal's task thread: $(awk -v h="$hm" -v p="$km2" 'BEGIN { printf "%.1f", p / h }') |"
 fi
