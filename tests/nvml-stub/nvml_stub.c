@@ -41,7 +41,8 @@
  *
  * A "poll" (for `fail`) is one nvmlDeviceGetUtilizationRates, or one
  * nvmlDeviceGetSamples count query (NULL buffer). Memory-utilisation
- * samples are half the GPU value. Memory used is util% of the total; power
+ * samples are half the GPU value. Memory used is util% of the total plus
+ * the memory of the device's processes in the `procs` file; power
  * 100 W + util W; temperature 30 + util/2 C; SM clock 1000 + 10 * util MHz;
  * util being the newest sample's value (0 before the first sample).
  *
@@ -513,13 +514,36 @@ nvmlReturn_t nvmlDeviceGetSamples(void *h, int type, unsigned long long last_see
 }
 #endif
 
+/* The memory the compute processes of the `procs` file hold on device
+ * `me` (-100: a MIG instance, which has none listed). */
+static unsigned long long procs_bytes(int me) {
+    unsigned long long sum = 0;
+    FILE *f = procs_file[0] ? fopen(procs_file, "r") : NULL;
+    if (f) {
+        int dv; unsigned int pid; unsigned long long bytes;
+        while (fscanf(f, "%d %u %llu", &dv, &pid, &bytes) == 3)
+            if (dv == me) sum += bytes;
+        fclose(f);
+    }
+    return sum;
+}
+
+/* Memory in use: util% of the total, plus what the compute processes
+ * hold (as on a real device, where a process cannot start, end or grow
+ * without changing it). */
+static unsigned long long mem_used(device_t *d) {
+    int me = d->mig_parent >= 0 ? -100 : (int)(d - devs);
+    unsigned long long used = d->mem_total / 100 * cur_util(d) + procs_bytes(me);
+    return used < d->mem_total ? used : d->mem_total;
+}
+
 typedef struct { unsigned long long total, free, used; } mem_v1_t;
 typedef struct { unsigned int version; unsigned long long total, reserved, free, used; } mem_v2_t;
 
 nvmlReturn_t nvmlDeviceGetMemoryInfo(void *h, mem_v1_t *m) {
     DEV_OR_FAIL(h, C_MEM);
     m->total = d->mem_total;
-    m->used = d->mem_total / 100 * cur_util(d);
+    m->used = mem_used(d);
     m->free = m->total - m->used;
     return OK;
 }
@@ -527,7 +551,7 @@ nvmlReturn_t nvmlDeviceGetMemoryInfo(void *h, mem_v1_t *m) {
 nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(void *h, mem_v2_t *m) {
     DEV_OR_FAIL(h, C_MEM_V2);
     m->total = d->mem_total;
-    m->used = d->mem_total / 100 * cur_util(d);
+    m->used = mem_used(d);
     m->reserved = 0;
     m->free = m->total - m->used;
     return OK;
