@@ -446,6 +446,18 @@ fn the_polling_path_makes_only_cheap_calls() {
     );
 }
 
+/// Two devices at 50 % whose compute processes the script lists in the
+/// (empty for now) file returned, and the stub's config saying so.
+fn with_procs_file(dir: &Path) -> (PathBuf, String) {
+    let procs = dir.join("procs");
+    std::fs::write(&procs, "").unwrap();
+    let cfg = two_devices(&format!(
+        "util 0 50\nutil 1 50\nprocs {}\n",
+        procs.display()
+    ));
+    (procs, cfg)
+}
+
 /// The process list is reused while a device's memory in use holds
 /// still, and asked for again at least every second: a process that
 /// takes over exactly the memory another held (the device's total
@@ -453,12 +465,7 @@ fn the_polling_path_makes_only_cheap_calls() {
 #[test]
 fn a_process_list_that_changes_at_equal_memory_is_seen_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
-    let procs = dir.path().join("procs");
-    std::fs::write(&procs, "").unwrap();
-    let cfg = two_devices(&format!(
-        "util 0 50\nutil 1 50\nprocs {}\n",
-        procs.display()
-    ));
+    let (procs, cfg) = with_procs_file(dir.path());
     let tal = env!("CARGO_BIN_EXE_tal");
     let p = procs.display();
     // Task b's process lists itself with the 5 MB that task a's (gone)
@@ -780,12 +787,7 @@ fn gpu_ids_follow_cuda_visible_devices_and_gpus() {
 #[test]
 fn a_tasks_gpu_processes_give_its_peak_gpu_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let procs = dir.path().join("procs");
-    std::fs::write(&procs, "").unwrap();
-    let cfg = two_devices(&format!(
-        "util 0 50\nutil 1 50\nprocs {}\n",
-        procs.display()
-    ));
+    let (procs, cfg) = with_procs_file(dir.path());
     let tal = env!("CARGO_BIN_EXE_tal");
     let p = procs.display();
     // The task's own shell uses GPU 0 (1 MB, then 3 MB), and a child of it
