@@ -27,7 +27,7 @@
 //! sample (and the next sample's deltas for that source are taken against
 //! the last good reading).
 
-use crate::agent::gpu::{Backfill, GpuCounters, GpuDeviceReading, GpuSample};
+use crate::agent::gpu::{Backfill, GpuCounters, GpuDeviceReading, GpuSample, PollsIn};
 use crate::agent::proc::{source, ProcSample, NO_PERMILLE};
 use crate::agent::procfs::{memory_percent, CpuTicks};
 use crate::agent::AgentCounters;
@@ -115,7 +115,7 @@ pub const GPU_HOLD_POLLS: u64 = 3;
 /// its polls with the proc samples of the same deadline.
 #[derive(Debug)]
 struct GpuIn {
-    rx: Consumer<GpuSample>,
+    rx: PollsIn,
     /// The agent's back-fills of driver samples.
     backfill_rx: Consumer<Backfill>,
     counters: Arc<GpuCounters>,
@@ -124,7 +124,7 @@ struct GpuIn {
     /// Proc samples waiting for their GPU poll.
     held: VecDeque<ProcSample>,
     /// GPU polls not yet written.
-    polls: VecDeque<GpuSample>,
+    polls: VecDeque<Box<GpuSample>>,
     /// The newest GPU poll written: its grid index and per_node value.
     last: Option<(u64, Option<f64>)>,
     /// NVML time per device and poll, ns.
@@ -138,6 +138,12 @@ struct GpuIn {
 }
 
 impl GpuIn {
+    /// Sends a written poll's box back to the GPU agent (dropped if its
+    /// ring is full: the agent then allocates another).
+    fn give_back(&mut self, g: Box<GpuSample>) {
+        let _ = self.rx.free.push(g);
+    }
+
     /// A deadline's index on the shared sampling grid.
     fn index(&self, deadline_ns: u64) -> u64 {
         (deadline_ns.saturating_sub(self.start_ns) + self.interval_ns / 2) / self.interval_ns
@@ -463,7 +469,7 @@ impl<S: Sink> Dispatcher<S> {
         while let Some(r) = self.rx.pop() {
             gpu.held.push_back(r);
         }
-        while let Some(g) = gpu.rx.pop() {
+        while let Some(g) = gpu.rx.polls.pop() {
             gpu.polls.push_back(g);
         }
         while let Some(b) = gpu.backfill_rx.pop() {
@@ -480,17 +486,22 @@ impl<S: Sink> Dispatcher<S> {
         let newest = gpu.held.back().map(|p| gpu.index(p.deadline_ns));
         while let Some(p) = gpu.held.front() {
             let k = gpu.index(p.deadline_ns);
-            while let Some(g) = gpu.polls.front().filter(|g| gpu.index(g.deadline_ns) < k) {
-                let g = *g;
-                gpu.polls.pop_front();
+            while gpu
+                .polls
+                .front()
+                .is_some_and(|g| gpu.index(g.deadline_ns) < k)
+            {
+                let Some(g) = gpu.polls.pop_front() else {
+                    break;
+                };
                 self.gpu_events(gpu, &g, anchor, batch);
+                gpu.give_back(g);
             }
             let matched = gpu
                 .polls
                 .front()
-                .filter(|g| gpu.index(g.deadline_ns) == k)
-                .copied();
-            if matched.is_none()
+                .is_some_and(|g| gpu.index(g.deadline_ns) == k);
+            if !matched
                 && gpu.polls.is_empty()
                 && !self.final_drain
                 && newest.is_some_and(|n| n < k + GPU_HOLD_POLLS)
@@ -498,6 +509,7 @@ impl<S: Sink> Dispatcher<S> {
                 break; // its poll may still come
             }
             let Some(p) = gpu.held.pop_front() else { break };
+            let matched = if matched { gpu.polls.pop_front() } else { None };
             let percent = match &matched {
                 Some(g) => max_gpu_percent(g),
                 None => gpu.last.filter(|(i, _)| i + 1 >= k).and_then(|(_, v)| v),
@@ -505,13 +517,14 @@ impl<S: Sink> Dispatcher<S> {
             let ev = self.node_event(&p, percent, anchor);
             batch.push(Some(ev));
             if let Some(g) = matched {
-                gpu.polls.pop_front();
                 self.gpu_events(gpu, &g, anchor, batch);
+                gpu.give_back(g);
             }
         }
         if self.final_drain {
             while let Some(g) = gpu.polls.pop_front() {
                 self.gpu_events(gpu, &g, anchor, batch);
+                gpu.give_back(g);
             }
         }
     }
@@ -520,7 +533,7 @@ impl<S: Sink> Dispatcher<S> {
     /// agents sample on the grid `start_ns + k·interval_ns`).
     pub fn with_gpu(
         mut self,
-        rx: Consumer<GpuSample>,
+        rx: PollsIn,
         backfill_rx: Consumer<Backfill>,
         counters: Arc<GpuCounters>,
         start_ns: u64,
@@ -1091,7 +1104,7 @@ mod tests {
 #[cfg(test)]
 mod gpu_tests {
     use super::*;
-    use crate::agent::gpu::GpuSample;
+    use crate::agent::gpu::{poll_rings, GpuSample, PollsOut};
     use crate::ring::{channel, Producer};
 
     const START: u64 = 1_000_000_000;
@@ -1100,13 +1113,13 @@ mod gpu_tests {
     struct Rig {
         d: Dispatcher<Vec<Record>>,
         proc_tx: Producer<ProcSample>,
-        gpu_tx: Producer<GpuSample>,
+        gpu_tx: PollsOut,
         bf_tx: Producer<Backfill>,
     }
 
     fn rig() -> Rig {
         let (proc_tx, proc_rx) = channel(64);
-        let (gpu_tx, gpu_rx) = channel(64);
+        let (gpu_tx, gpu_rx) = poll_rings(64);
         let (bf_tx, bf_rx) = channel(4);
         let d = Dispatcher::new(
             proc_rx,
@@ -1267,11 +1280,17 @@ mod gpu_tests {
         for k in 0..3 {
             r.proc_tx.push(proc_at(k)).unwrap();
             r.gpu_tx
-                .push(poll_at(k, &[Some(10.0 * k as f32), Some(5.0), None]))
+                .polls
+                .push(Box::new(poll_at(
+                    k,
+                    &[Some(10.0 * k as f32), Some(5.0), None],
+                )))
                 .unwrap();
         }
         r.d.final_drain = true;
         r.d.drain();
+        // Every written poll's box goes back to the GPU agent.
+        assert_eq!(r.gpu_tx.free.len(), 3);
         use ResourceScope::*;
         assert_eq!(
             written(&r.d),
@@ -1296,7 +1315,10 @@ mod gpu_tests {
         r.proc_tx.push(proc_at(0)).unwrap();
         r.d.drain();
         assert!(written(&r.d).is_empty(), "sample 0 waits for its poll");
-        r.gpu_tx.push(poll_at(0, &[Some(40.0)])).unwrap();
+        r.gpu_tx
+            .polls
+            .push(Box::new(poll_at(0, &[Some(40.0)])))
+            .unwrap();
         r.proc_tx.push(proc_at(1)).unwrap();
         r.d.drain();
         assert_eq!(
@@ -1317,7 +1339,10 @@ mod gpu_tests {
         // The late poll 1 comes after all: written on its own, and its value
         // serves sample 2 (one poll younger); samples 3 and 4 get null at
         // the final drain (no poll within one interval of them).
-        r.gpu_tx.push(poll_at(1, &[Some(70.0)])).unwrap();
+        r.gpu_tx
+            .polls
+            .push(Box::new(poll_at(1, &[Some(70.0)])))
+            .unwrap();
         r.d.final_drain = true;
         r.d.drain();
         let w = written(&r.d);

@@ -466,7 +466,7 @@ struct DispatchInputs<'a> {
         ring::Producer<crate::ingest::batch::IngestBatch>,
     ),
     gpu: Option<(
-        ring::Consumer<crate::agent::gpu::GpuSample>,
+        crate::agent::gpu::PollsIn,
         ring::Consumer<crate::agent::gpu::Backfill>,
     )>,
     live: Option<(ring::Producer<crate::record::Event>, &'a LiveExport)>,
@@ -512,7 +512,7 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
     let grid = (crate::clock::mono_ns(), cfg.interval.as_nanos() as u64);
     let gpu_rings = gpus.as_ref().map(|_| {
         (
-            ring::channel::<crate::agent::gpu::GpuSample>(GPU_RING),
+            crate::agent::gpu::poll_rings(GPU_RING),
             ring::channel::<crate::agent::gpu::Backfill>(BACKFILL_RING),
         )
     });
@@ -721,7 +721,7 @@ fn ingest_listener(
 fn start_gpu(
     src: GpuSources,
     (tx, btx): (
-        ring::Producer<crate::agent::gpu::GpuSample>,
+        crate::agent::gpu::PollsOut,
         ring::Producer<crate::agent::gpu::Backfill>,
     ),
     (start_ns, interval_ns): (u64, u64),
