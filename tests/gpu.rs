@@ -446,16 +446,28 @@ fn the_polling_path_makes_only_cheap_calls() {
     );
 }
 
-/// Two devices at 50 % whose compute processes the script lists in the
-/// (empty for now) file returned, and the stub's config saying so.
-fn with_procs_file(dir: &Path) -> (PathBuf, String) {
+/// Records `sh -c` of the script `script(tal, procs)` gives, sampling
+/// tasks every 0.1 s, on two devices at 50 % whose compute processes the
+/// script lists in the file `procs` (empty at first); it must exit 0. The
+/// session's JSONL lines.
+fn record_with_procs(dir: &Path, script: impl FnOnce(&str, &str) -> String) -> Vec<Value> {
     let procs = dir.join("procs");
     std::fs::write(&procs, "").unwrap();
     let cfg = two_devices(&format!(
         "util 0 50\nutil 1 50\nprocs {}\n",
         procs.display()
     ));
-    (procs, cfg)
+    let script = script(env!("CARGO_BIN_EXE_tal"), &procs.display().to_string());
+    let (code, stderr, v) = record_in(
+        dir,
+        &stub("full"),
+        &cfg,
+        &["--task-interval", "0.1s"],
+        &[],
+        &["sh", "-c", &script],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    v
 }
 
 /// The process list is reused while a device's memory in use holds
@@ -465,24 +477,14 @@ fn with_procs_file(dir: &Path) -> (PathBuf, String) {
 #[test]
 fn a_process_list_that_changes_at_equal_memory_is_seen_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
-    let (procs, cfg) = with_procs_file(dir.path());
-    let tal = env!("CARGO_BIN_EXE_tal");
-    let p = procs.display();
     // Task b's process lists itself with the 5 MB that task a's (gone)
     // process was listed with: the device's memory does not move.
-    let script = format!(
-        "{tal} run --task-id a -- sh -c 'echo 0 $$ 5000000 > {p}; sleep 0.6' && \
-         {tal} run --task-id b -- sh -c 'echo 0 $$ 5000000 > {p}; sleep 2; : > {p}'"
-    );
-    let (code, stderr, v) = record_in(
-        dir.path(),
-        &stub("full"),
-        &cfg,
-        &["--task-interval", "0.1s"],
-        &[],
-        &["sh", "-c", &script],
-    );
-    assert_eq!(code, Some(0), "{stderr}");
+    let v = record_with_procs(dir.path(), |tal, p| {
+        format!(
+            "{tal} run --task-id a -- sh -c 'echo 0 $$ 5000000 > {p}; sleep 0.6' && \
+             {tal} run --task-id b -- sh -c 'echo 0 $$ 5000000 > {p}; sleep 2; : > {p}'"
+        )
+    });
     let done = lines(&v, "event", Some("TaskCompleted"));
     for task in ["a", "b"] {
         let t = done.iter().find(|l| l["task_id"] == task).unwrap();
@@ -787,28 +789,18 @@ fn gpu_ids_follow_cuda_visible_devices_and_gpus() {
 #[test]
 fn a_tasks_gpu_processes_give_its_peak_gpu_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let (procs, cfg) = with_procs_file(dir.path());
-    let tal = env!("CARGO_BIN_EXE_tal");
-    let p = procs.display();
     // The task's own shell uses GPU 0 (1 MB, then 3 MB), and a child of it
     // GPU 1 (5 MB); a process that is not the task's uses GPU 1 too.
-    let script = format!(
-        "{tal} run --task-id gpu.task -- sh -c '\
-           echo 0 $$ 1000000 > {p}; sleep 0.4; \
-           echo 0 $$ 3000000 > {p}; sleep 1 & \
-           printf \"0 $$ 3000000\\n1 $! 5000000\\n1 1 9000000\\n\" > {p}; sleep 0.4; \
-           echo 0 $$ 2000000 > {p}; sleep 0.3; : > {p}; wait' && \
-         {tal} run --task-id cpu.task -- sleep 0.3"
-    );
-    let (code, stderr, v) = record_in(
-        dir.path(),
-        &stub("full"),
-        &cfg,
-        &["--task-interval", "0.1s"],
-        &[],
-        &["sh", "-c", &script],
-    );
-    assert_eq!(code, Some(0), "{stderr}");
+    let v = record_with_procs(dir.path(), |tal, p| {
+        format!(
+            "{tal} run --task-id gpu.task -- sh -c '\
+               echo 0 $$ 1000000 > {p}; sleep 0.4; \
+               echo 0 $$ 3000000 > {p}; sleep 1 & \
+               printf \"0 $$ 3000000\\n1 $! 5000000\\n1 1 9000000\\n\" > {p}; sleep 0.4; \
+               echo 0 $$ 2000000 > {p}; sleep 0.3; : > {p}; wait' && \
+             {tal} run --task-id cpu.task -- sleep 0.3"
+        )
+    });
     // Each of its resource samples carries what its processes used on
     // each GPU at the latest poll: one of the states the script went
     // through (or none, between them), never the other process's 9 MB.

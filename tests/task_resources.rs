@@ -29,22 +29,18 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// finds the agent through `TAL_SOCKET`, as `tal record` exports it),
 /// sampling tasks every `task_interval`; the session's JSONL lines.
 fn record(dir: &Path, session: &str, task_interval: &str, script: &str) -> Vec<Value> {
-    let out = run(tal()
-        .args([
-            "record",
-            "--interval",
-            "0.1",
-            "--task-interval",
-            task_interval,
-        ])
-        .args(["--session-id", session, "--node-id", "n1", "--out"])
-        .arg(dir)
-        .args(["--", "sh", "-c", script]));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        tal()
+            .args([
+                "record",
+                "--interval",
+                "0.1",
+                "--task-interval",
+                task_interval,
+            ])
+            .args(["--session-id", session, "--node-id", "n1", "--out"])
+            .arg(dir)
+            .args(["--", "sh", "-c", script]),
     );
     read_jsonl_in(dir)
 }
@@ -467,16 +463,12 @@ fn otlp_chrome_trace_and_report_carry_the_task_series() {
     let jsonl = files_with_ext(dir.path(), ".telemetry.jsonl").remove(0);
     // OTLP: gauges with the task's id.
     let prefix = dir.path().join("export");
-    let out = run(tal()
-        .arg("convert")
-        .arg(&jsonl)
-        .args(["--format", "otlp-json", "-o"])
-        .arg(&prefix));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        tal()
+            .arg("convert")
+            .arg(&jsonl)
+            .args(["--format", "otlp-json", "-o"])
+            .arg(&prefix),
     );
     let metrics_file = dir.path().join("export.metrics.json");
     let metrics: Value = serde_json::from_slice(&std::fs::read(metrics_file).unwrap()).unwrap();
@@ -538,21 +530,17 @@ fn otlp_chrome_trace_and_report_carry_the_task_series() {
 }
 
 /// `tal record` under the limits of open files `ulimit` sets, around
-/// `script`: its status, stderr and the session's JSONL lines.
+/// `script` (it must exit 0): the session's JSONL lines.
 fn record_limited(dir: &Path, ulimit: &str, script: &str) -> Vec<Value> {
-    let out = run(std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("ulimit {ulimit} && exec \"$0\" \"$@\""))
-        .arg(tal_bin())
-        .args(["record", "--interval", "0.1", "--task-interval", "0.2s"])
-        .args(["--session-id", "tr.fds", "--node-id", "n1", "--out"])
-        .arg(dir)
-        .args(["--", "sh", "-c", script]));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit {ulimit} && exec \"$0\" \"$@\""))
+            .arg(tal_bin())
+            .args(["record", "--interval", "0.1", "--task-interval", "0.2s"])
+            .args(["--session-id", "tr.fds", "--node-id", "n1", "--out"])
+            .arg(dir)
+            .args(["--", "sh", "-c", script]),
     );
     read_jsonl_in(dir)
 }

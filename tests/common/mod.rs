@@ -24,6 +24,18 @@ pub fn run(cmd: &mut Command) -> Output {
     wait_output(child, Duration::from_secs(60))
 }
 
+/// [`run`], and asserts that it exited 0 (its stderr in the message).
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = run(cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Waits for a child with a safety timeout, killing it on expiry. Its
 /// piped stdout and stderr are read meanwhile, so that a child writing more
 /// than a pipe holds is not stalled by the wait.
