@@ -209,6 +209,41 @@ fn system_time_and_the_threads_of_an_idle_many_threaded_process_show() {
 }
 
 #[test]
+fn threads_that_start_and_end_in_a_busy_process_are_counted() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let tal = tal_bin();
+    // The main thread computes for 3 s (so the process is read every
+    // round); 7 threads live from its second 1.0 to 2.0. Their ends make
+    // no pid: the count must still come down.
+    let v = record(
+        dir.path(),
+        "tr.threads",
+        "0.25s",
+        &format!(
+            "{tal} run --task-id churn -- python3 -c 'import threading, time\n\
+             t0 = time.monotonic()\n\
+             def spin(t):\n    while time.monotonic() < t0 + t: pass\n\
+             spin(1.0)\n\
+             ts = [threading.Thread(target=time.sleep, args=(1.0,)) for _ in range(7)]\n\
+             [t.start() for t in ts]\n\
+             spin(2.0)\n\
+             [t.join() for t in ts]\n\
+             spin(3.0)'"
+        ),
+    );
+    assert_complete(&v);
+    for (from, to, want) in [(0.35, 0.95, 1), (1.35, 1.9, 8), (2.4, 2.95, 1)] {
+        let s = inside(&v, "churn", from, to);
+        assert!(!s.is_empty(), "no sample within {from}–{to} s");
+        for s in s {
+            assert_eq!(s["threads"], want, "{from}–{to} s: {s}");
+            assert!(s["cpu_percent"].as_f64().unwrap() > 50.0, "{s}");
+        }
+    }
+}
+
+#[test]
 fn a_task_that_allocates_500_mb_shows_its_rss_step() {
     let _one = serial();
     let dir = tempfile::tempdir().unwrap();
