@@ -6,11 +6,13 @@ request to OUT: {"path": ..., "content_type": ..., "body": <the request as
 protobuf's canonical JSON>}. Answers with the matching Export*ServiceResponse.
 
 Usage:
-  python otlp_receiver.py serve OUT [--fail-first N] [--port-file FILE] [--count-only]
+  python otlp_receiver.py serve OUT [--fail-first N] [--partial K] [--port-file FILE] [--count-only]
                                    [--tls CERT.pem KEY.pem]
       Listens on 127.0.0.1 (port 0: the OS picks; written to --port-file);
       with --tls, over HTTPS with that certificate and key.
       The first N requests are answered 503 (to test retries). With
+      --partial K, every answer says K spans or points were rejected (OTLP
+      partial success). Answers are JSON to JSON requests. With
       --count-only (for benchmarks), each request is still fully decoded but
       only its span and data-point counts are written.
   python otlp_receiver.py check-json TRACES.json METRICS.json
@@ -73,7 +75,7 @@ def counts(msg):
 
 
 def serve(out: str, fail_first: int, port_file: str | None, count_only: bool = False,
-          tls: tuple[str, str] | None = None) -> None:
+          tls: tuple[str, str] | None = None, partial: int = 0) -> None:
     lock = threading.Lock()
     state = {"seen": 0}
 
@@ -119,9 +121,23 @@ def serve(out: str, fail_first: int, port_file: str | None, count_only: bool = F
                 }
             with lock, open(out, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            reply = resp_type().SerializeToString()
+            resp = resp_type()
+            if partial:
+                # OTLP partial success: the receiver refused `partial` items.
+                if self.path == "/v1/traces":
+                    resp.partial_success.rejected_spans = partial
+                else:
+                    resp.partial_success.rejected_data_points = partial
+                resp.partial_success.error_message = "refused by the test"
+            # Answered in the request's encoding, as the Collector does.
+            if ctype.startswith("application/json"):
+                reply = json_format.MessageToJson(resp).encode()
+                rtype = "application/json"
+            else:
+                reply = resp.SerializeToString()
+                rtype = "application/x-protobuf"
             self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Type", rtype)
             self.send_header("Content-Length", str(len(reply)))
             self.end_headers()
             self.wfile.write(reply)
@@ -159,11 +175,15 @@ def main() -> None:
         port_file = None
         count_only = False
         tls = None
+        partial = 0
         i = 1
         while i < len(args):
             if args[i] == "--count-only":
                 count_only = True
                 i += 1
+            elif args[i] == "--partial":
+                partial = int(args[i + 1])
+                i += 2
             elif args[i] == "--fail-first":
                 fail_first = int(args[i + 1])
                 i += 2
@@ -175,7 +195,7 @@ def main() -> None:
                 i += 2
             else:
                 raise SystemExit(f"unknown argument {args[i]}")
-        serve(out, fail_first, port_file, count_only, tls)
+        serve(out, fail_first, port_file, count_only, tls, partial)
     elif cmd == "check-json":
         check_json(sys.argv[2], sys.argv[3])
     else:

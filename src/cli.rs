@@ -326,8 +326,9 @@ pub struct ConvertArgs {
     /// Also push the session's spans and metrics to an OTLP/HTTP receiver
     /// (protobuf): `http://host:4318` gets /v1/traces and /v1/metrics.
     /// Without a URL, OTEL_EXPORTER_OTLP_ENDPOINT (or the per-signal
-    /// variables) say where. OTEL_EXPORTER_OTLP_HEADERS, OTEL_SERVICE_NAME
-    /// and OTEL_RESOURCE_ATTRIBUTES apply. Exits 1 if anything was not
+    /// variables) say where. OTEL_EXPORTER_OTLP_HEADERS, OTEL_SERVICE_NAME,
+    /// OTEL_RESOURCE_ATTRIBUTES and OTEL_EXPORTER_OTLP_PROTOCOL
+    /// (http/protobuf or http/json) apply. Exits 1 if anything was not
     /// delivered (the files are written regardless).
     #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
     pub otlp_endpoint: Option<String>,

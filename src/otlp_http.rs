@@ -17,7 +17,14 @@
 //! given) override the base endpoint, which is `--otlp-endpoint URL`, else
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (the signal paths are appended);
 //! `OTEL_EXPORTER_OTLP_HEADERS` (`k=v,…`, percent-decoded) are sent with
-//! every request. `https://` endpoints are checked against the public
+//! every request. `OTEL_EXPORTER_OTLP_PROTOCOL` (or `…_TRACES_PROTOCOL` /
+//! `…_METRICS_PROTOCOL`) chooses the body: `http/protobuf` (the default)
+//! or `http/json` (the same requests as OTLP JSON, `application/json`, the
+//! answer read as JSON too). `grpc` is refused at start with what to do
+//! instead: tal has no HTTP/2 client (it would take an async runtime into
+//! an agent that has none), and every OTLP receiver (the Collector, Tempo,
+//! Jaeger, Prometheus's OTLP endpoint) takes OTLP/HTTP too. A request that
+//! cannot reach port 4317, OTLP/gRPC's, says so in its error. `https://` endpoints are checked against the public
 //! (Mozilla) roots, or against the certificates of the PEM file
 //! `OTEL_EXPORTER_OTLP_CERTIFICATE` (a site's own CA, or a receiver's
 //! self-signed certificate). No proxy is used, and no redirect followed.
@@ -128,6 +135,41 @@ fn load_roots(path: &str) -> Result<Vec<ureq::tls::Certificate<'static>>, String
     Ok(certs)
 }
 
+/// How a signal's requests are encoded (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// `http/protobuf`: binary protobuf, `application/x-protobuf`.
+    #[default]
+    Protobuf,
+    /// `http/json`: OTLP JSON, `application/json`.
+    Json,
+}
+
+impl Protocol {
+    /// The value of `var`, as the OTel specification names them.
+    pub fn parse(var: &str, value: &str) -> Result<Self, String> {
+        match value.trim() {
+            "http/protobuf" => Ok(Self::Protobuf),
+            "http/json" => Ok(Self::Json),
+            "grpc" => Err(format!(
+                "{var}=grpc: tal pushes OTLP over HTTP, not gRPC; point the endpoint at the \
+                 receiver's OTLP/HTTP port (a Collector's is 4318, not 4317) and unset {var} \
+                 or set it to http/protobuf"
+            )),
+            other => Err(format!(
+                "{var}={other}: expected http/protobuf (the default) or http/json"
+            )),
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::Protobuf => "application/x-protobuf",
+            Self::Json => "application/json",
+        }
+    }
+}
+
 /// Where and how to push.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
@@ -137,6 +179,8 @@ pub struct Endpoints {
     pub metrics: HttpUrl,
     /// Extra headers.
     pub headers: Vec<(String, String)>,
+    /// The encoding of traces and of metrics requests.
+    pub protocols: (Protocol, Protocol),
     /// Each request's whole time limit (connect, send, answer), traces and
     /// metrics: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` /
     /// `OTEL_EXPORTER_OTLP_METRICS_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`
@@ -181,12 +225,23 @@ impl Endpoints {
             }
         };
         let all = ms("OTEL_EXPORTER_OTLP_TIMEOUT")?;
+        let protocol = |k: &str| env(k).map(|v| Protocol::parse(k, &v)).transpose();
+        let any = protocol("OTEL_EXPORTER_OTLP_PROTOCOL")?;
+        let protocols = (
+            protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")?
+                .or(any)
+                .unwrap_or_default(),
+            protocol("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")?
+                .or(any)
+                .unwrap_or_default(),
+        );
         Ok(Self {
             traces: signal("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "/v1/traces")?,
             metrics: signal("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "/v1/metrics")?,
             headers: env("OTEL_EXPORTER_OTLP_HEADERS")
                 .map(|h| parse_key_values(&h))
                 .unwrap_or_default(),
+            protocols,
             timeouts: (
                 ms("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")?.or(all),
                 ms("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT")?.or(all),
@@ -306,13 +361,13 @@ impl Client {
         })
     }
 
-    /// POSTs `body`, the whole request (connect, send, answer) within
-    /// `timeout`.
+    /// POSTs `body` (of `content_type`), the whole request (connect,
+    /// send, answer) within `timeout`.
     fn post(
         &mut self,
         url: &HttpUrl,
         ep: &Endpoints,
-        body: &[u8],
+        (body, content_type): (&[u8], &str),
         timeout: Duration,
     ) -> io::Result<Answer> {
         let mut req = self
@@ -322,7 +377,7 @@ impl Client {
             .timeout_global(Some(timeout))
             .timeout_recv_body(Some(BODY_TIME.min(timeout)))
             .build()
-            .header("Content-Type", "application/x-protobuf");
+            .header("Content-Type", content_type);
         for (k, v) in &ep.headers {
             if !k.contains(['\r', '\n', ':']) && !v.contains(['\r', '\n']) {
                 req = req.header(k.as_str(), v.as_str());
@@ -381,13 +436,13 @@ fn send(
         if attempt > 0 {
             report.retries += 1;
         }
-        let timeout = if url == &ep.metrics {
-            ep.timeouts.1
+        let (timeout, protocol) = if url == &ep.metrics {
+            (ep.timeouts.1, ep.protocols.1)
         } else {
-            ep.timeouts.0
-        }
-        .unwrap_or(policy.timeout);
-        let pause = match client.post(url, ep, body, timeout) {
+            (ep.timeouts.0, ep.protocols.0)
+        };
+        let timeout = timeout.unwrap_or(policy.timeout);
+        let pause = match client.post(url, ep, (body, protocol.content_type()), timeout) {
             Ok(a) if (200..300).contains(&a.status) => {
                 report.requests += 1;
                 return Ok(rejected(&a.body));
@@ -405,7 +460,7 @@ fn send(
                 ));
             }
             Err(e) => {
-                last = format!("{url}: {e}");
+                last = format!("{url}: {e}{}", grpc_port_hint(url));
                 wait
             }
         };
@@ -418,6 +473,59 @@ fn send(
         format!("{last} (gave up after {} tries)", policy.attempts.max(1)),
         true,
     ))
+}
+
+/// What to say when a request to `url` could not be made: port 4317 is
+/// OTLP/gRPC's, where an HTTP request gets no answer.
+fn grpc_port_hint(url: &HttpUrl) -> &'static str {
+    if url.authority.ends_with(":4317") {
+        " (port 4317 is OTLP/gRPC's; tal speaks OTLP/HTTP, whose port is usually 4318)"
+    } else {
+        ""
+    }
+}
+
+/// A signal's request body in `protocol`.
+fn encode<T: Message + serde::Serialize>(req: &T, protocol: Protocol) -> Vec<u8> {
+    match protocol {
+        Protocol::Protobuf => req.encode_to_vec(),
+        // The OTLP JSON the files have (ids in hex); it cannot fail.
+        Protocol::Json => serde_json::to_vec(req).unwrap_or_default(),
+    }
+}
+
+/// What an OTLP answer's `partial_success` says (rejected items, and the
+/// receiver's message), from a protobuf answer (decoded by `decode`) or a
+/// JSON one (`rejected` names the count: `rejectedSpans`,
+/// `rejectedDataPoints`; a 64-bit count may be a string or a number, as
+/// protobuf's JSON mapping allows). Anything else: nothing rejected.
+fn partial_success(
+    body: &[u8],
+    protocol: Protocol,
+    rejected: &str,
+    decode: impl Fn(&[u8]) -> Option<(i64, String)>,
+) -> (i64, String) {
+    let found = match protocol {
+        Protocol::Protobuf => decode(body),
+        Protocol::Json => serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| {
+                let p = v
+                    .get("partialSuccess")
+                    .or_else(|| v.get("partial_success"))?;
+                let n = p.get(rejected).map_or(Some(0), |n| match n {
+                    serde_json::Value::String(s) => s.parse().ok(),
+                    n => n.as_i64(),
+                })?;
+                let msg = p
+                    .get("errorMessage")
+                    .or_else(|| p.get("error_message"))
+                    .and_then(|m| m.as_str())
+                    .unwrap_or_default();
+                Some((n, msg.to_string()))
+            }),
+    };
+    found.unwrap_or((0, String::new()))
 }
 
 /// The points of a metric.
@@ -615,20 +723,22 @@ impl<'a> Pusher<'a> {
                             schema_url: rs.schema_url.clone(),
                         }],
                     };
+                    let protocol = self.ep.protocols.0;
                     let (ok, bad) = deliver(
                         self.client,
                         &self.ep.traces,
                         self.ep,
-                        || req.encode_to_vec(),
+                        || encode(&req, protocol),
                         (chunk.len(), "span(s)"),
                         self.policy,
                         &mut self.report,
                         &mut self.down,
                         |b| {
-                            ExportTraceServiceResponse::decode(b)
-                                .ok()
-                                .and_then(|r| r.partial_success)
-                                .map_or((0, String::new()), |p| (p.rejected_spans, p.error_message))
+                            partial_success(b, protocol, "rejectedSpans", |b| {
+                                let p = ExportTraceServiceResponse::decode(b).ok()?;
+                                p.partial_success
+                                    .map(|p| (p.rejected_spans, p.error_message))
+                            })
                         },
                     );
                     self.report.spans_sent += ok;
@@ -640,23 +750,23 @@ impl<'a> Pusher<'a> {
 
     /// Pushes metrics, in requests of at most [`POINTS_PER_REQUEST`] points.
     pub fn metrics(&mut self, metrics: &ExportMetricsServiceRequest) {
+        let protocol = self.ep.protocols.1;
         for (req, n) in metric_requests(metrics) {
             let (ok, bad) = deliver(
                 self.client,
                 &self.ep.metrics,
                 self.ep,
-                || req.encode_to_vec(),
+                || encode(&req, protocol),
                 (n, "point(s)"),
                 self.policy,
                 &mut self.report,
                 &mut self.down,
                 |b| {
-                    ExportMetricsServiceResponse::decode(b)
-                        .ok()
-                        .and_then(|r| r.partial_success)
-                        .map_or((0, String::new()), |p| {
-                            (p.rejected_data_points, p.error_message)
-                        })
+                    partial_success(b, protocol, "rejectedDataPoints", |b| {
+                        let p = ExportMetricsServiceResponse::decode(b).ok()?;
+                        p.partial_success
+                            .map(|p| (p.rejected_data_points, p.error_message))
+                    })
                 },
             );
             self.report.points_sent += ok;
@@ -693,6 +803,55 @@ mod tests {
         assert!(parse_url("ftp://h:4318").unwrap_err().contains("https://"));
         assert!(parse_url("h:4318").is_err());
         assert!(parse_url("http://").is_err());
+    }
+
+    #[test]
+    fn protocols_and_answers() {
+        let v = "OTEL_EXPORTER_OTLP_PROTOCOL";
+        assert_eq!(Protocol::parse(v, "http/protobuf"), Ok(Protocol::Protobuf));
+        assert_eq!(Protocol::parse(v, " http/json "), Ok(Protocol::Json));
+        let e = Protocol::parse(v, "grpc").unwrap_err();
+        assert!(e.contains("not gRPC") && e.contains("4318"), "{e}");
+        let e = Protocol::parse(v, "http").unwrap_err();
+        assert!(
+            e.contains("http/protobuf") && e.contains("http/json"),
+            "{e}"
+        );
+
+        let none = |_: &[u8]| None;
+        let json = |b: &str| partial_success(b.as_bytes(), Protocol::Json, "rejectedSpans", none);
+        assert_eq!(
+            json(r#"{"partialSuccess":{"rejectedSpans":"3","errorMessage":"bad"}}"#),
+            (3, "bad".to_string())
+        );
+        assert_eq!(
+            json(r#"{"partialSuccess":{"rejectedSpans":2}}"#),
+            (2, String::new())
+        );
+        assert_eq!(json(r#"{"partialSuccess":{}}"#), (0, String::new()));
+        assert_eq!(json("{}"), (0, String::new()));
+        assert_eq!(json("not json"), (0, String::new()));
+        let resp = ExportTraceServiceResponse {
+            partial_success: Some(
+                opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess {
+                    rejected_spans: 4,
+                    error_message: "no".into(),
+                },
+            ),
+        };
+        let b = resp.encode_to_vec();
+        assert_eq!(
+            partial_success(&b, Protocol::Protobuf, "rejectedSpans", |b| {
+                let p = ExportTraceServiceResponse::decode(b).ok()?;
+                p.partial_success
+                    .map(|p| (p.rejected_spans, p.error_message))
+            }),
+            (4, "no".to_string())
+        );
+
+        let grpc = parse_url("http://collector:4317").unwrap();
+        assert!(grpc_port_hint(&grpc).contains("4318"));
+        assert_eq!(grpc_port_hint(&parse_url("http://c:4318").unwrap()), "");
     }
 
     #[test]

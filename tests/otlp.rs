@@ -33,6 +33,12 @@ impl Receiver {
 
     /// With `tls`, over HTTPS with this certificate and key (PEM files).
     fn start_with(dir: &Path, fail_first: u32, tls: Option<(&Path, &Path)>) -> Self {
+        Self::start_in(dir, fail_first, tls, 0)
+    }
+
+    /// With `partial` > 0, every answer says that many spans or points
+    /// were rejected (OTLP partial success).
+    fn start_in(dir: &Path, fail_first: u32, tls: Option<(&Path, &Path)>, partial: u32) -> Self {
         let out = dir.join("received.jsonl");
         let port_file = dir.join("port");
         let mut cmd = Command::new(python());
@@ -40,6 +46,7 @@ impl Receiver {
             .arg("serve")
             .arg(&out)
             .args(["--fail-first", &fail_first.to_string()])
+            .args(["--partial", &partial.to_string()])
             .arg("--port-file")
             .arg(&port_file)
             .stdin(Stdio::null());
@@ -138,6 +145,9 @@ fn tal_cmd() -> Command {
         .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_HEADERS")
         .env_remove("OTEL_EXPORTER_OTLP_CERTIFICATE")
+        .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        .env_remove("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
         .env_remove("OTEL_SERVICE_NAME")
         .env_remove("OTEL_RESOURCE_ATTRIBUTES");
     c
@@ -418,6 +428,75 @@ fn a_flaky_receiver_gets_everything_after_retries() {
     check_spans(&traces, &v);
     // The JSONL was written as usual.
     assert_eq!(read_jsonl(&dir.path().join("s.jsonl")).len(), v.len());
+}
+
+#[test]
+fn http_json_arrives_whole_its_answers_are_read_and_grpc_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, v) = session(dir.path());
+    // Traces as OTLP JSON, metrics as protobuf (the per-signal variable wins).
+    let rx = Receiver::start(dir.path(), 0);
+    let out = run(push_cmd(&log, &dir.path().join("a.jsonl"), &rx.url())
+        .env("OTEL_SERVICE_NAME", "tal-test")
+        .env("OTEL_RESOURCE_ATTRIBUTES", "site=lab%2C b")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        .env("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let reqs = rx.requests();
+    let of = |path: &str, ctype: &str| -> Vec<&Value> {
+        let r: Vec<&Value> = reqs.iter().filter(|r| r["path"] == path).collect();
+        assert!(
+            r.iter().all(|r| r["content_type"] == ctype),
+            "{path}: {r:?}"
+        );
+        r.iter().map(|r| &r["body"]).collect()
+    };
+    check_spans(&of("/v1/traces", "application/json"), &v);
+    check_metrics(&of("/v1/metrics", "application/x-protobuf"), &v);
+    drop(rx);
+
+    // A JSON answer's partial success is read: what it refused is reported.
+    let sub = dir.path().join("partial");
+    std::fs::create_dir(&sub).unwrap();
+    let rx = Receiver::start_in(&sub, 0, None, 1);
+    let out = run(push_cmd(&log, &sub.join("b.jsonl"), &rx.url())
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("rejected 1 span(s): refused by the test"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("rejected 1 point(s): refused by the test"),
+        "{stderr}"
+    );
+    assert_eq!(read_jsonl(&sub.join("b.jsonl")).len(), v.len());
+
+    // gRPC, or a protocol that is none, is refused before anything is done.
+    for (var, value, says) in [
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "not gRPC"),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc", "4318"),
+        (
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+            "http/xml",
+            "http/json",
+        ),
+    ] {
+        let jsonl = dir.path().join("c.jsonl");
+        let out = run(push_cmd(&log, &jsonl, &rx.url()).env(var, value));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(var) && stderr.contains(says), "{stderr}");
+        assert!(!jsonl.exists());
+        let out = run(recorder()
+            .arg(dir.path().join("rec-grpc"))
+            .args(["--otlp-endpoint", &rx.url(), "--", "true"])
+            .env(var, value));
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(says));
+    }
 }
 
 #[test]
