@@ -1025,6 +1025,42 @@ mod tests {
         bincode::encode_to_vec(Record::Event(ev), bincode_config()).unwrap()
     }
 
+    /// The fuzz target `ingest_line`'s check on its minimised corpus
+    /// (`tests/fixtures/ingest-lines.bin`, one input per line, from a
+    /// coverage-guided run): whenever the fast path takes a line, the
+    /// general parser takes it too, with the same record bytes, and they
+    /// decode; neither parser panics on any of them. (The fast path takes
+    /// 48 of them and leaves the rest to the general parser.)
+    #[test]
+    fn the_fuzz_corpus_reads_the_same_through_both_parsers() {
+        let corpus = include_bytes!("../../tests/fixtures/ingest-lines.bin");
+        let (mut taken, mut lines) = (0, 0);
+        for line in corpus.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            lines += 1;
+            let general = parse_line(line, 7);
+            let mut out = Vec::new();
+            if FastPath::default()
+                .encode(line, 7, || 99, &mut out)
+                .is_none()
+            {
+                continue;
+            }
+            taken += 1;
+            let text = String::from_utf8_lossy(line);
+            let Ok(Line::Event(mut ev)) = general else {
+                panic!("the general parser refused what the fast path took: {text}")
+            };
+            if ev.event_id == 0 {
+                ev.event_id = 99;
+            }
+            let want = bincode::encode_to_vec(Record::Event(ev), bincode_config()).unwrap();
+            assert_eq!(out, want, "{text}");
+            crate::ingest::batch::decode(&out).unwrap();
+        }
+        assert_eq!(lines, 1625);
+        assert!(taken >= 40, "the fast path took only {taken} of {lines}");
+    }
+
     #[test]
     fn same_bytes_as_the_general_parser() {
         for line in [
