@@ -43,5 +43,6 @@ cargo test --release --all-targets --no-fail-fast || status=$?
 step "unit and property tests again with overflow checks on (a debug build)"
 cargo test --lib --no-fail-fast || status=$?
 step "fuzz regressions: every fuzz target builds, and each runs on the inputs that once broke tal (fuzz/regressions/)"
-(cd fuzz && cargo build --quiet --bins && ./target/debug/log_frames -runs=0 regressions/log_frames/*) || status=$?
+(cd fuzz && cargo build --quiet --bins && ./target/debug/log_frames -runs=0 regressions/log_frames/* &&
+  ./target/debug/proc_parsers -runs=0 regressions/proc_parsers/*) || status=$?
 exit "$status"

@@ -88,8 +88,12 @@ fn ticks_of(fields: &[u64; 10], n: usize) -> Option<CpuTicks> {
         return None;
     }
     // user nice system idle iowait irq softirq steal guest guest_nice
-    let total: u64 = fields[..n.min(8)].iter().sum();
-    let idle = fields[3] + if n > 4 { fields[4] } else { 0 };
+    // Saturating: a line of absurd numbers (the parser wraps what does not
+    // fit in 64 bits) gives absurd ticks, never a panic.
+    let total = fields[..n.min(8)]
+        .iter()
+        .fold(0u64, |a, &f| a.saturating_add(f));
+    let idle = fields[3].saturating_add(if n > 4 { fields[4] } else { 0 });
     Some(CpuTicks {
         busy: total.saturating_sub(idle),
         total,
@@ -315,6 +319,30 @@ intr 12345 0 0\nctxt 999\n";
         };
         assert!((later.percent_since(&all) - 30.0).abs() < 1e-9);
         assert_eq!(all.percent_since(&later), 0.0);
+    }
+
+    #[test]
+    fn stat_of_absurd_numbers_saturates() {
+        // Found by fuzzing (fuzz/regressions/proc_parsers): ticks whose sum
+        // overflowed 64 bits panicked with overflow checks on.
+        let mut all = CpuTicks::default();
+        let big = format!(
+            "cpu  {m} {m} {m} {m} {m}\ncpu0 {m} {m} 1 {m} {m}\n",
+            m = u64::MAX
+        );
+        let mut per = [CpuTicks::default(); 1];
+        assert_eq!(parse_stat(big.as_bytes(), &mut all, &mut per), Some(1));
+        assert_eq!(
+            all,
+            CpuTicks {
+                busy: 0,
+                total: u64::MAX
+            }
+        );
+        assert_eq!(per[0].total, u64::MAX);
+        let crash =
+            include_bytes!("../../fuzz/regressions/proc_parsers/stat-ticks-that-overflow-a-sum");
+        let _ = parse_stat(crash, &mut all, &mut per);
     }
 
     #[test]
