@@ -44,5 +44,6 @@ step "unit and property tests again with overflow checks on (a debug build)"
 cargo test --lib --no-fail-fast || status=$?
 step "fuzz regressions: every fuzz target builds, and each runs on the inputs that once broke tal (fuzz/regressions/)"
 (cd fuzz && cargo build --quiet --bins && ./target/debug/log_frames -runs=0 regressions/log_frames/* &&
-  ./target/debug/proc_parsers -runs=0 regressions/proc_parsers/*) || status=$?
+  ./target/debug/proc_parsers -runs=0 regressions/proc_parsers/* &&
+  ./target/debug/jsonl_readers -runs=0 regressions/jsonl_readers/*) || status=$?
 exit "$status"

@@ -91,18 +91,42 @@ pub fn secs_to_ns(secs: f64) -> i64 {
     // ingest fast path. Exact for every |secs| < 2^52 (casts truncate
     // toward zero; the differences below are exact at that magnitude); the
     // result fits i64 for |secs| < 9.2e9 (year 2262), so client times are
-    // checked with [`time_in_range`] first.
+    // checked with [`time_in_range`] first. Beyond that (a checkpoint's
+    // absurd time, read by `tal convert`) it saturates to i64's ends, never
+    // overflows; NaN is 0.
     let t = secs as i64;
-    let whole = if t as f64 > secs { t - 1 } else { t };
+    let whole = if t as f64 > secs {
+        t.saturating_sub(1)
+    } else {
+        t
+    };
     let frac = (secs - whole as f64) * 1e9;
     let r = frac as i64;
-    let r = if frac - r as f64 >= 0.5 { r + 1 } else { r };
-    whole * 1_000_000_000 + r
+    let r = if frac - r as f64 >= 0.5 {
+        r.saturating_add(1)
+    } else {
+        r
+    };
+    whole.saturating_mul(1_000_000_000).saturating_add(r)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secs_to_ns_saturates_out_of_range() {
+        // Found by fuzzing `tal convert`'s JSONL readers: a time of 1e69 s
+        // overflowed the multiplication.
+        assert_eq!(secs_to_ns(1e300), i64::MAX);
+        assert_eq!(secs_to_ns(-1e300), i64::MIN);
+        assert_eq!(secs_to_ns(f64::INFINITY), i64::MAX);
+        assert_eq!(secs_to_ns(f64::NEG_INFINITY), i64::MIN);
+        assert_eq!(secs_to_ns(f64::NAN), 0);
+        assert_eq!(secs_to_ns(9.3e9), i64::MAX);
+        assert_eq!(secs_to_ns(1.5), 1_500_000_000);
+        assert_eq!(secs_to_ns(-1.5), -1_500_000_000);
+    }
 
     #[test]
     fn secs_to_ns_is_floor_plus_rounded_fraction() {
