@@ -328,7 +328,7 @@ impl Reader {
             task_id,
             node_id,
             status,
-            duration_s: (end - start).max(0) as f64 / 1e9,
+            duration_s: end.saturating_sub(start).max(0) as f64 / 1e9,
             start_offset_s: 0.0,
             error_type,
         };
@@ -347,7 +347,9 @@ impl Reader {
         let s = &mut self.s;
         s.start_time_s = start.map(crate::clock::ns_to_secs);
         s.end_time_s = end.map(crate::clock::ns_to_secs);
-        s.duration_s = start.zip(end).map(|(a, b)| (b - a).max(0) as f64 / 1e9);
+        s.duration_s = start
+            .zip(end)
+            .map(|(a, b)| b.saturating_sub(a).max(0) as f64 / 1e9);
         let t = &mut s.tasks;
         t.duration_s = Quantiles::exact(&mut self.durations);
         let completed = t.by_state.get("completed").copied().unwrap_or(0);
@@ -357,7 +359,7 @@ impl Reader {
             .map(|d| completed as f64 / d);
         t.peak_running = peak(&mut self.intervals);
         let offset = |(mut r, st): (TaskRow, i64)| {
-            r.start_offset_s = start.map_or(0.0, |s0| (st - s0) as f64 / 1e9);
+            r.start_offset_s = start.map_or(0.0, |s0| st.saturating_sub(s0) as f64 / 1e9);
             r
         };
         t.slowest = self.rows.into_iter().map(offset).collect();

@@ -297,7 +297,7 @@ impl<W: Write> TraceWriter<'_, W> {
 
     /// µs from the session's start.
     fn ts(&self, ns: i64) -> f64 {
-        (ns - self.start) as f64 / 1000.0
+        ns.saturating_sub(self.start) as f64 / 1000.0
     }
 
     fn metadata(&mut self, plan: &Plan) -> io::Result<()> {
@@ -345,7 +345,7 @@ impl<W: Write> TraceWriter<'_, W> {
         let (Some(s), Some(e)) = (v["start_ns"].as_i64(), v["end_ns"].as_i64()) else {
             return;
         };
-        let (ts, dur) = (self.ts(s), (e - s).max(0) as f64 / 1000.0);
+        let (ts, dur) = (self.ts(s), e.saturating_sub(s).max(0) as f64 / 1000.0);
         let mut o = self.begin();
         o.str("ph", "X")
             .str("name", "session")
@@ -370,7 +370,7 @@ impl<W: Write> TraceWriter<'_, W> {
             "failed" => "bad",
             _ => "grey",
         };
-        let (ts, dur) = (self.ts(s), (e - s).max(0) as f64 / 1000.0);
+        let (ts, dur) = (self.ts(s), e.saturating_sub(s).max(0) as f64 / 1000.0);
         let mut args = attrs.clone();
         if let Value::Object(m) = &mut args {
             m.insert("status_code".into(), v["status_code"].clone());

@@ -343,7 +343,7 @@ struct Builder {
 
 impl Builder {
     fn secs(&self, t: i64) -> f64 {
-        (t - self.start) as f64 / 1e9
+        t.saturating_sub(self.start) as f64 / 1e9
     }
 
     fn column(&self, t: f64, columns: usize) -> usize {
@@ -454,8 +454,8 @@ impl Builder {
         let t = &mut self.tasks;
         t.id.push(id);
         t.node.push(node);
-        t.start.push((s - self.start) as f64 / 1e9);
-        t.end.push((e.max(s) - self.start) as f64 / 1e9);
+        t.start.push(s.saturating_sub(self.start) as f64 / 1e9);
+        t.end.push(e.max(s).saturating_sub(self.start) as f64 / 1e9);
         t.state.push(match a["status"].as_str() {
             Some("completed") => 0,
             Some("failed") => 1,
@@ -543,7 +543,7 @@ pub fn write_report<R: BufRead>(
         .unwrap_or_default();
     let mut b = Builder {
         start,
-        span_s: ((end - start) as f64 / 1e9).max(1e-3),
+        span_s: (end.saturating_sub(start) as f64 / 1e9).max(1e-3),
         bounds,
         nodes: NodeIndex::default(),
         task_node: HashMap::new(),
