@@ -45,5 +45,6 @@ cargo test --lib --no-fail-fast || status=$?
 step "fuzz regressions: every fuzz target builds, and each runs on the inputs that once broke tal (fuzz/regressions/)"
 (cd fuzz && cargo build --quiet --bins && ./target/debug/log_frames -runs=0 regressions/log_frames/* &&
   ./target/debug/proc_parsers -runs=0 regressions/proc_parsers/* &&
-  ./target/debug/jsonl_readers -runs=0 regressions/jsonl_readers/*) || status=$?
+  ./target/debug/jsonl_readers -runs=0 regressions/jsonl_readers/* &&
+  ./target/debug/log_to_jsonl -runs=0 -rss_limit_mb=512 regressions/log_to_jsonl/*) || status=$?
 exit "$status"

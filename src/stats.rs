@@ -59,9 +59,23 @@ pub fn encode(h: &Histogram<u64>) -> Vec<u8> {
     out
 }
 
+/// The HDR V2 header: cookie, payload length, normalising index offset,
+/// significant digits (4 bytes each, big-endian), lowest and highest
+/// trackable values and the integer-to-double ratio (8 bytes each).
+const V2_HEADER_BYTES: usize = 40;
+
 /// Deserialises a histogram written by [`encode`]; `None` if empty or bad.
+///
+/// The header is checked before the decoder sizes anything by it: the
+/// payload it claims must be in `bytes`, and its significant digits at
+/// most the 3 that [`histogram`] uses. A snapshot in a damaged or crafted
+/// log then cannot make `tal convert` allocate more than its own length
+/// plus a counts array of under 1 MiB, whatever range it claims (fuzzing
+/// found a header claiming a 2.9 GB payload).
 pub fn decode(bytes: &[u8]) -> Option<Histogram<u64>> {
-    if bytes.is_empty() {
+    let head = bytes.get(..V2_HEADER_BYTES)?;
+    let be32 = |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+    if be32(4) as usize > bytes.len() - V2_HEADER_BYTES || be32(12) > 3 {
         return None;
     }
     Deserializer::new()
@@ -86,6 +100,30 @@ pub fn merge_into(dst: &mut Option<Histogram<u64>>, src: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_header_that_claims_too_much_is_refused() {
+        let mut h = histogram(1000);
+        h.record(7).unwrap();
+        let good = encode(&h);
+        assert_eq!(decode(&good).unwrap().max(), 7);
+        // A payload longer than the bytes (the fuzzer's 2.9 GB claim).
+        let mut long = good.clone();
+        long[4..8].copy_from_slice(&2_902_458_370u32.to_be_bytes());
+        assert!(decode(&long).is_none());
+        // More significant digits than tal writes (a counts array of GBs).
+        let mut digits = good.clone();
+        digits[12..16].copy_from_slice(&5u32.to_be_bytes());
+        assert!(decode(&digits).is_none());
+        assert!(decode(&good[..39]).is_none());
+        assert!(decode(&[]).is_none());
+        // Any range at 3 digits stays small.
+        let mut wide = good;
+        wide[24..32].copy_from_slice(&(u64::MAX >> 1).to_be_bytes());
+        if let Some(w) = decode(&wide) {
+            assert!(w.distinct_values() < 1 << 17);
+        }
+    }
 
     #[test]
     fn round_trip_and_merge_exact_quantiles() {

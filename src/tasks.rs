@@ -535,7 +535,7 @@ impl TaskTracker {
                     .iter_mut()
                     .find(|(s, g, _)| *s == slot && *g == p.gpu_id)
                 {
-                    Some(u) => u.2 += p.used_bytes,
+                    Some(u) => u.2 = u.2.saturating_add(p.used_bytes),
                     None => use_.push((slot, p.gpu_id, p.used_bytes)),
                 }
             }
@@ -662,7 +662,7 @@ impl TaskTracker {
                 .any(|(k, v)| k == "incomplete_lifecycle" && *v == Value::Bool(true));
         let duration = match t.duration_seconds {
             Some(d) => d,
-            None if started => ((ev.event_time_ns - started_ns) as f64 / 1e9).max(0.0),
+            None if started => (ev.event_time_ns.saturating_sub(started_ns) as f64 / 1e9).max(0.0),
             None => 0.0,
         };
         if started {

@@ -235,8 +235,14 @@ impl GpuFill {
                         mean,
                         count,
                         newest_ns,
-                    } => (Some(mean), i64::from(count), Some(t - newest_ns)),
-                    Fill::Carried { value, at_ns } => (Some(f64::from(value)), 0, Some(t - at_ns)),
+                    } => (
+                        Some(mean),
+                        i64::from(count),
+                        Some(t.saturating_sub(newest_ns)),
+                    ),
+                    Fill::Carried { value, at_ns } => {
+                        (Some(f64::from(value)), 0, Some(t.saturating_sub(at_ns)))
+                    }
                     Fill::NoSample => (None, 0, None),
                 };
                 u.gpu_percent = value.map(round1);

@@ -338,7 +338,7 @@ pub fn write_session_span(
         .f64("end_time_s", ns_to_secs(end_ns))
         .f64(
             "duration_ms",
-            ((end_ns - session_start_ns) as f64 / 1e6 * 1000.0).round() / 1000.0,
+            (end_ns.saturating_sub(session_start_ns) as f64 / 1e6 * 1000.0).round() / 1000.0,
         )
         .str("status_code", "UNSET")
         .null("status_description")
@@ -421,7 +421,7 @@ pub fn write_task_span(buf: &mut Vec<u8>, ctx: &Ctx, sp: &TaskSpan) {
         .f64("end_time_s", ns_to_secs(sp.end_ns))
         .f64(
             "duration_ms",
-            ((sp.end_ns - sp.start_ns) as f64 / 1e6 * 1000.0).round() / 1000.0,
+            (sp.end_ns.saturating_sub(sp.start_ns) as f64 / 1e6 * 1000.0).round() / 1000.0,
         )
         .str("status_code", code)
         .opt_str("status_description", sp.error_type.as_deref())
@@ -727,7 +727,7 @@ impl SessionEnd {
             node_id: None,
             attributes,
             kind: EventKind::SessionEnded {
-                duration_seconds: ns_to_secs(self.end_ns - session_start_ns),
+                duration_seconds: ns_to_secs(self.end_ns.saturating_sub(session_start_ns)),
             },
         }
     }
@@ -935,13 +935,13 @@ impl AgentTotals {
             any = true;
             let add = |into: &mut [u64], from: &[u64]| {
                 for (c, v) in into.iter_mut().zip(from) {
-                    *c += v;
+                    *c = c.saturating_add(*v);
                 }
             };
             add(&mut t.by_source, &s.read_errors_by_source);
             if !s.task_counters.is_empty() {
                 add(&mut t.tasks.0, &s.task_counters);
-                t.tasks.1 += s.task_thread_cpu_ns;
+                t.tasks.1 = t.tasks.1.saturating_add(s.task_thread_cpu_ns);
                 t.tasks.2 = true;
             }
             add(
@@ -952,7 +952,9 @@ impl AgentTotals {
                     s.gpu_deadlines_missed,
                     s.gpu_devices_disabled,
                     s.gpu_thread_cpu_ns,
-                    s.gpu_errors.iter().sum(),
+                    s.gpu_errors
+                        .iter()
+                        .fold(0, |a: u64, &e| a.saturating_add(e)),
                     s.gpu_backfills,
                     s.gpu_backfill_cpu_ns,
                     s.gpu_backfills_dropped,
@@ -973,7 +975,9 @@ impl AgentTotals {
                     s.ingest_clients_refused,
                 ],
             );
-            t.cpu_ns += s.cpu_user_ns + s.cpu_system_ns;
+            t.cpu_ns = t
+                .cpu_ns
+                .saturating_add(s.cpu_user_ns.saturating_add(s.cpu_system_ns));
             t.rss = t.rss.max(s.peak_rss_bytes);
             for (h, bytes) in t.hists.iter_mut().zip([
                 &s.hist_cpu_permille,
