@@ -6,7 +6,8 @@
 //! logs at once. It never panics on any input; each frame is one of
 //! valid (returned), corrupted (crc mismatch or impossible length: skipped,
 //! counted, and the reader resynchronises on the next 8-byte-aligned offset
-//! holding a frame whose crc matches), or undecodable (crc matches but the
+//! holding a frame whose crc matches, within a checksumming budget per
+//! chunk: see `LogReader::resync`), or undecodable (crc matches but the
 //! payload is not a record this build knows: skipped and counted).
 
 use super::{
