@@ -172,8 +172,10 @@ pub struct RecordArgs {
     pub log_chunk: u64,
 
     /// The ingest socket for task events [default: tal.<session>.<node>.sock
-    /// in $XDG_RUNTIME_DIR, else $TMPDIR, else /tmp]. Exported to a wrapped
-    /// command as TAL_SOCKET.
+    /// in $XDG_RUNTIME_DIR, else in tal-<uid> in $TMPDIR or /tmp]. If it
+    /// cannot be made (or its directory is not privately yours), tal
+    /// listens in a new private directory instead and says where; the
+    /// command runs either way. Exported to a wrapped command as TAL_SOCKET.
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
@@ -503,9 +505,10 @@ impl RecordArgs {
                 self.log_chunk
             );
         }
+        let socket_explicit = self.socket.is_some();
         let socket = self
             .socket
-            .unwrap_or_else(|| crate::ingest::listener::default_socket_path(&session_id, &node_id));
+            .unwrap_or_else(|| crate::ingest::sockdir::default_socket_path(&session_id, &node_id));
         if socket.as_os_str().len() >= 108 {
             bail!(
                 "socket path {} is longer than the 107 bytes a Unix socket allows — pass a shorter --socket PATH",
@@ -514,6 +517,7 @@ impl RecordArgs {
         }
         Ok(RecordConfig {
             socket,
+            socket_explicit,
             log_chunk: self.log_chunk,
             interval,
             task_interval,

@@ -4,7 +4,8 @@
 //! The socket is, in order: `--socket PATH`; `$TAL_SOCKET` (set for a
 //! command `tal record` wraps); the default path of the Slurm session this
 //! process is in (`slurm.<job>` and `$SLURMD_NODENAME`, which is what the
-//! per-node agent of the same job uses by default).
+//! per-node agent of the same job uses by default), found where that agent
+//! may have had to put it ([`crate::ingest::sockdir::find_socket`]).
 //!
 //! Whatever the path, a client talks only to an agent of its own user (or
 //! root): it checks the listening process's uid (`SO_PEERCRED`) before it
@@ -64,9 +65,7 @@ pub fn resolve_socket(explicit: Option<PathBuf>) -> Result<PathBuf, ClientError>
         crate::slurm::slurm_session_id(),
         std::env::var("SLURMD_NODENAME").ok(),
     ) {
-        (Some(s), Some(n)) if !n.is_empty() => {
-            Ok(crate::ingest::listener::default_socket_path(&s, &n))
-        }
+        (Some(s), Some(n)) if !n.is_empty() => Ok(crate::ingest::sockdir::find_socket(&s, &n)),
         _ => Err(ClientError::NoSocket),
     }
 }

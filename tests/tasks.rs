@@ -435,29 +435,33 @@ fn socket_file_rules() {
     // A stale socket file (no one listening) is replaced.
     drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
     let a = start_agent_at("s.stale", dir.path(), &sock);
-    // A live one is an error naming the path.
+    // A live one is not taken: the second agent says so and listens on a
+    // path of its own; its command runs.
     let out = run(tal()
         .args(["record", "--session-id", "s.other", "--socket"])
         .arg(&sock)
         .arg("--out")
         .arg(dir.path())
-        .args(["--", "true"]));
-    assert!(!out.status.success());
+        .args(["--", "sh", "-c", "test -S \"$TAL_SOCKET\" && echo ran"]));
     let e = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{e}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ran");
     assert!(
-        e.contains("another tal agent is listening") && e.contains("--socket"),
+        e.contains("another tal agent is listening") && e.contains("instead (TAL_SOCKET)"),
         "{e}"
     );
     stop_agent(a);
-    // A path that is not a socket is refused, and left alone.
+    // A path that is not a socket is left alone; the command runs.
     std::fs::write(&sock, b"precious").unwrap();
     let out = run(tal()
         .args(["record", "--socket"])
         .arg(&sock)
         .arg("--out")
         .arg(dir.path())
-        .args(["--", "true"]));
-    assert!(!out.status.success());
+        .args(["--", "echo", "ran"]));
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ran");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists and is not a socket"));
     assert_eq!(std::fs::read(&sock).unwrap(), b"precious");
 }
 
@@ -772,52 +776,168 @@ fn out_of_descriptors_the_agent_turns_clients_away_without_spinning() {
     assert_eq!(m["ingest_clients_refused"].as_u64(), Some(refused), "{m}");
 }
 
+/// `tal record` of `sh -c 'echo $TAL_SOCKET; tal emit app.Hello'`, with
+/// `TMPDIR` set to `tmp` and `env` on top: the command's output, tal's
+/// stderr, and the JSONL's lines.
+fn record_in_tmp(tmp: &Path, session: &str, env: &[(&str, &str)]) -> (String, String, Vec<Value>) {
+    let out_dir = tmp.join(format!("out.{session}"));
+    let mut cmd = tal();
+    cmd.args(["record", "--session-id", session, "--node-id", "n", "--out"])
+        .arg(&out_dir)
+        .env("TMPDIR", tmp)
+        .env("TAL", env!("CARGO_BIN_EXE_tal"))
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("TAL_SOCKET");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = run(cmd.args([
+        "--",
+        "sh",
+        "-c",
+        "echo $TAL_SOCKET; \"$TAL\" emit app.Hello && test -S \"$TAL_SOCKET\"",
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let socket = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (socket, stderr, read_jsonl_in(&out_dir))
+}
+
 /// The default socket lives in a directory of the user's own (0700), so
-/// another user cannot take the path first; a directory of that name that
-/// is not private is refused, saying so.
+/// another user cannot take the path first.
 #[test]
 fn the_default_socket_is_in_a_private_directory() {
     let tmp = tempfile::tempdir().unwrap();
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
     let dir = tmp.path().join(format!("tal-{uid}"));
-    let out_dir = tmp.path().join("out");
-    let run_record = || {
-        run(tal()
-            .args([
-                "record",
-                "--session-id",
-                "s.priv",
-                "--node-id",
-                "n",
-                "--out",
-            ])
-            .arg(&out_dir)
-            .env("TMPDIR", tmp.path())
-            .env_remove("XDG_RUNTIME_DIR")
-            .env_remove("TAL_SOCKET")
-            .args(["--", "sh", "-c", "echo $TAL_SOCKET"]))
-    };
-    let out = run_record();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let socket = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (socket, _, v) = record_in_tmp(tmp.path(), "s.priv", &[]);
     assert_eq!(Path::new(&socket).parent(), Some(dir.as_path()));
     let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
-    // Someone opened it up: refused before anything runs.
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let out = run_record();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains("is not a private directory of yours"),
+    assert_eq!(lines(&v, "event", Some("app.Hello")).len(), 1);
+}
+
+/// Another user who makes `tal-<uid>` first (open to all, or a link to a
+/// directory of theirs) cannot stop the job: tal listens in a new private
+/// directory of its own instead, says so, exports it as TAL_SOCKET, and
+/// the command runs and is recorded. Nothing is made in the planted
+/// directory, and tal's own directory is gone at the end.
+#[test]
+fn a_planted_socket_directory_does_not_stop_the_job() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    for planted in ["open", "link"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let theirs = tmp.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let dir = tmp.path().join(format!("tal-{uid}"));
+        match planted {
+            "open" => {
+                std::fs::create_dir(&dir).unwrap();
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+            }
+            _ => std::os::unix::fs::symlink(&theirs, &dir).unwrap(),
+        }
+        let (socket, stderr, v) = record_in_tmp(tmp.path(), "s.planted", &[]);
+        assert!(
+            stderr.contains("is not a private directory of yours"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("listening on {socket} instead")),
+            "{stderr}"
+        );
+        let fallback = Path::new(&socket).parent().unwrap();
+        let name = fallback.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(&format!("tal-{uid}-")), "{socket}");
+        assert_eq!(fallback.parent(), Some(tmp.path()));
+        assert!(!fallback.exists(), "{} left behind", fallback.display());
+        assert_eq!(lines(&v, "event", Some("app.Hello")).len(), 1, "{planted}");
+        assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 0, "{planted}");
+    }
+}
+
+/// A login node's `XDG_RUNTIME_DIR`, exported into a job where it does not
+/// exist, does not stop the job either: tal uses `tal-<uid>` in TMPDIR.
+#[test]
+fn a_missing_xdg_runtime_dir_does_not_stop_the_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let xdg = tmp.path().join("run/user/12345");
+    let (socket, stderr, v) = record_in_tmp(
+        tmp.path(),
+        "s.xdg",
+        &[("XDG_RUNTIME_DIR", xdg.to_str().unwrap())],
+    );
+    assert_eq!(
+        Path::new(&socket).parent(),
+        Some(tmp.path().join(format!("tal-{uid}")).as_path()),
         "{stderr}"
     );
-    assert!(stderr.contains("pass --socket PATH"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {}", xdg.display())),
+        "{stderr}"
+    );
+    assert_eq!(lines(&v, "event", Some("app.Hello")).len(), 1);
+}
+
+/// Under Slurm, a job's steps find their node's agent by the job's ids
+/// (no TAL_SOCKET): also when the agent had to listen in a directory of
+/// its own because another user planted `tal-<uid>`. A planted
+/// `tal-<uid>-*` directory with a socket of the same name is not taken.
+#[test]
+fn job_steps_find_an_agent_that_had_to_listen_elsewhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let planted = tmp.path().join(format!("tal-{uid}"));
+    std::fs::create_dir(&planted).unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // A decoy that looks like one of tal's fallback directories, open to
+    // all, holding a socket of the job's name nobody serves.
+    let decoy = tmp.path().join(format!("tal-{uid}-zzzzzz"));
+    std::fs::create_dir(&decoy).unwrap();
+    std::fs::set_permissions(&decoy, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let _decoy = std::os::unix::net::UnixListener::bind(decoy.join("tal.slurm.4242.nodeA.sock"));
+    let out_dir = tmp.path().join("out");
+    let slurm = |cmd: &mut std::process::Command| {
+        cmd.env("TMPDIR", tmp.path())
+            .env("SLURM_JOB_ID", "4242")
+            .env("SLURMD_NODENAME", "nodeA")
+            .env_remove("SLURM_ARRAY_JOB_ID")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("TAL_SOCKET");
+    };
+    let mut rec = tal();
+    rec.args(["record", "--interval", "0.1", "--out"])
+        .arg(&out_dir);
+    slurm(&mut rec);
+    let agent = rec
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut wait = tal();
+    wait.args(["wait", "--timeout", "20s"]);
+    slurm(&mut wait);
+    run_ok(&mut wait);
+    let mut emit = tal();
+    emit.args(["emit", "app.FromStep"]);
+    slurm(&mut emit);
+    run_ok(&mut emit);
+    let mut stop = tal();
+    stop.arg("stop");
+    slurm(&mut stop);
+    run_ok(&mut stop);
+    let out = wait_output(agent, Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("instead (TAL_SOCKET)"), "{stderr}");
+    let v = read_jsonl_in(&out_dir);
+    assert_eq!(lines(&v, "event", Some("app.FromStep")).len(), 1);
 }
 
 /// A client talks only to an agent of its own user (or root): a socket

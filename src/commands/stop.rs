@@ -24,9 +24,11 @@ pub fn wait(args: crate::cli::StopArgs) -> anyhow::Result<i32> {
     use crate::client::{resolve_socket, AgentConn};
     let timeout = crate::cli::parse_duration(&args.timeout)
         .map_err(|e| anyhow::anyhow!("invalid --timeout '{}': {e}", args.timeout))?;
-    let path = resolve_socket(args.socket.socket)?;
     let t0 = std::time::Instant::now();
     loop {
+        // Looked for again each time: an agent that had to listen
+        // elsewhere (see `crate::ingest::sockdir`) may not have started yet.
+        let path = resolve_socket(args.socket.socket.clone())?;
         let answered = AgentConn::connect(path.clone()).and_then(|mut c| {
             c.send(b"{\"op\": \"ping\"}\n")?;
             c.finish(std::time::Duration::from_secs(5))

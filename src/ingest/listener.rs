@@ -58,7 +58,8 @@ pub struct IngestCounters {
     /// Clients that connected.
     pub clients: AtomicU64,
     /// Clients turned away because the agent had no file descriptor left
-    /// (each told so in one error line, then closed).
+    /// (each told so in one error line, then closed), or because they were
+    /// another user's (closed at once).
     pub refused: AtomicU64,
     /// Event lines subscribers lost (they did not read fast enough, or the
     /// dispatcher's ring to the listener was full).
@@ -209,7 +210,8 @@ impl Waker {
 /// What a client's connection is watched for while it may send.
 const READABLE: EventFlags = EventFlags::IN.union(EventFlags::RDHUP);
 
-/// Binds `path` with mode 0600, replacing a stale socket file.
+/// Binds `path` with mode 0600, replacing a stale socket file. Its
+/// directory is the caller's (see [`super::sockdir`]).
 pub fn bind_socket(path: &Path) -> io::Result<UnixListener> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
@@ -225,15 +227,6 @@ pub fn bind_socket(path: &Path) -> io::Result<UnixListener> {
             ));
         }
         std::fs::remove_file(path)?;
-    }
-    if let Some(dir) = path.parent() {
-        if dir == default_socket_dir()
-            && std::env::var_os("XDG_RUNTIME_DIR").is_none_or(|v| v.is_empty())
-        {
-            private_dir(dir)?;
-        } else if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)?;
-        }
     }
     // The socket is bound (and listening) under a temporary name, then
     // renamed into place: a client that sees the path can connect at once
@@ -444,7 +437,8 @@ impl Listener {
         loop {
             match self.socket.accept() {
                 Ok((stream, _)) => {
-                    if stream.set_nonblocking(true).is_err() {
+                    if !peer_is_ours(&stream) || stream.set_nonblocking(true).is_err() {
+                        self.counters.refused.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
                     let token = self.next;
@@ -792,49 +786,19 @@ fn flush(c: &mut Client) -> bool {
     true
 }
 
-/// The default socket path for a session and node, in
-/// [`default_socket_dir`].
-pub fn default_socket_path(session_id: &str, node_id: &str) -> PathBuf {
-    default_socket_dir().join(format!("tal.{session_id}.{node_id}.sock"))
-}
-
-/// Where default sockets live: `$XDG_RUNTIME_DIR` (per user, 0700, by its
-/// specification), else a directory of this user's own, `tal-<uid>` in
-/// `$TMPDIR` or `/tmp`, so that another user on a shared node cannot take a
-/// job's predictable socket path first (see [`private_dir`]).
-pub fn default_socket_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-        return PathBuf::from(x);
-    }
-    let base = std::env::var_os("TMPDIR")
-        .filter(|v| !v.is_empty())
-        .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
-    base.join(format!("tal-{}", rustix::process::geteuid().as_raw()))
-}
-
-/// Makes `dir` (if missing) with mode 0700, and checks that it is a real
-/// directory (not a link), owned by this user, that no one else may enter
-/// or write: else an error saying so.
-pub fn private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    let m = std::fs::symlink_metadata(dir)?;
+/// Whether the process at the other end of `stream` is this user's or
+/// root's. A socket in a private directory (see [`super::sockdir`]) admits
+/// no one else anyway; this also covers an explicit `--socket` in a shared
+/// directory and the unnamed fallback.
+fn peer_is_ours(stream: &UnixStream) -> bool {
     let me = rustix::process::geteuid().as_raw();
-    if !m.file_type().is_dir() || m.uid() != me || m.mode() & 0o077 != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "{} is not a private directory of yours ({}, owner uid {}, mode {:o}): someone else may have made it; pass --socket PATH",
-                dir.display(),
-                if m.file_type().is_symlink() { "a symbolic link" } else if m.file_type().is_dir() { "a directory" } else { "not a directory" },
-                m.uid(),
-                m.mode() & 0o7777
-            ),
-        ));
-    }
-    Ok(())
+    rustix::net::sockopt::socket_peercred(stream).is_ok_and(|c| {
+        let uid = c.uid.as_raw();
+        uid == me || uid == 0
+    })
+}
+
+/// The directory of `path` (empty for a bare name).
+pub fn parent_dir(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new(""))
 }

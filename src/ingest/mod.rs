@@ -5,3 +5,4 @@ pub mod batch;
 pub mod fast;
 pub mod listener;
 pub mod protocol;
+pub mod sockdir;

@@ -42,9 +42,8 @@ use crate::agent::AgentCounters;
 use crate::clock::Anchor;
 use crate::convert::{self, Output};
 use crate::dispatch::{encode_end_reason, Dispatcher};
-use crate::ingest::listener::{
-    bind_socket, AgentInfo, IngestCounters, Listener, StopControl, Waker,
-};
+use crate::ingest::listener::{AgentInfo, IngestCounters, Listener, StopControl, Waker};
+use crate::ingest::sockdir::bind_agent_socket;
 use crate::log::{Header, LogWriter, WriteError};
 use crate::otlp_live::{LiveCounters, LiveExporter};
 use crate::record::EndReason;
@@ -115,8 +114,12 @@ pub struct RecordConfig {
     pub attributes: Vec<(String, String)>,
     /// Log growth chunk, bytes.
     pub log_chunk: u64,
-    /// The ingest socket's path.
+    /// The ingest socket's path: the one asked for until [`run`] binds it,
+    /// then the one in use (empty when none could be made: see
+    /// [`crate::ingest::sockdir`]).
     pub socket: PathBuf,
+    /// Whether `socket` was given (`--socket`) rather than the default.
+    pub socket_explicit: bool,
     /// Which GPUs to sample.
     pub gpus: crate::agent::gpu::GpuSelection,
     /// A live OTLP push: where, and how often.
@@ -210,9 +213,9 @@ impl Pipeline {
 /// Runs `tal record`; returns the process exit code. Four steps: open and
 /// bind everything (`open`), start the pipeline's threads (`start`), wait
 /// for the end (`wait_for_end`), and finalise (`finalise`).
-pub fn run(cfg: RecordConfig) -> anyhow::Result<i32> {
+pub fn run(mut cfg: RecordConfig) -> anyhow::Result<i32> {
     let signals = Signals::block();
-    let opened = match open(&cfg, &signals)? {
+    let opened = match open(&mut cfg, &signals)? {
         Ok(o) => o,
         // The log could not be made: the command ran unrecorded.
         Err(code) => return Ok(code),
@@ -248,20 +251,29 @@ struct Opened {
 /// Step 1: the output directory, the socket, the pin, the sources and the
 /// log. `Ok(Err(code))`: the log could not be made and the wrapped command
 /// ran unrecorded, with this status.
-fn open(cfg: &RecordConfig, signals: &Signals) -> anyhow::Result<Result<Opened, i32>> {
+fn open(cfg: &mut RecordConfig, signals: &Signals) -> anyhow::Result<Result<Opened, i32>> {
     std::fs::create_dir_all(&cfg.out).with_context(|| {
         format!(
             "cannot create output directory '{}' — pass --out DIR that you can write to",
             cfg.out.display()
         )
     })?;
-    let socket = bind_socket(&cfg.socket).with_context(|| {
-        format!(
-            "cannot listen on {} — pass --socket PATH in a directory you can write",
-            cfg.socket.display()
-        )
-    })?;
-    let socket_guard = SocketGuard(Some(cfg.socket.clone()));
+    let bound = bind_agent_socket(&cfg.socket, cfg.socket_explicit, &cfg.out)
+        .with_context(|| format!("cannot listen on {}", cfg.socket.display()))?;
+    let mut notes = Vec::new();
+    if !bound.notes.is_empty() {
+        let now = match &bound.path {
+            Some(p) => format!("listening on {} instead (TAL_SOCKET)", p.display()),
+            None => "recording with no socket: no client events, TAL_SOCKET not set".into(),
+        };
+        notes.push(format!("tal: {}; {now}", bound.notes.join("; ")));
+    }
+    cfg.socket = bound.path.clone().unwrap_or_default();
+    let socket = bound.listener;
+    let socket_guard = SocketGuard {
+        socket: bound.path,
+        dir: bound.made_dir,
+    };
 
     let orig_mask = CpuMask::current().context("cannot read CPU affinity")?;
     if let Some(cpu) = cfg.pin {
@@ -271,7 +283,6 @@ fn open(cfg: &RecordConfig, signals: &Signals) -> anyhow::Result<Result<Opened, 
     signals::ignore_file_size_limit();
     crate::sys::raise_nofile();
 
-    let mut notes = Vec::new();
     let cgroup = crate::agent::cgroup::CgroupSources::open(&cfg.cgroup)
         .map_err(|e| anyhow!("--cgroup: {e}"))?;
     let cgroup_note = cgroup.as_ref().map(|c| format!("tal: job: {}", c.describe));
@@ -429,6 +440,8 @@ struct Running {
     notes: Vec<String>,
     anchor: Anchor,
     log_path: PathBuf,
+    /// A directory tal made for its socket, removed at the end.
+    socket_dir: Option<PathBuf>,
 }
 
 /// The flags and counters the pipeline's threads share.
@@ -597,8 +610,10 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
         .name("tal-ingest".into())
         .spawn(move || listener.run())
         .context("cannot start the ingest listener thread")?;
-    // The listener removes the socket file from now on.
-    socket_guard.0 = None;
+    // The listener removes the socket file from now on (and `finalise` a
+    // directory made for it).
+    let socket_dir = socket_guard.dir.take();
+    socket_guard.socket = None;
     Ok(Running {
         pipeline: Pipeline {
             sampler,
@@ -617,6 +632,7 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
         notes,
         anchor,
         log_path,
+        socket_dir,
     })
 }
 
@@ -790,7 +806,11 @@ impl Running {
             cfg.session_id,
             cfg.node_id,
             self.log_path.display(),
-            cfg.socket.display(),
+            if cfg.socket.as_os_str().is_empty() {
+                "none".into()
+            } else {
+                cfg.socket.display().to_string()
+            },
             cfg.interval,
             cfg.pin.map_or("none".to_string(), |c| format!("cpu{c}")),
         );
@@ -809,8 +829,14 @@ impl Running {
         let Some(mut cmd) = wrapped_command(cfg, self.orig_mask, signals.old_mask) else {
             return (None, None);
         };
-        cmd.env("TAL_LOG", &self.log_path)
-            .env("TAL_SOCKET", &cfg.socket);
+        cmd.env("TAL_LOG", &self.log_path);
+        if cfg.socket.as_os_str().is_empty() {
+            // No socket (see `crate::ingest::sockdir`): not one of another
+            // agent's either.
+            cmd.env_remove("TAL_SOCKET");
+        } else {
+            cmd.env("TAL_SOCKET", &cfg.socket);
+        }
         match spawn_wrapped(&mut cmd) {
             Ok(pid) => (Some(pid), None),
             Err(code) => (None, Some(code)),
@@ -890,6 +916,7 @@ fn finalise(
         live,
         anchor,
         log_path,
+        socket_dir,
         ..
     } = running;
     // Refuse client events from here on, and have every event accepted
@@ -953,6 +980,10 @@ fn finalise(
     stop_control.exit.store(true, Ordering::Release);
     waker.wake();
     let _ = listener.join();
+    if let Some(d) = socket_dir {
+        // Empty now: the listener removed the socket.
+        let _ = std::fs::remove_dir(d);
+    }
     Ok(exit)
 }
 
@@ -1049,13 +1080,21 @@ fn write_report(jsonl: &std::path::Path) {
     }
 }
 
-/// Removes the socket file if `tal record` fails before its listener runs.
-struct SocketGuard(Option<PathBuf>);
+/// Removes the socket file, and a directory tal made for it, if `tal
+/// record` fails before its listener runs.
+struct SocketGuard {
+    socket: Option<PathBuf>,
+    dir: Option<PathBuf>,
+}
 
 impl Drop for SocketGuard {
     fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
+        if let Some(p) = self.socket.take() {
             let _ = std::fs::remove_file(p);
+        }
+        if let Some(d) = self.dir.take() {
+            // Only if empty: nothing but tal's socket was ever in it.
+            let _ = std::fs::remove_dir(d);
         }
     }
 }
