@@ -104,7 +104,9 @@ impl SigSet {
     }
 }
 
-extern "C" fn exit_130(_: libc::c_int) {
+extern "C" fn exit_on_signal(_: libc::c_int) {
+    // Async-signal-safe: system calls on paths stored beforehand.
+    crate::tempfiles::remove_registered();
     // SAFETY: _exit is async-signal-safe.
     unsafe { libc::_exit(130) };
 }
@@ -125,11 +127,13 @@ fn set_handler(sig: libc::c_int, handler: libc::sighandler_t, flags: libc::c_int
 }
 
 /// From here on each of `sigs` ends the process at once with status 130
-/// (`_exit`: no destructor, no buffered output), once the calling thread
-/// unblocks it.
+/// (as an interrupted shell command's), once the calling thread
+/// unblocks it: the temporaries registered with [`crate::tempfiles`] are
+/// removed and its message said first; then `_exit` (no destructor, no
+/// buffered output).
 pub fn exit_on(sigs: &[libc::c_int]) {
     for &s in sigs {
-        set_handler(s, exit_130 as *const () as libc::sighandler_t, 0);
+        set_handler(s, exit_on_signal as *const () as libc::sighandler_t, 0);
     }
 }
 

@@ -22,6 +22,10 @@ pub(crate) fn file_len(path: &Path) -> u64 {
 
 /// `tal convert`: JSONL and/or OTLP files, and an optional OTLP push.
 pub fn run(args: ConvertArgs) -> anyhow::Result<i32> {
+    // Temporaries go on SIGINT, SIGTERM and SIGHUP too; no output may
+    // replace an input.
+    crate::sys::exit_on(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
+    convert::protect_inputs(&args.logs);
     let endpoints = match args.otlp_endpoint.as_deref() {
         Some(u) => Some(
             Endpoints::resolve((!u.is_empty()).then_some(u)).map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -94,8 +98,9 @@ fn chrome_step(args: &ConvertArgs, src: &Source) -> anyhow::Result<()> {
 /// The JSONL the OTLP form is read from.
 struct Source {
     path: PathBuf,
-    /// Set when `path` is a temporary file (removed when this drops).
-    temporary: Option<tempfile::NamedTempFile>,
+    /// Set when `path` is a temporary file, in a private work directory
+    /// (removed when this drops, or a signal ends tal).
+    temporary: Option<(crate::tempfiles::WorkDir, crate::tempfiles::Registered)>,
 }
 
 /// A conversion error for stderr; a closed stdout stays a broken pipe (so
@@ -156,23 +161,17 @@ fn jsonl_step(
         Some(p) if p.as_os_str() != "-" => convert::dir_of(p),
         _ => convert::dir_of(&args.logs[0]),
     };
-    // A new file of a random name (nothing planted there is followed);
-    // removed when it drops.
-    let tmp = tempfile::Builder::new()
-        .prefix(".tal-convert-")
-        .suffix(".jsonl")
-        .tempfile_in(dir)
-        .map_err(|e| anyhow::anyhow!("cannot create a temporary file in {}: {e}", dir.display()))?;
-    let (_, summary) = convert::to_jsonl_showing(
-        &args.logs,
-        &Output::File(tmp.path().to_path_buf()),
-        args.quiet,
-    )
-    .map_err(map_err)?;
+    // In a new private directory (the session's task attributes are in
+    // it; nothing planted there is followed), removed when it drops.
+    let work = crate::tempfiles::WorkDir::new_in(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (path, registered) = work.file("session.telemetry.jsonl");
+    let (_, summary) =
+        convert::to_jsonl_showing(&args.logs, &Output::File(path.clone()), args.quiet)
+            .map_err(map_err)?;
     report(&summary, None);
     Ok(Some(Source {
-        path: tmp.path().to_path_buf(),
-        temporary: Some(tmp),
+        path,
+        temporary: Some((work, registered)),
     }))
 }
 

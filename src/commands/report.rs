@@ -8,6 +8,10 @@ use std::path::PathBuf;
 
 /// `tal report`.
 pub fn run(args: ReportArgs) -> anyhow::Result<i32> {
+    // Temporaries go on SIGINT, SIGTERM and SIGHUP too; the report may not
+    // replace an input.
+    crate::sys::exit_on(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
+    convert::protect_inputs(&args.logs);
     let src = SessionJsonl::resolve(&args.logs, args.quiet)?;
     let path = match &args.output {
         Some(p) => p.clone(),
@@ -20,9 +24,15 @@ pub fn run(args: ReportArgs) -> anyhow::Result<i32> {
         2 * super::convert::file_len(&src.path),
         args.quiet,
     );
-    let stats = convert::write_output(&path, |w| {
-        crate::report::write_report(|| src.open().map(|r| progress.reading(r)), w)
-    });
+    let open = || src.open().map(|r| progress.reading(r));
+    let stats = if path.as_os_str() == "-" {
+        // `-o -`: standard output, as for `tal convert`.
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        crate::report::write_report(open, &mut out)
+            .and_then(|s| std::io::Write::flush(&mut out).map(|()| s))
+    } else {
+        convert::write_output(&path, |w| crate::report::write_report(open, w))
+    };
     progress.finish();
     let stats =
         stats.map_err(|e| anyhow::anyhow!("cannot write the report {}: {e}", path.display()))?;

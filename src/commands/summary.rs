@@ -1,18 +1,20 @@
 //! `tal summary`: the session in a few screens (see [`crate::summary`]).
-//! Node logs are converted first, to a temporary JSONL in `$TMPDIR`
-//! (removed at the end), so that the summary reads what `tal convert`
-//! would write.
+//! Node logs are converted first, to a temporary JSONL in a private
+//! directory in `$TMPDIR` (see [`crate::tempfiles`]: removed at the end,
+//! and on SIGINT, SIGTERM or SIGHUP), so that the summary reads what `tal
+//! convert` would write.
 
 use crate::cli::SummaryArgs;
 use crate::convert::{self, Output};
 use std::io::Write;
 
 /// A session's JSONL to read: the one given, or node logs converted into a
-/// temporary file in `$TMPDIR` (removed when this drops).
+/// temporary file in a private directory (removed when this drops).
 pub(crate) struct SessionJsonl {
     /// Its path.
     pub(crate) path: std::path::PathBuf,
-    _temporary: Option<tempfile::NamedTempFile>,
+    /// The private work directory it is in, when it was made from logs.
+    _work: Option<(crate::tempfiles::WorkDir, crate::tempfiles::Registered)>,
 }
 
 impl SessionJsonl {
@@ -29,24 +31,19 @@ impl SessionJsonl {
         if jsonl_inputs == 1 {
             return Ok(Self {
                 path: inputs[0].clone(),
-                _temporary: None,
+                _work: None,
             });
         }
-        let tmp = tempfile::Builder::new()
-            .prefix(".tal-")
-            .suffix(".jsonl")
-            .tempfile()
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot create a temporary file in {} (set TMPDIR to a writable directory): {e}",
-                    std::env::temp_dir().display()
-                )
-            })?;
-        convert::to_jsonl_showing(inputs, &Output::File(tmp.path().to_path_buf()), quiet)
+        // In a private directory (the session's task attributes are in
+        // it), removed when this drops or a signal ends tal.
+        let work = crate::tempfiles::WorkDir::new()
+            .map_err(|e| anyhow::anyhow!("{e} (set TMPDIR to a directory you can write)"))?;
+        let (path, registered) = work.file("session.telemetry.jsonl");
+        convert::to_jsonl_showing(inputs, &Output::File(path.clone()), quiet)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Self {
-            path: tmp.path().to_path_buf(),
-            _temporary: Some(tmp),
+            path,
+            _work: Some((work, registered)),
         })
     }
 
@@ -58,6 +55,8 @@ impl SessionJsonl {
 
 /// `tal summary`.
 pub fn run(args: SummaryArgs) -> anyhow::Result<i32> {
+    // The temporary JSONL goes on SIGINT, SIGTERM and SIGHUP too.
+    crate::sys::exit_on(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
     let src = SessionJsonl::resolve(&args.logs, args.quiet)?;
     let read_err = |e: std::io::Error| anyhow::anyhow!("cannot read {}: {e}", src.path.display());
     let progress = crate::progress::Progress::bytes(

@@ -55,6 +55,9 @@ pub enum ConvertError {
 pub enum Output {
     /// This file.
     File(PathBuf),
+    /// The first of these names that is free when the JSONL is complete
+    /// ([`PendingOutput::commit_first_free`]); written beside the first.
+    FirstFree(Vec<PathBuf>),
     /// The default name, in this directory.
     DefaultIn(PathBuf),
     /// Standard output.
@@ -137,7 +140,21 @@ fn convert_to(
     progress: &crate::progress::Progress,
 ) -> Result<(Option<PathBuf>, Summary), ConvertError> {
     let readers = open_logs(paths)?;
+    if let Output::FirstFree(names) = output {
+        let first = names.first().ok_or(ConvertError::NoInputs)?;
+        let dir = dir_of(first).to_path_buf();
+        let out_err = |source| ConvertError::Output {
+            path: first.clone(),
+            source,
+        };
+        let mut out = PendingOutput::create(first).map_err(out_err)?;
+        let s = jsonl::write_jsonl_showing(readers, &mut out.writer, &dir, progress)
+            .map_err(out_err)?;
+        let path = out.commit_first_free(names).map_err(out_err)?;
+        return Ok((Some(path), s));
+    }
     let target = match output {
+        Output::FirstFree(_) => unreachable!("written above"),
         Output::File(p) => Some(p.clone()),
         Output::DefaultIn(dir) => {
             let start = readers
@@ -306,11 +323,68 @@ pub struct PendingOutput {
     pub writer: BufWriter<File>,
     path: PathBuf,
     tmp: Option<tempfile::TempPath>,
+    /// Removes `tmp` if a stop signal ends tal first.
+    _registered: Option<crate::tempfiles::Registered>,
+}
+
+/// An error making a file in `dir`, saying what is wrong with the folder
+/// (not naming the temporary file tal tried to make there).
+fn folder_error(dir: &Path, e: io::Error) -> io::Error {
+    let why = match std::fs::metadata(dir) {
+        Err(m) if m.kind() == io::ErrorKind::NotFound => {
+            format!("the folder {} does not exist", dir.display())
+        }
+        Ok(m) if !m.is_dir() => format!("{} is not a folder", dir.display()),
+        _ => format!(
+            "cannot make a file in the folder {}: {}",
+            dir.display(),
+            io::Error::from(e.kind())
+        ),
+    };
+    io::Error::new(e.kind(), why)
+}
+
+/// The inputs of this run (device and inode), which no output may replace
+/// ([`protect_inputs`]).
+static INPUTS: std::sync::Mutex<Vec<(u64, u64, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+/// Records `paths` as this run's inputs: an output that is one of them
+/// (the same file, through any name or link) is refused
+/// ([`PendingOutput::create`]), so `tal convert in.tal -o in.tal` cannot
+/// turn the only copy of a log into its JSONL.
+pub fn protect_inputs(paths: &[PathBuf]) {
+    use std::os::unix::fs::MetadataExt;
+    let mut inputs = INPUTS.lock().unwrap_or_else(|e| e.into_inner());
+    for p in paths {
+        if let Ok(m) = std::fs::metadata(p) {
+            inputs.push((m.dev(), m.ino(), p.clone()));
+        }
+    }
+}
+
+/// An error if `path` is one of the inputs ([`protect_inputs`]).
+pub fn refuse_input(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let inputs = INPUTS.lock().unwrap_or_else(|e| e.into_inner());
+    match inputs.iter().find(|(d, i, _)| (*d, *i) == (m.dev(), m.ino())) {
+        Some((_, _, input)) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "it is the input {}: not replacing an input with an output; name another output (-o)",
+                input.display()
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 impl PendingOutput {
     /// Starts writing `path`.
     pub fn create(path: &Path) -> io::Result<Self> {
+        refuse_input(path)?;
         if let Ok(m) = std::fs::metadata(path) {
             if !m.is_file() {
                 if m.is_dir() {
@@ -324,23 +398,78 @@ impl PendingOutput {
                     writer: BufWriter::with_capacity(1 << 20, f),
                     path: path.to_path_buf(),
                     tmp: None,
+                    _registered: None,
                 });
             }
         }
         let dir = dir_of(path);
         let name = path.file_name().unwrap_or_default().to_string_lossy();
-        // Mode 0666 less the umask, as a plain create would give.
+        let kind = crate::tempfiles::beside_kind(&name);
+        // What a killed tal of this host left here for this output.
+        crate::tempfiles::sweep(dir, &kind, false);
+        // A replaced file keeps its mode (a private 0600 file stays
+        // private); a new one gets 0666 less the umask, as a plain create.
+        let keep = std::fs::metadata(path)
+            .ok()
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
         let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
+            .prefix(&crate::tempfiles::own_prefix(&kind))
             .suffix(".tmp")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-            .tempfile_in(dir)?;
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(
+                keep.unwrap_or(0o666),
+            ))
+            .tempfile_in(dir)
+            .map_err(|e| folder_error(dir, e))?;
+        if let Some(mode) = keep {
+            // Exactly that mode, whatever the umask.
+            tmp.as_file()
+                .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        }
+        let registered = crate::tempfiles::register(tmp.path());
         let (f, tmp_path) = tmp.into_parts();
         Ok(Self {
             writer: BufWriter::with_capacity(1 << 20, f),
             path: path.to_path_buf(),
             tmp: Some(tmp_path),
+            _registered: Some(registered),
         })
+    }
+
+    /// Finishes the file under the first of `names` that is free: flushed,
+    /// then moved there without replacing anything (`renameat2` with
+    /// `RENAME_NOREPLACE`, or `link` and `unlink` where the file system
+    /// lacks it), so a name only ever holds a complete file, and two
+    /// writers racing for a name each get one of their own. `AlreadyExists`
+    /// when every name is taken (the temporary is removed).
+    pub fn commit_first_free(mut self, names: &[PathBuf]) -> io::Result<PathBuf> {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        use rustix::io::Errno;
+        self.writer.flush()?;
+        let Some(tmp) = self.tmp.take() else {
+            return Err(io::Error::other("not a file written beside its name"));
+        };
+        for name in names {
+            match renameat_with(CWD, &*tmp, CWD, name, RenameFlags::NOREPLACE) {
+                Ok(()) => {
+                    // Moved: nothing left to remove.
+                    let _ = tmp.keep();
+                    return Ok(name.clone());
+                }
+                Err(Errno::EXIST) => continue,
+                Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {}
+                Err(e) => return Err(e.into()),
+            }
+            match rustix::fs::link(&*tmp, name) {
+                // `tmp`'s drop unlinks the temporary name.
+                Ok(()) => return Ok(name.clone()),
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "every name is taken",
+        ))
     }
 
     /// Finishes the file: flushed, and renamed into place.

@@ -24,6 +24,10 @@
 //! SessionEnded, the final snapshot and the end marker, trims and fsyncs
 //! the log: well under a second. A second SIGINT during any of this exits
 //! at once with status 130; the log still converts (without end marker).
+//! Once the log is complete, a SIGINT or SIGTERM during the JSONL, the
+//! report or the last push exits at once too (130), removing the file
+//! being written (no name ever holds a partial JSONL) and saying how to
+//! convert the log again.
 
 mod child;
 mod signals;
@@ -269,10 +273,17 @@ fn open(cfg: &mut RecordConfig, signals: &Signals) -> anyhow::Result<Result<Open
         notes.push(format!("tal: {}; {now}", bound.notes.join("; ")));
     }
     cfg.socket = bound.path.clone().unwrap_or_default();
+    // Also removed when a signal ends tal at once (see `finalise`).
+    let socket_registered = [&bound.made_dir, &bound.path]
+        .into_iter()
+        .flatten()
+        .map(|p| crate::tempfiles::register(p))
+        .collect();
     let socket = bound.listener;
     let socket_guard = SocketGuard {
         socket: bound.path,
         dir: bound.made_dir,
+        registered: socket_registered,
     };
 
     let orig_mask = CpuMask::current().context("cannot read CPU affinity")?;
@@ -442,6 +453,8 @@ struct Running {
     log_path: PathBuf,
     /// A directory tal made for its socket, removed at the end.
     socket_dir: Option<PathBuf>,
+    /// The socket and that directory, for a signal that ends tal at once.
+    _socket_registered: Vec<crate::tempfiles::Registered>,
 }
 
 /// The flags and counters the pipeline's threads share.
@@ -614,6 +627,7 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
     // directory made for it).
     let socket_dir = socket_guard.dir.take();
     socket_guard.socket = None;
+    let socket_registered = std::mem::take(&mut socket_guard.registered);
     Ok(Running {
         pipeline: Pipeline {
             sampler,
@@ -633,6 +647,7 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
         anchor,
         log_path,
         socket_dir,
+        _socket_registered: socket_registered,
     })
 }
 
@@ -861,9 +876,9 @@ fn wait_for_end(signals: &Signals, child: Option<libc::pid_t>) -> (EndReason, Op
         if !STOP_SIGNALS.contains(&sig) {
             continue;
         }
-        if sig == libc::SIGINT {
-            arm_second_sigint();
-        }
+        // Whatever the first stop signal, a SIGINT from now on exits at
+        // once (README: "a second SIGINT exits at once").
+        arm_second_sigint();
         let code = child.and_then(|pid| stop_child(pid, sig));
         let reason = if sig == STOP_REQUEST_SIGNAL {
             EndReason::StopRequested
@@ -928,6 +943,10 @@ fn finalise(
         );
     }
     let finished = pipeline.finish(reason);
+    // The log is complete: from here on (the JSONL, the report, the last
+    // push) a SIGINT or SIGTERM exits at once, removing what was being
+    // written and saying how to make it again from the log.
+    arm_exit_signals();
     let exit = match (child, code) {
         (Some(pid), None) => reap_blocking(pid),
         (_, code) => code.unwrap_or(0),
@@ -960,7 +979,6 @@ fn finalise(
     // stuck receiver can then cost at most the push (each request has its
     // time limit), and SIGINT or SIGTERM meanwhile exits at once.
     if let Some(l) = live {
-        arm_exit_signals();
         l.finish();
     }
     // Answer `tal stop` clients now that everything is written, and close
@@ -991,34 +1009,22 @@ fn finalise(
 /// name, unless another node of the session already has that file in a
 /// shared `--out` (then this node's own name, so that no agent overwrites
 /// another's checkpoint, numbered after a requeued job's earlier run of the
-/// same second). The name is claimed by creating the file exclusively
-/// (`O_EXCL`) before the conversion renames the JSONL onto it: agents of
-/// several nodes that stop at the same moment (a `scancel` of the job) each
-/// get a name of their own. Says what it wrote, or why it could not.
+/// same second). The JSONL is written under a temporary name and moved to
+/// the first free name only when complete, without replacing anything
+/// ([`convert::PendingOutput::commit_first_free`]): agents of several nodes
+/// that stop at the same moment (a `scancel` of the job) each get a name of
+/// their own, and a name only ever holds a whole JSONL. Interrupted (a
+/// SIGINT or SIGTERM exits at once from here on: see `finalise`), tal
+/// removes the temporary and says how to convert the log again. Says what
+/// it wrote, or why it could not.
 fn write_jsonl(cfg: &RecordConfig, log: &std::path::Path, anchor: &Anchor) -> Option<PathBuf> {
-    let (target, claimed) =
-        match claim_jsonl_name(&cfg.out, &cfg.session_id, &cfg.node_id, anchor.wall_ns) {
-            Ok(p) => (Some(p), true),
-            // Not creatable at all (an unwritable --out): the conversion says
-            // why, on the first name.
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => (
-                Some(
-                    cfg.out
-                        .join(convert::default_file_name(&cfg.session_id, anchor.wall_ns)),
-                ),
-                false,
-            ),
-            Err(_) => (None, false),
-        };
-    let Some(target) = target else {
-        eprintln!(
-            "tal: cannot convert {}: every JSONL name for this session and node in {} is taken; run tal convert on the log",
-            log.display(),
-            cfg.out.display()
-        );
-        return None;
-    };
-    match convert::to_jsonl(&[log.to_path_buf()], &Output::File(target.clone())) {
+    let names = jsonl_names(&cfg.out, &cfg.session_id, &cfg.node_id, anchor.wall_ns);
+    crate::tempfiles::set_signal_message(format!(
+        "\ntal: interrupted; the log {} is complete: `tal convert {}` (or `tal report`) makes what was not written\n",
+        log.display(),
+        log.display()
+    ));
+    match convert::to_jsonl(&[log.to_path_buf()], &Output::FirstFree(names)) {
         Ok((path, summary)) => {
             for l in convert::describe(&summary) {
                 eprintln!("tal: {l}");
@@ -1028,44 +1034,30 @@ fn write_jsonl(cfg: &RecordConfig, log: &std::path::Path, anchor: &Anchor) -> Op
             Some(p)
         }
         Err(e) => {
-            eprintln!("tal: cannot convert {}: {e}", log.display());
-            // Our empty claim, not a JSONL.
-            if claimed && std::fs::metadata(&target).is_ok_and(|m| m.len() == 0) {
-                let _ = std::fs::remove_file(&target);
-            }
+            eprintln!(
+                "tal: cannot convert {}: {e}; the log is complete: run tal convert on it",
+                log.display()
+            );
             None
         }
     }
 }
 
-/// The first free name of the session's JSONL in `out` (RHAPSODY's, then
-/// the node's own, then numbered), claimed by creating it empty and
-/// exclusively: two agents never get the same one. `AlreadyExists` when
-/// every name is taken.
-fn claim_jsonl_name(
+/// The names the session's JSONL may take in `out`, in order: RHAPSODY's,
+/// then the node's own, then numbered.
+fn jsonl_names(
     out: &std::path::Path,
     session_id: &str,
     node_id: &str,
     wall_ns: i64,
-) -> std::io::Result<PathBuf> {
+) -> Vec<PathBuf> {
     let own = convert::node_file_name(session_id, node_id, wall_ns);
     let stem = own.strip_suffix(".telemetry.jsonl").unwrap_or(&own);
-    let names = std::iter::once(convert::default_file_name(session_id, wall_ns))
+    std::iter::once(convert::default_file_name(session_id, wall_ns))
         .chain(std::iter::once(own.clone()))
-        .chain((1..=MAX_LOG_NUMBER).map(|n| format!("{stem}.{n}.telemetry.jsonl")));
-    for name in names {
-        let p = out.join(&name);
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&p)
-        {
-            Ok(_) => return Ok(p),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::ErrorKind::AlreadyExists.into())
+        .chain((1..=MAX_LOG_NUMBER).map(|n| format!("{stem}.{n}.telemetry.jsonl")))
+        .map(|n| out.join(n))
+        .collect()
 }
 
 /// The HTML report of the JSONL `jsonl`, beside it (`--report`). A
@@ -1085,6 +1077,8 @@ fn write_report(jsonl: &std::path::Path) {
 struct SocketGuard {
     socket: Option<PathBuf>,
     dir: Option<PathBuf>,
+    /// Both, for a signal that ends tal at once.
+    registered: Vec<crate::tempfiles::Registered>,
 }
 
 impl Drop for SocketGuard {
@@ -1104,20 +1098,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_claim_of_a_jsonl_name_gets_a_name_of_its_own() {
-        // Two agents of a session that stop at the same moment ask for a
-        // name before either has written its JSONL: the second must not
-        // get the first one's (it would rename its JSONL over it).
+    fn each_jsonl_gets_a_name_of_its_own_and_only_when_whole() {
+        // Agents of a session that stop at the same moment each finish a
+        // JSONL: the second must not replace the first one's, and no name
+        // holds a file before it is complete.
         let dir = tempfile::tempdir().unwrap();
         let wall = 1_700_000_000_000_000_000;
-        let names: Vec<String> = (0..4)
-            .map(|_| {
-                let p = claim_jsonl_name(dir.path(), "s", "n1", wall).unwrap();
-                p.file_name().unwrap().to_string_lossy().into_owned()
+        let names = jsonl_names(dir.path(), "s", "n1", wall);
+        let pending: Vec<_> = (0..4)
+            .map(|_| convert::PendingOutput::create(&names[0]).unwrap())
+            .collect();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
+        assert!(
+            names.iter().all(|n| !n.exists()),
+            "nothing under a final name yet"
+        );
+        let got: Vec<String> = pending
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut p)| {
+                use std::io::Write;
+                writeln!(p.writer, "{i}").unwrap();
+                let path = p.commit_first_free(&names).unwrap();
+                assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{i}\n"));
+                path.file_name().unwrap().to_string_lossy().into_owned()
             })
             .collect();
         assert_eq!(
-            names,
+            got,
             [
                 "s.1700000000.telemetry.jsonl",
                 "s.n1.1700000000.telemetry.jsonl",
@@ -1125,8 +1133,7 @@ mod tests {
                 "s.n1.1700000000.2.telemetry.jsonl",
             ]
         );
-        // An unwritable directory is an error of its own.
-        let e = claim_jsonl_name(&dir.path().join("missing"), "s", "n1", wall).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+        // No temporary left.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
     }
 }
