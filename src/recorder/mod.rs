@@ -598,24 +598,14 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
         _ => None,
     };
     let tasks = match (task_out, cfg.task_interval) {
-        (Some((wrx, stx, wtx)), Some(every)) => {
-            let agent = TaskAgent::new(
-                wrx,
-                stx,
-                every.as_nanos() as u64,
-                Arc::clone(&task_counters),
-                Arc::clone(&shared.sampler_stop),
-                dispatcher.thread().clone(),
-            );
-            let t = thread::Builder::new()
-                .name("tal-tasks".into())
-                .spawn(move || agent.run())
-                .context("cannot start the task sampling thread")?;
-            let mut keys = TaskKeys::new(wtx, Arc::clone(&task_counters));
-            keys.set_thread(t.thread().clone());
-            listener.set_tasks(keys);
-            Some(t)
-        }
+        (Some(rings), Some(every)) => Some(start_tasks(
+            rings,
+            every,
+            &task_counters,
+            &shared,
+            &dispatcher,
+            &mut listener,
+        )?),
         _ => None,
     };
     listener.set_dispatcher(dispatcher.thread().clone());
@@ -649,6 +639,38 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
         socket_dir,
         _socket_registered: socket_registered,
     })
+}
+
+/// The task sampler's thread (`--task-interval`), which the listener
+/// tells of tasks to watch through `rings`.
+fn start_tasks(
+    (wrx, stx, wtx): (
+        ring::Consumer<TaskWatch>,
+        ring::Producer<TaskSample>,
+        ring::Producer<TaskWatch>,
+    ),
+    every: Duration,
+    task_counters: &Arc<TaskCounters>,
+    shared: &Shared,
+    dispatcher: &thread::JoinHandle<Result<PathBuf, WriteError>>,
+    listener: &mut Listener,
+) -> anyhow::Result<thread::JoinHandle<()>> {
+    let agent = TaskAgent::new(
+        wrx,
+        stx,
+        every.as_nanos() as u64,
+        Arc::clone(task_counters),
+        Arc::clone(&shared.sampler_stop),
+        dispatcher.thread().clone(),
+    );
+    let t = thread::Builder::new()
+        .name("tal-tasks".into())
+        .spawn(move || agent.run())
+        .context("cannot start the task sampling thread")?;
+    let mut keys = TaskKeys::new(wtx, Arc::clone(task_counters));
+    keys.set_thread(t.thread().clone());
+    listener.set_tasks(keys);
+    Ok(t)
 }
 
 /// The dispatcher's thread, with the writer stage on `writer` as its sink
