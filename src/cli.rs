@@ -407,15 +407,7 @@ fn env(k: &str) -> Option<String> {
 const MAX_IDS_BYTES: usize = 230;
 
 fn check_id(what: &str, id: &str) -> anyhow::Result<()> {
-    if id.is_empty()
-        || id.len() > 200
-        || id.contains('/')
-        || id.starts_with('.')
-        || id.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
-        bail!("invalid {what} '{id}': use 1-200 characters without '/', spaces or a leading '.'");
-    }
-    Ok(())
+    crate::ids::check_id(id).map_err(|rule| anyhow::anyhow!("invalid {what} {id:?}: use {rule}"))
 }
 
 impl RecordArgs {

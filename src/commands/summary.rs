@@ -13,12 +13,19 @@ pub(crate) struct SessionJsonl {
     /// Its path.
     pub(crate) path: std::path::PathBuf,
     _temporary: Option<tempfile::NamedTempFile>,
+    /// Some node log was refused (named on stderr): the command exits 1.
+    pub(crate) refused: bool,
 }
 
 impl SessionJsonl {
     /// From `inputs`: one `.jsonl`, or node logs.
     /// (Converting node logs shows its progress unless `quiet`.)
-    pub(crate) fn resolve(inputs: &[std::path::PathBuf], quiet: bool) -> anyhow::Result<Self> {
+    /// Inputs refused or taken once are said on stderr, after `command:`.
+    pub(crate) fn resolve(
+        inputs: &[std::path::PathBuf],
+        quiet: bool,
+        command: &str,
+    ) -> anyhow::Result<Self> {
         let is_jsonl = |p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "jsonl");
         let jsonl_inputs = inputs.iter().filter(|p| is_jsonl(p)).count();
         if jsonl_inputs > 0 && inputs.len() > 1 {
@@ -30,6 +37,7 @@ impl SessionJsonl {
             return Ok(Self {
                 path: inputs[0].clone(),
                 _temporary: None,
+                refused: false,
             });
         }
         let tmp = tempfile::Builder::new()
@@ -42,11 +50,16 @@ impl SessionJsonl {
                     std::env::temp_dir().display()
                 )
             })?;
-        convert::to_jsonl_showing(inputs, &Output::File(tmp.path().to_path_buf()), quiet)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (_, summary) =
+            convert::to_jsonl_showing(inputs, &Output::File(tmp.path().to_path_buf()), quiet)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for l in convert::describe_inputs(&summary) {
+            eprintln!("{command}: {l}");
+        }
         Ok(Self {
             path: tmp.path().to_path_buf(),
             _temporary: Some(tmp),
+            refused: !summary.refused.is_empty(),
         })
     }
 
@@ -58,7 +71,9 @@ impl SessionJsonl {
 
 /// `tal summary`.
 pub fn run(args: SummaryArgs) -> anyhow::Result<i32> {
-    let src = SessionJsonl::resolve(&args.logs, args.quiet)?;
+    let src = SessionJsonl::resolve(&args.logs, args.quiet, "tal summary")?;
+    // 1: summarised, but some node log was refused (named on stderr).
+    let code = i32::from(src.refused);
     let read_err = |e: std::io::Error| anyhow::anyhow!("cannot read {}: {e}", src.path.display());
     let progress = crate::progress::Progress::bytes(
         "summary",
@@ -77,5 +92,5 @@ pub fn run(args: SummaryArgs) -> anyhow::Result<i32> {
     } else {
         out.write_all(crate::summary::render(&summary).as_bytes())?;
     }
-    Ok(0)
+    Ok(code)
 }

@@ -9,6 +9,17 @@
 //! holding a frame whose crc matches, within a checksumming budget per
 //! chunk: see `LogReader::resync`), or undecodable (crc matches but the
 //! payload is not a record this build knows: skipped and counted).
+//!
+//! A header's session and node ids are checked as `tal record` checks its
+//! own ([`crate::ids::check_id`]): they name the files made from a log, so
+//! a log whose ids `tal record` would refuse is refused whole
+//! ([`OpenError::BadId`]).
+//!
+//! A log opened by path reads through a [`LogFile`], which keeps its
+//! descriptor only while the process has some to spare: `tal convert` of
+//! 10,000 node logs needs more than a node's usual limit of open files, so
+//! beyond [`LogFile`]'s budget a log is opened for each read of its buffer
+//! and closed after (one `open` per 256 KiB read; see [`LogFile`]).
 
 use super::{
     align8, bincode_decode_config, Header, OpenError, FORMAT_VERSION, FRAME_HEADER_BYTES, MAGIC,
@@ -17,8 +28,9 @@ use super::{
 use crate::record::Record;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Positional reads, so that a reader works over a file or a byte slice.
 pub trait ReadAt {
@@ -38,6 +50,83 @@ impl ReadAt for Vec<u8> {
         let n = buf.len().min(self.len() - start);
         buf[..n].copy_from_slice(&self[start..start + n]);
         Ok(n)
+    }
+}
+
+/// A log's file, for [`LogReader::open`]. Held open while fewer than the
+/// budget of descriptors are held by log files (the soft limit of open
+/// files less [`FD_RESERVE`], counted over the whole process); beyond that,
+/// closed, and opened again for each read. A file opened again must be
+/// the same file (device and inode): a log replaced while it is read is an
+/// I/O error, not another file's bytes.
+#[derive(Debug)]
+pub struct LogFile {
+    path: PathBuf,
+    dev_ino: (u64, u64),
+    /// The descriptor, while held (counted in [`HELD_FILES`]).
+    file: Option<File>,
+}
+
+/// Descriptors held by [`LogFile`]s now, over the whole process.
+static HELD_FILES: AtomicU64 = AtomicU64::new(0);
+
+/// Descriptors left to everything but log files: standard streams, the
+/// outputs and their temporaries, a spill file, an OTLP connection.
+pub const FD_RESERVE: u64 = 64;
+
+impl LogFile {
+    /// Opens `path`; keeps the descriptor if the budget allows (see the
+    /// type's doc).
+    fn open(path: &Path) -> io::Result<(Self, std::fs::Metadata)> {
+        let file = File::open(path)?;
+        let meta = file.metadata()?;
+        let budget = crate::sys::nofile_limit().saturating_sub(FD_RESERVE);
+        let keep = HELD_FILES.fetch_add(1, Ordering::Relaxed) < budget;
+        if !keep {
+            HELD_FILES.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok((
+            Self {
+                path: path.to_path_buf(),
+                dev_ino: (meta.dev(), meta.ino()),
+                file: keep.then_some(file),
+            },
+            meta,
+        ))
+    }
+
+    /// The file's device and inode: which file it is, whatever its name.
+    pub fn dev_ino(&self) -> (u64, u64) {
+        self.dev_ino
+    }
+
+    /// Whether the descriptor is held between reads.
+    pub fn is_held(&self) -> bool {
+        self.file.is_some()
+    }
+}
+
+impl ReadAt for LogFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if let Some(f) = &self.file {
+            return FileExt::read_at(f, buf, offset);
+        }
+        let f = File::open(&self.path)?;
+        let m = f.metadata()?;
+        if (m.dev(), m.ino()) != self.dev_ino {
+            return Err(io::Error::other(
+                "the log was replaced by another file while it was read",
+            ));
+        }
+        FileExt::read_at(&f, buf, offset)
+    }
+}
+
+impl Drop for LogFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            HELD_FILES.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -69,7 +158,7 @@ pub struct ReadStats {
 
 /// Reads one log. See the module doc.
 #[derive(Debug)]
-pub struct LogReader<R: ReadAt = File> {
+pub struct LogReader<R: ReadAt = LogFile> {
     src: R,
     path: PathBuf,
     len: u64,
@@ -93,15 +182,14 @@ const BUF_BYTES: usize = 256 << 10;
 const RESYNC_WORK_PER_CHUNK: u64 = 4;
 const MAX_REPORTED_OFFSETS: usize = 8;
 
-impl LogReader<File> {
+impl LogReader<LogFile> {
     /// Opens `path` and validates its header.
     pub fn open(path: &Path) -> Result<Self, OpenError> {
         let io_err = |source| OpenError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let file = File::open(path).map_err(io_err)?;
-        let meta = file.metadata().map_err(io_err)?;
+        let (file, meta) = LogFile::open(path).map_err(io_err)?;
         if meta.is_dir() {
             return Err(io_err(io::Error::new(
                 io::ErrorKind::IsADirectory,
@@ -109,6 +197,11 @@ impl LogReader<File> {
             )));
         }
         Self::new(file, meta.len(), path)
+    }
+
+    /// The file's device and inode (see [`LogFile::dev_ino`]).
+    pub fn dev_ino(&self) -> (u64, u64) {
+        self.src.dev_ino()
     }
 }
 
@@ -181,6 +274,19 @@ impl<R: ReadAt> LogReader<R> {
         let (header, _): (Header, usize) =
             bincode::decode_from_slice(payload, bincode_decode_config())
                 .map_err(|e| corrupt(&format!("header does not decode: {e}")))?;
+        for (what, id) in [
+            ("session id", &header.session_id),
+            ("node id", &header.node_id),
+        ] {
+            if let Err(rule) = crate::ids::check_id(id) {
+                return Err(OpenError::BadId {
+                    path: path.to_path_buf(),
+                    what,
+                    id: id.clone(),
+                    rule,
+                });
+            }
+        }
         // What `tal record --log-chunk` allows: a multiple of the page
         // size (4 KiB at least) up to 1 GiB.
         if header.chunk_bytes < 4096
@@ -214,6 +320,11 @@ impl<R: ReadAt> LogReader<R> {
         &self.path
     }
 
+    /// The log's length, bytes.
+    pub fn file_len(&self) -> u64 {
+        self.len
+    }
+
     /// How far into the file reading has come, bytes.
     pub fn position(&self) -> u64 {
         self.pos.min(self.len)
@@ -232,7 +343,10 @@ impl<R: ReadAt> LogReader<R> {
         let in_buf =
             pos >= self.buf_start && pos + n as u64 <= self.buf_start + self.buf_len as u64;
         if !in_buf {
-            let want = n.max(BUF_BYTES);
+            // No more than the file holds: a small log takes a small
+            // buffer, which counts when thousands are merged.
+            let rest = usize::try_from(self.len - pos).unwrap_or(usize::MAX);
+            let want = n.max(BUF_BYTES.min(rest));
             if self.buf.len() < want {
                 self.buf.resize(want, 0);
             }
