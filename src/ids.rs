@@ -137,6 +137,39 @@ mod tests {
     }
 
     #[test]
+    fn ids_that_would_leave_a_folder_or_hide_a_file_are_invalid() {
+        for ok in [
+            "s",
+            "slurm.4242.0",
+            "n-01",
+            "a..b",
+            "x\\y",
+            "é",
+            &"x".repeat(200),
+        ] {
+            assert_eq!(check_id(ok), Ok(()), "{ok:?}");
+        }
+        let long = "x".repeat(201);
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "../x",
+            "/abs/x",
+            "a/b",
+            "a b",
+            "a\nb",
+            "a\u{1b}]0;t\u{7}",
+            "a\tb",
+            "\u{85}x",
+            &long,
+        ] {
+            assert_eq!(check_id(bad), Err(ID_RULE), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn hex_forms_match_rhapsody_and_uuid() {
         assert_eq!(py_hex(0xcf135d120314bc7), "0xcf135d120314bc7");
         let mut g = EventIdGen::with_seed(7);

@@ -259,7 +259,7 @@ fn two_thousand_logs_convert_under_a_limit_of_256_open_files() {
         .collect();
     // A hard limit of 256 (nothing to raise to), and a soft one of 256
     // under a higher hard one (raised, as `tal record` does).
-    for limits in ["ulimit -H -n 256; ulimit -S -n 256", "ulimit -S -n 256"] {
+    for limits in ["ulimit -S -n 256 && ulimit -H -n 256", "ulimit -S -n 256"] {
         let out_path = d.join("all.jsonl");
         let out = run(std::process::Command::new("sh")
             .current_dir(d)

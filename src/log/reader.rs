@@ -104,6 +104,14 @@ impl LogFile {
     pub fn is_held(&self) -> bool {
         self.file.is_some()
     }
+
+    /// Closes the descriptor, if held, for another log to take: later
+    /// reads open the file for each read.
+    pub fn release(&mut self) {
+        if self.file.take().is_some() {
+            HELD_FILES.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl ReadAt for LogFile {
@@ -124,9 +132,7 @@ impl ReadAt for LogFile {
 
 impl Drop for LogFile {
     fn drop(&mut self) {
-        if self.file.take().is_some() {
-            HELD_FILES.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.release();
     }
 }
 
@@ -202,6 +208,17 @@ impl LogReader<LogFile> {
     /// The file's device and inode (see [`LogFile::dev_ino`]).
     pub fn dev_ino(&self) -> (u64, u64) {
         self.src.dev_ino()
+    }
+
+    /// Closes the file's descriptor until the next read needs it (see
+    /// [`LogFile::release`]): for a log read to its end.
+    pub fn release_file(&mut self) {
+        self.src.release();
+    }
+
+    /// Whether the file's descriptor is held between reads.
+    pub fn holds_file(&self) -> bool {
+        self.src.is_held()
     }
 }
 
@@ -558,5 +575,68 @@ impl<R: ReadAt> Iterator for LogReader<R> {
     type Item = Record;
     fn next(&mut self) -> Option<Record> {
         self.next_record()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{Header, LogWriter};
+    use crate::record::{EndMarker, EndReason};
+
+    fn log(path: &Path, node: &str, records: u64) {
+        let h = Header {
+            session_id: "s".into(),
+            node_id: node.into(),
+            hostname: node.into(),
+            backend: "tal".into(),
+            pid: 1,
+            tal_version: "0".into(),
+            start_wall_ns: 1,
+            start_mono_ns: 1,
+            interval_ns: 1,
+            chunk_bytes: 4096,
+            ncpus: 1,
+            attributes: vec![],
+        };
+        let mut w = LogWriter::create(path, &h).unwrap();
+        for i in 0..records {
+            let end = Record::End(EndMarker {
+                wall_ns: i as i64,
+                reason: EndReason::Signal(15),
+            });
+            w.append(&end).unwrap();
+        }
+        w.finish(None).unwrap();
+    }
+
+    #[test]
+    fn a_released_log_reads_the_same_and_refuses_a_replaced_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.tal"), dir.path().join("b.tal"));
+        // Larger than one buffer, so that reading it takes several reads.
+        log(&a, "a", 40_000);
+        log(&b, "b", 40_000);
+        let whole: Vec<Record> = LogReader::open(&a).unwrap().collect();
+        let mut r = LogReader::open(&a).unwrap();
+        r.release_file();
+        assert!(!r.holds_file());
+        let released: Vec<Record> = r.by_ref().collect();
+        assert_eq!(released, whole);
+        assert!(r.stats().io_error.is_none() && r.stats().end_marker);
+
+        // Replaced by another log under the same name while it is read.
+        let mut r = LogReader::open(&a).unwrap();
+        r.release_file();
+        let first = r.next_record();
+        assert!(first.is_some());
+        std::fs::rename(&b, &a).unwrap();
+        let rest = r.by_ref().count();
+        assert!(
+            rest < whole.len(),
+            "{rest} records read from the other file"
+        );
+        let e = r.stats().io_error.clone().unwrap_or_default();
+        assert!(e.contains("replaced"), "{e}");
     }
 }
