@@ -116,16 +116,27 @@ impl Inputs {
 /// A log's identity, to find the same log given twice: the header's ids
 /// and start, which a copy shares (the start is in ns, with the writer's
 /// pid and monotonic clock beside it).
-fn identity(r: &LogReader) -> (&str, &str, &str, u32, i64, u64) {
+type Identity = (String, String, String, u32, i64, u64);
+
+fn identity(r: &LogReader) -> Identity {
     let h = r.header();
     (
-        &h.session_id,
-        &h.node_id,
-        &h.hostname,
+        h.session_id.clone(),
+        h.node_id.clone(),
+        h.hostname.clone(),
         h.pid,
         h.start_wall_ns,
         h.start_mono_ns,
     )
+}
+
+/// The logs taken so far, by file and by identity (their index in
+/// [`Inputs::readers`]): finding a repeat costs the same for the
+/// 10,000th log as for the second.
+#[derive(Debug, Default)]
+struct Seen {
+    files: std::collections::HashMap<(u64, u64), usize>,
+    logs: std::collections::HashMap<Identity, usize>,
 }
 
 /// Opens every log (see [`Inputs`]) and checks they belong to one session.
@@ -154,9 +165,10 @@ pub fn open_logs(paths: &[PathBuf]) -> Result<Inputs, ConvertError> {
         refused: Vec::new(),
         repeated: Vec::new(),
     };
+    let mut seen = Seen::default();
     for p in paths {
         match LogReader::open(p) {
-            Ok(r) => take_once(&mut inputs, r),
+            Ok(r) => take_once(&mut inputs, &mut seen, r),
             Err(e) => inputs.refused.push(e),
         }
     }
@@ -190,12 +202,8 @@ pub fn open_logs(paths: &[PathBuf]) -> Result<Inputs, ConvertError> {
 /// Adds `r` to `inputs`, unless it is a log already there (see
 /// [`open_logs`]): then the longer of the two is kept, and the repeat
 /// noted.
-fn take_once(inputs: &mut Inputs, r: LogReader) {
-    let same_file = inputs
-        .readers
-        .iter()
-        .position(|t| t.dev_ino() == r.dev_ino());
-    if let Some(i) = same_file {
+fn take_once(inputs: &mut Inputs, seen: &mut Seen, r: LogReader) {
+    if let Some(&i) = seen.files.get(&r.dev_ino()) {
         inputs.repeated.push(format!(
             "{} is the same file as {}: taken once",
             r.path().display(),
@@ -203,32 +211,27 @@ fn take_once(inputs: &mut Inputs, r: LogReader) {
         ));
         return;
     }
-    let Some(i) = inputs
-        .readers
-        .iter()
-        .position(|t| identity(t) == identity(&r))
-    else {
-        inputs.readers.push(r);
-        return;
+    let i = match seen.logs.entry(identity(&r)) {
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(inputs.readers.len());
+            seen.files.insert(r.dev_ino(), inputs.readers.len());
+            inputs.readers.push(r);
+            return;
+        }
+        std::collections::hash_map::Entry::Occupied(o) => *o.get(),
     };
+    seen.files.insert(r.dev_ino(), i);
     let (kept, dropped) = if r.file_len() > inputs.readers[i].file_len() {
         let old = std::mem::replace(&mut inputs.readers[i], r);
-        (
-            inputs.readers[i].path().to_path_buf(),
-            old.path().to_path_buf(),
-        )
+        (inputs.readers[i].path(), old.path().to_path_buf())
     } else {
-        (
-            inputs.readers[i].path().to_path_buf(),
-            r.path().to_path_buf(),
-        )
+        (inputs.readers[i].path(), r.path().to_path_buf())
     };
-    let h = inputs.readers[i].header();
     inputs.repeated.push(format!(
         "{} and {} are copies of one log (node {:?}, started at the same instant): took {} (the longer) once",
         kept.display(),
         dropped.display(),
-        h.node_id,
+        inputs.readers[i].header().node_id,
         kept.display()
     ));
 }
