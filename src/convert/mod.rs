@@ -1,7 +1,9 @@
 //! `tal convert`: node logs → one RHAPSODY JSONL checkpoint ([`jsonl`]),
 //! and from that the OTLP form ([`otlp`]). Logs of one session merge into
 //! one file, one trace, one session span ([`merge`]); logs of different
-//! sessions are refused (convert them separately).
+//! sessions are refused (convert them separately). Of several inputs, one
+//! that cannot be taken is named and left out, a repeated log is taken
+//! once, and any number of logs can be open at once ([`open_logs`]).
 //!
 //! The output is written to a new temporary file beside the target (made
 //! with O_EXCL under a random name, so nothing planted in the directory is
