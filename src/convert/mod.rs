@@ -223,18 +223,20 @@ fn take_once(inputs: &mut Inputs, seen: &mut Seen, r: LogReader) {
         std::collections::hash_map::Entry::Occupied(o) => *o.get(),
     };
     seen.files.insert(r.dev_ino(), i);
-    let (kept, dropped) = if r.file_len() > inputs.readers[i].file_len() {
+    let longer = r.file_len() > inputs.readers[i].file_len();
+    let (kept, dropped) = if longer {
         let old = std::mem::replace(&mut inputs.readers[i], r);
         (inputs.readers[i].path(), old.path().to_path_buf())
     } else {
         (inputs.readers[i].path(), r.path().to_path_buf())
     };
     inputs.repeated.push(format!(
-        "{} and {} are copies of one log (node {:?}, started at the same instant): took {} (the longer) once",
-        kept.display(),
+        "{} and {} are copies of one log (node {:?}, started at the same instant): took {}{} once",
         dropped.display(),
+        kept.display(),
         inputs.readers[i].header().node_id,
-        kept.display()
+        kept.display(),
+        if longer { ", the longer," } else { "" }
     ));
 }
 
