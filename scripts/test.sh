@@ -46,5 +46,6 @@ step "fuzz regressions: every fuzz target builds, and each runs on the inputs th
 (cd fuzz && cargo build --quiet --bins && ./target/debug/log_frames -runs=0 regressions/log_frames/* &&
   ./target/debug/proc_parsers -runs=0 regressions/proc_parsers/* &&
   ./target/debug/jsonl_readers -runs=0 regressions/jsonl_readers/* &&
+  ./target/debug/log_header -runs=0 regressions/log_header/* &&
   ./target/debug/log_to_jsonl -runs=0 -rss_limit_mb=512 regressions/log_to_jsonl/*) || status=$?
 exit "$status"

@@ -59,6 +59,10 @@ pub enum Command {
     /// Several logs (one per node) merge into one file: one trace, one
     /// session span, events in time order. A log that was cut off (agent
     /// killed, node lost, disk full) converts up to its last whole record.
+    /// A log that cannot be read at all (cut inside its header, empty, not
+    /// a log) is named on stderr and the others are converted: exit status
+    /// 1 (also for `tal summary` and `tal report`). A log given twice, or a
+    /// copy of one, is taken once.
     Convert(ConvertArgs),
     /// Summarise a session on the terminal: tasks, durations, failures,
     /// nodes' and GPUs' use, tal's own cost, and what its logs held.
@@ -409,15 +413,7 @@ fn env(k: &str) -> Option<String> {
 const MAX_IDS_BYTES: usize = 230;
 
 fn check_id(what: &str, id: &str) -> anyhow::Result<()> {
-    if id.is_empty()
-        || id.len() > 200
-        || id.contains('/')
-        || id.starts_with('.')
-        || id.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
-        bail!("invalid {what} '{id}': use 1-200 characters without '/', spaces or a leading '.'");
-    }
-    Ok(())
+    crate::ids::check_id(id).map_err(|rule| anyhow::anyhow!("invalid {what} {id:?}: use {rule}"))
 }
 
 impl RecordArgs {

@@ -10,12 +10,41 @@
 //!
 //! JSONL output writes ids as RHAPSODY does (Python's `hex()`: `0x` and no
 //! leading zeros); OTLP output uses the zero-padded form.
+//!
+//! Session and node ids name files (`<session>.<node>.tal`, the default
+//! `<session>.<start>.telemetry.jsonl` and the files made from it), so one
+//! rule ([`check_id`]) decides which are valid: `tal record` applies it to
+//! its own flags, and the log reader to every header it reads, so that a
+//! crafted log cannot steer a default output out of its folder.
 
 use xxhash_rust::xxh3::{xxh3_128_with_seed, xxh3_64_with_seed};
 
 const SEED_TRACE: u64 = 0x7461_6c2d_7472_6163; // "tal-trac"
 const SEED_SESSION_SPAN: u64 = 0x7461_6c2d_7365_7373; // "tal-sess"
 const SEED_TASK_SPAN: u64 = 0x7461_6c2d_7461_736b; // "tal-task"
+
+/// The longest session or node id, bytes.
+pub const MAX_ID_BYTES: usize = 200;
+
+/// Why a session or node id is not valid (see [`check_id`]).
+pub const ID_RULE: &str =
+    "1-200 characters without '/', spaces, control characters or a leading '.'";
+
+/// Whether `id` may be a session or node id: 1 to [`MAX_ID_BYTES`] bytes,
+/// no `/`, no white space or control character, and no leading `.` (so
+/// neither `.` nor `..`, nor a hidden file). Such an id is one plain
+/// file-name component, and stays one with a suffix added.
+pub fn check_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty()
+        || id.len() > MAX_ID_BYTES
+        || id.contains('/')
+        || id.starts_with('.')
+        || id.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(ID_RULE);
+    }
+    Ok(())
+}
 
 /// The trace id shared by every span of `session_id`.
 pub fn trace_id(session_id: &str) -> u128 {
@@ -105,6 +134,39 @@ mod tests {
         assert_ne!(task_span_id("s1", "t1"), task_span_id("s1", "t2"));
         // (session, task) is not ambiguous under concatenation.
         assert_ne!(task_span_id("ab", "c"), task_span_id("a", "bc"));
+    }
+
+    #[test]
+    fn ids_that_would_leave_a_folder_or_hide_a_file_are_invalid() {
+        for ok in [
+            "s",
+            "slurm.4242.0",
+            "n-01",
+            "a..b",
+            "x\\y",
+            "é",
+            &"x".repeat(200),
+        ] {
+            assert_eq!(check_id(ok), Ok(()), "{ok:?}");
+        }
+        let long = "x".repeat(201);
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "../x",
+            "/abs/x",
+            "a/b",
+            "a b",
+            "a\nb",
+            "a\u{1b}]0;t\u{7}",
+            "a\tb",
+            "\u{85}x",
+            &long,
+        ] {
+            assert_eq!(check_id(bad), Err(ID_RULE), "{bad:?}");
+        }
     }
 
     #[test]

@@ -339,6 +339,38 @@ fn foreign_and_future_files_are_refused_clearly() {
 }
 
 #[test]
+fn a_header_whose_ids_tal_record_would_refuse_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("crafted.tal");
+    for (session, node, what) in [
+        ("../../../dir/X", "n1", "session id"),
+        ("/abs/dir/X", "n1", "session id"),
+        ("s\nX", "n1", "session id"),
+        ("s", "..", "node id"),
+        ("s", "a/../../b", "node id"),
+        ("s", "", "node id"),
+    ] {
+        let _ = std::fs::remove_file(&p);
+        let mut h = header(4096);
+        h.session_id = session.into();
+        h.node_id = node.into();
+        // Checksum-valid: written by the real writer.
+        LogWriter::create(&p, &h).unwrap().finish(None).unwrap();
+        let e = LogReader::open(&p).unwrap_err();
+        assert!(
+            matches!(e, OpenError::BadId { .. }),
+            "{session:?}/{node:?}: {e}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains(what) && msg.contains(&p.display().to_string()),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "the id is escaped: {msg:?}");
+    }
+}
+
+#[test]
 fn disk_full_keeps_every_record_written_before() {
     // A tiny tmpfs would be the real thing; RLIMIT_FSIZE gives the same
     // ENOSPC-like failure (EFBIG) from posix_fallocate without root.

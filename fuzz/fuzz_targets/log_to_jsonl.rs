@@ -4,10 +4,12 @@
 //! converter (the task state machine, spans, per-GPU and per-task series,
 //! the metric line) instead of being dropped as corrupt. Whatever the
 //! records say, the conversion ends with a result or an error, never a
-//! panic. Seed it with real logs (`tal record` writes them).
+//! panic; and a log that opens gives a default output name that is one
+//! plain file name (its header's ids are the fuzzer's too). Seed it with
+//! real logs (`tal record` writes them).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tal::log::{LogReader, PAD_MARKER};
+use tal::log::PAD_MARKER;
 
 fn u32_at(b: &[u8], i: usize) -> Option<usize> {
     Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?) as usize)
@@ -38,7 +40,13 @@ fuzz_target!(|data: &[u8]| {
     let dir = std::env::temp_dir();
     let path = dir.join(format!("tal-fuzz-log_to_jsonl-{}.tal", std::process::id()));
     std::fs::write(&path, &b).unwrap();
-    if let Ok(r) = LogReader::open(&path) {
-        let _ = tal::convert::jsonl::write_jsonl(vec![r], &mut std::io::sink(), &dir);
+    if let Ok(inputs) = tal::convert::open_logs(&[path]) {
+        let name = inputs.default_name();
+        let mut c = std::path::Path::new(&name).components();
+        assert!(
+            matches!(c.next(), Some(std::path::Component::Normal(_))) && c.next().is_none(),
+            "{name:?} is not one file name"
+        );
+        let _ = tal::convert::jsonl::write_jsonl(inputs.readers, &mut std::io::sink(), &dir);
     }
 });

@@ -47,16 +47,19 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<i32> {
     }
     let need_otlp = args.format == ConvertFormat::OtlpJson || endpoints.is_some();
     let need_file = need_otlp || args.format == ConvertFormat::ChromeTrace;
-    let Some(source) = jsonl_step(&args, jsonl_input, need_file)? else {
-        return Ok(0);
+    let (source, refused) = jsonl_step(&args, jsonl_input, need_file)?;
+    // 1: converted, but some inputs were refused (named on stderr).
+    let partial = i32::from(refused);
+    let Some(source) = source else {
+        return Ok(partial);
     };
     if args.format == ConvertFormat::ChromeTrace {
         chrome_step(&args, &source)?;
     }
     if !need_otlp {
-        return Ok(0);
+        return Ok(partial);
     }
-    otlp_step(&args, source, endpoints.as_ref())
+    Ok(otlp_step(&args, source, endpoints.as_ref())?.max(partial))
 }
 
 /// The Chrome trace, from the JSONL: to `-o` (`-`: stdout), else beside
@@ -129,32 +132,37 @@ fn report(summary: &convert::Summary, written: Option<&Path>) {
 /// Step 1: the JSONL. Node logs are converted to the requested file (for
 /// `--format jsonl`), or, when only the OTLP form is wanted, to a
 /// temporary file beside the output; a JSONL given is used as it is.
-/// `None` when no OTLP form is wanted and the JSONL went to stdout.
+/// `None` when no OTLP form is wanted and the JSONL went to stdout; with
+/// whether some input was refused (see [`convert::open_logs`]).
 fn jsonl_step(
     args: &ConvertArgs,
     jsonl_input: Option<PathBuf>,
     need_file: bool,
-) -> anyhow::Result<Option<Source>> {
+) -> anyhow::Result<(Option<Source>, bool)> {
     if let Some(path) = jsonl_input {
-        return Ok(Some(Source {
+        let src = Source {
             path,
             temporary: None,
-        }));
+        };
+        return Ok((Some(src), false));
     }
+    let mut refused = false;
     if args.format == ConvertFormat::Jsonl {
         let (path, summary) =
             convert::to_jsonl_showing(&args.logs, &args.output(), args.quiet).map_err(map_err)?;
         report(&summary, path.as_deref());
+        refused = !summary.refused.is_empty();
         if let Some(path) = path {
-            return Ok(Some(Source {
+            let src = Source {
                 path,
                 temporary: None,
-            }));
+            };
+            return Ok((Some(src), refused));
         }
         // To stdout: a push reads its own (temporary) copy.
     }
     if !need_file {
-        return Ok(None);
+        return Ok((None, refused));
     }
     // From the logs, through a temporary JSONL beside the output.
     let dir = match &args.output {
@@ -169,10 +177,11 @@ fn jsonl_step(
         convert::to_jsonl_showing(&args.logs, &Output::File(path.clone()), args.quiet)
             .map_err(map_err)?;
     report(&summary, None);
-    Ok(Some(Source {
+    let src = Source {
         path,
         temporary: Some((work, registered)),
-    }))
+    };
+    Ok((Some(src), !summary.refused.is_empty()))
 }
 
 /// Where the OTLP JSON files go: `-o`, else beside the JSONL, named as the
@@ -187,11 +196,13 @@ fn otlp_prefix(args: &ConvertArgs, src: &Source) -> PathBuf {
 /// A file beside the JSONL, named as the session's checkpoint is, with
 /// `suffix` for `.telemetry.jsonl`.
 fn default_beside(args: &ConvertArgs, src: &Source, suffix: &str) -> PathBuf {
-    let stem = if src.temporary.is_some() {
-        session_stem(&args.logs)
-    } else {
-        convert::jsonl_stem(&src.path)
-    };
+    if src.temporary.is_some() {
+        // Made from logs: beside the first log (the JSONL is a temporary
+        // in a private work directory).
+        let name = format!("{}{suffix}", session_stem(&args.logs));
+        return convert::dir_of(&args.logs[0]).join(name);
+    }
+    let stem = convert::jsonl_stem(&src.path);
     src.path.with_file_name(format!("{stem}{suffix}"))
 }
 
@@ -291,14 +302,14 @@ fn push_report(ep: &Endpoints, r: &PushReport) -> i32 {
 }
 
 /// `{session}.{start}` of node logs, for the default names of files made
-/// from them (OTLP, Chrome trace, report).
+/// from them (OTLP, Chrome trace, report): one plain file name, from ids
+/// the log reader checked ([`convert::Inputs::default_name`]).
 pub(crate) fn session_stem(logs: &[PathBuf]) -> String {
     convert::open_logs(logs)
         .ok()
-        .and_then(|r| {
-            let start = r.iter().map(|l| l.header().start_wall_ns).min()?;
-            let name = convert::default_file_name(&r.first()?.header().session_id, start);
-            Some(name.trim_end_matches(".telemetry.jsonl").to_string())
+        .map(|inputs| {
+            let name = inputs.default_name();
+            name.trim_end_matches(".telemetry.jsonl").to_string()
         })
         .unwrap_or_else(|| "session".into())
 }

@@ -12,7 +12,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<i32> {
     // replace an input.
     crate::sys::exit_on(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
     convert::protect_inputs(&args.logs);
-    let src = SessionJsonl::resolve(&args.logs, args.quiet)?;
+    let src = SessionJsonl::resolve(&args.logs, args.quiet, "tal report")?;
     let path = match &args.output {
         Some(p) => p.clone(),
         None => default_path(&args.logs),
@@ -45,7 +45,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<i32> {
         stats.samples,
         t0.elapsed().as_secs_f64()
     );
-    Ok(0)
+    // 1: written, but some node log was refused (named on stderr).
+    Ok(i32::from(src.refused))
 }
 
 /// `<stem>.report.html` beside the first input: the checkpoint's stem, or

@@ -15,12 +15,19 @@ pub(crate) struct SessionJsonl {
     pub(crate) path: std::path::PathBuf,
     /// The private work directory it is in, when it was made from logs.
     _work: Option<(crate::tempfiles::WorkDir, crate::tempfiles::Registered)>,
+    /// Some node log was refused (named on stderr): the command exits 1.
+    pub(crate) refused: bool,
 }
 
 impl SessionJsonl {
     /// From `inputs`: one `.jsonl`, or node logs.
     /// (Converting node logs shows its progress unless `quiet`.)
-    pub(crate) fn resolve(inputs: &[std::path::PathBuf], quiet: bool) -> anyhow::Result<Self> {
+    /// Inputs refused or taken once are said on stderr, after `command:`.
+    pub(crate) fn resolve(
+        inputs: &[std::path::PathBuf],
+        quiet: bool,
+        command: &str,
+    ) -> anyhow::Result<Self> {
         let is_jsonl = |p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "jsonl");
         let jsonl_inputs = inputs.iter().filter(|p| is_jsonl(p)).count();
         if jsonl_inputs > 0 && inputs.len() > 1 {
@@ -32,6 +39,7 @@ impl SessionJsonl {
             return Ok(Self {
                 path: inputs[0].clone(),
                 _work: None,
+                refused: false,
             });
         }
         // In a private directory (the session's task attributes are in
@@ -39,11 +47,15 @@ impl SessionJsonl {
         let work = crate::tempfiles::WorkDir::new()
             .map_err(|e| anyhow::anyhow!("{e} (set TMPDIR to a directory you can write)"))?;
         let (path, registered) = work.file("session.telemetry.jsonl");
-        convert::to_jsonl_showing(inputs, &Output::File(path.clone()), quiet)
+        let (_, summary) = convert::to_jsonl_showing(inputs, &Output::File(path.clone()), quiet)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for l in convert::describe_inputs(&summary) {
+            eprintln!("{command}: {l}");
+        }
         Ok(Self {
             path,
             _work: Some((work, registered)),
+            refused: !summary.refused.is_empty(),
         })
     }
 
@@ -57,7 +69,9 @@ impl SessionJsonl {
 pub fn run(args: SummaryArgs) -> anyhow::Result<i32> {
     // The temporary JSONL goes on SIGINT, SIGTERM and SIGHUP too.
     crate::sys::exit_on(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
-    let src = SessionJsonl::resolve(&args.logs, args.quiet)?;
+    let src = SessionJsonl::resolve(&args.logs, args.quiet, "tal summary")?;
+    // 1: summarised, but some node log was refused (named on stderr).
+    let code = i32::from(src.refused);
     let read_err = |e: std::io::Error| anyhow::anyhow!("cannot read {}: {e}", src.path.display());
     let progress = crate::progress::Progress::bytes(
         "summary",
@@ -76,5 +90,5 @@ pub fn run(args: SummaryArgs) -> anyhow::Result<i32> {
     } else {
         out.write_all(crate::summary::render(&summary).as_bytes())?;
     }
-    Ok(0)
+    Ok(code)
 }

@@ -85,6 +85,11 @@ pub struct Summary {
     pub events: u64,
     /// Per log: path, node, reading statistics.
     pub logs: Vec<(PathBuf, String, ReadStats)>,
+    /// Inputs refused, each with why (see [`super::open_logs`]): when any
+    /// was, the commands exit 1 after converting the others.
+    pub refused: Vec<String>,
+    /// Inputs taken once though given more than once, said so.
+    pub repeated: Vec<String>,
     /// Tasks in the session (spans written), and how many were still open
     /// at its end.
     pub tasks: u64,
@@ -818,6 +823,8 @@ pub fn write_jsonl_showing(
         tasks,
         tasks_open_at_end,
         peak_rss_bytes: None,
+        refused: Vec::new(),
+        repeated: Vec::new(),
     })
 }
 

@@ -121,7 +121,12 @@ impl Merge {
                 }
                 // Read by the node's look-ahead reader (`gpufill`).
                 Some(Record::GpuUtil(_)) => {}
-                None => node.exhausted = true,
+                None => {
+                    node.exhausted = true;
+                    // Its descriptor is not needed any more (see
+                    // `crate::log::LogFile`).
+                    node.reader.release_file();
+                }
             }
         }
         if let Some(mut ev) = node.reorder.pop_front() {

@@ -1,7 +1,9 @@
 //! `tal convert`: node logs → one RHAPSODY JSONL checkpoint ([`jsonl`]),
 //! and from that the OTLP form ([`otlp`]). Logs of one session merge into
 //! one file, one trace, one session span ([`merge`]); logs of different
-//! sessions are refused (convert them separately).
+//! sessions are refused (convert them separately). Of several inputs, one
+//! that cannot be taken is named and left out, a repeated log is taken
+//! once, and any number of logs can be open at once ([`open_logs`]).
 //!
 //! The output is written to a new temporary file beside the target (made
 //! with O_EXCL under a random name, so nothing planted in the directory is
@@ -36,6 +38,9 @@ pub enum ConvertError {
     /// A log could not be opened.
     #[error(transparent)]
     Open(#[from] OpenError),
+    /// No input could be taken (each one's reason).
+    #[error("no log could be converted: {0}")]
+    NothingToConvert(String),
     /// Logs of more than one session were given.
     #[error("the logs belong to different sessions ({0} and {1}): convert each session's logs separately")]
     MixedSessions(String, String),
@@ -81,23 +86,161 @@ pub fn node_file_name(session_id: &str, node_id: &str, start_wall_ns: i64) -> St
     )
 }
 
-/// Opens every log and checks they belong to one session.
-pub fn open_logs(paths: &[PathBuf]) -> Result<Vec<LogReader>, ConvertError> {
+/// The logs of a conversion, opened ([`open_logs`]): those taken, and
+/// the inputs refused or skipped, for stderr.
+#[derive(Debug)]
+pub struct Inputs {
+    /// The logs taken, in the order given.
+    pub readers: Vec<LogReader>,
+    /// Inputs that could not be taken (unreadable, not a log, a damaged
+    /// header, ids `tal record` would not write), each with why.
+    pub refused: Vec<OpenError>,
+    /// Inputs taken once though given more than once (the same file, or a
+    /// copy of a log), each with what it repeats.
+    pub repeated: Vec<String>,
+}
+
+impl Inputs {
+    /// The earliest start of the logs, ns since the epoch.
+    pub fn start_wall_ns(&self) -> i64 {
+        self.readers
+            .iter()
+            .map(|r| r.header().start_wall_ns)
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// The session's default JSONL name ([`default_file_name`]): one plain
+    /// file name, since the reader refuses a header whose session id would
+    /// be anything else.
+    pub fn default_name(&self) -> String {
+        default_file_name(&self.readers[0].header().session_id, self.start_wall_ns())
+    }
+}
+
+/// A log's identity, to find the same log given twice: the header's ids
+/// and start, which a copy shares (the start is in ns, with the writer's
+/// pid and monotonic clock beside it).
+type Identity = (String, String, String, u32, i64, u64);
+
+fn identity(r: &LogReader) -> Identity {
+    let h = r.header();
+    (
+        h.session_id.clone(),
+        h.node_id.clone(),
+        h.hostname.clone(),
+        h.pid,
+        h.start_wall_ns,
+        h.start_mono_ns,
+    )
+}
+
+/// The logs taken so far, by file and by identity (their index in
+/// [`Inputs::readers`]): finding a repeat costs the same for the
+/// 10,000th log as for the second.
+#[derive(Debug, Default)]
+struct Seen {
+    files: std::collections::HashMap<(u64, u64), usize>,
+    logs: std::collections::HashMap<Identity, usize>,
+}
+
+/// Opens every log (see [`Inputs`]) and checks they belong to one session.
+///
+/// - An input that cannot be taken is refused and the others are
+///   converted: one node's log cut inside its header, an empty file or a
+///   stray file must not cost the other nodes their JSONL. The command
+///   names each refused input and exits 1 ([`Summary::refused`]). Only
+///   when no input can be taken is it an error.
+/// - The same log given twice (the same file by device and inode, through
+///   any name or link, or a copy: the same header identity) is taken once,
+///   the longest of its copies (a copy taken while the log grew is
+///   shorter), and said so; merged twice, every event would be doubled.
+/// - Logs of different sessions are an error (convert them separately).
+///
+/// The soft limit of open files is raised to the hard one first, as
+/// `tal record` does; logs beyond it are read through descriptors opened
+/// for each read ([`crate::log::LogFile`]).
+pub fn open_logs(paths: &[PathBuf]) -> Result<Inputs, ConvertError> {
     if paths.is_empty() {
         return Err(ConvertError::NoInputs);
     }
-    let readers = paths
+    crate::sys::raise_nofile();
+    let mut inputs = Inputs {
+        readers: Vec::with_capacity(paths.len()),
+        refused: Vec::new(),
+        repeated: Vec::new(),
+    };
+    let mut seen = Seen::default();
+    for p in paths {
+        match LogReader::open(p) {
+            Ok(r) => take_once(&mut inputs, &mut seen, r),
+            Err(e) => inputs.refused.push(e),
+        }
+    }
+    if inputs.readers.is_empty() {
+        let mut refused = inputs.refused;
+        return Err(match refused.len() {
+            1 => ConvertError::Open(refused.remove(0)),
+            _ => ConvertError::NothingToConvert(
+                refused
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        });
+    }
+    let first = inputs.readers[0].header().session_id.clone();
+    if let Some(other) = inputs
+        .readers
         .iter()
-        .map(|p| LogReader::open(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    let first = readers[0].header().session_id.clone();
-    if let Some(other) = readers.iter().find(|r| r.header().session_id != first) {
+        .find(|r| r.header().session_id != first)
+    {
         return Err(ConvertError::MixedSessions(
             first,
             other.header().session_id.clone(),
         ));
     }
-    Ok(readers)
+    Ok(inputs)
+}
+
+/// Adds `r` to `inputs`, unless it is a log already there (see
+/// [`open_logs`]): then the longer of the two is kept, and the repeat
+/// noted.
+fn take_once(inputs: &mut Inputs, seen: &mut Seen, r: LogReader) {
+    if let Some(&i) = seen.files.get(&r.dev_ino()) {
+        inputs.repeated.push(format!(
+            "{} is the same file as {}: taken once",
+            r.path().display(),
+            inputs.readers[i].path().display()
+        ));
+        return;
+    }
+    let i = match seen.logs.entry(identity(&r)) {
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(inputs.readers.len());
+            seen.files.insert(r.dev_ino(), inputs.readers.len());
+            inputs.readers.push(r);
+            return;
+        }
+        std::collections::hash_map::Entry::Occupied(o) => *o.get(),
+    };
+    seen.files.insert(r.dev_ino(), i);
+    let longer = r.file_len() > inputs.readers[i].file_len();
+    let (kept, dropped) = if longer {
+        let old = std::mem::replace(&mut inputs.readers[i], r);
+        (inputs.readers[i].path(), old.path().to_path_buf())
+    } else {
+        (inputs.readers[i].path(), r.path().to_path_buf())
+    };
+    inputs.repeated.push(format!(
+        "{} and {} are copies of one log (node {:?}, started at the same instant): took {}{} once",
+        dropped.display(),
+        kept.display(),
+        inputs.readers[i].header().node_id,
+        kept.display(),
+        if longer { ", the longer," } else { "" }
+    ));
 }
 
 /// Converts `paths` to one JSONL checkpoint; returns where it went and
@@ -139,33 +282,50 @@ fn convert_to(
     output: &Output,
     progress: &crate::progress::Progress,
 ) -> Result<(Option<PathBuf>, Summary), ConvertError> {
-    let readers = open_logs(paths)?;
-    if let Output::FirstFree(names) = output {
-        let first = names.first().ok_or(ConvertError::NoInputs)?;
-        let dir = dir_of(first).to_path_buf();
-        let out_err = |source| ConvertError::Output {
-            path: first.clone(),
-            source,
-        };
-        let mut out = PendingOutput::create(first).map_err(out_err)?;
-        let s = jsonl::write_jsonl_showing(readers, &mut out.writer, &dir, progress)
-            .map_err(out_err)?;
-        let path = out.commit_first_free(names).map_err(out_err)?;
-        return Ok((Some(path), s));
-    }
+    let inputs = open_logs(paths)?;
     let target = match output {
-        Output::FirstFree(_) => unreachable!("written above"),
+        Output::FirstFree(_) | Output::Stdout => None,
         Output::File(p) => Some(p.clone()),
-        Output::DefaultIn(dir) => {
-            let start = readers
-                .iter()
-                .map(|r| r.header().start_wall_ns)
-                .min()
-                .unwrap_or(0);
-            Some(dir.join(default_file_name(&readers[0].header().session_id, start)))
-        }
-        Output::Stdout => None,
+        Output::DefaultIn(dir) => Some(dir.join(inputs.default_name())),
     };
+    let refused = inputs.refused.iter().map(|e| e.to_string()).collect();
+    let repeated = inputs.repeated;
+    let readers = inputs.readers;
+    let (path, mut summary) = match output {
+        Output::FirstFree(names) => convert_first_free(readers, names, progress)?,
+        _ => convert_readers(readers, target, progress)?,
+    };
+    summary.refused = refused;
+    summary.repeated = repeated;
+    Ok((path, summary))
+}
+
+/// The JSONL of `readers`, to the first free of `names`
+/// ([`PendingOutput::commit_first_free`]).
+fn convert_first_free(
+    readers: Vec<LogReader>,
+    names: &[PathBuf],
+    progress: &crate::progress::Progress,
+) -> Result<(Option<PathBuf>, Summary), ConvertError> {
+    let first = names.first().ok_or(ConvertError::NoInputs)?;
+    let dir = dir_of(first).to_path_buf();
+    let out_err = |source| ConvertError::Output {
+        path: first.clone(),
+        source,
+    };
+    let mut out = PendingOutput::create(first).map_err(out_err)?;
+    let s =
+        jsonl::write_jsonl_showing(readers, &mut out.writer, &dir, progress).map_err(out_err)?;
+    let path = out.commit_first_free(names).map_err(out_err)?;
+    Ok((Some(path), s))
+}
+
+/// The JSONL of `readers`, to `target` (`None`: stdout).
+fn convert_readers(
+    readers: Vec<LogReader>,
+    target: Option<PathBuf>,
+    progress: &crate::progress::Progress,
+) -> Result<(Option<PathBuf>, Summary), ConvertError> {
     match target {
         None => {
             let stdout = io::stdout();
@@ -635,10 +795,21 @@ pub fn describe_written(path: &Path, summary: &Summary) -> String {
     )
 }
 
+/// Lines for stderr naming the inputs refused and those taken once (see
+/// [`open_logs`]); none when every input was taken.
+pub fn describe_inputs(summary: &Summary) -> Vec<String> {
+    let mut lines: Vec<String> = summary.repeated.clone();
+    for e in &summary.refused {
+        lines.push(format!("{e}; the other logs were converted without it"));
+    }
+    lines
+}
+
 /// One or more lines for stderr describing what reading each log found:
-/// silent for clean logs, explicit about recovery otherwise.
+/// silent for clean logs, explicit about recovery otherwise (and first,
+/// [`describe_inputs`]).
 pub fn describe(summary: &Summary) -> Vec<String> {
-    let mut lines = Vec::new();
+    let mut lines = describe_inputs(summary);
     for (path, node, st) in &summary.logs {
         let p = path.display();
         if let Some(e) = &st.io_error {

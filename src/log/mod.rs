@@ -8,7 +8,7 @@ pub mod writer;
 use bincode::{Decode, Encode};
 use std::path::PathBuf;
 
-pub use reader::{LogReader, ReadStats};
+pub use reader::{LogFile, LogReader, ReadStats};
 pub use writer::LogWriter;
 
 /// The first eight bytes of every tal log.
@@ -132,6 +132,20 @@ pub enum OpenError {
         path: PathBuf,
         /// Its version.
         version: u32,
+    },
+    /// The header names a session or node id that `tal record` would not
+    /// take (see [`crate::ids::check_id`]): the log was not written by
+    /// tal, and its ids must not name files.
+    #[error("{path}: refused: its header's {what} {id:?} is not one `tal record` writes ({rule}); a crafted log could name files outside its folder")]
+    BadId {
+        /// The file.
+        path: PathBuf,
+        /// "session id" or "node id".
+        what: &'static str,
+        /// The id (printed escaped).
+        id: String,
+        /// The rule it breaks.
+        rule: &'static str,
     },
     /// The header is damaged.
     #[error("{path}: the tal log header is damaged ({reason}); nothing in it can be trusted")]

@@ -9,6 +9,17 @@
 //! holding a frame whose crc matches, within a checksumming budget per
 //! chunk: see `LogReader::resync`), or undecodable (crc matches but the
 //! payload is not a record this build knows: skipped and counted).
+//!
+//! A header's session and node ids are checked as `tal record` checks its
+//! own ([`crate::ids::check_id`]): they name the files made from a log, so
+//! a log whose ids `tal record` would refuse is refused whole
+//! ([`OpenError::BadId`]).
+//!
+//! A log opened by path reads through a [`LogFile`], which keeps its
+//! descriptor only while the process has some to spare: `tal convert` of
+//! 10,000 node logs needs more than a node's usual limit of open files, so
+//! beyond [`LogFile`]'s budget a log is opened for each read of its buffer
+//! and closed after (one `open` per 256 KiB read; see [`LogFile`]).
 
 use super::{
     align8, bincode_decode_config, Header, OpenError, FORMAT_VERSION, FRAME_HEADER_BYTES, MAGIC,
@@ -17,8 +28,9 @@ use super::{
 use crate::record::Record;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Positional reads, so that a reader works over a file or a byte slice.
 pub trait ReadAt {
@@ -38,6 +50,89 @@ impl ReadAt for Vec<u8> {
         let n = buf.len().min(self.len() - start);
         buf[..n].copy_from_slice(&self[start..start + n]);
         Ok(n)
+    }
+}
+
+/// A log's file, for [`LogReader::open`]. Held open while fewer than the
+/// budget of descriptors are held by log files (the soft limit of open
+/// files less [`FD_RESERVE`], counted over the whole process); beyond that,
+/// closed, and opened again for each read. A file opened again must be
+/// the same file (device and inode): a log replaced while it is read is an
+/// I/O error, not another file's bytes.
+#[derive(Debug)]
+pub struct LogFile {
+    path: PathBuf,
+    dev_ino: (u64, u64),
+    /// The descriptor, while held (counted in [`HELD_FILES`]).
+    file: Option<File>,
+}
+
+/// Descriptors held by [`LogFile`]s now, over the whole process.
+static HELD_FILES: AtomicU64 = AtomicU64::new(0);
+
+/// Descriptors left to everything but log files: standard streams, the
+/// outputs and their temporaries, a spill file, an OTLP connection.
+pub const FD_RESERVE: u64 = 64;
+
+impl LogFile {
+    /// Opens `path`; keeps the descriptor if the budget allows (see the
+    /// type's doc).
+    fn open(path: &Path) -> io::Result<(Self, std::fs::Metadata)> {
+        let file = File::open(path)?;
+        let meta = file.metadata()?;
+        let budget = crate::sys::nofile_limit().saturating_sub(FD_RESERVE);
+        let keep = HELD_FILES.fetch_add(1, Ordering::Relaxed) < budget;
+        if !keep {
+            HELD_FILES.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok((
+            Self {
+                path: path.to_path_buf(),
+                dev_ino: (meta.dev(), meta.ino()),
+                file: keep.then_some(file),
+            },
+            meta,
+        ))
+    }
+
+    /// The file's device and inode: which file it is, whatever its name.
+    pub fn dev_ino(&self) -> (u64, u64) {
+        self.dev_ino
+    }
+
+    /// Whether the descriptor is held between reads.
+    pub fn is_held(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Closes the descriptor, if held, for another log to take: later
+    /// reads open the file for each read.
+    pub fn release(&mut self) {
+        if self.file.take().is_some() {
+            HELD_FILES.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl ReadAt for LogFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if let Some(f) = &self.file {
+            return FileExt::read_at(f, buf, offset);
+        }
+        let f = File::open(&self.path)?;
+        let m = f.metadata()?;
+        if (m.dev(), m.ino()) != self.dev_ino {
+            return Err(io::Error::other(
+                "the log was replaced by another file while it was read",
+            ));
+        }
+        FileExt::read_at(&f, buf, offset)
+    }
+}
+
+impl Drop for LogFile {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -69,7 +164,7 @@ pub struct ReadStats {
 
 /// Reads one log. See the module doc.
 #[derive(Debug)]
-pub struct LogReader<R: ReadAt = File> {
+pub struct LogReader<R: ReadAt = LogFile> {
     src: R,
     path: PathBuf,
     len: u64,
@@ -93,15 +188,14 @@ const BUF_BYTES: usize = 256 << 10;
 const RESYNC_WORK_PER_CHUNK: u64 = 4;
 const MAX_REPORTED_OFFSETS: usize = 8;
 
-impl LogReader<File> {
+impl LogReader<LogFile> {
     /// Opens `path` and validates its header.
     pub fn open(path: &Path) -> Result<Self, OpenError> {
         let io_err = |source| OpenError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let file = File::open(path).map_err(io_err)?;
-        let meta = file.metadata().map_err(io_err)?;
+        let (file, meta) = LogFile::open(path).map_err(io_err)?;
         if meta.is_dir() {
             return Err(io_err(io::Error::new(
                 io::ErrorKind::IsADirectory,
@@ -109,6 +203,22 @@ impl LogReader<File> {
             )));
         }
         Self::new(file, meta.len(), path)
+    }
+
+    /// The file's device and inode (see [`LogFile::dev_ino`]).
+    pub fn dev_ino(&self) -> (u64, u64) {
+        self.src.dev_ino()
+    }
+
+    /// Closes the file's descriptor until the next read needs it (see
+    /// [`LogFile::release`]): for a log read to its end.
+    pub fn release_file(&mut self) {
+        self.src.release();
+    }
+
+    /// Whether the file's descriptor is held between reads.
+    pub fn holds_file(&self) -> bool {
+        self.src.is_held()
     }
 }
 
@@ -181,6 +291,19 @@ impl<R: ReadAt> LogReader<R> {
         let (header, _): (Header, usize) =
             bincode::decode_from_slice(payload, bincode_decode_config())
                 .map_err(|e| corrupt(&format!("header does not decode: {e}")))?;
+        for (what, id) in [
+            ("session id", &header.session_id),
+            ("node id", &header.node_id),
+        ] {
+            if let Err(rule) = crate::ids::check_id(id) {
+                return Err(OpenError::BadId {
+                    path: path.to_path_buf(),
+                    what,
+                    id: id.clone(),
+                    rule,
+                });
+            }
+        }
         // What `tal record --log-chunk` allows: a multiple of the page
         // size (4 KiB at least) up to 1 GiB.
         if header.chunk_bytes < 4096
@@ -214,6 +337,11 @@ impl<R: ReadAt> LogReader<R> {
         &self.path
     }
 
+    /// The log's length, bytes.
+    pub fn file_len(&self) -> u64 {
+        self.len
+    }
+
     /// How far into the file reading has come, bytes.
     pub fn position(&self) -> u64 {
         self.pos.min(self.len)
@@ -232,7 +360,10 @@ impl<R: ReadAt> LogReader<R> {
         let in_buf =
             pos >= self.buf_start && pos + n as u64 <= self.buf_start + self.buf_len as u64;
         if !in_buf {
-            let want = n.max(BUF_BYTES);
+            // No more than the file holds: a small log takes a small
+            // buffer, which counts when thousands are merged.
+            let rest = usize::try_from(self.len - pos).unwrap_or(usize::MAX);
+            let want = n.max(BUF_BYTES.min(rest));
             if self.buf.len() < want {
                 self.buf.resize(want, 0);
             }
@@ -444,5 +575,68 @@ impl<R: ReadAt> Iterator for LogReader<R> {
     type Item = Record;
     fn next(&mut self) -> Option<Record> {
         self.next_record()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{Header, LogWriter};
+    use crate::record::{EndMarker, EndReason};
+
+    fn log(path: &Path, node: &str, records: u64) {
+        let h = Header {
+            session_id: "s".into(),
+            node_id: node.into(),
+            hostname: node.into(),
+            backend: "tal".into(),
+            pid: 1,
+            tal_version: "0".into(),
+            start_wall_ns: 1,
+            start_mono_ns: 1,
+            interval_ns: 1,
+            chunk_bytes: 4096,
+            ncpus: 1,
+            attributes: vec![],
+        };
+        let mut w = LogWriter::create(path, &h).unwrap();
+        for i in 0..records {
+            let end = Record::End(EndMarker {
+                wall_ns: i as i64,
+                reason: EndReason::Signal(15),
+            });
+            w.append(&end).unwrap();
+        }
+        w.finish(None).unwrap();
+    }
+
+    #[test]
+    fn a_released_log_reads_the_same_and_refuses_a_replaced_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.tal"), dir.path().join("b.tal"));
+        // Larger than one buffer, so that reading it takes several reads.
+        log(&a, "a", 40_000);
+        log(&b, "b", 40_000);
+        let whole: Vec<Record> = LogReader::open(&a).unwrap().collect();
+        let mut r = LogReader::open(&a).unwrap();
+        r.release_file();
+        assert!(!r.holds_file());
+        let released: Vec<Record> = r.by_ref().collect();
+        assert_eq!(released, whole);
+        assert!(r.stats().io_error.is_none() && r.stats().end_marker);
+
+        // Replaced by another log under the same name while it is read.
+        let mut r = LogReader::open(&a).unwrap();
+        r.release_file();
+        let first = r.next_record();
+        assert!(first.is_some());
+        std::fs::rename(&b, &a).unwrap();
+        let rest = r.by_ref().count();
+        assert!(
+            rest < whole.len(),
+            "{rest} records read from the other file"
+        );
+        let e = r.stats().io_error.clone().unwrap_or_default();
+        assert!(e.contains("replaced"), "{e}");
     }
 }
