@@ -3,5 +3,6 @@
 
 pub mod batch;
 pub mod fast;
+pub mod feed;
 pub mod listener;
 pub mod protocol;
