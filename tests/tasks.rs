@@ -1077,3 +1077,79 @@ fn a_subscription_to_no_type_or_to_unknown_types_is_refused() {
     let m = lines(&v, "metric", None)[0];
     assert_eq!(m["ingest_lines_rejected"], 2, "{m}");
 }
+
+/// Every error line a client is sent is counted in `ingest_lines_rejected`:
+/// a client floods the agent past a full log (each line refused: "the
+/// agent's log is full") and goes on while the recording ends. Lines
+/// refused after the session's final counters were taken were once
+/// answered but never counted (hundreds while the session was converted);
+/// now the agent stops reading at the end, and the client's write fails.
+#[test]
+fn every_error_reply_is_counted_after_the_disk_filled_and_as_the_recording_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    // A 3 MB file-size limit: the log fills up like a full disk.
+    let agent = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -f 3000 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_tal"))
+        .args(["record", "--interval", "0.1", "--session-id", "s.full"])
+        .args(["--node-id", "n", "--socket"])
+        .arg(&socket)
+        .arg("--out")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&socket);
+    let log = agent_log(&socket);
+    let mut s = UnixStream::connect(&socket).unwrap();
+    let mut answers = BufReader::new(s.try_clone().unwrap());
+    let counter = std::thread::spawn(move || {
+        let (mut errors, mut line) = (Vec::new(), String::new());
+        while answers.read_line(&mut line).unwrap_or(0) > 0 {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            errors.push(v["error"].as_str().unwrap().to_string());
+            line.clear();
+        }
+        errors
+    });
+    let chunk = format!(
+        "{{\"event_type\": \"app.Fill\", \"pad\": \"{}\"}}\n",
+        "x".repeat(400)
+    )
+    .repeat(100);
+    let (mut written, mut stopper) = (0usize, None);
+    let start = std::time::Instant::now();
+    // Until the agent takes no more (a broken pipe), stopping it once the
+    // log is well past full.
+    while s.write_all(chunk.as_bytes()).is_ok() && start.elapsed() < Duration::from_secs(60) {
+        written += chunk.len();
+        if written > 8 << 20 && stopper.is_none() {
+            let sock = socket.clone();
+            stopper = Some(std::thread::spawn(move || {
+                run(tal().arg("stop").arg("--socket").arg(sock))
+            }));
+        }
+    }
+    drop(s);
+    let errors = counter.join().unwrap();
+    stopper.expect("the agent never took 8 MB").join().unwrap();
+    let out = wait_output(agent, Duration::from_secs(30));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("File too large"),
+        "the log never filled"
+    );
+    assert!(errors.iter().any(|e| e.contains("the agent's log is full")));
+    let jsonl = dir.path().join("all.jsonl");
+    run_ok(tal().arg("convert").arg(&log).arg("-o").arg(&jsonl));
+    let v = read_jsonl(&jsonl);
+    let m = lines(&v, "metric", None)[0];
+    assert_eq!(
+        m["ingest_lines_rejected"].as_u64(),
+        Some(errors.len() as u64),
+        "error lines sent; {} of them 'the recording has ended'",
+        errors.iter().filter(|e| e.contains("has ended")).count()
+    );
+}
