@@ -1196,13 +1196,14 @@ mod tests {
         let mut sampler = |rx: &mut Consumer<TaskWatch>, ends: &mut Vec<u64>| {
             while let Some(w) = rx.pop() {
                 match w {
-                    TaskWatch::Start { key, pid, seq, .. } => {
-                        if held.contains_key(&pid) {
-                            back.push(Forget { key, seq }).unwrap();
-                        } else {
-                            held.insert(pid, key);
+                    TaskWatch::Start { key, pid, seq, .. } => match held.entry(pid) {
+                        std::collections::hash_map::Entry::Occupied(_) => {
+                            back.push(Forget { key, seq }).unwrap()
                         }
-                    }
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(key);
+                        }
+                    },
                     TaskWatch::End { key } => {
                         held.retain(|_, k| *k != key);
                         ends.push(key);

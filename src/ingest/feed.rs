@@ -30,9 +30,21 @@
 //! feed reached it). A per-subscriber buffer large enough for a drain
 //! would cost that much for every subscriber; here the lines are held once.
 
-use super::listener::SubLine;
 use crate::ring::Consumer;
 use std::collections::VecDeque;
+
+/// One event line for subscribers, with its type for filtering.
+#[derive(Debug)]
+pub struct SubLine {
+    /// `event_type`.
+    pub event_type: String,
+    /// The JSONL line, newline-terminated; empty for a loss marker.
+    pub line: Vec<u8>,
+    /// A loss marker: this many lines of `event_type` were lost here
+    /// (the ring to the listener was full), so every subscriber to that
+    /// type is told `{"dropped": N}`.
+    pub lost: u64,
+}
 
 /// Bytes of lines the feed holds for all subscribers together, at most
 /// (about 8,000 lines of 460 bytes; the quarter of the dispatcher's ring

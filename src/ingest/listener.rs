@@ -22,6 +22,7 @@
 
 use super::batch::{IngestBatch, BATCH_BYTES};
 use super::fast::FastPath;
+pub use super::feed::SubLine;
 use super::feed::{Cursor, Feed, OUT_CHUNK};
 use super::protocol::{error_reply, parse_line, Control, Line, MAX_LINE_BYTES};
 use crate::clock::wall_ns;
@@ -67,19 +68,6 @@ pub struct IngestCounters {
     /// Event lines subscribers lost (they did not read fast enough, or the
     /// dispatcher's ring to the listener was full).
     pub sub_dropped: Arc<AtomicU64>,
-}
-
-/// One event line for subscribers, with its type for filtering.
-#[derive(Debug)]
-pub struct SubLine {
-    /// `event_type`.
-    pub event_type: String,
-    /// The JSONL line, newline-terminated; empty for a loss marker.
-    pub line: Vec<u8>,
-    /// A loss marker: this many lines of `event_type` were lost here
-    /// (the ring to the listener was full), so every subscriber to that
-    /// type is told `{"dropped": N}`.
-    pub lost: u64,
 }
 
 /// Shared between the listener and the main thread for the stop protocol.
@@ -492,7 +480,7 @@ impl Listener {
             // What was queued before the shutdown is still read; then the
             // read side says end of file. (Bounded: nothing more queues.)
             for _ in 0..64 {
-                if !self.clients.get(&t).is_some_and(|c| !c.read_closed) {
+                if self.clients.get(&t).is_none_or(|c| c.read_closed) {
                     break;
                 }
                 self.serve(t, EventFlags::IN, rbuf);
@@ -826,9 +814,9 @@ impl Listener {
                 .collect();
             let now = std::time::Instant::now();
             if (fds.is_empty() && !waiting) || now >= deadline {
-                return;
+                break;
             }
-            if !fds.is_empty() && !waiting {
+            if !fds.is_empty() {
                 let left = (deadline - now).min(std::time::Duration::from_millis(10));
                 let t = rustix::time::Timespec {
                     tv_sec: 0,
@@ -836,6 +824,19 @@ impl Listener {
                 };
                 let _ = rustix::event::poll(&mut fds, Some(&t));
             }
+        }
+        // Lines still in the ring then are lost to those behind (counted).
+        while let Some(rx) = self.subs.as_mut() {
+            self.feed.take(rx);
+            if rx.is_empty() {
+                break;
+            }
+            let cursors = self
+                .clients
+                .values_mut()
+                .filter_map(|c| c.subscribe.as_mut());
+            let lost = self.feed.shed(cursors);
+            self.counters.sub_dropped.fetch_add(lost, Ordering::Relaxed);
         }
     }
 
