@@ -6,7 +6,10 @@
 //! then on, with every descendant of that process, until its terminal
 //! event, or until all its processes have exited. The ingest listener,
 //! which parses every event anyway, hands such starts and ends to this
-//! thread through a ring ([`TaskWatch`]). Only processes of the agent's own
+//! thread through a ring ([`TaskWatch`]), and this thread tells it, through
+//! a ring back ([`Forget`]), of each start it refused and each task it
+//! dropped, so that the listener keeps only the tasks sampled here: a
+//! bounded set that never forgets an end ([`TaskKeys`]). Only processes of the agent's own
 //! user are sampled (any, when the agent runs as root): a client cannot
 //! point tal at another user's processes. Tasks whose id is longer than
 //! [`MAX_TASK_ID_BYTES`] are not sampled. At most [`MAX_TASKS`] tasks and

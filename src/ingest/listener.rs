@@ -470,7 +470,11 @@ impl Listener {
     /// later is not taken by the agent at all (the client's write fails
     /// with EPIPE, a broken pipe), rather than refused with an answer that
     /// no counter in the session's output shows (there were 400 of them
-    /// while the session's output was converted, in one test).
+    /// while the session's output was converted, in one test). A client
+    /// that connects after this has its first lines (those sent before the
+    /// agent accepted it) answered, so that `tal stop` still waits for the
+    /// JSONL and `tal emit` hears that its event was not recorded; those
+    /// answers come after the final counters, and are not in them.
     fn seal(&mut self, rbuf: &mut [u8]) {
         let tokens: Vec<u64> = self.clients.keys().copied().collect();
         for t in tokens {
