@@ -48,9 +48,9 @@
 //!
 //! Every refused line gets one reply line, `{"error": REASON, "line": N}`
 //! (N counts the connection's lines from 1), and is counted
-//! (`ingest_lines_rejected`); accepted lines get no reply. Once the
-//! recording ends, the agent reads no more lines (see the listener's
-//! `seal`): a client's later write fails with EPIPE.
+//! (`ingest_lines_rejected`); accepted lines get no reply. When the
+//! recording ends, the agent stops reading the connections open then (see
+//! the listener's `seal`): a client's later write fails with EPIPE.
 
 use crate::record::{
     Attributes, Event, EventKind, ResourceScope, ResourceUpdate, TaskEvent, TaskState, Value,
