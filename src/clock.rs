@@ -82,6 +82,14 @@ pub fn time_in_range(secs: f64) -> bool {
     secs.is_finite() && (0.0..MAX_TIME_SECS as f64).contains(&secs)
 }
 
+/// Whether `secs` is a duration tal accepts: from 0 up to
+/// [`MAX_TIME_SECS`] (no task outlasts the span of times accepted; a
+/// larger one is a client's mistake, like a time past 2100).
+#[inline]
+pub fn duration_in_range(secs: f64) -> bool {
+    secs.is_finite() && (0.0..=MAX_TIME_SECS as f64).contains(&secs)
+}
+
 /// Float seconds to nanoseconds (the inverse of [`ns_to_secs`] for every
 /// float it produces; see there).
 #[inline]

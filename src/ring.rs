@@ -102,6 +102,11 @@ impl<T> Consumer<T> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Maximum number of values the ring holds.
+    pub fn capacity(&self) -> usize {
+        self.0.buffer().capacity()
+    }
 }
 
 #[cfg(test)]

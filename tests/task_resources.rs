@@ -636,3 +636,84 @@ fn the_sampler_takes_at_most_half_the_descriptors_and_the_command_keeps_its_limi
     );
     assert_eq!(agent[4], hard.min(1 << 20).to_string(), "{said}");
 }
+
+/// A worker pool: task `first` runs in worker W1, then 4,100 tasks that
+/// never end name worker W2 (one is sampled, the rest refused: W2 is
+/// taken). `first` completes, and `later` runs in W1. The listener's memory
+/// of which tasks it told the sampler about stays bounded, but it never
+/// forgets a task the sampler holds: `first` is not sampled after its end,
+/// and W1 is free again for `later`.
+#[test]
+fn a_task_end_is_not_forgotten_after_thousands_of_open_tasks() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let agent = tal()
+        .args(["record", "--interval", "0.1", "--task-interval", "0.1s"])
+        .args(["--session-id", "tr.pool", "--node-id", "n1", "--socket"])
+        .arg(&sock)
+        .arg("--out")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&sock);
+    let mut w1 = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let mut w2 = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let started = |task: &str, pid: u32| {
+        format!(
+            r#"{{"event_type": "TaskStarted", "task_id": "{task}", "attributes": {{"pid": {pid}}}}}"#
+        )
+    };
+    send(&sock, &[started("first", w1.id())]);
+    // In slices, each answered (so handled) before the next, so that the
+    // sampler keeps up with its ring: no start or end is lost to it here.
+    let open: Vec<String> = (0..4100)
+        .map(|i| started(&format!("w2.{i}"), w2.id()))
+        .collect();
+    for slice in open.chunks(256) {
+        send(&sock, slice);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    send(
+        &sock,
+        &[r#"{"event_type": "TaskCompleted", "task_id": "first"}"#.to_string()],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    send(&sock, &[started("later", w1.id())]);
+    std::thread::sleep(Duration::from_millis(1000));
+    signal(&agent, libc::SIGTERM);
+    let out = wait_output(agent, Duration::from_secs(20));
+    for w in [&mut w1, &mut w2] {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    assert!(out.status.success());
+    let v = read_jsonl_in(dir.path());
+    let end = terminal(&v, "first")["event_time"].as_f64().unwrap();
+    let after: Vec<f64> = samples(&v, "first")
+        .iter()
+        .map(|s| s["event_time"].as_f64().unwrap())
+        .filter(|&t| t > end + 0.05)
+        .collect();
+    assert!(
+        after.is_empty(),
+        "{} samples of first after its end",
+        after.len()
+    );
+    assert!(
+        samples(&v, "later").len() >= 3,
+        "later: {}",
+        samples(&v, "later").len()
+    );
+    let m = lines(&v, "metric", None).last().copied().unwrap();
+    assert_eq!(m["task_watches_dropped"], 0, "{m}");
+}

@@ -6,7 +6,10 @@
 //! then on, with every descendant of that process, until its terminal
 //! event, or until all its processes have exited. The ingest listener,
 //! which parses every event anyway, hands such starts and ends to this
-//! thread through a ring ([`TaskWatch`]). Only processes of the agent's own
+//! thread through a ring ([`TaskWatch`]), and this thread tells it, through
+//! a ring back ([`Forget`]), of each start it refused and each task it
+//! dropped, so that the listener keeps only the tasks sampled here: a
+//! bounded set that never forgets an end ([`TaskKeys`]). Only processes of the agent's own
 //! user are sampled (any, when the agent runs as root): a client cannot
 //! point tal at another user's processes. Tasks whose id is longer than
 //! [`MAX_TASK_ID_BYTES`] are not sampled. At most [`MAX_TASKS`] tasks and
@@ -153,12 +156,39 @@ pub enum TaskWatch {
         key: u64,
         /// Its process.
         pid: u32,
+        /// The listener's number for this start (see [`Forget`]).
+        seq: u64,
     },
     /// A terminal event of a task that started with a `pid`.
     End {
         /// Its key.
         key: u64,
     },
+}
+
+/// From the sampler back to the listener: the task the listener's start
+/// `seq` named is not (or no longer) sampled, refused or gone with its
+/// processes, so its end need not be passed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forget {
+    /// The task's key.
+    pub key: u64,
+    /// The start's number.
+    pub seq: u64,
+}
+
+/// The listener's ends of the rings between it and the sampler.
+pub type WatchTx = (Producer<TaskWatch>, Consumer<Forget>);
+/// The sampler's ends of the rings between it and the listener.
+pub type WatchRx = (Consumer<TaskWatch>, Producer<Forget>);
+
+/// The rings between the listener and the sampler: starts and ends
+/// (`capacity` of them), and forgotten tasks back (room for as many, and
+/// for every task the sampler may hold).
+pub fn watch_rings(capacity: usize) -> (WatchTx, WatchRx) {
+    let (wtx, wrx) = crate::ring::channel::<TaskWatch>(capacity);
+    let (ftx, frx) = crate::ring::channel::<Forget>(capacity + MAX_TASKS);
+    ((wtx, frx), (wrx, ftx))
 }
 
 /// One task's sample, for the dispatcher.
@@ -222,26 +252,63 @@ impl TaskCounters {
 
 /// The listener's side: which tasks it told the sampler about, so that
 /// only their terminal events are passed on.
+///
+/// **Why this set stays bounded without forgetting an end.** A task is in
+/// it from the start the listener hands over until its terminal event, or
+/// until the sampler says it does not hold it ([`Forget`]: refused, as a
+/// second task naming a process already sampled is, or dropped when its
+/// processes exited). So every task in the set is in the ring to the
+/// sampler, held by the sampler (at most [`MAX_TASKS`]), or on its way
+/// back (held by the sampler while the ring back is full, at most
+/// [`MAX_TASKS`] + 1,
+/// or in the ring back): at most [`TaskKeys::bound`] in all, however many
+/// tasks are open and never end. (An earlier version kept every start and
+/// cleared the set at 4 × 1,024: a worker pool's thousands of open tasks
+/// then made it forget the ends of tasks the sampler held, which were
+/// sampled after their end, and their workers' later tasks were refused.)
+/// A start beyond the bound, which only a sampler that stopped taking
+/// starts could cause, is refused and counted: no end is ever forgotten.
+/// Each start has its own number, so that a `Forget` of a task that ended
+/// and started again (the same id) does not forget the new start.
 #[derive(Debug)]
 pub struct TaskKeys {
     tx: Producer<TaskWatch>,
+    forgotten: Consumer<Forget>,
     thread: Option<Thread>,
     hasher: std::collections::hash_map::RandomState,
-    watched: HashSet<u64>,
+    /// Task key -> the number of its start.
+    watched: HashMap<u64, u64>,
+    next_seq: u64,
+    bound: usize,
     counters: Arc<TaskCounters>,
 }
 
 impl TaskKeys {
-    /// Starts and ends go to `tx`; the sampler's thread is woken for each
-    /// start once it is known ([`TaskKeys::set_thread`]).
-    pub fn new(tx: Producer<TaskWatch>, counters: Arc<TaskCounters>) -> Self {
+    /// Starts and ends go to the sampler through `rings` (see
+    /// [`watch_rings`]); the sampler's thread is woken for each start once
+    /// it is known ([`TaskKeys::set_thread`]).
+    pub fn new((tx, forgotten): WatchTx, counters: Arc<TaskCounters>) -> Self {
+        let bound = tx.capacity() + forgotten.capacity() + 2 * MAX_TASKS + 2;
         Self {
             tx,
+            forgotten,
             thread: None,
             hasher: Default::default(),
-            watched: HashSet::new(),
+            watched: HashMap::new(),
+            next_seq: 0,
+            bound,
             counters,
         }
+    }
+
+    /// The most tasks the set can hold (see the type's doc).
+    pub fn bound(&self) -> usize {
+        self.bound
+    }
+
+    /// Tasks the listener keeps now (for tests).
+    pub fn watched(&self) -> usize {
+        self.watched.len()
     }
 
     /// The sampler's thread, to wake when a task starts.
@@ -252,6 +319,15 @@ impl TaskKeys {
     fn key(&self, task_id: &[u8]) -> u64 {
         use std::hash::BuildHasher;
         self.hasher.hash_one(task_id)
+    }
+
+    /// Drops the tasks the sampler does not hold.
+    fn take_forgotten(&mut self) {
+        while let Some(f) = self.forgotten.pop() {
+            if self.watched.get(&f.key) == Some(&f.seq) {
+                self.watched.remove(&f.key);
+            }
+        }
     }
 
     /// A task event of `task_id` in `state`, naming process `pid`.
@@ -272,21 +348,26 @@ impl TaskKeys {
             TaskCounters::bump(&self.counters.tasks_refused);
             return;
         }
+        self.take_forgotten();
         let key = self.key(task_id);
-        if self.watched.contains(&key) {
+        if self.watched.contains_key(&key) {
             return; // a repeated start: the first one counts
         }
-        // A bounded set: tasks whose end never comes (their processes exit,
-        // and the sampler drops them) would otherwise pile up. Forgetting
-        // them all only costs their ends: the sampler drops such tasks
-        // when their processes exit.
-        if self.watched.len() >= 4 * MAX_TASKS {
-            self.watched.clear();
+        if self.watched.len() >= self.bound {
+            TaskCounters::bump(&self.counters.tasks_refused);
+            return;
         }
         let task_id: Arc<str> = String::from_utf8_lossy(task_id).into();
-        match self.tx.push(TaskWatch::Start { task_id, key, pid }) {
+        let seq = self.next_seq;
+        match self.tx.push(TaskWatch::Start {
+            task_id,
+            key,
+            pid,
+            seq,
+        }) {
             Ok(()) => {
-                self.watched.insert(key);
+                self.next_seq += 1;
+                self.watched.insert(key, seq);
                 if let Some(t) = &self.thread {
                     t.unpark();
                 }
@@ -297,12 +378,23 @@ impl TaskKeys {
 
     /// A terminal event of `task_id`.
     pub fn ended(&mut self, task_id: &[u8]) {
+        self.take_forgotten();
         if self.watched.is_empty() {
             return;
         }
         let key = self.key(task_id);
-        if self.watched.remove(&key) && self.tx.push(TaskWatch::End { key }).is_err() {
+        if self.watched.remove(&key).is_none() {
+            return;
+        }
+        if self.tx.push(TaskWatch::End { key }).is_err() {
             TaskCounters::bump(&self.counters.watches_dropped);
+        }
+        // Ends do not wake the sampler (it takes them at its next round),
+        // unless they pile up.
+        if self.tx.len() * 2 >= self.tx.capacity() {
+            if let Some(t) = &self.thread {
+                t.unpark();
+            }
         }
     }
 }
@@ -572,6 +664,8 @@ impl Proc {
 struct Task {
     id: Arc<str>,
     key: u64,
+    /// The listener's number for its start.
+    seq: u64,
     procs: Vec<Proc>,
     /// Monotonic ns of the previous sample (or of the start).
     last_ns: u64,
@@ -584,6 +678,12 @@ struct Task {
 #[derive(Debug)]
 pub struct TaskAgent {
     rx: Consumer<TaskWatch>,
+    /// Tasks not (or no longer) sampled, back to the listener.
+    forget: Producer<Forget>,
+    /// Those the ring back had no room for yet (sized at the start: at
+    /// most one per task held and one per start taken; no start is taken
+    /// while any wait, see [`TaskAgent::take_watches`]).
+    unsent: Vec<Forget>,
     tx: Producer<TaskSample>,
     interval_ns: u64,
     counters: Arc<TaskCounters>,
@@ -630,7 +730,7 @@ impl TaskAgent {
     /// A sampler of the tasks `rx` names, every `interval_ns`, into `tx`
     /// (waking `dispatcher` when the ring is half full).
     pub fn new(
-        rx: Consumer<TaskWatch>,
+        (rx, forget): WatchRx,
         tx: Producer<TaskSample>,
         interval_ns: u64,
         counters: Arc<TaskCounters>,
@@ -640,6 +740,8 @@ impl TaskAgent {
         let uid = rustix::process::geteuid();
         Self {
             rx,
+            forget,
+            unsent: Vec::with_capacity(MAX_TASKS + 1),
             tx,
             interval_ns: interval_ns.max(1_000_000),
             counters,
@@ -704,7 +806,12 @@ impl TaskAgent {
             self.take_watches();
             if self.tasks.is_empty() {
                 deadline = None;
-                std::thread::park();
+                if self.unsent.is_empty() {
+                    std::thread::park();
+                } else {
+                    // The listener takes them back with its next task event.
+                    std::thread::park_timeout(Duration::from_nanos(self.interval_ns));
+                }
                 continue;
             }
             let d = *deadline.get_or_insert_with(|| mono_ns() + self.interval_ns);
@@ -734,11 +841,23 @@ impl TaskAgent {
             + (t.tv_nsec as u64) * self.ticks_per_sec / 1_000_000_000
     }
 
-    /// Applies the starts and ends the listener sent.
+    /// Applies the starts and ends the listener sent. None is taken while
+    /// the ring back is full (they wait in theirs): so the tasks the
+    /// listener keeps stay bounded (see [`TaskKeys`]).
     fn take_watches(&mut self) {
-        while let Some(w) = self.rx.pop() {
+        while self.send_unsent() {
+            let Some(w) = self.rx.pop() else { break };
             match w {
-                TaskWatch::Start { task_id, key, pid } => self.start(task_id, key, pid),
+                TaskWatch::Start {
+                    task_id,
+                    key,
+                    pid,
+                    seq,
+                } => {
+                    if !self.start(task_id, key, pid, seq) {
+                        self.forget(Forget { key, seq });
+                    }
+                }
                 TaskWatch::End { key } => {
                     if let Some(i) = self.tasks.iter().position(|t| t.key == key) {
                         self.remove_task(i);
@@ -748,7 +867,28 @@ impl TaskAgent {
         }
     }
 
-    fn start(&mut self, id: Arc<str>, key: u64, pid: u32) {
+    /// Tells the listener it need not pass on `f`'s end.
+    fn forget(&mut self, f: Forget) {
+        if !self.unsent.is_empty() || self.forget.push(f).is_err() {
+            self.unsent.push(f);
+        }
+    }
+
+    /// Sends what waits for the ring back; true when nothing waits.
+    fn send_unsent(&mut self) -> bool {
+        let mut sent = 0;
+        for f in &self.unsent {
+            if self.forget.push(*f).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        self.unsent.drain(..sent);
+        self.unsent.is_empty()
+    }
+
+    /// Starts sampling task `id` at `pid`; false when it is refused.
+    fn start(&mut self, id: Arc<str>, key: u64, pid: u32, seq: u64) -> bool {
         // Pids come from the clients' pid namespace (and tal's): a `/proc`
         // mounted from another one (a container's view of the host's)
         // would name other processes by them.
@@ -767,18 +907,18 @@ impl TaskAgent {
         });
         if !ours {
             TaskCounters::bump(&self.counters.tasks_refused);
-            return;
+            return false;
         }
         if self.tasks.len() >= MAX_TASKS
             || self.processes >= self.max_processes
             || self.owner.contains_key(&pid)
         {
             TaskCounters::bump(&self.counters.tasks_refused);
-            return;
+            return false;
         }
         let Some(p) = Proc::open(pid, self.me, None) else {
             TaskCounters::bump(&self.counters.tasks_refused);
-            return;
+            return false;
         };
         let i = self.tasks.len();
         self.owner.insert(pid, i);
@@ -787,12 +927,14 @@ impl TaskAgent {
         self.tasks.push(Task {
             id,
             key,
+            seq,
             procs: vec![p],
             last_ns: mono_ns(),
             last_ticks: ticks,
         });
         // Its descendants that exist already, counted from now.
         self.find_children(i, None);
+        true
     }
 
     fn remove_task(&mut self, i: usize) {
@@ -933,7 +1075,13 @@ impl TaskAgent {
             if self.sample_task(i, d, now, ticks, forked, due) {
                 i += 1;
             } else {
+                let t = &self.tasks[i];
+                let f = Forget {
+                    key: t.key,
+                    seq: t.seq,
+                };
                 self.remove_task(i);
+                self.forget(f);
             }
         }
         if self.tx.len() * 2 >= self.tx.capacity() {
@@ -1036,6 +1184,79 @@ impl TaskAgent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The worker-pool shape against the listener's side, with a sampler
+    /// that holds one task per process and refuses the rest, as the real
+    /// one does: thousands of open tasks neither grow the set past its
+    /// bound nor make it forget the end of the task the sampler holds.
+    #[test]
+    fn open_tasks_in_thousands_never_make_the_listener_forget_an_end() {
+        let (tx, (mut rx, mut back)) = watch_rings(64);
+        let mut keys = TaskKeys::new(tx, Arc::default());
+        // The sampler: holds the first start per pid, forgets the others.
+        let mut held: HashMap<u32, u64> = HashMap::new();
+        let mut ends = Vec::new();
+        let mut sampler = |rx: &mut Consumer<TaskWatch>, ends: &mut Vec<u64>| {
+            while let Some(w) = rx.pop() {
+                match w {
+                    TaskWatch::Start { key, pid, seq, .. } => match held.entry(pid) {
+                        std::collections::hash_map::Entry::Occupied(_) => {
+                            back.push(Forget { key, seq }).unwrap()
+                        }
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(key);
+                        }
+                    },
+                    TaskWatch::End { key } => {
+                        held.retain(|_, k| *k != key);
+                        ends.push(key);
+                    }
+                }
+            }
+        };
+        keys.started(b"first", 1);
+        for i in 0..4100 {
+            keys.started(format!("w2.{i}").as_bytes(), 2);
+            sampler(&mut rx, &mut ends);
+            assert!(keys.watched() <= keys.bound());
+        }
+        keys.ended(b"first");
+        sampler(&mut rx, &mut ends);
+        assert_eq!(
+            ends,
+            [keys.key(b"first")],
+            "first's end reached the sampler"
+        );
+        keys.started(b"later", 1);
+        sampler(&mut rx, &mut ends);
+        assert_eq!(held.get(&1), Some(&keys.key(b"later")));
+        assert_eq!(keys.counters.watches_dropped.load(Ordering::Relaxed), 0);
+        // Only what the sampler holds (and a start at most) is kept.
+        assert!(keys.watched() <= 3, "{}", keys.watched());
+    }
+
+    /// A task that ends and starts again under the same id is not
+    /// forgotten when the sampler drops the first run's task late.
+    #[test]
+    fn a_late_forget_does_not_forget_a_new_start_of_the_same_id() {
+        let (tx, (mut rx, mut back)) = watch_rings(8);
+        let mut keys = TaskKeys::new(tx, Arc::default());
+        keys.started(b"t", 7);
+        let Some(TaskWatch::Start { key, seq, .. }) = rx.pop() else {
+            panic!("no start")
+        };
+        keys.ended(b"t");
+        keys.started(b"t", 8);
+        // The sampler dropped the first run (its process exited) before
+        // it saw the end.
+        back.push(Forget { key, seq }).unwrap();
+        keys.ended(b"t");
+        let got: Vec<_> = std::iter::from_fn(|| rx.pop()).collect();
+        assert!(
+            matches!(got.last(), Some(TaskWatch::End { key: k }) if *k == key),
+            "{got:?}"
+        );
+    }
 
     #[test]
     fn stat_fields_come_after_the_last_parenthesis() {

@@ -12,7 +12,12 @@ pub fn run(args: crate::cli::SubscribeArgs) -> anyhow::Result<i32> {
         .into_iter()
         .map(serde_json::Value::from)
         .collect();
-    let req = serde_json::json!({"op": "subscribe", "types": types});
+    // No types: every event (the agent refuses an empty list).
+    let req = if types.is_empty() {
+        serde_json::json!({"op": "subscribe"})
+    } else {
+        serde_json::json!({"op": "subscribe", "types": types})
+    };
     s.write_all(format!("{req}\n").as_bytes())?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -866,7 +866,7 @@ impl FastPath {
         let emit_time_ns = emit_time.unwrap_or(now_ns);
         let event_time_ns = event_time.unwrap_or(emit_time_ns);
         let terminal = state.is_terminal();
-        if duration.is_some_and(|d: f64| !d.is_finite() || d < 0.0)
+        if duration.is_some_and(|d: f64| !crate::clock::duration_in_range(d))
             || (!terminal && duration.is_some())
             || (state != TaskState::Failed && error_type.is_some())
         {
@@ -1059,6 +1059,8 @@ mod tests {
             r#"{"event_type": "TaskCreated", "task_id": "t", "event_id": null, "event_time": null, "emit_time": 1795574441, "attributes": null}"#,
             r#"{"event_type": "TaskCanceled", "task_id": "t", "duration_seconds": null, "node_id": "n7", "event_time": 0}"#,
             r#"{"event_type": "TaskFailed", "task_id": "t", "error_type": null, "duration_seconds": 0.0}"#,
+            // The longest duration taken: 1970 to 2100.
+            r#"{"event_type": "TaskCompleted", "task_id": "t", "duration_seconds": 4102444800}"#,
         ] {
             assert_eq!(fast(line).as_deref(), Some(&general(line)[..]), "{line}");
         }
@@ -1091,6 +1093,9 @@ mod tests {
             r#"{"event_type": "TaskStarted", "task_id": "t", "attributes": [1]}"#,
             r#"{"event_type": "TaskQueued", "task_id": "t", "error_type": "odd", "duration_seconds": 1.5}"#,
             r#"{"event_type": "TaskCompleted", "task_id": "t", "duration_seconds": -1}"#,
+            // Longer than 1970 to 2100: refused, as times past 2100 are.
+            r#"{"event_type": "TaskCompleted", "task_id": "t", "duration_seconds": 1e26}"#,
+            r#"{"event_type": "TaskFailed", "task_id": "t", "duration_seconds": 4102444800.5}"#,
             r#"{"event_type": "TaskStarted", "task_id": "t"} trailing"#,
             r#"{"event_type": "TaskStarted", "task_id": "t",}"#,
             r#"{"event_type": "TaskStarted", "task_id": "t", "attributes": {"n": 01}}"#,

@@ -11,7 +11,9 @@
 //! partial line parsed once at EOF (a complete JSON object without its
 //! newline is accepted; anything else is counted as refused). Replies to a
 //! client that never reads them are capped at 1 MiB and then dropped, so a
-//! stuck client costs nothing else.
+//! stuck client costs nothing else. Subscribers are written from one
+//! backlog shared by all of them, each from its own place in it, as fast
+//! as its socket takes the lines ([`super::feed`]).
 //!
 //! The socket is created with mode 0600 (only the job's user can send), and
 //! removed when the listener exits. A stale socket file left by a killed
@@ -20,6 +22,8 @@
 
 use super::batch::{IngestBatch, BATCH_BYTES};
 use super::fast::FastPath;
+pub use super::feed::SubLine;
+use super::feed::{Cursor, Feed, OUT_CHUNK};
 use super::protocol::{error_reply, parse_line, Control, Line, MAX_LINE_BYTES};
 use crate::clock::wall_ns;
 use crate::ids::EventIdGen;
@@ -41,8 +45,9 @@ const READ_CHUNK: usize = 256 << 10;
 const MAX_PENDING_REPLY: usize = 1 << 20;
 /// Unsent bytes at which the agent stops reading a client until it reads
 /// its answers: a peer that sends pings (or subscribes) without reading the
-/// replies is held to a few MiB. Above a subscriber's whole backlog, so a
-/// slow subscriber is never paused by its own feed.
+/// replies is held to a few MiB. Above what a subscriber's feed puts in its
+/// buffer at once ([`OUT_CHUNK`]), so a slow subscriber is never paused by
+/// its own feed.
 const PAUSE_READING_AT: usize = 2 << 20;
 
 /// Counters of the ingest path (relaxed atomics, read by the dispatcher's
@@ -64,19 +69,6 @@ pub struct IngestCounters {
     /// Event lines subscribers lost (they did not read fast enough, or the
     /// dispatcher's ring to the listener was full).
     pub sub_dropped: Arc<AtomicU64>,
-}
-
-/// One event line for subscribers, with its type for filtering.
-#[derive(Debug)]
-pub struct SubLine {
-    /// `event_type`.
-    pub event_type: String,
-    /// The JSONL line, newline-terminated; empty for a loss marker.
-    pub line: Vec<u8>,
-    /// A loss marker: this many lines of `event_type` were lost here
-    /// (the ring to the listener was full), so every subscriber to that
-    /// type is told `{"dropped": N}`.
-    pub lost: u64,
 }
 
 /// Shared between the listener and the main thread for the stop protocol.
@@ -138,18 +130,19 @@ struct Client {
     waiting_stop: bool,
     /// The epoll events asked for it now.
     interest: EventFlags,
-    /// Event types this client subscribed to (`Some(empty)`: all).
-    subscribe: Option<Vec<String>>,
-    /// Lines this subscriber lost since it was last told.
-    sub_lost: u64,
+    /// A subscriber's types and place in the feed.
+    subscribe: Option<Cursor>,
     read_closed: bool,
 }
 
-const MAX_SUBSCRIBER_BUFFER: usize = 1 << 20;
+/// How long the end of a recording waits at most for subscribers to take
+/// the lines still meant for them.
+const LAST_LINES: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Subscribers at most at once; a further `subscribe` is refused (and
-/// counted), so idle subscribers cannot make the agent's memory grow
-/// without bound (each may hold `MAX_SUBSCRIBER_BUFFER`).
+/// counted), so that subscribers cannot make the agent's memory grow
+/// without bound (each holds a place in the shared feed and a chunk of
+/// [`OUT_CHUNK`]).
 pub const MAX_SUBSCRIBERS: usize = 64;
 
 /// The listener thread's state. Create with [`Listener::new`], then
@@ -178,6 +171,8 @@ pub struct Listener {
     info: AgentInfo,
     on_stop: fn(),
     subs: Option<crate::ring::Consumer<SubLine>>,
+    /// The subscribers' shared backlog.
+    feed: Feed,
     subscribers: Arc<std::sync::atomic::AtomicUsize>,
     /// A descriptor held in reserve: out of descriptors (EMFILE), the
     /// listener closes it to accept the waiting client, tells it why, closes
@@ -293,6 +288,7 @@ impl Listener {
                 info,
                 on_stop,
                 subs: None,
+                feed: Feed::default(),
                 subscribers: Arc::default(),
                 spare: std::fs::File::open("/dev/null").ok(),
             },
@@ -317,45 +313,57 @@ impl Listener {
         self.subscribers = subscribers;
     }
 
-    /// Delivers queued event lines to the subscribers they match.
+    /// Moves the lines the dispatcher queued into the feed and writes
+    /// every subscriber what its socket takes. When the feed is full, the
+    /// lines wait in the ring (a subscriber's socket that takes more wakes
+    /// the listener, which goes on from there) until the ring is a quarter
+    /// full; only then do the subscribers furthest behind lose the oldest
+    /// lines (see [`Feed::shed`]), so that the dispatcher's ring never
+    /// fills for them. A few rounds at most, so that a steady stream of
+    /// lines does not keep the listener from its clients: it wakes itself
+    /// to go on.
     fn deliver(&mut self) {
-        let Some(rx) = self.subs.as_mut() else {
-            return;
-        };
-        let mut any = false;
-        while let Some(l) = rx.pop() {
-            any = true;
-            for c in self.clients.values_mut() {
-                let Some(types) = &c.subscribe else { continue };
-                if !types.is_empty() && !types.contains(&l.event_type) {
-                    continue;
-                }
-                if l.lost > 0 {
-                    // Lost before they reached the listener: told like
-                    // those a slow subscriber loses.
-                    c.sub_lost += l.lost;
-                    continue;
-                }
-                if c.out.len() + l.line.len() > MAX_SUBSCRIBER_BUFFER {
-                    c.sub_lost += 1;
-                    self.counters.sub_dropped.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    c.out.extend_from_slice(&l.line);
-                }
+        for _ in 0..8 {
+            let Some(rx) = self.subs.as_mut() else {
+                return;
+            };
+            self.feed.take(rx);
+            let tokens: Vec<u64> = self
+                .clients
+                .iter()
+                .filter(|(_, c)| c.subscribe.is_some())
+                .map(|(t, _)| *t)
+                .collect();
+            for t in tokens {
+                self.pump(t);
             }
+            self.release();
+            let Some(rx) = self.subs.as_ref() else {
+                return;
+            };
+            if rx.is_empty() {
+                return;
+            }
+            if !self.feed.is_full() {
+                continue; // the subscribers took some: take more
+            }
+            if rx.len() * 4 < rx.capacity() {
+                return; // wait for the subscribers' sockets
+            }
+            let cursors = self
+                .clients
+                .values_mut()
+                .filter_map(|c| c.subscribe.as_mut());
+            let lost = self.feed.shed(cursors);
+            self.counters.sub_dropped.fetch_add(lost, Ordering::Relaxed);
         }
-        if !any {
-            return;
-        }
-        let tokens: Vec<u64> = self
-            .clients
-            .iter()
-            .filter(|(_, c)| c.subscribe.is_some())
-            .map(|(t, _)| *t)
-            .collect();
-        for t in tokens {
-            self.pump(t);
-        }
+        let _ = rustix::io::write(&*self.wake, &1u64.to_ne_bytes());
+    }
+
+    /// Frees the feed's lines that every subscriber has been written.
+    fn release(&mut self) {
+        let cursors = self.clients.values().filter_map(|c| c.subscribe.as_ref());
+        self.feed.release(cursors);
     }
 
     /// Writes what a client can take now; closes it if it is gone.
@@ -363,21 +371,35 @@ impl Listener {
         let Some(mut c) = self.clients.remove(&token) else {
             return;
         };
-        if !flush(&mut c) {
+        if !self.write_out(&mut c) {
             self.drop_client(&c);
             return;
         }
-        if c.sub_lost > 0 && c.out.len() < MAX_SUBSCRIBER_BUFFER / 2 {
-            c.out
-                .extend_from_slice(format!("{{\"dropped\": {}}}\n", c.sub_lost).as_bytes());
-            c.sub_lost = 0;
-            if !flush(&mut c) {
-                self.drop_client(&c);
-                return;
-            }
-        }
         self.rearm(token, &mut c, false);
         self.clients.insert(token, c);
+    }
+
+    /// Writes a client's replies and, to a subscriber, the feed from its
+    /// place, a chunk at a time, until its socket is full or it has every
+    /// line; false when the client is gone.
+    fn write_out(&self, c: &mut Client) -> bool {
+        loop {
+            if let Some(cur) = c.subscribe.as_mut() {
+                if c.out.len() < OUT_CHUNK {
+                    self.feed.fill(cur, &mut c.out, OUT_CHUNK);
+                }
+            }
+            if !flush(c) {
+                return false;
+            }
+            let behind = c
+                .subscribe
+                .as_ref()
+                .is_some_and(|cur| !self.feed.caught_up(cur) || cur.lost > 0);
+            if !c.out.is_empty() || !behind {
+                return true;
+            }
+        }
     }
 
     fn drop_client(&mut self, c: &Client) {
@@ -421,8 +443,9 @@ impl Listener {
             if self.control.closing.load(Ordering::Acquire)
                 && !self.control.closed.load(Ordering::Relaxed)
             {
-                // Every line is refused from here on: what was accepted
-                // before goes to the dispatcher now, ahead of its last drain.
+                self.seal(&mut rbuf);
+                // What was accepted before goes to the dispatcher now,
+                // ahead of its last drain.
                 self.hand_over();
                 self.control.closed.store(true, Ordering::Release);
             }
@@ -433,6 +456,35 @@ impl Listener {
         self.finish();
     }
 
+    /// The recording is ending: every connection's reading side is shut,
+    /// after what each client sent before is read, and refused, each line
+    /// answered and counted. So the session's final counters, taken after
+    /// this, count every error line a client is sent: a line written
+    /// later is not taken by the agent at all (the client's write fails
+    /// with EPIPE, a broken pipe), rather than refused with an answer that
+    /// no counter in the session's output shows (there were 400 of them
+    /// while the session's output was converted, in one test). A client
+    /// that connects after this has its first lines (those sent before the
+    /// agent accepted it) answered, so that `tal stop` still waits for the
+    /// JSONL and `tal emit` hears that its event was not recorded; those
+    /// answers come after the final counters, and are not in them.
+    fn seal(&mut self, rbuf: &mut [u8]) {
+        let tokens: Vec<u64> = self.clients.keys().copied().collect();
+        for t in tokens {
+            if let Some(c) = self.clients.get(&t) {
+                let _ = c.stream.shutdown(std::net::Shutdown::Read);
+            }
+            // What was queued before the shutdown is still read; then the
+            // read side says end of file. (Bounded: nothing more queues.)
+            for _ in 0..64 {
+                if self.clients.get(&t).is_none_or(|c| c.read_closed) {
+                    break;
+                }
+                self.serve(t, EventFlags::IN, rbuf);
+            }
+        }
+    }
+
     fn accept(&mut self) {
         loop {
             match self.socket.accept() {
@@ -440,6 +492,10 @@ impl Listener {
                     if !peer_is_ours(&stream) || stream.set_nonblocking(true).is_err() {
                         self.counters.refused.fetch_add(1, Ordering::Relaxed);
                         continue;
+                    }
+                    if self.control.closed.load(Ordering::Relaxed) {
+                        // After the seal: nothing more is read (see `seal`).
+                        let _ = stream.shutdown(std::net::Shutdown::Read);
                     }
                     let token = self.next;
                     self.next += 1;
@@ -459,7 +515,6 @@ impl Listener {
                             waiting_stop: false,
                             interest: READABLE,
                             subscribe: None,
-                            sub_lost: 0,
                             read_closed: false,
                         },
                     );
@@ -535,16 +590,24 @@ impl Listener {
             self.handle_line(&mut c, &rest, wall_ns());
         }
         self.hand_over();
-        let alive = flush(&mut c);
-        if !alive || (eof && !c.waiting_stop && c.subscribe.is_none()) {
+        let alive = self.write_out(&mut c);
+        let subscriber = c.subscribe.is_some();
+        if !alive || (eof && !c.waiting_stop && !subscriber) {
             // Closing drops the fd from the epoll set.
             self.drop_client(&c);
-            return;
+        } else {
+            let newly_closed = eof && !c.read_closed;
+            c.read_closed |= eof;
+            self.rearm(token, &mut c, newly_closed);
+            self.clients.insert(token, c);
         }
-        let newly_closed = eof && !c.read_closed;
-        c.read_closed |= eof;
-        self.rearm(token, &mut c, newly_closed);
-        self.clients.insert(token, c);
+        if subscriber {
+            // It may have been the one holding the feed's oldest lines.
+            self.release();
+            if self.subs.as_ref().is_some_and(|r| !r.is_empty()) {
+                self.deliver();
+            }
+        }
     }
 
     /// Updates a client's epoll interest: reading until its side is closed
@@ -699,7 +762,10 @@ impl Listener {
                 o.end();
                 ack.push(b'\n');
                 c.out.extend_from_slice(&ack);
-                c.subscribe = Some(types);
+                let lost = c.subscribe.take().map_or(0, |cur| cur.lost);
+                let mut cur = self.feed.cursor(types);
+                cur.lost = lost;
+                c.subscribe = Some(cur);
             }
             Ok(Line::Control(Control::Stop)) => {
                 self.hand_over();
@@ -730,6 +796,48 @@ impl Listener {
         }
     }
 
+    /// The end: every line the dispatcher handed over goes into the feed,
+    /// and subscribers are written what their sockets take, for at most
+    /// [`LAST_LINES`]; what is left then is counted and told as lost.
+    fn last_lines(&mut self) {
+        let deadline = std::time::Instant::now() + LAST_LINES;
+        loop {
+            self.deliver();
+            let waiting = self.subs.as_ref().is_some_and(|r| !r.is_empty());
+            let mut fds: Vec<rustix::event::PollFd<'_>> = self
+                .clients
+                .values()
+                .filter(|c| !c.out.is_empty())
+                .map(|c| rustix::event::PollFd::new(&c.stream, rustix::event::PollFlags::OUT))
+                .collect();
+            let now = std::time::Instant::now();
+            if (fds.is_empty() && !waiting) || now >= deadline {
+                break;
+            }
+            if !fds.is_empty() {
+                let left = (deadline - now).min(std::time::Duration::from_millis(10));
+                let t = rustix::time::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: left.subsec_nanos().into(),
+                };
+                let _ = rustix::event::poll(&mut fds, Some(&t));
+            }
+        }
+        // Lines still in the ring then are lost to those behind (counted).
+        while let Some(rx) = self.subs.as_mut() {
+            self.feed.take(rx);
+            if rx.is_empty() {
+                break;
+            }
+            let cursors = self
+                .clients
+                .values_mut()
+                .filter_map(|c| c.subscribe.as_mut());
+            let lost = self.feed.shed(cursors);
+            self.counters.sub_dropped.fetch_add(lost, Ordering::Relaxed);
+        }
+    }
+
     fn finish(mut self) {
         let done = self
             .control
@@ -738,17 +846,22 @@ impl Listener {
             .map(|d| d.clone())
             .unwrap_or(None)
             .unwrap_or_else(|| "{\"ok\": true}".into());
-        self.deliver();
+        self.last_lines();
         for c in self.clients.values_mut() {
-            if c.sub_lost > 0 {
+            if let Some(cur) = c.subscribe.as_mut().filter(|cur| !self.feed.caught_up(cur)) {
                 // Last words to a subscriber that fell behind: finish the line
                 // it is in the middle of, drop the rest (counted), and say so.
                 let keep = c.out.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
-                let lost = c.out[keep..].iter().filter(|&&b| b == b'\n').count() as u64;
+                let cut = c.out[keep..].iter().filter(|&&b| b == b'\n').count() as u64;
                 c.out.truncate(keep);
-                c.sub_lost += lost;
+                let lost = cut + self.feed.skip(cur);
+                cur.lost += cut;
+                self.counters.sub_dropped.fetch_add(lost, Ordering::Relaxed);
+            }
+            if let Some(cur) = c.subscribe.as_mut().filter(|cur| cur.lost > 0) {
                 c.out
-                    .extend_from_slice(format!("{{\"dropped\": {}}}\n", c.sub_lost).as_bytes());
+                    .extend_from_slice(format!("{{\"dropped\": {}}}\n", cur.lost).as_bytes());
+                cur.lost = 0;
             }
             if c.waiting_stop {
                 c.out.extend_from_slice(done.as_bytes());

@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod fast;
+pub mod feed;
 pub mod listener;
 pub mod protocol;
 pub mod sockdir;

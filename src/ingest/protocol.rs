@@ -20,7 +20,8 @@
 //! `section`) cannot be sent. Unknown fields of core events are kept as
 //! extension fields. A line longer than [`MAX_LINE_BYTES`] is refused (the
 //! last line of a stream too, newline or not). Times must lie from the
-//! epoch to 2100 ([`crate::clock::MAX_TIME_SECS`]). A key repeated in one
+//! epoch to 2100 ([`crate::clock::MAX_TIME_SECS`]), and a
+//! `duration_seconds` from 0 to as many seconds. A key repeated in one
 //! object is accepted and its last value wins, as Python's `json` (and so
 //! RHAPSODY) reads such a line; the fast path leaves such lines to the
 //! general parser, which does the same.
@@ -29,19 +30,27 @@
 //! `{"op": "stop"}` asks the agent to finalise (the reply comes when the
 //! JSONL is written), `{"op": "ping"}` is answered at once, and
 //! `{"op": "subscribe", "types": [...]}` turns the connection into a feed of
-//! every event (of those types; none or `[]`: all) as JSONL event lines, as
-//! the dispatcher handles them. It is answered first with
-//! `{"ok": true, "subscribed": [...]}` (the types, as asked): every event
-//! the dispatcher handles after that line is in the feed. A subscriber that does not keep up loses lines: the agent
-//! never waits for it, counts them, and tells it with a
-//! `{"dropped": N}` line once it catches up; lines lost before they reach
-//! the listener (its ring from the dispatcher full) are told the same way,
-//! to every subscriber of their type. Each subscriber's backlog is capped
-//! at 1 MiB, and at most 64 connections subscribe at once (a further
-//! `subscribe` is refused with an error line).
+//! every event (of those types; with no `types`, or `null`: of every type)
+//! as JSONL event lines, as the dispatcher handles them. The types must be
+//! event types ([`FEED_TYPES`], or namespaced custom ones): an empty list
+//! or an unknown name is refused with an error line that says why. It is
+//! answered first with `{"ok": true, "subscribed": [...]}` (the types, as
+//! asked): every event the dispatcher handles after that line is in the
+//! feed. A subscriber that reads as fast as the agent ingests loses
+//! nothing: the lines wait in a backlog shared by all subscribers (4 MiB,
+//! and a quarter of the dispatcher's ring to the listener beside it). One
+//! that falls further behind loses the oldest lines ([`super::feed`]): the
+//! agent never waits for it, counts them, and tells it with a
+//! `{"dropped": N}` line in their place; lines lost before they reach the
+//! listener (its ring from the dispatcher full) are told the same way, to
+//! every subscriber of their type. At most 64 connections
+//! subscribe at once (a further `subscribe` is refused with an error line).
 //!
 //! Every refused line gets one reply line, `{"error": REASON, "line": N}`
-//! (N counts the connection's lines from 1); accepted lines get no reply.
+//! (N counts the connection's lines from 1), and is counted
+//! (`ingest_lines_rejected`); accepted lines get no reply. When the
+//! recording ends, the agent stops reading the connections open then (see
+//! the listener's `seal`): a client's later write fails with EPIPE.
 
 use crate::record::{
     Attributes, Event, EventKind, ResourceScope, ResourceUpdate, TaskEvent, TaskState, Value,
@@ -223,16 +232,58 @@ fn parse_control(m: &Map<String, J>, op: &J) -> Result<Control, String> {
         Some("ping") => Ok(Control::Ping),
         Some("subscribe") => match m.get("types") {
             None | Some(J::Null) => Ok(Control::Subscribe(Vec::new())),
-            Some(J::Array(a)) => a
-                .iter()
-                .map(|t| t.as_str().map(String::from))
-                .collect::<Option<Vec<_>>>()
-                .map(Control::Subscribe)
-                .ok_or_else(|| "types must be a list of event type strings".into()),
+            Some(J::Array(a)) => subscribe_types(a).map(Control::Subscribe),
             Some(_) => Err("types must be a list of event type strings".into()),
         },
         _ => Err(format!("unknown op {op} (known: stop, ping, subscribe)")),
     }
+}
+
+/// The event types a subscriber may name: those of the session, of
+/// samples and of the task lifecycle.
+const FEED_TYPES: [&str; 10] = [
+    "SessionStarted",
+    "SessionEnded",
+    "ResourceUpdate",
+    "TaskCreated",
+    "TaskSubmitted",
+    "TaskQueued",
+    "TaskStarted",
+    "TaskCompleted",
+    "TaskFailed",
+    "TaskCanceled",
+];
+
+/// A subscription's list of types: at least one, each a type an event in
+/// the feed can have ([`FEED_TYPES`], or a namespaced custom type, tal's
+/// own `tal.TaskResourceUpdate` among them). An empty list is refused
+/// rather than read as "every type" (leaving `types` out says that), and
+/// an unknown name rather than acknowledged and never matched.
+fn subscribe_types(a: &[J]) -> Result<Vec<String>, String> {
+    let types = a
+        .iter()
+        .map(|t| t.as_str().map(String::from))
+        .collect::<Option<Vec<_>>>()
+        .ok_or("types must be a list of event type strings")?;
+    if types.is_empty() {
+        return Err(
+            "types is empty: name at least one event type, or leave types out to get every event"
+                .into(),
+        );
+    }
+    let unknown: Vec<String> = types
+        .iter()
+        .filter(|t| !FEED_TYPES.contains(&t.as_str()) && !is_custom_type(t))
+        .map(|t| J::from(t.as_str()).to_string())
+        .collect();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "unknown event type {} (known: {}, or a namespaced custom type such as app.Checkpoint)",
+            unknown.join(", "),
+            FEED_TYPES.join(", ")
+        ));
+    }
+    Ok(types)
 }
 
 /// The line's fields beyond the core schema and `skip`, in the order sent.
@@ -246,8 +297,11 @@ fn extras(m: &Map<String, J>, skip: &[&str]) -> Attributes {
 /// A task lifecycle event's own fields.
 fn task_kind(m: &Map<String, J>, state: TaskState) -> Result<EventKind, String> {
     let duration_seconds = num(m, "duration_seconds")?;
-    if duration_seconds.is_some_and(|d| d < 0.0) {
-        return Err("duration_seconds must not be negative".into());
+    if duration_seconds.is_some_and(|d| !crate::clock::duration_in_range(d)) {
+        return Err(format!(
+            "duration_seconds must be seconds, from 0 up to {} (1970 to 2100)",
+            crate::clock::MAX_TIME_SECS
+        ));
     }
     let error_type = opt_str(m, "error_type")?;
     let terminal = state.is_terminal();
@@ -420,6 +474,53 @@ mod tests {
         assert!(err(r#"{"op": "explode"}"#).contains("unknown op"));
     }
 
+    /// What a subscriber may ask for: every type (no `types`, or null), or
+    /// named event types; an empty list (once read as "everything") and
+    /// unknown names (once acknowledged, then never matched) are refused.
+    #[test]
+    fn subscriptions_name_event_types() {
+        let sub = |l: &str| match parse_line(l.as_bytes(), 0) {
+            Ok(Line::Control(Control::Subscribe(t))) => Ok(t),
+            other => Err(format!("{other:?}")),
+        };
+        assert_eq!(sub(r#"{"op": "subscribe"}"#), Ok(vec![]));
+        assert_eq!(sub(r#"{"op": "subscribe", "types": null}"#), Ok(vec![]));
+        assert_eq!(
+            sub(
+                r#"{"op": "subscribe", "types": ["TaskFailed", "app.Ckpt", "tal.TaskResourceUpdate", "ResourceUpdate", "SessionEnded"]}"#
+            ),
+            Ok([
+                "TaskFailed",
+                "app.Ckpt",
+                "tal.TaskResourceUpdate",
+                "ResourceUpdate",
+                "SessionEnded"
+            ]
+            .map(String::from)
+            .to_vec())
+        );
+        let e = err(r#"{"op": "subscribe", "types": []}"#);
+        assert!(
+            e.contains("types is empty") && e.contains("leave types out"),
+            "{e}"
+        );
+        let e = err(
+            r#"{"op": "subscribe", "types": ["TaskFailed", "TaskFialed", "Checkpoint", "a b.c"]}"#,
+        );
+        assert!(
+            e.contains(r#"unknown event type "TaskFialed", "Checkpoint", "a b.c" (known: "#),
+            "{e}"
+        );
+        assert!(!e.contains(r#""TaskFailed""#), "{e}");
+        for bad in [r#""TaskFailed""#, "[1]", r#"{"TaskFailed": 1}"#] {
+            let e = err(&format!(r#"{{"op": "subscribe", "types": {bad}}}"#));
+            assert!(
+                e.contains("types must be a list of event type strings"),
+                "{e}"
+            );
+        }
+    }
+
     #[test]
     fn every_bad_line_has_a_reason() {
         for (line, want) in [
@@ -461,6 +562,19 @@ mod tests {
             (
                 r#"{"event_type": "TaskCompleted", "task_id": "t", "duration_seconds": "1"}"#,
                 "duration_seconds must be a number",
+            ),
+            (
+                // Once accepted, and printed as 18446744073709551615h.
+                r#"{"event_type": "TaskCompleted", "task_id": "t", "duration_seconds": 1e26}"#,
+                "duration_seconds must be seconds, from 0 up to 4102444800",
+            ),
+            (
+                r#"{"event_type": "TaskCanceled", "task_id": "t", "duration_seconds": 4102444800.5}"#,
+                "duration_seconds must be seconds, from 0 up to 4102444800",
+            ),
+            (
+                r#"{"event_type": "TaskQueued", "task_id": "t", "duration_seconds": -0.5}"#,
+                "duration_seconds must be seconds",
             ),
             (
                 r#"{"event_type": "TaskFailed", "task_id": "t", "error_type": 3}"#,

@@ -41,7 +41,7 @@ pub use stage::WriterStage;
 use crate::agent::affinity::{self, CpuMask};
 use crate::agent::gpu::{GpuAgent, GpuCounters, GpuSources};
 use crate::agent::proc::{source, ProcAgent, ProcReading, ProcSample, ProcSources};
-use crate::agent::tasks::{TaskAgent, TaskCounters, TaskKeys, TaskSample, TaskWatch};
+use crate::agent::tasks::{TaskAgent, TaskCounters, TaskKeys, TaskSample};
 use crate::agent::AgentCounters;
 use crate::clock::Anchor;
 use crate::convert::{self, Output};
@@ -555,7 +555,7 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
     let task_counters = Arc::new(TaskCounters::default());
     let (task_out, task_in) = match cfg.task_interval {
         Some(_) => {
-            let (wtx, wrx) = ring::channel::<TaskWatch>(TASK_WATCH_RING);
+            let (wtx, wrx) = crate::agent::tasks::watch_rings(TASK_WATCH_RING);
             let (stx, srx) = ring::channel::<TaskSample>(TASK_SAMPLE_RING);
             (
                 Some((wrx, stx, wtx)),
