@@ -36,6 +36,7 @@
 //! task (its id while the first pass runs, then 24 bytes), not the events.
 
 use crate::convert::json::JsonOut;
+use crate::convert::lines::{input_error, LineStats};
 use crate::convert::{each_jsonl_line, json_time_ns, NodeIndex, NODE_SERIES};
 use serde_json::Value;
 use std::cmp::Reverse;
@@ -53,6 +54,8 @@ pub struct ChromeStats {
     pub instants: usize,
     /// Processes (nodes, and the session's).
     pub processes: usize,
+    /// What reading the JSONL met (see [`crate::convert::lines`]).
+    pub read: LineStats,
 }
 
 /// The first pass's findings.
@@ -191,7 +194,7 @@ pub fn write_chrome_trace<R: BufRead>(
 ) -> io::Result<ChromeStats> {
     let mut plan = Plan::default();
     plan.nodes.add("");
-    each_jsonl_line(open()?, |v| {
+    let read = each_jsonl_line(open().map_err(input_error)?, |v| {
         plan.line(&v);
         Ok(())
     })?;
@@ -207,6 +210,7 @@ pub fn write_chrome_trace<R: BufRead>(
         start,
         stats: ChromeStats {
             processes: plan.nodes.len(),
+            read,
             ..ChromeStats::default()
         },
     };
@@ -215,7 +219,7 @@ pub fn write_chrome_trace<R: BufRead>(
     w.metadata(&plan)?;
     let mut span_no = 0;
     let mut metric = None;
-    each_jsonl_line(open()?, |v| {
+    each_jsonl_line(open().map_err(input_error)?, |v| {
         let v = &v;
         match v["section"].as_str() {
             Some("event") => w.event(&plan, v),
