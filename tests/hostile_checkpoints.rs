@@ -661,6 +661,12 @@ fn the_heatmaps_keep_to_their_cell_budget() {
         assert!(rows * group >= 100_000, "every core is in a row");
         assert!(c["columns"].as_u64().unwrap() >= 20);
     }
+    let (dom, console) = render(&page);
+    assert!(dom.contains("data-tal-ready=\""), "{console}");
+    assert!(
+        dom.contains("a row is the mean of 10 cores"),
+        "the page says what was cut"
+    );
 }
 
 #[test]

@@ -7,12 +7,15 @@
 //!   skipped, counted, and named by its number in [`LineStats`]; the lines
 //!   around it are read as usual. Skipping, rather than refusing the file,
 //!   loses nothing else the file recorded. The cap is what bounds a
-//!   reader's memory whatever the file: a parsed line costs up to ~35
-//!   times its text (a `serde_json::Value` per tiny item), so a 20 MB line
-//!   would cost ~700 MiB, and a 4 MiB one costs ~140 MiB at worst.
-//!   RHAPSODY's events are well under a kilobyte, and tal's are too, but
-//!   for its metric line, whose `tal_logs` grows by some 300 bytes per
-//!   node log: 4 MiB holds it for over 10,000 nodes.
+//!   reader's memory whatever the file: a parsed line costs up to ~25
+//!   times its text (a `serde_json::Value` for each tiny item, `[],[],…`),
+//!   so a 20 MB line cost `tal report` ~700 MiB, and a line at the cap
+//!   costs ~400 MiB at worst (~100 MiB for 4 MiB). The cap is that high
+//!   for tal's own metric line: RHAPSODY's events, and tal's other lines,
+//!   are well under a kilobyte, but the metric line's `tal_logs` and GPU
+//!   energies grow by ~0.5 KiB per node log, ~2 KiB for a node of 8 GPUs
+//!   (their ids and names): 16 MiB holds it for some 8,000 such nodes, or
+//!   30,000 without GPUs. (It parses at ~15 times its text.)
 //! - Python's `json.dumps`, which RHAPSODY writes its checkpoint with,
 //!   writes a float that is not finite as `NaN`, `Infinity` or
 //!   `-Infinity`, which JSON does not have. A line that does not parse and
@@ -31,7 +34,7 @@ use serde_json::Value;
 use std::io::{self, BufRead};
 
 /// The longest line read (see the module doc).
-pub const MAX_LINE_BYTES: usize = 4 << 20;
+pub const MAX_LINE_BYTES: usize = 16 << 20;
 
 /// What reading a checkpoint's lines met besides its values.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
