@@ -562,14 +562,24 @@ fn html_checkpoint(path: &Path, at: &str) {
     }
     lines
         .push(json!({"section": "metric", "agent_cpu_seconds": 0.1, pick("metric", "agent_x"): 1}));
-    lines.push(span(&task, 0.1, 0.5, "failed", Some(&err)));
+    let mut task_span = span(&task, 0.1, 0.5, "failed", Some(&err));
+    task_span["attributes"]["task_type"] = json!(pick("task type", "ComputeTask"));
+    lines.push(task_span);
     write_lines(path, &lines);
 }
 
 #[test]
 fn html_in_any_string_does_not_blank_the_report() {
     let dir = tempfile::tempdir().unwrap();
-    for at in ["task", "session", "node", "type", "error", "metric"] {
+    for at in [
+        "task",
+        "session",
+        "node",
+        "type",
+        "error",
+        "metric",
+        "task type",
+    ] {
         let input = dir.path().join(format!("{at}.telemetry.jsonl"));
         html_checkpoint(&input, at);
         let page = dir.path().join(format!("{at}.report.html"));
