@@ -81,9 +81,12 @@ fn chrome_step(args: &ConvertArgs, src: &Source) -> anyhow::Result<()> {
     };
     let stats = convert::write_output(&path, |w| convert::chrome::write_chrome_trace(open, w));
     progress.finish();
-    let stats = stats.map_err(|e| match convert::lines::is_input_error(&e) {
-        true => anyhow::anyhow!("cannot read {}: {e}", src.path.display()),
-        false => anyhow::anyhow!("cannot write {}: {e}", path.display()),
+    let stats = stats.map_err(|e| {
+        if convert::lines::is_input_error(&e) {
+            anyhow::anyhow!("cannot read {}: {e}", src.path.display())
+        } else {
+            anyhow::anyhow!("cannot write {}: {e}", path.display())
+        }
     })?;
     for note in stats.read.notes() {
         eprintln!("tal convert: {note}");

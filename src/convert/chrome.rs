@@ -34,6 +34,8 @@
 //! nodes, each task's node (from its events' `node_id`) and each span's
 //! interval, and assigns slots; the second writes. Memory is one entry per
 //! task (its id while the first pass runs, then 24 bytes), not the events.
+//! Lines are read as [`crate::convert::lines`] says (overlong ones skipped,
+//! `NaN` as null), and what that met is in [`ChromeStats::read`].
 
 use crate::convert::json::JsonOut;
 use crate::convert::lines::{input_error, LineStats};
