@@ -42,3 +42,4 @@ pub mod summary;
 pub mod sys;
 pub mod tasks;
 pub mod tempfiles;
+pub mod term;

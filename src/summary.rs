@@ -13,8 +13,18 @@
 //! (cut off, damaged frames, read errors).
 //!
 //! Memory: one entry per task (its interval, and its id and node until its
-//! span is read), HDR histograms for the series, and the few rows listed;
-//! never the events.
+//! span is read), the series, and the few rows listed; never the events.
+//! It grows with the lines read, not with the names in them: a node id
+//! costs its name (a task may name any node), and a node's or GPU's series
+//! exist only once a sample of it is read ([`Series`] keeps a few values
+//! as they come, and an HDR histogram of fixed size only past [`FEW`]
+//! values), so 20,000 node ids in task events cost a few MiB, not 2 GB.
+//!
+//! What it prints comes from whoever wrote the checkpoint (a socket
+//! client's ids, a received file), so text mode writes every string
+//! through [`crate::term::escape_for_terminal`], at most [`SHOWN_CHARS`]
+//! characters each, and lists the [`TYPES_LISTED`] most common event and
+//! error types, saying how many more there were.
 
 use crate::convert::{json_time_ns, NodeIndex};
 use crate::stats;
@@ -26,6 +36,17 @@ use std::io::{self, BufRead};
 
 /// How many slowest and failed tasks are listed.
 pub const LISTED: usize = 10;
+
+/// Event types and error types listed in text, at most (the most common;
+/// the rest are counted).
+pub const TYPES_LISTED: usize = 20;
+
+/// Characters of one string from the checkpoint printed, at most.
+pub const SHOWN_CHARS: usize = 200;
+
+/// Values a series keeps as they come before it turns them into its
+/// histogram (whose size is fixed, but ~16 to 330 KiB by its range).
+pub const FEW: usize = 512;
 
 /// p50, p90, p99, max (and mean) of a set of values.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -52,13 +73,16 @@ impl Quantiles {
         }
         v.sort_by(f64::total_cmp);
         let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        let n = v.len() as f64;
         Some(Self {
             count: v.len() as u64,
             p50: at(0.5),
             p90: at(0.9),
             p99: at(0.99),
             max: v[v.len() - 1],
-            mean: v.iter().sum::<f64>() / v.len() as f64,
+            // Each value divided first: a sum of huge finite values would
+            // overflow to infinity.
+            mean: v.iter().map(|x| x / n).sum(),
         })
     }
 
@@ -80,10 +104,15 @@ impl Quantiles {
     }
 }
 
-/// A series' values, kept as an HDR histogram.
+/// A series' values: up to [`FEW`] of them as they come (their
+/// quantiles exact), then as an HDR histogram of values up to `max` at
+/// resolution `1 / scale`, so that a series read from a few samples costs
+/// a few bytes a sample, not a histogram.
 #[derive(Debug)]
 struct Series {
-    h: Histogram<u64>,
+    few: Vec<f64>,
+    h: Option<Histogram<u64>>,
+    max: f64,
     scale: f64,
 }
 
@@ -91,19 +120,36 @@ impl Series {
     /// Values up to `max` at resolution `1 / scale`.
     fn new(max: f64, scale: f64) -> Self {
         Self {
-            h: stats::histogram((max * scale) as u64),
+            few: Vec::new(),
+            h: None,
+            max,
             scale,
         }
     }
 
     fn add(&mut self, v: f64) {
-        if v.is_finite() && v >= 0.0 {
-            self.h.saturating_record((v * self.scale).round() as u64);
+        if !(v.is_finite() && v >= 0.0) {
+            return;
         }
+        if self.h.is_none() && self.few.len() < FEW {
+            self.few.push(v);
+            return;
+        }
+        let scale = self.scale;
+        let h = self
+            .h
+            .get_or_insert_with(|| stats::histogram((self.max * scale) as u64));
+        for x in self.few.drain(..).chain([v]) {
+            h.saturating_record((x * scale).round() as u64);
+        }
+        self.few = Vec::new();
     }
 
     fn quantiles(&self) -> Option<Quantiles> {
-        Quantiles::of(&self.h, self.scale)
+        match &self.h {
+            Some(h) => Quantiles::of(h, self.scale),
+            None => Quantiles::exact(&mut self.few.clone()),
+        }
     }
 }
 
@@ -198,6 +244,8 @@ pub struct Summary {
     pub agent: Option<BTreeMap<String, Value>>,
     /// What reading each log found (tal's metric line).
     pub logs: Vec<Value>,
+    /// What reading the JSONL met (overlong lines, `NaN` tokens).
+    pub read: crate::convert::lines::LineStats,
 }
 
 /// Reads a session's JSONL line by line into its [`Summary`] (what
@@ -208,7 +256,8 @@ pub struct Reader {
     durations: Vec<f64>,
     task_node: HashMap<String, u32>,
     nodes: NodeIndex,
-    node_series: Vec<NodeSeries>,
+    /// By node number: only nodes with samples have series.
+    node_series: BTreeMap<u32, NodeSeries>,
     /// Every span's (start, end) ns, for the peak.
     intervals: Vec<(i64, i64)>,
     /// Rows kept: the slowest, and the earliest failures.
@@ -240,12 +289,10 @@ impl NodeSeries {
 }
 
 impl Reader {
-    fn node(&mut self, id: &str) -> u32 {
+    /// The series of node `id`, made at its first sample.
+    fn node_series(&mut self, id: &str) -> &mut NodeSeries {
         let i = self.nodes.add(id);
-        if self.node_series.len() < self.nodes.len() {
-            self.node_series.push(NodeSeries::new());
-        }
-        i
+        self.node_series.entry(i).or_insert_with(NodeSeries::new)
     }
 
     /// Takes one JSONL line.
@@ -279,15 +326,14 @@ impl Reader {
             }
             "ResourceUpdate" => {
                 if let Some(n) = node {
-                    let i = self.node(n) as usize;
-                    resource(&mut self.node_series[i], v);
+                    resource(self.node_series(n), v);
                 }
             }
             _ => {}
         }
         if let (Some(task), Some(n)) = (v["task_id"].as_str(), node) {
             if !self.task_node.contains_key(task) {
-                let i = self.node(n);
+                let i = self.nodes.add(n);
                 self.task_node.insert(task.to_string(), i);
             }
         }
@@ -364,13 +410,12 @@ impl Reader {
         };
         t.slowest = self.rows.into_iter().map(offset).collect();
         t.failed = self.failed.into_iter().map(offset).collect();
+        let names = self.nodes.names;
         s.nodes = self
-            .nodes
-            .names
+            .node_series
             .into_iter()
-            .zip(self.node_series)
-            .map(|(node_id, n)| NodeStats {
-                node_id,
+            .map(|(i, n)| NodeStats {
+                node_id: names[i as usize].clone(),
                 samples: n.samples,
                 cpu_percent: n.cpu.quantiles(),
                 memory_percent: n.mem.quantiles(),
@@ -466,18 +511,30 @@ fn resource(n: &mut NodeSeries, v: &Value) {
 }
 
 /// Reads a session's JSONL into its summary. A line that is not JSON is an
-/// error naming it.
+/// error naming it (see [`crate::convert::lines`] for what is skipped).
 pub fn from_jsonl(input: impl BufRead) -> io::Result<Summary> {
     let mut r = Reader::default();
-    crate::convert::each_jsonl_line(input, |v| {
+    let read = crate::convert::each_jsonl_line(input, |v| {
         r.line(v);
         Ok(())
     })?;
-    Ok(r.finish())
+    let mut s = r.finish();
+    s.read = read;
+    Ok(s)
 }
 
+/// Seconds for a person: `1h02m03s`, `4m05.6s`, `7.89s`, `12.3ms`; `>100 y`
+/// past a century (a duration that long is a wrong clock or a wrong file),
+/// `n/a` for what is not a number.
 fn secs(s: f64) -> String {
-    if s >= 3600.0 {
+    const CENTURY: f64 = 100.0 * 365.25 * 86_400.0;
+    if !s.is_finite() {
+        "n/a".into()
+    } else if s < 0.0 {
+        format!("-{}", secs(-s))
+    } else if s > CENTURY {
+        ">100 y".into()
+    } else if s >= 3600.0 {
         format!(
             "{}h{:02}m{:02.0}s",
             (s / 3600.0) as u64,
@@ -525,6 +582,42 @@ fn utc(t: f64) -> String {
     )
 }
 
+/// A string from the checkpoint, for a terminal (see the module doc).
+fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    crate::term::escape_for_terminal(s, SHOWN_CHARS)
+}
+
+/// The most common names of a count by name ([`top_counts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopCounts<'a> {
+    /// The names listed and their counts, largest first (ties by name).
+    pub top: Vec<(&'a str, u64)>,
+    /// How many names are not listed, and the sum of their counts.
+    pub more: Option<(u64, u64)>,
+}
+
+/// The `n` largest counts of `m` (see [`TopCounts`]).
+pub fn top_counts(m: &BTreeMap<String, u64>, n: usize) -> TopCounts<'_> {
+    let mut top: Vec<(&str, u64)> = m.iter().map(|(k, c)| (k.as_str(), *c)).collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let rest = top.split_off(n.min(top.len()));
+    let more = (!rest.is_empty()).then(|| (rest.len() as u64, rest.iter().map(|r| r.1).sum()));
+    TopCounts { top, more }
+}
+
+/// `name count, …` of the [`TYPES_LISTED`] most common, and how many more.
+fn counts(m: &BTreeMap<String, u64>) -> String {
+    let TopCounts { top, more } = top_counts(m, TYPES_LISTED);
+    let mut parts: Vec<String> = top
+        .iter()
+        .map(|(k, n)| format!("{} {n}", shown(k)))
+        .collect();
+    if let Some((names, sum)) = more {
+        parts.push(format!("and {names} more types ({sum} in all)"));
+    }
+    parts.join(", ")
+}
+
 fn pct(q: &Option<Quantiles>) -> String {
     match q {
         Some(q) => format!("{:5.1} {:5.1} {:5.1}", q.p50, q.p99, q.max),
@@ -536,7 +629,7 @@ fn pct(q: &Option<Quantiles>) -> String {
 pub fn render(s: &Summary) -> String {
     use std::fmt::Write;
     let mut o = String::new();
-    let _ = writeln!(o, "session {}", s.session_id);
+    let _ = writeln!(o, "session {}", shown(&s.session_id));
     if let (Some(a), Some(d)) = (s.start_time_s, s.duration_s) {
         let _ = writeln!(o, "  started {}, ran {}", utc(a), secs(d));
     }
@@ -545,16 +638,24 @@ pub fn render(s: &Summary) -> String {
         "  {} node(s); {} events: {}",
         s.nodes.len(),
         s.events.values().sum::<u64>(),
-        s.events
-            .iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        counts(&s.events)
     );
-    let t = &s.tasks;
+    render_tasks(&mut o, &s.tasks);
+    render_nodes(&mut o, &s.nodes);
+    render_cost_and_logs(&mut o, s);
+    o
+}
+
+/// The tasks' part of [`render`].
+fn render_tasks(o: &mut String, t: &Tasks) {
+    use std::fmt::Write;
     let _ = writeln!(o, "\ntasks: {}", t.total);
     if t.total > 0 {
-        let states: Vec<_> = t.by_state.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let states: Vec<_> = t
+            .by_state
+            .iter()
+            .map(|(k, n)| format!("{} {n}", shown(k)))
+            .collect();
         let _ = writeln!(o, "  {}", states.join(", "));
         if t.open_at_end + t.incomplete > 0 {
             let _ = writeln!(
@@ -564,12 +665,7 @@ pub fn render(s: &Summary) -> String {
             );
         }
         if !t.error_types.is_empty() {
-            let errs: Vec<_> = t
-                .error_types
-                .iter()
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect();
-            let _ = writeln!(o, "  failures by type: {}", errs.join(", "));
+            let _ = writeln!(o, "  failures by type: {}", counts(&t.error_types));
         }
         if let Some(d) = &t.duration_s {
             let _ = writeln!(
@@ -602,28 +698,33 @@ pub fn render(s: &Summary) -> String {
                 let _ = writeln!(
                     o,
                     "  {:<28} {:<12} {:<10} {:>10} {:>10}  {}",
-                    r.task_id,
-                    r.node_id.as_deref().unwrap_or("-"),
-                    r.status,
+                    shown(&r.task_id),
+                    shown(r.node_id.as_deref().unwrap_or("-")),
+                    shown(&r.status),
                     secs(r.duration_s),
                     secs(r.start_offset_s),
-                    r.error_type.as_deref().unwrap_or("")
+                    shown(r.error_type.as_deref().unwrap_or(""))
                 );
             }
         }
     }
-    if !s.nodes.is_empty() {
+}
+
+/// The nodes' part of [`render`].
+fn render_nodes(o: &mut String, nodes: &[NodeStats]) {
+    use std::fmt::Write;
+    if !nodes.is_empty() {
         let _ = writeln!(o, "\nnodes (p50 p99 max):");
         let _ = writeln!(
             o,
             "  {:<16} {:>7}  {:<17}  {:<17}",
             "node", "samples", "cpu %", "memory %"
         );
-        for n in &s.nodes {
+        for n in nodes {
             let _ = writeln!(
                 o,
                 "  {:<16} {:>7}  {}  {}",
-                n.node_id,
+                shown(&n.node_id),
                 n.samples,
                 pct(&n.cpu_percent),
                 pct(&n.memory_percent)
@@ -646,6 +747,11 @@ pub fn render(s: &Summary) -> String {
             }
         }
     }
+}
+
+/// tal's own cost and the logs, for [`render`].
+fn render_cost_and_logs(o: &mut String, s: &Summary) {
+    use std::fmt::Write;
     match &s.agent {
         Some(a) => {
             let n = |k: &str| a.get(k).and_then(Value::as_f64).unwrap_or(0.0);
@@ -686,14 +792,13 @@ pub fn render(s: &Summary) -> String {
             let _ = writeln!(
                 o,
                 "  {:<16} {} records: {}  ({})",
-                l["node_id"].as_str().unwrap_or("?"),
-                l["records"],
+                shown(l["node_id"].as_str().unwrap_or("?")),
+                shown(&l["records"].to_string()),
                 state,
-                l["path"].as_str().unwrap_or("")
+                shown(l["path"].as_str().unwrap_or(""))
             );
         }
     }
-    o
 }
 
 #[cfg(test)]
@@ -723,6 +828,50 @@ mod tests {
             keep(&mut rows, k, |r| *r);
         }
         assert_eq!(rows, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn durations_read_sanely_whatever_their_size() {
+        assert_eq!(secs(0.0123), "12.3ms");
+        assert_eq!(secs(7.891), "7.89s");
+        assert_eq!(secs(3723.0), "1h02m03s");
+        assert_eq!(secs(-5.0), "-5.00s");
+        assert_eq!(secs(1e26), ">100 y");
+        assert_eq!(secs(f64::INFINITY), "n/a");
+        assert_eq!(secs(f64::NAN), "n/a");
+        // A mean of huge values does not overflow.
+        let q = Quantiles::exact(&mut [f64::MAX, f64::MAX]).unwrap();
+        assert_eq!(q.mean, f64::MAX);
+    }
+
+    #[test]
+    fn a_series_keeps_few_values_then_a_histogram() {
+        let mut s = Series::new(100.0, 10.0);
+        assert!(s.quantiles().is_none());
+        for v in 1..=FEW {
+            s.add(v as f64 / 10.0);
+        }
+        s.add(f64::NAN);
+        assert!(s.h.is_none() && s.few.len() == FEW);
+        let few = s.quantiles().unwrap();
+        s.add(0.05);
+        assert!(s.h.is_some() && s.few.is_empty());
+        let all = s.quantiles().unwrap();
+        assert_eq!((few.count, all.count), (FEW as u64, FEW as u64 + 1));
+        assert!((few.p50 - all.p50).abs() <= 0.1, "{few:?} {all:?}");
+        assert_eq!(all.max, few.max);
+    }
+
+    #[test]
+    fn top_counts_lists_the_most_common_and_sums_the_rest() {
+        let m: BTreeMap<String, u64> = [("a", 1), ("b", 5), ("c", 5), ("d", 2)]
+            .iter()
+            .map(|(k, n)| (k.to_string(), *n))
+            .collect();
+        let TopCounts { top, more } = top_counts(&m, 2);
+        assert_eq!(top, [("b", 5), ("c", 5)]);
+        assert_eq!(more, Some((2, 3)));
+        assert_eq!(top_counts(&m, 10).more, None);
     }
 
     #[test]

@@ -77,7 +77,9 @@ fn chrome_step(args: &ConvertArgs, src: &Source) -> anyhow::Result<()> {
         let mut out = std::io::BufWriter::new(stdout.lock());
         let written = convert::chrome::write_chrome_trace(open, &mut out);
         progress.finish();
-        written.map_err(read_err)?;
+        for note in written.map_err(read_err)?.read.notes() {
+            eprintln!("tal convert: {note}");
+        }
         return Ok(());
     }
     let path = match &args.output {
@@ -86,7 +88,16 @@ fn chrome_step(args: &ConvertArgs, src: &Source) -> anyhow::Result<()> {
     };
     let stats = convert::write_output(&path, |w| convert::chrome::write_chrome_trace(open, w));
     progress.finish();
-    let stats = stats.map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    let stats = stats.map_err(|e| {
+        if convert::lines::is_input_error(&e) {
+            anyhow::anyhow!("cannot read {}: {e}", src.path.display())
+        } else {
+            anyhow::anyhow!("cannot write {}: {e}", path.display())
+        }
+    })?;
+    for note in stats.read.notes() {
+        eprintln!("tal convert: {note}");
+    }
     eprintln!(
         "tal convert: wrote {} ({} tasks on {} process(es), {} counter samples, {} instants); open it in ui.perfetto.dev or chrome://tracing",
         path.display(),
@@ -259,6 +270,9 @@ fn otlp_step(
     // Removes a temporary JSONL.
     drop(src);
     let built = built?;
+    for note in built.read.notes() {
+        eprintln!("tal convert: {note}");
+    }
     if let Some(o) = json_out {
         if let (Some(t), Some(m)) = o.finish(&built).map_err(map_err)? {
             eprintln!(

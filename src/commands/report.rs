@@ -34,8 +34,16 @@ pub fn run(args: ReportArgs) -> anyhow::Result<i32> {
         convert::write_output(&path, |w| crate::report::write_report(open, w))
     };
     progress.finish();
-    let stats =
-        stats.map_err(|e| anyhow::anyhow!("cannot write the report {}: {e}", path.display()))?;
+    let stats = stats.map_err(|e| {
+        if convert::lines::is_input_error(&e) {
+            anyhow::anyhow!("cannot read {}: {e}", src.path.display())
+        } else {
+            anyhow::anyhow!("cannot write the report {}: {e}", path.display())
+        }
+    })?;
+    for note in stats.read.notes() {
+        eprintln!("tal report: {note}");
+    }
     eprintln!(
         "tal report: wrote {} ({:.1} MiB: {} tasks, {} series points from {} samples) in {:.2} s",
         path.display(),

@@ -83,6 +83,9 @@ pub fn run(args: SummaryArgs) -> anyhow::Result<i32> {
     progress.finish();
     let summary = summary.map_err(read_err)?;
     drop(src);
+    for note in summary.read.notes() {
+        eprintln!("tal summary: {note}");
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &summary)?;

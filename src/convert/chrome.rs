@@ -34,8 +34,11 @@
 //! nodes, each task's node (from its events' `node_id`) and each span's
 //! interval, and assigns slots; the second writes. Memory is one entry per
 //! task (its id while the first pass runs, then 24 bytes), not the events.
+//! Lines are read as [`crate::convert::lines`] says (overlong ones skipped,
+//! `NaN` as null), and what that met is in [`ChromeStats::read`].
 
 use crate::convert::json::JsonOut;
+use crate::convert::lines::{input_error, LineStats};
 use crate::convert::{each_jsonl_line, json_time_ns, NodeIndex, NODE_SERIES};
 use serde_json::Value;
 use std::cmp::Reverse;
@@ -53,6 +56,8 @@ pub struct ChromeStats {
     pub instants: usize,
     /// Processes (nodes, and the session's).
     pub processes: usize,
+    /// What reading the JSONL met (see [`crate::convert::lines`]).
+    pub read: LineStats,
 }
 
 /// The first pass's findings.
@@ -191,7 +196,7 @@ pub fn write_chrome_trace<R: BufRead>(
 ) -> io::Result<ChromeStats> {
     let mut plan = Plan::default();
     plan.nodes.add("");
-    each_jsonl_line(open()?, |v| {
+    let read = each_jsonl_line(open().map_err(input_error)?, |v| {
         plan.line(&v);
         Ok(())
     })?;
@@ -207,6 +212,7 @@ pub fn write_chrome_trace<R: BufRead>(
         start,
         stats: ChromeStats {
             processes: plan.nodes.len(),
+            read,
             ..ChromeStats::default()
         },
     };
@@ -215,7 +221,7 @@ pub fn write_chrome_trace<R: BufRead>(
     w.metadata(&plan)?;
     let mut span_no = 0;
     let mut metric = None;
-    each_jsonl_line(open()?, |v| {
+    each_jsonl_line(open().map_err(input_error)?, |v| {
         let v = &v;
         match v["section"].as_str() {
             Some("event") => w.event(&plan, v),

@@ -19,6 +19,7 @@ pub mod chrome;
 pub mod gpufill;
 pub mod json;
 pub mod jsonl;
+pub mod lines;
 pub mod merge;
 pub mod otlp;
 
@@ -437,26 +438,20 @@ impl NodeIndex {
     }
 }
 
-/// Calls `f` with each line of a JSONL file, parsed (blank lines skipped);
-/// a line that is not JSON is an error naming its number.
+/// Calls `f` with each line of a JSONL file, parsed, as
+/// [`lines::JsonlLines`] reads them (blank and overlong lines skipped,
+/// `NaN` read as null); a line that is not JSON is an error naming its
+/// number. Returns what reading met. Errors of the input are marked as
+/// such ([`lines::is_input_error`]); `f`'s are passed on as they are.
 pub fn each_jsonl_line(
     input: impl io::BufRead,
     mut f: impl FnMut(serde_json::Value) -> io::Result<()>,
-) -> io::Result<()> {
-    for (i, line) in input.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v = serde_json::from_str(&line).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("line {}: not a JSON object: {e}", i + 1),
-            )
-        })?;
+) -> io::Result<lines::LineStats> {
+    let mut lines = lines::JsonlLines::new(input);
+    while let Some(v) = lines.next_value()? {
         f(v)?;
     }
-    Ok(())
+    Ok(lines.stats())
 }
 
 /// Writes `path` through `write` (see the module doc): into a new

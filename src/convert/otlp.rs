@@ -144,6 +144,8 @@ pub struct Otlp {
     pub spans: usize,
     /// Data points in `metrics`.
     pub points: usize,
+    /// What reading the JSONL met (see [`crate::convert::lines`]).
+    pub read: crate::convert::lines::LineStats,
 }
 
 fn kv(key: &str, v: any_value::Value) -> KeyValue {
@@ -641,6 +643,7 @@ impl Builder {
             metrics: ExportMetricsServiceRequest { resource_metrics },
             spans: n_spans,
             points,
+            read: Default::default(),
         }
     }
 
@@ -873,17 +876,8 @@ pub fn stream_jsonl(
 ) -> io::Result<Otlp> {
     let mut b = Builder::default();
     let mut handed = 0;
-    for (i, line) in input.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() || unused(&line) {
-            continue;
-        }
-        let v: Value = serde_json::from_str(&line).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("line {}: not a JSON object: {e}", i + 1),
-            )
-        })?;
+    let mut lines = crate::convert::lines::JsonlLines::new(input);
+    while let Some(v) = lines.next_unless(unused)? {
         b.line(v);
         if b.spans.len() >= batch {
             handed += b.spans.len();
@@ -898,6 +892,7 @@ pub fn stream_jsonl(
     let mut o = b.finish(cfg);
     o.traces = template;
     o.spans = handed;
+    o.read = lines.stats();
     Ok(o)
 }
 

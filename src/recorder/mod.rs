@@ -645,9 +645,9 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
 /// tells of tasks to watch through `rings`.
 fn start_tasks(
     (wrx, stx, wtx): (
-        ring::Consumer<TaskWatch>,
+        crate::agent::tasks::WatchRx,
         ring::Producer<TaskSample>,
-        ring::Producer<TaskWatch>,
+        crate::agent::tasks::WatchTx,
     ),
     every: Duration,
     task_counters: &Arc<TaskCounters>,

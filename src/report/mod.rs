@@ -23,8 +23,23 @@
 //! that spikes survive; the per-core heatmap keeps each column's mean.
 //! The JSONL is read twice: once for the session's bounds and `tal
 //! summary`'s figures, once for the series and the tasks.
+//!
+//! Bounds, whatever the file: memory grows with the lines read, not with
+//! the names in them (a node named only by tasks costs its name; a series
+//! keeps only the columns it has samples in). The page keeps to a size a
+//! browser opens: the heatmaps share [`HEAT_CELLS`] cells (past that,
+//! cores are averaged in groups, and nodes past the budget are left out),
+//! and the event table lists the [`EVENT_TYPES`] most common types; the
+//! page says what was cut.
+//!
+//! The data is embedded as JSON in a `<script type="application/json">`
+//! element, with `<`, `>` and `&` written as `\u003c`, `\u003e` and
+//! `\u0026` (which JSON reads the same): no string, whoever chose it, can
+//! end the element or put the HTML parser into a script state
+//! (`<!--<script>` would make the element swallow the page's scripts).
 
 use crate::convert::chrome::assign_slots;
+use crate::convert::lines::{input_error, LineStats};
 use crate::convert::{json_time_ns, NodeIndex};
 use serde::Serialize;
 use serde_json::Value;
@@ -39,8 +54,17 @@ pub const COLUMNS: usize = 800;
 pub const HEAT_COLUMNS: usize = 600;
 
 /// Cells of all the per-core heatmaps together, at most: many nodes of many
-/// cores get fewer columns each (20 at least), to keep the file small.
+/// cores get fewer columns each (down to [`HEAT_MIN_COLUMNS`]), then rows
+/// of several cores' mean, then nodes past the budget are left out (see
+/// [`HeatPlan`]), to keep the file small.
 pub const HEAT_CELLS: usize = 2_000_000;
+
+/// Columns of a per-core heatmap, at least.
+pub const HEAT_MIN_COLUMNS: usize = 20;
+
+/// Event types the page's table lists, at most: the most common, then a
+/// row for the rest.
+pub const EVENT_TYPES: usize = 100;
 
 const UPLOT_JS: &str = include_str!("../../vendor/uplot/uPlot.iife.min.js");
 const UPLOT_CSS: &str = include_str!("../../vendor/uplot/uPlot.min.css");
@@ -58,6 +82,8 @@ pub struct ReportStats {
     pub samples: usize,
     /// Bytes written.
     pub bytes: u64,
+    /// What reading the JSONL met (see [`crate::convert::lines`]).
+    pub read: crate::convert::lines::LineStats,
 }
 
 /// One multi-field series, down-sampled onto the session's grid of
@@ -81,8 +107,10 @@ struct Series {
     k: Vec<u32>,
     /// Per field, the values at `k` (null where missing).
     v: Vec<Vec<Compact>>,
+    /// The columns that have samples, by column (only those: a series
+    /// read from one sample costs one column).
     #[serde(skip)]
-    cols: Vec<Option<Column>>,
+    cols: BTreeMap<usize, Column>,
 }
 
 /// A value written short: an integral one without its `.0`.
@@ -116,12 +144,12 @@ impl Series {
             fields,
             k: Vec::new(),
             v: vec![Vec::new(); n],
-            cols: vec![None; COLUMNS],
+            cols: BTreeMap::new(),
         }
     }
 
     fn add(&mut self, col: usize, vals: &[Option<f64>]) {
-        let c = self.cols[col].get_or_insert_with(|| Column {
+        let c = self.cols.entry(col).or_insert_with(|| Column {
             n: 0,
             min: vec![None; vals.len()],
             max: vec![None; vals.len()],
@@ -138,8 +166,7 @@ impl Series {
     /// Turns the columns into points (see the type's doc). Returns the
     /// points.
     fn finish(&mut self) -> usize {
-        for (i, c) in std::mem::take(&mut self.cols).into_iter().enumerate() {
-            let Some(c) = c else { continue };
+        for (i, c) in std::mem::take(&mut self.cols) {
             let at = |quarter: u32| i as u32 * 4 + quarter;
             if c.n > 1 {
                 self.k.push(at(1));
@@ -164,12 +191,78 @@ struct Cores {
     node: String,
     /// Columns, over the whole session.
     columns: usize,
-    /// Cores.
+    /// Rows.
     n: usize,
-    /// Row-major: core × column; busy %, rounded (null: no sample).
+    /// Cores per row (their mean): 1 unless the cells' budget is short.
+    group: usize,
+    /// Cores.
+    cores: usize,
+    /// Row-major: row × column; busy %, rounded (null: no sample).
     v: Vec<Option<u8>>,
     #[serde(skip)]
     sum: Vec<(f64, u32)>,
+}
+
+/// How the per-core heatmaps share [`HEAT_CELLS`] cells: every node the
+/// same columns, `HEAT_CELLS / cores` within [`HEAT_MIN_COLUMNS`] and
+/// [`HEAT_COLUMNS`]; if that is still too many cells, rows of `group`
+/// cores each (their mean); if still too many (a great many nodes of few
+/// cores), the nodes past the budget, in order of their names, get none.
+#[derive(Debug, Default)]
+struct HeatPlan {
+    columns: usize,
+    group: usize,
+    /// The nodes drawn: their cores.
+    kept: HashMap<String, usize>,
+    /// The nodes left out, and their cores.
+    cut: Option<Cut>,
+}
+
+/// What the page leaves out: how many (nodes, types) and how much in them
+/// (cores, events).
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+struct Cut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nodes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cores: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    types: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<u64>,
+}
+
+impl HeatPlan {
+    /// The plan for nodes of these many cores.
+    fn new(cores: &HashMap<String, usize>) -> Self {
+        let all: usize = cores.values().sum();
+        let columns = (HEAT_CELLS / all.max(1)).clamp(HEAT_MIN_COLUMNS, HEAT_COLUMNS);
+        let group = (all.saturating_mul(columns)).div_ceil(HEAT_CELLS).max(1);
+        let mut nodes: Vec<(&String, &usize)> = cores.iter().collect();
+        nodes.sort();
+        let mut plan = Self {
+            columns,
+            group,
+            ..Self::default()
+        };
+        let (mut used, mut cut_nodes, mut cut_cores) = (0, 0, 0);
+        for (node, &n) in nodes {
+            let cells = n.div_ceil(group) * columns;
+            if used + cells > HEAT_CELLS {
+                cut_nodes += 1;
+                cut_cores += n as u64;
+                continue;
+            }
+            used += cells;
+            plan.kept.insert(node.clone(), n);
+        }
+        plan.cut = (cut_nodes > 0).then_some(Cut {
+            nodes: Some(cut_nodes),
+            cores: Some(cut_cores),
+            ..Cut::default()
+        });
+        plan
+    }
 }
 
 /// The tasks, column-wise.
@@ -214,6 +307,12 @@ struct Data<'a> {
     series: Vec<Series>,
     gpus: Vec<Series>,
     cores: Vec<Cores>,
+    /// Nodes whose heatmap was left out (see [`HeatPlan`]).
+    cores_cut: Option<Cut>,
+    /// The most common event types and their counts (see [`EVENT_TYPES`]),
+    /// and what the rest come to.
+    event_types: Vec<(&'a str, u64)>,
+    event_types_more: Option<Cut>,
     /// Resource series of the tasks with the highest peaks (see
     /// [`TASK_SERIES`]), and how many tasks had samples.
     task_series: Vec<Series>,
@@ -241,7 +340,7 @@ const TASK_FIELDS: [&str; 5] = [
 ];
 
 /// [`crate::convert::each_jsonl_line`] with an infallible `f`.
-fn each_line(input: impl BufRead, mut f: impl FnMut(Value)) -> io::Result<()> {
+fn each_line(input: impl BufRead, mut f: impl FnMut(Value)) -> io::Result<LineStats> {
     crate::convert::each_jsonl_line(input, |v| {
         f(v);
         Ok(())
@@ -330,6 +429,7 @@ struct Builder {
     nodes: NodeIndex,
     task_node: HashMap<String, u32>,
     series: BTreeMap<(String, Option<u64>), Series>,
+    heat: HeatPlan,
     cores: BTreeMap<String, Cores>,
     tasks: Tasks,
     type_index: HashMap<String, u32>,
@@ -394,21 +494,22 @@ impl Builder {
             .or_insert_with(|| Series::new(node, gpu, fields.to_vec()))
             .add(col, &vals);
         self.samples += 1;
-        if let Some(per_core) = v["cpu_percent_per_core"].as_array() {
-            let n = self.bounds.cores.get(node).copied().unwrap_or(0);
-            let all: usize = self.bounds.cores.values().sum();
-            let columns = (HEAT_CELLS / all.max(1)).clamp(20, HEAT_COLUMNS);
+        let per_core = v["cpu_percent_per_core"].as_array();
+        if let (Some(per_core), Some(&n)) = (per_core, self.heat.kept.get(node)) {
+            let (columns, group) = (self.heat.columns, self.heat.group);
             let hcol = self.column(t, columns);
             let c = self.cores.entry(node.to_string()).or_insert_with(|| Cores {
                 node: node.to_string(),
                 columns,
-                n,
+                n: n.div_ceil(group),
+                group,
+                cores: n,
                 v: Vec::new(),
-                sum: vec![(0.0, 0); n * columns],
+                sum: vec![(0.0, 0); n.div_ceil(group) * columns],
             });
-            for (core, x) in per_core.iter().enumerate().take(c.n) {
+            for (core, x) in per_core.iter().enumerate().take(n) {
                 if let Some(x) = x.as_f64() {
-                    let cell = &mut c.sum[core * c.columns + hcol];
+                    let cell = &mut c.sum[core / group * columns + hcol];
                     cell.0 += x;
                     cell.1 += 1;
                 }
@@ -531,16 +632,24 @@ pub fn write_report<R: BufRead>(
 ) -> io::Result<ReportStats> {
     let mut bounds = Bounds::default();
     let mut figures = crate::summary::Reader::default();
-    each_line(open()?, |v| {
+    let read = each_line(open().map_err(input_error)?, |v| {
         bounds.line(&v);
         figures.line(v);
     })?;
-    let summary = figures.finish();
+    let mut summary = figures.finish();
+    summary.read = read;
+    // The table's rows, not every type (see [`EVENT_TYPES`]).
+    let events = std::mem::take(&mut summary.events);
+    let crate::summary::TopCounts {
+        top: event_types,
+        more,
+    } = crate::summary::top_counts(&events, EVENT_TYPES);
     let chosen = bounds.chosen_tasks();
     let (start, end) = bounds
         .session
         .or(bounds.first.zip(bounds.last))
         .unwrap_or_default();
+    let heat = HeatPlan::new(&bounds.cores);
     let mut b = Builder {
         start,
         span_s: (end.saturating_sub(start) as f64 / 1e9).max(1e-3),
@@ -548,6 +657,7 @@ pub fn write_report<R: BufRead>(
         nodes: NodeIndex::default(),
         task_node: HashMap::new(),
         series: BTreeMap::new(),
+        heat,
         cores: BTreeMap::new(),
         tasks: Tasks::default(),
         type_index: HashMap::new(),
@@ -557,7 +667,7 @@ pub fn write_report<R: BufRead>(
         task_series: BTreeMap::new(),
     };
     b.nodes.add("");
-    each_line(open()?, |v| b.line(v))?;
+    each_line(open().map_err(input_error)?, |v| b.line(v))?;
     let points = b.finish();
     let (gpus, series): (Vec<Series>, Vec<Series>) =
         b.series.into_values().partition(|s| s.gpu.is_some());
@@ -572,6 +682,13 @@ pub fn write_report<R: BufRead>(
         series,
         gpus,
         cores: b.cores.into_values().collect(),
+        cores_cut: b.heat.cut,
+        event_types,
+        event_types_more: more.map(|(types, events)| Cut {
+            types: Some(types),
+            events: Some(events),
+            ..Cut::default()
+        }),
         task_series: b.task_series.into_values().collect(),
         sampled_tasks: b.bounds.sampled_tasks,
         summary: &summary,
@@ -581,6 +698,7 @@ pub fn write_report<R: BufRead>(
         points,
         samples: b.samples,
         bytes: 0,
+        read,
     };
     let mut counted = Counted { out, n: 0 };
     write_html(&mut counted, &data)?;
@@ -613,6 +731,22 @@ fn script_safe(s: &str) -> String {
     s.replace("</", "<\\/")
 }
 
+/// JSON for inside `<script type="application/json">` (see the module
+/// doc): `<`, `>` and `&` as `\u003c`, `\u003e` and `\u0026`. They can only
+/// be in the JSON's strings, where the escapes read the same.
+fn json_for_html(json: &str) -> String {
+    let mut out = String::with_capacity(json.len() + 64);
+    for c in json.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -630,9 +764,9 @@ fn write_html(out: &mut impl Write, data: &Data<'_>) -> io::Result<()> {
          <header><h1>{title}</h1><div id=\"meta\"></div></header>\n<main id=\"app\"></main>\n\
          <script id=\"tal-data\" type=\"application/json\">"
     )?;
-    // The data as JSON; `</` escaped as `<\/`, which JSON reads the same.
+    // The data as JSON (see `json_for_html`).
     let json = serde_json::to_string(data).map_err(io::Error::other)?;
-    out.write_all(script_safe(&json).as_bytes())?;
+    out.write_all(json_for_html(&json).as_bytes())?;
     write!(
         out,
         "</script>\n<script>\n{}\n</script>\n<script>\n{}\n</script>\n</body>\n</html>\n",
@@ -681,5 +815,45 @@ mod tests {
     #[test]
     fn script_text_cannot_end_the_element() {
         assert_eq!(script_safe("a</script>b"), "a<\\/script>b");
+        // Nor can the page's own scripts start an escaped state.
+        for js in [UPLOT_JS, REPORT_JS] {
+            let js = js.to_ascii_lowercase();
+            assert!(!js.contains("<!--") && !js.contains("<script"));
+        }
+    }
+
+    #[test]
+    fn json_in_html_has_no_markup_and_reads_the_same() {
+        let v = serde_json::json!({"a<!--<script>": ["</script>&amp;>", "\\<"]});
+        let html = json_for_html(&serde_json::to_string(&v).unwrap());
+        assert!(!html.contains(['<', '>', '&']), "{html}");
+        assert_eq!(serde_json::from_str::<Value>(&html).unwrap(), v);
+    }
+
+    #[test]
+    fn heatmaps_share_their_cells() {
+        let nodes = |n: usize, cores: usize| -> HashMap<String, usize> {
+            (0..n).map(|i| (format!("n{i:07}"), cores)).collect()
+        };
+        // Few cores: every node, one core a row, up to 600 columns.
+        let p = HeatPlan::new(&nodes(4, 64));
+        assert_eq!((p.columns, p.group, p.kept.len()), (HEAT_COLUMNS, 1, 4));
+        assert!(p.cut.is_none());
+        // 10 nodes of 100,000 cores: 20 columns, rows of 10 cores.
+        let p = HeatPlan::new(&nodes(10, 100_000));
+        assert_eq!(
+            (p.columns, p.group, p.kept.len()),
+            (HEAT_MIN_COLUMNS, 10, 10)
+        );
+        // A million nodes of one core: the budget's worth, the rest said.
+        let p = HeatPlan::new(&nodes(1_000_000, 1));
+        let kept: usize = p
+            .kept
+            .values()
+            .map(|n| n.div_ceil(p.group) * p.columns)
+            .sum();
+        assert!(kept <= HEAT_CELLS && kept > HEAT_CELLS / 2, "{kept}");
+        let cut = p.cut.unwrap();
+        assert_eq!(cut.nodes.unwrap() + p.kept.len() as u64, 1_000_000);
     }
 }

@@ -307,7 +307,10 @@
   (function cores() {
     const withCores = D.cores.filter((c) => c.n > 0);
     if (withCores.length === 0) return;
-    const s = section("Per-core CPU", "Busy % of each core per column (mean), darker is busier.");
+    const cut = D.cores_cut, grouped = withCores.some((c) => c.group > 1);
+    const s = section("Per-core CPU", "Busy % of each core per column (mean), darker is busier." +
+      (grouped ? ` Too many cores for one row each: a row is the mean of ${withCores[0].group} cores.` : "") +
+      (cut ? ` ${cut.nodes} node(s) of ${cut.cores} cores in all are left out (too many cells for one page).` : ""));
     const pick = el("select");
     withCores.forEach((c, i) => pick.append(el("option", { value: i }, c.node || "session")));
     s.append(el("div", { class: "note" }, "node: ", pick));
@@ -318,7 +321,7 @@
       [[0, dur], [null, null]], {
         legend: { show: false },
         scales: { x: XSCALE, y: { auto: false, range: [0, cur.n] } },
-        axes: [{ label: "s from the session's start" }, { label: "core" }],
+        axes: [{ label: "s from the session's start" }, { label: grouped ? "cores (row × group)" : "core" }],
         hooks: {
           setScale: timeOpts(box, 0, []).hooks.setScale,
           draw: [(u) => {
@@ -403,9 +406,16 @@
 
   // ---- events, tasks table, agent and logs ----
   (function tables() {
-    const s = section("Events", null);
+    const more = D.event_types_more;
+    const read = S.read || {};
+    const notes = [];
+    if (more) notes.push(`The ${D.event_types.length} most common event types; ${more.types} more event types (${more.events} events) are not listed.`);
+    if (read.long_lines_skipped) notes.push(`${read.long_lines_skipped} line(s) of the file were too long to read and were skipped (the first is line ${read.first_long_line}).`);
+    if (read.non_finite_numbers) notes.push(`${read.non_finite_numbers} NaN/Infinity number(s) were read as missing.`);
+    const s = section("Events", notes.length ? notes.join(" ") : null);
     const ev = el("table", {}, el("tr", {}, el("th", {}, "event type"), el("th", { class: "num" }, "count")));
-    for (const k of Object.keys(S.events)) ev.append(el("tr", {}, el("td", {}, k), el("td", { class: "num" }, String(S.events[k]))));
+    for (const [k, n] of D.event_types) ev.append(el("tr", {}, el("td", {}, k), el("td", { class: "num" }, String(n))));
+    if (more) ev.append(el("tr", {}, el("td", {}, `${more.types} more event types`), el("td", { class: "num" }, String(more.events))));
     s.append(ev);
 
     if (t.id.length > 0) {
