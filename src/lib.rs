@@ -41,3 +41,4 @@ pub mod stats;
 pub mod summary;
 pub mod sys;
 pub mod tasks;
+pub mod term;
