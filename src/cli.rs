@@ -195,6 +195,13 @@ pub struct RecordArgs {
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub otlp_interval: String,
 
+    /// What the live OTLP push may hold for a receiver that is away
+    /// (encoded requests: KiB, MiB or GiB, or bytes). Beyond it the oldest
+    /// are dropped, counted and said at the end; the log keeps everything,
+    /// and `tal convert --otlp-endpoint` pushes the whole session from it.
+    #[arg(long, default_value = "16MiB", value_name = "SIZE")]
+    pub otlp_buffer: String,
+
     /// GPUs to sample through NVML: `auto` (the job's CUDA_VISIBLE_DEVICES,
     /// else every GPU), `none`, or a list of NVML indices or UUIDs (each
     /// device's gpu_id is its place in the list). Without an NVIDIA driver
@@ -338,6 +345,27 @@ pub struct ConvertArgs {
     pub quiet: bool,
 }
 
+/// Parses a size in bytes: a whole number, with `KiB`, `MiB` or `GiB`
+/// (or `K`, `M`, `G`, the same), at most 64 GiB.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        u => return Err(format!("unknown unit '{u}' (use KiB, MiB, GiB or bytes)")),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|n| *n <= 64 << 30)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| "expected a whole number of bytes up to 64GiB (e.g. 16MiB)".to_string())
+}
+
 /// Parses a duration: a bare number is seconds; units ns, us, ms, s, m, h.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -465,7 +493,14 @@ impl RecordArgs {
                             self.otlp_interval
                         )
                     })?;
-                Some((ep, every))
+                let max_pending_bytes = parse_size(&self.otlp_buffer).map_err(|e| {
+                    anyhow::anyhow!("invalid --otlp-buffer '{}': {e}", self.otlp_buffer)
+                })?;
+                Some(crate::otlp_live::LiveConfig {
+                    endpoints: ep,
+                    interval: every,
+                    max_pending_bytes,
+                })
             }
         };
         let session_id = self
