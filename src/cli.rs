@@ -199,8 +199,8 @@ pub struct RecordArgs {
     /// (encoded requests: KiB, MiB or GiB, or bytes). Beyond it the oldest
     /// are dropped, counted and said at the end; the log keeps everything,
     /// and `tal convert --otlp-endpoint` pushes the whole session from it.
-    #[arg(long, default_value = "16MiB", value_name = "SIZE")]
-    pub otlp_buffer: String,
+    #[arg(long, default_value = "16MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub otlp_buffer: usize,
 
     /// GPUs to sample through NVML: `auto` (the job's CUDA_VISIBLE_DEVICES,
     /// else every GPU), `none`, or a list of NVML indices or UUIDs (each
@@ -493,13 +493,10 @@ impl RecordArgs {
                             self.otlp_interval
                         )
                     })?;
-                let max_pending_bytes = parse_size(&self.otlp_buffer).map_err(|e| {
-                    anyhow::anyhow!("invalid --otlp-buffer '{}': {e}", self.otlp_buffer)
-                })?;
                 Some(crate::otlp_live::LiveConfig {
                     endpoints: ep,
                     interval: every,
-                    max_pending_bytes,
+                    max_pending_bytes: self.otlp_buffer,
                 })
             }
         };
@@ -610,6 +607,25 @@ impl ConvertArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        for bad in [
+            "",
+            "MiB",
+            "1.5MiB",
+            "-1",
+            "3X",
+            "65GiB",
+            "99999999999999999999",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations() {

@@ -2,7 +2,10 @@
 //!
 //! The dispatcher offers every event it records to this exporter through
 //! a bounded ring (a full ring drops the event and counts it; the
-//! dispatcher never waits). The exporter, on its own thread, runs the same
+//! dispatcher never waits). The ring is bounded in bytes too
+//! ([`RING_BYTES`] of events at most, each counted as [`Offered`] says):
+//! while this thread waits for a receiver it does not drain the ring, and
+//! 65,536 events of 64 KiB lines would be 4 GiB. The exporter, on its own thread, runs the same
 //! task state machine as `convert` on this node's events (so a task's span
 //! closes here when its terminal event arrives) and the same OTLP builder,
 //! and every export interval pushes the spans closed and the resource
@@ -43,9 +46,22 @@ use crate::ring::Consumer;
 use crate::tasks::{Outcome, TaskSpan, TaskTracker};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// What the ring from the dispatcher may hold at most, in bytes of events
+/// (see [`Offered`]); an event beyond it is dropped and counted as when
+/// the ring is full.
+pub const RING_BYTES: usize = 8 << 20;
+
+/// An event as the dispatcher offers it, with the bytes it is counted as:
+/// its encoded size as the client sent it (which its strings and
+/// attributes hold as much of) plus the event itself, or for the agent's
+/// own events (resource and task samples) the event and a fixed 512 bytes.
+/// The exporter gives the bytes back when it takes the event
+/// ([`LiveCounters::ring_bytes`]).
+pub type Offered = (Event, usize);
 
 /// The default of [`LiveConfig::max_pending_bytes`]: 16 MiB of encoded
 /// requests (some 20,000 spans), about the agent's own memory budget.
@@ -67,8 +83,11 @@ pub struct LiveConfig {
 /// Counters of the live push (read for the final report).
 #[derive(Debug, Default)]
 pub struct LiveCounters {
-    /// Events the dispatcher could not hand over (ring full).
+    /// Events the dispatcher could not hand over (ring full, or holding
+    /// [`RING_BYTES`]).
     pub events_dropped: AtomicU64,
+    /// The bytes of the events in the ring now (see [`Offered`]).
+    pub ring_bytes: AtomicUsize,
     /// Spans delivered.
     pub spans_sent: AtomicU64,
     /// Points delivered.
@@ -87,7 +106,7 @@ pub struct LiveCounters {
 /// The exporter thread's state.
 #[derive(Debug)]
 pub struct LiveExporter {
-    rx: Consumer<Event>,
+    rx: Consumer<Offered>,
     endpoints: Endpoints,
     resource: ResourceConfig,
     interval: Duration,
@@ -113,7 +132,7 @@ impl LiveExporter {
     /// An exporter of this node's events from `rx`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        rx: Consumer<Event>,
+        rx: Consumer<Offered>,
         cfg: &LiveConfig,
         session_id: &str,
         node: &str,
@@ -303,7 +322,8 @@ impl LiveExporter {
         let mut next = Instant::now() + self.interval;
         loop {
             let stopping = self.stop.load(Ordering::Acquire);
-            while let Some(ev) = self.rx.pop() {
+            while let Some((ev, bytes)) = self.rx.pop() {
+                self.counters.ring_bytes.fetch_sub(bytes, Ordering::AcqRel);
                 self.handle(ev);
                 if self.builder.spans_held() >= SPANS_PER_REQUEST {
                     self.stage();

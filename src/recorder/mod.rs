@@ -479,7 +479,7 @@ struct DispatchInputs<'a> {
         crate::agent::gpu::PollsIn,
         ring::Consumer<crate::agent::gpu::Backfill>,
     )>,
-    live: Option<(ring::Producer<crate::record::Event>, &'a LiveExport)>,
+    live: Option<(ring::Producer<crate::otlp_live::Offered>, &'a LiveExport)>,
     fanout: crate::dispatch::Fanout,
     tasks: Option<(ring::Consumer<TaskSample>, Arc<TaskCounters>)>,
 }
@@ -758,11 +758,11 @@ fn start_gpu(
 fn start_live(
     cfg: &RecordConfig,
     anchor: &Anchor,
-) -> anyhow::Result<Option<(ring::Producer<crate::record::Event>, LiveExport)>> {
+) -> anyhow::Result<Option<(ring::Producer<crate::otlp_live::Offered>, LiveExport)>> {
     let Some(live) = &cfg.otlp else {
         return Ok(None);
     };
-    let (tx, rx) = ring::channel::<crate::record::Event>(EXPORT_RING);
+    let (tx, rx) = ring::channel::<crate::otlp_live::Offered>(EXPORT_RING);
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(LiveCounters::default());
     let exporter = LiveExporter::new(
