@@ -39,9 +39,24 @@
 //! points in requests of at most [`POINTS_PER_REQUEST`]. A request that
 //! fails to connect, times out, or gets 408/429/502/503/504 is retried with
 //! exponential backoff (0.5 s doubling, `Retry-After` honoured up to 30 s)
-//! up to [`RetryPolicy::attempts`] times; other answers are final. The
+//! up to [`RetryPolicy::attempts`] times; other answers are final, and so
+//! are failures that are the same on every try (a certificate the roots do
+//! not know, a TLS or HTTP error: the receiver is then taken as down at
+//! once). A wait between tries ends at once when a [`Client::stoppable`]
+//! client's run ends. A 2xx answer that cannot be read (not the protocol's
+//! encoding, a rejected count that is negative or beyond 64 bits) proves no
+//! delivery: its items count as not delivered, with why. The
 //! [`PushReport`] says what was delivered, what the receiver rejected
-//! (OTLP partial success) and what was not delivered, and why.
+//! (OTLP partial success) and what was not delivered, and why; the
+//! receiver's own words in it (an error body, an `errorMessage`) are
+//! escaped and cut to [`PEER_TEXT_CHARS`] (see [`crate::term`]).
+//!
+//! Start-up checks: endpoint URLs are parsed strictly ([`parse_url`]),
+//! header names and values must be what HTTP allows, and the certificate
+//! file is read only for `https://`, only a regular file, and at most
+//! [`MAX_CERTIFICATE_BYTES`]; each failure is refused before anything is
+//! read or sent, and no message shows a URL's credentials or a header's
+//! value.
 
 use crate::convert::otlp::{parse_key_values, Otlp};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
