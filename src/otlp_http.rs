@@ -442,6 +442,8 @@ pub struct PushReport {
     pub retries: usize,
     /// Why something was not delivered (first few reasons).
     pub errors: Vec<String>,
+    /// The receiver's texts already in `errors` (each is said once).
+    peer_said: Vec<String>,
 }
 
 impl PushReport {
@@ -453,6 +455,22 @@ impl PushReport {
     fn fail(&mut self, why: String) {
         if self.errors.len() < 5 && !self.errors.contains(&why) {
             self.errors.push(why);
+        }
+    }
+
+    /// A receiver's text as a reason shows it: escaped and cut; a long
+    /// one (over 80 characters) only the first time, then only referred
+    /// to (a receiver that says the same long thing to every request is
+    /// printed once).
+    fn peer(&mut self, text: &str) -> String {
+        let t = peer_text(text);
+        if t.chars().count() <= 80 {
+            t
+        } else if self.peer_said.contains(&t) {
+            "(the same text as above)".to_string()
+        } else {
+            self.peer_said.push(t.clone());
+            t
         }
     }
 }
@@ -677,7 +695,7 @@ fn send(
                     .map_or(wait, |r| r.min(Duration::from_secs(30)))
             }
             Ok(a) => {
-                let text = peer_text(&String::from_utf8_lossy(&a.body));
+                let text = report.peer(&String::from_utf8_lossy(&a.body));
                 return Err((format!("{url} answered HTTP {} {text}", a.status), false));
             }
             Err(Failure::Final(e)) => {
@@ -921,10 +939,8 @@ fn deliver(
         Ok((refused, msg)) => {
             let refused = (refused.max(0) as usize).min(n);
             if refused > 0 {
-                report.fail(format!(
-                    "the receiver rejected {refused} {what}: {}",
-                    peer_text(&msg)
-                ));
+                let text = report.peer(&msg);
+                report.fail(format!("the receiver rejected {refused} {what}: {text}"));
             }
             (n - refused, refused)
         }
