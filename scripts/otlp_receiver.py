@@ -7,12 +7,16 @@ protobuf's canonical JSON>}. Answers with the matching Export*ServiceResponse.
 
 Usage:
   python otlp_receiver.py serve OUT [--fail-first N] [--partial K] [--port-file FILE] [--count-only]
-                                   [--tls CERT.pem KEY.pem]
+                                   [--tls CERT.pem KEY.pem] [--retry-after SECS]
+                                   [--answer STATUS BODYFILE] [--error-message TEXT]
       Listens on 127.0.0.1 (port 0: the OS picks; written to --port-file);
       with --tls, over HTTPS with that certificate and key.
       The first N requests are answered 503 (to test retries). With
       --partial K, every answer says K spans or points were rejected (OTLP
-      partial success). Answers are JSON to JSON requests. With
+      partial success), with --error-message as its message. --retry-after
+      puts that Retry-After on the 503s. --answer answers every request
+      (after decoding it) with STATUS and the bytes of BODYFILE as they are
+      (a hostile or unreadable answer). Answers are JSON to JSON requests. With
       --count-only (for benchmarks), each request is still fully decoded but
       only its span and data-point counts are written.
   python otlp_receiver.py check-json TRACES.json METRICS.json
@@ -75,7 +79,8 @@ def counts(msg):
 
 
 def serve(out: str, fail_first: int, port_file: str | None, count_only: bool = False,
-          tls: tuple[str, str] | None = None, partial: int = 0) -> None:
+          tls: tuple[str, str] | None = None, partial: int = 0, retry_after: int = 0,
+          answer: tuple[int, bytes] | None = None, error_message: str = "refused by the test") -> None:
     lock = threading.Lock()
     state = {"seen": 0}
 
@@ -100,7 +105,7 @@ def serve(out: str, fail_first: int, port_file: str | None, count_only: bool = F
             if fail:
                 self.send_response(503)
                 self.send_header("Content-Length", "0")
-                self.send_header("Retry-After", "0")
+                self.send_header("Retry-After", str(retry_after))
                 self.end_headers()
                 return
             req_type, resp_type = kind
@@ -121,6 +126,13 @@ def serve(out: str, fail_first: int, port_file: str | None, count_only: bool = F
                 }
             with lock, open(out, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            if answer is not None:
+                self.send_response(answer[0])
+                self.send_header("Content-Type", ctype or "application/octet-stream")
+                self.send_header("Content-Length", str(len(answer[1])))
+                self.end_headers()
+                self.wfile.write(answer[1])
+                return
             resp = resp_type()
             if partial:
                 # OTLP partial success: the receiver refused `partial` items.
@@ -128,7 +140,7 @@ def serve(out: str, fail_first: int, port_file: str | None, count_only: bool = F
                     resp.partial_success.rejected_spans = partial
                 else:
                     resp.partial_success.rejected_data_points = partial
-                resp.partial_success.error_message = "refused by the test"
+                resp.partial_success.error_message = error_message
             # Answered in the request's encoding, as the Collector does.
             if ctype.startswith("application/json"):
                 reply = json_format.MessageToJson(resp).encode()
@@ -176,6 +188,7 @@ def main() -> None:
         count_only = False
         tls = None
         partial = 0
+        extra = {}
         i = 1
         while i < len(args):
             if args[i] == "--count-only":
@@ -183,6 +196,16 @@ def main() -> None:
                 i += 1
             elif args[i] == "--partial":
                 partial = int(args[i + 1])
+                i += 2
+            elif args[i] == "--retry-after":
+                extra["retry_after"] = int(args[i + 1])
+                i += 2
+            elif args[i] == "--answer":
+                with open(args[i + 2], "rb") as f:
+                    extra["answer"] = (int(args[i + 1]), f.read())
+                i += 3
+            elif args[i] == "--error-message":
+                extra["error_message"] = args[i + 1]
                 i += 2
             elif args[i] == "--fail-first":
                 fail_first = int(args[i + 1])
@@ -195,7 +218,7 @@ def main() -> None:
                 i += 2
             else:
                 raise SystemExit(f"unknown argument {args[i]}")
-        serve(out, fail_first, port_file, count_only, tls, partial)
+        serve(out, fail_first, port_file, count_only, tls, partial, **extra)
     elif cmd == "check-json":
         check_json(sys.argv[2], sys.argv[3])
     else:

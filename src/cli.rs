@@ -201,6 +201,13 @@ pub struct RecordArgs {
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub otlp_interval: String,
 
+    /// What the live OTLP push may hold for a receiver that is away
+    /// (encoded requests: KiB, MiB or GiB, or bytes). Beyond it the oldest
+    /// are dropped, counted and said at the end; the log keeps everything,
+    /// and `tal convert --otlp-endpoint` pushes the whole session from it.
+    #[arg(long, default_value = "16MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub otlp_buffer: usize,
+
     /// GPUs to sample through NVML: `auto` (the job's CUDA_VISIBLE_DEVICES,
     /// else every GPU), `none`, or a list of NVML indices or UUIDs (each
     /// device's gpu_id is its place in the list). Without an NVIDIA driver
@@ -344,6 +351,27 @@ pub struct ConvertArgs {
     pub quiet: bool,
 }
 
+/// Parses a size in bytes: a whole number, with `KiB`, `MiB` or `GiB`
+/// (or `K`, `M`, `G`, the same), at most 64 GiB.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        u => return Err(format!("unknown unit '{u}' (use KiB, MiB, GiB or bytes)")),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|n| *n <= 64 << 30)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| "expected a whole number of bytes up to 64GiB (e.g. 16MiB)".to_string())
+}
+
 /// Parses a duration: a bare number is seconds; units ns, us, ms, s, m, h.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -463,7 +491,11 @@ impl RecordArgs {
                             self.otlp_interval
                         )
                     })?;
-                Some((ep, every))
+                Some(crate::otlp_live::LiveConfig {
+                    endpoints: ep,
+                    interval: every,
+                    max_pending_bytes: self.otlp_buffer,
+                })
             }
         };
         let session_id = self
@@ -575,6 +607,25 @@ impl ConvertArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        for bad in [
+            "",
+            "MiB",
+            "1.5MiB",
+            "-1",
+            "3X",
+            "65GiB",
+            "99999999999999999999",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn durations() {

@@ -94,16 +94,30 @@ pub fn round1(v: f64) -> f64 {
 /// The live OTLP exporter's side of the dispatcher.
 #[derive(Debug)]
 struct Exporter {
-    tx: crate::ring::Producer<Event>,
+    tx: crate::ring::Producer<crate::otlp_live::Offered>,
     thread: std::thread::Thread,
     counters: Arc<crate::otlp_live::LiveCounters>,
 }
 
 impl Exporter {
-    fn offer(&mut self, ev: &Event) {
-        if self.tx.push(ev.clone()).is_err() {
+    /// Offers `ev`, counted as `bytes` (see [`crate::otlp_live::Offered`]).
+    fn offer(&mut self, ev: &Event, bytes: usize) {
+        let bytes = bytes + std::mem::size_of::<Event>();
+        let held = &self.counters.ring_bytes;
+        // Counted before the push, so that the exporter, which gives the
+        // bytes back after its pop, never takes back more than was added.
+        if held.fetch_add(bytes, Ordering::AcqRel) + bytes > crate::otlp_live::RING_BYTES
+            || self.tx.push((ev.clone(), bytes)).is_err()
+        {
+            held.fetch_sub(bytes, Ordering::AcqRel);
             self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The ring holds a quarter of its events or of its bytes.
+    fn filling(&self) -> bool {
+        self.tx.len() * 4 >= self.tx.capacity()
+            || self.counters.ring_bytes.load(Ordering::Relaxed) * 4 >= crate::otlp_live::RING_BYTES
     }
 }
 
@@ -335,7 +349,7 @@ impl<S: Sink> Dispatcher<S> {
             f.offer(ev);
         }
         if let (Record::Event(ev), Some(x)) = (r, self.exporter.as_mut()) {
-            x.offer(ev);
+            x.offer(ev, 512);
         }
     }
 
@@ -609,7 +623,7 @@ impl<S: Sink> Dispatcher<S> {
                     f.offer(&ev);
                 }
                 if let Some(x) = self.exporter.as_mut() {
-                    x.offer(&ev);
+                    x.offer(&ev, bytes.len());
                 }
             }
         }
@@ -703,7 +717,7 @@ impl<S: Sink> Dispatcher<S> {
         // The exporter wakes at its own interval; it is woken early only
         // when its ring fills up.
         if let Some(x) = &self.exporter {
-            if x.tx.len() * 4 >= x.tx.capacity() {
+            if x.filling() {
                 x.thread.unpark();
             }
         }
@@ -714,7 +728,7 @@ impl<S: Sink> Dispatcher<S> {
     /// counted in `counters`), waking `thread` after each batch.
     pub fn with_exporter(
         mut self,
-        tx: crate::ring::Producer<Event>,
+        tx: crate::ring::Producer<crate::otlp_live::Offered>,
         thread: std::thread::Thread,
         counters: Arc<crate::otlp_live::LiveCounters>,
     ) -> Self {

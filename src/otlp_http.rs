@@ -39,9 +39,24 @@
 //! points in requests of at most [`POINTS_PER_REQUEST`]. A request that
 //! fails to connect, times out, or gets 408/429/502/503/504 is retried with
 //! exponential backoff (0.5 s doubling, `Retry-After` honoured up to 30 s)
-//! up to [`RetryPolicy::attempts`] times; other answers are final. The
+//! up to [`RetryPolicy::attempts`] times; other answers are final, and so
+//! are failures that are the same on every try (a certificate the roots do
+//! not know, a TLS or HTTP error: the receiver is then taken as down at
+//! once). A wait between tries ends at once when a [`Client::stoppable`]
+//! client's run ends. A 2xx answer that cannot be read (not the protocol's
+//! encoding, a rejected count that is negative or beyond 64 bits) proves no
+//! delivery: its items count as not delivered, with why. The
 //! [`PushReport`] says what was delivered, what the receiver rejected
-//! (OTLP partial success) and what was not delivered, and why.
+//! (OTLP partial success) and what was not delivered, and why; the
+//! receiver's own words in it (an error body, an `errorMessage`) are
+//! escaped and cut to [`PEER_TEXT_CHARS`] (see [`crate::term`]).
+//!
+//! Start-up checks: endpoint URLs are parsed strictly ([`parse_url`]),
+//! header names and values must be what HTTP allows, and the certificate
+//! file is read only for `https://`, only a regular file, and at most
+//! [`MAX_CERTIFICATE_BYTES`]; each failure is refused before anything is
+//! read or sent, and no message shows a URL's credentials or a header's
+//! value.
 
 use crate::convert::otlp::{parse_key_values, Otlp};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
@@ -54,7 +69,9 @@ use opentelemetry_proto::tonic::metrics::v1::{metric, Metric, ResourceMetrics, S
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
 use std::io;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Most spans per request.
 pub const SPANS_PER_REQUEST: usize = 1000;
@@ -79,46 +96,150 @@ impl std::fmt::Display for HttpUrl {
     }
 }
 
+/// `s` with any credentials (`user:password@`) of a URL in it replaced by
+/// `***@`, for messages: tal never prints a password.
+pub fn redact_url(s: &str) -> std::borrow::Cow<'_, str> {
+    let Some(i) = s.find("://").map(|i| i + 3) else {
+        return s.into();
+    };
+    // Up to the last `@` of the authority (a password may hold `/`, `?`
+    // or `#` too: everything before the last `@` is redacted).
+    match s[i..].rfind('@') {
+        Some(at) => format!("{}***{}", &s[..i], &s[i + at..]).into(),
+        None => s.into(),
+    }
+}
+
 /// Parses an `http://` or `https://` URL (the port defaults to 80 or 443).
+///
+/// Refused, with what to do instead: credentials in the URL (`user:pw@`;
+/// tal would not send them, and never prints them: pass them as a header),
+/// a query or fragment (an OTLP endpoint has neither; tal appends the
+/// signal paths), a port outside 1..=65535, and spaces or control
+/// characters anywhere.
 pub fn parse_url(s: &str) -> Result<HttpUrl, String> {
+    let shown = crate::term::escape_for_terminal(&redact_url(s), 300).into_owned();
     let (tls, rest) = match (s.strip_prefix("http://"), s.strip_prefix("https://")) {
         (Some(r), _) => (false, r),
         (_, Some(r)) => (true, r),
         _ => {
             return Err(format!(
-                "{s}: an OTLP/HTTP endpoint looks like http://host:4318 or https://host:4318"
+                "{shown}: an OTLP/HTTP endpoint looks like http://host:4318 or https://host:4318"
             ))
         }
     };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() {
-        return Err(format!("{s}: no host"));
+    if rest.contains('@') {
+        return Err(format!(
+            "{shown}: credentials in an endpoint URL are not sent; remove them and pass them \
+             as a header instead, e.g. OTEL_EXPORTER_OTLP_HEADERS=Authorization=Basic%20<base64>"
+        ));
     }
-    let authority = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        || authority.ends_with(']')
-    {
-        authority.to_string()
-    } else {
-        format!("{authority}:{}", if tls { 443 } else { 80 })
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{shown}: spaces or control characters in the URL"));
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = (&rest[..end], &rest[end..]);
+    if path.contains(['?', '#']) {
+        return Err(format!(
+            "{shown}: an OTLP endpoint has no query (?...) or fragment (#...); give \
+             scheme://host:port[/path] only"
+        ));
+    }
+    let path = if path.is_empty() { "/" } else { path };
+    // `host`, `host:port`, `[v6]` or `[v6]:port`.
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, "")) => (&authority[..h.len() + 2], None),
+            Some((h, p)) => match p.strip_prefix(':') {
+                Some(p) => (&authority[..h.len() + 2], Some(p)),
+                None => return Err(format!("{shown}: expected :port after ]")),
+            },
+            None => return Err(format!("{shown}: an IPv6 address has no closing ]")),
+        },
+        None => match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() || host == "[]" {
+        return Err(format!("{shown}: no host"));
+    }
+    let port = match port {
+        None => {
+            if tls {
+                443
+            } else {
+                80
+            }
+        }
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => {
+                return Err(format!(
+                    "{shown}: the port must be a number from 1 to 65535 (an OTLP/HTTP \
+                     receiver's is usually 4318)"
+                ))
+            }
+        },
     };
     Ok(HttpUrl {
         tls,
-        authority,
+        authority: format!("{host}:{port}"),
         path: path.to_string(),
     })
 }
 
+/// The most `OTEL_EXPORTER_OTLP_CERTIFICATE` may hold: a PEM bundle of a
+/// site's CAs is a few hundred KiB at most (all of Mozilla's roots are
+/// about 250 KiB).
+pub const MAX_CERTIFICATE_BYTES: u64 = 4 << 20;
+
 /// The certificates of `OTEL_EXPORTER_OTLP_CERTIFICATE` (a PEM file): the
 /// roots `https://` receivers are checked against instead of the public
 /// ones.
+///
+/// Read only when an endpoint is `https://`, only if it is a regular file
+/// (a FIFO or a device such as `/dev/zero` is refused before it is
+/// opened, and the opened file is checked again, opened non-blocking so
+/// that a FIFO swapped in meanwhile cannot block), and only up to
+/// [`MAX_CERTIFICATE_BYTES`].
 fn load_roots(path: &str) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
-    let pem = std::fs::read(path)
-        .map_err(|e| format!("OTEL_EXPORTER_OTLP_CERTIFICATE={path}: cannot read it: {e}"))?;
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let var = "OTEL_EXPORTER_OTLP_CERTIFICATE";
+    let shown = crate::term::escape_for_terminal(path, 300);
+    let cannot = |e: io::Error| format!("{var}={shown}: cannot read it: {e}");
+    let not_file = || {
+        format!("{var}={shown}: not a regular file; give a PEM file of the receiver's certificate or CA")
+    };
+    let too_big = || {
+        format!(
+            "{var}={shown}: larger than {} MiB, too big for a PEM file of certificates",
+            MAX_CERTIFICATE_BYTES >> 20
+        )
+    };
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(not_file());
+    }
+    if meta.len() > MAX_CERTIFICATE_BYTES {
+        return Err(too_big());
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(cannot)?;
+    if !file.metadata().map_err(cannot)?.is_file() {
+        return Err(not_file());
+    }
+    let mut pem = Vec::new();
+    file.take(MAX_CERTIFICATE_BYTES + 1)
+        .read_to_end(&mut pem)
+        .map_err(cannot)?;
+    if pem.len() as u64 > MAX_CERTIFICATE_BYTES {
+        return Err(too_big());
+    }
     let certs: Vec<_> = ureq::tls::parse_pem(&pem)
         .filter_map(|item| match item {
             Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
@@ -126,13 +247,35 @@ fn load_roots(path: &str) -> Result<Vec<ureq::tls::Certificate<'static>>, String
             Err(e) => Some(Err(e)),
         })
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("OTEL_EXPORTER_OTLP_CERTIFICATE={path}: not PEM: {e}"))?;
+        .map_err(|e| format!("{var}={shown}: not PEM: {e}"))?;
     if certs.is_empty() {
-        return Err(format!(
-            "OTEL_EXPORTER_OTLP_CERTIFICATE={path}: no certificate in it"
-        ));
+        return Err(format!("{var}={shown}: no certificate in it"));
     }
     Ok(certs)
+}
+
+/// `OTEL_EXPORTER_OTLP_HEADERS`, checked: each name an HTTP token and
+/// each value visible ASCII (after percent-decoding), or the whole
+/// variable is refused at start, naming the header but never its value
+/// (it is often a secret).
+fn check_headers(headers: Vec<(String, String)>) -> Result<Vec<(String, String)>, String> {
+    let var = "OTEL_EXPORTER_OTLP_HEADERS";
+    for (k, v) in &headers {
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if k.is_empty() || !k.bytes().all(token) {
+            return Err(format!(
+                "{var}: {:?} is not an HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)",
+                crate::term::escape_for_terminal(k, 100)
+            ));
+        }
+        if !v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+            return Err(format!(
+                "{var}: the value of header {k} holds control or non-ASCII characters, \
+                 which HTTP does not allow; percent-encode the bytes the receiver expects"
+            ));
+        }
+    }
+    Ok(headers)
 }
 
 /// How a signal's requests are encoded (`OTEL_EXPORTER_OTLP_PROTOCOL`).
@@ -235,20 +378,28 @@ impl Endpoints {
                 .or(any)
                 .unwrap_or_default(),
         );
+        let traces = signal("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "/v1/traces")?;
+        let metrics = signal("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "/v1/metrics")?;
+        // Only an `https://` receiver is checked against it: for `http://`
+        // the file is not even opened.
+        let roots = match env("OTEL_EXPORTER_OTLP_CERTIFICATE") {
+            Some(p) if traces.tls || metrics.tls => Some(load_roots(p.trim())?),
+            _ => None,
+        };
         Ok(Self {
-            traces: signal("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "/v1/traces")?,
-            metrics: signal("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "/v1/metrics")?,
-            headers: env("OTEL_EXPORTER_OTLP_HEADERS")
-                .map(|h| parse_key_values(&h))
-                .unwrap_or_default(),
+            traces,
+            metrics,
+            headers: check_headers(
+                env("OTEL_EXPORTER_OTLP_HEADERS")
+                    .map(|h| parse_key_values(&h))
+                    .unwrap_or_default(),
+            )?,
             protocols,
             timeouts: (
                 ms("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")?.or(all),
                 ms("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT")?.or(all),
             ),
-            roots: env("OTEL_EXPORTER_OTLP_CERTIFICATE")
-                .map(|p| load_roots(p.trim()))
-                .transpose()?,
+            roots,
         })
     }
 }
@@ -291,6 +442,8 @@ pub struct PushReport {
     pub retries: usize,
     /// Why something was not delivered (first few reasons).
     pub errors: Vec<String>,
+    /// The receiver's texts already in `errors` (each is said once).
+    peer_said: Vec<String>,
 }
 
 impl PushReport {
@@ -302,6 +455,22 @@ impl PushReport {
     fn fail(&mut self, why: String) {
         if self.errors.len() < 5 && !self.errors.contains(&why) {
             self.errors.push(why);
+        }
+    }
+
+    /// A receiver's text as a reason shows it: escaped and cut; a long
+    /// one (over 80 characters) only the first time, then only referred
+    /// to (a receiver that says the same long thing to every request is
+    /// printed once).
+    fn peer(&mut self, text: &str) -> String {
+        let t = peer_text(text);
+        if t.chars().count() <= 80 {
+            t
+        } else if self.peer_said.contains(&t) {
+            "(the same text as above)".to_string()
+        } else {
+            self.peer_said.push(t.clone());
+            t
         }
     }
 }
@@ -316,12 +485,33 @@ const MAX_BODY_BYTES: usize = 64 << 10;
 /// request's time limit): OTLP answers are a few bytes.
 const BODY_TIME: Duration = Duration::from_secs(1);
 
+/// At most this many characters of what a receiver wrote (an HTTP error
+/// body, an OTLP `errorMessage`) are printed, escaped (see
+/// [`crate::term::escape_for_terminal`]): enough for a reason, not a page.
+pub const PEER_TEXT_CHARS: usize = 240;
+
+/// A receiver's text as tal prints it: escaped and cut.
+fn peer_text(s: &str) -> String {
+    crate::term::escape_for_terminal(s.trim(), PEER_TEXT_CHARS).into_owned()
+}
+
 /// The HTTP client: `ureq`'s blocking agent (kept-alive connections,
 /// `rustls` for `https://`), made on first use from the endpoints' TLS
 /// settings.
 #[derive(Debug, Default)]
 pub struct Client {
     agent: Option<ureq::Agent>,
+    /// Set when the run ends (see [`Client::stoppable`]).
+    stop: Option<Arc<AtomicBool>>,
+}
+
+/// Why a request got no answer: worth another try (the receiver may come
+/// back, or answer in time), or not (a certificate the roots do not know,
+/// a TLS or HTTP error that is the same on every try).
+#[derive(Debug)]
+enum Failure {
+    Retry(io::Error),
+    Final(String),
 }
 
 /// An HTTP answer.
@@ -341,6 +531,36 @@ fn time_limit() -> io::Error {
 }
 
 impl Client {
+    /// A client whose waits between retries end as soon as `stop` is set
+    /// and the thread using it is unparked (`tal record`'s end: the last
+    /// push must not wait out a receiver's `Retry-After`).
+    pub fn stoppable(stop: Arc<AtomicBool>) -> Self {
+        Self {
+            agent: None,
+            stop: Some(stop),
+        }
+    }
+
+    /// Waits `d` before a retry; false (at once) when the stop is set.
+    fn pause(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        loop {
+            let Some(stop) = &self.stop else {
+                std::thread::sleep(d);
+                return true;
+            };
+            if stop.load(Ordering::Acquire) {
+                return false;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            // The stop's setter unparks this thread after setting it.
+            std::thread::park_timeout(left);
+        }
+    }
+
     fn agent(&mut self, ep: &Endpoints) -> &ureq::Agent {
         self.agent.get_or_insert_with(|| {
             let mut tls = ureq::tls::TlsConfig::builder();
@@ -369,7 +589,7 @@ impl Client {
         ep: &Endpoints,
         (body, content_type): (&[u8], &str),
         timeout: Duration,
-    ) -> io::Result<Answer> {
+    ) -> Result<Answer, Failure> {
         let mut req = self
             .agent(ep)
             .post(url.to_string())
@@ -378,16 +598,26 @@ impl Client {
             .timeout_recv_body(Some(BODY_TIME.min(timeout)))
             .build()
             .header("Content-Type", content_type);
+        // (Checked when the endpoints were resolved.)
         for (k, v) in &ep.headers {
-            if !k.contains(['\r', '\n', ':']) && !v.contains(['\r', '\n']) {
-                req = req.header(k.as_str(), v.as_str());
-            }
+            req = req.header(k.as_str(), v.as_str());
         }
         let mut resp = match req.send(body) {
             Ok(r) => r,
-            Err(ureq::Error::Timeout(_)) => return Err(time_limit()),
-            Err(ureq::Error::Io(e)) => return Err(e),
-            Err(e) => return Err(io::Error::other(e.to_string())),
+            Err(ureq::Error::Timeout(_)) => return Err(Failure::Retry(time_limit())),
+            // rustls says a refused certificate or a failed handshake as
+            // invalid data: the same on every try.
+            Err(ureq::Error::Io(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(Failure::Final(format!("TLS: {e}")))
+            }
+            Err(ureq::Error::Io(e)) => return Err(Failure::Retry(e)),
+            Err(
+                e @ (ureq::Error::HostNotFound
+                | ureq::Error::ConnectionFailed
+                | ureq::Error::BodyStalled
+                | ureq::Error::Protocol(_)),
+            ) => return Err(Failure::Retry(io::Error::other(e.to_string()))),
+            Err(e) => return Err(Failure::Final(e.to_string())),
         };
         let status = resp.status().as_u16();
         let header = |k: &str| {
@@ -420,7 +650,9 @@ impl Client {
 }
 
 /// Sends one request with retries; `Ok(rejected)` with the count the
-/// receiver refused (OTLP partial success), or why it failed.
+/// receiver refused (OTLP partial success), or why it failed and whether
+/// the receiver is to be taken as down (retries used up, a retry wait cut
+/// short by the stop, or a failure no retry mends).
 fn send(
     client: &mut Client,
     url: &HttpUrl,
@@ -428,7 +660,7 @@ fn send(
     body: &[u8],
     policy: &RetryPolicy,
     report: &mut PushReport,
-    rejected: impl Fn(&[u8]) -> (i64, String),
+    rejected: impl Fn(&[u8]) -> Result<(i64, String), String>,
 ) -> Result<(i64, String), (String, bool)> {
     let mut wait = policy.backoff;
     let mut last = String::new();
@@ -445,7 +677,17 @@ fn send(
         let pause = match client.post(url, ep, (body, protocol.content_type()), timeout) {
             Ok(a) if (200..300).contains(&a.status) => {
                 report.requests += 1;
-                return Ok(rejected(&a.body));
+                // An answer that cannot be read is no proof of delivery.
+                return rejected(&a.body).map_err(|e| {
+                    (
+                        format!(
+                            "{url} answered HTTP {} with an answer that is not an OTLP export \
+                             response ({e}); counted as not delivered",
+                            a.status
+                        ),
+                        false,
+                    )
+                });
             }
             Ok(a) if matches!(a.status, 408 | 429 | 502 | 503 | 504) => {
                 last = format!("{url} answered HTTP {}", a.status);
@@ -453,19 +695,25 @@ fn send(
                     .map_or(wait, |r| r.min(Duration::from_secs(30)))
             }
             Ok(a) => {
-                let text = String::from_utf8_lossy(&a.body[..a.body.len().min(200)]).into_owned();
-                return Err((
-                    format!("{url} answered HTTP {} {}", a.status, text.trim()),
-                    false,
-                ));
+                let text = report.peer(&String::from_utf8_lossy(&a.body));
+                return Err((format!("{url} answered HTTP {} {text}", a.status), false));
             }
-            Err(e) => {
-                last = format!("{url}: {e}{}", grpc_port_hint(url));
+            Err(Failure::Final(e)) => {
+                return Err((format!("{url}: {}", peer_text(&e)), true));
+            }
+            Err(Failure::Retry(e)) => {
+                last = format!(
+                    "{url}: {}{}",
+                    peer_text(&e.to_string()),
+                    grpc_port_hint(url)
+                );
                 wait
             }
         };
         if attempt + 1 < policy.attempts {
-            std::thread::sleep(pause);
+            if !client.pause(pause) {
+                return Err((format!("{last} (the run ended before a retry)"), true));
+            }
             wait *= 2;
         }
     }
@@ -498,34 +746,81 @@ fn encode<T: Message + serde::Serialize>(req: &T, protocol: Protocol) -> Vec<u8>
 /// receiver's message), from a protobuf answer (decoded by `decode`) or a
 /// JSON one (`rejected` names the count: `rejectedSpans`,
 /// `rejectedDataPoints`; a 64-bit count may be a string or a number, as
-/// protobuf's JSON mapping allows). Anything else: nothing rejected.
+/// protobuf's JSON mapping allows). An empty answer, or one without a
+/// partial success, rejected nothing. An answer that cannot be read (not
+/// the protocol's encoding, a count that is negative, not a whole number or
+/// beyond 64 bits, a message that is not text) is an error: it proves no
+/// delivery.
 fn partial_success(
     body: &[u8],
     protocol: Protocol,
     rejected: &str,
-    decode: impl Fn(&[u8]) -> Option<(i64, String)>,
-) -> (i64, String) {
-    let found = match protocol {
-        Protocol::Protobuf => decode(body),
-        Protocol::Json => serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| {
-                let p = v
-                    .get("partialSuccess")
-                    .or_else(|| v.get("partial_success"))?;
-                let n = p.get(rejected).map_or(Some(0), |n| match n {
-                    serde_json::Value::String(s) => s.parse().ok(),
-                    n => n.as_i64(),
-                })?;
-                let msg = p
-                    .get("errorMessage")
-                    .or_else(|| p.get("error_message"))
-                    .and_then(|m| m.as_str())
-                    .unwrap_or_default();
-                Some((n, msg.to_string()))
-            }),
+    decode: impl Fn(&[u8]) -> Result<Option<(i64, String)>, prost::DecodeError>,
+) -> Result<(i64, String), String> {
+    use serde_json::Value;
+    let (n, msg) = match protocol {
+        Protocol::Protobuf => match decode(body) {
+            Err(e) => return Err(format!("not OTLP protobuf: {e}")),
+            Ok(None) => return Ok((0, String::new())),
+            Ok(Some(found)) => found,
+        },
+        Protocol::Json if body.iter().all(u8::is_ascii_whitespace) => {
+            return Ok((0, String::new()))
+        }
+        Protocol::Json => {
+            let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+            let v = v.as_object().ok_or("not a JSON object")?;
+            let p = match v.get("partialSuccess").or_else(|| v.get("partial_success")) {
+                None | Some(Value::Null) => return Ok((0, String::new())),
+                Some(Value::Object(p)) => p,
+                Some(_) => return Err("its partialSuccess is not an object".into()),
+            };
+            let n = match p.get(rejected) {
+                None | Some(Value::Null) => Some(0),
+                Some(Value::String(s)) => s.parse::<i64>().ok(),
+                Some(n) => n.as_i64(),
+            }
+            .ok_or_else(|| {
+                format!(
+                    "its {rejected} is not a whole number below 2^63: {}",
+                    peer_text(&p[rejected].to_string())
+                )
+            })?;
+            let msg = match p.get("errorMessage").or_else(|| p.get("error_message")) {
+                None | Some(Value::Null) => "",
+                Some(Value::String(m)) => m,
+                Some(_) => return Err("its errorMessage is not a string".into()),
+            };
+            (n, msg.to_string())
+        }
     };
-    found.unwrap_or((0, String::new()))
+    if n < 0 {
+        return Err(format!("its {rejected} is negative: {n}"));
+    }
+    Ok((n, msg))
+}
+
+/// Reads a traces (`metrics` false) or metrics answer in `protocol`: the
+/// count the receiver rejected, and its message.
+fn answer_reader(
+    metrics: bool,
+    protocol: Protocol,
+) -> impl Fn(&[u8]) -> Result<(i64, String), String> {
+    move |b: &[u8]| {
+        if metrics {
+            partial_success(b, protocol, "rejectedDataPoints", |b| {
+                let p = ExportMetricsServiceResponse::decode(b)?;
+                Ok(p.partial_success
+                    .map(|p| (p.rejected_data_points, p.error_message)))
+            })
+        } else {
+            partial_success(b, protocol, "rejectedSpans", |b| {
+                let p = ExportTraceServiceResponse::decode(b)?;
+                Ok(p.partial_success
+                    .map(|p| (p.rejected_spans, p.error_message)))
+            })
+        }
+    }
 }
 
 /// The points of a metric.
@@ -634,7 +929,7 @@ fn deliver(
     policy: &RetryPolicy,
     report: &mut PushReport,
     down: &mut Option<String>,
-    rejected: impl Fn(&[u8]) -> (i64, String),
+    rejected: impl Fn(&[u8]) -> Result<(i64, String), String>,
 ) -> (usize, usize) {
     if let Some(why) = down {
         report.fail(why.clone());
@@ -644,7 +939,8 @@ fn deliver(
         Ok((refused, msg)) => {
             let refused = (refused.max(0) as usize).min(n);
             if refused > 0 {
-                report.fail(format!("the receiver rejected {refused} {what}: {msg}"));
+                let text = report.peer(&msg);
+                report.fail(format!("the receiver rejected {refused} {what}: {text}"));
             }
             (n - refused, refused)
         }
@@ -709,42 +1005,21 @@ impl<'a> Pusher<'a> {
 
     /// Pushes spans, in requests of at most [`SPANS_PER_REQUEST`].
     pub fn traces(&mut self, traces: &ExportTraceServiceRequest) {
-        for rs in &traces.resource_spans {
-            for ss in &rs.scope_spans {
-                for chunk in ss.spans.chunks(SPANS_PER_REQUEST) {
-                    let req = ExportTraceServiceRequest {
-                        resource_spans: vec![ResourceSpans {
-                            resource: rs.resource.clone(),
-                            scope_spans: vec![ScopeSpans {
-                                scope: ss.scope.clone(),
-                                spans: chunk.to_vec(),
-                                schema_url: ss.schema_url.clone(),
-                            }],
-                            schema_url: rs.schema_url.clone(),
-                        }],
-                    };
-                    let protocol = self.ep.protocols.0;
-                    let (ok, bad) = deliver(
-                        self.client,
-                        &self.ep.traces,
-                        self.ep,
-                        || encode(&req, protocol),
-                        (chunk.len(), "span(s)"),
-                        self.policy,
-                        &mut self.report,
-                        &mut self.down,
-                        |b| {
-                            partial_success(b, protocol, "rejectedSpans", |b| {
-                                let p = ExportTraceServiceResponse::decode(b).ok()?;
-                                p.partial_success
-                                    .map(|p| (p.rejected_spans, p.error_message))
-                            })
-                        },
-                    );
-                    self.report.spans_sent += ok;
-                    self.report.spans_failed += bad;
-                }
-            }
+        let protocol = self.ep.protocols.0;
+        for (req, n) in trace_requests(traces) {
+            let (ok, bad) = deliver(
+                self.client,
+                &self.ep.traces,
+                self.ep,
+                || encode(&req, protocol),
+                (n, "span(s)"),
+                self.policy,
+                &mut self.report,
+                &mut self.down,
+                answer_reader(false, protocol),
+            );
+            self.report.spans_sent += ok;
+            self.report.spans_failed += bad;
         }
     }
 
@@ -761,18 +1036,116 @@ impl<'a> Pusher<'a> {
                 self.policy,
                 &mut self.report,
                 &mut self.down,
-                |b| {
-                    partial_success(b, protocol, "rejectedDataPoints", |b| {
-                        let p = ExportMetricsServiceResponse::decode(b).ok()?;
-                        p.partial_success
-                            .map(|p| (p.rejected_data_points, p.error_message))
-                    })
-                },
+                answer_reader(true, protocol),
             );
             self.report.points_sent += ok;
             self.report.points_failed += bad;
         }
     }
+
+    /// Sends one request encoded earlier ([`encode_requests`]); returns
+    /// the items delivered and not (rejected, or not sent). Whether a
+    /// request not sent may be tried again later: [`Pusher::down`].
+    pub fn encoded(&mut self, r: &Encoded) -> (usize, usize) {
+        let (url, protocol, what) = if r.metrics {
+            (&self.ep.metrics, self.ep.protocols.1, "point(s)")
+        } else {
+            (&self.ep.traces, self.ep.protocols.0, "span(s)")
+        };
+        let (ok, bad) = deliver(
+            self.client,
+            url,
+            self.ep,
+            || r.body.clone(),
+            (r.items, what),
+            self.policy,
+            &mut self.report,
+            &mut self.down,
+            answer_reader(r.metrics, protocol),
+        );
+        if r.metrics {
+            self.report.points_sent += ok;
+            self.report.points_failed += bad;
+        } else {
+            self.report.spans_sent += ok;
+            self.report.spans_failed += bad;
+        }
+        (ok, bad)
+    }
+
+    /// The receiver is taken as down (retries used up, or a failure no
+    /// retry mends): nothing more is tried in this push, and what was not
+    /// sent for that reason can be tried again later.
+    pub fn down(&self) -> bool {
+        self.down.is_some()
+    }
+}
+
+/// The trace requests of `traces`: each resource's spans in pieces of at
+/// most [`SPANS_PER_REQUEST`], with their span counts.
+fn trace_requests(
+    traces: &ExportTraceServiceRequest,
+) -> impl Iterator<Item = (ExportTraceServiceRequest, usize)> + '_ {
+    traces.resource_spans.iter().flat_map(|rs| {
+        rs.scope_spans.iter().flat_map(move |ss| {
+            ss.spans.chunks(SPANS_PER_REQUEST).map(move |chunk| {
+                let req = ExportTraceServiceRequest {
+                    resource_spans: vec![ResourceSpans {
+                        resource: rs.resource.clone(),
+                        scope_spans: vec![ScopeSpans {
+                            scope: ss.scope.clone(),
+                            spans: chunk.to_vec(),
+                            schema_url: ss.schema_url.clone(),
+                        }],
+                        schema_url: rs.schema_url.clone(),
+                    }],
+                };
+                (req, chunk.len())
+            })
+        })
+    })
+}
+
+/// One request, encoded for its endpoint and ready to send: what a live
+/// exporter keeps while its receiver is away, so that what it holds is
+/// known to the byte ([`Encoded::bytes`]).
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// A metrics request (else a traces one).
+    pub metrics: bool,
+    /// The request body, in the signal's protocol.
+    pub body: Vec<u8>,
+    /// Its spans or points.
+    pub items: usize,
+}
+
+impl Encoded {
+    /// The memory it holds.
+    pub fn bytes(&self) -> usize {
+        self.body.capacity() + std::mem::size_of::<Self>()
+    }
+}
+
+/// `otlp`'s requests (as [`push`] would send them), encoded for `ep`.
+pub fn encode_requests(otlp: &Otlp, ep: &Endpoints) -> Vec<Encoded> {
+    let (tp, mp) = ep.protocols;
+    let mut out: Vec<Encoded> = trace_requests(&otlp.traces)
+        .map(|(req, items)| Encoded {
+            metrics: false,
+            body: encode(&req, tp),
+            items,
+        })
+        .collect();
+    out.extend(
+        metric_requests(&otlp.metrics)
+            .into_iter()
+            .map(|(req, items)| Encoded {
+                metrics: true,
+                body: encode(&req, mp),
+                items,
+            }),
+    );
+    out
 }
 
 #[cfg(test)]
@@ -803,6 +1176,87 @@ mod tests {
         assert!(parse_url("ftp://h:4318").unwrap_err().contains("https://"));
         assert!(parse_url("h:4318").is_err());
         assert!(parse_url("http://").is_err());
+        let u = parse_url("http://[::1]:4318/x").unwrap();
+        assert_eq!(
+            (u.authority.as_str(), u.path.as_str()),
+            ("[::1]:4318", "/x")
+        );
+        assert_eq!(parse_url("https://[::1]").unwrap().authority, "[::1]:443");
+    }
+
+    /// URLs that once became nonsense (`…#f:80/v1/traces`, `h:99999:80`)
+    /// or echoed a password are refused, clearly, without the password.
+    #[test]
+    fn hostile_urls_are_refused_and_credentials_never_shown() {
+        for (url, says) in [
+            ("http://h:4318?x=1#f", "query"),
+            ("http://h:4318/p?x=1", "query"),
+            ("http://h#f", "query"),
+            ("http://h:99999", "1 to 65535"),
+            ("http://h:0", "1 to 65535"),
+            ("http://h:+80", "1 to 65535"),
+            ("http://h:", "1 to 65535"),
+            ("http://h:80:81", "1 to 65535"),
+            ("http://:4318", "no host"),
+            ("http://[::1", "]"),
+            ("http://h:4318/a b", "spaces"),
+            ("http://h:4318/\x1b[2J", "control"),
+        ] {
+            let e = parse_url(url).unwrap_err();
+            assert!(e.contains(says), "{url}: {e}");
+            assert!(!e.contains('\x1b'), "{e:?}");
+        }
+        for url in [
+            "http://user:s3cret@h:4318",
+            "https://user:s3cret@h",
+            "http://user:s3/cr?et@h:4318/v1",
+            "ftp://user:s3cret@h",
+        ] {
+            let e = parse_url(url).unwrap_err();
+            assert!(!e.contains("s3"), "{url}: {e}");
+            assert!(e.contains("***@"), "{url}: {e}");
+        }
+        assert_eq!(redact_url("http://a:b@h:1/x"), "http://***@h:1/x");
+        assert_eq!(redact_url("http://h:1/x"), "http://h:1/x");
+    }
+
+    #[test]
+    fn header_names_and_values_are_checked_up_front() {
+        let h = |k: &str, v: &str| check_headers(vec![(k.into(), v.into())]);
+        assert!(h("Authorization", "Bearer abc=").is_ok());
+        let e = h("x-token", "se\r\ncret").unwrap_err();
+        assert!(e.contains("x-token") && !e.contains("se"), "{e}");
+        assert!(h("x-token", "caf\u{e9}").is_err());
+        assert!(h("bad name", "v").is_err());
+        assert!(h("", "v").is_err());
+        assert!(h("a:b", "v").is_err());
+    }
+
+    #[test]
+    fn a_certificate_file_is_read_only_if_regular_and_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = load_roots("/dev/zero").unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let t0 = Instant::now();
+        let e = load_roots(fifo.to_str().unwrap()).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        let big = dir.path().join("big.pem");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_CERTIFICATE_BYTES + 1)
+            .unwrap();
+        let e = load_roots(big.to_str().unwrap()).unwrap_err();
+        assert!(
+            e.contains("OTEL_EXPORTER_OTLP_CERTIFICATE") && e.contains("4 MiB"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -818,19 +1272,18 @@ mod tests {
             "{e}"
         );
 
-        let none = |_: &[u8]| None;
-        let json = |b: &str| partial_success(b.as_bytes(), Protocol::Json, "rejectedSpans", none);
+        let json = |b: &str| answer_reader(false, Protocol::Json)(b.as_bytes());
         assert_eq!(
             json(r#"{"partialSuccess":{"rejectedSpans":"3","errorMessage":"bad"}}"#),
-            (3, "bad".to_string())
+            Ok((3, "bad".to_string()))
         );
         assert_eq!(
             json(r#"{"partialSuccess":{"rejectedSpans":2}}"#),
-            (2, String::new())
+            Ok((2, String::new()))
         );
-        assert_eq!(json(r#"{"partialSuccess":{}}"#), (0, String::new()));
-        assert_eq!(json("{}"), (0, String::new()));
-        assert_eq!(json("not json"), (0, String::new()));
+        assert_eq!(json(r#"{"partialSuccess":{}}"#), Ok((0, String::new())));
+        assert_eq!(json("{}"), Ok((0, String::new())));
+        assert_eq!(json(""), Ok((0, String::new())));
         let resp = ExportTraceServiceResponse {
             partial_success: Some(
                 opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess {
@@ -841,14 +1294,56 @@ mod tests {
         };
         let b = resp.encode_to_vec();
         assert_eq!(
-            partial_success(&b, Protocol::Protobuf, "rejectedSpans", |b| {
-                let p = ExportTraceServiceResponse::decode(b).ok()?;
-                p.partial_success
-                    .map(|p| (p.rejected_spans, p.error_message))
-            }),
-            (4, "no".to_string())
+            answer_reader(false, Protocol::Protobuf)(&b),
+            Ok((4, "no".to_string()))
         );
+        assert_eq!(
+            answer_reader(false, Protocol::Protobuf)(b""),
+            Ok((0, String::new()))
+        );
+    }
 
+    /// Answers a receiver could send to pass a failure off as delivery:
+    /// none reads as success (they once all read as "nothing rejected").
+    #[test]
+    fn unreadable_answers_are_not_success() {
+        let json = |b: &str| answer_reader(false, Protocol::Json)(b.as_bytes());
+        for bad in [
+            r#"{"partialSuccess":{"rejectedSpans":"99999999999999999999999"}}"#,
+            r#"{"partialSuccess":{"rejectedSpans":99999999999999999999999}}"#,
+            r#"{"partialSuccess":{"rejectedSpans":1e30}}"#,
+            r#"{"partialSuccess":{"rejectedSpans":2.5}}"#,
+            r#"{"partialSuccess":{"rejectedSpans":-1}}"#,
+            r#"{"partialSuccess":{"rejectedSpans":"-7"}}"#,
+            r#"{"partialSuccess":{"rejectedSpans":true}}"#,
+            r#"{"partialSuccess":{"rejectedSpans":1,"errorMessage":{"x":1}}}"#,
+            r#"{"partialSuccess":[1]}"#,
+            r#"[]"#,
+            "not json",
+            "<html>ok</html>",
+        ] {
+            assert!(json(bad).is_err(), "{bad} read as {:?}", json(bad));
+        }
+        let e =
+            json(r#"{"partialSuccess":{"rejectedSpans":"99999999999999999999999"}}"#).unwrap_err();
+        assert!(e.contains("rejectedSpans"), "{e}");
+        // Protobuf: not a message, or a negative count.
+        let proto = |b: &[u8]| answer_reader(true, Protocol::Protobuf)(b);
+        assert!(proto(b"\xff\xff\xff\xff").is_err());
+        assert!(proto(b"<html>").is_err());
+        let neg = ExportMetricsServiceResponse {
+            partial_success: Some(
+                opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsPartialSuccess {
+                    rejected_data_points: -5,
+                    error_message: String::new(),
+                },
+            ),
+        };
+        assert!(proto(&neg.encode_to_vec()).is_err());
+    }
+
+    #[test]
+    fn grpc_hint() {
         let grpc = parse_url("http://collector:4317").unwrap();
         assert!(grpc_port_hint(&grpc).contains("4318"));
         assert_eq!(grpc_port_hint(&parse_url("http://c:4318").unwrap()), "");

@@ -16,7 +16,7 @@
 //!
 //! It also caps the text at a number of characters, so that a peer cannot
 //! fill the screen (or a log) with one message: what is cut is said, as
-//! `… [N more characters]`.
+//! `… (N more characters)`.
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -61,7 +61,7 @@ pub fn escape_for_terminal(s: &str, max_chars: usize) -> Cow<'_, str> {
         let len = piece.chars().count();
         if written + len > max_chars {
             let left = s.chars().count() - i;
-            let _ = write!(out, "… [{left} more characters]");
+            let _ = write!(out, "… ({left} more characters)");
             return Cow::Owned(out);
         }
         out.push_str(piece);
@@ -99,19 +99,19 @@ mod tests {
     fn long_text_is_cut_and_says_how_much() {
         assert_eq!(
             escape_for_terminal("abcdef", 4),
-            "abcd… [2 more characters]"
+            "abcd… (2 more characters)"
         );
         assert_eq!(escape_for_terminal("abcd", 4), "abcd");
         // An escape is not split: it goes whole or not at all.
         assert_eq!(
             escape_for_terminal("ab\u{1b}cd", 4),
-            "ab… [3 more characters]"
+            "ab… (3 more characters)"
         );
         assert_eq!(escape_for_terminal("", 0), "");
         let big = "x".repeat(60_000);
         assert_eq!(
             escape_for_terminal(&big, 100).chars().count(),
-            100 + "… [59900 more characters]".chars().count()
+            100 + "… (59900 more characters)".chars().count()
         );
     }
 }

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running receiver; killed on drop.
@@ -39,6 +39,18 @@ impl Receiver {
     /// With `partial` > 0, every answer says that many spans or points
     /// were rejected (OTLP partial success).
     fn start_in(dir: &Path, fail_first: u32, tls: Option<(&Path, &Path)>, partial: u32) -> Self {
+        Self::start_args(dir, fail_first, tls, partial, &[])
+    }
+
+    /// With more of `scripts/otlp_receiver.py`'s options (`--answer`,
+    /// `--retry-after`, `--error-message`).
+    fn start_args(
+        dir: &Path,
+        fail_first: u32,
+        tls: Option<(&Path, &Path)>,
+        partial: u32,
+        extra: &[&std::ffi::OsStr],
+    ) -> Self {
         let out = dir.join("received.jsonl");
         let port_file = dir.join("port");
         let mut cmd = Command::new(python());
@@ -49,6 +61,7 @@ impl Receiver {
             .args(["--partial", &partial.to_string()])
             .arg("--port-file")
             .arg(&port_file)
+            .args(extra)
             .stdin(Stdio::null());
         if let Some((cert, key)) = tls {
             cmd.arg("--tls").arg(cert).arg(key);
@@ -139,7 +152,11 @@ fn push_cmd(log: &Path, jsonl: &Path, url: &str) -> Command {
 }
 
 fn tal_cmd() -> Command {
-    let mut c = tal();
+    without_otel_env(tal())
+}
+
+/// `c` with the OTel environment cleared.
+fn without_otel_env(mut c: Command) -> Command {
     c.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
@@ -878,4 +895,354 @@ fn https_receivers_are_checked_against_the_given_certificate() {
         stderr.contains("OTEL_EXPORTER_OTLP_CERTIFICATE"),
         "{stderr}"
     );
+}
+
+/// A receiver's text goes to the user's terminal: an `errorMessage` of
+/// 60 KB of escape sequences (clear the screen, set the title, a fake
+/// status line) and an HTTP error body of the same are printed escaped,
+/// cut to a few hundred characters, and not over and over.
+#[test]
+fn a_receivers_text_is_escaped_and_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = session(dir.path());
+    let hostile = format!(
+        "\x1b[2J\x1b]0;pwned\x07\u{9b}31m\r\ntal convert: everything delivered\n{}",
+        "\x1b[5mX".repeat(60_000 / 6)
+    );
+    let check = |stderr: &str| {
+        assert!(
+            !stderr.contains(['\x1b', '\x07', '\u{9b}', '\r']),
+            "raw control characters: {:?}",
+            &stderr[..stderr.len().min(400)]
+        );
+        assert!(!stderr.contains("\ntal convert: everything"), "{stderr}");
+        assert!(stderr.len() < 4000, "{} bytes of stderr", stderr.len());
+        // Said once, though the traces and metrics answers both carry it.
+        assert_eq!(stderr.matches("\\x1b[2J").count(), 1, "{stderr}");
+        assert_eq!(stderr.matches("more characters)").count(), 1, "{stderr}");
+    };
+    // OTLP partial success with that message (protobuf).
+    let rdir = dir.path().join("p");
+    std::fs::create_dir(&rdir).unwrap();
+    let rx = Receiver::start_args(
+        &rdir,
+        0,
+        None,
+        1,
+        &["--error-message".as_ref(), hostile.as_ref()],
+    );
+    let out = run(&mut push_cmd(&log, &dir.path().join("a.jsonl"), &rx.url()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("rejected"), "{stderr}");
+    check(&stderr);
+    // An HTTP error with that body.
+    let body = dir.path().join("body");
+    std::fs::write(&body, &hostile).unwrap();
+    let rdir = dir.path().join("e");
+    std::fs::create_dir(&rdir).unwrap();
+    let rx = Receiver::start_args(
+        &rdir,
+        0,
+        None,
+        0,
+        &["--answer".as_ref(), "400".as_ref(), body.as_os_str()],
+    );
+    let out = run(&mut push_cmd(&log, &dir.path().join("b.jsonl"), &rx.url()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("HTTP 400"), "{stderr}");
+    check(&stderr);
+}
+
+/// Answers that cannot be read prove no delivery: an OTLP/JSON partial
+/// success whose count is beyond 64 bits (as a string or a number) or
+/// not a whole number, and a protobuf answer that is not one. Each once
+/// read as "nothing rejected", rc 0.
+#[test]
+fn an_unreadable_answer_is_not_a_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, v) = session(dir.path());
+    let spans = lines(&v, "span", None).len();
+    for (i, (protocol, body)) in [
+        (
+            "http/json",
+            &br#"{"partialSuccess":{"rejectedSpans":"99999999999999999999999","rejectedDataPoints":"99999999999999999999999"}}"#[..],
+        ),
+        (
+            "http/json",
+            &br#"{"partialSuccess":{"rejectedSpans":1e30,"rejectedDataPoints":1e30}}"#[..],
+        ),
+        ("http/json", &b"<html>OK</html>"[..]),
+        ("http/protobuf", &b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"[..]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let rdir = dir.path().join(format!("r{i}"));
+        std::fs::create_dir(&rdir).unwrap();
+        let file = rdir.join("answer");
+        std::fs::write(&file, body).unwrap();
+        let rx = Receiver::start_args(
+            &rdir,
+            0,
+            None,
+            0,
+            &["--answer".as_ref(), "200".as_ref(), file.as_os_str()],
+        );
+        let out = run(push_cmd(&log, &dir.path().join("x.jsonl"), &rx.url())
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{protocol} {body:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("NOT delivered: {spans} span(s)")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("not an OTLP export response"), "{stderr}");
+        assert!(
+            stderr.contains(&format!("OTLP push to {}/v1/traces: 0 span(s)", rx.url())),
+            "{stderr}"
+        );
+    }
+}
+
+/// `tal convert ... --otlp-endpoint` with `OTEL_EXPORTER_OTLP_CERTIFICATE`
+/// set, run with at most 1 GiB of address space (so that reading
+/// `/dev/zero` whole fails instead of taking the machine's memory; set by
+/// the shell, as a `pre_exec` would fork this whole test process).
+fn push_with_cert(log: &Path, url: &str, cert: &Path) -> Output {
+    let jsonl = log.with_extension("c.jsonl");
+    let mut c = without_otel_env(Command::new("sh"));
+    c.env("OTEL_EXPORTER_OTLP_CERTIFICATE", cert)
+        .args(["-c", r#"ulimit -v 1048576 && exec "$@""#, "sh"])
+        .arg(env!("CARGO_BIN_EXE_tal"))
+        .arg("convert")
+        .arg(log)
+        .arg("-o")
+        .arg(&jsonl)
+        .args(["--otlp-endpoint", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // A FIFO with no writer once blocked tal for ever: a hang fails here.
+    wait_output(c.spawn().unwrap(), Duration::from_secs(60))
+}
+
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE` naming `/dev/zero` or a FIFO nobody
+/// writes to: ignored for an `http://` receiver (which gets everything),
+/// and refused at once for `https://`, naming the variable. Both were
+/// read whole before anything else: all memory, or a hang for ever.
+#[test]
+fn a_certificate_that_is_not_a_regular_file_is_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, v) = session(dir.path());
+    let rdir = dir.path().join("r");
+    std::fs::create_dir(&rdir).unwrap();
+    let rx = Receiver::start(&rdir, 0);
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let spans = lines(&v, "span", None).len();
+    for cert in [Path::new("/dev/zero"), &fifo] {
+        let out = push_with_cert(&log, &rx.url(), cert);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{}: {stderr}", cert.display());
+        assert!(stderr.contains(&format!("{spans} span(s)")), "{stderr}");
+
+        let t0 = Instant::now();
+        let out = push_with_cert(&log, &format!("https://localhost:{}", rx.port), cert);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", cert.display());
+        assert!(
+            stderr.contains("OTEL_EXPORTER_OTLP_CERTIFICATE")
+                && stderr.contains("not a regular file"),
+            "{stderr}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    }
+}
+
+/// A receiver that answers 503 with `Retry-After: 30` to everything: the
+/// live exporter is in that wait when the command ends. `tal record` once
+/// waited it out (~29 s) before its last push; the end of a run waits for
+/// no receiver beyond the last push's own time limit.
+#[test]
+fn record_does_not_wait_out_a_receivers_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let rdir = dir.path().join("r");
+    std::fs::create_dir(&rdir).unwrap();
+    let rx = Receiver::start_args(
+        &rdir,
+        u32::MAX,
+        None,
+        0,
+        &["--retry-after".as_ref(), "30".as_ref()],
+    );
+    let t0 = Instant::now();
+    let child = recorder()
+        .arg(dir.path().join("rec"))
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .args(["--otlp-endpoint", &rx.url(), "--otlp-interval", "100ms"])
+        .args(["--", "sleep", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(child, Duration::from_secs(90));
+    let took = t0.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("NOT delivered"), "{stderr}");
+    assert!(stderr.contains("HTTP 503"), "{stderr}");
+    // A hang check, not a budget: the command takes 1 s, the wait 30 s.
+    assert!(took < Duration::from_secs(10), "tal record took {took:?}");
+    assert_complete(&read_jsonl_in(&dir.path().join("rec")));
+}
+
+/// A receiver that is away while a client floods the socket with short
+/// tasks (each with a 400-byte attribute): the live exporter holds at most
+/// its --otlp-buffer of requests (and its ring from the dispatcher a few
+/// MiB of events), sheds the oldest, and says how many spans it shed. It
+/// once kept up to 200,000 spans and points (~350 MiB; 118 MiB peak here,
+/// against 32 MiB without a live push).
+#[test]
+fn a_live_push_to_a_receiver_that_is_away_holds_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let flood = r#"
+import os, socket
+s = socket.socket(socket.AF_UNIX)
+s.connect(os.environ["TAL_SOCKET"])
+pad = "x" * 400
+buf = []
+for i in range(60000):
+    buf.append('{"event_type":"TaskStarted","task_id":"t%d","attributes":{"pad":"%s%d"}}\n' % (i, pad, i))
+    buf.append('{"event_type":"TaskCompleted","task_id":"t%d"}\n' % i)
+    if len(buf) >= 2000:
+        s.sendall("".join(buf).encode())
+        buf = []
+s.sendall("".join(buf).encode())
+s.close()
+"#;
+    let out = run(recorder()
+        .arg(dir.path().join("rec"))
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .args([
+            "--otlp-endpoint",
+            &format!("http://127.0.0.1:{port}"),
+            "--otlp-interval",
+            "200ms",
+            "--otlp-buffer",
+            "1MiB",
+        ])
+        .args(["--", "python3", "-c", flood]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // The metric line, read without holding the 60 MB JSONL's lines.
+    let jsonl = files_with_ext(&dir.path().join("rec"), ".telemetry.jsonl")[0].clone();
+    let m = std::io::BufRead::lines(std::io::BufReader::new(std::fs::File::open(jsonl).unwrap()))
+        .map(|l| serde_json::from_str::<Value>(&l.unwrap()).unwrap())
+        .filter(|v| v["section"] == "metric")
+        .last()
+        .unwrap();
+    assert_eq!(m["tasks_completed"], 60000, "the log has every task");
+    let rss = m["agent_peak_rss_bytes"].as_u64().unwrap();
+    assert!(rss < 80 << 20, "peak RSS {} MiB", rss >> 20);
+    let shed: u64 = stderr
+        .split("of which ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no shed count: {stderr}"));
+    assert!(shed >= 1000, "{stderr}");
+    assert!(stderr.contains("--otlp-buffer"), "{stderr}");
+    assert!(stderr.contains("tal convert --otlp-endpoint"), "{stderr}");
+}
+
+/// Endpoint URLs that once became nonsense (`…#f:80/v1/traces`,
+/// `h:99999:80`) or echoed the password in them, and header values HTTP
+/// does not allow (once dropped, or retried 5 times), are refused before
+/// anything runs; a certificate the roots do not know is not retried.
+#[test]
+fn bad_endpoints_and_headers_are_refused_up_front_and_secrets_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = session(dir.path());
+    let rdir = dir.path().join("r");
+    std::fs::create_dir(&rdir).unwrap();
+    let rx = Receiver::start(&rdir, 0);
+    let p = rx.port;
+    for (url, says) in [
+        (format!("http://127.0.0.1:{p}?x=1#f"), "query"),
+        (format!("http://127.0.0.1:{p}/#f"), "query"),
+        ("http://127.0.0.1:99999".to_string(), "1 to 65535"),
+        (format!("http://user:s3cret@127.0.0.1:{p}"), "credentials"),
+    ] {
+        let out = run(tal_cmd()
+            .arg("convert")
+            .arg(&log)
+            .args(["-o", dir.path().join("u.jsonl").to_str().unwrap()])
+            .args(["--otlp-endpoint", &url]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{url}: {stderr}");
+        assert!(stderr.contains(says), "{url}: {stderr}");
+        assert!(!stderr.contains("s3cret"), "{stderr}");
+        // The same from the environment, and for `tal record`.
+        let out = run(tal_cmd()
+            .args(["record", "--out"])
+            .arg(dir.path().join("rec"))
+            .args(["--otlp-endpoint", "--", "true"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &url));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{url}: {stderr}");
+        assert!(!stderr.contains("s3cret"), "{stderr}");
+    }
+    assert!(rx.requests().is_empty());
+
+    for headers in ["x-token=se%0D%0Acret", "x-token=caf%C3%A9cret"] {
+        let t0 = Instant::now();
+        let out = run(push_cmd(&log, &dir.path().join("h.jsonl"), &rx.url())
+            .env("OTEL_EXPORTER_OTLP_HEADERS", headers));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{headers}: {stderr}");
+        assert!(
+            stderr.contains("OTEL_EXPORTER_OTLP_HEADERS") && stderr.contains("x-token"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("cret"), "the value is a secret: {stderr}");
+        assert!(t0.elapsed() < Duration::from_secs(10));
+    }
+    assert!(rx.requests().is_empty());
+
+    // A self-signed certificate the public roots do not know: one try.
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.key_pair.serialize_pem()).unwrap();
+    let tdir = dir.path().join("tls");
+    std::fs::create_dir(&tdir).unwrap();
+    let tls = Receiver::start_with(&tdir, 0, Some((&cert_pem, &key_pem)));
+    let t0 = Instant::now();
+    let out = run(&mut push_cmd(
+        &log,
+        &dir.path().join("t.jsonl"),
+        &format!("https://localhost:{}", tls.port),
+    ));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    assert!(
+        !stderr.contains("retries") && !stderr.contains("gave up"),
+        "{stderr}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 }

@@ -310,7 +310,9 @@ fn push_report(ep: &Endpoints, r: &PushReport) -> i32 {
         "tal convert: NOT delivered: {} span(s), {} metric point(s): {}",
         r.spans_failed,
         r.points_failed,
-        r.errors.join("; ")
+        // Each reason's peer text is escaped and cut where it was taken;
+        // this keeps any other text from a peer inert too.
+        crate::term::escape_for_terminal(&r.errors.join("; "), 4000)
     );
     1
 }

@@ -269,6 +269,12 @@ impl Builder {
         }
     }
 
+    /// The spans gathered since the last installment (the live exporter
+    /// encodes them once a request's worth is here).
+    pub fn spans_held(&self) -> usize {
+        self.spans.len()
+    }
+
     /// Counts one task duration (the live exporter, which sees events, not
     /// terminal lines, tells them this way).
     pub fn duration(&mut self, d: f64) {

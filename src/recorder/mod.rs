@@ -126,8 +126,8 @@ pub struct RecordConfig {
     pub socket_explicit: bool,
     /// Which GPUs to sample.
     pub gpus: crate::agent::gpu::GpuSelection,
-    /// A live OTLP push: where, and how often.
-    pub otlp: Option<(crate::otlp_http::Endpoints, Duration)>,
+    /// A live OTLP push: where, how often, and what it may hold.
+    pub otlp: Option<crate::otlp_live::LiveConfig>,
     /// The job cgroup to read.
     pub cgroup: crate::agent::cgroup::CgroupChoice,
 }
@@ -405,6 +405,7 @@ struct LiveExport {
     stop: Arc<AtomicBool>,
     counters: Arc<LiveCounters>,
     url: String,
+    max_pending_bytes: usize,
 }
 
 impl LiveExport {
@@ -426,15 +427,24 @@ impl LiveExport {
             n(&c.points_sent)
         );
         if why.is_some() || n(&c.events_dropped) > 0 {
+            let shed = match (n(&c.spans_shed), n(&c.points_shed)) {
+                (0, 0) => String::new(),
+                (s, p) => format!(
+                    " (of which {s} span(s) and {p} point(s) were shed while the receiver was away, \
+                     to hold at most {} MiB: --otlp-buffer)",
+                    self.max_pending_bytes as f64 / (1 << 20) as f64
+                ),
+            };
             eprintln!(
-                "tal: OTLP live push: NOT delivered: {} span(s), {} point(s){}{}; `tal convert --otlp-endpoint` can push the whole session from the log",
+                "tal: OTLP live push: NOT delivered: {} span(s), {} point(s){shed}{}{}; `tal convert --otlp-endpoint` can push the whole session from the log",
                 n(&c.spans_lost),
                 n(&c.points_lost),
                 match n(&c.events_dropped) {
                     0 => String::new(),
                     d => format!(", and {d} event(s) the exporter could not keep up with"),
                 },
-                why.map(|w| format!(": {w}")).unwrap_or_default()
+                why.map(|w| format!(": {}", crate::term::escape_for_terminal(&w, 2000)))
+                    .unwrap_or_default()
             );
         }
     }
@@ -495,7 +505,7 @@ struct DispatchInputs<'a> {
         crate::agent::gpu::PollsIn,
         ring::Consumer<crate::agent::gpu::Backfill>,
     )>,
-    live: Option<(ring::Producer<crate::record::Event>, &'a LiveExport)>,
+    live: Option<(ring::Producer<crate::otlp_live::Offered>, &'a LiveExport)>,
     fanout: crate::dispatch::Fanout,
     tasks: Option<(ring::Consumer<TaskSample>, Arc<TaskCounters>)>,
 }
@@ -801,17 +811,16 @@ fn start_gpu(
 fn start_live(
     cfg: &RecordConfig,
     anchor: &Anchor,
-) -> anyhow::Result<Option<(ring::Producer<crate::record::Event>, LiveExport)>> {
-    let Some((ep, every)) = &cfg.otlp else {
+) -> anyhow::Result<Option<(ring::Producer<crate::otlp_live::Offered>, LiveExport)>> {
+    let Some(live) = &cfg.otlp else {
         return Ok(None);
     };
-    let (tx, rx) = ring::channel::<crate::record::Event>(EXPORT_RING);
+    let (tx, rx) = ring::channel::<crate::otlp_live::Offered>(EXPORT_RING);
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(LiveCounters::default());
     let exporter = LiveExporter::new(
         rx,
-        ep.clone(),
-        *every,
+        live,
         &cfg.session_id,
         &cfg.node_id,
         &cfg.backend,
@@ -830,7 +839,8 @@ fn start_live(
             handle,
             stop,
             counters,
-            url: ep.traces.to_string(),
+            url: live.endpoints.traces.to_string(),
+            max_pending_bytes: live.max_pending_bytes,
         },
     )))
 }
