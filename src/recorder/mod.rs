@@ -583,20 +583,7 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
         tasks: task_in,
     };
     let dispatcher = start_dispatcher(cfg, &shared, writer, &baseline, &anchor, inputs, grid)?;
-    let agent = ProcAgent::new(
-        sources,
-        &baseline,
-        proc_tx,
-        grid.1,
-        Arc::clone(&shared.counters),
-        Arc::clone(&shared.sampler_stop),
-        dispatcher.thread().clone(),
-    )
-    .starting_at(grid.0);
-    let sampler = thread::Builder::new()
-        .name("tal-proc".into())
-        .spawn(move || agent.run())
-        .context("cannot start the sampling thread")?;
+    let sampler = start_proc(sources, &baseline, proc_tx, grid, &shared, &dispatcher)?;
     let gpu = match (gpus, gpu_tx) {
         (Some(src), Some(rings)) => Some(start_gpu(
             src,
@@ -649,6 +636,31 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
         socket_dir,
         _socket_registered: socket_registered,
     })
+}
+
+/// The /proc sampler's thread, on the grid `grid.0 + k·grid.1` (ns).
+fn start_proc(
+    sources: ProcSources,
+    baseline: &ProcReading,
+    tx: ring::Producer<ProcSample>,
+    grid: (u64, u64),
+    shared: &Shared,
+    dispatcher: &thread::JoinHandle<Result<PathBuf, WriteError>>,
+) -> anyhow::Result<thread::JoinHandle<()>> {
+    let agent = ProcAgent::new(
+        sources,
+        baseline,
+        tx,
+        grid.1,
+        Arc::clone(&shared.counters),
+        Arc::clone(&shared.sampler_stop),
+        dispatcher.thread().clone(),
+    )
+    .starting_at(grid.0);
+    thread::Builder::new()
+        .name("tal-proc".into())
+        .spawn(move || agent.run())
+        .context("cannot start the sampling thread")
 }
 
 /// The task sampler's thread (`--task-interval`), which the listener
