@@ -44,7 +44,7 @@ pub fn escape_for_terminal(s: &str, max_chars: usize) -> Cow<'_, str> {
     if clean {
         return Cow::Borrowed(s);
     }
-    let mut out = String::with_capacity(s.len().min(max_chars * 4) + 32);
+    let mut out = String::with_capacity(s.len().min(max_chars.saturating_mul(4)) + 32);
     let mut written = 0;
     for (i, c) in s.chars().enumerate() {
         let mut esc = String::new();
@@ -59,7 +59,7 @@ pub fn escape_for_terminal(s: &str, max_chars: usize) -> Cow<'_, str> {
             &esc
         };
         let len = piece.chars().count();
-        if written + len > max_chars {
+        if written.saturating_add(len) > max_chars {
             let left = s.chars().count() - i;
             let _ = write!(out, "… ({left} more characters)");
             return Cow::Owned(out);

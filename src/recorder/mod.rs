@@ -24,10 +24,10 @@
 //! SessionEnded, the final snapshot and the end marker, trims and fsyncs
 //! the log: well under a second. A second SIGINT during any of this exits
 //! at once with status 130; the log still converts (without end marker).
-//! Once the log is complete, a SIGINT or SIGTERM during the JSONL, the
-//! report or the last push exits at once too (130), removing the file
-//! being written (no name ever holds a partial JSONL) and saying how to
-//! convert the log again.
+//! Once the log is complete, a SIGINT during the JSONL or the report exits
+//! at once too (130), removing the file being written (no name ever holds
+//! a partial JSONL) and saying how to convert the log again. A SIGTERM
+//! then waits: Slurm sends two at a time limit, and the JSONL is wanted.
 
 mod child;
 mod signals;
@@ -988,9 +988,10 @@ fn finalise(
     }
     let finished = pipeline.finish(reason);
     // The log is complete: from here on (the JSONL, the report, the last
-    // push) a SIGINT or SIGTERM exits at once, removing what was being
-    // written and saying how to make it again from the log.
-    arm_exit_signals();
+    // push) a SIGINT exits at once, removing what was being written and
+    // saying how to make it again from the log. Not a SIGTERM: Slurm sends
+    // two at a time limit, and the JSONL is still wanted then.
+    arm_second_sigint();
     let exit = match (child, code) {
         (Some(pid), None) => reap_blocking(pid),
         (_, code) => code.unwrap_or(0),
@@ -1023,6 +1024,7 @@ fn finalise(
     // stuck receiver can then cost at most the push (each request has its
     // time limit), and SIGINT or SIGTERM meanwhile exits at once.
     if let Some(l) = live {
+        arm_exit_signals();
         l.finish();
     }
     // Answer `tal stop` clients now that everything is written, and close
@@ -1058,7 +1060,7 @@ fn finalise(
 /// ([`convert::PendingOutput::commit_first_free`]): agents of several nodes
 /// that stop at the same moment (a `scancel` of the job) each get a name of
 /// their own, and a name only ever holds a whole JSONL. Interrupted (a
-/// SIGINT or SIGTERM exits at once from here on: see `finalise`), tal
+/// SIGINT exits at once from here on: see `finalise`), tal
 /// removes the temporary and says how to convert the log again. Says what
 /// it wrote, or why it could not.
 fn write_jsonl(cfg: &RecordConfig, log: &std::path::Path, anchor: &Anchor) -> Option<PathBuf> {
