@@ -45,7 +45,7 @@ pub fn escape_for_terminal(s: &str, max_chars: usize) -> Cow<'_, str> {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len().min(max_chars.saturating_mul(4)) + 32);
-    let mut written = 0;
+    let mut written: usize = 0;
     for (i, c) in s.chars().enumerate() {
         let mut esc = String::new();
         let piece: &str = if !is_control(c) {
