@@ -2,7 +2,7 @@
 //! every way out.
 //!
 //! What a conversion, summary or report writes before its output is
-//! complete (the output's own `.NAME.tal-HOST-PID-XXXXXX.tmp` beside it, a
+//! complete (the output's own `.NAME.tal-HOST-PID-<random>.tmp` beside it, a
 //! JSONL in a private work directory) may be large and may hold private
 //! data (task attributes). So:
 //!
@@ -150,7 +150,7 @@ fn gone(pid: u32) -> bool {
 }
 
 /// The pid in `name` if it is one of this host's temporaries of `kind`
-/// (`KIND.tal-HOST-PID-XXXXXX…`).
+/// (`KIND.tal-HOST-PID-<random>…`).
 fn pid_of(name: &str, kind: &str) -> Option<u32> {
     let rest = name.strip_prefix(&format!("{kind}.tal-{}-", host_tag()))?;
     let (pid, random) = rest.split_once('-')?;

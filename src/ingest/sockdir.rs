@@ -17,7 +17,7 @@
 //! 1. the requested path (`--socket`, or the default);
 //! 2. for the default, `tal-<uid>` in `$TMPDIR` or `/tmp` when
 //!    `$XDG_RUNTIME_DIR` was the one that failed;
-//! 3. a new directory of a random name, `tal-<uid>-XXXXXX`, made by tal
+//! 3. a new directory of a random name, `tal-<uid>-<random>`, made by tal
 //!    (`mkdtemp`, 0700) in `$TMPDIR`, then `/tmp`, then the output
 //!    directory: no one can make it first, and it is checked like
 //!    `tal-<uid>`;
@@ -44,7 +44,7 @@ fn my_uid() -> u32 {
 }
 
 /// The prefix of tal's own socket directories in `$TMPDIR` or `/tmp`:
-/// `tal-<uid>` (the default) and `tal-<uid>-XXXXXX` (fallbacks).
+/// `tal-<uid>` (the default) and `tal-<uid>-<random>` (fallbacks).
 fn dir_prefix() -> String {
     format!("tal-{}", my_uid())
 }
@@ -230,7 +230,7 @@ fn bind_at(path: &Path, how: DirRule) -> io::Result<UnixListener> {
     super::listener::bind_socket(path)
 }
 
-/// A new directory `tal-<uid>-XXXXXX` in `base` (0700, made by this call,
+/// A new directory `tal-<uid>-<random>` in `base` (0700, made by this call,
 /// so no one else's), with the socket `name` bound in it.
 fn bind_in_new_dir(
     base: &Path,
