@@ -85,11 +85,7 @@ impl Sink for Vec<Record> {
     }
 }
 
-/// Rounds to one decimal, as psutil does for its percentages.
-#[inline]
-pub fn round1(v: f64) -> f64 {
-    (v * 10.0).round() / 10.0
-}
+use crate::record::round1;
 
 /// The live OTLP exporter's side of the dispatcher.
 #[derive(Debug)]

@@ -12,6 +12,13 @@
 
 use bincode::{Decode, Encode};
 
+/// Rounds to one decimal, as psutil does for its percentages (every
+/// percentage tal writes, live or converted).
+#[inline]
+pub fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
 /// An attribute or extension-field value.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub enum Value {

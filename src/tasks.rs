@@ -261,7 +261,7 @@ impl ResUse {
     /// sample's interval, peaks, the storage bytes summed, and how many
     /// samples there were.
     fn attributes(&self) -> Attributes {
-        let round1 = |v: f64| (v * 10.0).round() / 10.0;
+        let round1 = crate::record::round1;
         let mean = |w: f64| {
             if self.seconds > 0.0 {
                 w / self.seconds

@@ -30,7 +30,7 @@
 //! covers (read from the poll's `per_gpu` events, which follow it).
 
 use crate::log::LogReader;
-use crate::record::{Event, EventKind, GpuUtilSamples, Record, ResourceScope, Value};
+use crate::record::{round1, Event, EventKind, GpuUtilSamples, Record, ResourceScope, Value};
 use std::collections::VecDeque;
 use std::path::Path;
 
@@ -295,10 +295,6 @@ fn set(extra: &mut Vec<(String, Value)>, key: &str, v: Value, after: Option<&str
         .and_then(|a| extra.iter().position(|(k, _)| k == a))
         .map_or(extra.len(), |i| i + 1);
     extra.insert(at, (key.to_string(), v));
-}
-
-fn round1(v: f64) -> f64 {
-    (v * 10.0).round() / 10.0
 }
 
 #[cfg(test)]

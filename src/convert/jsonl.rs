@@ -239,7 +239,7 @@ fn write_kind_fields(o: &mut JsonOut<'_>, kind: &EventKind) {
 
 /// A `tal.TaskResourceUpdate`'s fields (percentages to 0.1).
 fn write_task_resources(o: &mut JsonOut<'_>, r: &crate::record::TaskResources) {
-    let pct = |v: f32| crate::dispatch::round1(f64::from(v));
+    let pct = |v: f32| crate::record::round1(f64::from(v));
     o.f64("cpu_percent", pct(r.cpu_percent()))
         .f64("cpu_user_percent", pct(r.cpu_user_percent))
         .f64("cpu_system_percent", pct(r.cpu_system_percent))
