@@ -108,7 +108,7 @@ pub fn remove_registered() {
 
 /// This host's short name, as it goes into a temporary's name (at most 32
 /// bytes, only `[A-Za-z0-9-]`).
-fn host_tag() -> &'static str {
+pub fn host_tag() -> &'static str {
     static HOST: OnceLock<String> = OnceLock::new();
     HOST.get_or_init(|| {
         let u = rustix::system::uname();

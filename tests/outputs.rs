@@ -169,25 +169,6 @@ fn report_to_stdout_and_a_missing_folder() {
     );
 }
 
-/// This host's tag in tal's temporaries' names.
-fn host_tag() -> String {
-    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    let tag: String = h
-        .trim()
-        .split('.')
-        .next()
-        .unwrap()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .take(32)
-        .collect();
-    if tag.is_empty() {
-        "host".into()
-    } else {
-        tag
-    }
-}
-
 /// Makes a FIFO at `path`.
 fn mkfifo(path: &Path) {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
@@ -266,7 +247,7 @@ fn a_killed_conversions_temporary_goes_at_the_next_run() {
     let dir = tempfile::tempdir().unwrap();
     let log = a_log(dir.path());
     let out = dir.path().join("x.jsonl");
-    let host = host_tag();
+    let host = tal::tempfiles::host_tag();
     // Beyond any pid_max: a tal that is gone.
     let stale = dir
         .path()

@@ -89,11 +89,7 @@ fn chrome_step(args: &ConvertArgs, src: &Source) -> anyhow::Result<()> {
     let stats = convert::write_output(&path, |w| convert::chrome::write_chrome_trace(open, w));
     progress.finish();
     let stats = stats.map_err(|e| {
-        if convert::lines::is_input_error(&e) {
-            anyhow::anyhow!("cannot read {}: {e}", src.path.display())
-        } else {
-            anyhow::anyhow!("cannot write {}: {e}", path.display())
-        }
+        convert::lines::read_or_write_error(&e, &src.path, &path.display().to_string())
     })?;
     for note in stats.read.notes() {
         eprintln!("tal convert: {note}");

@@ -35,11 +35,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<i32> {
     };
     progress.finish();
     let stats = stats.map_err(|e| {
-        if convert::lines::is_input_error(&e) {
-            anyhow::anyhow!("cannot read {}: {e}", src.path.display())
-        } else {
-            anyhow::anyhow!("cannot write the report {}: {e}", path.display())
-        }
+        let out = format!("the report {}", path.display());
+        convert::lines::read_or_write_error(&e, &src.path, &out)
     })?;
     for note in stats.read.notes() {
         eprintln!("tal report: {note}");

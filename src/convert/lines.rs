@@ -32,6 +32,7 @@
 use serde::Serialize;
 use serde_json::Value;
 use std::io::{self, BufRead};
+use std::path::Path;
 
 /// The longest line read (see the module doc).
 pub const MAX_LINE_BYTES: usize = 16 << 20;
@@ -102,6 +103,16 @@ pub fn input_error(e: io::Error) -> io::Error {
 /// Whether `e` came from reading the input ([`input_error`]).
 pub fn is_input_error(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|r| r.is::<InputError>())
+}
+
+/// An error of a command that reads `input` and writes `output`, saying
+/// which side failed ([`is_input_error`]).
+pub fn read_or_write_error(e: &io::Error, input: &Path, output: &str) -> anyhow::Error {
+    if is_input_error(e) {
+        anyhow::anyhow!("cannot read {}: {e}", input.display())
+    } else {
+        anyhow::anyhow!("cannot write {output}: {e}")
+    }
 }
 
 /// A checkpoint's lines, parsed (see the module doc).

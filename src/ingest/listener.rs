@@ -350,14 +350,20 @@ impl Listener {
             if rx.len() * 4 < rx.capacity() {
                 return; // wait for the subscribers' sockets
             }
-            let cursors = self
-                .clients
-                .values_mut()
-                .filter_map(|c| c.subscribe.as_mut());
-            let lost = self.feed.shed(cursors);
-            self.counters.sub_dropped.fetch_add(lost, Ordering::Relaxed);
+            self.shed();
         }
         let _ = rustix::io::write(&*self.wake, &1u64.to_ne_bytes());
+    }
+
+    /// Drops the feed's oldest lines for the subscribers still behind them,
+    /// counted as lost.
+    fn shed(&mut self) {
+        let cursors = self
+            .clients
+            .values_mut()
+            .filter_map(|c| c.subscribe.as_mut());
+        let lost = self.feed.shed(cursors);
+        self.counters.sub_dropped.fetch_add(lost, Ordering::Relaxed);
     }
 
     /// Frees the feed's lines that every subscriber has been written.
@@ -829,12 +835,7 @@ impl Listener {
             if rx.is_empty() {
                 break;
             }
-            let cursors = self
-                .clients
-                .values_mut()
-                .filter_map(|c| c.subscribe.as_mut());
-            let lost = self.feed.shed(cursors);
-            self.counters.sub_dropped.fetch_add(lost, Ordering::Relaxed);
+            self.shed();
         }
     }
 
