@@ -13,7 +13,7 @@
 //! a predictable path first and would otherwise receive task attributes,
 //! executables, pids and exit codes.
 
-use crate::convert::json::JsonOut;
+use crate::json::JsonOut;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;

@@ -912,7 +912,7 @@ const WAKE_EVERY: usize = 4096;
 #[derive(Debug)]
 pub struct Fanout {
     /// Formats lines as `convert` does.
-    pub ctx: crate::convert::jsonl::Ctx,
+    pub ctx: crate::event_json::Ctx,
     /// This node.
     pub node_id: String,
     /// How many subscribers the listener has now.
@@ -933,7 +933,7 @@ pub struct Fanout {
 impl Fanout {
     /// A fan-out to the listener.
     pub fn new(
-        ctx: crate::convert::jsonl::Ctx,
+        ctx: crate::event_json::Ctx,
         node_id: String,
         subscribers: Arc<std::sync::atomic::AtomicUsize>,
         tx: crate::ring::Producer<SubLine>,
@@ -1171,7 +1171,7 @@ mod gpu_tests {
 
     #[test]
     fn lines_lost_to_a_full_ring_are_told_in_their_place() {
-        use crate::convert::jsonl::Ctx;
+        use crate::event_json::Ctx;
         let (tx, mut rx) = channel::<SubLine>(4);
         let subs = Arc::new(std::sync::atomic::AtomicUsize::new(1));
         let dropped = Arc::new(AtomicU64::new(0));

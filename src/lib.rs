@@ -10,7 +10,9 @@
 //! between them), feeds live subscribers (through a ring back to the
 //! listener) and the live OTLP exporter ([`otlp_live`]). [`convert`] reads
 //! logs back into JSONL and OTLP, with [`tasks`] and [`instruments`]
-//! deciding spans and counters. [`recorder`] wires `tal record` together,
+//! deciding spans and counters; [`event_json`] writes each event and span
+//! as its JSONL line (with [`json`]) for both the converter and the live
+//! feeds, so neither imports the other. [`recorder`] wires `tal record` together,
 //! [`run`] is `tal run`, [`commands`] the other subcommands, and [`cli`]
 //! the command line. Arrows point one way: the CLI above the stages, the
 //! stages above the data model ([`record`], [`clock`], [`ids`]).
@@ -24,9 +26,11 @@ pub mod clock;
 pub mod commands;
 pub mod convert;
 pub mod dispatch;
+pub mod event_json;
 pub mod ids;
 pub mod ingest;
 pub mod instruments;
+pub mod json;
 pub mod log;
 pub mod otlp_http;
 pub mod otlp_live;

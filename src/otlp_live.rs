@@ -35,8 +35,8 @@
 //! collector costs this thread's retries, nothing else.
 
 use crate::clock::wall_ns;
-use crate::convert::jsonl::{self, Ctx};
 use crate::convert::otlp::{Builder, Otlp, ResourceConfig};
+use crate::event_json::{self, Ctx};
 use crate::instruments::{Instruments, COUNTER_NAMES};
 use crate::otlp_http::{
     encode_requests, Client, Encoded, Endpoints, Pusher, RetryPolicy, SPANS_PER_REQUEST,
@@ -204,7 +204,7 @@ impl LiveExporter {
             _ => {}
         }
         self.inst.observe(&self.node, &ev.kind);
-        jsonl::note_energy(&mut self.tracker, &self.node, &ev);
+        event_json::note_energy(&mut self.tracker, &self.node, &ev);
         if let Outcome::Closed(c) = self.tracker.observe_on(&self.node, &ev, &mut self.inst) {
             // (The span carries the terminal attributes; no event line here.)
             self.builder.duration(c.duration_seconds);
@@ -215,7 +215,7 @@ impl LiveExporter {
     /// Hands a closed task's span to the builder.
     fn task_span(&mut self, sp: &TaskSpan) {
         let mut buf = Vec::new();
-        jsonl::write_task_span(&mut buf, &self.ctx, sp);
+        event_json::write_task_span(&mut buf, &self.ctx, sp);
         self.span_line(&buf);
     }
 
@@ -363,20 +363,20 @@ impl LiveExporter {
             // Closed at the session's end: a zero duration, as in the JSONL.
             builder.duration(0.0);
             let mut buf = Vec::new();
-            jsonl::write_task_span(&mut buf, ctx, &span);
+            event_json::write_task_span(&mut buf, ctx, &span);
             if let Some(v) = Self::json_line(&buf) {
                 builder.line(v);
             }
         });
         let mut buf = Vec::new();
-        jsonl::write_session_span(
+        event_json::write_session_span(
             &mut buf,
             &self.ctx,
             &self.backend,
             self.session_start_ns,
             end,
             1,
-            &jsonl::session_energy(&self.tracker, 1),
+            &event_json::session_energy(&self.tracker, 1),
         );
         self.span_line(&buf);
         let last_try = RetryPolicy {

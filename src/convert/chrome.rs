@@ -37,9 +37,9 @@
 //! Lines are read as [`crate::convert::lines`] says (overlong ones skipped,
 //! `NaN` as null), and what that met is in [`ChromeStats::read`].
 
-use crate::convert::json::JsonOut;
 use crate::convert::lines::{input_error, LineStats};
 use crate::convert::{each_jsonl_line, json_time_ns, NodeIndex, NODE_SERIES};
+use crate::json::JsonOut;
 use serde_json::Value;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};

@@ -17,7 +17,6 @@
 
 pub mod chrome;
 pub mod gpufill;
-pub mod json;
 pub mod jsonl;
 pub mod lines;
 pub mod merge;

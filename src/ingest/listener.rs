@@ -732,7 +732,7 @@ impl Listener {
                 // Every earlier line is with the dispatcher when this is answered.
                 self.hand_over();
                 let mut out = Vec::new();
-                let mut o = crate::convert::json::JsonOut::object(&mut out);
+                let mut o = crate::json::JsonOut::object(&mut out);
                 o.bool("ok", true)
                     .str("session_id", &self.info.session_id)
                     .str("node_id", &self.info.node_id)
@@ -759,11 +759,11 @@ impl Listener {
                     if i > 0 {
                         list.extend_from_slice(b", ");
                     }
-                    crate::convert::json::write_str(&mut list, t);
+                    crate::json::write_str(&mut list, t);
                 }
                 list.push(b']');
                 let mut ack = Vec::new();
-                let mut o = crate::convert::json::JsonOut::object(&mut ack);
+                let mut o = crate::json::JsonOut::object(&mut ack);
                 o.bool("ok", true).key("subscribed").raw(&list);
                 o.end();
                 ack.push(b'\n');

@@ -379,7 +379,7 @@ fn other_kind(m: &Map<String, J>, event_type: &str) -> Result<EventKind, String>
 /// The reply line for a refused line.
 pub fn error_reply(line_no: u64, reason: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(reason.len() + 32);
-    let mut o = crate::convert::json::JsonOut::object(&mut out);
+    let mut o = crate::json::JsonOut::object(&mut out);
     o.str("error", reason).uint("line", line_no);
     o.end();
     out.push(b'\n');

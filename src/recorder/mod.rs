@@ -781,7 +781,7 @@ fn ingest_listener(
     let subscribers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     listener.set_subscriptions(sub_rx, Arc::clone(&subscribers));
     let fanout = crate::dispatch::Fanout::new(
-        crate::convert::jsonl::Ctx::new(&cfg.session_id),
+        crate::event_json::Ctx::new(&cfg.session_id),
         cfg.node_id.clone(),
         subscribers,
         sub_tx,
@@ -1030,7 +1030,7 @@ fn finalise(
     // Answer `tal stop` clients now that everything is written, and close
     // the socket.
     let mut reply = Vec::new();
-    let mut o = crate::convert::json::JsonOut::object(&mut reply);
+    let mut o = crate::json::JsonOut::object(&mut reply);
     o.bool("ok", true)
         .str("log", &log.display().to_string())
         .opt_str(
