@@ -12,7 +12,8 @@
 //! logs back into JSONL and OTLP, with [`tasks`] and [`instruments`]
 //! deciding spans and counters; [`event_json`] writes each event and span
 //! as its JSONL line (with [`json`]) for both the converter and the live
-//! feeds, so neither imports the other. [`recorder`] wires `tal record` together,
+//! feeds, so neither imports the other; [`otlp`] maps those lines to
+//! OpenTelemetry for both too. [`recorder`] wires `tal record` together,
 //! [`run`] is `tal run`, [`commands`] the other subcommands, and [`cli`]
 //! the command line. Arrows point one way: the CLI above the stages, the
 //! stages above the data model ([`record`], [`clock`], [`ids`]).
@@ -32,6 +33,7 @@ pub mod ingest;
 pub mod instruments;
 pub mod json;
 pub mod log;
+pub mod otlp;
 pub mod otlp_http;
 pub mod otlp_live;
 pub mod progress;

@@ -58,7 +58,7 @@
 //! read or sent, and no message shows a URL's credentials or a header's
 //! value.
 
-use crate::convert::otlp::{parse_key_values, Otlp};
+use crate::otlp::{parse_key_values, Otlp};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };

@@ -35,9 +35,9 @@
 //! collector costs this thread's retries, nothing else.
 
 use crate::clock::wall_ns;
-use crate::convert::otlp::{Builder, Otlp, ResourceConfig};
 use crate::event_json::{self, Ctx};
 use crate::instruments::{Instruments, COUNTER_NAMES};
+use crate::otlp::{Builder, Otlp, ResourceConfig};
 use crate::otlp_http::{
     encode_requests, Client, Encoded, Endpoints, Pusher, RetryPolicy, SPANS_PER_REQUEST,
 };

@@ -5,7 +5,8 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::io::Cursor;
-use tal::convert::{chrome, otlp};
+use tal::convert::chrome;
+use tal::otlp;
 
 fuzz_target!(|data: &[u8]| {
     let _ = otlp::from_jsonl(Cursor::new(data), &otlp::ResourceConfig::default());

@@ -10,7 +10,8 @@
 //! (`chrome_step`, see `convert::chrome`).
 
 use crate::cli::{ConvertArgs, ConvertFormat};
-use crate::convert::{self, otlp, ConvertError, Output};
+use crate::convert::{self, ConvertError, Output};
+use crate::otlp;
 use crate::otlp_http::{Endpoints, PushReport, Pusher, RetryPolicy, SPANS_PER_REQUEST};
 use crate::progress::Progress;
 use std::path::{Path, PathBuf};

@@ -20,9 +20,9 @@ pub mod gpufill;
 pub mod jsonl;
 pub mod lines;
 pub mod merge;
-pub mod otlp;
 
 use crate::log::{LogReader, OpenError};
+use crate::otlp;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};

@@ -45,6 +45,14 @@
 //! `host.name` (the node, when the session has one: a live push, or one
 //! node log; per-node metrics always name theirs), then
 //! `$OTEL_RESOURCE_ATTRIBUTES` (`k=v,…`, percent-decoded), which override.
+//!
+//! Two callers build from the same lines: `tal convert --format otlp`
+//! (a whole checkpoint, [`from_jsonl`] / [`stream_jsonl`]) and the live
+//! exporter of `tal record --otlp` (`otlp_live`, a [`Builder`] fed each
+//! event and span line as the agent writes it). So this module sits beside
+//! both, in neither. It is one piece past 1,000 lines: most of it is the
+//! [`Builder`]'s one mapping from RHAPSODY lines to OTLP spans and metric
+//! series, with its tests; the file-level readers are the small rest.
 
 use crate::clock::secs_to_ns;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -982,7 +990,7 @@ mod tests {
     /// whole request serialises to, with spans or without.
     #[test]
     fn streamed_traces_json_is_the_whole_request() {
-        let reference = include_str!("../../tests/fixtures/rhapsody-0.6.0-tasks.telemetry.jsonl");
+        let reference = include_str!("../tests/fixtures/rhapsody-0.6.0-tasks.telemetry.jsonl");
         let no_spans: String = reference
             .lines()
             .filter(|l| !l.ends_with("\"section\": \"span\"}"))
