@@ -15,6 +15,7 @@ anything is built.
 """
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import unicodedata
@@ -91,9 +92,23 @@ def links(path):
             yield n, m.group(1)
 
 
+def ignored(paths, root):
+    """Of these paths, those git ignores (so they never reach the
+    repository, even when they exist here): none outside a git work tree."""
+    if not paths:
+        return set()
+    try:
+        r = subprocess.run(["git", "-C", root, "check-ignore", "--stdin", "-z"],
+                           input="\0".join(paths) + "\0", capture_output=True, text=True)
+    except OSError:
+        return set()
+    return set(p for p in r.stdout.split("\0") if p) if r.returncode in (0, 1) else set()
+
+
 def check(files, root):
     root = os.path.realpath(root)
     broken = []
+    found = []
     for md in files:
         here = os.path.dirname(os.path.realpath(md))
         for n, target in links(md):
@@ -104,13 +119,19 @@ def check(files, root):
             dest = os.path.realpath(md) if not path else os.path.realpath(os.path.join(here, path))
             if path.startswith("/") or not (dest == root or dest.startswith(root + os.sep)):
                 broken.append(f"{where}: not a relative path inside the repository")
-            elif not os.path.exists(dest):
+                continue
+            if not os.path.exists(dest):
                 broken.append(f"{where}: no such file")
-            elif frag:
-                if not dest.endswith(".md") or os.path.isdir(dest):
-                    broken.append(f"{where}: an anchor into a file that is not Markdown")
-                elif frag not in anchors(dest):
-                    broken.append(f"{where}: no heading with anchor #{frag} in {os.path.relpath(dest, root)}")
+                continue
+            found.append((where, os.path.relpath(dest, root)))
+            if not frag:
+                continue
+            if not dest.endswith(".md") or os.path.isdir(dest):
+                broken.append(f"{where}: an anchor into a file that is not Markdown")
+            elif frag not in anchors(dest):
+                broken.append(f"{where}: no heading with anchor #{frag} in {os.path.relpath(dest, root)}")
+    gone = ignored(sorted(set(rel for _, rel in found)), root)
+    broken += [f"{where}: ignored by git, so not in the repository" for where, rel in found if rel in gone]
     return broken
 
 
@@ -128,6 +149,14 @@ def self_test():
         os.makedirs(os.path.join(d, "docs", "img"))
         open(os.path.join(d, "docs", "img", "a.png"), "w").close()
         open(os.path.join(top, "outside.md"), "w").close()
+        os.makedirs(os.path.join(d, "out"))
+        open(os.path.join(d, "out", "made.md"), "w").close()
+        with open(os.path.join(d, ".gitignore"), "w") as f:
+            f.write("/out\n")
+        try:
+            has_git = subprocess.run(["git", "init", "-q", d], capture_output=True).returncode == 0
+        except OSError:
+            has_git = False
         with open(os.path.join(d, "docs", "b.md"), "w") as f:
             f.write("# B\n\n## What `tal run` reports\n\n## Twice\n\n## Twice\n\n## Files, temporaries and progress\n")
         with open(os.path.join(d, "README.md"), "w") as f:
@@ -141,10 +170,11 @@ def self_test():
                 "[bad1](docs/c.md) ![bad2](docs/img/missing.png) [bad3](docs/b.md#nope)\n"
                 "[bad4](#twice) [bad5](../outside.md) [bad6](docs/b.md#twice-2)\n"
                 "[ref]: docs/missing-ref.md\n"
+                "[bad7](out/made.md)\n"
             )
         got = check([os.path.join(d, "README.md")], d)
     want = ["docs/c.md", "docs/img/missing.png", "docs/b.md#nope", "#twice", "../outside.md",
-            "docs/b.md#twice-2", "docs/missing-ref.md"]
+            "docs/b.md#twice-2", "docs/missing-ref.md"] + (["out/made.md"] if has_git else [])
     named = [g.split(": ")[1] for g in got]
     if named != want:
         print("check-links self-test failed:\n  want " + repr(want) + "\n  got  " + repr(got), file=sys.stderr)
