@@ -34,6 +34,10 @@ step "lints"
 # must at least parse.
 for f in scripts/*.sh scripts/gpu-machine/*.sh; do bash -n "$f"; done
 python3 -c 'import ast, sys; [ast.parse(open(f).read(), f) for f in sys.argv[1:]]' scripts/*.py scripts/gpu-machine/*.py
+# Every relative link and heading anchor of README.md, docs/ and
+# slurm/README.md names a file (and heading) in the repository.
+python3 scripts/check-links.py --self-test >/dev/null
+python3 scripts/check-links.py
 cargo clippy --all-targets --release -- -D warnings
 # The benchmark-only writer thread (recorder/threaded.rs) must keep building.
 cargo clippy --lib --release --features writer-thread -- -D warnings

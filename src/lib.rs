@@ -2,7 +2,7 @@
 //! and each node's resources — into a crash-safe binary log, and converts it
 //! to RHAPSODY's JSONL checkpoint and to OpenTelemetry.
 //!
-//! The modules follow the pipeline (README's design section is its map):
+//! The modules follow the pipeline (docs/design.md is its map):
 //! [`agent`] (the /proc and GPU sampling threads) and [`ingest`] (the
 //! socket's clients) each hand data through a [`ring`] to [`dispatch`],
 //! which turns it into [`record`]s and, in the same wake-up, appends them to

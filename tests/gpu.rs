@@ -1,7 +1,8 @@
 //! The GPU agent through the real `tal record` and the real JSONL, with a
 //! stub `libnvidia-ml.so.1` (tests/nvml-stub/nvml_stub.c) built here with
 //! the system C compiler and scripted per test (CI machines have no NVIDIA
-//! driver; the real library is checked on a GPU machine, see README).
+//! driver; the real library is checked on a GPU machine, see
+//! docs/performance.md).
 
 mod common;
 

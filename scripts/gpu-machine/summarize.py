@@ -1,6 +1,6 @@
 """The figures of one scripts/gpu-machine/check.sh run, from its result folder (argv[1]).
 
-Prints, for README: how tal's per-GPU series followed the load's known
+Prints, for docs/performance.md: how tal's per-GPU series followed the load's known
 phases (beside RHAPSODY's adapter at the same moments), each task's GPU
 memory and energy, the UUID mapping, the idle overhead side by side, tal's
 own memory, and the task-sampling benchmark's table.

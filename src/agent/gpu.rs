@@ -25,7 +25,7 @@
 //! device's UUID and PCI bus id, so the mapping can always be checked.)
 //!
 //! **What a poll costs, and why it is built this way.** On a real H200
-//! (driver 580; `NVML-H200` figures in README) every query tal needs costs
+//! (driver 580; figures in docs/performance.md) every query tal needs costs
 //! 2–12 µs of CPU, except two: one C call of `nvmlDeviceGetSamples` costs
 //! about 1.4 ms whatever it returns (0, 1 or 71 samples), and the energy
 //! counter (`nvmlDeviceGetTotalEnergyConsumption`, or `GetFieldValues` with

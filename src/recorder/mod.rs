@@ -921,7 +921,7 @@ fn wait_for_end(signals: &Signals, child: Option<libc::pid_t>) -> (EndReason, Op
             continue;
         }
         // Whatever the first stop signal, a SIGINT from now on exits at
-        // once (README: "a second SIGINT exits at once").
+        // once (docs/reference.md: "A second SIGINT exits at once").
         arm_second_sigint();
         let code = child.and_then(|pid| stop_child(pid, sig));
         let reason = if sig == STOP_REQUEST_SIGNAL {
