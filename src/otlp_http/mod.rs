@@ -12,7 +12,7 @@
 //! `<endpoint>/v1/metrics`. Spans and metrics share one client, one retry
 //! policy and one configuration.
 //!
-//! Configuration and its start-up checks are in [`config`].
+//! Configuration and its start-up checks are in `config.rs`.
 //!
 //! Answers: each request's whole time limit (connect to last byte) is the
 //! `OTEL_EXPORTER_OTLP_TIMEOUT` (see [`Endpoints::timeouts`]); of an answer

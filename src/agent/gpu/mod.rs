@@ -2,7 +2,7 @@
 //! deadlines, on its own thread (NVML calls can stall for milliseconds and
 //! must never delay /proc sampling).
 //!
-//! **Loading and choosing devices** ([`open`]): NVML is opened at run
+//! **Loading and choosing devices** (`open.rs`): NVML is opened at run
 //! time and the devices the job can see are chosen and numbered as its
 //! CUDA runtime numbers them; a node without a usable NVML records
 //! normally, with the reason on stderr and the GPU fields null.
