@@ -139,3 +139,46 @@ fn a_directory_of_two_sessions_is_refused_as_two_logs_are() {
         .arg(dir.path().join("s.two.n.tal")));
     assert_eq!(stderr, String::from_utf8_lossy(&named.stderr));
 }
+
+#[test]
+fn the_workflow_finds_tal_without_it_on_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    // A PATH with a shell and the usual tools, and no tal.
+    let path = "/usr/bin:/bin";
+    assert!(
+        !path.split(':').any(|d| Path::new(d).join("tal").exists()),
+        "this test needs a PATH without tal"
+    );
+    let out = run_ok(
+        tal()
+            .env("PATH", path)
+            .args([
+                "record",
+                "--session-id",
+                "s.path",
+                "--node-id",
+                "n",
+                "--out",
+            ])
+            .arg(dir.path())
+            .args(["--", "bash", "-c", "tal run --task-id a -- echo hi"]),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n", "{stderr}");
+    let exe_dir = Path::new(env!("CARGO_BIN_EXE_tal")).parent().unwrap();
+    let start = stderr
+        .lines()
+        .find(|l| l.starts_with("tal: recording "))
+        .unwrap();
+    assert!(
+        start.contains(&format!(
+            "no tal on PATH: the command's PATH ends with {}",
+            exe_dir.display()
+        )),
+        "{stderr}"
+    );
+    let v = read_jsonl_in(dir.path());
+    let done = lines(&v, "event", Some("TaskCompleted"));
+    assert_eq!(done.len(), 1, "{stderr}");
+    assert_eq!(done[0]["task_id"], "a");
+}
