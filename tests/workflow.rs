@@ -182,3 +182,43 @@ fn the_workflow_finds_tal_without_it_on_the_path() {
     assert_eq!(done.len(), 1, "{stderr}");
     assert_eq!(done[0]["task_id"], "a");
 }
+
+#[test]
+fn a_reused_task_id_is_said_at_once_counted_and_still_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = env!("CARGO_BIN_EXE_tal");
+    // The second run's stderr goes where its command's output goes: the
+    // warning comes before the command runs.
+    let out = record_script(
+        dir.path(),
+        "s.dup",
+        &format!(
+            "{t} run --task-id dup -- true; \
+             {t} run --task-id dup -- echo second 2>&1; \
+             {t} run --task-id fresh -- true; \
+             {t} emit TaskStarted --task-id e && {t} emit TaskStarted --task-id e 2>&1"
+        ),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said: Vec<&str> = stdout.lines().collect();
+    assert_eq!(said.len(), 3, "{stdout}\n{stderr}");
+    assert!(
+        said[0].starts_with("tal run: warning: task id \"dup\" is used again")
+            && said[0].contains("has ended"),
+        "{stdout}"
+    );
+    assert_eq!(said[1], "second");
+    assert!(
+        said[2].starts_with("tal emit: warning: task id \"e\" is used again")
+            && said[2].contains("has started"),
+        "{stdout}"
+    );
+    let v = read_jsonl_in(dir.path());
+    // Both runs are recorded, event by event.
+    let done = lines(&v, "event", Some("TaskCompleted"));
+    assert_eq!(done.iter().filter(|e| e["task_id"] == "dup").count(), 2);
+    let m = lines(&v, "metric", None)[0];
+    assert_eq!(m["ingest_task_ids_reused"], 2, "{m}");
+    assert_eq!(m["ingest_lines_rejected"], 0, "{m}");
+}

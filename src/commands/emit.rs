@@ -45,6 +45,9 @@ pub fn run(args: crate::cli::EmitArgs) -> anyhow::Result<i32> {
     let mut conn = conn;
     conn.send(&line)?;
     let replies = conn.finish(std::time::Duration::from_secs(10))?;
+    for w in crate::client::warnings(&replies) {
+        eprintln!("tal emit: warning: {w}");
+    }
     if let Some(r) = refusals(&replies).first() {
         anyhow::bail!("the agent refused the event: {r}");
     }

@@ -28,7 +28,8 @@
 //!   `ingest_events_accepted`, `ingest_lines_rejected`,
 //!   `ingest_events_dropped`, `subscriber_events_dropped`, and
 //!   `ingest_clients_refused`, clients turned away out of file
-//!   descriptors), sampling jitter and read
+//!   descriptors, and `ingest_task_ids_reused`, task events that used a
+//!   task id again: see `crate::ingest::reuse`), sampling jitter and read
 //!   latency percentiles from the merged HDR histograms
 //!   (`agent_sampling_jitter_p50_ms`, `..._p99_ms`, `..._max_ms`,
 //!   `agent_sample_latency_p50_us`, `..._p99_us`), utilisation percentiles
@@ -890,7 +891,7 @@ struct AgentTotals {
     /// The largest peak RSS of any node's agent.
     rss: u64,
     /// In [`AGENT_COUNTS`] order.
-    counts: [u64; 10],
+    counts: [u64; 11],
     /// In [`AgentTotals::GPU`] order.
     gpu: [u64; 9],
     by_source: [u64; crate::agent::SOURCES],
@@ -902,7 +903,7 @@ struct AgentTotals {
 }
 
 /// The metric line's names of [`AgentTotals::counts`].
-const AGENT_COUNTS: [&str; 10] = [
+const AGENT_COUNTS: [&str; 11] = [
     "agent_samples_taken",
     "agent_samples_dropped",
     "agent_deadlines_missed",
@@ -913,6 +914,7 @@ const AGENT_COUNTS: [&str; 10] = [
     "ingest_events_dropped",
     "subscriber_events_dropped",
     "ingest_clients_refused",
+    "ingest_task_ids_reused",
 ];
 
 impl AgentTotals {
@@ -931,7 +933,7 @@ impl AgentTotals {
         let mut t = Self {
             cpu_ns: 0,
             rss: 0,
-            counts: [0; 10],
+            counts: [0; 11],
             gpu: [0; 9],
             by_source: [0; crate::agent::SOURCES],
             tasks: ([0; 5], 0, false),
@@ -980,6 +982,7 @@ impl AgentTotals {
                     s.ingest_dropped,
                     s.subscriber_dropped,
                     s.ingest_clients_refused,
+                    s.ingest_task_ids_reused.0,
                 ],
             );
             t.cpu_ns = t
