@@ -201,6 +201,11 @@ fn a_reused_task_id_is_said_at_once_counted_and_still_recorded() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // And again at the end, where tal record says what it wrote.
+    assert!(
+        stderr.contains("2 task id(s) used again: those runs are recorded but not counted apart"),
+        "{stderr}"
+    );
     let said: Vec<&str> = stdout.lines().collect();
     assert_eq!(said.len(), 3, "{stdout}\n{stderr}");
     assert!(

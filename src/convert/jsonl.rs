@@ -96,6 +96,9 @@ pub struct Summary {
     pub tasks: u64,
     /// Of [`Self::tasks`], those closed by the session's end.
     pub tasks_open_at_end: u64,
+    /// Task events that used a task id again, as the agents counted them
+    /// (`ingest_task_ids_reused`): tasks recorded but not counted apart.
+    pub task_ids_reused: u64,
     /// The converting process's peak resident memory during the conversion,
     /// and its resident memory when the conversion began, bytes (see
     /// [`crate::stats::peak_rss`]); set by [`super::to_jsonl`].
@@ -823,6 +826,11 @@ pub fn write_jsonl_showing(
         logs,
         tasks,
         tasks_open_at_end,
+        task_ids_reused: merge
+            .nodes
+            .iter()
+            .filter_map(|n| n.snapshot.as_ref())
+            .fold(0, |a: u64, s| a.saturating_add(s.ingest_task_ids_reused.0)),
         peak_rss_bytes: None,
         refused: Vec::new(),
         repeated: Vec::new(),
