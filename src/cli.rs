@@ -45,9 +45,16 @@ pub enum Command {
     /// Ask the local agent to finish: it finalises its log, writes the JSONL,
     /// then answers; this waits for that answer.
     Stop(StopArgs),
-    /// Wait until the local agent answers (for job scripts: start the agent
-    /// in the background, then `tal wait` before the first task).
-    Wait(StopArgs),
+    /// Wait until this node's agent of the session is up: listening on its
+    /// socket and answering.
+    ///
+    /// For job scripts that start `tal record` in the background: `tal wait`
+    /// before the first `tal run` or `tal emit` makes sure their events are
+    /// recorded. It asks the agent (`{"op": "ping"}`) every 50 ms, prints
+    /// its answer (session, node, log) and exits 0 once it answers; exits 2
+    /// if no agent answers within --timeout. It does not wait for the agent
+    /// or its tasks to finish (`tal stop` does that).
+    Wait(WaitArgs),
     /// Print every event as a JSONL line as the local agent handles it.
     ///
     /// The lines are those `tal convert` writes. A subscriber that does not
@@ -82,8 +89,10 @@ pub enum Command {
 /// `tal report` flags.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// Node logs (`.tal`) of one session, or one JSONL checkpoint (`.jsonl`).
-    #[arg(required = true, value_name = "LOG")]
+    /// Node logs (`.tal`) of one session, or one JSONL checkpoint
+    /// (`.jsonl`). A directory stands for the node logs in it (`out/`: what
+    /// `tal record --out out/` wrote).
+    #[arg(required = true, value_name = "LOG|DIR")]
     pub logs: Vec<PathBuf>,
 
     /// The HTML file [default: `{session_id}.{start_unix_seconds}.report.html`
@@ -99,8 +108,10 @@ pub struct ReportArgs {
 /// `tal summary` flags.
 #[derive(Debug, Args)]
 pub struct SummaryArgs {
-    /// Node logs (`.tal`) of one session, or one JSONL checkpoint (`.jsonl`).
-    #[arg(required = true, value_name = "LOG")]
+    /// Node logs (`.tal`) of one session, or one JSONL checkpoint
+    /// (`.jsonl`). A directory stands for the node logs in it (`out/`: what
+    /// `tal record --out out/` wrote).
+    #[arg(required = true, value_name = "LOG|DIR")]
     pub logs: Vec<PathBuf>,
 
     /// Print one JSON object instead of text.
@@ -301,6 +312,16 @@ pub struct StopArgs {
     pub socket: SocketArg,
 }
 
+/// `tal wait` flags.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// How long to wait for an agent to answer.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub timeout: String,
+    #[command(flatten)]
+    pub socket: SocketArg,
+}
+
 /// What `tal convert` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ConvertFormat {
@@ -317,10 +338,10 @@ pub enum ConvertFormat {
 /// `tal convert` flags.
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    /// Node logs (`.tal`) of one session; or, for OTLP or Chrome trace
-    /// output or an OTLP push, one RHAPSODY JSONL checkpoint (`.jsonl`,
-    /// written by tal or by RHAPSODY).
-    #[arg(required = true, value_name = "LOG")]
+    /// Node logs (`.tal`) of one session (a directory stands for the node
+    /// logs in it); or, for OTLP or Chrome trace output or an OTLP push, one
+    /// RHAPSODY JSONL checkpoint (`.jsonl`, written by tal or by RHAPSODY).
+    #[arg(required = true, value_name = "LOG|DIR")]
     pub logs: Vec<PathBuf>,
 
     /// Output file, or `-` for stdout [default:
@@ -349,6 +370,64 @@ pub struct ConvertArgs {
     /// Show no progress (it shows only when stderr is a terminal).
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+impl Cli {
+    /// Parses the command line, or exits with clap's message. A command
+    /// given to `tal run` or `tal record` without the `--` before it
+    /// (`tal run sleep 1`) is an "unexpected argument" to clap; the message
+    /// then ends with the line to type instead (`tal run -- sleep 1`).
+    pub fn parse_or_exit() -> Self {
+        let args: Vec<OsString> = std::env::args_os().collect();
+        Self::try_parse_from(&args).unwrap_or_else(|mut e| {
+            if let Some(tip) = dashdash_tip(&e, &args) {
+                e.insert(
+                    clap::error::ContextKind::Suggested,
+                    clap::error::ContextValue::StyledStrs(vec![tip.into()]),
+                );
+            }
+            e.exit()
+        })
+    }
+}
+
+/// For a command line that left out the `--` before the command to run
+/// (see [`Cli::parse_or_exit`]): the same line with `--` put before the
+/// first word clap did not expect, as a tip. None for other errors, other
+/// subcommands, an unexpected word that looks like a flag (a misspelt
+/// option: clap says which one it means), or a line that has a `--`.
+fn dashdash_tip(e: &clap::Error, args: &[OsString]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let sub = args.get(1)?.to_str()?;
+    if !matches!(sub, "run" | "record") || args.iter().any(|a| a == "--") {
+        return None;
+    }
+    let Some(ContextValue::String(bad)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    if bad.starts_with('-') {
+        return None;
+    }
+    let at = 2 + args[2..].iter().position(|a| a == bad.as_str())?;
+    let mut words: Vec<String> = vec!["tal".into()];
+    words.extend(args[1..at].iter().map(|a| shell_word(&a.to_string_lossy())));
+    words.push("--".into());
+    words.extend(args[at..].iter().map(|a| shell_word(&a.to_string_lossy())));
+    Some(format!("put the command after `--`: {}", words.join(" ")))
+}
+
+/// `w` as a POSIX shell reads it back: as is when it has only safe
+/// characters, else in single quotes.
+fn shell_word(w: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
+    if !w.is_empty() && w.chars().all(safe) {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', r"'\''"))
+    }
 }
 
 /// Parses a size in bytes: a whole number, with `KiB`, `MiB` or `GiB`
@@ -607,6 +686,33 @@ impl ConvertArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tip(line: &[&str]) -> Option<String> {
+        let args: Vec<OsString> = line.iter().map(OsString::from).collect();
+        let e = Cli::try_parse_from(&args).unwrap_err();
+        dashdash_tip(&e, &args)
+    }
+
+    #[test]
+    fn a_command_without_dashdash_gets_the_line_to_type() {
+        assert_eq!(
+            tip(&["tal", "run", "sleep", "1"]).as_deref(),
+            Some("put the command after `--`: tal run -- sleep 1")
+        );
+        assert_eq!(
+            tip(&["tal", "run", "--task-id", "a b", "sh", "-c", "echo 'hi'"]).as_deref(),
+            Some(
+                r#"put the command after `--`: tal run --task-id 'a b' -- sh -c 'echo '\''hi'\'''"#
+            )
+        );
+        assert_eq!(
+            tip(&["tal", "record", "--out", "o", "./workflow.sh"]).as_deref(),
+            Some("put the command after `--`: tal record --out o -- ./workflow.sh")
+        );
+        // A misspelt flag is not a command; other subcommands get no tip.
+        assert_eq!(tip(&["tal", "run", "--taskid", "a", "--", "true"]), None);
+        assert_eq!(tip(&["tal", "summary", "--jsn", "x.tal"]), None);
+    }
 
     #[test]
     fn sizes() {

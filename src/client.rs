@@ -129,6 +129,53 @@ impl AgentConn {
         self.stream.write_all(lines).map_err(|e| self.io(e))
     }
 
+    /// Asks the agent to answer at once (`{"op": "ping"}`) and reads the
+    /// replies until it does, or until `timeout` passes: the answers to the
+    /// lines sent before it (refusals, warnings), which the agent has all
+    /// given by then, without the ping's own answer. The connection stays
+    /// open for more lines.
+    pub fn sync(&mut self, timeout: Duration) -> Result<Vec<String>, ClientError> {
+        use std::io::Read;
+        self.send(b"{\"op\": \"ping\"}\n")?;
+        let deadline = std::time::Instant::now() + timeout;
+        let mut got: Vec<u8> = Vec::new();
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            while let Some(nl) = memchr::memchr(b'\n', &got) {
+                let line = String::from_utf8_lossy(&got[..nl]).into_owned();
+                got.drain(..=nl);
+                let answer = serde_json::from_str::<serde_json::Value>(&line)
+                    .is_ok_and(|v| v.get("ok") == Some(&serde_json::Value::Bool(true)));
+                if answer {
+                    return Ok(out);
+                }
+                out.push(line);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || got.len() > 1 << 20 {
+                return Ok(out);
+            }
+            self.stream
+                .set_read_timeout(Some(left))
+                .map_err(|e| self.io(e))?;
+            match (&self.stream).read(&mut chunk) {
+                Ok(0) => return Ok(out),
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(out)
+                }
+                Err(e) => return Err(self.io(e)),
+            }
+        }
+    }
+
     /// Ends the sending side and reads every reply line until the agent
     /// closes the connection (or `timeout` passes).
     pub fn finish(self, timeout: Duration) -> Result<Vec<String>, ClientError> {
@@ -223,6 +270,21 @@ pub fn refusals(replies: &[String]) -> Vec<String> {
         .iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+        .collect()
+}
+
+/// The `warning` of each warning among reply lines (an agent's answer to
+/// a line it accepted but has something to say about: a task id used
+/// again, see [`crate::ingest::reuse`]), made safe to print.
+pub fn warnings(replies: &[String]) -> Vec<String> {
+    replies
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            v.get("warning")
+                .and_then(|e| e.as_str())
+                .map(|w| crate::term::escape_for_terminal(w, 2000).into_owned())
+        })
         .collect()
 }
 

@@ -798,6 +798,9 @@ impl<S: Sink> Dispatcher<S> {
             ingest_dropped: self.ingest_count(|c| &c.dropped),
             subscriber_dropped: self.ingest_count(|c| &c.sub_dropped),
             ingest_clients_refused: self.ingest_count(|c| &c.refused),
+            ingest_task_ids_reused: crate::record::Appended(
+                self.ingest_count(|c| &c.task_ids_reused),
+            ),
             gpu_polls: self.gpu_count(|c| &c.polls),
             gpu_polls_dropped: self.gpu_count(|c| &c.dropped),
             gpu_deadlines_missed: self.gpu_count(|c| &c.deadlines_missed),

@@ -4,13 +4,12 @@
 //! A real failure prints one line (`tal: ...`) and exits non-zero; a broken
 //! pipe on stdout (`tal convert -o - | head`) exits 0.
 
-use clap::Parser;
 use std::process::ExitCode;
 use tal::cli::{Cli, Command};
 use tal::commands;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_or_exit();
     let res = match cli.command {
         Command::Record(args) => args.into_config().and_then(tal::recorder::run),
         Command::Run(args) => args.into_config().and_then(tal::run::run),

@@ -381,6 +381,62 @@ pub struct AgentSnapshot {
     pub task_counters: Vec<u64>,
     /// CPU time of the task sampler's thread, ns.
     pub task_thread_cpu_ns: u64,
+    /// Task events that used a task id again (see `crate::ingest::reuse`).
+    /// Appended after format 5's first snapshots: see [`Appended`].
+    pub ingest_task_ids_reused: Appended<u64>,
+}
+
+/// A field appended at the end of a record after logs of its format
+/// version were written: a record that ends before it (written by an
+/// earlier tal of the same format version) reads as the default, and a
+/// record that has it is read by an earlier tal, which stops before the
+/// bytes it does not know. Only the last fields of a record may be such.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Appended<T>(pub T);
+
+impl<T: Encode> Encode for Appended<T> {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.0.encode(encoder)
+    }
+}
+
+impl<Ctx, T: Decode<Ctx> + Default> Decode<Ctx> for Appended<T> {
+    fn decode<D: bincode::de::Decoder<Context = Ctx>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        use bincode::de::read::Reader;
+        // Only a record that ends here has no value: a value cut short is
+        // an error, as before.
+        let at_end = decoder.reader().peek_read(1).is_none();
+        match T::decode(decoder) {
+            Ok(v) => Ok(Self(v)),
+            Err(bincode::error::DecodeError::UnexpectedEnd { .. }) if at_end => {
+                Ok(Self(T::default()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl<'de, Ctx, T: bincode::BorrowDecode<'de, Ctx> + Default> bincode::BorrowDecode<'de, Ctx>
+    for Appended<T>
+{
+    fn borrow_decode<D: bincode::de::BorrowDecoder<'de, Context = Ctx>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        use bincode::de::read::Reader;
+        let at_end = decoder.reader().peek_read(1).is_none();
+        match T::borrow_decode(decoder) {
+            Ok(v) => Ok(Self(v)),
+            Err(bincode::error::DecodeError::UnexpectedEnd { .. }) if at_end => {
+                Ok(Self(T::default()))
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Why the recording ended.

@@ -16,6 +16,12 @@
 //! before it is reaped, so that they include its reaped descendants.
 //! `duration_seconds` is measured on the monotonic clock.
 //!
+//! Before it starts the command, `tal run` has the agent answer its
+//! TaskCreated and TaskSubmitted (a ping after them: one round trip), so
+//! that what the agent says of them is on stderr before the command's
+//! output: a refusal, or a warning that the task id was used before
+//! (`crate::ingest::reuse`; the task runs and is recorded all the same).
+//!
 //! SIGINT, SIGTERM, SIGHUP and SIGQUIT received by `tal run` are forwarded
 //! to the command. If no agent is reachable, or it goes away, `tal run`
 //! warns once on stderr and runs the command all the same: recording never
@@ -113,17 +119,38 @@ impl Reporter {
         }
     }
 
+    /// Has the agent answer every line sent so far, and says what it
+    /// answered (see [`AgentConn::sync`]): a task id used again is said
+    /// before the command starts.
+    fn sync(&mut self) {
+        if let Some(c) = self.conn.as_mut() {
+            match c.sync(Duration::from_secs(2)) {
+                Ok(replies) => say(&replies),
+                Err(e) => {
+                    eprintln!("tal run: {e}; the task runs on unrecorded");
+                    self.conn = None;
+                }
+            }
+        }
+    }
+
     fn finish(self) {
         if let Some(c) = self.conn {
             match c.finish(Duration::from_secs(5)) {
-                Ok(replies) => {
-                    for r in refusals(&replies) {
-                        eprintln!("tal run: the agent refused an event: {r}");
-                    }
-                }
+                Ok(replies) => say(&replies),
                 Err(e) => eprintln!("tal run: {e}"),
             }
         }
+    }
+}
+
+/// The agent's refusals and warnings, on stderr.
+fn say(replies: &[String]) {
+    for r in refusals(replies) {
+        eprintln!("tal run: the agent refused an event: {r}");
+    }
+    for w in crate::client::warnings(replies) {
+        eprintln!("tal run: warning: {w}");
     }
 }
 
@@ -162,6 +189,7 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<i32> {
     };
     rep.send(&ev("TaskCreated", None, base_attrs.clone()));
     rep.send(&ev("TaskSubmitted", Some(&cfg.backend), base_attrs.clone()));
+    rep.sync();
 
     for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
         crate::sys::forward_with(s, forward);

@@ -304,8 +304,12 @@ fn convert_refuses_unknown_files_with_one_line() {
     std::fs::write(&empty, b"").unwrap();
     let e = one_line_error(&["convert", empty.to_str().unwrap()]);
     assert!(e.contains("is not a tal log"), "{e}");
+    // A directory stands for the logs in it: refused as they are.
     let e = one_line_error(&["convert", dir.path().to_str().unwrap()]);
-    assert!(e.contains("directory"), "{e}");
+    assert!(
+        e.contains("junk.tal is not a tal log") && e.contains("empty.tal is not a tal log"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -627,3 +627,39 @@ proptest! {
         }
     }
 }
+
+/// A snapshot as format 5 first wrote it, before the counter of reused task
+/// ids was appended (the same bytes without the counter's), still reads,
+/// with the counter at 0; one that has it reads it; one cut inside it is
+/// undecodable, as any cut record.
+#[test]
+fn a_snapshot_from_before_its_appended_counter_still_reads() {
+    let s = AgentSnapshot {
+        samples_taken: 5,
+        task_counters: vec![1, 2],
+        task_thread_cpu_ns: 9,
+        ..Default::default()
+    };
+    let new =
+        bincode::encode_to_vec(Record::Snapshot(s.clone()), bincode::config::standard()).unwrap();
+    // The counter at 0 is the last byte.
+    assert_eq!(new.last(), Some(&0));
+    let old = new[..new.len() - 1].to_vec();
+    let counted = AgentSnapshot {
+        ingest_task_ids_reused: Appended(300),
+        ..s.clone()
+    };
+    let with = bincode::encode_to_vec(
+        Record::Snapshot(counted.clone()),
+        bincode::config::standard(),
+    )
+    .unwrap();
+    // 300 takes a marker byte and two more: cut after the marker.
+    let cut = with[..with.len() - 1].to_vec();
+    let b = crafted(&header(4096), &[old, with.clone(), cut]);
+    let len = b.len() as u64;
+    let mut r = LogReader::new(b, len, Path::new("old.tal")).unwrap();
+    let got: Vec<Record> = r.by_ref().collect();
+    assert_eq!(got, vec![Record::Snapshot(s), Record::Snapshot(counted)]);
+    assert_eq!(r.stats().undecodable_frames, 1);
+}

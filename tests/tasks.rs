@@ -348,7 +348,7 @@ fn tal_emit_and_its_errors() {
     .success());
     let out = emit(&["TaskStarted"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a task_id"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a task id: pass --task-id ID"));
     let out = emit(&["Checkpoint"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("namespaced"));

@@ -22,7 +22,8 @@ pub(crate) fn file_len(path: &Path) -> u64 {
 }
 
 /// `tal convert`: JSONL and/or OTLP files, and an optional OTLP push.
-pub fn run(args: ConvertArgs) -> anyhow::Result<i32> {
+pub fn run(mut args: ConvertArgs) -> anyhow::Result<i32> {
+    args.logs = super::inputs::expand(&args.logs)?;
     // Temporaries go on SIGINT, SIGTERM and SIGHUP too; no output may
     // replace an input.
     crate::sys::exit_on(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);

@@ -10,6 +10,15 @@ pub fn run(args: crate::cli::EmitArgs) -> anyhow::Result<i32> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow::anyhow!("invalid {flag} {e}"))
     };
+    // The protocol's own refusal names the line's `task_id` key; here the
+    // user typed flags, so the message names the flag.
+    let is_task_event = crate::record::TaskState::from_type_name(&args.event_type).is_some();
+    if is_task_event && args.task_id.as_deref().is_none_or(str::is_empty) {
+        anyhow::bail!(
+            "{} needs a task id: pass --task-id ID (the id the task's other events use)",
+            args.event_type
+        );
+    }
     let attributes = kvs("--attr", &args.attrs)?;
     let fields = kvs("--field", &args.fields)?;
     let line = EventLine {
@@ -36,6 +45,9 @@ pub fn run(args: crate::cli::EmitArgs) -> anyhow::Result<i32> {
     let mut conn = conn;
     conn.send(&line)?;
     let replies = conn.finish(std::time::Duration::from_secs(10))?;
+    for w in crate::client::warnings(&replies) {
+        eprintln!("tal emit: warning: {w}");
+    }
     if let Some(r) = refusals(&replies).first() {
         anyhow::bail!("the agent refused the event: {r}");
     }

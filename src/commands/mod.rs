@@ -5,6 +5,7 @@
 
 pub mod convert;
 pub mod emit;
+pub mod inputs;
 pub mod report;
 pub mod stop;
 pub mod subscribe;

@@ -7,7 +7,8 @@ use crate::convert;
 use std::path::PathBuf;
 
 /// `tal report`.
-pub fn run(args: ReportArgs) -> anyhow::Result<i32> {
+pub fn run(mut args: ReportArgs) -> anyhow::Result<i32> {
+    args.logs = super::inputs::expand(&args.logs)?;
     // Temporaries go on SIGINT, SIGTERM and SIGHUP too; the report may not
     // replace an input.
     crate::sys::exit_on(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);

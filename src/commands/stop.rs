@@ -20,7 +20,7 @@ pub fn stop(args: crate::cli::StopArgs) -> anyhow::Result<i32> {
 }
 
 /// `tal wait`: pings the local agent until it answers or `--timeout` ends.
-pub fn wait(args: crate::cli::StopArgs) -> anyhow::Result<i32> {
+pub fn wait(args: crate::cli::WaitArgs) -> anyhow::Result<i32> {
     use crate::client::{resolve_socket, AgentConn};
     let timeout = crate::cli::parse_duration(&args.timeout)
         .map_err(|e| anyhow::anyhow!("invalid --timeout '{}': {e}", args.timeout))?;

@@ -66,7 +66,8 @@ impl SessionJsonl {
 }
 
 /// `tal summary`.
-pub fn run(args: SummaryArgs) -> anyhow::Result<i32> {
+pub fn run(mut args: SummaryArgs) -> anyhow::Result<i32> {
+    args.logs = super::inputs::expand(&args.logs)?;
     // The temporary JSONL goes on SIGINT, SIGTERM and SIGHUP too.
     crate::sys::exit_on(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
     let src = SessionJsonl::resolve(&args.logs, args.quiet, "tal summary")?;

@@ -28,7 +28,8 @@
 //!   `ingest_events_accepted`, `ingest_lines_rejected`,
 //!   `ingest_events_dropped`, `subscriber_events_dropped`, and
 //!   `ingest_clients_refused`, clients turned away out of file
-//!   descriptors), sampling jitter and read
+//!   descriptors, and `ingest_task_ids_reused`, task events that used a
+//!   task id again: see `crate::ingest::reuse`), sampling jitter and read
 //!   latency percentiles from the merged HDR histograms
 //!   (`agent_sampling_jitter_p50_ms`, `..._p99_ms`, `..._max_ms`,
 //!   `agent_sample_latency_p50_us`, `..._p99_us`), utilisation percentiles
@@ -98,6 +99,9 @@ pub struct Summary {
     pub tasks: u64,
     /// Of [`Self::tasks`], those closed by the session's end.
     pub tasks_open_at_end: u64,
+    /// Task events that used a task id again, as the agents counted them
+    /// (`ingest_task_ids_reused`): tasks recorded but not counted apart.
+    pub task_ids_reused: u64,
     /// The converting process's peak resident memory during the conversion,
     /// and its resident memory when the conversion began, bytes (see
     /// [`crate::stats::peak_rss`]); set by [`super::to_jsonl`].
@@ -491,6 +495,11 @@ pub fn write_jsonl_showing(
         logs,
         tasks,
         tasks_open_at_end,
+        task_ids_reused: merge
+            .nodes
+            .iter()
+            .filter_map(|n| n.snapshot.as_ref())
+            .fold(0, |a: u64, s| a.saturating_add(s.ingest_task_ids_reused.0)),
         peak_rss_bytes: None,
         refused: Vec::new(),
         repeated: Vec::new(),
@@ -559,7 +568,7 @@ struct AgentTotals {
     /// The largest peak RSS of any node's agent.
     rss: u64,
     /// In [`AGENT_COUNTS`] order.
-    counts: [u64; 10],
+    counts: [u64; 11],
     /// In [`AgentTotals::GPU`] order.
     gpu: [u64; 9],
     by_source: [u64; crate::agent::SOURCES],
@@ -571,7 +580,7 @@ struct AgentTotals {
 }
 
 /// The metric line's names of [`AgentTotals::counts`].
-const AGENT_COUNTS: [&str; 10] = [
+const AGENT_COUNTS: [&str; 11] = [
     "agent_samples_taken",
     "agent_samples_dropped",
     "agent_deadlines_missed",
@@ -582,6 +591,7 @@ const AGENT_COUNTS: [&str; 10] = [
     "ingest_events_dropped",
     "subscriber_events_dropped",
     "ingest_clients_refused",
+    "ingest_task_ids_reused",
 ];
 
 impl AgentTotals {
@@ -600,7 +610,7 @@ impl AgentTotals {
         let mut t = Self {
             cpu_ns: 0,
             rss: 0,
-            counts: [0; 10],
+            counts: [0; 11],
             gpu: [0; 9],
             by_source: [0; crate::agent::SOURCES],
             tasks: ([0; 5], 0, false),
@@ -649,6 +659,7 @@ impl AgentTotals {
                     s.ingest_dropped,
                     s.subscriber_dropped,
                     s.ingest_clients_refused,
+                    s.ingest_task_ids_reused.0,
                 ],
             );
             t.cpu_ns = t

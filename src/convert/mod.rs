@@ -770,6 +770,12 @@ pub fn describe_written(path: &Path, summary: &Summary) -> String {
             summary.tasks_open_at_end
         ));
     }
+    if summary.task_ids_reused > 0 {
+        tasks.push_str(&format!(
+            "; {} task id(s) used again: those runs are recorded but not counted apart",
+            summary.task_ids_reused
+        ));
+    }
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
     let peak = summary
         .peak_rss_bytes

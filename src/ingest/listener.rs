@@ -15,6 +15,13 @@
 //! backlog shared by all of them, each from its own place in it, as fast
 //! as its socket takes the lines ([`super::feed`]).
 //!
+//! A task event that uses a task id again ([`super::reuse`]: a second
+//! task under the id of one that has started or ended) is accepted and
+//! recorded like any other, counted (`task_ids_reused`), and answered
+//! with one warning line to that client, `{"warning": REASON, "line": N,
+//! "task_id": ID}`: the one reply an accepted line can get. A client that
+//! reads no replies, or only `error` lines, loses nothing by it.
+//!
 //! The socket is created with mode 0600 (only the job's user can send), and
 //! removed when the listener exits. A stale socket file left by a killed
 //! agent is replaced; a live one (another agent answering on it) is an
@@ -69,6 +76,9 @@ pub struct IngestCounters {
     /// Event lines subscribers lost (they did not read fast enough, or the
     /// dispatcher's ring to the listener was full).
     pub sub_dropped: Arc<AtomicU64>,
+    /// Task events that used a task id again (each answered with a warning
+    /// line; see [`super::reuse`]).
+    pub task_ids_reused: AtomicU64,
 }
 
 /// Shared between the listener and the main thread for the stop protocol.
@@ -161,6 +171,8 @@ pub struct Listener {
     /// Accepted events not yet handed to the dispatcher.
     pending: IngestBatch,
     fast: FastPath,
+    /// Recent task ids, to find one used again.
+    task_ids: super::reuse::TaskIds,
     /// Where task starts with a pid, and their ends, go (when tasks are
     /// sampled: see `crate::agent::tasks`).
     tasks: Option<crate::agent::tasks::TaskKeys>,
@@ -280,6 +292,7 @@ impl Listener {
                 recycled,
                 pending: IngestBatch::default(),
                 fast: FastPath::default(),
+                task_ids: super::reuse::TaskIds::default(),
                 tasks: None,
                 ids: EventIdGen::from_os(),
                 dispatcher: None,
@@ -666,6 +679,21 @@ impl Listener {
         }
     }
 
+    /// A task event accepted: if it uses its task id again, counts it and
+    /// tells the client (see the module doc).
+    fn check_reuse(&mut self, c: &mut Client, state: crate::record::TaskState, id: &[u8]) {
+        let Some(how) = self.task_ids.seen(state, id) else {
+            return;
+        };
+        self.counters
+            .task_ids_reused
+            .fetch_add(1, Ordering::Relaxed);
+        if c.out.len() < MAX_PENDING_REPLY {
+            c.out
+                .extend_from_slice(&super::reuse::warning_reply(c.line_no, id, how));
+        }
+    }
+
     fn reject(&mut self, c: &mut Client, reason: &str) {
         self.counters.rejected.fetch_add(1, Ordering::Relaxed);
         if c.out.len() < MAX_PENDING_REPLY {
@@ -686,10 +714,11 @@ impl Listener {
                 .pending
                 .push_with(|out| fast.encode(trimmed, now, || ids.next_id(), out))
             {
-                if let (Some(k), Some((state, id, pid))) =
-                    (self.tasks.as_mut(), self.fast.last_task(trimmed))
-                {
-                    k.seen(state, id, pid);
+                if let Some((state, id, pid)) = self.fast.last_task(trimmed) {
+                    if let Some(k) = self.tasks.as_mut() {
+                        k.seen(state, id, pid);
+                    }
+                    self.check_reuse(c, state, id);
                 }
                 if self.pending.byte_len() >= BATCH_BYTES {
                     self.hand_over();
@@ -714,14 +743,17 @@ impl Listener {
                 if ev.event_id == 0 {
                     ev.event_id = self.ids.next_id();
                 }
-                if let (Some(k), crate::record::EventKind::Task(t), Some(id)) =
-                    (self.tasks.as_mut(), &ev.kind, ev.task_id.as_deref())
+                if let (crate::record::EventKind::Task(t), Some(id)) =
+                    (&ev.kind, ev.task_id.as_deref())
                 {
-                    let pid = ev.attributes.iter().find_map(|(k, v)| match v {
-                        crate::record::Value::Int(p) if k == "pid" => u32::try_from(*p).ok(),
-                        _ => None,
-                    });
-                    k.seen(t.state, id.as_bytes(), pid);
+                    if let Some(k) = self.tasks.as_mut() {
+                        let pid = ev.attributes.iter().find_map(|(k, v)| match v {
+                            crate::record::Value::Int(p) if k == "pid" => u32::try_from(*p).ok(),
+                            _ => None,
+                        });
+                        k.seen(t.state, id.as_bytes(), pid);
+                    }
+                    self.check_reuse(c, t.state, id.as_bytes());
                 }
                 self.pending.push_event(&ev);
                 if self.pending.byte_len() >= BATCH_BYTES {

@@ -6,4 +6,5 @@ pub mod fast;
 pub mod feed;
 pub mod listener;
 pub mod protocol;
+pub mod reuse;
 pub mod sockdir;

@@ -48,7 +48,11 @@
 //!
 //! Every refused line gets one reply line, `{"error": REASON, "line": N}`
 //! (N counts the connection's lines from 1), and is counted
-//! (`ingest_lines_rejected`); accepted lines get no reply. When the
+//! (`ingest_lines_rejected`); accepted lines get no reply, except a task
+//! event that uses a task id again ([`super::reuse`]), which is recorded
+//! and answered with `{"warning": REASON, "line": N, "task_id": ID}`
+//! (`ingest_task_ids_reused`): a client that looks only for `error` lines,
+//! or reads no replies, is unaffected. When the
 //! recording ends, the agent stops reading the connections open then (see
 //! the listener's `seal`): a client's later write fails with EPIPE.
 

@@ -1,6 +1,8 @@
 //! Where the agent's socket lives, and how a client finds it.
 //!
 //! The default socket is `tal.<session>.<node>.sock` in `$XDG_RUNTIME_DIR`
+//! (a session id that already starts with `tal.`, as the generated
+//! `tal.session.<hex>` does, is not prefixed again: [`socket_name`])
 //! (per user, 0700, by its specification), else in a directory of the
 //! user's own, `tal-<uid>` in `$TMPDIR` or `/tmp`, made 0700 and checked to
 //! be a real directory owned by the user that no one else may enter
@@ -49,9 +51,17 @@ fn dir_prefix() -> String {
     format!("tal-{}", my_uid())
 }
 
-/// The socket's file name for a session and node.
+/// The socket's file name for a session and node: `tal.<session>.<node>.sock`,
+/// without a second `tal.` when the session id starts with one (the
+/// generated `tal.session.<hex>` gives `tal.session.<hex>.<node>.sock`).
+/// Sessions `x` and `tal.x` on one node would then share a default path:
+/// the second agent finds the first one listening there and takes a
+/// directory of its own instead (see the module doc), which its wrapped
+/// command is told through `TAL_SOCKET`. Slurm sessions (`slurm.<job>`),
+/// whose clients find the socket by this name, never start with `tal.`.
 pub fn socket_name(session_id: &str, node_id: &str) -> String {
-    format!("tal.{session_id}.{node_id}.sock")
+    let session = session_id.strip_prefix("tal.").unwrap_or(session_id);
+    format!("tal.{session}.{node_id}.sock")
 }
 
 /// `$TMPDIR`, else `/tmp`.
@@ -344,6 +354,16 @@ mod tests {
         std::os::unix::fs::symlink(t.path(), &l).unwrap();
         let e = check_private(&l).unwrap_err().to_string();
         assert!(e.contains("a symbolic link"), "{e}");
+    }
+
+    #[test]
+    fn the_socket_name_has_one_tal_prefix() {
+        assert_eq!(socket_name("slurm.42", "n1"), "tal.slurm.42.n1.sock");
+        assert_eq!(
+            socket_name("tal.session.0a1b2c3d", "vm"),
+            "tal.session.0a1b2c3d.vm.sock"
+        );
+        assert_eq!(socket_name("tally", "vm"), "tal.tally.vm.sock");
     }
 
     #[test]

@@ -861,7 +861,7 @@ impl Running {
     /// The start line, and the notes after it.
     fn announce(&self, cfg: &RecordConfig) {
         eprintln!(
-            "tal: recording session={} node={} log={} socket={} interval={:?} pin={}",
+            "tal: recording session={} node={} log={} socket={} interval={:?} pin={}{}",
             cfg.session_id,
             cfg.node_id,
             self.log_path.display(),
@@ -872,6 +872,11 @@ impl Running {
             },
             cfg.interval,
             cfg.pin.map_or("none".to_string(), |c| format!("cpu{c}")),
+            if cfg.command.is_empty() {
+                String::new()
+            } else {
+                child::TalPath::get().describe()
+            },
         );
         for note in &self.notes {
             eprintln!("{note}");
