@@ -143,7 +143,7 @@ pub fn warning_reply(line_no: u64, task_id: &[u8], how: Reuse) -> Vec<u8> {
          give each task an id of its own (tal run without --task-id makes one)"
     );
     let mut out = Vec::with_capacity(reason.len() + id.len() + 48);
-    let mut o = crate::convert::json::JsonOut::object(&mut out);
+    let mut o = crate::json::JsonOut::object(&mut out);
     o.str("warning", &reason)
         .uint("line", line_no)
         .str("task_id", &id);
