@@ -103,7 +103,9 @@ fn task_notes(out: &mut Vec<String>, t: &TaskFacts<'_>) {
         };
         out.push(format!("task {}: id reused, {runs}", r.task_id));
     }
-    let more = t.reused_ids.saturating_sub(t.reused.len().min(NOTED) as u64);
+    let more = t
+        .reused_ids
+        .saturating_sub(t.reused.len().min(NOTED) as u64);
     if more > 0 {
         out.push(format!(
             "and {more} more task ids reused (their later runs not counted)"

@@ -139,7 +139,13 @@ pub enum By {
 
 impl By {
     /// Every ranking, in the order shown.
-    pub const ALL: [By; 5] = [By::CpuTime, By::PeakRss, By::Io, By::GpuMemory, By::GpuEnergy];
+    pub const ALL: [By; 5] = [
+        By::CpuTime,
+        By::PeakRss,
+        By::Io,
+        By::GpuMemory,
+        By::GpuEnergy,
+    ];
 
     /// The figure ranked.
     fn key(self, t: &TaskUse) -> Option<f64> {
@@ -229,9 +235,7 @@ impl Rankings {
             let Some(k) = by.key(t) else { continue };
             let r = self.get_mut(by);
             r.tasks_with_data += 1;
-            let at = r
-                .top
-                .partition_point(|x| by.key(x).unwrap_or(0.0) >= k);
+            let at = r.top.partition_point(|x| by.key(x).unwrap_or(0.0) >= k);
             if at < TOP {
                 r.top.insert(at, t.clone());
                 r.top.truncate(TOP);
@@ -331,10 +335,17 @@ mod tests {
         );
         assert_eq!(t.cpu_seconds, Some(1.75));
         assert_eq!((t.peak_rss_bytes, t.max_rss_bytes), (Some(500), Some(400)));
-        assert_eq!(t.io_bytes, Some(15), "the exact counters before the sampled");
+        assert_eq!(
+            t.io_bytes,
+            Some(15),
+            "the exact counters before the sampled"
+        );
         assert_eq!(t.gpu_memory_peak_bytes, Some(150));
         assert_eq!(t.gpu_energy_joules, Some(4.0));
-        let s = task("s", json!({"read_bytes_sampled": 10, "write_bytes_sampled": 5}));
+        let s = task(
+            "s",
+            json!({"read_bytes_sampled": 10, "write_bytes_sampled": 5}),
+        );
         assert_eq!(s.io_bytes, Some(15));
     }
 
@@ -365,10 +376,18 @@ mod tests {
         for i in 0..5000u64 {
             // Scrambled order; ties keep the earlier.
             let cpu = (i * 7919) % 5000;
-            r.add(&task(&format!("t{i}"), json!({"cpu_user_seconds": cpu as f64})));
+            r.add(&task(
+                &format!("t{i}"),
+                json!({"cpu_user_seconds": cpu as f64}),
+            ));
         }
         r.finish();
-        let top: Vec<f64> = r.cpu_time.top.iter().map(|t| t.cpu_seconds.unwrap()).collect();
+        let top: Vec<f64> = r
+            .cpu_time
+            .top
+            .iter()
+            .map(|t| t.cpu_seconds.unwrap())
+            .collect();
         assert_eq!(top, (4990..5000).rev().map(f64::from).collect::<Vec<_>>());
         assert_eq!(r.cpu_time.tasks_with_data, 5000);
         let mut text = String::new();

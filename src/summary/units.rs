@@ -10,7 +10,8 @@
 //! figure cannot make a line long.
 
 /// Said once where the text shows bytes.
-pub const BYTES_LEGEND: &str = "bytes in decimal units: 1 kB = 1000 B, 1 MB = 10^6 B, 1 GB = 10^9 B";
+pub const BYTES_LEGEND: &str =
+    "bytes in decimal units: 1 kB = 1000 B, 1 MB = 10^6 B, 1 GB = 10^9 B";
 
 /// Seconds for a person: `1h02m03s`, `4m05.6s`, `7.89s`, `12.3ms`; `>100 y`
 /// past a century (a duration that long is a wrong clock or a wrong file),
@@ -73,7 +74,11 @@ pub fn bytes(b: f64) -> String {
 
 /// Bytes per second, decimal: `210 MB/s`.
 pub fn rate(b_per_s: f64) -> String {
-    scaled(b_per_s, 1000.0, &["B/s", "kB/s", "MB/s", "GB/s", "TB/s", "PB/s", "EB/s"])
+    scaled(
+        b_per_s,
+        1000.0,
+        &["B/s", "kB/s", "MB/s", "GB/s", "TB/s", "PB/s", "EB/s"],
+    )
 }
 
 /// CPU time in CPU-hours, 3 significant digits (`0.0125 CPU-h`, `12.5

@@ -432,7 +432,10 @@ fn job_cpu(cs: &[&CpuUse]) -> Option<CpuUse> {
     // Nodes whose CPUs are unknown are weighed by their time alone.
     let mut m = Mean::default();
     for c in cs {
-        m.add(c.efficiency_percent, c.available_cpu_seconds.unwrap_or(c.measured_s));
+        m.add(
+            c.efficiency_percent,
+            c.available_cpu_seconds.unwrap_or(c.measured_s),
+        );
     }
     Some(CpuUse {
         cpus: cs.iter().filter_map(|c| c.cpus).reduce(|a, b| a + b),
@@ -453,7 +456,10 @@ fn job_memory(ms: &[&MemoryUse]) -> Option<MemoryUse> {
     };
     let total = all(|m| m.total_bytes);
     let (peak, mean) = (all(|m| m.peak_bytes), all(|m| m.mean_bytes));
-    let of_total = |b: Option<f64>| b.zip(total.filter(|t| *t > 0.0)).map(|(b, t)| b / t * 100.0);
+    let of_total = |b: Option<f64>| {
+        b.zip(total.filter(|t| *t > 0.0))
+            .map(|(b, t)| b / t * 100.0)
+    };
     let most = |f: fn(&MemoryUse) -> f64| ms.iter().map(|m| f(m)).fold(0.0, f64::max);
     Some(MemoryUse {
         total_bytes: total,
@@ -479,7 +485,9 @@ fn job_cgroup(nodes: &[&Usage]) -> Option<CgroupUse> {
             .and(cpu.and_then(|cpu| cpu.available_cpu_seconds))
     }));
     let peak = sum(cs.iter().map(|(c, _)| c.memory_peak_bytes));
-    let totals = sum(nodes.iter().map(|u| u.memory.as_ref().and_then(|m| m.total_bytes)));
+    let totals = sum(nodes
+        .iter()
+        .map(|u| u.memory.as_ref().and_then(|m| m.total_bytes)));
     Some(CgroupUse {
         cpu_efficiency_percent: match (busy, available) {
             (Some(b), Some(a)) if a > 0.0 => Some(b / a * 100.0),
@@ -573,9 +581,9 @@ fn cgroup_line(c: &CgroupUse) -> String {
         parts.push(format!("CPU {}{busy}", percent(e)));
     }
     if let Some(p) = c.memory_peak_bytes {
-        let of = c
-            .memory_peak_percent_of_node
-            .map_or(String::new(), |p| format!(" ({} of the node's)", percent(p)));
+        let of = c.memory_peak_percent_of_node.map_or(String::new(), |p| {
+            format!(" ({} of the node's)", percent(p))
+        });
         parts.push(format!("memory peak {}{of}", bytes(p)));
     }
     if c.disk_read.is_some() || c.disk_write.is_some() {
@@ -758,7 +766,12 @@ mod tests {
     #[test]
     fn gpus_give_mean_idle_share_peak_memory_and_energy() {
         let mut g = GpuAcc::default();
-        for (u, mem, j) in [(0.0, 10, 5.0), (2.0, 30, 9.0), (90.0, 20, 15.0), (100.0, 20, 20.0)] {
+        for (u, mem, j) in [
+            (0.0, 10, 5.0),
+            (2.0, 30, 9.0),
+            (90.0, 20, 15.0),
+            (100.0, 20, 20.0),
+        ] {
             g.sample(&json!({"gpu_percent": u, "gpu_memory_used_bytes": mem,
                 "gpu_memory_total_bytes": 100, "gpu_energy_joules": j}));
         }
@@ -790,7 +803,10 @@ mod tests {
         let c = j.cpu.unwrap();
         // (10 + 60) busy CPU-s of (20 + 60).
         assert_eq!(c.cpus, Some(8));
-        assert_eq!((c.busy_cpu_seconds, c.available_cpu_seconds), (Some(70.0), Some(80.0)));
+        assert_eq!(
+            (c.busy_cpu_seconds, c.available_cpu_seconds),
+            (Some(70.0), Some(80.0))
+        );
         assert_eq!(c.efficiency_percent, 87.5);
         let m = j.memory.unwrap();
         assert_eq!((m.total_bytes, m.peak_bytes), (Some(4000.0), Some(1700.0)));
