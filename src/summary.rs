@@ -12,8 +12,24 @@
 //! line: absent from RHAPSODY's); and what reading each node's log found
 //! (cut off, damaged frames, read errors).
 //!
-//! Memory: one entry per task (its interval, and its id and node until its
-//! span is read), the series, and the few rows listed; never the events.
+//! And what a `seff` or jobstats user asks first: how well each node and
+//! the job used what they had (CPU efficiency, memory in bytes and %, disk
+//! and network totals and peak rates, each GPU's mean, idle share, peak
+//! memory and energy: [`usage`]); which tasks used the most CPU time, peak
+//! RSS, I/O, GPU memory and GPU energy, from their terminal events
+//! ([`ranking`]); and a few plain notes with their thresholds ([`notes`]),
+//! in units a person reads ([`units`]).
+//!
+//! Reused task ids: a task id whose lifecycle starts again (TaskCreated,
+//! TaskSubmitted, TaskQueued or TaskStarted) after its terminal event was
+//! run again under the same id. Its later runs are events in the file but
+//! not spans, counts or figures (the converter's first-wins rule, see
+//! `crate::tasks`), so the summary counts only the first terminal event of
+//! a task id too (its duration, its figures), and names the id.
+//!
+//! Memory: one entry per task (its interval, its id, node and where its
+//! lifecycle is), the series and each node's and GPU's running sums, and
+//! the few rows listed and ranked; never the events.
 //! It grows with the lines read, not with the names in them: a node id
 //! costs its name (a task may name any node), and a node's or GPU's series
 //! exist only once a sample of it is read ([`Series`] keeps a few values
