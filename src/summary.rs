@@ -833,6 +833,7 @@ pub fn render(s: &Summary) -> String {
         s.events.values().sum::<u64>(),
         counts(&s.events)
     );
+    let _ = writeln!(o, "  ({})", units::BYTES_LEGEND);
     render_notes(&mut o, &s.notes);
     render_tasks(&mut o, &s.tasks);
     let ranked = ranking::By::ALL
@@ -867,7 +868,7 @@ fn render_notes(o: &mut String, notes: &[String]) {
 fn render_usage(o: &mut String, s: &Summary) {
     use std::fmt::Write;
     let Some(job) = &s.job else { return };
-    let _ = writeln!(o, "\nusage ({}):", units::BYTES_LEGEND);
+    let _ = writeln!(o, "\nusage:");
     if s.nodes.len() > 1 {
         let _ = writeln!(o, "  job ({} nodes):", job.nodes);
         usage::render(o, &job.usage, "    ");
