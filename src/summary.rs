@@ -870,15 +870,19 @@ fn render_usage(o: &mut String, s: &Summary) {
     let Some(job) = &s.job else { return };
     let _ = writeln!(o, "\nusage:");
     if s.nodes.len() > 1 {
-        let _ = writeln!(o, "  job ({} nodes):", job.nodes);
-        usage::render(o, &job.usage, "    ");
+        let _ = writeln!(
+            o,
+            "  job ({} nodes; its peak rates are the highest node's):",
+            job.nodes
+        );
+        usage::render(o, &job.usage, "    ", true);
         if let Some(g) = &job.gpus {
             let _ = writeln!(o, "    GPUs ({}) {}", g.gpus, usage::job_gpu_line(g));
         }
     }
     for n in s.nodes.iter().take(USAGE_NODES) {
         let _ = writeln!(o, "  node {}:", shown(&n.node_id));
-        usage::render(o, &n.usage, "    ");
+        usage::render(o, &n.usage, "    ", false);
         for g in &n.gpus {
             let _ = writeln!(o, "    gpu {:<6} {}", g.gpu_id, usage::gpu_line(&g.usage));
         }

@@ -487,3 +487,56 @@ fn absurd_figures_and_thousands_of_tasks_keep_the_summary_bounded() {
     assert!(text.lines().all(|l| l.chars().count() < 300), "{text}");
     assert!(text.contains("18.4 EB"), "u64::MAX bytes, short: {text}");
 }
+
+#[test]
+fn a_two_node_session_sums_its_nodes_into_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = |node: &str, secs: &str| {
+        let mut c = tal();
+        c.args([
+            "record",
+            "--interval",
+            "0.1",
+            "--session-id",
+            "two",
+            "--node-id",
+            node,
+        ])
+        .arg("--socket")
+        .arg(dir.path().join(format!("{node}.sock")))
+        .arg("--out")
+        .arg(dir.path())
+        .args(["--", "sleep", secs]);
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (record("a", "0.6"), record("b", "0.8"));
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    let logs = files_with_ext(dir.path(), ".tal");
+    assert_eq!(logs.len(), 2);
+    let refs: Vec<&Path> = logs.iter().map(|p| p.as_path()).collect();
+    let s = summary_json(&refs);
+    let nodes = s["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2);
+    let job = &s["job"];
+    assert_eq!(job["nodes"], 2);
+    let sum = |f: &dyn Fn(&Value) -> &Value| -> f64 {
+        nodes.iter().map(|n| f(n).as_f64().unwrap()).sum()
+    };
+    for k in ["busy_cpu_seconds", "available_cpu_seconds", "cpus"] {
+        let want = sum(&|n| &n["cpu"][k]);
+        assert!((job["cpu"][k].as_f64().unwrap() - want).abs() < 1e-6, "{k}");
+    }
+    let want = sum(&|n| &n["memory"]["total_bytes"]);
+    assert_eq!(job["memory"]["total_bytes"].as_f64(), Some(want));
+    let want = sum(&|n| &n["disk_write"]["total_bytes"]);
+    assert_eq!(job["disk_write"]["total_bytes"].as_f64(), Some(want));
+    let text = String::from_utf8(run_ok(tal().arg("summary").args(&logs)).stdout).unwrap();
+    assert!(text.contains("  job (2 nodes; "), "{text}");
+    assert!(
+        text.contains("  node a:") && text.contains("  node b:"),
+        "{text}"
+    );
+}

@@ -531,10 +531,20 @@ fn flow(f: &Option<Flow>) -> String {
     }
 }
 
-/// The CPU line of a usage block.
-fn cpu_line(c: &CpuUse) -> String {
+/// The CPU line of a usage block (`job`: of several nodes, whose times
+/// differ).
+fn cpu_line(c: &CpuUse, job: bool) -> String {
     let mut s = format!("efficiency {}", percent(c.efficiency_percent));
     match (c.busy_cpu_seconds, c.available_cpu_seconds) {
+        (Some(b), Some(a)) if job => {
+            let _ = write!(
+                s,
+                ": {} busy of {} ({} CPUs, each node over its own time)",
+                cpu_hours(b),
+                cpu_hours(a),
+                c.cpus.unwrap_or(0),
+            );
+        }
         (Some(b), Some(a)) => {
             let _ = write!(
                 s,
@@ -596,10 +606,11 @@ fn cgroup_line(c: &CgroupUse) -> String {
     parts.join("; ")
 }
 
-/// A usage block: one line a resource, each line under `indent`.
-pub fn render(o: &mut String, u: &Usage, indent: &str) {
+/// A usage block: one line a resource, each line under `indent` (`job`:
+/// the job's, of several nodes).
+pub fn render(o: &mut String, u: &Usage, indent: &str, job: bool) {
     if let Some(c) = &u.cpu {
-        let _ = writeln!(o, "{indent}CPU        {}", cpu_line(c));
+        let _ = writeln!(o, "{indent}CPU        {}", cpu_line(c, job));
     }
     if let Some(m) = &u.memory {
         let _ = writeln!(o, "{indent}memory     {}", memory_line(m));
