@@ -263,7 +263,7 @@ fn the_small_workflow_ranks_its_tasks_as_their_terminal_events_say() {
         assert!(row.trim_start().starts_with(first), "{title}: {row}");
     }
     assert!(
-        text.contains("tasks by GPU memory, peak of its devices summed: none, "),
+        text.contains("\ntasks not ranked:\n  by GPU memory, peak of its devices summed: "),
         "{text}"
     );
 }

@@ -264,8 +264,7 @@ fn or_dash<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
 pub fn render(o: &mut String, r: &Rankings, shown: impl Fn(&str) -> String) {
     for by in By::ALL {
         let k = r.get(by);
-        if let Some(why) = &k.missing {
-            let _ = writeln!(o, "\ntasks by {}: none, {why}", by.title());
+        if k.missing.is_some() {
             continue;
         }
         let _ = writeln!(
@@ -306,6 +305,16 @@ pub fn render(o: &mut String, r: &Rankings, shown: impl Fn(&str) -> String) {
                 or_dash(t.peak_rss_bytes, |b| bytes(b as f64)),
                 last
             );
+        }
+    }
+    let missing: Vec<(By, &String)> = By::ALL
+        .iter()
+        .filter_map(|by| Some((*by, r.get(*by).missing.as_ref()?)))
+        .collect();
+    if !missing.is_empty() {
+        let _ = writeln!(o, "\ntasks not ranked:");
+        for (by, why) in missing {
+            let _ = writeln!(o, "  by {}: {why}", by.title());
         }
     }
 }
@@ -393,6 +402,7 @@ mod tests {
         let mut text = String::new();
         render(&mut text, &r, |s| s.to_string());
         assert!(text.lines().count() < 40, "{text}");
-        assert!(text.contains("tasks by GPU energy, its devices summed: none, no task ran"));
+        assert!(text.contains("\ntasks not ranked:\n  by peak RSS: no terminal"));
+        assert!(text.contains("\n  by GPU energy, its devices summed: no task ran"));
     }
 }
