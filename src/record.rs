@@ -19,6 +19,12 @@ pub fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
+/// The session attribute (log header, then `tal_logs[].attributes` in the
+/// JSONL) that gives the node's memory, bytes, as a decimal string: the
+/// recorder writes `MemTotal` of its first reading, and `tal summary`
+/// reads it to give memory in bytes (the samples carry a percentage).
+pub const NODE_MEMORY_TOTAL_BYTES: &str = "node.memory_total_bytes";
+
 /// An attribute or extension-field value.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub enum Value {

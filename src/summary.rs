@@ -12,8 +12,24 @@
 //! line: absent from RHAPSODY's); and what reading each node's log found
 //! (cut off, damaged frames, read errors).
 //!
-//! Memory: one entry per task (its interval, and its id and node until its
-//! span is read), the series, and the few rows listed; never the events.
+//! And what a `seff` or jobstats user asks first: how well each node and
+//! the job used what they had (CPU efficiency, memory in bytes and %, disk
+//! and network totals and peak rates, each GPU's mean, idle share, peak
+//! memory and energy: [`usage`]); which tasks used the most CPU time, peak
+//! RSS, I/O, GPU memory and GPU energy, from their terminal events
+//! ([`ranking`]); and a few plain notes with their thresholds ([`notes`]),
+//! in units a person reads ([`units`]).
+//!
+//! Reused task ids: a task id whose lifecycle starts again (TaskCreated,
+//! TaskSubmitted, TaskQueued or TaskStarted) after its terminal event was
+//! run again under the same id. Its later runs are events in the file but
+//! not spans, counts or figures (the converter's first-wins rule, see
+//! `crate::tasks`), so the summary counts only the first terminal event of
+//! a task id too (its duration, its figures), and names the id.
+//!
+//! Memory: one entry per task (its interval, its id, node and where its
+//! lifecycle is), the series and each node's and GPU's running sums, and
+//! the few rows listed and ranked; never the events.
 //! It grows with the lines read, not with the names in them: a node id
 //! costs its name (a task may name any node), and a node's or GPU's series
 //! exist only once a sample of it is read ([`Series`] keeps a few values
@@ -26,16 +42,28 @@
 //! characters each, and lists the [`TYPES_LISTED`] most common event and
 //! error types, saying how many more there were.
 
+pub mod notes;
+pub mod ranking;
+pub mod units;
+pub mod usage;
+
 use crate::convert::{json_time_ns, NodeIndex};
 use crate::stats;
 use hdrhistogram::Histogram;
+use notes::ReusedTask;
+use ranking::{Rankings, TaskUse};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead};
+use units::{bytes, secs};
+use usage::{GpuAcc, GpuUse, JobUsage, NodeAcc, Usage};
 
-/// How many slowest and failed tasks are listed.
+/// How many slowest and failed tasks, and reused task ids, are listed.
 pub const LISTED: usize = 10;
+
+/// Nodes whose use the text shows, at most (`--json` has them all).
+pub const USAGE_NODES: usize = 16;
 
 /// Event types and error types listed in text, at most (the most common;
 /// the rest are counted).
@@ -193,6 +221,12 @@ pub struct Tasks {
     pub slowest: Vec<TaskRow>,
     /// The failed ones, earliest first (at most [`LISTED`]).
     pub failed: Vec<TaskRow>,
+    /// Task ids used again after their task ended (the first [`LISTED`],
+    /// in the order of their second run): the later runs are in the file
+    /// as events, but not in the spans, counts and figures.
+    pub reused: Vec<ReusedTask>,
+    /// How many task ids were reused.
+    pub reused_ids: u64,
 }
 
 /// One GPU's series.
@@ -206,6 +240,9 @@ pub struct GpuStats {
     pub memory_used_bytes: Option<Quantiles>,
     /// Power, W.
     pub power_watts: Option<Quantiles>,
+    /// Mean, idle share, peak memory, energy.
+    #[serde(flatten)]
+    pub usage: GpuUse,
 }
 
 /// One node's series.
@@ -221,6 +258,9 @@ pub struct NodeStats {
     pub memory_percent: Option<Quantiles>,
     /// Its GPUs.
     pub gpus: Vec<GpuStats>,
+    /// How well it used what it had (see [`usage`]).
+    #[serde(flatten)]
+    pub usage: Usage,
 }
 
 /// What the whole session came to.
@@ -240,6 +280,12 @@ pub struct Summary {
     pub tasks: Tasks,
     /// Each node's resources.
     pub nodes: Vec<NodeStats>,
+    /// The whole job's use of what it had (see [`usage`]).
+    pub job: Option<JobUsage>,
+    /// Tasks ranked by what they used (see [`ranking`]).
+    pub rankings: Rankings,
+    /// Plain notes drawn from the figures (see [`notes`]).
+    pub notes: Vec<String>,
     /// The agent's own cost (tal's metric line), by its metric names.
     pub agent: Option<BTreeMap<String, Value>>,
     /// What reading each log found (tal's metric line).
@@ -254,12 +300,16 @@ pub struct Summary {
 pub struct Reader {
     s: Summary,
     durations: Vec<f64>,
-    task_node: HashMap<String, u32>,
+    /// Every task id seen: its node, and where its lifecycle is.
+    tasks: HashMap<String, Seen>,
+    rankings: Rankings,
     nodes: NodeIndex,
     /// By node number: only nodes with samples have series.
     node_series: BTreeMap<u32, NodeSeries>,
     /// Every span's (start, end) ns, for the peak.
     intervals: Vec<(i64, i64)>,
+    /// The reused task ids listed, in the order of their second run.
+    reused: Vec<String>,
     /// Rows kept: the slowest, and the earliest failures.
     rows: Vec<(TaskRow, i64)>,
     failed: Vec<(TaskRow, i64)>,
@@ -269,12 +319,29 @@ pub struct Reader {
     metric: Option<Value>,
 }
 
+/// What is known of one task id.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// Its node's number, or [`NO_NODE`].
+    node: u32,
+    /// Its first terminal event was read.
+    ended: bool,
+    /// A later run of it is open (started again after it ended).
+    rerun: bool,
+    /// Runs after the first.
+    later_runs: u64,
+}
+
+/// No node.
+const NO_NODE: u32 = u32::MAX;
+
 #[derive(Debug)]
 struct NodeSeries {
     samples: u64,
     cpu: Series,
     mem: Series,
-    gpus: BTreeMap<u64, [Series; 3]>,
+    gpus: BTreeMap<u64, ([Series; 3], GpuAcc)>,
+    usage: NodeAcc,
 }
 
 impl NodeSeries {
@@ -284,6 +351,7 @@ impl NodeSeries {
             cpu: Series::new(100_000.0, 10.0),
             mem: Series::new(100.0, 10.0),
             gpus: BTreeMap::new(),
+            usage: NodeAcc::default(),
         }
     }
 }
@@ -318,23 +386,65 @@ impl Reader {
             self.last_ns = Some(self.last_ns.map_or(t, |l| l.max(t)));
         }
         let node = v["node_id"].as_str().filter(|n| !n.is_empty());
-        match ty {
-            "TaskCompleted" | "TaskFailed" | "TaskCanceled" => {
+        if ty == "ResourceUpdate" {
+            if let Some(n) = node {
+                resource(self.node_series(n), v);
+            }
+        }
+        match v["task_id"].as_str() {
+            Some(task) => self.task_event(ty, task, node, v),
+            None if terminal_status(ty).is_some() => {
                 if let Some(d) = v["duration_seconds"].as_f64() {
                     self.durations.push(d);
                 }
             }
-            "ResourceUpdate" => {
-                if let Some(n) = node {
-                    resource(self.node_series(n), v);
+            None => {}
+        }
+    }
+
+    /// An event of task `task`: its node, its lifecycle (a run under an id
+    /// whose task had ended is a reuse, not counted), and at its first
+    /// terminal event its duration and figures.
+    fn task_event(&mut self, ty: &str, task: &str, node: Option<&str>, v: &Value) {
+        let node_no = node.map(|n| self.nodes.add(n));
+        let seen = match self.tasks.get_mut(task) {
+            Some(s) => s,
+            None => self.tasks.entry(task.to_string()).or_insert(Seen {
+                node: NO_NODE,
+                ended: false,
+                rerun: false,
+                later_runs: 0,
+            }),
+        };
+        if let (NO_NODE, Some(i)) = (seen.node, node_no) {
+            seen.node = i;
+        }
+        if matches!(
+            ty,
+            "TaskCreated" | "TaskSubmitted" | "TaskQueued" | "TaskStarted"
+        ) {
+            if seen.ended && !seen.rerun {
+                seen.rerun = true;
+                seen.later_runs += 1;
+                if seen.later_runs == 1 {
+                    self.s.tasks.reused_ids += 1;
+                    if self.reused.len() < LISTED {
+                        self.reused.push(task.to_string());
+                    }
                 }
             }
-            _ => {}
-        }
-        if let (Some(task), Some(n)) = (v["task_id"].as_str(), node) {
-            if !self.task_node.contains_key(task) {
-                let i = self.nodes.add(n);
-                self.task_node.insert(task.to_string(), i);
+        } else if let Some(status) = terminal_status(ty) {
+            if seen.rerun {
+                // The end of a later run.
+                seen.rerun = false;
+            } else if !seen.ended {
+                seen.ended = true;
+                if let Some(d) = v["duration_seconds"].as_f64() {
+                    self.durations.push(d);
+                }
+                let node_id =
+                    (seen.node != NO_NODE).then(|| self.nodes.names[seen.node as usize].clone());
+                self.rankings.add(&TaskUse::of(v, status, node_id));
             }
         }
     }
@@ -366,10 +476,7 @@ impl Reader {
         }
         self.intervals.push((start, end.max(start)));
         let task_id = a["task_id"].as_str().unwrap_or("").to_string();
-        let node_id = self
-            .task_node
-            .remove(&task_id)
-            .map(|i| self.nodes.names[i as usize].clone());
+        let node_id = self.node_of(&task_id);
         let row = TaskRow {
             task_id,
             node_id,
@@ -386,6 +493,14 @@ impl Reader {
         });
     }
 
+    /// The node task `task_id`'s events named, if any did.
+    fn node_of(&self, task_id: &str) -> Option<String> {
+        self.tasks
+            .get(task_id)
+            .filter(|s| s.node != NO_NODE)
+            .map(|s| self.nodes.names[s.node as usize].clone())
+    }
+
     /// The summary of every line taken.
     pub fn finish(mut self) -> Summary {
         let start = self.session_span.map(|s| s.0).or(self.first_ns);
@@ -396,11 +511,20 @@ impl Reader {
         s.duration_s = start
             .zip(end)
             .map(|(a, b)| b.saturating_sub(a).max(0) as f64 / 1e9);
-        let t = &mut s.tasks;
+        self.finish_tasks(start);
+        self.finish_nodes();
+        self.finish_metric();
+        self.finish_notes();
+        self.s
+    }
+
+    /// The tasks' figures, rows and rankings, `start` being the session's.
+    fn finish_tasks(&mut self, start: Option<i64>) {
+        let duration_s = self.s.duration_s;
+        let t = &mut self.s.tasks;
         t.duration_s = Quantiles::exact(&mut self.durations);
         let completed = t.by_state.get("completed").copied().unwrap_or(0);
-        t.completed_per_s = s
-            .duration_s
+        t.completed_per_s = duration_s
             .filter(|d| *d > 0.0)
             .map(|d| completed as f64 / d);
         t.peak_running = peak(&mut self.intervals);
@@ -408,31 +532,79 @@ impl Reader {
             r.start_offset_s = start.map_or(0.0, |s0| st.saturating_sub(s0) as f64 / 1e9);
             r
         };
-        t.slowest = self.rows.into_iter().map(offset).collect();
-        t.failed = self.failed.into_iter().map(offset).collect();
-        let names = self.nodes.names;
-        s.nodes = self
-            .node_series
+        t.slowest = std::mem::take(&mut self.rows)
             .into_iter()
-            .map(|(i, n)| NodeStats {
-                node_id: names[i as usize].clone(),
-                samples: n.samples,
-                cpu_percent: n.cpu.quantiles(),
-                memory_percent: n.mem.quantiles(),
-                gpus: n
-                    .gpus
-                    .into_iter()
-                    .map(|(gpu_id, [u, m, p])| GpuStats {
-                        gpu_id,
-                        utilization_percent: u.quantiles(),
-                        memory_used_bytes: m.quantiles(),
-                        power_watts: p.quantiles(),
-                    })
-                    .collect(),
+            .map(offset)
+            .collect();
+        t.failed = std::mem::take(&mut self.failed)
+            .into_iter()
+            .map(offset)
+            .collect();
+        let reused = std::mem::take(&mut self.reused)
+            .into_iter()
+            .map(|task_id| ReusedTask {
+                node_id: self.node_of(&task_id),
+                later_runs: self.tasks.get(&task_id).map_or(0, |s| s.later_runs),
+                task_id,
+            })
+            .collect();
+        self.s.tasks.reused = reused;
+        self.tasks = HashMap::new();
+        let mut r = std::mem::take(&mut self.rankings);
+        r.finish();
+        self.s.rankings = r;
+    }
+
+    /// Each node's series and use, and the job's.
+    fn finish_nodes(&mut self) {
+        let totals = memory_totals(self.metric.as_ref());
+        let names = &self.nodes.names;
+        let series = std::mem::take(&mut self.node_series);
+        let mut gpu_accs: Vec<GpuAcc> = Vec::new();
+        self.s.nodes = series
+            .into_iter()
+            .map(|(i, n)| {
+                let node_id = names[i as usize].clone();
+                let usage = n.usage.usage(totals.get(&node_id).copied());
+                NodeStats {
+                    node_id,
+                    samples: n.samples,
+                    cpu_percent: n.cpu.quantiles(),
+                    memory_percent: n.mem.quantiles(),
+                    gpus: n
+                        .gpus
+                        .into_iter()
+                        .map(|(gpu_id, ([u, m, p], acc))| {
+                            let usage = acc.usage();
+                            gpu_accs.push(acc);
+                            GpuStats {
+                                gpu_id,
+                                utilization_percent: u.quantiles(),
+                                memory_used_bytes: m.quantiles(),
+                                power_watts: p.quantiles(),
+                                usage,
+                            }
+                        })
+                        .collect(),
+                    usage,
+                }
             })
             .filter(|n| n.samples > 0 || !n.gpus.is_empty())
             .collect();
-        if let Some(Value::Object(m)) = self.metric {
+        if !self.s.nodes.is_empty() {
+            let usages: Vec<&Usage> = self.s.nodes.iter().map(|n| &n.usage).collect();
+            self.s.job = Some(JobUsage {
+                nodes: self.s.nodes.len() as u64,
+                usage: usage::job(&usages),
+                gpus: GpuAcc::job(&gpu_accs.iter().collect::<Vec<_>>()),
+            });
+        }
+    }
+
+    /// The agent's cost and the logs, from tal's metric line.
+    fn finish_metric(&mut self) {
+        let s = &mut self.s;
+        if let Some(Value::Object(m)) = self.metric.take() {
             let agent: BTreeMap<String, Value> = m
                 .iter()
                 .filter(|(k, _)| {
@@ -447,8 +619,62 @@ impl Reader {
                 s.logs = logs.clone();
             }
         }
-        self.s
     }
+
+    /// The notes (see [`notes`]).
+    fn finish_notes(&mut self) {
+        let s = &self.s;
+        let failed = s.tasks.by_state.get("failed").copied().unwrap_or(0);
+        let facts = notes::TaskFacts {
+            total: s.tasks.total,
+            error_types: &s.tasks.error_types,
+            failed,
+            open_at_end: s.tasks.open_at_end,
+            reused: &s.tasks.reused,
+            reused_ids: s.tasks.reused_ids,
+        };
+        let nodes: Vec<notes::NodeFacts<'_>> = s
+            .nodes
+            .iter()
+            .map(|n| notes::NodeFacts {
+                node_id: &n.node_id,
+                usage: &n.usage,
+                gpus: n.gpus.iter().map(|g| (g.gpu_id, &g.usage)).collect(),
+            })
+            .collect();
+        self.s.notes = notes::notes(&facts, &nodes);
+    }
+}
+
+/// The state a terminal event type ends its task in.
+fn terminal_status(ty: &str) -> Option<&'static str> {
+    match ty {
+        "TaskCompleted" => Some("completed"),
+        "TaskFailed" => Some("failed"),
+        "TaskCanceled" => Some("canceled"),
+        _ => None,
+    }
+}
+
+/// Each node's memory, bytes, where tal's metric line says it: the
+/// `node.memory_total_bytes` attribute of its `tal_logs` entry (which the
+/// recorder puts in the log header).
+fn memory_totals(metric: Option<&Value>) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    let logs = metric.and_then(|m| m["tal_logs"].as_array());
+    for l in logs.into_iter().flatten() {
+        let total = &l["attributes"][crate::record::NODE_MEMORY_TOTAL_BYTES];
+        let bytes = total
+            .as_str()
+            .and_then(|t| t.parse::<u64>().ok())
+            .map(|b| b as f64)
+            .or_else(|| total.as_f64())
+            .filter(|b| b.is_finite() && *b > 0.0);
+        if let (Some(node), Some(b)) = (l["node_id"].as_str(), bytes) {
+            out.insert(node.to_string(), b);
+        }
+    }
+    out
 }
 
 /// Keeps the [`LISTED`] rows of least `key`, in that order.
@@ -481,13 +707,17 @@ fn peak(iv: &mut [(i64, i64)]) -> u64 {
 fn resource(n: &mut NodeSeries, v: &Value) {
     match (v["resource_scope"].as_str(), v["gpu_id"].as_u64()) {
         (Some("per_gpu"), Some(g)) => {
-            let [u, m, p] = n.gpus.entry(g).or_insert_with(|| {
-                [
-                    Series::new(100.0, 10.0),
-                    Series::new(1e15, 1.0),
-                    Series::new(100_000.0, 10.0),
-                ]
+            let ([u, m, p], acc) = n.gpus.entry(g).or_insert_with(|| {
+                (
+                    [
+                        Series::new(100.0, 10.0),
+                        Series::new(1e15, 1.0),
+                        Series::new(100_000.0, 10.0),
+                    ],
+                    GpuAcc::default(),
+                )
             });
+            acc.sample(v);
             for (series, key) in [
                 (u, "gpu_percent"),
                 (m, "gpu_memory_used_bytes"),
@@ -500,6 +730,7 @@ fn resource(n: &mut NodeSeries, v: &Value) {
         }
         _ => {
             n.samples += 1;
+            n.usage.sample(v);
             if let Some(x) = v["cpu_percent"].as_f64() {
                 n.cpu.add(x);
             }
@@ -521,44 +752,6 @@ pub fn from_jsonl(input: impl BufRead) -> io::Result<Summary> {
     let mut s = r.finish();
     s.read = read;
     Ok(s)
-}
-
-/// Seconds for a person: `1h02m03s`, `4m05.6s`, `7.89s`, `12.3ms`; `>100 y`
-/// past a century (a duration that long is a wrong clock or a wrong file),
-/// `n/a` for what is not a number.
-fn secs(s: f64) -> String {
-    const CENTURY: f64 = 100.0 * 365.25 * 86_400.0;
-    if !s.is_finite() {
-        "n/a".into()
-    } else if s < 0.0 {
-        format!("-{}", secs(-s))
-    } else if s > CENTURY {
-        ">100 y".into()
-    } else if s >= 3600.0 {
-        format!(
-            "{}h{:02}m{:02.0}s",
-            (s / 3600.0) as u64,
-            ((s % 3600.0) / 60.0) as u64,
-            s % 60.0
-        )
-    } else if s >= 60.0 {
-        format!("{}m{:04.1}s", (s / 60.0) as u64, s % 60.0)
-    } else if s >= 1.0 {
-        format!("{s:.2}s")
-    } else {
-        format!("{:.1}ms", s * 1000.0)
-    }
-}
-
-fn bytes(b: f64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    format!("{v:.1} {}", UNITS[u])
 }
 
 fn utc(t: f64) -> String {
@@ -640,10 +833,67 @@ pub fn render(s: &Summary) -> String {
         s.events.values().sum::<u64>(),
         counts(&s.events)
     );
+    let _ = writeln!(o, "  ({})", units::BYTES_LEGEND);
+    render_notes(&mut o, &s.notes);
     render_tasks(&mut o, &s.tasks);
+    let ranked = ranking::By::ALL
+        .iter()
+        .any(|by| !s.rankings.get(*by).top.is_empty());
+    if s.tasks.total > 0 || ranked {
+        ranking::render(&mut o, &s.rankings, |x| shown(x).into_owned());
+    }
     render_nodes(&mut o, &s.nodes);
+    render_usage(&mut o, s);
     render_cost_and_logs(&mut o, s);
     o
+}
+
+/// The notes, for [`render`] (each as long as two strings of the file).
+fn render_notes(o: &mut String, notes: &[String]) {
+    use std::fmt::Write;
+    if notes.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "\nnotes:");
+    for n in notes {
+        let _ = writeln!(
+            o,
+            "  - {}",
+            crate::term::escape_for_terminal(n, 2 * SHOWN_CHARS)
+        );
+    }
+}
+
+/// The job's and each node's use of what they had, for [`render`].
+fn render_usage(o: &mut String, s: &Summary) {
+    use std::fmt::Write;
+    let Some(job) = &s.job else { return };
+    let _ = writeln!(o, "\nusage:");
+    if s.nodes.len() > 1 {
+        let _ = writeln!(
+            o,
+            "  job ({} nodes; its peak rates are the highest node's):",
+            job.nodes
+        );
+        usage::render(o, &job.usage, "    ", true);
+        if let Some(g) = &job.gpus {
+            let _ = writeln!(o, "    GPUs ({}) {}", g.gpus, usage::job_gpu_line(g));
+        }
+    }
+    for n in s.nodes.iter().take(USAGE_NODES) {
+        let _ = writeln!(o, "  node {}:", shown(&n.node_id));
+        usage::render(o, &n.usage, "    ", false);
+        for g in &n.gpus {
+            let _ = writeln!(o, "    gpu {:<6} {}", g.gpu_id, usage::gpu_line(&g.usage));
+        }
+    }
+    if s.nodes.len() > USAGE_NODES {
+        let _ = writeln!(
+            o,
+            "  and {} more nodes (every node in --json)",
+            s.nodes.len() - USAGE_NODES
+        );
+    }
 }
 
 /// The tasks' part of [`render`].
@@ -831,15 +1081,7 @@ mod tests {
     }
 
     #[test]
-    fn durations_read_sanely_whatever_their_size() {
-        assert_eq!(secs(0.0123), "12.3ms");
-        assert_eq!(secs(7.891), "7.89s");
-        assert_eq!(secs(3723.0), "1h02m03s");
-        assert_eq!(secs(-5.0), "-5.00s");
-        assert_eq!(secs(1e26), ">100 y");
-        assert_eq!(secs(f64::INFINITY), "n/a");
-        assert_eq!(secs(f64::NAN), "n/a");
-        // A mean of huge values does not overflow.
+    fn a_mean_of_huge_values_does_not_overflow() {
         let q = Quantiles::exact(&mut [f64::MAX, f64::MAX]).unwrap();
         assert_eq!(q.mean, f64::MAX);
     }

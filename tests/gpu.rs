@@ -906,3 +906,81 @@ fn a_gpu_in_mig_mode_shows_its_instances() {
     );
     assert!(stderr.contains("GPUs: 0=MIG-1-1 "), "{stderr}");
 }
+
+/// `tal summary` of a session with GPUs: tasks ranked by GPU memory and
+/// GPU energy as their terminal events say, each GPU's mean, idle share
+/// and energy, and a note on the idle one.
+#[test]
+fn the_summary_ranks_tasks_by_gpu_memory_and_energy_and_notes_an_idle_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let procs = dir.path().join("procs");
+    std::fs::write(&procs, "").unwrap();
+    let cfg = two_devices(&format!("util 0 50\nutil 1 0\nprocs {}\n", procs.display()));
+    let (tal, p) = (env!("CARGO_BIN_EXE_tal"), procs.display());
+    let script = format!(
+        "{tal} run --task-id gpu.task -- sh -c 'echo 0 $$ 3000000 > {p}; sleep 0.6; : > {p}' && \
+         {tal} run --task-id cpu.task -- sleep 0.3"
+    );
+    let (code, stderr, v) = record_in(
+        dir.path(),
+        &stub("full"),
+        &cfg,
+        &["--task-interval", "0.1s"],
+        &[],
+        &["sh", "-c", &script],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let jsonl = files_with_ext(&dir.path().join("out"), ".telemetry.jsonl");
+    let out = run_ok(common::tal().arg("summary").arg("--json").arg(&jsonl[0]));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let done = lines(&v, "event", Some("TaskCompleted"));
+    let summed = |t: &Value, k: &str| {
+        let m = t["attributes"][k].as_object()?;
+        Some(m.values().map(|x| x.as_f64().unwrap()).sum::<f64>())
+    };
+    let gm = s["rankings"]["gpu_memory"]["top"].as_array().unwrap();
+    let gpu_task = done.iter().find(|l| l["task_id"] == "gpu.task").unwrap();
+    assert_eq!(gm.len(), 1, "only gpu.task had GPU processes: {gm:?}");
+    assert_eq!(gm[0]["task_id"], "gpu.task");
+    assert_eq!(
+        gm[0]["gpu_memory_peak_bytes"].as_f64(),
+        summed(gpu_task, "gpu_memory_peak_bytes")
+    );
+    let mut want: Vec<(&str, f64)> = done
+        .iter()
+        .filter_map(|t| Some((t["task_id"].as_str()?, summed(t, "gpu_energy_joules")?)))
+        .collect();
+    want.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let ge = s["rankings"]["gpu_energy"]["top"].as_array().unwrap();
+    assert_eq!(ge.len(), want.len(), "{ge:?}");
+    for (g, (id, j)) in ge.iter().zip(&want) {
+        assert_eq!(g["task_id"], *id);
+        assert!((g["gpu_energy_joules"].as_f64().unwrap() - j).abs() < 1e-9);
+    }
+    let m = metric(&v);
+    let gpus = &s["nodes"][0]["gpus"];
+    for g in ["0", "1"] {
+        let i: usize = g.parse().unwrap();
+        assert_eq!(
+            gpus[i]["energy_joules"].as_f64(),
+            m["gpu_energy_joules"][g].as_f64()
+        );
+    }
+    assert!(gpus[1]["idle_percent"].as_f64().unwrap() >= 90.0, "{gpus}");
+    assert!(gpus[0]["idle_percent"].as_f64().unwrap() < 50.0, "{gpus}");
+    assert!((gpus[0]["utilization_mean_percent"].as_f64().unwrap() - 50.0).abs() < 10.0);
+    let notes = s["notes"].to_string();
+    assert!(notes.contains("GPU 1 idle (< 5 %) for "), "{notes}");
+    assert!(!notes.contains("GPU 0 idle"), "{notes}");
+    assert_eq!(s["job"]["gpus"]["gpus"], 2);
+    let text = run_ok(common::tal().arg("summary").arg(&jsonl[0])).stdout;
+    let text = String::from_utf8_lossy(&text);
+    let at = text.find("tasks by GPU memory").expect(&text);
+    assert!(text[at..]
+        .lines()
+        .nth(2)
+        .unwrap()
+        .trim_start()
+        .starts_with("gpu.task"));
+    assert!(text.contains("    gpu 1      mean "), "{text}");
+}

@@ -36,7 +36,8 @@
 //!   (`node_cpu_utilization_p50/p90/p99/max`, same for memory), task duration
 //!   percentiles when there are tasks (`task_duration_seconds_p50/p90/p99/max`),
 //!   and `tal_logs`: one object per node log with what reading it found
-//!   and the node's `attributes` (Slurm ids; each GPU's `gpu.N.uuid`,
+//!   and the node's `attributes` (Slurm ids; the node's memory,
+//!   `node.memory_total_bytes`, a decimal string; each GPU's `gpu.N.uuid`,
 //!   `gpu.N.name`, `gpu.N.pci_bus_id`, N being the `gpu_id` of its
 //!   per_gpu events). With GPUs: `agent_gpu_polls`,
 //!   `agent_gpu_polls_dropped`, `agent_gpu_deadlines_missed`,

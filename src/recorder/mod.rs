@@ -354,7 +354,7 @@ fn open(cfg: &mut RecordConfig, signals: &Signals) -> anyhow::Result<Result<Open
 }
 
 /// The log's header: the session, this node, the clock anchor, and the
-/// session attributes (with each GPU's identity).
+/// session attributes (with the node's memory, and each GPU's identity).
 fn log_header(
     cfg: &RecordConfig,
     anchor: &Anchor,
@@ -362,6 +362,12 @@ fn log_header(
     gpus: Option<&GpuSources>,
 ) -> Header {
     let mut attributes = cfg.attributes.clone();
+    if baseline.node.mem_total_kb > 0 {
+        attributes.push((
+            crate::record::NODE_MEMORY_TOTAL_BYTES.to_string(),
+            baseline.node.mem_total_kb.saturating_mul(1024).to_string(),
+        ));
+    }
     for d in gpus.into_iter().flat_map(GpuSources::devices) {
         attributes.push((format!("gpu.{}.uuid", d.gpu_id), d.uuid.clone()));
         attributes.push((format!("gpu.{}.name", d.gpu_id), d.name.clone()));
