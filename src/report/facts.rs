@@ -197,9 +197,11 @@ impl Windows {
     }
 }
 
-/// A count over a window as a rate per second.
+/// A count over a window as a rate per second, to the whole unit (a
+/// report draws bytes per second; a fraction of one would only lengthen
+/// the page).
 pub(super) fn per_second(count: Option<f64>, window: Option<f64>) -> Option<f64> {
-    Some(count? / window?).filter(|r| r.is_finite())
+    Some((count? / window?).round()).filter(|r| r.is_finite())
 }
 
 #[cfg(test)]
@@ -262,6 +264,7 @@ mod tests {
         assert_eq!(per_second(Some(1000.0), win), Some(2000.0));
         assert_eq!(per_second(None, win), None);
         assert_eq!(w.window("a", None, 1.5), None, "an empty window");
+        assert_eq!(per_second(Some(10.0), Some(3.0)), Some(3.0), "whole units");
     }
 
     #[test]

@@ -3,19 +3,31 @@
 //!
 //! The charts are drawn by uPlot (MIT; `vendor/uplot/`, embedded in the
 //! binary and in every report: nothing is fetched), with the page's own
-//! script (`report.js`) laying out the panels: a task timeline (one lane
-//! per node and slot, coloured by final state, the task's figures on
-//! hover), running tasks, completed tasks and completion throughput over
-//! time, each node's CPU, memory, disk and network, per-core CPU as a
-//! heatmap, each GPU's utilisation, memory and power, a task-duration
-//! histogram and CDF with p50/p90/p99, the resource series of the
-//! sampled tasks with the highest peaks (CPU and resident memory, from
-//! `tal.TaskResourceUpdate`; see [`TASK_SERIES`]), event counts, a sortable
-//! task table
-//! with failures first, and `tal summary`'s figures (tal's own cost, and
-//! what reading each log found). Every time chart shares one time axis
-//! (seconds from the session's start): selecting a range zooms all of them,
-//! and a double click zooms back out.
+//! script (`report.js`) laying out the panels: a header of key facts
+//! (wall time, nodes, tasks by state, the peaks of node CPU, memory and
+//! GPU, GPU energy, tal's own cost; failed tasks and reused task ids
+//! named and linked to their rows; see [`facts`]), the tasks that used the
+//! most CPU time, memory, I/O and GPU memory, a task timeline (one lane
+//! per node and slot, 16 px tall, coloured by final state, names on the
+//! bars that fit them, every task at least 2 px wide; past 40 lanes the
+//! lane area scrolls), running tasks, completed tasks and throughput per
+//! second, minute or hour by the session's length, each node's CPU,
+//! memory, disk and network (byte counts as rates per second over each
+//! sample's window; past [`NODE_LINES`] nodes, the nodes combined, see
+//! [`across`]), per-core CPU as a heatmap (a labelled row per core, or per
+//! group past [`HEAT_ROWS`] cores), each GPU's utilisation, memory and
+//! power, a task-duration histogram and CDF with p50/p90/p99, the
+//! resource series of the tasks with the highest peaks (CPU and resident
+//! memory, from `tal.TaskResourceUpdate`, or a task's end-of-task figures
+//! when it ended before its first sample; see [`TASK_SERIES`]), event
+//! counts, a sortable task table with failures first, and `tal summary`'s
+//! figures (tal's own cost, and what reading each log found). Every time
+//! chart shares one time axis (seconds from the session's start), with
+//! the custom events (an application's own event types) as dashed marks:
+//! selecting a range zooms all of them, and a double click zooms back out.
+//! Every series of a chart has its own colour, with a legend; byte axes
+//! step 1-2-5 in B/KB/MB/GB (per second), as wide as their widest label.
+//! A null figure (a window too short to measure) is a gap in its line.
 //!
 //! Scale: every task is kept (a slot-assigned interval and its figures);
 //! series are down-sampled per pixel column, to at most [`COLUMNS`]

@@ -143,21 +143,31 @@
     ctx.strokeStyle = MARK_COLOUR; ctx.lineWidth = 1.5 * devicePixelRatio;
     ctx.setLineDash([4 * devicePixelRatio, 3 * devicePixelRatio]);
     ctx.font = (10 * devicePixelRatio) + "px system-ui, sans-serif";
-    ctx.fillStyle = MARK_COLOUR; ctx.textBaseline = "top"; ctx.textAlign = "left";
-    let lastEnd = -Infinity;
+    ctx.fillStyle = MARK_COLOUR; ctx.textBaseline = "bottom"; ctx.textAlign = "left";
+    const xs = [];
     for (const [t, ty, label] of MARKS) {
       if (t < x0 || t > x1) continue;
       const x = Math.round(u.valToPos(t, "x", true));
       ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, top + h); ctx.stroke();
-      const text = label || F.mark_types[ty];
-      const tw = ctx.measureText(text).width;
-      // A label right of its mark, where it fits and does not overlap.
-      if (labels && x + 3 > lastEnd && x + 3 + tw < left + w) {
-        ctx.fillText(text, x + 3, top + 2);
-        lastEnd = x + 3 + tw + 6;
-      }
+      xs.push([x, label || F.mark_types[ty]]);
     }
     ctx.restore();
+    // Labels in the strip above the plot (the chart's top padding), right
+    // of their mark, where they fit and do not overlap.
+    if (labels) {
+      ctx.save();
+      ctx.font = (10 * devicePixelRatio) + "px system-ui, sans-serif";
+      ctx.fillStyle = MARK_COLOUR; ctx.textBaseline = "bottom"; ctx.textAlign = "left";
+      let lastEnd = -Infinity;
+      for (const [x, text] of xs) {
+        const tw = ctx.measureText(text).width;
+        if (x + 3 > lastEnd && x + 3 + tw < left + w) {
+          ctx.fillText(text, x + 3, top - 2 * devicePixelRatio);
+          lastEnd = x + 3 + tw + 6;
+        }
+      }
+      ctx.restore();
+    }
     u.talMarks = MARKS.filter((m) => m[0] >= x0 && m[0] <= x1).length;
   }
 
@@ -426,8 +436,11 @@
             g.names_on_bars = named;
           }],
         },
-      }, true);
-    plotHeight(u, lanes * LANE);
+        // A strip above the lanes for the custom events' labels.
+        padding: scroll || MARKS.length === 0 ? undefined : [16, null, null, null],
+      }, !scroll);
+    // Tall enough for the axis title too.
+    plotHeight(u, Math.max(lanes * LANE, 64));
     u.talTasks = t.id.length;
     u.over.addEventListener("mousemove", (e) => {
       const r = u.over.getBoundingClientRect();
