@@ -1089,6 +1089,33 @@ mod tests {
     }
 
     #[test]
+    fn a_tasks_end_figures_give_its_cpu_over_its_duration() {
+        let v = serde_json::json!({"duration_seconds": 0.5, "attributes": {
+            "cpu_user_seconds": 0.2, "cpu_system_seconds": 0.05, "max_rss_bytes": 7e6}});
+        let f = EndFigures::of(&v).unwrap();
+        assert_eq!((f.cpu, f.rss), (Some(50.0), Some(7e6)));
+        let none = serde_json::json!({"duration_seconds": 0.0, "attributes": {}});
+        assert!(EndFigures::of(&none).is_none());
+    }
+
+    #[test]
+    fn tasks_without_samples_are_chosen_by_their_end_figures() {
+        let mut b = Bounds::default();
+        b.task_peaks.insert("sampled".into(), (1e6, 50.0));
+        b.sampled_tasks = 1;
+        for (id, rss) in [("big", 4e8), ("sampled", 2e6)] {
+            let f = EndFigures {
+                rss: Some(rss),
+                ..EndFigures::default()
+            };
+            b.end_figures.insert(id.into(), f);
+        }
+        let chosen = b.chosen_tasks();
+        assert!(chosen.contains("big") && chosen.contains("sampled"));
+        assert_eq!(b.tasks_with_figures(), 2);
+    }
+
+    #[test]
     fn heatmaps_share_their_cells() {
         let nodes = |n: usize, cores: usize| -> HashMap<String, usize> {
             (0..n).map(|i| (format!("n{i:07}"), cores)).collect()

@@ -248,10 +248,9 @@
   function seriesChart(box, height, lines, axis, yRange) {
     const list = lines.map((l) => [l.t, l.v]);
     const series = lines.map((l) => ({
-      label: l.label, stroke: l.colour, width: 1.5, spanGaps: false,
+      label: l.label, stroke: l.colour, width: l.points ? 2.5 : 1.5, spanGaps: !!l.points,
       value: (u, v) => l.fmt(v),
-      points: l.points ? { show: true, size: 8, fill: l.colour, stroke: l.colour } : (l.t.length <= 2 ? { show: true, size: 6 } : {}),
-      paths: l.points ? () => null : undefined,
+      points: l.points ? { show: true, size: 7, fill: l.colour, stroke: l.colour } : (l.t.length <= 2 ? { show: true, size: 6 } : {}),
     }));
     const extra = { axes: [X_AXIS, axis], legend: { show: true } };
     if (yRange) extra.scales = { x: XSCALE, y: { auto: false, range: yRange } };
@@ -326,24 +325,25 @@
   (function top() {
     if (t.id.length === 0) return;
     const io = (i) => t.read[i] == null && t.write[i] == null ? null : (t.read[i] || 0) + (t.write[i] || 0);
+    // Title, key, figure, format, the figure's short name.
     const lists = [
-      ["CPU time", "cpu", (i) => t.cpu_s[i], secs],
-      ["RSS peak", "rss", (i) => t.rss[i], bytes],
-      ["I/O (read + written)", "io", io, bytes],
-      ["GPU memory peak", "gpu", (i) => t.gpu_mem[i], bytes],
+      ["CPU time", "cpu", (i) => t.cpu_s[i], secs, "CPU time"],
+      ["RSS peak", "rss", (i) => t.rss[i], bytes, "RSS peak"],
+      ["I/O (read + written)", "io", io, bytes, "I/O"],
+      ["GPU memory peak", "gpu", (i) => t.gpu_mem[i], bytes, "GPU memory"],
     ].filter(([, , get]) => t.id.some((_, i) => get(i) > 0));
     if (lists.length === 0) return;
     const s = section("Top tasks", "The tasks that used the most, from their terminal events' figures; click one for its row in the table.", "top");
     const row = el("div", { class: "row tops" });
     s.append(row);
-    for (const [title, key, get, fmt] of lists) {
+    for (const [title, key, get, fmt, name] of lists) {
       const idx = t.id.map((_, i) => i).filter((i) => get(i) > 0).sort((a, b) => get(b) - get(a) || a - b).slice(0, 5);
       const tb = el("table", { class: "top", "data-top": key },
-        el("tr", {}, el("th", {}, "by " + title), el("th", {}, "node"), el("th", {}, "state"), el("th", { class: "num" }, title)));
+        el("tr", {}, el("th", {}, "by " + title), el("th", {}, "node"), el("th", { class: "num" }, name)));
       for (const i of idx) {
-        tb.append(el("tr", t.state[i] === 1 ? { class: "failed" } : {},
+        tb.append(el("tr", t.state[i] === 1 ? { class: "failed", title: "failed" } : {},
           el("td", {}, el("a", { href: "#task-" + i }, t.id[i])), el("td", {}, D.nodes[t.node[i]] || "-"),
-          el("td", {}, STATE[t.state[i]]), el("td", { class: "num", "data-v": String(get(i)) }, fmt(get(i)))));
+          el("td", { class: "num", "data-v": String(get(i)) }, fmt(get(i)))));
       }
       row.append(el("div", {}, tb));
     }
@@ -565,7 +565,7 @@
     const all = D.tasks_with_figures || shown;
     const ended = D.task_series.filter((x) => x.end_only).length;
     const s = section("Task resources", "What each task's processes used over time (tal.TaskResourceUpdate samples): CPU as % of one CPU (100 = one busy core) and resident memory, one colour per task." +
-      (ended ? " Tasks that ended before their first sample are drawn as points through their end-of-task figures (CPU time over the duration, RSS peak), at their start and end." : "") +
+      (ended ? " Tasks that ended before their first sample are drawn through their end-of-task figures (CPU time over the duration, RSS peak): a filled point at their start and end, joined." : "") +
       (all > shown ? ` The ${shown} of ${all} tasks with the highest peaks are drawn; the table below has every task's figures.` : ""));
     const row = el("div", { class: "row" });
     s.append(row);
@@ -826,6 +826,8 @@
         cut: texts.filter((x) => x.box[0] < -0.5 || x.box[1] < -0.5 || x.box[2] > cv.width + 0.5 || x.box[3] > cv.height + 0.5)
           .map((x) => x.text + " @" + x.box.map(Math.round).join(",")),
         colours: shown.map((x) => x.stroke(c, 1)).filter((x) => x !== "transparent"),
+        // The y axis's tick steps (1, 2 or 5 times a power of ten).
+        steps: [...new Set(((c.axes[1] || {})._splits || []).slice(1).map((v, i) => +(v - c.axes[1]._splits[i]).toPrecision(6)))],
         // Points with no value (null: a gap in the line, not a zero).
         gaps: c.data.slice(1).reduce((n, ys) => n + ys.filter((y) => y === null).length, 0),
         marks: c.talMarks || 0,

@@ -382,6 +382,18 @@ pub fn assert_geometry(g: &Value) {
         colours.sort();
         colours.dedup();
         assert_eq!(colours.len(), n, "two series in one colour: {c}");
+        // Byte axes step 1, 2 or 5 times a power of ten.
+        let title = c["title"].as_str().unwrap();
+        if title.contains("per second") || title.contains("memory") {
+            for step in c["steps"].as_array().unwrap() {
+                let s = step.as_f64().unwrap();
+                let m = s / 10f64.powf(s.log10().floor());
+                assert!(
+                    [1.0, 2.0, 5.0].iter().any(|k| (m - k).abs() < 1e-6),
+                    "a step of {s} in {c}"
+                );
+            }
+        }
     }
     let t = &g["timeline"];
     if !t.is_null() {
