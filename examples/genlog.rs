@@ -3,7 +3,12 @@
 //! written through the real `LogWriter`, with snapshots every 10 s and a
 //! clean end. Node clocks start within the same second.
 //!
-//! Usage: genlog DIR NODES SECONDS [HZ] [CORES] [SESSION]
+//! With TASKS, each node also runs that many tasks one after another
+//! (every seventh fails within 0.2 ms; the others complete with CPU time,
+//! peak RSS and I/O figures), and the first node emits a custom event
+//! (`app.PhaseStarted`) at half time: what the report's screenshots need.
+//!
+//! Usage: genlog DIR NODES SECONDS [HZ] [CORES] [SESSION] [TASKS]
 
 use std::path::PathBuf;
 use tal::log::{Header, LogWriter, DEFAULT_CHUNK_BYTES};
@@ -12,7 +17,7 @@ use tal::record::*;
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     if a.len() < 4 {
-        eprintln!("usage: genlog DIR NODES SECONDS [HZ] [CORES] [SESSION]");
+        eprintln!("usage: genlog DIR NODES SECONDS [HZ] [CORES] [SESSION] [TASKS]");
         std::process::exit(2);
     }
     let dir = PathBuf::from(&a[1]);
@@ -21,6 +26,7 @@ fn main() {
     let hz: u64 = a.get(4).map_or(10, |s| s.parse().unwrap());
     let cores: usize = a.get(5).map_or(2, |s| s.parse().unwrap());
     let session = a.get(6).cloned().unwrap_or_else(|| "bench.session".into());
+    let tasks: u64 = a.get(7).map_or(0, |s| s.parse().unwrap());
     std::fs::create_dir_all(&dir).unwrap();
     let t0: i64 = 1_795_000_000_000_000_000;
     let step = 1_000_000_000 / hz as i64;
@@ -60,8 +66,28 @@ fn main() {
         };
         w.append(&ev(start, EventKind::SessionStarted)).unwrap();
         let samples = secs * hz;
+        let mut lifecycle = task_events(n, start, secs as i64 * 1_000_000_000, tasks);
+        if n == 0 && tasks > 0 {
+            let custom = EventKind::Custom {
+                event_type: "app.PhaseStarted".into(),
+                fields: vec![("phase".into(), Value::Str("second half".into()))],
+            };
+            lifecycle.push((start + secs as i64 * 500_000_000, None, custom, vec![]));
+            lifecycle.sort_by_key(|e| e.0);
+        }
+        let mut next = 0;
         for i in 0..samples {
             let t = start + i as i64 * step;
+            while next < lifecycle.len() && lifecycle[next].0 <= t {
+                let (at, task, kind, attributes) = lifecycle[next].clone();
+                let mut e = ev(at, kind);
+                if let Record::Event(e) = &mut e {
+                    e.task_id = task;
+                    e.attributes = attributes;
+                }
+                w.append(&e).unwrap();
+                next += 1;
+            }
             let mut u = ResourceUpdate::empty(ResourceScope::PerNode);
             u.cpu_percent = Some(((i * 37 + n as u64) % 1000) as f64 / 10.0);
             u.memory_percent = Some(((i * 13) % 1000) as f64 / 10.0);
@@ -98,4 +124,74 @@ fn main() {
         .unwrap();
     }
     println!("{total}");
+}
+
+/// Node `n`'s `count` tasks over `span` ns from `start`, one after
+/// another: their lifecycle events by time, with their attributes.
+type Lifecycle = Vec<(i64, Option<String>, EventKind, Attributes)>;
+
+fn task_events(n: usize, start: i64, span: i64, count: u64) -> Lifecycle {
+    let mut out = Vec::new();
+    for j in 0..count {
+        let id = format!("n{n:04}.t{j}");
+        let slot = span / count as i64;
+        let s = start + j as i64 * slot + slot / 20;
+        let failed = j % 7 == 3;
+        let d = if failed {
+            200_000
+        } else {
+            slot / 2 + (n as i64 * 7_919 + j as i64 * 104_729) % (slot / 3)
+        };
+        let task = |state, duration_seconds, error_type| {
+            EventKind::Task(TaskEvent {
+                state,
+                duration_seconds,
+                error_type,
+                extra: vec![],
+            })
+        };
+        let ty: Attributes = vec![("task_type".into(), Value::Str("ComputeTask".into()))];
+        out.push((
+            s,
+            Some(id.clone()),
+            task(TaskState::Created, None, None),
+            ty.clone(),
+        ));
+        out.push((
+            s + 1_000,
+            Some(id.clone()),
+            task(TaskState::Started, None, None),
+            ty.clone(),
+        ));
+        let secs = d as f64 / 1e9;
+        let mut figures = ty;
+        figures.extend([
+            ("cpu_user_seconds".into(), Value::Float(secs * 0.8)),
+            ("cpu_system_seconds".into(), Value::Float(secs * 0.1)),
+            (
+                "max_rss_bytes".into(),
+                Value::Int(((n as i64 * 31 + j as i64 * 17) % 900 + 100) << 20),
+            ),
+            (
+                "read_bytes".into(),
+                Value::Int(((j as i64 * 13) % 50) << 20),
+            ),
+            (
+                "write_bytes".into(),
+                Value::Int(((n as i64 + j as i64) % 20) << 20),
+            ),
+        ]);
+        out.push(if failed {
+            let e = task(TaskState::Failed, Some(secs), Some("exit:1".into()));
+            (s + d, Some(id), e, vec![])
+        } else {
+            (
+                s + d,
+                Some(id),
+                task(TaskState::Completed, Some(secs), None),
+                figures,
+            )
+        });
+    }
+    out
 }

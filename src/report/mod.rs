@@ -3,19 +3,31 @@
 //!
 //! The charts are drawn by uPlot (MIT; `vendor/uplot/`, embedded in the
 //! binary and in every report: nothing is fetched), with the page's own
-//! script (`report.js`) laying out the panels: a task timeline (one lane
-//! per node and slot, coloured by final state, the task's figures on
-//! hover), running tasks, completed tasks and completion throughput over
-//! time, each node's CPU, memory, disk and network, per-core CPU as a
-//! heatmap, each GPU's utilisation, memory and power, a task-duration
-//! histogram and CDF with p50/p90/p99, the resource series of the
-//! sampled tasks with the highest peaks (CPU and resident memory, from
-//! `tal.TaskResourceUpdate`; see [`TASK_SERIES`]), event counts, a sortable
-//! task table
-//! with failures first, and `tal summary`'s figures (tal's own cost, and
-//! what reading each log found). Every time chart shares one time axis
-//! (seconds from the session's start): selecting a range zooms all of them,
-//! and a double click zooms back out.
+//! script (`report.js`) laying out the panels: a header of key facts
+//! (wall time, nodes, tasks by state, the peaks of node CPU, memory and
+//! GPU, GPU energy, tal's own cost; failed tasks and reused task ids
+//! named and linked to their rows; see [`facts`]), the tasks that used the
+//! most CPU time, memory, I/O and GPU memory, a task timeline (one lane
+//! per node and slot, 16 px tall, coloured by final state, names on the
+//! bars that fit them, every task at least 2 px wide; past 40 lanes the
+//! lane area scrolls), running tasks, completed tasks and throughput per
+//! second, minute or hour by the session's length, each node's CPU,
+//! memory, disk and network (byte counts as rates per second over each
+//! sample's window; past [`NODE_LINES`] nodes, the nodes combined, see
+//! [`across`]), per-core CPU as a heatmap (a labelled row per core, or per
+//! group past [`HEAT_ROWS`] cores), each GPU's utilisation, memory and
+//! power, a task-duration histogram and CDF with p50/p90/p99, the
+//! resource series of the tasks with the highest peaks (CPU and resident
+//! memory, from `tal.TaskResourceUpdate`, or a task's end-of-task figures
+//! when it ended before its first sample; see [`TASK_SERIES`]), event
+//! counts, a sortable task table with failures first, and `tal summary`'s
+//! figures (tal's own cost, and what reading each log found). Every time
+//! chart shares one time axis (seconds from the session's start), with
+//! the custom events (an application's own event types) as dashed marks:
+//! selecting a range zooms all of them, and a double click zooms back out.
+//! Every series of a chart has its own colour, with a legend; byte axes
+//! step 1-2-5 in B/KB/MB/GB (per second), as wide as their widest label.
+//! A null figure (a window too short to measure) is a gap in its line.
 //!
 //! Scale: every task is kept (a slot-assigned interval and its figures);
 //! series are down-sampled per pixel column, to at most [`COLUMNS`]
@@ -38,6 +50,9 @@
 //! end the element or put the HTML parser into a script state
 //! (`<!--<script>` would make the element swallow the page's scripts).
 
+mod across;
+mod facts;
+
 use crate::convert::chrome::assign_slots;
 use crate::convert::lines::{input_error, LineStats};
 use crate::convert::{json_time_ns, NodeIndex};
@@ -58,6 +73,11 @@ pub const HEAT_COLUMNS: usize = 600;
 /// of several cores' mean, then nodes past the budget are left out (see
 /// [`HeatPlan`]), to keep the file small.
 pub const HEAT_CELLS: usize = 2_000_000;
+
+/// Rows of a per-core heatmap, at most: each row is labelled with its
+/// core (or its group's first and last core), in a row tall enough for
+/// the label; past this many cores, a row is the mean of a group.
+pub const HEAT_ROWS: usize = 64;
 
 /// Columns of a per-core heatmap, at least.
 pub const HEAT_MIN_COLUMNS: usize = 20;
@@ -100,6 +120,10 @@ struct Series {
     /// The task, for a task's resource series.
     #[serde(skip_serializing_if = "Option::is_none")]
     task: Option<String>,
+    /// A task's series made of its end-of-task figures alone (it ended
+    /// before its first resource sample): drawn as points.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    end_only: bool,
     /// Field names, in the order of `v`.
     fields: Vec<&'static str>,
     /// Each point's time in quarter columns: `k / 4 × column_s` is s from
@@ -132,6 +156,9 @@ struct Column {
     n: u32,
     min: Vec<Option<f64>>,
     max: Vec<Option<f64>>,
+    /// Per field, the sum and count of its values (for the mean across
+    /// nodes, see [`across`]).
+    sum: Vec<(f64, u32)>,
 }
 
 impl Series {
@@ -141,6 +168,7 @@ impl Series {
             node: node.to_string(),
             gpu,
             task: None,
+            end_only: false,
             fields,
             k: Vec::new(),
             v: vec![Vec::new(); n],
@@ -153,14 +181,31 @@ impl Series {
             n: 0,
             min: vec![None; vals.len()],
             max: vec![None; vals.len()],
+            sum: vec![(0.0, 0); vals.len()],
         });
         c.n += 1;
         for (i, v) in vals.iter().enumerate() {
             if let Some(v) = v.filter(|v| v.is_finite()) {
                 c.min[i] = Some(c.min[i].map_or(v, |m: f64| m.min(v)));
                 c.max[i] = Some(c.max[i].map_or(v, |m: f64| m.max(v)));
+                c.sum[i].0 += v;
+                c.sum[i].1 += 1;
             }
         }
+    }
+
+    /// Each column's mean per field (before [`Series::finish`]).
+    fn means(&self) -> across::NodeColumns {
+        self.cols
+            .iter()
+            .map(|(&col, c)| {
+                let m = c.sum.iter();
+                (
+                    col,
+                    m.map(|&(s, n)| (n > 0).then(|| s / f64::from(n))).collect(),
+                )
+            })
+            .collect()
     }
 
     /// Turns the columns into points (see the type's doc). Returns the
@@ -317,14 +362,57 @@ struct Data<'a> {
     /// [`TASK_SERIES`]), and how many tasks had samples.
     task_series: Vec<Series>,
     sampled_tasks: usize,
+    /// Tasks with figures (sampled, or from their terminal event).
+    tasks_with_figures: usize,
+    /// Past [`NODE_LINES`] nodes: their series combined (see [`across`]),
+    /// with the fields of [`ACROSS_FIELDS`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    across: Option<Series>,
+    /// Node series drawn one line per node, at most.
+    node_lines: usize,
+    /// The header's figures and the custom events' marks.
+    facts: facts::Facts,
     summary: &'a crate::summary::Summary,
 }
 
-/// Tasks whose resource samples (`tal.TaskResourceUpdate`) the report
-/// draws, at most: the [`TASK_SERIES`]/2 with the highest peak resident
-/// memory and as many with the highest peak CPU (the table has every
-/// task's peaks).
-pub const TASK_SERIES: usize = 64;
+/// Nodes whose series a chart draws one line each, at most: past that,
+/// a line per node could not be told apart by colour (two fields a chart,
+/// so ten lines from a palette of twelve), and the charts draw the nodes
+/// combined (see [`across`]).
+pub const NODE_LINES: usize = 5;
+
+/// The node series' fields, in the report: the input's
+/// [`crate::convert::NODE_SERIES`], its byte counts since the previous
+/// sample turned into rates per second (see [`facts::Windows`]).
+const NODE_FIELDS: [&str; 6] = [
+    "cpu_percent",
+    "memory_percent",
+    "disk_read_per_s",
+    "disk_write_per_s",
+    "net_sent_per_s",
+    "net_recv_per_s",
+];
+
+/// The nodes combined: an input field of [`NODE_FIELDS`] and how.
+const ACROSS: [(&str, usize, across::How); 8] = [
+    ("cpu_percent_mean", 0, across::How::Mean),
+    ("cpu_percent_max", 0, across::How::Max),
+    ("memory_percent_mean", 1, across::How::Mean),
+    ("memory_percent_max", 1, across::How::Max),
+    ("disk_read_per_s_sum", 2, across::How::Sum),
+    ("disk_write_per_s_sum", 3, across::How::Sum),
+    ("net_sent_per_s_sum", 4, across::How::Sum),
+    ("net_recv_per_s_sum", 5, across::How::Sum),
+];
+
+/// Tasks whose resource series the report draws, at most: the
+/// [`TASK_SERIES`]/2 with the highest peak resident memory and as many
+/// with the highest peak CPU (the table has every task's peaks). As many
+/// as the page's palette has colours, so that every task drawn has its
+/// own. A task that ended before its first resource sample
+/// (`tal.TaskResourceUpdate`) is drawn through its end-of-task figures:
+/// CPU time over its duration, its peak resident memory.
+pub const TASK_SERIES: usize = 12;
 
 /// Tasks whose peaks the first pass keeps to choose from, at most (later
 /// ones are not drawn).
@@ -360,12 +448,75 @@ struct Bounds {
     /// Each sampled task's peak resident memory and CPU.
     task_peaks: HashMap<String, (f64, f64)>,
     sampled_tasks: usize,
+    /// Each task's figures from its terminal event.
+    end_figures: HashMap<String, EndFigures>,
+}
+
+/// A task's end-of-task figures: CPU (% of one CPU: its CPU time over its
+/// duration), peak resident memory, bytes read and written.
+#[derive(Debug, Clone, Copy, Default)]
+struct EndFigures {
+    cpu: Option<f64>,
+    rss: Option<f64>,
+    read: Option<f64>,
+    write: Option<f64>,
+    duration: f64,
+}
+
+impl EndFigures {
+    /// A terminal event's, if it has any.
+    fn of(v: &Value) -> Option<Self> {
+        let a = &v["attributes"];
+        let num = |k: &str| a[k].as_f64().or_else(|| v[k].as_f64());
+        let duration = num("duration_seconds").unwrap_or(0.0);
+        let cpu_s = match (num("cpu_user_seconds"), num("cpu_system_seconds")) {
+            (None, None) => None,
+            (u, s) => Some(u.unwrap_or(0.0) + s.unwrap_or(0.0)),
+        };
+        let f = Self {
+            cpu: cpu_s
+                .filter(|_| duration > 0.0)
+                .map(|c| c / duration * 100.0),
+            rss: num("max_rss_bytes"),
+            read: num("read_bytes"),
+            write: num("write_bytes"),
+            duration,
+        };
+        (f.cpu.is_some() || f.rss.is_some()).then_some(f)
+    }
+
+    /// Its values in the order of [`TASK_FIELDS`].
+    fn values(&self) -> [Option<f64>; 5] {
+        [self.cpu, self.rss, None, self.read, self.write]
+    }
 }
 
 impl Bounds {
+    /// Tasks with figures: sampled, or with end-of-task figures.
+    fn tasks_with_figures(&self) -> usize {
+        let unsampled = self.end_figures.keys();
+        self.sampled_tasks
+            + unsampled
+                .filter(|k| !self.task_peaks.contains_key(*k))
+                .count()
+    }
+
     /// The tasks whose series are drawn (see [`TASK_SERIES`]).
     fn chosen_tasks(&self) -> std::collections::HashSet<String> {
-        let mut by: Vec<(&String, &(f64, f64))> = self.task_peaks.iter().collect();
+        // Sampled tasks by their samples' peaks, the others by their
+        // end-of-task figures.
+        let unsampled = self
+            .end_figures
+            .iter()
+            .filter(|(k, _)| !self.task_peaks.contains_key(*k))
+            .map(|(k, f)| (k, (f.rss.unwrap_or(0.0), f.cpu.unwrap_or(0.0))));
+        let peaks: Vec<(&String, (f64, f64))> = self
+            .task_peaks
+            .iter()
+            .map(|(k, p)| (k, *p))
+            .chain(unsampled)
+            .collect();
+        let mut by: Vec<(&String, &(f64, f64))> = peaks.iter().map(|(k, p)| (*k, p)).collect();
         let mut chosen = std::collections::HashSet::new();
         by.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0).then(a.0.cmp(b.0)));
         chosen.extend(by.iter().take(TASK_SERIES / 2).map(|(k, _)| (*k).clone()));
@@ -392,6 +543,14 @@ impl Bounds {
                     let node = v["node_id"].as_str().unwrap_or("").to_string();
                     let n = self.cores.entry(node).or_default();
                     *n = (*n).max(c.len());
+                }
+                let ty = v["event_type"].as_str().unwrap_or("");
+                if let (true, Some(task)) = (facts::is_terminal(ty), v["task_id"].as_str()) {
+                    if let Some(f) = EndFigures::of(v) {
+                        if self.end_figures.len() < TASK_PEAKS {
+                            self.end_figures.insert(task.to_string(), f);
+                        }
+                    }
                 }
                 if v["event_type"] == crate::record::TaskResources::EVENT_TYPE {
                     if let Some(task) = v["task_id"].as_str() {
@@ -439,6 +598,11 @@ struct Builder {
     /// The tasks whose series are drawn, and their series.
     chosen: std::collections::HashSet<String>,
     task_series: BTreeMap<String, Series>,
+    windows: facts::Windows,
+    facts: facts::Facts,
+    reuse: facts::Reuse,
+    /// The nodes combined, past [`NODE_LINES`] nodes.
+    across: Option<Series>,
 }
 
 impl Builder {
@@ -467,36 +631,37 @@ impl Builder {
                 self.task_node.insert(task.to_string(), n);
             }
         }
-        if v["event_type"] == crate::record::TaskResources::EVENT_TYPE {
+        let ty = v["event_type"].as_str().unwrap_or("");
+        if ty == crate::record::TaskResources::EVENT_TYPE {
             self.task_sample(v);
             return;
         }
-        if v["event_type"] != "ResourceUpdate" {
-            return;
+        if let Some(task) = v["task_id"].as_str() {
+            self.reuse.event(ty, task);
+            if facts::is_terminal(ty) {
+                self.task_end(v, task);
+            }
         }
         let Some(t) = json_time_ns(&v["event_time"]) else {
             return;
         };
         let t = self.secs(t);
+        if facts::is_custom(ty) {
+            self.facts.mark(t, v);
+        }
+        if ty != "ResourceUpdate" {
+            return;
+        }
         let node = node.unwrap_or("");
-        let gpu = (v["resource_scope"] == "per_gpu")
-            .then(|| v["gpu_id"].as_u64())
-            .flatten();
-        let fields: &[&'static str] = if gpu.is_some() {
-            &GPU_FIELDS
-        } else {
-            &crate::convert::NODE_SERIES
-        };
-        let col = self.column(t, COLUMNS);
-        let vals: Vec<Option<f64>> = fields.iter().map(|f| v[*f].as_f64()).collect();
-        self.series
-            .entry((node.to_string(), gpu))
-            .or_insert_with(|| Series::new(node, gpu, fields.to_vec()))
-            .add(col, &vals);
+        self.resources(v, node, t);
         self.samples += 1;
         let per_core = v["cpu_percent_per_core"].as_array();
         if let (Some(per_core), Some(&n)) = (per_core, self.heat.kept.get(node)) {
-            let (columns, group) = (self.heat.columns, self.heat.group);
+            // Rows of one core each, or of a group (see [`HEAT_ROWS`]).
+            let (columns, group) = (
+                self.heat.columns,
+                self.heat.group.max(n.div_ceil(HEAT_ROWS)),
+            );
             let hcol = self.column(t, columns);
             let c = self.cores.entry(node.to_string()).or_insert_with(|| Cores {
                 node: node.to_string(),
@@ -514,6 +679,71 @@ impl Builder {
                     cell.1 += 1;
                 }
             }
+        }
+    }
+
+    /// A `ResourceUpdate`'s series point and figures.
+    fn resources(&mut self, v: &Value, node: &str, t: f64) {
+        let gpu = (v["resource_scope"] == "per_gpu")
+            .then(|| v["gpu_id"].as_u64())
+            .flatten();
+        let window = self.windows.window(node, gpu, t);
+        let (fields, vals): (&[&'static str], Vec<Option<f64>>) = match gpu {
+            Some(g) => {
+                let vals: Vec<Option<f64>> = GPU_FIELDS.iter().map(|f| v[*f].as_f64()).collect();
+                let at = format!("{node} GPU {g}");
+                facts::Facts::peak(&mut self.facts.gpu_percent, vals[0], &at, t);
+                // Energy: the power read times the window it ends.
+                if let (Some(watts), Some(w)) = (vals[2].filter(|p| p.is_finite()), window) {
+                    *self.facts.gpu_energy_j.get_or_insert(0.0) += watts * w;
+                }
+                (&GPU_FIELDS, vals)
+            }
+            None => {
+                let raw = crate::convert::NODE_SERIES.iter().map(|f| v[*f].as_f64());
+                // Byte counts since the previous sample, as rates.
+                let vals: Vec<Option<f64>> = raw
+                    .enumerate()
+                    .map(|(i, x)| {
+                        if i < 2 {
+                            x
+                        } else {
+                            facts::per_second(x, window)
+                        }
+                    })
+                    .collect();
+                facts::Facts::peak(&mut self.facts.cpu_percent, vals[0], node, t);
+                facts::Facts::peak(&mut self.facts.memory_percent, vals[1], node, t);
+                (&NODE_FIELDS, vals)
+            }
+        };
+        let col = self.column(t, COLUMNS);
+        self.series
+            .entry((node.to_string(), gpu))
+            .or_insert_with(|| Series::new(node, gpu, fields.to_vec()))
+            .add(col, &vals);
+    }
+
+    /// A terminal event: the end-of-task figures of a task drawn that had
+    /// no resource sample, at its start and its end.
+    fn task_end(&mut self, v: &Value, task: &str) {
+        if !self.chosen.contains(task) || self.bounds.task_peaks.contains_key(task) {
+            return;
+        }
+        let (Some(f), Some(t)) = (EndFigures::of(v), json_time_ns(&v["event_time"])) else {
+            return;
+        };
+        let end = self.secs(t);
+        let cols = [(end - f.duration).max(0.0), end].map(|at| self.column(at, COLUMNS));
+        let node = v["node_id"].as_str().unwrap_or("");
+        let s = self.task_series.entry(task.to_string()).or_insert_with(|| {
+            let mut s = Series::new(node, None, TASK_FIELDS.to_vec());
+            s.task = Some(task.to_string());
+            s.end_only = true;
+            s
+        });
+        for col in cols {
+            s.add(col, &f.values());
         }
     }
 
@@ -580,6 +810,23 @@ impl Builder {
 
     /// Slots per node, the series' points, the heatmaps' means.
     fn finish(&mut self) -> usize {
+        let nodes: Vec<across::NodeColumns> = self
+            .series
+            .values()
+            .filter(|s| s.gpu.is_none())
+            .map(Series::means)
+            .collect();
+        if nodes.len() > NODE_LINES {
+            let outputs: Vec<(usize, across::How)> = ACROSS.iter().map(|a| (a.1, a.2)).collect();
+            let mut s = Series::new("", None, ACROSS.iter().map(|a| a.0).collect());
+            for (col, vals) in across::combine(&nodes, COLUMNS, &outputs) {
+                s.k.push(col as u32 * 4 + 2);
+                for (f, v) in s.v.iter_mut().zip(vals) {
+                    f.push(Compact(v));
+                }
+            }
+            self.across = Some(s);
+        }
         let mut by_node: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
         for (i, &n) in self.tasks.node.iter().enumerate() {
             by_node[n as usize].push(i);
@@ -665,6 +912,10 @@ pub fn write_report<R: BufRead>(
         samples: 0,
         chosen,
         task_series: BTreeMap::new(),
+        windows: facts::Windows::default(),
+        facts: facts::Facts::default(),
+        reuse: facts::Reuse::default(),
+        across: None,
     };
     b.nodes.add("");
     each_line(open().map_err(input_error)?, |v| b.line(v))?;
@@ -691,6 +942,13 @@ pub fn write_report<R: BufRead>(
         }),
         task_series: b.task_series.into_values().collect(),
         sampled_tasks: b.bounds.sampled_tasks,
+        tasks_with_figures: b.bounds.tasks_with_figures(),
+        across: b.across,
+        node_lines: NODE_LINES,
+        facts: facts::Facts {
+            reused: b.reuse.finish(),
+            ..b.facts
+        },
         summary: &summary,
     };
     let stats = ReportStats {
@@ -828,6 +1086,33 @@ mod tests {
         let html = json_for_html(&serde_json::to_string(&v).unwrap());
         assert!(!html.contains(['<', '>', '&']), "{html}");
         assert_eq!(serde_json::from_str::<Value>(&html).unwrap(), v);
+    }
+
+    #[test]
+    fn a_tasks_end_figures_give_its_cpu_over_its_duration() {
+        let v = serde_json::json!({"duration_seconds": 0.5, "attributes": {
+            "cpu_user_seconds": 0.2, "cpu_system_seconds": 0.05, "max_rss_bytes": 7e6}});
+        let f = EndFigures::of(&v).unwrap();
+        assert_eq!((f.cpu, f.rss), (Some(50.0), Some(7e6)));
+        let none = serde_json::json!({"duration_seconds": 0.0, "attributes": {}});
+        assert!(EndFigures::of(&none).is_none());
+    }
+
+    #[test]
+    fn tasks_without_samples_are_chosen_by_their_end_figures() {
+        let mut b = Bounds::default();
+        b.task_peaks.insert("sampled".into(), (1e6, 50.0));
+        b.sampled_tasks = 1;
+        for (id, rss) in [("big", 4e8), ("sampled", 2e6)] {
+            let f = EndFigures {
+                rss: Some(rss),
+                ..EndFigures::default()
+            };
+            b.end_figures.insert(id.into(), f);
+        }
+        let chosen = b.chosen_tasks();
+        assert!(chosen.contains("big") && chosen.contains("sampled"));
+        assert_eq!(b.tasks_with_figures(), 2);
     }
 
     #[test]
