@@ -24,6 +24,9 @@ pub fn round1(v: f64) -> f64 {
 /// recorder writes `MemTotal` of its first reading, and `tal summary`
 /// reads it to give memory in bytes (the samples carry a percentage).
 pub const NODE_MEMORY_TOTAL_BYTES: &str = "node.memory_total_bytes";
+/// The log header attribute with the job cgroup's memory limit, bytes
+/// (a decimal string), where tal reads a cgroup that has one.
+pub const JOB_MEMORY_LIMIT_BYTES: &str = "job.memory_limit_bytes";
 
 /// An attribute or extension-field value.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]

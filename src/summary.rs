@@ -557,7 +557,8 @@ impl Reader {
 
     /// Each node's series and use, and the job's.
     fn finish_nodes(&mut self) {
-        let totals = memory_totals(self.metric.as_ref());
+        let totals = node_bytes(self.metric.as_ref(), crate::record::NODE_MEMORY_TOTAL_BYTES);
+        let limits = node_bytes(self.metric.as_ref(), crate::record::JOB_MEMORY_LIMIT_BYTES);
         let names = &self.nodes.names;
         let series = std::mem::take(&mut self.node_series);
         let mut gpu_accs: Vec<GpuAcc> = Vec::new();
@@ -565,7 +566,8 @@ impl Reader {
             .into_iter()
             .map(|(i, n)| {
                 let node_id = names[i as usize].clone();
-                let usage = n.usage.usage(totals.get(&node_id).copied());
+                let mut usage = n.usage.usage(totals.get(&node_id).copied());
+                usage::set_job_memory_limit(&mut usage, limits.get(&node_id).copied());
                 NodeStats {
                     node_id,
                     samples: n.samples,
@@ -656,14 +658,15 @@ fn terminal_status(ty: &str) -> Option<&'static str> {
     }
 }
 
-/// Each node's memory, bytes, where tal's metric line says it: the
-/// `node.memory_total_bytes` attribute of its `tal_logs` entry (which the
-/// recorder puts in the log header).
-fn memory_totals(metric: Option<&Value>) -> HashMap<String, f64> {
+/// Each node's figure in bytes of attribute `key` of its `tal_logs` entry
+/// on tal's metric line, where it has one: the node's memory
+/// (`node.memory_total_bytes`) and its job cgroup's memory limit
+/// (`job.memory_limit_bytes`), which the recorder puts in the log header.
+fn node_bytes(metric: Option<&Value>, key: &str) -> HashMap<String, f64> {
     let mut out = HashMap::new();
     let logs = metric.and_then(|m| m["tal_logs"].as_array());
     for l in logs.into_iter().flatten() {
-        let total = &l["attributes"][crate::record::NODE_MEMORY_TOTAL_BYTES];
+        let total = &l["attributes"][key];
         let bytes = total
             .as_str()
             .and_then(|t| t.parse::<u64>().ok())

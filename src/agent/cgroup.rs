@@ -135,6 +135,22 @@ pub struct CgroupSources {
     mem: Option<Src>,
     peak: Option<Src>,
     io: Option<Src>,
+    /// The cgroup's memory limit, bytes, read once at start (v2
+    /// `memory.max`, v1 `memory.limit_in_bytes`); `None` when it has none
+    /// (`max`, or v1's page-rounded `i64::MAX`) or it cannot be read.
+    pub memory_limit_bytes: Option<u64>,
+}
+
+/// A memory limit's text as bytes: `None` for no limit (v2's `max`, or a
+/// v1 figure of 2^60 or more, which is how v1 writes "unlimited") and for
+/// anything that is not a number.
+pub fn parse_memory_limit(b: &[u8]) -> Option<u64> {
+    first_u64(b).filter(|&n| n > 0 && n < 1 << 60)
+}
+
+/// A limit file read once.
+fn limit(p: &Path) -> Option<u64> {
+    open(p)?.read().ok().and_then(parse_memory_limit)
 }
 
 const ROOT: &str = "/sys/fs/cgroup";
@@ -149,6 +165,7 @@ impl CgroupSources {
             mem: open(&dir.join("memory.current")),
             peak: open(&dir.join("memory.peak")),
             io: open(&dir.join("io.stat")),
+            memory_limit_bytes: limit(&dir.join("memory.max")),
         };
         s.any().then_some(s)
     }
@@ -167,6 +184,7 @@ impl CgroupSources {
             mem: c("memory", "memory.usage_in_bytes"),
             peak: c("memory", "memory.max_usage_in_bytes"),
             io: c("blkio", "blkio.throttle.io_service_bytes_recursive"),
+            memory_limit_bytes: limit(&root.join("memory").join(rel).join("memory.limit_in_bytes")),
         };
         s.any().then_some(s)
     }
@@ -293,6 +311,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn memory_limits_read_as_the_kernel_writes_no_limit() {
+        assert_eq!(parse_memory_limit(b"max\n"), None, "v2: no limit");
+        assert_eq!(
+            parse_memory_limit(b"9223372036854771712\n"),
+            None,
+            "v1: no limit"
+        );
+        assert_eq!(parse_memory_limit(b"0\n"), None);
+        assert_eq!(parse_memory_limit(b"-1\n"), None);
+        assert_eq!(parse_memory_limit(b"junk"), None);
+        assert_eq!(parse_memory_limit(b"4294967296\n"), Some(4 << 30));
+    }
+
+    #[test]
     fn parsers_read_what_the_kernel_writes() {
         assert_eq!(
             parse_cpu_stat(b"usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n"),
@@ -320,9 +352,11 @@ mod tests {
         std::fs::write(job.join("cpu.stat"), "usage_usec 2000\n").unwrap();
         std::fs::write(job.join("memory.current"), "4096\n").unwrap();
         std::fs::write(job.join("memory.peak"), "8192\n").unwrap();
+        std::fs::write(job.join("memory.max"), "1073741824\n").unwrap();
         std::fs::write(job.join("io.stat"), "8:0 rbytes=1 wbytes=2\n").unwrap();
         let own = "0::/system.slice/slurmstepd.scope/job_42/step_0/user/task_0\n";
         let mut s = find_job_cgroup(r, own, "42").unwrap();
+        assert_eq!(s.memory_limit_bytes, Some(1 << 30));
         assert_eq!(
             s.read(),
             CgroupReading {
@@ -343,6 +377,7 @@ mod tests {
         std::fs::write(mem.join("memory.usage_in_bytes"), "100\n").unwrap();
         let own = "4:memory:/slurm/uid_0/job_7/step_batch\n2:cpuacct:/\n";
         let mut s = find_job_cgroup(r, own, "7").unwrap();
+        assert_eq!(s.memory_limit_bytes, None, "no limit file");
         let got = s.read();
         assert_eq!(got.mem_bytes, Some(100));
         assert_eq!(got.cpu_ns, None, "no cpuacct cgroup for the job");

@@ -297,6 +297,7 @@ fn open(cfg: &mut RecordConfig, signals: &Signals) -> anyhow::Result<Result<Open
     let cgroup = crate::agent::cgroup::CgroupSources::open(&cfg.cgroup)
         .map_err(|e| anyhow!("--cgroup: {e}"))?;
     let cgroup_note = cgroup.as_ref().map(|c| format!("tal: job: {}", c.describe));
+    let job_memory_limit = cgroup.as_ref().and_then(|c| c.memory_limit_bytes);
     let mut sources = ProcSources::open()
         .context("cannot sample /proc")?
         .with_cgroup(cgroup);
@@ -322,7 +323,7 @@ fn open(cfg: &mut RecordConfig, signals: &Signals) -> anyhow::Result<Result<Open
     notes.extend(cgroup_note);
 
     let anchor = Anchor::now();
-    let header = log_header(cfg, &anchor, &baseline, gpus.as_ref());
+    let header = log_header(cfg, &anchor, &baseline, gpus.as_ref(), job_memory_limit);
     let log_path = cfg
         .out
         .join(format!("{}.{}.tal", cfg.session_id, cfg.node_id));
@@ -354,14 +355,22 @@ fn open(cfg: &mut RecordConfig, signals: &Signals) -> anyhow::Result<Result<Open
 }
 
 /// The log's header: the session, this node, the clock anchor, and the
-/// session attributes (with the node's memory, and each GPU's identity).
+/// session attributes (with the node's memory, the job cgroup's memory
+/// limit where it has one, and each GPU's identity).
 fn log_header(
     cfg: &RecordConfig,
     anchor: &Anchor,
     baseline: &ProcReading,
     gpus: Option<&GpuSources>,
+    job_memory_limit: Option<u64>,
 ) -> Header {
     let mut attributes = cfg.attributes.clone();
+    if let Some(limit) = job_memory_limit {
+        attributes.push((
+            crate::record::JOB_MEMORY_LIMIT_BYTES.to_string(),
+            limit.to_string(),
+        ));
+    }
     if baseline.node.mem_total_kb > 0 {
         attributes.push((
             crate::record::NODE_MEMORY_TOTAL_BYTES.to_string(),

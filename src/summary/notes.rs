@@ -157,6 +157,31 @@ fn node_notes(out: &mut Vec<String>, nodes: &[NodeFacts<'_>]) {
         },
         &format!("nodes with peak memory under {MEMORY_LOW} % or over {MEMORY_HIGH} %"),
     );
+    // Near its cgroup's limit, a job is about to be killed for memory.
+    let near: Vec<(&str, f64, f64)> = nodes
+        .iter()
+        .filter_map(|n| {
+            let c = n.usage.job_cgroup.as_ref()?;
+            Some((
+                n.node_id,
+                c.memory_peak_percent_of_limit?,
+                c.memory_limit_bytes?,
+            ))
+        })
+        .filter(|(_, p, _)| *p > MEMORY_HIGH)
+        .collect();
+    listed(
+        out,
+        &near,
+        |(n, p, l)| {
+            format!(
+                "node {n}: the job's peak memory {} of its cgroup's limit, {} (noted over {MEMORY_HIGH} %: past the limit the kernel kills the job's processes)",
+                percent(*p),
+                bytes(*l)
+            )
+        },
+        &format!("nodes where the job's peak memory passed {MEMORY_HIGH} % of its limit"),
+    );
 }
 
 /// The notes on GPUs.
@@ -236,6 +261,39 @@ mod tests {
             ]
         );
         assert!(notes(&facts(&BTreeMap::new(), &[]), &[]).is_empty());
+    }
+
+    #[test]
+    fn a_job_near_its_memory_limit_is_noted_with_the_limit() {
+        let mut u = Usage {
+            job_cgroup: Some(super::super::usage::CgroupUse {
+                memory_peak_bytes: Some(9.5e8),
+                ..Default::default()
+            }),
+            ..Usage::default()
+        };
+        super::super::usage::set_job_memory_limit(&mut u, Some(1e9));
+        let n = |u: &Usage| {
+            node_notes_of(&[NodeFacts {
+                node_id: "vm",
+                usage: u,
+                gpus: vec![],
+            }])
+        };
+        assert_eq!(
+            n(&u),
+            ["node vm: the job's peak memory 95.0 % of its cgroup's limit, 1.00 GB (noted over 90 %: past the limit the kernel kills the job's processes)"]
+        );
+        super::super::usage::set_job_memory_limit(&mut u, Some(2e9));
+        assert!(n(&u).is_empty(), "47.5 % is not noted");
+        super::super::usage::set_job_memory_limit(&mut u, None);
+        assert!(n(&u).is_empty(), "no limit, no note");
+    }
+
+    fn node_notes_of(nodes: &[NodeFacts<'_>]) -> Vec<String> {
+        let mut out = Vec::new();
+        node_notes(&mut out, nodes);
+        out
     }
 
     #[test]

@@ -109,6 +109,12 @@ pub struct CgroupUse {
     pub memory_mean_bytes: Option<f64>,
     /// Its peak memory, % of the node's.
     pub memory_peak_percent_of_node: Option<f64>,
+    /// Its memory limit, bytes, where it has one (the log attribute
+    /// `job.memory_limit_bytes`; for the job, the nodes' summed when every
+    /// node's cgroup has one).
+    pub memory_limit_bytes: Option<f64>,
+    /// Its peak memory, % of its limit.
+    pub memory_peak_percent_of_limit: Option<f64>,
     /// Bytes it read from disk.
     pub disk_read: Option<Flow>,
     /// Bytes it wrote to disk.
@@ -321,6 +327,8 @@ impl NodeAcc {
                 .peak
                 .zip(mem_total.filter(|t| *t > 0.0))
                 .map(|(p, t)| p / t * 100.0),
+            memory_limit_bytes: None,
+            memory_peak_percent_of_limit: None,
             disk_read: jr,
             disk_write: jw,
         };
@@ -485,6 +493,10 @@ fn job_cgroup(nodes: &[&Usage]) -> Option<CgroupUse> {
             .and(cpu.and_then(|cpu| cpu.available_cpu_seconds))
     }));
     let peak = sum(cs.iter().map(|(c, _)| c.memory_peak_bytes));
+    let limit = cs
+        .iter()
+        .map(|(c, _)| c.memory_limit_bytes)
+        .sum::<Option<f64>>();
     let totals = sum(nodes
         .iter()
         .map(|u| u.memory.as_ref().and_then(|m| m.total_bytes)));
@@ -500,9 +512,27 @@ fn job_cgroup(nodes: &[&Usage]) -> Option<CgroupUse> {
         memory_peak_percent_of_node: peak
             .zip(totals.filter(|t| *t > 0.0))
             .map(|(p, t)| p / t * 100.0),
+        memory_limit_bytes: limit,
+        memory_peak_percent_of_limit: of_limit(peak, limit),
         disk_read: flows(cs.iter().map(|(c, _)| c.disk_read)),
         disk_write: flows(cs.iter().map(|(c, _)| c.disk_write)),
     })
+}
+
+/// `peak` as a share of `limit`, %.
+fn of_limit(peak: Option<f64>, limit: Option<f64>) -> Option<f64> {
+    peak.zip(limit.filter(|l| *l > 0.0))
+        .map(|(p, l)| p / l * 100.0)
+}
+
+/// Gives a node's job cgroup its memory limit, `limit` bytes, where the
+/// node's log says it (see [`CgroupUse::memory_limit_bytes`]).
+pub fn set_job_memory_limit(u: &mut Usage, limit: Option<f64>) {
+    let limit = limit.filter(|l| l.is_finite() && *l > 0.0);
+    if let Some(c) = u.job_cgroup.as_mut() {
+        c.memory_limit_bytes = limit;
+        c.memory_peak_percent_of_limit = of_limit(c.memory_peak_bytes, limit);
+    }
 }
 
 /// The job's use: its nodes' together (see the module doc).
@@ -591,9 +621,18 @@ fn cgroup_line(c: &CgroupUse) -> String {
         parts.push(format!("CPU {}{busy}", percent(e)));
     }
     if let Some(p) = c.memory_peak_bytes {
-        let of = c.memory_peak_percent_of_node.map_or(String::new(), |p| {
-            format!(" ({} of the node's)", percent(p))
-        });
+        let mut of: Vec<String> = Vec::new();
+        if let Some(p) = c.memory_peak_percent_of_node {
+            of.push(format!("{} of the node's", percent(p)));
+        }
+        if let (Some(p), Some(l)) = (c.memory_peak_percent_of_limit, c.memory_limit_bytes) {
+            of.push(format!("{} of its limit, {}", percent(p), bytes(l)));
+        }
+        let of = if of.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", of.join("; "))
+        };
         parts.push(format!("memory peak {}{of}", bytes(p)));
     }
     if c.disk_read.is_some() || c.disk_write.is_some() {
