@@ -165,17 +165,32 @@ pub enum CpuWindow {
 
 /// The reading a sample's CPU figures are measured against: the last one
 /// that gave figures, or the warm-up reading. Both figures come from its
-/// per-CPU deltas: `cpu_percent` is their busy sum over their total sum,
-/// `cpu_percent_per_core` each CPU's own share, so the two agree within
-/// what one tick per CPU can move a figure. (The aggregate `cpu` line of
-/// /proc/stat is summed by the kernel in a pass of its own, before the
-/// per-CPU lines: a tick that lands between the two passes is in one and
-/// not the other, which is how a window of a few ms read 100 % overall and
-/// 0 % on every core.) Only a node with more CPUs than [`MAX_CPUS`] takes
-/// its overall figure from the aggregate line.
+/// per-CPU deltas: `cpu_percent` is their busy sum over their total sum
+/// (psutil's busy ticks over all ticks), `cpu_percent_per_core` each CPU's
+/// own share. (The aggregate `cpu` line of /proc/stat is summed by the
+/// kernel in a pass of its own, before the per-CPU lines: a tick that lands
+/// between the two passes is in one and not the other, which is how a
+/// window of a few ms read 100 % overall and 0 % on every core.) Only a
+/// node with more CPUs than [`MAX_CPUS`] takes its overall figure from the
+/// aggregate line.
+///
+/// A window is measured when it is long enough and has a tick per CPU (see
+/// `crate::agent::window`), and when the CPUs' counters agree about it:
+/// the node's share and the mean of the cores' shares differ by no more
+/// than one tick per CPU can move a figure (100 / the window's ticks per
+/// CPU). They differ by more when one CPU's counters lag the others': a
+/// virtual CPU that its host did not run has no ticks at all for that
+/// time, and gets them later, at once, as steal time. (Seen on a 2-vCPU VM
+/// sharing its host: one CPU 0 ticks over 50 ms while the other had 5, and
+/// 10 steal ticks the next 50 ms.) Such a window is folded into the next,
+/// until the counters have caught up. A CPU that is offline (its line
+/// missing, at either end of the window) is not covered: it reads 0.0 and
+/// counts in neither figure.
 #[derive(Debug)]
 pub struct CpuBase {
     interval_ns: u64,
+    /// Clock ticks a second (`USER_HZ`), what /proc/stat counts in.
+    ticks_per_sec: f64,
     /// None before the warm-up reading.
     at_ns: Option<u64>,
     all: CpuTicks,
@@ -183,11 +198,18 @@ pub struct CpuBase {
     per_cpu: Box<[CpuTicks; MAX_CPUS]>,
 }
 
+/// True when a CPU's line was there (an offline CPU reads all zero).
+#[inline]
+fn online(t: &CpuTicks) -> bool {
+    t.total != 0
+}
+
 impl CpuBase {
     /// No base yet, for sampling every `interval_ns`.
     pub fn new(interval_ns: u64) -> Self {
         Self {
             interval_ns,
+            ticks_per_sec: rustix::param::clock_ticks_per_second().max(1) as f64,
             at_ns: None,
             all: CpuTicks::default(),
             ncpu: 0,
@@ -222,7 +244,12 @@ impl CpuBase {
             return CpuWindow::Rebased;
         }
         let mut sum = CpuTicks::default();
+        let (mut covered, mut shares) = (0u64, 0.0f64);
         for (i, (cur, base)) in r.per_cpu[..n].iter().zip(&self.per_cpu[..n]).enumerate() {
+            if !online(cur) || !online(base) {
+                s.per_cpu_permille[i] = 0;
+                continue;
+            }
             let Some(d) = cur.delta_since(base) else {
                 s.per_cpu_permille[..n].fill(NO_PERMILLE);
                 self.rebase(r, at_ns);
@@ -230,6 +257,17 @@ impl CpuBase {
             };
             s.per_cpu_permille[i] = permille(&d);
             sum.add(&d);
+            covered += 1;
+            shares += d.share();
+        }
+        let window_ns = at_ns.saturating_sub(since);
+        let window_ticks = window_ns as f64 / 1e9 * self.ticks_per_sec;
+        if !super::window::long_enough(window_ns, self.interval_ns)
+            || !super::window::enough_ticks(sum.total, covered)
+            || !super::window::shares_agree(&sum, shares, covered, window_ticks)
+        {
+            s.per_cpu_permille[..n].fill(NO_PERMILLE);
+            return CpuWindow::Folded;
         }
         if n >= MAX_CPUS {
             // More CPUs than the per-CPU lines kept: the aggregate line.
@@ -241,13 +279,6 @@ impl CpuBase {
                     return CpuWindow::Rebased;
                 }
             }
-        }
-        let window_ns = at_ns.saturating_sub(since);
-        if !super::window::long_enough(window_ns, self.interval_ns)
-            || !super::window::enough_ticks(sum.total, n as u64)
-        {
-            s.per_cpu_permille[..n].fill(NO_PERMILLE);
-            return CpuWindow::Folded;
         }
         s.cpu_window = Some(sum);
         self.rebase(r, at_ns);
@@ -334,6 +365,9 @@ impl ProcSources {
     #[inline]
     fn read_stat(&mut self, r: &mut ProcReading) {
         if let Ok(b) = self.stat.read() {
+            // A CPU whose line is missing (offline) reads all zero, not
+            // what it read last time.
+            r.per_cpu[..r.ncpu as usize].fill(CpuTicks::default());
             if let Some(n) = procfs::parse_stat(b, &mut r.node.cpu, &mut r.per_cpu) {
                 r.ncpu = n as u16;
                 r.node.ok |= source::STAT;
@@ -634,13 +668,13 @@ mod tests {
     fn exactly_half_an_interval_is_measured_and_less_is_folded() {
         let mut base = CpuBase::new(IV);
         let mut s = ProcSample::default();
-        s.fill_from(&even(&[(0, 0), (0, 0)]), &mut base, 0);
-        let r = even(&[(5, 5), (0, 5)]);
+        s.fill_from(&even(&[(100, 100), (100, 100)]), &mut base, 0);
+        let r = even(&[(105, 105), (100, 105)]);
         assert_eq!(s.fill_from(&r, &mut base, IV / 2 - 1), CpuWindow::Folded);
         assert_eq!(s.fill_from(&r, &mut base, IV / 2), CpuWindow::Measured);
         assert_eq!(s.cpu_window, Some(CpuTicks { busy: 5, total: 10 }));
         // The stop sample, 2 ms after the one before: no figure.
-        let r = even(&[(6, 6), (0, 5)]);
+        let r = even(&[(106, 106), (100, 105)]);
         assert_eq!(
             s.fill_from(&r, &mut base, IV / 2 + 2_000_000),
             CpuWindow::Folded
@@ -670,6 +704,54 @@ mod tests {
             })
         );
         assert_eq!(per_core(&s), vec![1000, 500]);
+    }
+
+    #[test]
+    fn a_cpu_whose_counters_lag_folds_the_window_until_they_catch_up() {
+        // A virtual CPU its host did not run: no tick for 50 ms while the
+        // other had 5, then its time at once, as steal.
+        let mut base = CpuBase::new(IV / 2);
+        let mut s = ProcSample::default();
+        s.fill_from(&even(&[(100, 1000), (100, 1000)]), &mut base, 0);
+        let r = even(&[(100, 1000), (105, 1005)]);
+        assert_eq!(s.fill_from(&r, &mut base, IV / 2), CpuWindow::Folded);
+        assert_eq!(s.cpu_window, None);
+        assert_eq!(per_core(&s), vec![NO_PERMILLE; 2]);
+        let r = even(&[(110, 1010), (105, 1010)]);
+        assert_eq!(s.fill_from(&r, &mut base, IV), CpuWindow::Measured);
+        assert_eq!(
+            s.cpu_window,
+            Some(CpuTicks {
+                busy: 15,
+                total: 20
+            })
+        );
+        assert_eq!(per_core(&s), vec![1000, 500]);
+    }
+
+    #[test]
+    fn an_offline_cpu_is_not_covered() {
+        let mut base = CpuBase::new(IV);
+        let mut s = ProcSample::default();
+        s.fill_from(&even(&[(100, 1000), (0, 0), (100, 1000)]), &mut base, 0);
+        let r = even(&[(105, 1010), (0, 0), (100, 1010)]);
+        assert_eq!(s.fill_from(&r, &mut base, IV), CpuWindow::Measured);
+        assert_eq!(s.cpu_window, Some(CpuTicks { busy: 5, total: 20 }));
+        assert_eq!(per_core(&s), vec![500, 0, 0]);
+        // Back online: not covered over the window it came back in.
+        let r = even(&[(110, 1020), (7, 900), (100, 1020)]);
+        assert_eq!(s.fill_from(&r, &mut base, 2 * IV), CpuWindow::Measured);
+        assert_eq!(s.cpu_window, Some(CpuTicks { busy: 5, total: 20 }));
+        let r = even(&[(115, 1030), (17, 910), (100, 1030)]);
+        assert_eq!(s.fill_from(&r, &mut base, 3 * IV), CpuWindow::Measured);
+        assert_eq!(
+            s.cpu_window,
+            Some(CpuTicks {
+                busy: 15,
+                total: 30
+            })
+        );
+        assert_eq!(per_core(&s), vec![500, 1000, 0]);
     }
 
     #[test]

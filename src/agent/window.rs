@@ -18,6 +18,13 @@
 //!   the figure. The ticks counted are the window's own (the deltas the
 //!   figure is computed from), so a counter that stalled or went backwards
 //!   (a CPU taken offline and back) gives no figure either.
+//! - **Agreement**, for CPU shares: the node's share and the mean of the
+//!   CPUs' shares differ by no more than one tick per CPU can move a figure,
+//!   100 / the window's ticks per CPU (`USER_HZ` × its seconds: its time,
+//!   not the counters, which may lag; [`shares_agree`]). They differ by
+//!   more when one CPU's counters lag the others' (a virtual CPU its host
+//!   did not run, whose time comes later as steal): then neither figure
+//!   describes the window.
 //!
 //! A window too short gives `null` (JSON null; `cpu_percent_per_core` is
 //! then left out), never a number, and is **folded** into the next one: the
@@ -45,6 +52,8 @@
 //!   the one before it: then its deltas are null (what happened in those
 //!   few milliseconds is not counted).
 
+use super::procfs::CpuTicks;
+
 /// True when a window of `window_ns` is long enough to measure at sampling
 /// interval `interval_ns`: at least half of it.
 #[inline]
@@ -58,6 +67,21 @@ pub fn long_enough(window_ns: u64, interval_ns: u64) -> bool {
 #[inline]
 pub fn enough_ticks(total_ticks: u64, ncpu: u64) -> bool {
     ncpu > 0 && total_ticks >= ncpu
+}
+
+/// True when the node's share of a window's ticks (`sum`, over `ncpu`
+/// CPUs) and the mean of the CPUs' own shares (`shares`, their sum, in %)
+/// differ by no more than one tick per CPU can move a figure: 100 /
+/// `ticks_per_cpu`, the window's length in clock ticks (`USER_HZ` × its
+/// seconds; the time, not the counters, which may lag). They differ by more
+/// only when the CPUs' counters disagree about the window.
+#[inline]
+pub fn shares_agree(sum: &CpuTicks, shares: f64, ncpu: u64, ticks_per_cpu: f64) -> bool {
+    if ncpu == 0 || sum.total == 0 || ticks_per_cpu <= 0.0 {
+        return false;
+    }
+    let mean = shares / ncpu as f64;
+    (sum.share() - mean).abs() <= 100.0 / ticks_per_cpu + 1e-9
 }
 
 #[cfg(test)]
@@ -86,5 +110,27 @@ mod tests {
         assert!(enough_ticks(1, 1));
         assert!(!enough_ticks(0, 0));
         assert!(!enough_ticks(5, 0));
+    }
+
+    #[test]
+    fn shares_agree_within_a_tick_per_cpu() {
+        let t = |busy, total| CpuTicks { busy, total };
+        // Equal ticks on both CPUs: the node's share is the mean.
+        assert!(shares_agree(&t(5, 10), 100.0 + 0.0, 2, 5.0));
+        // One CPU a tick behind: 5 of 9 is 55.6 against a mean of 50,
+        // within 100 / 5.
+        assert!(shares_agree(&t(5, 9), 100.0 + 0.0, 2, 5.0));
+        // A virtual CPU that did not tick at all (its host did not run
+        // it): 100 % against a mean of 50.
+        assert!(!shares_agree(&t(5, 5), 100.0 + 0.0, 2, 5.0));
+        // The same over a window of 2.85 ticks, which the counters of the
+        // CPU that ran make look like 2 a CPU: the window's time decides.
+        assert!(!shares_agree(&t(3, 3), 100.0 + 0.0, 2, 2.85));
+        assert!(shares_agree(&t(3, 3), 100.0 + 0.0, 2, 1.9));
+        // Lagging by 5 of 20: 75 against 50, one tick moves 5.
+        assert!(!shares_agree(&t(15, 20), 100.0 + 0.0, 2, 20.0));
+        assert!(!shares_agree(&t(0, 0), 0.0, 2, 5.0));
+        assert!(!shares_agree(&t(1, 1), 100.0, 0, 5.0));
+        assert!(!shares_agree(&t(1, 1), 100.0, 1, 0.0));
     }
 }
