@@ -6,7 +6,7 @@
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::sync::Arc;
 use std::time::Duration;
-use tal::agent::proc::{source, ProcReading, ProcSample, ProcSources};
+use tal::agent::proc::{source, CpuBase, ProcReading, ProcSample, ProcSources};
 use tal::agent::procfs;
 use tal::dispatch::Dispatcher;
 use tal::log::{Header, LogReader, LogWriter, DEFAULT_CHUNK_BYTES};
@@ -76,10 +76,16 @@ fn dispatcher(c: &mut Criterion) {
     std::thread::sleep(Duration::from_millis(20));
     let mut rb = Box::<ProcReading>::default();
     src.read_into(&mut rb);
+    // Two samples that both carry CPU figures (each measured against the
+    // other's reading), whatever the time between them.
     let mut a = Box::<ProcSample>::default();
-    a.fill_from(&ra, &rb.per_cpu, rb.ncpu as usize);
+    let mut base = CpuBase::new(1);
+    a.fill_from(&rb, &mut base, 0);
+    a.fill_from(&ra, &mut base, 1);
     let mut bb = Box::<ProcSample>::default();
-    bb.fill_from(&rb, &ra.per_cpu, ra.ncpu as usize);
+    let mut base = CpuBase::new(1);
+    bb.fill_from(&ra, &mut base, 0);
+    bb.fill_from(&rb, &mut base, 1);
     let (_p, cons) = ring::channel(4);
     let mut d = Dispatcher::new(
         cons,
@@ -87,7 +93,7 @@ fn dispatcher(c: &mut Criterion) {
         Arc::default(),
         Arc::default(),
         "tal".into(),
-        Some(a.node.cpu),
+        Duration::from_millis(100),
         0,
         Duration::from_secs(10),
     );

@@ -19,9 +19,15 @@
 //! `memory_percent` is (total − available) / total, both rounded to one
 //! decimal as psutil rounds them; disk bytes are sectors × 512 of whole
 //! disks and network bytes sum all interfaces, as deltas since the previous
-//! sample, null on the first. The first sample's `cpu_percent` covers the
-//! time since the agent opened its sources (psutil's warm-up call).
-//! `cpu_percent_per_core` is tal's extension, same rule per CPU.
+//! sample. `cpu_percent_per_core` is tal's extension, each CPU's share over
+//! the same ticks (the proc agent computes both windows' ticks).
+//!
+//! Every delta follows one rule, documented in `crate::agent::window`: a
+//! window shorter than half the interval (and, for CPU, one with fewer
+//! ticks than CPUs) gives null and is folded into the next. So the first
+//! sample (the warm-up reading) has null deltas, and so, usually, has the
+//! last one, taken at stop a few ms after the one before. The per-source
+//! bases live in [`Prev`]; [`step`] applies the rule.
 //!
 //! A source that fails in one sample makes only its own fields null for that
 //! sample (and the next sample's deltas for that source are taken against
@@ -29,7 +35,8 @@
 
 use crate::agent::gpu::{Backfill, GpuCounters, GpuDeviceReading, GpuSample, PollsIn};
 use crate::agent::proc::{source, ProcSample, NO_PERMILLE};
-use crate::agent::procfs::{memory_percent, CpuTicks};
+use crate::agent::procfs::memory_percent;
+use crate::agent::window;
 use crate::agent::AgentCounters;
 use crate::clock::{mono_ns, wall_ns, Anchor};
 use crate::ids::EventIdGen;
@@ -215,14 +222,37 @@ pub fn gpu_update(gpu_id: u32, r: &GpuDeviceReading) -> ResourceUpdate {
     u
 }
 
-/// The last good value of each source, for deltas.
+/// The base of each source's deltas: the reading the next figure is
+/// measured against, and when it was taken (monotonic ns).
 #[derive(Debug, Default)]
 struct Prev {
-    /// The job cgroup's reading and when it was taken (monotonic ns).
     cgroup: Option<(crate::agent::cgroup::CgroupReading, u64)>,
-    cpu: Option<CpuTicks>,
-    disk: Option<(u64, u64)>,
-    net: Option<(u64, u64)>,
+    disk: Option<((u64, u64), u64)>,
+    net: Option<((u64, u64), u64)>,
+}
+
+/// One source's step of the window rule (`crate::agent::window`): the base
+/// (its reading and time) to measure the reading `cur`, taken at `at_ns`,
+/// against, when the window is long enough, and then `cur` becomes the
+/// base; `None` for the first reading (which becomes the base) and for a
+/// window too short (the base stays: the next window covers this one).
+fn step<T: Copy>(
+    base: &mut Option<(T, u64)>,
+    cur: T,
+    at_ns: u64,
+    interval_ns: u64,
+) -> Option<(T, u64)> {
+    match *base {
+        Some((v, t)) if window::long_enough(at_ns.saturating_sub(t), interval_ns) => {
+            *base = Some((cur, at_ns));
+            Some((v, t))
+        }
+        Some(_) => None,
+        None => {
+            *base = Some((cur, at_ns));
+            None
+        }
+    }
 }
 
 /// Where a record of one drain is, for the pass in time order.
@@ -265,6 +295,7 @@ pub struct Dispatcher<S: Sink> {
     backend: String,
     ids: EventIdGen,
     prev: Prev,
+    interval_ns: u64,
     start_wall_ns: i64,
     snapshot_every: Duration,
     last_snapshot: u64,
@@ -275,9 +306,9 @@ pub struct Dispatcher<S: Sink> {
 }
 
 impl<S: Sink> Dispatcher<S> {
-    /// A dispatcher draining `rx` into `sink`. `baseline_cpu` is the CPU
-    /// reading taken when the sources were opened; `start_wall_ns` the session start;
-    /// `records_dropped` is where the sink counts records it lost.
+    /// A dispatcher draining `rx` into `sink`, of samples taken every
+    /// `interval` (the window rule's measure); `start_wall_ns` the session
+    /// start; `records_dropped` is where the sink counts records it lost.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         rx: Consumer<ProcSample>,
@@ -285,11 +316,11 @@ impl<S: Sink> Dispatcher<S> {
         counters: Arc<AgentCounters>,
         records_dropped: Arc<AtomicU64>,
         backend: String,
-        baseline_cpu: Option<CpuTicks>,
+        interval: Duration,
         start_wall_ns: i64,
         snapshot_every: Duration,
     ) -> Self {
-        let mut d = Self {
+        Self {
             exporter: None,
             tasks: None,
             gpu: None,
@@ -309,6 +340,7 @@ impl<S: Sink> Dispatcher<S> {
             backend,
             ids: EventIdGen::from_os(),
             prev: Prev::default(),
+            interval_ns: interval.as_nanos().min(u128::from(u64::MAX)) as u64,
             start_wall_ns,
             snapshot_every,
             last_snapshot: mono_ns(),
@@ -316,9 +348,7 @@ impl<S: Sink> Dispatcher<S> {
             hist_mem: stats::histogram(1000),
             hist_latency: stats::histogram(60_000_000_000),
             hist_jitter: stats::histogram(60_000_000_000),
-        };
-        d.prev.cpu = baseline_cpu;
-        d
+        }
     }
 
     fn event(&mut self, time_ns: i64, emit_ns: i64, kind: EventKind) -> Record {
@@ -358,15 +388,12 @@ impl<S: Sink> Dispatcher<S> {
     /// histograms.
     pub fn resource_update(&mut self, r: &ProcSample) -> ResourceUpdate {
         let mut u = ResourceUpdate::empty(ResourceScope::PerNode);
-        if r.node.ok & source::STAT != 0 {
-            if let Some(prev) = self.prev.cpu {
-                u.cpu_percent = Some(round1(r.node.cpu.percent_since(&prev)));
-            }
+        if let Some(w) = r.cpu_window {
+            u.cpu_percent = Some(round1(w.share()));
             let per = &r.per_cpu_permille[..r.ncpu as usize];
-            if !per.is_empty() && per.iter().all(|&p| p != NO_PERMILLE) {
+            if per.iter().all(|&p| p != NO_PERMILLE) {
                 u.cpu_percent_per_core = per.iter().map(|&p| f32::from(p) / 10.0).collect();
             }
-            self.prev.cpu = Some(r.node.cpu);
         }
         if r.node.ok & source::MEMINFO != 0 && r.node.mem_total_kb > 0 {
             u.memory_percent = Some(round1(memory_percent(
@@ -376,19 +403,17 @@ impl<S: Sink> Dispatcher<S> {
         }
         if r.node.ok & source::DISKSTATS != 0 {
             let cur = (r.node.disk_read_sectors, r.node.disk_write_sectors);
-            if let Some(p) = self.prev.disk {
+            if let Some((p, _)) = step(&mut self.prev.disk, cur, r.done_ns, self.interval_ns) {
                 u.disk_read_bytes = Some((cur.0.saturating_sub(p.0) * 512) as f64);
                 u.disk_write_bytes = Some((cur.1.saturating_sub(p.1) * 512) as f64);
             }
-            self.prev.disk = Some(cur);
         }
         if r.node.ok & source::NET_DEV != 0 {
             let cur = (r.node.net_rx_bytes, r.node.net_tx_bytes);
-            if let Some(p) = self.prev.net {
+            if let Some((p, _)) = step(&mut self.prev.net, cur, r.done_ns, self.interval_ns) {
                 u.net_recv_bytes = Some(cur.0.saturating_sub(p.0) as f64);
                 u.net_sent_bytes = Some(cur.1.saturating_sub(p.1) as f64);
             }
-            self.prev.net = Some(cur);
         }
         self.job_fields(r, &mut u);
         if let Some(c) = u.cpu_percent {
@@ -573,7 +598,7 @@ impl<S: Sink> Dispatcher<S> {
         if c == crate::agent::cgroup::CgroupReading::default() {
             return;
         }
-        let prev = self.prev.cgroup.replace((c, r.done_ns));
+        let prev = step(&mut self.prev.cgroup, c, r.done_ns, self.interval_ns);
         let delta = |cur: Option<u64>, old: Option<u64>| match (cur, old) {
             (Some(a), Some(b)) => Some(a.saturating_sub(b)),
             _ => None,
@@ -1053,11 +1078,18 @@ mod tests {
     use super::*;
     use crate::ring::channel;
 
-    fn reading(busy: u64, total: u64, disk: (u64, u64), net: (u64, u64)) -> ProcSample {
+    /// A sample whose reads finished at `at_ms`, with a CPU window of
+    /// (busy, total) ticks (per-core 50.0 and 50.1 %) or none.
+    fn reading(
+        at_ms: u64,
+        cpu: Option<(u64, u64)>,
+        disk: (u64, u64),
+        net: (u64, u64),
+    ) -> ProcSample {
         let mut r = ProcSample {
+            done_ns: at_ms * 1_000_000,
             node: crate::agent::proc::NodeCounters {
                 ok: source::ALL,
-                cpu: CpuTicks { busy, total },
                 mem_total_kb: 1000,
                 mem_available_kb: 750,
                 disk_read_sectors: disk.0,
@@ -1067,14 +1099,18 @@ mod tests {
                 ..crate::agent::proc::NodeCounters::default()
             },
             ncpu: 2,
+            cpu_window: cpu.map(|(busy, total)| crate::agent::procfs::CpuTicks { busy, total }),
             ..ProcSample::default()
         };
-        r.per_cpu_permille[0] = 500;
-        r.per_cpu_permille[1] = 501;
+        if cpu.is_some() {
+            r.per_cpu_permille[0] = 500;
+            r.per_cpu_permille[1] = 501;
+        }
         r
     }
 
-    fn dispatcher(baseline: &ProcSample) -> Dispatcher<Vec<Record>> {
+    /// A dispatcher of samples every 100 ms.
+    fn dispatcher() -> Dispatcher<Vec<Record>> {
         let (_p, c) = channel(4);
         Dispatcher::new(
             c,
@@ -1082,7 +1118,7 @@ mod tests {
             Arc::default(),
             Arc::default(),
             "tal".into(),
-            Some(baseline.node.cpu),
+            Duration::from_millis(100),
             0,
             Duration::from_secs(10),
         )
@@ -1090,34 +1126,92 @@ mod tests {
 
     #[test]
     fn first_sample_has_null_deltas_then_rhapsody_semantics() {
-        let base = reading(100, 1000, (10, 20), (1000, 2000));
-        let mut d = dispatcher(&base);
-        let u = d.resource_update(&reading(150, 1100, (10, 20), (1000, 2000)));
-        assert_eq!(u.cpu_percent, Some(50.0));
+        let mut d = dispatcher();
+        let u = d.resource_update(&reading(0, None, (10, 20), (1000, 2000)));
+        assert_eq!(u.cpu_percent, None);
+        assert!(u.cpu_percent_per_core.is_empty());
         assert_eq!(u.memory_percent, Some(25.0));
         assert_eq!(u.disk_read_bytes, None);
         assert_eq!(u.net_sent_bytes, None);
+        let u = d.resource_update(&reading(100, Some((50, 100)), (14, 28), (1500, 2600)));
+        assert_eq!(u.cpu_percent, Some(50.0));
         assert_eq!(u.cpu_percent_per_core, vec![50.0, 50.1]);
-        let u = d.resource_update(&reading(150 + 1, 1100 + 3, (14, 28), (1500, 2600)));
-        assert_eq!(u.cpu_percent, Some(33.3));
         assert_eq!(u.disk_read_bytes, Some(4.0 * 512.0));
         assert_eq!(u.disk_write_bytes, Some(8.0 * 512.0));
         assert_eq!(u.net_recv_bytes, Some(500.0));
         assert_eq!(u.net_sent_bytes, Some(600.0));
+        let u = d.resource_update(&reading(200, Some((1, 3)), (14, 28), (1500, 2600)));
+        assert_eq!(u.cpu_percent, Some(33.3));
     }
 
     #[test]
     fn failed_source_is_null_only_for_itself() {
-        let base = reading(100, 1000, (10, 20), (1000, 2000));
-        let mut d = dispatcher(&base);
-        d.resource_update(&reading(150, 1100, (10, 20), (1000, 2000)));
-        let mut r = reading(200, 1200, (11, 21), (1100, 2100));
+        let mut d = dispatcher();
+        d.resource_update(&reading(0, None, (10, 20), (1000, 2000)));
+        let mut r = reading(100, Some((2, 4)), (11, 21), (1100, 2100));
         r.node.ok &= !source::DISKSTATS;
         let u = d.resource_update(&r);
         assert_eq!(u.disk_read_bytes, None);
         assert_eq!(u.net_recv_bytes, Some(100.0));
-        let u = d.resource_update(&reading(200, 1200, (12, 22), (1100, 2100)));
+        let u = d.resource_update(&reading(200, Some((2, 4)), (12, 22), (1100, 2100)));
         assert_eq!(u.disk_read_bytes, Some(2.0 * 512.0));
+    }
+
+    #[test]
+    fn a_window_under_half_an_interval_gives_null_and_folds_into_the_next() {
+        let mut d = dispatcher();
+        d.resource_update(&reading(0, None, (10, 20), (1000, 2000)));
+        // 49 ms after the base at an interval of 100 ms: too short.
+        let u = d.resource_update(&reading(49, None, (11, 21), (1100, 2100)));
+        assert_eq!((u.disk_read_bytes, u.disk_write_bytes), (None, None));
+        assert_eq!((u.net_recv_bytes, u.net_sent_bytes), (None, None));
+        assert_eq!(u.cpu_percent, None);
+        assert!(u.cpu_percent_per_core.is_empty());
+        // The next one covers both windows: nothing counted is lost.
+        let u = d.resource_update(&reading(100, Some((2, 4)), (13, 24), (1300, 2400)));
+        assert_eq!(u.disk_read_bytes, Some(3.0 * 512.0));
+        assert_eq!(u.disk_write_bytes, Some(4.0 * 512.0));
+        assert_eq!(u.net_recv_bytes, Some(300.0));
+        assert_eq!(u.net_sent_bytes, Some(400.0));
+        // Exactly half an interval is measurable.
+        let u = d.resource_update(&reading(150, Some((2, 4)), (14, 24), (1300, 2400)));
+        assert_eq!(u.disk_read_bytes, Some(512.0));
+    }
+
+    #[test]
+    fn job_cpu_is_null_over_a_short_window_and_folded() {
+        use crate::agent::cgroup::CgroupReading;
+        let job = |r: &mut ProcSample, cpu_ms: u64| {
+            r.node.cgroup = CgroupReading {
+                cpu_ns: Some(cpu_ms * 1_000_000),
+                io_read_bytes: Some(cpu_ms),
+                io_write_bytes: Some(0),
+                ..CgroupReading::default()
+            };
+        };
+        let field = |u: &ResourceUpdate, k: &str| {
+            u.extra
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        let mut d = dispatcher();
+        let mut r = reading(0, None, (0, 0), (0, 0));
+        job(&mut r, 0);
+        d.resource_update(&r);
+        // 2 ms later, 2 ms of CPU on one of 2 CPUs: a figure would read 50.
+        let mut r = reading(2, None, (0, 0), (0, 0));
+        job(&mut r, 2);
+        let u = d.resource_update(&r);
+        assert_eq!(field(&u, "job_cpu_percent"), Value::Null);
+        assert_eq!(field(&u, "job_disk_read_bytes"), Value::Null);
+        // 100 ms after the base, 20 ms in all: 10 % of 2 CPUs.
+        let mut r = reading(100, Some((1, 2)), (0, 0), (0, 0));
+        job(&mut r, 20);
+        let u = d.resource_update(&r);
+        assert_eq!(field(&u, "job_cpu_percent"), Value::Float(10.0));
+        assert_eq!(field(&u, "job_disk_read_bytes"), Value::Float(20.0));
     }
 
     #[test]
@@ -1159,7 +1253,7 @@ mod gpu_tests {
             Arc::default(),
             Arc::default(),
             "tal".into(),
-            None,
+            Duration::from_nanos(IV),
             0,
             Duration::from_secs(10),
         )

@@ -282,7 +282,9 @@ pub enum ResourceScope {
 pub struct ResourceUpdate {
     /// per_node or per_gpu.
     pub scope: ResourceScope,
-    /// Busy share of all CPUs since the previous sample, 0–100.
+    /// Busy share of all CPUs since the previous sample, 0–100. The deltas
+    /// here are null over a window too short to measure (the first sample,
+    /// usually the last: see `crate::agent::window`).
     pub cpu_percent: Option<f64>,
     /// (total − available) / total, 0–100.
     pub memory_percent: Option<f64>,
@@ -296,8 +298,8 @@ pub struct ResourceUpdate {
     pub net_sent_bytes: Option<f64>,
     /// Bytes received over all interfaces since the previous sample.
     pub net_recv_bytes: Option<f64>,
-    /// Extension: busy % of each CPU since the previous sample (empty when
-    /// not sampled).
+    /// Extension: busy % of each CPU over the same ticks as `cpu_percent`
+    /// (empty, and left out of the JSONL, where that is null).
     pub cpu_percent_per_core: Vec<f32>,
     /// Extension fields (written at top level after RHAPSODY's keys).
     pub extra: Attributes,

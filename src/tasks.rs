@@ -50,7 +50,8 @@
 //!   sampled gets `gpu_energy_joules` on its terminal event and span, e.g.
 //!   `{"0": 1520.4, "1": 310.0}`: each device's energy from the task's
 //!   TaskStarted to its end (the `gpu_energy_joules` counters of the node's
-//!   `per_gpu` samples, so to within one poll at either end). It is the
+//!   `per_gpu` samples, so to within one poll at either end; a task that
+//!   no poll fell in has none, rather than 0 J). It is the
 //!   devices' whole energy while the task ran, not the task's share of it:
 //!   tasks that overlap on a node each see all of it, and a CPU-only task
 //!   sees what the idle GPUs drew.
@@ -417,13 +418,16 @@ fn gpu_peak_attr(peak: &[(u32, u64)]) -> (String, Value) {
 }
 
 /// `gpu_energy_joules`: `{"0": joules, …}`, each device's energy between
-/// `start` and `now`.
+/// `start` and `now`. A device whose counter has not moved since the start
+/// (no poll between the task's start and its end: a window too short to
+/// measure, see `crate::agent::window`) is left out, not given 0 J; with no
+/// device left, so is the attribute.
 fn energy_attr(start: &[(u32, f64)], now: &[(u32, f64)]) -> Option<(String, Value)> {
     let mut body: Vec<(u32, f64)> = start
         .iter()
         .filter_map(|&(g, j0)| {
             let j1 = now.iter().find(|(n, _)| *n == g)?.1;
-            Some((g, ((j1 - j0).max(0.0) * 1000.0).round() / 1000.0))
+            (j1 != j0).then(|| (g, ((j1 - j0).max(0.0) * 1000.0).round() / 1000.0))
         })
         .collect();
     if body.is_empty() {
@@ -1127,6 +1131,33 @@ mod tests {
         t.observe_gpu("n1", &[proc_(0, 100, 99, &[1])]);
         assert!(t.by_pid.is_empty());
         assert_eq!(t.open_tasks(), 0);
+    }
+
+    #[test]
+    fn a_task_no_gpu_poll_fell_in_has_no_energy_figure() {
+        let mut t = TaskTracker::default();
+        let mut i = Instruments::default();
+        let energy = |out: &[Outcome]| {
+            closed(&out[1]).and_then(|c| {
+                c.terminal_extra
+                    .iter()
+                    .find(|(k, _)| k == "gpu_energy_joules")
+                    .map(|(_, v)| v.clone())
+            })
+        };
+        t.observe_energy("n", 0, 100.0);
+        t.observe_energy("n", 1, 50.0);
+        // Started and ended between two polls.
+        let out = [
+            t.observe_on("n", &ev(1, "short", Started), &mut i),
+            t.observe_on("n", &ev(2, "short", Completed), &mut i),
+        ];
+        assert_eq!(energy(&out), None);
+        // A poll between start and end: measured, device by device.
+        let first = t.observe_on("n", &ev(3, "long", Started), &mut i);
+        t.observe_energy("n", 0, 112.5);
+        let out = [first, t.observe_on("n", &ev(4, "long", Completed), &mut i)];
+        assert_eq!(energy(&out), Some(Value::Json(r#"{"0": 12.5}"#.into())));
     }
 
     #[test]

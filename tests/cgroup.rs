@@ -135,10 +135,22 @@ fn the_jobs_own_cpu_memory_and_io_come_from_its_cgroup() {
         written <= node_written,
         "job {written} > node {node_written}"
     );
-    assert!(nodes
+    // The job's deltas follow the node's window rule: after the warm-up
+    // sample, a figure wherever the node's disk bytes have one (a window
+    // too short to measure, the one at stop or after a late wake-up, is
+    // null in both), and most samples have one.
+    let measured = nodes[1..]
         .iter()
-        .skip(1)
-        .all(|l| l["job_disk_write_bytes"].is_number()));
+        .filter(|l| l["job_disk_write_bytes"].is_number())
+        .count();
+    for l in &nodes[1..] {
+        assert_eq!(
+            l["job_disk_write_bytes"].is_number(),
+            l["disk_write_bytes"].is_number(),
+            "{l}"
+        );
+    }
+    assert!(measured * 2 >= nodes.len(), "{measured} of {}", nodes.len());
     // The first sample has no deltas; the series is complete.
     assert!(nodes[0]["job_cpu_percent"].is_null());
     assert!(nodes

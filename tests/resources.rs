@@ -202,12 +202,19 @@ fn deltas_agree_with_an_independent_reading_of_proc() {
         .iter()
         .map(|s| s["event_time"].as_f64().unwrap())
         .collect();
+    // Each figure weighs what its window covers: since the sample before
+    // it that had one (a null, a window too short to measure, is folded
+    // into the next one; see tal::agent::window).
     let mut wsum = 0.0;
     let mut w = 0.0;
+    let mut since = times[0];
     for i in 1..samples.len() {
-        let dt = times[i] - times[i - 1];
-        wsum += samples[i]["cpu_percent"].as_f64().unwrap() * dt;
-        w += dt;
+        if let Some(c) = samples[i]["cpu_percent"].as_f64() {
+            let dt = times[i] - since;
+            wsum += c * dt;
+            w += dt;
+            since = times[i];
+        }
     }
     let tal_cpu = wsum / w;
     let proc_cpu = (after.busy - before.busy) as f64 / (after.total - before.total) as f64 * 100.0;

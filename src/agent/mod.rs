@@ -10,6 +10,7 @@ pub mod kept;
 pub mod proc;
 pub mod procfs;
 pub mod tasks;
+pub mod window;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -30,6 +30,35 @@ impl CpuTicks {
         }
         (busy as f64 / total as f64 * 100.0).min(100.0)
     }
+
+    /// The ticks of the window since `prev`: busy and total deltas, or
+    /// `None` when either counter went backwards (a CPU taken offline and
+    /// back: its idle time comes from another clock then), which leaves
+    /// the window unmeasurable.
+    #[inline]
+    pub fn delta_since(&self, prev: &CpuTicks) -> Option<CpuTicks> {
+        Some(CpuTicks {
+            busy: self.busy.checked_sub(prev.busy)?,
+            total: self.total.checked_sub(prev.total)?,
+        })
+    }
+
+    /// Busy share in percent of a window's ticks (a [`CpuTicks::delta_since`]),
+    /// psutil-style: 0.0 without ticks, never above 100.
+    #[inline]
+    pub fn share(&self) -> f64 {
+        if self.busy == 0 || self.total == 0 {
+            return 0.0;
+        }
+        (self.busy as f64 / self.total as f64 * 100.0).min(100.0)
+    }
+
+    /// Adds another window's ticks (saturating).
+    #[inline]
+    pub fn add(&mut self, other: &CpuTicks) {
+        self.busy = self.busy.saturating_add(other.busy);
+        self.total = self.total.saturating_add(other.total);
+    }
 }
 
 /// Parses an unsigned decimal at the start of `b`; returns it and the rest.

@@ -40,7 +40,7 @@ pub use stage::WriterStage;
 
 use crate::agent::affinity::{self, CpuMask};
 use crate::agent::gpu::{GpuAgent, GpuCounters, GpuSources};
-use crate::agent::proc::{source, ProcAgent, ProcReading, ProcSample, ProcSources};
+use crate::agent::proc::{ProcAgent, ProcReading, ProcSample, ProcSources};
 use crate::agent::tasks::{TaskAgent, TaskCounters, TaskKeys, TaskSample};
 use crate::agent::AgentCounters;
 use crate::clock::Anchor;
@@ -242,8 +242,6 @@ struct Opened {
     /// tal's CPU affinity before pinning (the wrapped command's).
     orig_mask: CpuMask,
     sources: ProcSources,
-    /// The first /proc reading, which the first sample's deltas start from.
-    baseline: Box<ProcReading>,
     gpus: Option<GpuSources>,
     /// What tal says after its start line (GPUs, cgroup).
     notes: Vec<String>,
@@ -302,6 +300,8 @@ fn open(cfg: &mut RecordConfig, signals: &Signals) -> anyhow::Result<Result<Open
         .context("cannot sample /proc")?
         .with_cgroup(cgroup);
     crate::agent::proc::install_wake_handler();
+    // A first reading, for the log header (the CPUs). The deltas start
+    // from the agent's first sample, its warm-up reading.
     let mut baseline = Box::<ProcReading>::default();
     sources.read_into(&mut baseline);
 
@@ -345,7 +345,6 @@ fn open(cfg: &mut RecordConfig, signals: &Signals) -> anyhow::Result<Result<Open
         socket_guard,
         orig_mask,
         sources,
-        baseline,
         gpus,
         notes,
         anchor,
@@ -539,7 +538,6 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
         mut socket_guard,
         orig_mask,
         sources,
-        baseline,
         gpus,
         notes,
         anchor,
@@ -597,8 +595,8 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
         fanout,
         tasks: task_in,
     };
-    let dispatcher = start_dispatcher(cfg, &shared, writer, &baseline, &anchor, inputs, grid)?;
-    let sampler = start_proc(sources, &baseline, proc_tx, grid, &shared, &dispatcher)?;
+    let dispatcher = start_dispatcher(cfg, &shared, writer, &anchor, inputs, grid)?;
+    let sampler = start_proc(sources, proc_tx, grid, &shared, &dispatcher)?;
     let gpu = match (gpus, gpu_tx) {
         (Some(src), Some(rings)) => Some(start_gpu(
             src,
@@ -656,7 +654,6 @@ fn start(cfg: &RecordConfig, o: Opened) -> anyhow::Result<Running> {
 /// The /proc sampler's thread, on the grid `grid.0 + k·grid.1` (ns).
 fn start_proc(
     sources: ProcSources,
-    baseline: &ProcReading,
     tx: ring::Producer<ProcSample>,
     grid: (u64, u64),
     shared: &Shared,
@@ -664,7 +661,6 @@ fn start_proc(
 ) -> anyhow::Result<thread::JoinHandle<()>> {
     let agent = ProcAgent::new(
         sources,
-        baseline,
         tx,
         grid.1,
         Arc::clone(&shared.counters),
@@ -716,7 +712,6 @@ fn start_dispatcher(
     cfg: &RecordConfig,
     shared: &Shared,
     writer: LogWriter,
-    baseline: &ProcReading,
     anchor: &Anchor,
     inputs: DispatchInputs<'_>,
     (start_ns, interval_ns): (u64, u64),
@@ -731,7 +726,7 @@ fn start_dispatcher(
         Arc::clone(&shared.counters),
         Arc::clone(&shared.records_dropped),
         cfg.backend.clone(),
-        (baseline.node.ok & source::STAT != 0).then_some(baseline.node.cpu),
+        cfg.interval,
         anchor.wall_ns,
         cfg.snapshot_every,
     )

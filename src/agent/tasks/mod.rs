@@ -886,8 +886,13 @@ impl TaskAgent {
         let mut i = 0;
         while i < self.tasks.len() {
             // A task registered just now waits for a whole interval (its
-            // new children are still looked for).
-            let due = now.saturating_sub(self.tasks[i].last_ns) >= self.interval_ns / 2;
+            // new children are still looked for), and a sample covers at
+            // least half an interval (the window rule, see
+            // `crate::agent::window`).
+            let due = super::window::long_enough(
+                now.saturating_sub(self.tasks[i].last_ns),
+                self.interval_ns,
+            );
             if self.sample_task(i, d, now, ticks, forked, due) {
                 i += 1;
             } else {
