@@ -61,6 +61,8 @@ fn the_jobs_own_cpu_memory_and_io_come_from_its_cgroup() {
          dd if=/dev/zero of={} bs=1M count=32 oflag=direct status=none; sleep 0.5",
         file.display()
     );
+    // A memory limit of 1 GiB, which the log header and the summary carry.
+    std::fs::write(cg.dirs[1].join("memory.limit_in_bytes"), "1073741824\n").unwrap();
     let mut work = Command::new("sh").args(["-c", &script]).spawn().unwrap();
     let out = run(tal()
         .args([
@@ -92,6 +94,23 @@ fn the_jobs_own_cpu_memory_and_io_come_from_its_cgroup() {
     );
 
     let v = read_jsonl_in(&dir.path().join("rec"));
+    let summary = run(tal()
+        .args(["summary", "--json"])
+        .arg(dir.path().join("rec")));
+    assert!(summary.status.success());
+    let summary: serde_json::Value = serde_json::from_slice(&summary.stdout).unwrap();
+    let job = &summary["nodes"][0]["job_cgroup"];
+    assert_eq!(
+        job["memory_limit_bytes"].as_f64(),
+        Some(1073741824.0),
+        "{job}"
+    );
+    let of_limit = job["memory_peak_percent_of_limit"].as_f64().unwrap();
+    let peak = job["memory_peak_bytes"].as_f64().unwrap();
+    assert!(
+        (of_limit - peak / 1073741824.0 * 100.0).abs() < 1e-6,
+        "{of_limit} % of the limit for a peak of {peak}"
+    );
     let nodes: Vec<_> = lines(&v, "event", Some("ResourceUpdate"))
         .into_iter()
         .filter(|l| l["resource_scope"] == "per_node")
