@@ -285,7 +285,8 @@ fn start_dispatcher(
     let stage = WriterStage::new(writer, Arc::clone(&shared.records_dropped))
         .telling(Arc::clone(&shared.stop_control));
     #[cfg(feature = "writer-thread")]
-    let stage = threaded::ThreadedStage::spawn(stage).context("cannot start the writer thread")?;
+    let stage =
+        super::threaded::ThreadedStage::spawn(stage).context("cannot start the writer thread")?;
     let mut d = Dispatcher::new(
         inputs.proc,
         stage,
