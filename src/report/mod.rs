@@ -35,6 +35,10 @@
 //! that spikes survive; the per-core heatmap keeps each column's mean.
 //! The JSONL is read twice: once for the session's bounds and `tal
 //! summary`'s figures, once for the series and the tasks.
+//! This file is that second pass and the page's assembly; the header's
+//! facts are in `facts`, the combined-nodes series in `across`, and the
+//! drawing in `report.js`. It passes 1,000 lines only with its tests: the
+//! pass keeps every series and task in one state, read once.
 //!
 //! Bounds, whatever the file: memory grows with the lines read, not with
 //! the names in them (a node named only by tasks costs its name; a series
