@@ -21,6 +21,9 @@
 //! that what the agent says of them is on stderr before the command's
 //! output: a refusal, or a warning that the task id was used before
 //! (`crate::ingest::reuse`; the task runs and is recorded all the same).
+//! The round trip costs about 0.4–0.7 ms per task (300 `tal run -- true`
+//! under `tal record`: 3.4–3.6 ms each, against 3.0 ms without it); it
+//! waits 2 s at most for an agent that does not answer.
 //!
 //! SIGINT, SIGTERM, SIGHUP and SIGQUIT received by `tal run` are forwarded
 //! to the command. If no agent is reachable, or it goes away, `tal run`
