@@ -875,6 +875,40 @@ fn a_tasks_gpu_processes_give_its_peak_gpu_memory() {
     assert_panels_match(&charts, &v);
 }
 
+/// A node of 14 GPUs (more than the report's 12 colours): its GPU charts
+/// draw the devices combined, and no two lines of a chart share a colour
+/// (the page's geometry check, run by `assert_renders`).
+#[test]
+fn fourteen_gpus_are_drawn_combined_in_colours_of_their_own() {
+    let lib = stub("full");
+    let cfg: String = (0..14)
+        .map(|i| {
+            format!(
+                "device GPU-{i:08}-0000-0000-0000-000000000000 00000000:{:02X}:00.0 {MEM} stub GPU\nutil {i} {}\n",
+                i + 16,
+                i * 5
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr, v) = record_in(dir.path(), &lib, &cfg, &[], &[], &["sleep", "0.6"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let jsonl = files_with_ext(&dir.path().join("out"), ".telemetry.jsonl");
+    let page = dir.path().join("gpus.html");
+    let out = run(common::tal()
+        .arg("report")
+        .arg(&jsonl[0])
+        .arg("-o")
+        .arg(&page));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let charts = assert_renders(&page, 8);
+    assert_panels_match(&charts, &v);
+}
+
 #[test]
 fn a_gpu_in_mig_mode_shows_its_instances() {
     let lib = stub("full");

@@ -658,7 +658,8 @@
   // ---- GPUs ----
   (function gpus() {
     if (D.gpus.length === 0) return;
-    const s = section("GPUs", "Per device: utilisation, memory used and power.");
+    const s = section("GPUs", "Per device: utilisation, memory used and power" +
+      (D.gpus.length > PALETTE.length ? `; past ${PALETTE.length} devices, the devices combined (mean and highest).` : "."));
     const row = el("div", { class: "row" });
     s.append(row);
     for (const [name, title, fmt, axis] of [
@@ -673,9 +674,33 @@
         ls.push({ t: gp.t, v: gp.v[f], label: (gp.node || "session") + " gpu" + gp.gpu, fmt, colour: colour(ls.length) });
       });
       if (ls.length === 0) continue;
-      seriesChart(chartBox(row, title), 200, ls, axis);
+      seriesChart(chartBox(row, title), 200, gpusTogether(ls, fmt), axis);
     }
   })();
+
+  // More devices than colours: the devices combined, as the node charts
+  // combine nodes, into the mean and the highest of each column, so that
+  // no two lines share a colour.
+  function gpusTogether(ls, fmt) {
+    if (ls.length <= PALETTE.length) return ls;
+    const by = new Map();
+    for (const l of ls) {
+      l.t.forEach((x, i) => {
+        const v = l.v[i];
+        if (v == null) return;
+        let e = by.get(x);
+        if (!e) by.set(x, (e = { sum: 0, n: 0, max: -Infinity }));
+        e.sum += v;
+        e.n += 1;
+        e.max = Math.max(e.max, v);
+      });
+    }
+    const t = [...by.keys()].sort((a, b) => a - b);
+    return [
+      { t, v: t.map((x) => by.get(x).sum / by.get(x).n), label: `mean of ${ls.length} GPUs`, fmt, colour: colour(0) },
+      { t, v: t.map((x) => by.get(x).max), label: `highest of ${ls.length} GPUs`, fmt, colour: colour(1) },
+    ];
+  }
 
   // ---- durations ----
   (function durations() {
