@@ -880,6 +880,7 @@ impl Listener {
             .unwrap_or(None)
             .unwrap_or_else(|| "{\"ok\": true}".into());
         self.last_lines();
+        let deadline = std::time::Instant::now() + LAST_WORDS_TIME;
         for c in self.clients.values_mut() {
             if let Some(cur) = c.subscribe.as_mut().filter(|cur| !self.feed.caught_up(cur)) {
                 // Last words to a subscriber that fell behind: finish the line
@@ -900,15 +901,41 @@ impl Listener {
                 c.out.extend_from_slice(done.as_bytes());
                 c.out.push(b'\n');
             }
-            // Best effort, blocking briefly: these are the last words.
-            let _ = c.stream.set_nonblocking(false);
-            let _ = c
-                .stream
-                .set_write_timeout(Some(std::time::Duration::from_millis(500)));
-            let _ = c.stream.write_all(&c.out);
+            last_words(c, deadline);
         }
         self.clients.clear();
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The longest the listener spends on its clients' last words, all
+/// together, at the end of the recording.
+const LAST_WORDS_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Writes a client's last words (best effort, blocking): as long as the
+/// client takes some of them every half second, and until `deadline`. A
+/// client that reads slowly but steadily gets whole lines, not a line cut
+/// off by a fixed time limit (a reply cut mid-line once reached a client
+/// that was reading all along); one that stops reading costs half a
+/// second, and no client more than [`LAST_WORDS_TIME`] in all.
+fn last_words(c: &mut Client, deadline: std::time::Instant) {
+    let _ = c.stream.set_nonblocking(false);
+    let mut at = 0;
+    while at < c.out.len() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let wait = left.min(std::time::Duration::from_millis(500));
+        if c.stream.set_write_timeout(Some(wait)).is_err() {
+            return;
+        }
+        match c.stream.write(&c.out[at..]) {
+            Ok(0) => return,
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
     }
 }
 
