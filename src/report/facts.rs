@@ -103,8 +103,9 @@ pub(super) struct Facts {
     pub(super) cpu_percent: Option<Peak>,
     pub(super) memory_percent: Option<Peak>,
     pub(super) gpu_percent: Option<Peak>,
-    /// GPU energy, J: each device's power times the time since its
-    /// previous sample, summed (`null`: no power readings).
+    /// GPU energy, J: the devices' `gpu_energy_joules` counters, as `tal
+    /// summary` sums them; without counters, each device's power times
+    /// the time since its previous sample, summed (`null`: neither).
     pub(super) gpu_energy_j: Option<f64>,
     pub(super) reused: Reused,
     /// Custom events: their times (s from the start), their type (an

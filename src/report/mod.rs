@@ -951,6 +951,16 @@ pub fn write_report<R: BufRead>(
         node_lines: NODE_LINES,
         facts: facts::Facts {
             reused: b.reuse.finish(),
+            // The agents' own energy counters (trapezoids over every poll,
+            // as `tal summary` gives them) where the session has them; the
+            // power readings times their windows only where it has none
+            // (a checkpoint RHAPSODY wrote).
+            gpu_energy_j: summary
+                .job
+                .as_ref()
+                .and_then(|j| j.gpus.as_ref())
+                .and_then(|g| g.energy_joules)
+                .or(b.facts.gpu_energy_j),
             ..b.facts
         },
         summary: &summary,
