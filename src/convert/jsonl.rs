@@ -61,17 +61,15 @@
 //!   (see `tasks`).
 
 use super::merge::Merge;
+use super::replay::{replay, Replayed, Sink};
 use crate::clock::ns_to_secs;
-use crate::event_json::{
-    energy_fields, note_energy, session_energy, write_session_span, write_task_span, Ctx,
-};
-use crate::ids;
+use crate::event_json::{energy_fields, session_energy, write_session_span, write_task_span, Ctx};
 use crate::instruments::{Instruments, COUNTER_NAMES};
 use crate::json::JsonOut;
 use crate::log::{LogReader, ReadStats};
-use crate::record::{Event, EventKind, Value};
+use crate::record::Event;
 use crate::stats;
-use crate::tasks::{Outcome, TaskSpan, TaskTracker};
+use crate::tasks::TaskSpan;
 use hdrhistogram::Histogram;
 use std::fs::File;
 use std::io::{self, Seek, Write};
@@ -107,29 +105,6 @@ pub struct Summary {
     /// and its resident memory when the conversion began, bytes (see
     /// [`crate::stats::peak_rss`]); set by [`super::to_jsonl`].
     pub peak_rss_bytes: Option<(u64, u64)>,
-}
-
-/// Fills in what a terminal event's client left out: the duration the
-/// tracker decided and `incomplete_lifecycle` in the attributes, as
-/// RHAPSODY's manager writes them.
-fn fill_terminal(ev: &mut Event, duration: f64, incomplete: bool) {
-    let EventKind::Task(t) = &mut ev.kind else {
-        return;
-    };
-    if t.duration_seconds.is_none() {
-        t.duration_seconds = Some(duration);
-    }
-    // (A failed task's error_type is repeated in its attributes by
-    // `write_event`, for every TaskFailed line.)
-    if incomplete
-        && !ev
-            .attributes
-            .iter()
-            .any(|(k, _)| k == "incomplete_lifecycle")
-    {
-        ev.attributes
-            .push(("incomplete_lifecycle".into(), Value::Bool(true)));
-    }
 }
 
 fn pct(h: &Option<Histogram<u64>>, q: f64) -> Option<u64> {
@@ -209,43 +184,18 @@ impl<'a> SpanSpill<'a> {
     }
 }
 
-/// One conversion's output: event lines go through `buf` to `out`, span
-/// lines wait in `spans`, and the task tracker and instruments follow the
-/// events.
-struct Writer<'a> {
+/// The JSONL sink of a replay: event lines go through `buf` to `out`, span
+/// lines wait in `spans` for the end of the file.
+struct Lines<'a> {
     ctx: Ctx,
     out: &'a mut dyn Write,
     buf: Vec<u8>,
     spans: SpanSpill<'a>,
-    tracker: TaskTracker,
-    inst: Instruments,
-    /// Event lines written.
-    events: u64,
-    /// Task spans written.
-    tasks: u64,
-    /// Where the bytes of the logs read are shown.
-    progress: crate::progress::Progress,
 }
 
-impl<'a> Writer<'a> {
-    fn new(session_id: &str, out: &'a mut dyn Write, spill_dir: &'a Path) -> Self {
-        Self {
-            ctx: Ctx::new(session_id),
-            out,
-            buf: Vec::with_capacity(1 << 20),
-            spans: SpanSpill::new(spill_dir),
-            tracker: TaskTracker::default(),
-            inst: Instruments::default(),
-            events: 0,
-            tasks: 0,
-            progress: crate::progress::Progress::hidden(),
-        }
-    }
-
-    /// Writes one event line (seen on `node`).
+impl Sink for Lines<'_> {
     fn event(&mut self, node: &str, ev: &Event) -> io::Result<()> {
         self.ctx.event_line(&mut self.buf, node, ev);
-        self.events += 1;
         if self.buf.len() >= 1 << 20 {
             self.out.write_all(&self.buf)?;
             self.buf.clear();
@@ -253,86 +203,12 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    /// Every merged event, through the task tracker: terminal events get
-    /// their duration and GPU attributes, closed spans go to the spill.
-    /// SessionStarted is written once (the earliest), or made up at
-    /// `synth.event_time_ns` if no log has one. Returns the session's start.
-    fn events(&mut self, merge: &mut Merge, node_ids: &[String], synth: &Event) -> io::Result<i64> {
-        let mut started = false;
-        let mut session_start_ns = synth.event_time_ns;
-        let mut n = 0u32;
-        while let Some((i, mut ev)) = merge.next_event() {
-            n = n.wrapping_add(1);
-            if n % 4096 == 0 {
-                self.progress.set(merge.bytes_read());
-            }
-            if let EventKind::SessionStarted = ev.kind {
-                if started {
-                    continue;
-                }
-                started = true;
-                session_start_ns = ev.event_time_ns.min(synth.event_time_ns);
-            } else if !started {
-                started = true;
-                self.event("", synth)?;
-            }
-            let node = &node_ids[i];
-            if let EventKind::GpuProcesses(procs) = &ev.kind {
-                // tal's own record: attributed to tasks, not written.
-                self.tracker.observe_gpu(node, procs);
-                continue;
-            }
-            if let (EventKind::TaskResources(r), Some(id)) = (&mut ev.kind, ev.task_id.as_deref()) {
-                r.gpu_memory_bytes = self.tracker.gpu_now(id).to_vec();
-            }
-            self.inst.observe(node, &ev.kind);
-            note_energy(&mut self.tracker, node, &ev);
-            if let Outcome::Closed(c) = self.tracker.observe_on(node, &ev, &mut self.inst) {
-                fill_terminal(&mut ev, c.duration_seconds, c.incomplete);
-                ev.attributes.extend(c.terminal_extra);
-                self.spans.push(&self.ctx, &c.span)?;
-                self.tasks += 1;
-            }
-            self.event(node, &ev)?;
-        }
-        if !started {
-            self.event("", synth)?;
-        }
-        Ok(session_start_ns)
+    fn span(&mut self, span: &TaskSpan) -> io::Result<()> {
+        self.spans.push(&self.ctx, span)
     }
+}
 
-    /// Closes the tasks still open at `end_ns` as canceled (their events
-    /// and spans); how many there were.
-    fn close_open_tasks(&mut self, end_ns: i64) -> io::Result<u64> {
-        let open = self.tracker.open_tasks() as u64;
-        let mut res = Ok(());
-        let Self {
-            ctx,
-            out,
-            buf,
-            spans,
-            tracker,
-            inst,
-            events,
-            ..
-        } = self;
-        tracker.close_all(end_ns, inst, |ev, span| {
-            if res.is_err() {
-                return;
-            }
-            ctx.event_line(buf, "", &ev);
-            *events += 1;
-            res = spans.push(ctx, &span);
-            if buf.len() >= 1 << 20 && res.is_ok() {
-                res = out.write_all(buf);
-                buf.clear();
-            }
-        });
-        res?;
-        self.tasks += open;
-        Ok(open)
-    }
-
+impl Lines<'_> {
     /// The span lines after the event and metric lines: the task spans in
     /// closing order, then `session_span` (written by the caller into the
     /// buffer it is given), as RHAPSODY writes them.
@@ -342,7 +218,6 @@ impl<'a> Writer<'a> {
             out,
             mut buf,
             spans,
-            ..
         } = self;
         out.write_all(&buf)?;
         buf.clear();
@@ -350,65 +225,6 @@ impl<'a> Writer<'a> {
         session_span(&mut buf, &ctx);
         out.write_all(&buf)?;
         out.flush()
-    }
-}
-
-/// How the session ends: at the latest node's SessionEnded, or a killed
-/// node's last record.
-struct SessionEnd {
-    end_ns: i64,
-    /// Some node log had no SessionEnded (its agent was killed).
-    recovered: bool,
-    /// The latest SessionEnded's id, kept for the one written.
-    event_id: Option<u128>,
-}
-
-impl SessionEnd {
-    fn of(merge: &Merge, session_start_ns: i64) -> Self {
-        let mut end = Self {
-            end_ns: session_start_ns,
-            recovered: false,
-            event_id: None,
-        };
-        let mut latest: Option<&Event> = None;
-        for n in &merge.nodes {
-            match &n.session_ended {
-                Some(e) => {
-                    end.end_ns = end.end_ns.max(e.event_time_ns);
-                    if latest.is_none_or(|l| e.event_time_ns >= l.event_time_ns) {
-                        latest = Some(e);
-                    }
-                }
-                None => {
-                    end.recovered = true;
-                    end.end_ns = end.end_ns.max(n.last_time_ns);
-                }
-            }
-        }
-        end.event_id = latest.map(|e| e.event_id);
-        end
-    }
-
-    /// The one SessionEnded line of the session.
-    fn event(&self, session_id: &str, backend: &str, session_start_ns: i64) -> Event {
-        let mut attributes = Vec::new();
-        if self.recovered {
-            attributes.push(("recovered".into(), Value::Bool(true)));
-        }
-        Event {
-            event_id: self.event_id.unwrap_or_else(|| {
-                u128::from(ids::session_span_id(session_id)) << 64 | 0x4000_8000_0000_0000
-            }),
-            event_time_ns: self.end_ns,
-            emit_time_ns: self.end_ns,
-            backend: Some(backend.to_string()),
-            task_id: None,
-            node_id: None,
-            attributes,
-            kind: EventKind::SessionEnded {
-                duration_seconds: ns_to_secs(self.end_ns.saturating_sub(session_start_ns)),
-            },
-        }
     }
 }
 
@@ -435,79 +251,64 @@ pub fn write_jsonl_showing(
     spill_dir: &Path,
     progress: &crate::progress::Progress,
 ) -> io::Result<Summary> {
-    let session_id = readers[0].header().session_id.clone();
-    let backend = readers[0].header().backend.clone();
-    let start_wall_ns = readers
-        .iter()
-        .map(|r| r.header().start_wall_ns)
-        .min()
-        .unwrap_or(0);
-    let node_ids: Vec<String> = readers.iter().map(|r| r.header().node_id.clone()).collect();
-    let mut merge = Merge::new(readers);
-    let mut w = Writer::new(&session_id, out, spill_dir);
-    w.progress = progress.clone();
-
-    // A SessionStarted made up at the earliest header start, for logs
-    // whose own one is missing (a log cut off right after its header, or
-    // whose first frame is damaged).
-    let synth_started = Event {
-        event_id: u128::from(ids::session_span_id(&session_id)) << 64 | 0x4000_8000_0000_0001,
-        event_time_ns: start_wall_ns,
-        emit_time_ns: start_wall_ns,
-        backend: Some(backend.clone()),
-        task_id: None,
-        node_id: None,
-        attributes: vec![("recovered".into(), Value::Bool(true))],
-        kind: EventKind::SessionStarted,
+    let mut lines = Lines {
+        ctx: Ctx::new(&readers[0].header().session_id),
+        out,
+        buf: Vec::with_capacity(1 << 20),
+        spans: SpanSpill::new(spill_dir),
     };
-    let session_start_ns = w.events(&mut merge, &node_ids, &synth_started)?;
-
-    // Tasks still open at the end close as canceled, then one SessionEnded
-    // for the whole session, then the metric line.
-    let end = SessionEnd::of(&merge, session_start_ns);
-    let tasks_open_at_end = w.close_open_tasks(end.end_ns)?;
-    w.event("", &end.event(&session_id, &backend, session_start_ns))?;
-    let energy = session_energy(&w.tracker, merge.nodes.len());
-    write_metric_line(&mut w.buf, &merge, &w.inst, end.end_ns, &energy);
-    let (events, tasks) = (w.events, w.tasks);
-    w.finish(|buf, ctx| {
+    let r = replay(readers, &mut lines, progress)?;
+    let energy = session_energy(&r.tracker, r.merge.nodes.len());
+    write_metric_line(&mut lines.buf, &r.merge, &r.inst, r.end.end_ns, &energy);
+    lines.finish(|buf, ctx| {
         write_session_span(
             buf,
             ctx,
-            &backend,
-            session_start_ns,
-            end.end_ns,
-            merge.nodes.len(),
+            &r.backend,
+            r.start_ns,
+            r.end.end_ns,
+            r.merge.nodes.len(),
             &energy,
         )
     })?;
+    Ok(Summary::of(r))
+}
 
-    let logs = merge
-        .nodes
-        .iter()
-        .zip(node_ids)
-        .map(|(n, id)| (n.reader.path().to_path_buf(), id, n.reader.stats().clone()))
-        .collect();
-    Ok(Summary {
-        session_id,
-        start_wall_ns: session_start_ns,
-        end_wall_ns: end.end_ns,
-        events,
-        logs,
-        tasks,
-        tasks_open_at_end,
-        task_ids_reused: merge
+impl Summary {
+    /// What the replay `r` did.
+    fn of(r: Replayed) -> Self {
+        let task_ids_reused = r
+            .merge
             .nodes
             .iter()
             .filter_map(|n| n.snapshot.as_ref())
-            .fold(0, |a: u64, s| a.saturating_add(s.ingest_task_ids_reused.0)),
-        peak_rss_bytes: None,
-        refused: Vec::new(),
-        repeated: Vec::new(),
-    })
+            .fold(0, |a: u64, s| a.saturating_add(s.ingest_task_ids_reused.0));
+        let logs = r
+            .merge
+            .nodes
+            .iter()
+            .zip(r.node_ids)
+            .map(|(n, id)| (n.reader.path().to_path_buf(), id, n.reader.stats().clone()))
+            .collect();
+        Summary {
+            session_id: r.session_id,
+            start_wall_ns: r.start_ns,
+            end_wall_ns: r.end.end_ns,
+            events: r.events,
+            logs,
+            tasks: r.tasks,
+            tasks_open_at_end: r.tasks_open_at_end,
+            task_ids_reused,
+            peak_rss_bytes: None,
+            refused: Vec::new(),
+            repeated: Vec::new(),
+        }
+    }
 }
 
-fn write_metric_line(
+/// The metric line: RHAPSODY's instruments, the agents' totals, the GPUs'
+/// energy and `tal_logs`.
+pub fn write_metric_line(
     buf: &mut Vec<u8>,
     merge: &Merge,
     inst: &Instruments,

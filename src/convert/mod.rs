@@ -20,6 +20,7 @@ pub mod gpufill;
 pub mod jsonl;
 pub mod lines;
 pub mod merge;
+pub mod replay;
 
 use crate::log::{LogReader, OpenError};
 use crate::otlp;
