@@ -2,13 +2,15 @@
 # Creates (once) the Python environment the integration tests and the
 # ingest benchmark use: a venv at target/pyenv with RHAPSODY 0.6.0 and its
 # telemetry extra, and the official OTLP protobuf definitions
-# (opentelemetry-proto, for the test OTLP receiver), from PyPI. Idempotent;
-# prints the interpreter's path.
+# (opentelemetry-proto, for the test OTLP receiver), and the engines that
+# read tal's Parquet dataset in its tests (pyarrow, DuckDB, polars), from
+# PyPI. Idempotent; prints the interpreter's path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/pyenv
-want=("rhapsody-py[telemetry]==0.6.0" "opentelemetry-proto==1.45.2")
-check='import rhapsody.telemetry, opentelemetry.sdk, opentelemetry.proto.collector.trace.v1.trace_service_pb2' 
+want=("rhapsody-py[telemetry]==0.6.0" "opentelemetry-proto==1.45.2"
+  "pyarrow==26.0.1" "duckdb==2.0.1" "polars==2.1.0")
+check='import rhapsody.telemetry, opentelemetry.sdk, opentelemetry.proto.collector.trace.v1.trace_service_pb2, pyarrow, duckdb, polars' 
 if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "$check" 2>/dev/null; then
   echo "$PWD/$venv/bin/python"
   exit 0

@@ -333,6 +333,10 @@ pub enum ConvertFormat {
     /// Trace Event Format JSON, for Perfetto UI and chrome://tracing: tasks
     /// as slices on each node's slots, resources as counters.
     ChromeTrace,
+    /// A Parquet dataset, in the folder `-o` names: one part per node log
+    /// and table (samples, gpu_samples, tasks, task_samples, events,
+    /// session), Hive-partitioned by node.
+    Parquet,
 }
 
 /// `tal convert` flags.
@@ -349,7 +353,9 @@ pub struct ConvertArgs {
     /// log]. With `--format otlp-json`, the prefix of the two files
     /// [default: `{session_id}.{start_unix_seconds}.otlp` beside the first
     /// input]; with `--format chrome-trace`, the file [default:
-    /// `{session_id}.{start_unix_seconds}.trace.json`].
+    /// `{session_id}.{start_unix_seconds}.trace.json`]; with `--format
+    /// parquet`, the dataset's folder [default: `{session_id}.dataset`
+    /// beside the first log].
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 

@@ -26,6 +26,7 @@ pub mod client;
 pub mod clock;
 pub mod commands;
 pub mod convert;
+pub mod dataset;
 pub mod dispatch;
 pub mod event_json;
 pub mod ids;

@@ -42,6 +42,9 @@ pub fn run(mut args: ConvertArgs) -> anyhow::Result<i32> {
             "give either node logs (.tal) or one JSONL checkpoint (.jsonl), not both or several"
         ),
     };
+    if args.format == ConvertFormat::Parquet {
+        return parquet_step(&args, jsonl_input.is_some(), endpoints.is_some());
+    }
     if jsonl_input.is_some() && args.format == ConvertFormat::Jsonl && endpoints.is_none() {
         anyhow::bail!(
             "the input is already JSONL: pass --format otlp-json, --format chrome-trace or --otlp-endpoint"
@@ -62,6 +65,31 @@ pub fn run(mut args: ConvertArgs) -> anyhow::Result<i32> {
         return Ok(partial);
     }
     Ok(otlp_step(&args, source, endpoints.as_ref())?.max(partial))
+}
+
+/// The Parquet dataset, from the node logs (see [`crate::dataset`]).
+fn parquet_step(args: &ConvertArgs, jsonl: bool, push: bool) -> anyhow::Result<i32> {
+    if jsonl {
+        anyhow::bail!(
+            "a dataset is made from node logs (.tal), not from a JSONL checkpoint: \
+             give the session's logs"
+        );
+    }
+    if push {
+        anyhow::bail!("--otlp-endpoint goes with --format jsonl or otlp-json, not parquet");
+    }
+    if args.output.as_deref() == Some(Path::new("-")) {
+        anyhow::bail!("a dataset is a folder: name it with -o DIR, not -");
+    }
+    let (_, written) = crate::dataset::convert(
+        &args.logs,
+        args.output.as_deref(),
+        args.quiet,
+        "tal convert",
+    )
+    .map_err(map_err)?;
+    // 1: written, but some input was refused or not written (named).
+    Ok(i32::from(!written.failed.is_empty()))
 }
 
 /// The Chrome trace, from the JSONL: to `-o` (`-`: stdout), else beside
@@ -227,7 +255,7 @@ fn otlp_step(
         ConvertFormat::OtlpJson => {
             Some(convert::OtlpJsonOut::create(&otlp_prefix(args, &src)).map_err(map_err)?)
         }
-        ConvertFormat::Jsonl | ConvertFormat::ChromeTrace => None,
+        ConvertFormat::Jsonl | ConvertFormat::ChromeTrace | ConvertFormat::Parquet => None,
     };
     let mut client = crate::otlp_http::Client::default();
     let policy = RetryPolicy::default();

@@ -1,0 +1,180 @@
+//! One part file of the dataset: `DIR/TABLE/node=NODE/part-K.parquet`,
+//! written beside its name under a temporary one and renamed into place
+//! when complete (as every tal output: `crate::convert::PendingOutput`),
+//! so an engine listing the folder never reads half a file.
+//!
+//! The folders under DIR are made by tal. One that exists already must be
+//! a real folder of this user's: a symbolic link or someone else's folder
+//! planted in a shared DIR is refused, so a part is never written where
+//! the user did not ask.
+//!
+//! Encodings: times delta-encoded, event ids plain (random, so a
+//! dictionary would only grow), everything else dictionary-encoded while
+//! that pays (percentages have at most 1,001 values) and byte-stream-split
+//! floats after; pages zstd-compressed; row groups of [`ROW_GROUP_ROWS`].
+
+use crate::convert::PendingOutput;
+use arrow_array::RecordBatch;
+use arrow_schema::{DataType, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Rows of a row group, at most: large enough for engines to read fast,
+/// small enough to keep a writer's memory to a few MiB per table.
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// The zstd level: 3 is zstd's own default, and most of its ratio on
+/// these columns at a fraction of the higher levels' time.
+const ZSTD_LEVEL: i32 = 3;
+
+/// The temporary file a part is written to, as a `Write` the Parquet
+/// writer can own.
+struct Pending(PendingOutput);
+
+impl Write for Pending {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.writer.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.writer.flush()
+    }
+}
+
+/// A part file being written.
+pub struct Part {
+    writer: ArrowWriter<Pending>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Part").field("path", &self.path).finish()
+    }
+}
+
+/// A Parquet error as an I/O error, saying which file.
+pub fn parquet_error(path: &Path, e: parquet::errors::ParquetError) -> io::Error {
+    match e {
+        parquet::errors::ParquetError::External(inner) => match inner.downcast::<io::Error>() {
+            Ok(io) => io::Error::new(io.kind(), format!("{}: {io}", path.display())),
+            Err(other) => io::Error::other(format!("{}: {other}", path.display())),
+        },
+        e => io::Error::other(format!("{}: {e}", path.display())),
+    }
+}
+
+/// The folder name of `node` in a table: `node=` and the id, with every
+/// byte but `[A-Za-z0-9._-]` percent-encoded, as Hive-style readers
+/// (pyarrow, DuckDB, Spark) decode it.
+pub fn node_folder(node: &str) -> String {
+    let mut s = String::from("node=");
+    for b in node.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+/// Makes `dir` if it is not there; if it is, it must be a folder of this
+/// user's, not a link (see the module doc).
+pub fn own_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new().mode(0o777).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot make the folder {}: {e}", dir.display()),
+            ))
+        }
+    }
+    let m = std::fs::symlink_metadata(dir)?;
+    let me = rustix::process::geteuid().as_raw();
+    if !m.file_type().is_dir() || m.uid() != me {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} is not a folder of this user's (a link, a file or another user's folder): \
+                 not writing a dataset into it; remove it or choose another output folder",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The writer's settings for `schema`.
+fn properties(schema: &SchemaRef, meta: Vec<KeyValue>) -> WriterProperties {
+    let zstd = ZstdLevel::try_new(ZSTD_LEVEL).expect("a valid zstd level");
+    let mut p = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(zstd))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_key_value_metadata(Some(meta))
+        .set_created_by(format!("tal {}", env!("CARGO_PKG_VERSION")));
+    for f in schema.fields() {
+        let col = ColumnPath::from(f.name().as_str());
+        p = match f.data_type() {
+            DataType::Timestamp(..) => p
+                .set_column_dictionary_enabled(col.clone(), false)
+                .set_column_encoding(col, Encoding::DELTA_BINARY_PACKED),
+            DataType::Float64 => p.set_column_encoding(col, Encoding::BYTE_STREAM_SPLIT),
+            _ if f.name() == "event_id" => p.set_column_dictionary_enabled(col, false),
+            _ => p,
+        };
+    }
+    p.build()
+}
+
+impl Part {
+    /// Starts `dir/table/node=NODE/part-K.parquet` (the folders made as
+    /// needed), with `meta` in the file's key-value metadata.
+    pub fn create(
+        dir: &Path,
+        table: &str,
+        node: &str,
+        k: usize,
+        schema: &SchemaRef,
+        meta: Vec<KeyValue>,
+    ) -> io::Result<Self> {
+        let table_dir = dir.join(table);
+        own_dir(&table_dir)?;
+        let node_dir = table_dir.join(node_folder(node));
+        own_dir(&node_dir)?;
+        let path = node_dir.join(format!("part-{k}.parquet"));
+        let out = PendingOutput::create(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let writer =
+            ArrowWriter::try_new(Pending(out), schema.clone(), Some(properties(schema, meta)))
+                .map_err(|e| parquet_error(&path, e))?;
+        Ok(Self { writer, path })
+    }
+
+    /// Appends a batch of rows.
+    pub fn write(&mut self, batch: &RecordBatch) -> io::Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.writer
+            .write(batch)
+            .map_err(|e| parquet_error(&self.path, e))
+    }
+
+    /// Writes the footer and moves the file to its name; its size.
+    pub fn finish(self) -> io::Result<(PathBuf, u64)> {
+        let Self { writer, path } = self;
+        let Pending(out) = writer.into_inner().map_err(|e| parquet_error(&path, e))?;
+        out.commit()
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        Ok((path, len))
+    }
+}
