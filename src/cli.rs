@@ -172,9 +172,23 @@ pub struct RecordArgs {
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub snapshot_interval: String,
 
-    /// Do not write the JSONL at the end (the log alone is kept).
+    /// Do not write the JSONL or the dataset at the end (the log alone is
+    /// kept).
     #[arg(long)]
     pub no_convert: bool,
+
+    /// What to write from the log at the end: `jsonl` (RHAPSODY's
+    /// checkpoint), `parquet` (this node's parts of the session's Parquet
+    /// dataset, in --dataset), or both: `jsonl,parquet`.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "jsonl")]
+    pub format: Vec<RecordFormat>,
+
+    /// The Parquet dataset's folder, with `--format parquet` [default:
+    /// `{session_id}.dataset` in --out]. Every node of the session writes
+    /// its own parts into it, so the dataset is whole when the last node
+    /// stops.
+    #[arg(long, value_name = "DIR")]
+    pub dataset: Option<PathBuf>,
 
     /// Also write the session's HTML report beside the JSONL at the end
     /// (`<session>.<start>.report.html`, as `tal report` writes it).
@@ -320,6 +334,15 @@ pub struct WaitArgs {
     pub timeout: String,
     #[command(flatten)]
     pub socket: SocketArg,
+}
+
+/// What `tal record` writes from its log at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecordFormat {
+    /// RHAPSODY's JSONL checkpoint.
+    Jsonl,
+    /// This node's parts of the session's Parquet dataset.
+    Parquet,
 }
 
 /// What `tal convert` writes.
@@ -532,6 +555,12 @@ fn check_id(what: &str, id: &str) -> anyhow::Result<()> {
 impl RecordArgs {
     /// Validates the flags into a [`RecordConfig`].
     pub fn into_config(self) -> anyhow::Result<RecordConfig> {
+        if self.report && !self.format.contains(&RecordFormat::Jsonl) {
+            bail!("--report is made from the JSONL: give --format jsonl,parquet, or leave out --report");
+        }
+        if self.dataset.is_some() && !self.format.contains(&RecordFormat::Parquet) {
+            bail!("--dataset names the Parquet dataset's folder: add --format parquet (or jsonl,parquet)");
+        }
         let interval = parse_duration(&self.interval)
             .map_err(|e| anyhow::anyhow!("invalid --interval '{}': {e}", self.interval))?;
         if interval < Duration::from_millis(1) {
@@ -628,6 +657,11 @@ impl RecordArgs {
                 socket.display()
             );
         }
+        let dataset_dir = (!self.no_convert && self.format.contains(&RecordFormat::Parquet)).then(|| {
+            self.dataset
+                .clone()
+                .unwrap_or_else(|| self.out.join(crate::dataset::default_dir_name(&session_id)))
+        });
         Ok(RecordConfig {
             socket,
             socket_explicit,
@@ -640,7 +674,8 @@ impl RecordArgs {
             hostname: full_hostname(),
             backend: self.backend,
             pin,
-            convert: !self.no_convert,
+            convert: !self.no_convert && self.format.contains(&RecordFormat::Jsonl),
+            dataset: dataset_dir,
             report: self.report,
             snapshot_every,
             command: self.command,

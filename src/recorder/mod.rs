@@ -110,6 +110,9 @@ pub struct RecordConfig {
     pub pin: Option<usize>,
     /// Write the JSONL at the end.
     pub convert: bool,
+    /// Write this node's parts of the Parquet dataset into this folder at
+    /// the end (`--format parquet`).
+    pub dataset: Option<PathBuf>,
     /// Write the HTML report beside the JSONL at the end.
     pub report: bool,
     /// Self-snapshot interval.
@@ -634,6 +637,9 @@ fn finalise(
     if let (true, Some(j)) = (cfg.report, &jsonl) {
         write_report(j);
     }
+    if let Some(dir) = &cfg.dataset {
+        write_dataset(dir, &log);
+    }
     // The live push's last batch, after the JSONL is on disk: a slow or
     // stuck receiver can then cost at most the push (each request has its
     // time limit), and SIGINT or SIGTERM meanwhile exits at once.
@@ -700,6 +706,21 @@ fn write_jsonl(cfg: &RecordConfig, log: &std::path::Path, anchor: &Anchor) -> Op
             );
             None
         }
+    }
+}
+
+/// Writes this node's parts of the session's Parquet dataset into `dir`
+/// (see `crate::dataset`); says what it wrote, or why it could not (the
+/// log is complete either way, and `tal convert --format parquet` makes
+/// the parts again from it).
+fn write_dataset(dir: &std::path::Path, log: &std::path::Path) {
+    if let Err(e) = crate::dataset::convert(&[log.to_path_buf()], Some(dir), true, "tal") {
+        eprintln!(
+            "tal: cannot write the dataset parts of {}: {e}; the log is complete: \
+             tal convert --format parquet -o {} makes them",
+            log.display(),
+            dir.display()
+        );
     }
 }
 
