@@ -657,11 +657,12 @@ impl RecordArgs {
                 socket.display()
             );
         }
-        let dataset_dir = (!self.no_convert && self.format.contains(&RecordFormat::Parquet)).then(|| {
-            self.dataset
-                .clone()
-                .unwrap_or_else(|| self.out.join(crate::dataset::default_dir_name(&session_id)))
-        });
+        let dataset_dir =
+            (!self.no_convert && self.format.contains(&RecordFormat::Parquet)).then(|| {
+                self.dataset
+                    .clone()
+                    .unwrap_or_else(|| self.out.join(crate::dataset::default_dir_name(&session_id)))
+            });
         Ok(RecordConfig {
             socket,
             socket_explicit,

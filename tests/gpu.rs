@@ -1018,3 +1018,51 @@ fn the_summary_ranks_tasks_by_gpu_memory_and_energy_and_notes_an_idle_gpu() {
         .starts_with("gpu.task"));
     assert!(text.contains("    gpu 1      mean "), "{text}");
 }
+
+/// The Parquet dataset of a session with GPUs, written by the agent at the
+/// end: every per_gpu poll (with its back-filled driver samples, memory,
+/// power, energy, temperature and clock) is a row of `gpu_samples`, and the
+/// tasks' GPU memory and energy are in `tasks` and `task_samples`, equal
+/// to the JSONL's as pyarrow, DuckDB and polars read them
+/// (tests/python/dataset_check.py).
+#[test]
+fn the_dataset_holds_every_gpu_poll_and_the_tasks_gpu_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let procs = dir.path().join("procs");
+    std::fs::write(&procs, "").unwrap();
+    let cfg = two_devices(&format!("util 0 50\nutil 1 0\nprocs {}\n", procs.display()));
+    let (tal, p) = (env!("CARGO_BIN_EXE_tal"), procs.display());
+    let script = format!(
+        "{tal} run --task-id gpu.task -- sh -c 'echo 0 $$ 3000000 > {p}; sleep 0.6; : > {p}' && \
+         {tal} run --task-id bad -- false; true"
+    );
+    let (code, stderr, v) = record_in(
+        dir.path(),
+        &stub("full"),
+        &cfg,
+        &["--task-interval", "0.1s", "--format", "jsonl,parquet"],
+        &[],
+        &["sh", "-c", &script],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(resources(&v, "per_gpu").len() > 20);
+    let jsonl = files_with_ext(&dir.path().join("out"), ".telemetry.jsonl");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/dataset_check.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(&jsonl[0])
+        .arg(dir.path().join("out/gpu.dataset"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let counts: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        counts["rows"]["gpu_samples"].as_u64(),
+        Some(resources(&v, "per_gpu").len() as u64)
+    );
+}

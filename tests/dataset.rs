@@ -1,0 +1,212 @@
+//! The Parquet dataset (`tal convert --format parquet`, `tal record
+//! --format parquet`), read by the engines people use: pyarrow, DuckDB and
+//! polars from PyPI (tests/python/dataset_check.py, in the test venv). For
+//! each recording the dataset must hold the same rows, values and types as
+//! the JSONL converted from the same logs.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+
+/// Runs the checker on `jsonl` and the dataset `dir`; its counts.
+fn check(jsonl: &Path, dir: &Path, merged: bool) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/dataset_check.py");
+    let mut cmd = std::process::Command::new(python());
+    cmd.arg(script).arg(jsonl).arg(dir);
+    if merged {
+        cmd.arg("--merged");
+    }
+    let out = cmd.output().expect("run the dataset checker");
+    assert!(
+        out.status.success(),
+        "the dataset differs from the JSONL:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout).expect("the checker's counts")
+}
+
+/// `tal convert LOGS --format parquet -o DIR` and `tal convert LOGS -o
+/// JSONL`, both checked to succeed.
+fn convert_both(logs: &[PathBuf], dir: &Path) -> (PathBuf, PathBuf) {
+    let jsonl = dir.join("run.jsonl");
+    let ds = dir.join("ds");
+    run_ok(tal().arg("convert").args(logs).arg("-o").arg(&jsonl));
+    run_ok(
+        tal()
+            .arg("convert")
+            .args(logs)
+            .args(["--format", "parquet", "-o"])
+            .arg(&ds),
+    );
+    (jsonl, ds)
+}
+
+#[test]
+fn the_small_workflow_dataset_equals_its_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/small-workflow/small-workflow.vm.tal");
+    let (jsonl, ds) = convert_both(&[log], dir.path());
+    let counts = check(&jsonl, &ds, false);
+    assert!(counts["rows"]["samples"].as_u64().unwrap() > 10, "{counts}");
+    assert!(counts["rows"]["tasks"].as_u64().unwrap() > 5, "{counts}");
+    assert!(
+        counts["rows"]["task_samples"].as_u64().unwrap() > 0,
+        "{counts}"
+    );
+    for t in [
+        "samples",
+        "gpu_samples",
+        "tasks",
+        "task_samples",
+        "events",
+        "session",
+    ] {
+        assert!(
+            ds.join(t).join("node=vm/part-0.parquet").is_file(),
+            "{t} has a part for the node, empty or not"
+        );
+    }
+}
+
+/// A recording with tasks (one failing), a custom event and task series,
+/// whose agent writes the dataset itself at the end beside its JSONL.
+#[test]
+fn tal_record_writes_its_node_s_parts_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let tal_bin = env!("CARGO_BIN_EXE_tal");
+    let script = format!(
+        "{tal_bin} run --task-id busy -- sh -c 'i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done' & \
+         {tal_bin} run --task-id short -- sleep 0.2 & \
+         {tal_bin} emit app.Phase --field phase=load; \
+         wait; {tal_bin} run --task-id bad -- false; true"
+    );
+    let out = run_ok(
+        tal()
+            .args([
+                "record",
+                "--interval",
+                "0.1",
+                "--task-interval",
+                "0.1",
+                "--session-id",
+                "ds",
+                "--node-id",
+                "n1",
+                "--format",
+                "jsonl,parquet",
+                "--out",
+            ])
+            .arg(dir.path())
+            .args(["--", "sh", "-c", &script]),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("wrote the dataset"), "{stderr}");
+    let jsonl = files_with_ext(dir.path(), "jsonl").remove(0);
+    let counts = check(&jsonl, &dir.path().join("ds.dataset"), false);
+    assert_eq!(counts["rows"]["tasks"], 3, "{counts}");
+    assert!(
+        counts["rows"]["task_samples"].as_u64().unwrap() > 0,
+        "{counts}"
+    );
+}
+
+/// Two nodes of one session: one dataset with a part per node, which
+/// DuckDB's Hive partitioning finds; the merged JSONL's rows are all in it.
+#[test]
+fn two_nodes_make_one_dataset_with_a_partition_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut logs = Vec::new();
+    for node in ["n1", "n2"] {
+        let out = dir.path().join(node);
+        run_ok(
+            tal()
+                .args([
+                    "record",
+                    "--interval",
+                    "0.1",
+                    "--session-id",
+                    "two",
+                    "--node-id",
+                    node,
+                    "--no-convert",
+                    "--out",
+                ])
+                .arg(&out)
+                .args(["--", "sh", "-c"])
+                .arg(format!(
+                    "{} run --task-id t-{node} -- sleep 0.3",
+                    env!("CARGO_BIN_EXE_tal")
+                )),
+        );
+        logs.push(out.join(format!("two.{node}.tal")));
+    }
+    let (jsonl, ds) = convert_both(&logs, dir.path());
+    let counts = check(&jsonl, &ds, true);
+    assert_eq!(counts["nodes"], 2, "{counts}");
+    assert!(ds.join("samples/node=n2/part-0.parquet").is_file());
+}
+
+/// A log cut mid-record (its agent killed) gives the same rows as its
+/// JSONL: what the JSONL recovers, the dataset has.
+#[test]
+fn a_log_cut_mid_record_gives_the_rows_of_its_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = record_tasks(&dir.path().join("rec"), "cut");
+    let bytes = std::fs::read(&log).unwrap();
+    let cut = dir.path().join("cut.n1.tal");
+    // Inside a record near the end (the log ends at its last record).
+    assert!(bytes.len() > 1000, "a log of {} bytes", bytes.len());
+    std::fs::write(&cut, &bytes[..bytes.len() - 37]).unwrap();
+    let (jsonl, ds) = convert_both(&[cut], dir.path());
+    let counts = check(&jsonl, &ds, false);
+    assert!(counts["rows"]["samples"].as_u64().unwrap() > 0, "{counts}");
+}
+
+#[test]
+fn bad_outputs_are_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/small-workflow/small-workflow.vm.tal");
+    // A link planted where a table's folder goes is not followed.
+    let ds = dir.path().join("ds");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&ds).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, ds.join("samples")).unwrap();
+    let out = run(tal()
+        .arg("convert")
+        .arg(&log)
+        .args(["--format", "parquet", "-o"])
+        .arg(&ds));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a folder of this user's"), "{err}");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    // Standard output is not a folder; a JSONL is not node logs.
+    let out = run(tal()
+        .arg("convert")
+        .arg(&log)
+        .args(["--format", "parquet", "-o", "-"]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a dataset is a folder"));
+    let jsonl = dir.path().join("x.jsonl");
+    run_ok(tal().arg("convert").arg(&log).arg("-o").arg(&jsonl));
+    let out = run(tal()
+        .arg("convert")
+        .arg(&jsonl)
+        .args(["--format", "parquet"]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("made from node logs"));
+    // A folder that cannot be made: said, and nothing else is written.
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let out = run(tal()
+        .arg("convert")
+        .arg(&log)
+        .args(["--format", "parquet", "-o"])
+        .arg(file.join("ds")));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot make the dataset folder"), "{err}");
+}
