@@ -598,6 +598,29 @@ fn slurm4(cmd: &str) -> Command {
     c
 }
 
+/// The dataset template: every node's agent writes its own parts when it
+/// stops, and the dataset has a Hive partition per node, read here by
+/// DuckDB.
+#[test]
+fn the_dataset_template_on_four_nodes_gives_a_partition_per_node() {
+    let _shared = four_nodes();
+    let d = template_on(cluster4(), "dataset.sbatch", &["-N4"]);
+    let ds = d.path().join("out/job.dataset");
+    let q = format!(
+        "import duckdb; print(duckdb.sql(\"select node, count(*) from read_parquet('{}/samples/*/*.parquet', hive_partitioning=true) group by node order by node\").fetchall())",
+        ds.display()
+    );
+    let out = Command::new(python()).args(["-c", &q]).output().unwrap();
+    let got = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for n in NODES {
+        assert!(got.contains(&format!("('{n}', ")), "{n} not in {got}: {}", job_out(d.path()));
+    }
+    for t in ["tasks", "events", "session"] {
+        assert_eq!(std::fs::read_dir(ds.join(t)).unwrap().count(), NODES.len(), "{t}");
+    }
+}
+
 #[test]
 fn the_multi_node_template_on_four_nodes_gives_one_agent_per_node() {
     let _shared = four_nodes();
