@@ -612,12 +612,24 @@ fn the_dataset_template_on_four_nodes_gives_a_partition_per_node() {
     );
     let out = Command::new(python()).args(["-c", &q]).output().unwrap();
     let got = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for n in NODES {
-        assert!(got.contains(&format!("('{n}', ")), "{n} not in {got}: {}", job_out(d.path()));
+        assert!(
+            got.contains(&format!("('{n}', ")),
+            "{n} not in {got}: {}",
+            job_out(d.path())
+        );
     }
     for t in ["tasks", "events", "session"] {
-        assert_eq!(std::fs::read_dir(ds.join(t)).unwrap().count(), NODES.len(), "{t}");
+        assert_eq!(
+            std::fs::read_dir(ds.join(t)).unwrap().count(),
+            NODES.len(),
+            "{t}"
+        );
     }
 }
 

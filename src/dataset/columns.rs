@@ -9,8 +9,8 @@
 //! 32-bit floats (per-core CPU, as the log keeps it), and string-keyed maps.
 
 use arrow_array::builder::{
-    BooleanBuilder, Float32Builder, Float64Builder, Int64Builder, ListBuilder, MapBuilder,
-    StringBuilder, TimestampNanosecondBuilder,
+    BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int64Builder, ListBuilder,
+    MapBuilder, StringBuilder, TimestampNanosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -33,6 +33,8 @@ pub enum Kind {
     Str,
     /// A boolean.
     Bool,
+    /// Bytes.
+    Bin,
     /// A list of 32-bit floats.
     F32List,
     /// A map of string keys to strings.
@@ -77,6 +79,7 @@ pub fn schema(specs: &[Spec]) -> SchemaRef {
                 Kind::I64 => DataType::Int64,
                 Kind::Str => DataType::Utf8,
                 Kind::Bool => DataType::Boolean,
+                Kind::Bin => DataType::Binary,
                 Kind::F32List => {
                     DataType::List(Arc::new(Field::new_list_field(DataType::Float32, true)))
                 }
@@ -97,6 +100,7 @@ enum Col {
     I64(Int64Builder),
     Str(StringBuilder),
     Bool(BooleanBuilder),
+    Bin(BinaryBuilder),
     F32List(ListBuilder<Float32Builder>),
     StrMap(MapBuilder<StringBuilder, StringBuilder>),
     I64Map(MapBuilder<StringBuilder, Int64Builder>),
@@ -111,6 +115,7 @@ impl Col {
             Kind::I64 => Col::I64(Int64Builder::new()),
             Kind::Str => Col::Str(StringBuilder::new()),
             Kind::Bool => Col::Bool(BooleanBuilder::new()),
+            Kind::Bin => Col::Bin(BinaryBuilder::new()),
             Kind::F32List => Col::F32List(ListBuilder::new(Float32Builder::new())),
             Kind::StrMap => Col::StrMap(MapBuilder::new(
                 None,
@@ -137,6 +142,7 @@ impl Col {
             Col::I64(b) => Arc::new(b.finish()),
             Col::Str(b) => Arc::new(b.finish()),
             Col::Bool(b) => Arc::new(b.finish()),
+            Col::Bin(b) => Arc::new(b.finish()),
             Col::F32List(b) => Arc::new(b.finish()),
             Col::StrMap(b) => Arc::new(b.finish()),
             Col::I64Map(b) => Arc::new(b.finish()),
@@ -260,6 +266,15 @@ impl Row<'_> {
         match self.next() {
             Col::Bool(b) => b.append_option(v),
             _ => self.mismatch("a boolean"),
+        }
+        self
+    }
+
+    /// Bytes.
+    pub fn bin(&mut self, v: Option<&[u8]>) -> &mut Self {
+        match self.next() {
+            Col::Bin(b) => b.append_option(v),
+            _ => self.mismatch("bytes"),
         }
         self
     }

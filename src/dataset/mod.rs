@@ -197,6 +197,7 @@ pub fn write_part(reader: LogReader, dir: &Path, k: usize) -> io::Result<PartSum
         tasks: r.tasks,
         metric: &String::from_utf8_lossy(&metric),
         session_span: &String::from_utf8_lossy(&span),
+        snapshot: r.merge.nodes[0].snapshot.as_ref(),
     });
     let mut session_part = Part::create(
         dir,

@@ -19,7 +19,7 @@ use crate::json::{write_value, JsonOut};
 use crate::record::{Event, EventKind, ResourceScope, ResourceUpdate, TaskState, Value};
 use crate::tasks::TaskSpan;
 
-use Kind::{Bool, F32List, F64Map, I64Map, Str, StrMap, Time, F64, I64};
+use Kind::{Bin, Bool, F32List, F64Map, I64Map, Str, StrMap, Time, F64, I64};
 
 /// The columns every event table starts with.
 pub const EVENT: [Spec; 10] = [
@@ -647,7 +647,9 @@ fn leftovers<'a>(
 /// `session`: one row per node log: its header, what reading it found, and
 /// the metric line and session span a conversion of that log alone writes
 /// (as JSON text: the agent's own cost, RHAPSODY's instruments, the GPUs'
-/// energy, `tal_logs`).
+/// energy, `tal_logs`), and the agent's histograms in HdrHistogram's V2
+/// serialisation (which its libraries read), so that the percentiles of
+/// several nodes can be merged exactly as `tal convert` merges them.
 pub const SESSION: &[Spec] = &[
     ("session_id", Str, false),
     ("node_id", Str, false),
@@ -669,6 +671,11 @@ pub const SESSION: &[Spec] = &[
     ("attributes", StrMap, false),
     ("metric", Str, false),
     ("session_span", Str, false),
+    ("hist_cpu_permille", Bin, true),
+    ("hist_mem_permille", Bin, true),
+    ("hist_sample_latency_ns", Bin, true),
+    ("hist_jitter_ns", Bin, true),
+    ("hist_nvml_latency_ns", Bin, true),
 ];
 
 /// What a `session` row holds (see [`SESSION`]).
@@ -692,6 +699,8 @@ pub struct SessionRow<'a> {
     pub metric: &'a str,
     /// The session span line, JSON.
     pub session_span: &'a str,
+    /// The log's last agent snapshot, for its histograms.
+    pub snapshot: Option<&'a crate::record::AgentSnapshot>,
 }
 
 /// The `session` table of one log: one row.
@@ -725,6 +734,17 @@ pub fn session_table(s: &SessionRow<'_>) -> Table {
         ))
         .str(Some(s.metric.trim_end()))
         .str(Some(s.session_span.trim_end()));
+    let hist = |f: fn(&crate::record::AgentSnapshot) -> &Vec<u8>| {
+        s.snapshot
+            .map(f)
+            .filter(|b| !b.is_empty())
+            .map(Vec::as_slice)
+    };
+    r.bin(hist(|s| &s.hist_cpu_permille))
+        .bin(hist(|s| &s.hist_mem_permille))
+        .bin(hist(|s| &s.hist_sample_latency_ns))
+        .bin(hist(|s| &s.hist_jitter_ns))
+        .bin(hist(|s| &s.hist_nvml_latency_ns));
     r.end();
     t
 }

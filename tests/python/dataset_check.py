@@ -211,6 +211,13 @@ def main():
                 if got != line:
                     fail(f"session span {line} vs {got}")
         elif line["section"] == "metric" and not merged:
+            # the agent's histograms, HdrHistogram V2 (its cookie first),
+            # where the metric line has their percentiles
+            for key, col in (("agent_sampling_jitter_p50_ms", "hist_jitter_ns"),
+                             ("node_cpu_utilization_p50", "hist_cpu_permille")):
+                h = tables["session"].column(col)[0].as_py()
+                if key in line and (h is None or h[:4] not in (b"\x1c\x84\x93\x13", b"\x1c\x84\x93\x14")):
+                    fail(f"session.{col}: no HdrHistogram ({h[:8] if h else h!r}) though the metric line has {key}")
             got = json.loads(tables["session"].column("metric")[0].as_py())
             if got != line:
                 fail(f"metric line differs: {set(line) ^ set(got)} "
