@@ -210,3 +210,94 @@ fn bad_outputs_are_refused_with_what_to_do() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot make the dataset folder"), "{err}");
 }
+
+/// Starts its arguments but the first, waits for them, and writes their
+/// peak resident memory (KiB) into the file the first names (a small
+/// process between the test and `tal`, whose own memory would count).
+const MEASURE: &str = r#"
+import os, subprocess, sys
+p = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+_, status, ru = os.wait4(p.pid, 0)
+open(sys.argv[1], "w").write(str(ru.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+
+/// A log whose events carry long strings (as a client's may: up to a
+/// line's 64 KiB): the dataset's batches are cut by their bytes, so the
+/// conversion's memory does not grow with a batch's rows times their
+/// strings (16,384 rows of 32 KiB would be 512 MiB).
+#[test]
+fn long_strings_do_not_grow_the_conversion_s_memory() {
+    use tal::log::{Header, LogWriter, DEFAULT_CHUNK_BYTES};
+    use tal::record::{Event, EventKind, Record, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("big.n.tal");
+    let t0 = 1_795_000_000_000_000_000i64;
+    let header = Header {
+        session_id: "big".into(),
+        node_id: "n".into(),
+        hostname: "n".into(),
+        backend: "tal".into(),
+        pid: 1,
+        tal_version: "test".into(),
+        start_wall_ns: t0,
+        start_mono_ns: 0,
+        interval_ns: 100_000_000,
+        chunk_bytes: DEFAULT_CHUNK_BYTES,
+        ncpus: 1,
+        attributes: vec![],
+    };
+    let mut w = LogWriter::create(&log, &header).unwrap();
+    let mut ids = tal::ids::EventIdGen::with_seed(7);
+    let n = 8000u32;
+    for i in 0..n {
+        // Different text per event, as real attributes are.
+        let text: String = (0..32 * 1024)
+            .map(|j| char::from(b'a' + ((i as usize * 7 + j * 13) % 26) as u8))
+            .collect();
+        w.append(&Record::Event(Event {
+            event_id: ids.next_id(),
+            event_time_ns: t0 + i64::from(i) * 1_000_000,
+            emit_time_ns: t0 + i64::from(i) * 1_000_000,
+            backend: Some("tal".into()),
+            task_id: None,
+            node_id: None,
+            attributes: vec![("note".into(), Value::Str(text))],
+            kind: EventKind::Custom {
+                event_type: "app.Note".into(),
+                fields: vec![],
+            },
+        }))
+        .unwrap();
+    }
+    w.finish(None).unwrap();
+    let rss = dir.path().join("rss");
+    let status = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(MEASURE)
+        .arg(&rss)
+        .arg(env!("CARGO_BIN_EXE_tal"))
+        .arg("convert")
+        .arg(&log)
+        .args(["--format", "parquet", "-o"])
+        .arg(dir.path().join("ds"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let kib: u64 = std::fs::read_to_string(&rss).unwrap().parse().unwrap();
+    // The merge's reorder window holds 2,048 events (64 MiB of these);
+    // the dataset adds a batch and a row group.
+    assert!(kib < 192 << 10, "peak RSS {} MiB", kib >> 10);
+    let q = format!(
+        "import duckdb; print(duckdb.sql(\"select count(*), min(length(json_extract_string(attributes, '$.note'))) from read_parquet('{}/events/*/*.parquet')\").fetchall())",
+        dir.path().join("ds").display()
+    );
+    let out = std::process::Command::new(python())
+        .args(["-c", &q])
+        .output()
+        .unwrap();
+    let got = String::from_utf8_lossy(&out.stdout);
+    // Every event and its whole string (and the SessionEnded made up for
+    // the log, whose note is null).
+    assert!(got.contains(&format!("[({}, 32768)]", n + 2)), "{got}");
+}

@@ -16,9 +16,15 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use std::sync::Arc;
 
-/// Rows of one record batch: the writer's row groups are a whole number of
-/// batches (see `super::part`).
+/// Rows of one record batch, at most: the writer's row groups are a whole
+/// number of batches (see `super::part`).
 pub const BATCH_ROWS: usize = 16_384;
+
+/// Bytes of strings and bytes in one record batch, about, at most: a log's
+/// records may each carry up to 64 MiB of attributes (a crafted log, a
+/// client's long strings), so a batch is cut by its bytes too, and a
+/// table's memory stays a few MiB whatever the rows hold.
+pub const BATCH_BYTES: usize = 8 << 20;
 
 /// A column's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +163,7 @@ pub struct Table {
     specs: &'static [Spec],
     cols: Vec<Col>,
     rows: usize,
+    bytes: usize,
 }
 
 impl std::fmt::Debug for Table {
@@ -173,6 +180,7 @@ impl Table {
             specs,
             cols: specs.iter().map(|s| Col::new(s.1)).collect(),
             rows: 0,
+            bytes: 0,
         }
     }
 
@@ -186,6 +194,12 @@ impl Table {
         self.rows
     }
 
+    /// Whether the rows appended since the last batch make a whole batch
+    /// ([`BATCH_ROWS`] rows or [`BATCH_BYTES`] of text).
+    pub fn full(&self) -> bool {
+        self.rows >= BATCH_ROWS || self.bytes >= BATCH_BYTES
+    }
+
     /// Starts a row: append every column, in order, then [`Row::end`].
     pub fn row(&mut self) -> Row<'_> {
         Row { t: self, at: 0 }
@@ -195,6 +209,7 @@ impl Table {
     pub fn batch(&mut self) -> RecordBatch {
         let arrays: Vec<ArrayRef> = self.cols.iter_mut().map(Col::finish).collect();
         self.rows = 0;
+        self.bytes = 0;
         RecordBatch::try_new(self.schema.clone(), arrays)
             .expect("every column has a value in every row, of its spec's type")
     }
@@ -254,6 +269,7 @@ impl Row<'_> {
 
     /// A string.
     pub fn str(&mut self, v: Option<&str>) -> &mut Self {
+        self.t.bytes += v.map_or(0, str::len);
         match self.next() {
             Col::Str(b) => b.append_option(v),
             _ => self.mismatch("a string"),
@@ -272,6 +288,7 @@ impl Row<'_> {
 
     /// Bytes.
     pub fn bin(&mut self, v: Option<&[u8]>) -> &mut Self {
+        self.t.bytes += v.map_or(0, <[u8]>::len);
         match self.next() {
             Col::Bin(b) => b.append_option(v),
             _ => self.mismatch("bytes"),
@@ -300,9 +317,11 @@ impl Row<'_> {
         v: Option<impl IntoIterator<Item = (&'k str, Option<&'k str>)>>,
     ) -> &mut Self {
         let present = v.is_some();
+        let mut bytes = 0;
         match self.next() {
             Col::StrMap(b) => {
                 for (k, val) in v.into_iter().flatten() {
+                    bytes += k.len() + val.map_or(0, str::len);
                     b.keys().append_value(k);
                     b.values().append_option(val);
                 }
@@ -310,6 +329,7 @@ impl Row<'_> {
             }
             _ => self.mismatch("a map of strings"),
         }
+        self.t.bytes += bytes;
         self
     }
 

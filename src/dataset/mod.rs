@@ -41,7 +41,7 @@ use crate::convert::replay::{replay, Sink};
 use crate::log::LogReader;
 use crate::record::Event;
 use crate::tasks::TaskSpan;
-use columns::{Table, BATCH_ROWS};
+use columns::Table;
 use parquet::file::metadata::KeyValue;
 use part::Part;
 use std::io;
@@ -110,7 +110,7 @@ impl Parts {
             &mut tables.events,
         ];
         for (i, t) in ts.into_iter().enumerate() {
-            if t.rows() > 0 && (!full_only || t.rows() >= BATCH_ROWS) {
+            if t.rows() > 0 && (!full_only || t.full()) {
                 rows[i] += t.rows() as u64;
                 parts[i].write(&t.batch())?;
             }

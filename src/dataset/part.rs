@@ -30,6 +30,10 @@ use std::path::{Path, PathBuf};
 /// small enough to keep a writer's memory to a few MiB per table.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 
+/// Encoded bytes of a row group, at most (the writer holds a row group in
+/// memory until it is whole): rows of long strings make smaller groups.
+pub const ROW_GROUP_BYTES: usize = 32 << 20;
+
 /// The zstd level: 3 is zstd's own default, and most of its ratio on
 /// these columns at a fraction of the higher levels' time.
 const ZSTD_LEVEL: i32 = 3;
@@ -120,6 +124,7 @@ fn properties(schema: &SchemaRef, meta: Vec<KeyValue>) -> WriterProperties {
     let mut p = WriterProperties::builder()
         .set_compression(Compression::ZSTD(zstd))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
         .set_key_value_metadata(Some(meta))
         .set_created_by(format!("tal {}", env!("CARGO_PKG_VERSION")));
     for f in schema.fields() {
