@@ -31,7 +31,7 @@ pub enum Command {
     /// exits with its status. Without one, tal records until it gets SIGTERM,
     /// SIGINT or SIGHUP. Either way it finishes the log cleanly and (unless
     /// --no-convert) writes the JSONL checkpoint next to it.
-    Record(RecordArgs),
+    Record(Box<RecordArgs>),
     /// Run one command as a task of the session, reporting its lifecycle.
     ///
     /// Reports TaskCreated, TaskSubmitted, TaskStarted (with the pid) and
@@ -553,14 +553,41 @@ fn check_id(what: &str, id: &str) -> anyhow::Result<()> {
 }
 
 impl RecordArgs {
-    /// Validates the flags into a [`RecordConfig`].
-    pub fn into_config(self) -> anyhow::Result<RecordConfig> {
-        if self.report && !self.format.contains(&RecordFormat::Jsonl) {
+    /// What to write at the end: the JSONL, and the dataset's folder
+    /// (see [`RecordFormat`]).
+    fn outputs(&self, session_id: &str) -> anyhow::Result<(bool, Option<PathBuf>)> {
+        let jsonl = self.format.contains(&RecordFormat::Jsonl);
+        let parquet = self.format.contains(&RecordFormat::Parquet);
+        if self.report && !jsonl {
             bail!("--report is made from the JSONL: give --format jsonl,parquet, or leave out --report");
         }
-        if self.dataset.is_some() && !self.format.contains(&RecordFormat::Parquet) {
+        if self.dataset.is_some() && !parquet {
             bail!("--dataset names the Parquet dataset's folder: add --format parquet (or jsonl,parquet)");
         }
+        let dataset = (!self.no_convert && parquet).then(|| {
+            self.dataset
+                .clone()
+                .unwrap_or_else(|| self.out.join(crate::dataset::default_dir_name(session_id)))
+        });
+        Ok((!self.no_convert && jsonl, dataset))
+    }
+
+    /// `--pin`: the CPU for tal's threads, or none.
+    fn pin_cpu(&self) -> anyhow::Result<Option<usize>> {
+        Ok(match self.pin.as_deref() {
+            None => Some(
+                crate::agent::affinity::default_cpu()
+                    .context("cannot read this process's CPU affinity — pass --pin none")?,
+            ),
+            Some("none") => None,
+            Some(s) => Some(s.parse::<usize>().map_err(|_| {
+                anyhow::anyhow!("invalid --pin '{s}': give a CPU number or 'none'")
+            })?),
+        })
+    }
+
+    /// Validates the flags into a [`RecordConfig`].
+    pub fn into_config(self) -> anyhow::Result<RecordConfig> {
         let interval = parse_duration(&self.interval)
             .map_err(|e| anyhow::anyhow!("invalid --interval '{}': {e}", self.interval))?;
         if interval < Duration::from_millis(1) {
@@ -612,10 +639,13 @@ impl RecordArgs {
                 })
             }
         };
+        let pin = self.pin_cpu()?;
         let session_id = self
             .session_id
+            .clone()
             .unwrap_or_else(crate::slurm::default_session_id);
         check_id("--session-id", &session_id)?;
+        let (jsonl, dataset_dir) = self.outputs(&session_id)?;
         let node_id = self
             .node_id
             .or_else(|| env("SLURMD_NODENAME"))
@@ -630,16 +660,6 @@ impl RecordArgs {
                 node_id.len()
             );
         }
-        let pin = match self.pin.as_deref() {
-            None => Some(
-                crate::agent::affinity::default_cpu()
-                    .context("cannot read this process's CPU affinity — pass --pin none")?,
-            ),
-            Some("none") => None,
-            Some(s) => Some(s.parse::<usize>().map_err(|_| {
-                anyhow::anyhow!("invalid --pin '{s}': give a CPU number or 'none'")
-            })?),
-        };
         let page = crate::log::writer::system_page_size();
         if self.log_chunk < page || self.log_chunk % page != 0 || self.log_chunk > 1 << 30 {
             bail!(
@@ -657,12 +677,6 @@ impl RecordArgs {
                 socket.display()
             );
         }
-        let dataset_dir =
-            (!self.no_convert && self.format.contains(&RecordFormat::Parquet)).then(|| {
-                self.dataset
-                    .clone()
-                    .unwrap_or_else(|| self.out.join(crate::dataset::default_dir_name(&session_id)))
-            });
         Ok(RecordConfig {
             socket,
             socket_explicit,
@@ -675,7 +689,7 @@ impl RecordArgs {
             hostname: full_hostname(),
             backend: self.backend,
             pin,
-            convert: !self.no_convert && self.format.contains(&RecordFormat::Jsonl),
+            convert: jsonl,
             dataset: dataset_dir,
             report: self.report,
             snapshot_every,
