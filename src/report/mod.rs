@@ -58,12 +58,14 @@ mod across;
 mod facts;
 
 use crate::convert::chrome::assign_slots;
-use crate::convert::lines::{input_error, LineStats};
-use crate::convert::{json_time_ns, NodeIndex};
+use crate::convert::NodeIndex;
+use crate::items::{
+    Body, Fields, GpuSample, Head, Item, NodeSample, PerCore, Source, Span, TaskSample,
+};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufRead, Write};
+use std::io::{self, Write};
 
 /// Columns a series is down-sampled to: with a minimum and a maximum per
 /// column, two points per pixel of a chart 800 pixels wide.
@@ -431,14 +433,6 @@ const TASK_FIELDS: [&str; 5] = [
     "write_bytes",
 ];
 
-/// [`crate::convert::each_jsonl_line`] with an infallible `f`.
-fn each_line(input: impl BufRead, mut f: impl FnMut(Value)) -> io::Result<LineStats> {
-    crate::convert::each_jsonl_line(input, |v| {
-        f(v);
-        Ok(())
-    })
-}
-
 /// The GPU series' fields.
 const GPU_FIELDS: [&str; 3] = ["gpu_percent", "gpu_memory_used_bytes", "gpu_power_watts"];
 
@@ -469,9 +463,9 @@ struct EndFigures {
 
 impl EndFigures {
     /// A terminal event's, if it has any.
-    fn of(v: &Value) -> Option<Self> {
-        let a = &v["attributes"];
-        let num = |k: &str| a[k].as_f64().or_else(|| v[k].as_f64());
+    fn of(v: &Fields<'_>) -> Option<Self> {
+        let a = v.attributes();
+        let num = |k: &str| a[k].as_f64().or_else(|| v.num(k));
         let duration = num("duration_seconds").unwrap_or(0.0);
         let cpu_s = match (num("cpu_user_seconds"), num("cpu_system_seconds")) {
             (None, None) => None,
@@ -536,47 +530,53 @@ impl Bounds {
 }
 
 impl Bounds {
-    fn line(&mut self, v: &Value) {
-        match v["section"].as_str() {
-            Some("event") => {
-                if let Some(t) = json_time_ns(&v["event_time"]) {
-                    self.first = Some(self.first.map_or(t, |f| f.min(t)));
-                    self.last = Some(self.last.map_or(t, |l| l.max(t)));
+    fn item(&mut self, item: &Item<'_>) {
+        match item {
+            Item::Event(head, body) => self.event(head, body),
+            Item::SessionSpan { start_ns, end_ns } => self.session = Some((*start_ns, *end_ns)),
+            _ => {}
+        }
+    }
+
+    fn event(&mut self, head: &Head<'_>, body: &Body<'_>) {
+        if let Some(t) = head.time_ns() {
+            self.first = Some(self.first.map_or(t, |f| f.min(t)));
+            self.last = Some(self.last.map_or(t, |l| l.max(t)));
+        }
+        match body {
+            Body::Node(NodeSample {
+                per_core: Some(c), ..
+            }) => {
+                let node = head.node_id.unwrap_or("");
+                match self.cores.get_mut(node) {
+                    Some(n) => *n = (*n).max(c.len()),
+                    None => {
+                        self.cores.insert(node.to_string(), c.len());
+                    }
                 }
-                if let Some(c) = v["cpu_percent_per_core"].as_array() {
-                    let node = v["node_id"].as_str().unwrap_or("").to_string();
-                    let n = self.cores.entry(node).or_default();
-                    *n = (*n).max(c.len());
-                }
-                let ty = v["event_type"].as_str().unwrap_or("");
-                if let (true, Some(task)) = (facts::is_terminal(ty), v["task_id"].as_str()) {
-                    if let Some(f) = EndFigures::of(v) {
+            }
+            Body::Other(f) => {
+                let ty = head.event_type.unwrap_or("");
+                if let (true, Some(task)) = (facts::is_terminal(ty), head.task_id) {
+                    if let Some(f) = EndFigures::of(f) {
                         if self.end_figures.len() < TASK_PEAKS {
                             self.end_figures.insert(task.to_string(), f);
                         }
                     }
                 }
-                if v["event_type"] == crate::record::TaskResources::EVENT_TYPE {
-                    if let Some(task) = v["task_id"].as_str() {
-                        let (rss, cpu) = (
-                            v["rss_bytes"].as_f64().unwrap_or(0.0),
-                            v["cpu_percent"].as_f64().unwrap_or(0.0),
-                        );
-                        match self.task_peaks.get_mut(task) {
-                            Some(p) => *p = (p.0.max(rss), p.1.max(cpu)),
-                            None => {
-                                self.sampled_tasks += 1;
-                                if self.task_peaks.len() < TASK_PEAKS {
-                                    self.task_peaks.insert(task.to_string(), (rss, cpu));
-                                }
+            }
+            Body::Task(v) => {
+                if let Some(task) = head.task_id {
+                    let (rss, cpu) = (v.rss_bytes.unwrap_or(0.0), v.cpu_percent.unwrap_or(0.0));
+                    match self.task_peaks.get_mut(task) {
+                        Some(p) => *p = (p.0.max(rss), p.1.max(cpu)),
+                        None => {
+                            self.sampled_tasks += 1;
+                            if self.task_peaks.len() < TASK_PEAKS {
+                                self.task_peaks.insert(task.to_string(), (rss, cpu));
                             }
                         }
                     }
-                }
-            }
-            Some("span") if v["name"] == "session" => {
-                if let (Some(s), Some(e)) = (v["start_ns"].as_i64(), v["end_ns"].as_i64()) {
-                    self.session = Some((s, e));
                 }
             }
             _ => {}
@@ -618,128 +618,150 @@ impl Builder {
         ((t / self.span_s * columns as f64) as usize).min(columns - 1)
     }
 
-    fn line(&mut self, v: Value) {
-        match v["section"].as_str() {
-            Some("event") => self.event(&v),
-            Some("span") if v["name"] != "session" => self.task(&v),
+    fn item(&mut self, item: &Item<'_>) {
+        match item {
+            Item::Event(head, body) => self.event(head, body),
+            Item::TaskSpan(span) => self.task(span),
             _ => {}
         }
     }
 
-    fn event(&mut self, v: &Value) {
-        let node = v["node_id"].as_str().filter(|n| !n.is_empty());
+    fn event(&mut self, head: &Head<'_>, body: &Body<'_>) {
+        let node = head.node_id.filter(|n| !n.is_empty());
         // Every node the session names, in the order first seen.
         let node_no = node.map(|n| self.nodes.add(n));
-        if let (Some(task), Some(n)) = (v["task_id"].as_str(), node_no) {
+        if let (Some(task), Some(n)) = (head.task_id, node_no) {
             if !self.task_node.contains_key(task) {
                 self.task_node.insert(task.to_string(), n);
             }
         }
-        let ty = v["event_type"].as_str().unwrap_or("");
-        if ty == crate::record::TaskResources::EVENT_TYPE {
-            self.task_sample(v);
+        let ty = head.event_type.unwrap_or("");
+        if let Body::Task(v) = body {
+            self.task_sample(head, v);
             return;
         }
-        if let Some(task) = v["task_id"].as_str() {
+        if let Some(task) = head.task_id {
             self.reuse.event(ty, task);
-            if facts::is_terminal(ty) {
-                self.task_end(v, task);
+            if let (true, Body::Other(f)) = (facts::is_terminal(ty), body) {
+                self.task_end(head, f, task);
             }
         }
-        let Some(t) = json_time_ns(&v["event_time"]) else {
+        let Some(t) = head.time_ns() else {
             return;
         };
         let t = self.secs(t);
-        if facts::is_custom(ty) {
-            self.facts.mark(t, v);
-        }
-        if ty != "ResourceUpdate" {
-            return;
-        }
         let node = node.unwrap_or("");
-        self.resources(v, node, t);
-        self.samples += 1;
-        let per_core = v["cpu_percent_per_core"].as_array();
-        if let (Some(per_core), Some(&n)) = (per_core, self.heat.kept.get(node)) {
-            // Rows of one core each, or of a group (see [`HEAT_ROWS`]).
-            let (columns, group) = (
-                self.heat.columns,
-                self.heat.group.max(n.div_ceil(HEAT_ROWS)),
-            );
-            let hcol = self.column(t, columns);
-            let c = self.cores.entry(node.to_string()).or_insert_with(|| Cores {
-                node: node.to_string(),
-                columns,
-                n: n.div_ceil(group),
-                group,
-                cores: n,
-                v: Vec::new(),
-                sum: vec![(0.0, 0); n.div_ceil(group) * columns],
-            });
-            for (core, x) in per_core.iter().enumerate().take(n) {
-                if let Some(x) = x.as_f64() {
-                    let cell = &mut c.sum[core / group * columns + hcol];
-                    cell.0 += x;
-                    cell.1 += 1;
+        match body {
+            Body::Other(f) if facts::is_custom(ty) => self.facts.mark(t, ty, f),
+            Body::Node(v) => {
+                self.node_sample(v, node, t);
+                self.samples += 1;
+                if let Some(per_core) = &v.per_core {
+                    self.heat(per_core, node, t);
                 }
+            }
+            Body::Gpu(v) => {
+                self.gpu_sample(v, node, t);
+                self.samples += 1;
+            }
+            _ => {}
+        }
+    }
+
+    /// A node's per-core CPU, into its heatmap (if it is drawn).
+    fn heat(&mut self, per_core: &PerCore<'_>, node: &str, t: f64) {
+        let Some(&n) = self.heat.kept.get(node) else {
+            return;
+        };
+        // Rows of one core each, or of a group (see [`HEAT_ROWS`]).
+        let (columns, group) = (
+            self.heat.columns,
+            self.heat.group.max(n.div_ceil(HEAT_ROWS)),
+        );
+        let hcol = self.column(t, columns);
+        if !self.cores.contains_key(node) {
+            self.cores.insert(
+                node.to_string(),
+                Cores {
+                    node: node.to_string(),
+                    columns,
+                    n: n.div_ceil(group),
+                    group,
+                    cores: n,
+                    v: Vec::new(),
+                    sum: vec![(0.0, 0); n.div_ceil(group) * columns],
+                },
+            );
+        }
+        let c = self.cores.get_mut(node).expect("just made");
+        for (core, x) in per_core.values().enumerate().take(n) {
+            if let Some(x) = x {
+                let cell = &mut c.sum[core / group * columns + hcol];
+                cell.0 += x;
+                cell.1 += 1;
             }
         }
     }
 
-    /// A `ResourceUpdate`'s series point and figures.
-    fn resources(&mut self, v: &Value, node: &str, t: f64) {
-        let gpu = (v["resource_scope"] == "per_gpu")
-            .then(|| v["gpu_id"].as_u64())
-            .flatten();
-        let window = self.windows.window(node, gpu, t);
-        let (fields, vals): (&[&'static str], Vec<Option<f64>>) = match gpu {
-            Some(g) => {
-                let vals: Vec<Option<f64>> = GPU_FIELDS.iter().map(|f| v[*f].as_f64()).collect();
-                let at = format!("{node} GPU {g}");
-                facts::Facts::peak(&mut self.facts.gpu_percent, vals[0], &at, t);
-                // Energy: the power read times the window it ends.
-                if let (Some(watts), Some(w)) = (vals[2].filter(|p| p.is_finite()), window) {
-                    *self.facts.gpu_energy_j.get_or_insert(0.0) += watts * w;
-                }
-                (&GPU_FIELDS, vals)
-            }
-            None => {
-                let raw = crate::convert::NODE_SERIES.iter().map(|f| v[*f].as_f64());
-                // Byte counts since the previous sample, as rates.
-                let vals: Vec<Option<f64>> = raw
-                    .enumerate()
-                    .map(|(i, x)| {
-                        if i < 2 {
-                            x
-                        } else {
-                            facts::per_second(x, window)
-                        }
-                    })
-                    .collect();
-                facts::Facts::peak(&mut self.facts.cpu_percent, vals[0], node, t);
-                facts::Facts::peak(&mut self.facts.memory_percent, vals[1], node, t);
-                (&NODE_FIELDS, vals)
-            }
-        };
+    /// A GPU's sample: its series point and figures.
+    fn gpu_sample(&mut self, v: &GpuSample, node: &str, t: f64) {
+        let g = v.gpu_id;
+        let window = self.windows.window(node, Some(g), t);
+        let vals = [v.gpu_percent, v.gpu_memory_used_bytes, v.gpu_power_watts];
+        if vals[0].is_some_and(f64::is_finite) {
+            let at = format!("{node} GPU {g}");
+            facts::Facts::peak(&mut self.facts.gpu_percent, vals[0], &at, t);
+        }
+        // Energy: the power read times the window it ends.
+        if let (Some(watts), Some(w)) = (vals[2].filter(|p| p.is_finite()), window) {
+            *self.facts.gpu_energy_j.get_or_insert(0.0) += watts * w;
+        }
+        self.add(node, Some(g), &GPU_FIELDS, t, &vals);
+    }
+
+    /// A node's sample: its series point and figures.
+    fn node_sample(&mut self, v: &NodeSample<'_>, node: &str, t: f64) {
+        let window = self.windows.window(node, None, t);
+        let raw = crate::convert::NODE_SERIES.map(|f| v.get(f));
+        // Byte counts since the previous sample, as rates.
+        let mut vals = raw;
+        for x in &mut vals[2..] {
+            *x = facts::per_second(*x, window);
+        }
+        facts::Facts::peak(&mut self.facts.cpu_percent, vals[0], node, t);
+        facts::Facts::peak(&mut self.facts.memory_percent, vals[1], node, t);
+        self.add(node, None, &NODE_FIELDS, t, &vals);
+    }
+
+    /// A point of the series of `node` (and `gpu`).
+    fn add(
+        &mut self,
+        node: &str,
+        gpu: Option<u64>,
+        fields: &[&'static str],
+        t: f64,
+        vals: &[Option<f64>],
+    ) {
         let col = self.column(t, COLUMNS);
+        let key = (node.to_string(), gpu);
         self.series
-            .entry((node.to_string(), gpu))
+            .entry(key)
             .or_insert_with(|| Series::new(node, gpu, fields.to_vec()))
-            .add(col, &vals);
+            .add(col, vals);
     }
 
     /// A terminal event: the end-of-task figures of a task drawn that had
     /// no resource sample, at its start and its end.
-    fn task_end(&mut self, v: &Value, task: &str) {
+    fn task_end(&mut self, head: &Head<'_>, v: &Fields<'_>, task: &str) {
         if !self.chosen.contains(task) || self.bounds.task_peaks.contains_key(task) {
             return;
         }
-        let (Some(f), Some(t)) = (EndFigures::of(v), json_time_ns(&v["event_time"])) else {
+        let (Some(f), Some(t)) = (EndFigures::of(v), head.time_ns()) else {
             return;
         };
         let end = self.secs(t);
         let cols = [(end - f.duration).max(0.0), end].map(|at| self.column(at, COLUMNS));
-        let node = v["node_id"].as_str().unwrap_or("");
+        let node = head.node_id.unwrap_or("");
         let s = self.task_series.entry(task.to_string()).or_insert_with(|| {
             let mut s = Series::new(node, None, TASK_FIELDS.to_vec());
             s.task = Some(task.to_string());
@@ -752,16 +774,22 @@ impl Builder {
     }
 
     /// One `tal.TaskResourceUpdate`, for a task whose series is drawn.
-    fn task_sample(&mut self, v: &Value) {
-        let (Some(task), Some(t)) = (v["task_id"].as_str(), json_time_ns(&v["event_time"])) else {
+    fn task_sample(&mut self, head: &Head<'_>, v: &TaskSample) {
+        let (Some(task), Some(t)) = (head.task_id, head.time_ns()) else {
             return;
         };
         if !self.chosen.contains(task) {
             return;
         }
         let col = self.column(self.secs(t), COLUMNS);
-        let vals: Vec<Option<f64>> = TASK_FIELDS.iter().map(|f| v[*f].as_f64()).collect();
-        let node = v["node_id"].as_str().unwrap_or("");
+        let vals = [
+            v.cpu_percent,
+            v.rss_bytes,
+            v.threads,
+            v.read_bytes,
+            v.write_bytes,
+        ];
+        let node = head.node_id.unwrap_or("");
         self.task_series
             .entry(task.to_string())
             .or_insert_with(|| {
@@ -772,13 +800,12 @@ impl Builder {
             .add(col, &vals);
     }
 
-    fn task(&mut self, v: &Value) {
-        let (Some(s), Some(e)) = (v["start_ns"].as_i64(), v["end_ns"].as_i64()) else {
-            return;
-        };
-        let a = &v["attributes"];
+    fn task(&mut self, span: &Span<'_>) {
+        let (s, e) = (span.start_ns, span.end_ns);
+        let a: &Value = &span.attributes;
         let id = a["task_id"].as_str().unwrap_or("").to_string();
-        let node = self.task_node.remove(&id).unwrap_or(0);
+        // Its node once every event is read (see `finish`).
+        let node = 0;
         let ty = a["task_type"].as_str().unwrap_or("").to_string();
         let next = self.type_index.len() as u32;
         let type_idx = *self.type_index.entry(ty.clone()).or_insert_with(|| {
@@ -831,6 +858,12 @@ impl Builder {
             }
             self.across = Some(s);
         }
+        // A span may come before its task's last events (see
+        // `crate::items`): its node is the first its events named, for the
+        // first span of its id.
+        for (id, node) in self.tasks.id.iter().zip(&mut self.tasks.node) {
+            *node = self.task_node.remove(id).unwrap_or(0);
+        }
         let mut by_node: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
         for (i, &n) in self.tasks.node.iter().enumerate() {
             by_node[n as usize].push(i);
@@ -875,17 +908,14 @@ fn gpu_memory(v: &Value) -> Option<f64> {
     }
 }
 
-/// Reads the JSONL `open()` gives (twice: see the module doc) and writes
+/// Reads the session `src` gives (twice: see the module doc) and writes
 /// the HTML report to `out`.
-pub fn write_report<R: BufRead>(
-    mut open: impl FnMut() -> io::Result<R>,
-    out: &mut impl Write,
-) -> io::Result<ReportStats> {
+pub fn write_report(src: &mut dyn Source, out: &mut impl Write) -> io::Result<ReportStats> {
     let mut bounds = Bounds::default();
     let mut figures = crate::summary::Reader::default();
-    let read = each_line(open().map_err(input_error)?, |v| {
-        bounds.line(&v);
-        figures.line(v);
+    let read = src.each(&mut |i| {
+        bounds.item(&i);
+        figures.item(&i);
     })?;
     let mut summary = figures.finish();
     summary.read = read;
@@ -922,7 +952,7 @@ pub fn write_report<R: BufRead>(
         across: None,
     };
     b.nodes.add("");
-    each_line(open().map_err(input_error)?, |v| b.line(v))?;
+    src.each(&mut |i| b.item(&i))?;
     let points = b.finish();
     let (gpus, series): (Vec<Series>, Vec<Series>) =
         b.series.into_values().partition(|s| s.gpu.is_some());
@@ -1106,10 +1136,11 @@ mod tests {
     fn a_tasks_end_figures_give_its_cpu_over_its_duration() {
         let v = serde_json::json!({"duration_seconds": 0.5, "attributes": {
             "cpu_user_seconds": 0.2, "cpu_system_seconds": 0.05, "max_rss_bytes": 7e6}});
-        let f = EndFigures::of(&v).unwrap();
+        let fields = |v: &serde_json::Value| Fields::Json(v.as_object().unwrap());
+        let f = EndFigures::of(&fields(&v)).unwrap();
         assert_eq!((f.cpu, f.rss), (Some(50.0), Some(7e6)));
         let none = serde_json::json!({"duration_seconds": 0.0, "attributes": {}});
-        assert!(EndFigures::of(&none).is_none());
+        assert!(EndFigures::of(&fields(&none)).is_none());
     }
 
     #[test]
