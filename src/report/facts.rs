@@ -224,7 +224,9 @@ mod tests {
         }
         let mut f = Facts::default();
         let e = json!({"event_type": "app.PhaseStarted", "node_id": "n", "phase": "check", "n": 3});
-        let fields = |v: &serde_json::Value| crate::items::Fields::Json(v.as_object().unwrap());
+        fn fields(v: &serde_json::Value) -> crate::items::Fields<'_> {
+            crate::items::Fields::Json(v.as_object().unwrap())
+        }
         f.mark(1.5, "app.PhaseStarted", &fields(&e));
         f.mark(
             2.0,

@@ -1136,7 +1136,9 @@ mod tests {
     fn a_tasks_end_figures_give_its_cpu_over_its_duration() {
         let v = serde_json::json!({"duration_seconds": 0.5, "attributes": {
             "cpu_user_seconds": 0.2, "cpu_system_seconds": 0.05, "max_rss_bytes": 7e6}});
-        let fields = |v: &serde_json::Value| Fields::Json(v.as_object().unwrap());
+        fn fields(v: &serde_json::Value) -> Fields<'_> {
+            Fields::Json(v.as_object().unwrap())
+        }
         let f = EndFigures::of(&fields(&v)).unwrap();
         assert_eq!((f.cpu, f.rss), (Some(50.0), Some(7e6)));
         let none = serde_json::json!({"duration_seconds": 0.0, "attributes": {}});
