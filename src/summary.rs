@@ -344,26 +344,63 @@ const NO_NODE: u32 = u32::MAX;
 
 #[derive(Debug)]
 struct NodeSeries {
-    samples: u64,
-    cpu: Series,
-    mem: Series,
+    own: NodeApart,
     gpus: BTreeMap<u64, ([Series; 3], GpuAcc)>,
-    usage: NodeAcc,
 }
 
 impl NodeSeries {
     fn new() -> Self {
         Self {
+            own: NodeApart::default(),
+            gpus: BTreeMap::new(),
+        }
+    }
+}
+
+/// What the summary keeps of one node's own samples (`per_node`), which
+/// it may take on a thread of their own (see [`crate::items::apart`] and
+/// [`Reader::take_apart`]).
+#[derive(Debug)]
+pub struct NodeApart {
+    samples: u64,
+    cpu: Series,
+    mem: Series,
+    usage: NodeAcc,
+}
+
+impl Default for NodeApart {
+    fn default() -> Self {
+        Self {
             samples: 0,
             cpu: Series::new(100_000.0, 10.0),
             mem: Series::new(100.0, 10.0),
-            gpus: BTreeMap::new(),
             usage: NodeAcc::default(),
         }
     }
 }
 
+impl crate::items::NodeView for NodeApart {
+    fn sample(&mut self, _seq: u64, head: &Head<'_>, v: &NodeSample<'_>) {
+        self.samples += 1;
+        self.usage.sample(v, head.time_s);
+        if let Some(x) = v.cpu_percent {
+            self.cpu.add(x);
+        }
+        if let Some(x) = v.memory_percent {
+            self.mem.add(x);
+        }
+    }
+}
+
 impl Reader {
+    /// Each node's own samples, taken apart (see [`NodeApart`]): every
+    /// one of the node's, which this reader saw as [`Body::Apart`].
+    pub fn take_apart(&mut self, nodes: impl IntoIterator<Item = (String, NodeApart)>) {
+        for (node, own) in nodes {
+            self.node_series(&node).own = own;
+        }
+    }
+
     /// The series of node `id`, made at its first sample.
     fn node_series(&mut self, id: &str) -> &mut NodeSeries {
         let i = self.nodes.add(id);
@@ -402,7 +439,13 @@ impl Reader {
         let node = head.node_id.filter(|n| !n.is_empty());
         if let Some(n) = node {
             match body {
-                Body::Node(s) => node_sample(self.node_series(n), s, head.time_s),
+                Body::Node(s) => {
+                    crate::items::NodeView::sample(&mut self.node_series(n).own, 0, head, s);
+                }
+                Body::Apart => {
+                    // Its figures are the node's own (see `take_apart`).
+                    self.node_series(n);
+                }
                 Body::Gpu(g) => gpu_sample(self.node_series(n), g),
                 _ => {}
             }
@@ -583,13 +626,13 @@ impl Reader {
             .into_iter()
             .map(|(i, n)| {
                 let node_id = names[i as usize].clone();
-                let mut usage = n.usage.usage(totals.get(&node_id).copied());
+                let mut usage = n.own.usage.usage(totals.get(&node_id).copied());
                 usage::set_job_memory_limit(&mut usage, limits.get(&node_id).copied());
                 NodeStats {
                     node_id,
-                    samples: n.samples,
-                    cpu_percent: n.cpu.quantiles(),
-                    memory_percent: n.mem.quantiles(),
+                    samples: n.own.samples,
+                    cpu_percent: n.own.cpu.quantiles(),
+                    memory_percent: n.own.mem.quantiles(),
                     gpus: n
                         .gpus
                         .into_iter()
@@ -732,18 +775,6 @@ fn peak(iv: &mut [(i64, i64)]) -> u64 {
     max as u64
 }
 
-/// A node's sample at `time_s`.
-fn node_sample(n: &mut NodeSeries, v: &NodeSample<'_>, time_s: Option<f64>) {
-    n.samples += 1;
-    n.usage.sample(v, time_s);
-    if let Some(x) = v.cpu_percent {
-        n.cpu.add(x);
-    }
-    if let Some(x) = v.memory_percent {
-        n.mem.add(x);
-    }
-}
-
 /// One of a node's GPUs' sample.
 fn gpu_sample(n: &mut NodeSeries, v: &GpuSample) {
     let ([u, m, p], acc) = n.gpus.entry(v.gpu_id).or_insert_with(|| {
@@ -781,10 +812,13 @@ pub fn from_jsonl(input: impl BufRead) -> io::Result<Summary> {
     Ok(s)
 }
 
-/// Reads a session's items (see [`crate::items`]) into its summary.
+/// Reads a session's items (see [`crate::items`]) into its summary, the
+/// nodes' own samples on the machine's other cores.
 pub fn from_source(src: &mut dyn crate::items::Source) -> io::Result<Summary> {
     let mut r = Reader::default();
-    let read = src.each(&mut |i| r.item(&i))?;
+    let (read, apart) =
+        crate::items::apart::each_apart(src, |_| NodeApart::default(), &mut |i| r.item(&i))?;
+    r.take_apart(apart);
     let mut s = r.finish();
     s.read = read;
     Ok(s)

@@ -44,6 +44,7 @@
 //! events relative to each other (a span's node is looked up when the
 //! view finishes).
 
+pub mod apart;
 pub mod jsonl;
 pub mod logs;
 
@@ -113,6 +114,9 @@ pub enum Body<'a> {
     Task(TaskSample),
     /// Any other event.
     Other(Fields<'a>),
+    /// A node's sample taken apart, to its node's own view (see
+    /// [`apart`]): here for its place in the stream.
+    Apart,
 }
 
 /// A node's sample: the figures the views read.
@@ -173,6 +177,8 @@ pub enum PerCore<'a> {
     Record(&'a [f32]),
     /// A line's list (an element that is not a number is `None`).
     Json(&'a [Value]),
+    /// Figures as read already.
+    Values(&'a [Option<f64>]),
 }
 
 impl PerCore<'_> {
@@ -181,6 +187,7 @@ impl PerCore<'_> {
         match self {
             Self::Record(v) => v.len(),
             Self::Json(v) => v.len(),
+            Self::Values(v) => v.len(),
         }
     }
 
@@ -191,13 +198,15 @@ impl PerCore<'_> {
 
     /// Each core's figure.
     pub fn values(&self) -> impl Iterator<Item = Option<f64>> + '_ {
-        let (r, j): (&[f32], &[Value]) = match self {
-            Self::Record(v) => (v, &[]),
-            Self::Json(v) => (&[], v),
+        let (r, j, v): (&[f32], &[Value], &[Option<f64>]) = match self {
+            Self::Record(r) => (r, &[], &[]),
+            Self::Json(j) => (&[], j, &[]),
+            Self::Values(v) => (&[], &[], v),
         };
         r.iter()
             .map(|x| Some((f64::from(*x) * 10.0).round() / 10.0).filter(|x| x.is_finite()))
             .chain(j.iter().map(Value::as_f64))
+            .chain(v.iter().copied())
     }
 }
 
@@ -375,6 +384,14 @@ pub struct Span<'a> {
     /// Its attributes (`task_id`, `status`, `error_type`, `task_type`,
     /// the task's figures...).
     pub attributes: Cow<'a, Value>,
+}
+
+/// What a view keeps of one node's own samples, which it may take on a
+/// thread of their own (see [`apart`]).
+pub trait NodeView: Send {
+    /// One sample of the node, the `seq`th item of the stream, with its
+    /// head.
+    fn sample(&mut self, seq: u64, head: &Head<'_>, s: &NodeSample<'_>);
 }
 
 /// Where a session's items come from.

@@ -56,37 +56,20 @@
 
 mod across;
 mod facts;
+mod series;
 
 use crate::convert::chrome::assign_slots;
 use crate::convert::NodeIndex;
+use crate::items::apart::each_apart;
 use crate::items::{
-    Body, Fields, GpuSample, Head, Item, NodeSample, PerCore, Source, Span, TaskSample,
+    Body, Fields, GpuSample, Head, Item, NodeSample, NodeView, Source, Span, TaskSample,
 };
 use serde::Serialize;
 use serde_json::Value;
+use series::{Compact, Cores, Cut, Grid, HeatPlan, NodeDraw, Series};
+pub use series::{COLUMNS, HEAT_CELLS, HEAT_COLUMNS, HEAT_MIN_COLUMNS, HEAT_ROWS};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
-
-/// Columns a series is down-sampled to: with a minimum and a maximum per
-/// column, two points per pixel of a chart 800 pixels wide.
-pub const COLUMNS: usize = 800;
-
-/// Columns of the per-core heatmap, at most.
-pub const HEAT_COLUMNS: usize = 600;
-
-/// Cells of all the per-core heatmaps together, at most: many nodes of many
-/// cores get fewer columns each (down to [`HEAT_MIN_COLUMNS`]), then rows
-/// of several cores' mean, then nodes past the budget are left out (see
-/// [`HeatPlan`]), to keep the file small.
-pub const HEAT_CELLS: usize = 2_000_000;
-
-/// Rows of a per-core heatmap, at most: each row is labelled with its
-/// core (or its group's first and last core), in a row tall enough for
-/// the label; past this many cores, a row is the mean of a group.
-pub const HEAT_ROWS: usize = 64;
-
-/// Columns of a per-core heatmap, at least.
-pub const HEAT_MIN_COLUMNS: usize = 20;
 
 /// Event types the page's table lists, at most: the most common, then a
 /// row for the rest.
@@ -110,210 +93,6 @@ pub struct ReportStats {
     pub bytes: u64,
     /// What reading the JSONL met (see [`crate::convert::lines`]).
     pub read: crate::convert::lines::LineStats,
-}
-
-/// One multi-field series, down-sampled onto the session's grid of
-/// [`COLUMNS`] columns: a column with one sample gives one point at its
-/// middle; with more, its minimum at a quarter of its width and its
-/// maximum at three quarters (per field), so that spikes survive. Every
-/// series shares the grid's times, which lets the page align any number
-/// of nodes on one axis cheaply.
-#[derive(Debug, Serialize)]
-struct Series {
-    node: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    gpu: Option<u64>,
-    /// The task, for a task's resource series.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    task: Option<String>,
-    /// A task's series made of its end-of-task figures alone (it ended
-    /// before its first resource sample): drawn as points.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    end_only: bool,
-    /// Field names, in the order of `v`.
-    fields: Vec<&'static str>,
-    /// Each point's time in quarter columns: `k / 4 × column_s` is s from
-    /// the session's start.
-    k: Vec<u32>,
-    /// Per field, the values at `k` (null where missing).
-    v: Vec<Vec<Compact>>,
-    /// The columns that have samples, by column (only those: a series
-    /// read from one sample costs one column).
-    #[serde(skip)]
-    cols: BTreeMap<usize, Column>,
-}
-
-/// A value written short: an integral one without its `.0`.
-#[derive(Debug, Clone, Copy)]
-struct Compact(Option<f64>);
-
-impl Serialize for Compact {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            None => s.serialize_none(),
-            Some(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => s.serialize_i64(v as i64),
-            Some(v) => s.serialize_f64(v),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Column {
-    n: u32,
-    min: Vec<Option<f64>>,
-    max: Vec<Option<f64>>,
-    /// Per field, the sum and count of its values (for the mean across
-    /// nodes, see [`across`]).
-    sum: Vec<(f64, u32)>,
-}
-
-impl Series {
-    fn new(node: &str, gpu: Option<u64>, fields: Vec<&'static str>) -> Self {
-        let n = fields.len();
-        Self {
-            node: node.to_string(),
-            gpu,
-            task: None,
-            end_only: false,
-            fields,
-            k: Vec::new(),
-            v: vec![Vec::new(); n],
-            cols: BTreeMap::new(),
-        }
-    }
-
-    fn add(&mut self, col: usize, vals: &[Option<f64>]) {
-        let c = self.cols.entry(col).or_insert_with(|| Column {
-            n: 0,
-            min: vec![None; vals.len()],
-            max: vec![None; vals.len()],
-            sum: vec![(0.0, 0); vals.len()],
-        });
-        c.n += 1;
-        for (i, v) in vals.iter().enumerate() {
-            if let Some(v) = v.filter(|v| v.is_finite()) {
-                c.min[i] = Some(c.min[i].map_or(v, |m: f64| m.min(v)));
-                c.max[i] = Some(c.max[i].map_or(v, |m: f64| m.max(v)));
-                c.sum[i].0 += v;
-                c.sum[i].1 += 1;
-            }
-        }
-    }
-
-    /// Each column's mean per field (before [`Series::finish`]).
-    fn means(&self) -> across::NodeColumns {
-        self.cols
-            .iter()
-            .map(|(&col, c)| {
-                let m = c.sum.iter();
-                (
-                    col,
-                    m.map(|&(s, n)| (n > 0).then(|| s / f64::from(n))).collect(),
-                )
-            })
-            .collect()
-    }
-
-    /// Turns the columns into points (see the type's doc). Returns the
-    /// points.
-    fn finish(&mut self) -> usize {
-        for (i, c) in std::mem::take(&mut self.cols) {
-            let at = |quarter: u32| i as u32 * 4 + quarter;
-            if c.n > 1 {
-                self.k.push(at(1));
-                for (f, m) in self.v.iter_mut().zip(&c.min) {
-                    f.push(Compact(*m));
-                }
-                self.k.push(at(3));
-            } else {
-                self.k.push(at(2));
-            }
-            for (f, m) in self.v.iter_mut().zip(&c.max) {
-                f.push(Compact(*m));
-            }
-        }
-        self.k.len()
-    }
-}
-
-/// Per-core CPU of one node, as columns of means.
-#[derive(Debug, Serialize)]
-struct Cores {
-    node: String,
-    /// Columns, over the whole session.
-    columns: usize,
-    /// Rows.
-    n: usize,
-    /// Cores per row (their mean): 1 unless the cells' budget is short.
-    group: usize,
-    /// Cores.
-    cores: usize,
-    /// Row-major: row × column; busy %, rounded (null: no sample).
-    v: Vec<Option<u8>>,
-    #[serde(skip)]
-    sum: Vec<(f64, u32)>,
-}
-
-/// How the per-core heatmaps share [`HEAT_CELLS`] cells: every node the
-/// same columns, `HEAT_CELLS / cores` within [`HEAT_MIN_COLUMNS`] and
-/// [`HEAT_COLUMNS`]; if that is still too many cells, rows of `group`
-/// cores each (their mean); if still too many (a great many nodes of few
-/// cores), the nodes past the budget, in order of their names, get none.
-#[derive(Debug, Default)]
-struct HeatPlan {
-    columns: usize,
-    group: usize,
-    /// The nodes drawn: their cores.
-    kept: HashMap<String, usize>,
-    /// The nodes left out, and their cores.
-    cut: Option<Cut>,
-}
-
-/// What the page leaves out: how many (nodes, types) and how much in them
-/// (cores, events).
-#[derive(Debug, Default, Clone, Copy, Serialize)]
-struct Cut {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    nodes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cores: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    types: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    events: Option<u64>,
-}
-
-impl HeatPlan {
-    /// The plan for nodes of these many cores.
-    fn new(cores: &HashMap<String, usize>) -> Self {
-        let all: usize = cores.values().sum();
-        let columns = (HEAT_CELLS / all.max(1)).clamp(HEAT_MIN_COLUMNS, HEAT_COLUMNS);
-        let group = (all.saturating_mul(columns)).div_ceil(HEAT_CELLS).max(1);
-        let mut nodes: Vec<(&String, &usize)> = cores.iter().collect();
-        nodes.sort();
-        let mut plan = Self {
-            columns,
-            group,
-            ..Self::default()
-        };
-        let (mut used, mut cut_nodes, mut cut_cores) = (0, 0, 0);
-        for (node, &n) in nodes {
-            let cells = n.div_ceil(group) * columns;
-            if used + cells > HEAT_CELLS {
-                cut_nodes += 1;
-                cut_cores += n as u64;
-                continue;
-            }
-            used += cells;
-            plan.kept.insert(node.clone(), n);
-        }
-        plan.cut = (cut_nodes > 0).then_some(Cut {
-            nodes: Some(cut_nodes),
-            cores: Some(cut_cores),
-            ..Cut::default()
-        });
-        plan
-    }
 }
 
 /// The tasks, column-wise.
@@ -387,18 +166,6 @@ struct Data<'a> {
 /// combined (see [`across`]).
 pub const NODE_LINES: usize = 5;
 
-/// The node series' fields, in the report: the input's
-/// [`crate::convert::NODE_SERIES`], its byte counts since the previous
-/// sample turned into rates per second (see [`facts::Windows`]).
-const NODE_FIELDS: [&str; 6] = [
-    "cpu_percent",
-    "memory_percent",
-    "disk_read_per_s",
-    "disk_write_per_s",
-    "net_sent_per_s",
-    "net_recv_per_s",
-];
-
 /// The nodes combined: an input field of [`NODE_FIELDS`] and how.
 const ACROSS: [(&str, usize, across::How); 8] = [
     ("cpu_percent_mean", 0, across::How::Mean),
@@ -435,6 +202,23 @@ const TASK_FIELDS: [&str; 5] = [
 
 /// The GPU series' fields.
 const GPU_FIELDS: [&str; 3] = ["gpu_percent", "gpu_memory_used_bytes", "gpu_power_watts"];
+
+/// What the first pass keeps of a node's own samples (see
+/// [`crate::items::apart`]): the summary's figures, and its cores.
+#[derive(Debug, Default)]
+struct FirstNode {
+    summary: crate::summary::NodeApart,
+    cores: Option<usize>,
+}
+
+impl NodeView for FirstNode {
+    fn sample(&mut self, seq: u64, head: &Head<'_>, s: &NodeSample<'_>) {
+        self.summary.sample(seq, head, s);
+        if let Some(c) = &s.per_core {
+            self.cores = Some(self.cores.unwrap_or(0).max(c.len()));
+        }
+    }
+}
 
 /// The first pass: bounds and counts.
 #[derive(Debug, Default)]
@@ -585,14 +369,19 @@ impl Bounds {
 }
 
 /// The second pass's state.
-struct Builder {
-    start: i64,
-    span_s: f64,
+struct Builder<'a> {
+    grid: Grid,
     bounds: Bounds,
     nodes: NodeIndex,
     task_node: HashMap<String, u32>,
+    /// The GPUs' series (the nodes' are in their [`NodeDraw`]s), then all.
     series: BTreeMap<(String, Option<u64>), Series>,
-    heat: HeatPlan,
+    heat: &'a HeatPlan,
+    /// The nodes whose samples this thread takes (those that name no
+    /// node; see [`crate::items::apart`] for the others).
+    local: HashMap<String, NodeDraw<'a>>,
+    /// Items taken: each one's place in the stream.
+    seq: u64,
     cores: BTreeMap<String, Cores>,
     tasks: Tasks,
     type_index: HashMap<String, u32>,
@@ -609,16 +398,17 @@ struct Builder {
     across: Option<Series>,
 }
 
-impl Builder {
+impl<'a> Builder<'a> {
     fn secs(&self, t: i64) -> f64 {
-        t.saturating_sub(self.start) as f64 / 1e9
+        self.grid.secs(t)
     }
 
     fn column(&self, t: f64, columns: usize) -> usize {
-        ((t / self.span_s * columns as f64) as usize).min(columns - 1)
+        self.grid.column(t, columns)
     }
 
     fn item(&mut self, item: &Item<'_>) {
+        self.seq += 1;
         match item {
             Item::Event(head, body) => self.event(head, body),
             Item::TaskSpan(span) => self.task(span),
@@ -654,52 +444,17 @@ impl Builder {
         match body {
             Body::Other(f) if facts::is_custom(ty) => self.facts.mark(t, ty, f),
             Body::Node(v) => {
-                self.node_sample(v, node, t);
-                self.samples += 1;
-                if let Some(per_core) = &v.per_core {
-                    self.heat(per_core, node, t);
-                }
+                let (grid, heat) = (self.grid, self.heat);
+                self.local
+                    .entry(node.to_string())
+                    .or_insert_with(|| NodeDraw::new(grid, heat))
+                    .sample(self.seq, head, v);
             }
             Body::Gpu(v) => {
                 self.gpu_sample(v, node, t);
                 self.samples += 1;
             }
             _ => {}
-        }
-    }
-
-    /// A node's per-core CPU, into its heatmap (if it is drawn).
-    fn heat(&mut self, per_core: &PerCore<'_>, node: &str, t: f64) {
-        let Some(&n) = self.heat.kept.get(node) else {
-            return;
-        };
-        // Rows of one core each, or of a group (see [`HEAT_ROWS`]).
-        let (columns, group) = (
-            self.heat.columns,
-            self.heat.group.max(n.div_ceil(HEAT_ROWS)),
-        );
-        let hcol = self.column(t, columns);
-        if !self.cores.contains_key(node) {
-            self.cores.insert(
-                node.to_string(),
-                Cores {
-                    node: node.to_string(),
-                    columns,
-                    n: n.div_ceil(group),
-                    group,
-                    cores: n,
-                    v: Vec::new(),
-                    sum: vec![(0.0, 0); n.div_ceil(group) * columns],
-                },
-            );
-        }
-        let c = self.cores.get_mut(node).expect("just made");
-        for (core, x) in per_core.values().enumerate().take(n) {
-            if let Some(x) = x {
-                let cell = &mut c.sum[core / group * columns + hcol];
-                cell.0 += x;
-                cell.1 += 1;
-            }
         }
     }
 
@@ -719,20 +474,6 @@ impl Builder {
         self.add(node, Some(g), &GPU_FIELDS, t, &vals);
     }
 
-    /// A node's sample: its series point and figures.
-    fn node_sample(&mut self, v: &NodeSample<'_>, node: &str, t: f64) {
-        let window = self.windows.window(node, None, t);
-        let raw = crate::convert::NODE_SERIES.map(|f| v.get(f));
-        // Byte counts since the previous sample, as rates.
-        let mut vals = raw;
-        for x in &mut vals[2..] {
-            *x = facts::per_second(*x, window);
-        }
-        facts::Facts::peak(&mut self.facts.cpu_percent, vals[0], node, t);
-        facts::Facts::peak(&mut self.facts.memory_percent, vals[1], node, t);
-        self.add(node, None, &NODE_FIELDS, t, &vals);
-    }
-
     /// A point of the series of `node` (and `gpu`).
     fn add(
         &mut self,
@@ -748,6 +489,27 @@ impl Builder {
             .entry(key)
             .or_insert_with(|| Series::new(node, gpu, fields.to_vec()))
             .add(col, vals);
+    }
+
+    /// Each node's own samples, as its [`NodeDraw`] kept them (taken
+    /// apart, or here): its series, heatmap and peaks.
+    fn take_nodes(&mut self, apart: HashMap<String, NodeDraw<'a>>) {
+        let mut peaks: [series::Placed; 2] = [None, None];
+        for (node, d) in std::mem::take(&mut self.local).into_iter().chain(apart) {
+            self.samples += d.samples;
+            if let Some(s) = d.series {
+                self.series.insert((node.clone(), None), s);
+            }
+            if let Some(c) = d.cores {
+                self.cores.insert(node, c);
+            }
+            let [cpu, mem] = d.peaks;
+            let [a, b] = peaks;
+            peaks = [series::higher(a, cpu), series::higher(b, mem)];
+        }
+        let [cpu, mem] = peaks;
+        self.facts.cpu_percent = cpu.map(|p| p.0);
+        self.facts.memory_percent = mem.map(|p| p.0);
     }
 
     /// A terminal event: the end-of-task figures of a task drawn that had
@@ -816,8 +578,9 @@ impl Builder {
         let t = &mut self.tasks;
         t.id.push(id);
         t.node.push(node);
-        t.start.push(s.saturating_sub(self.start) as f64 / 1e9);
-        t.end.push(e.max(s).saturating_sub(self.start) as f64 / 1e9);
+        t.start.push(s.saturating_sub(self.grid.start) as f64 / 1e9);
+        t.end
+            .push(e.max(s).saturating_sub(self.grid.start) as f64 / 1e9);
         t.state.push(match a["status"].as_str() {
             Some("completed") => 0,
             Some("failed") => 1,
@@ -913,10 +676,21 @@ fn gpu_memory(v: &Value) -> Option<f64> {
 pub fn write_report(src: &mut dyn Source, out: &mut impl Write) -> io::Result<ReportStats> {
     let mut bounds = Bounds::default();
     let mut figures = crate::summary::Reader::default();
-    let read = src.each(&mut |i| {
+    // Each node's own samples on the machine's other cores (see
+    // `crate::items::apart`), in both passes.
+    let (read, apart) = each_apart(src, |_| FirstNode::default(), &mut |i| {
         bounds.item(&i);
         figures.item(&i);
     })?;
+    let mut own = Vec::with_capacity(apart.len());
+    for (node, n) in apart {
+        if let Some(c) = n.cores {
+            let had = bounds.cores.entry(node.clone()).or_default();
+            *had = (*had).max(c);
+        }
+        own.push((node, n.summary));
+    }
+    figures.take_apart(own);
     let mut summary = figures.finish();
     summary.read = read;
     // The table's rows, not every type (see [`EVENT_TYPES`]).
@@ -931,14 +705,19 @@ pub fn write_report(src: &mut dyn Source, out: &mut impl Write) -> io::Result<Re
         .or(bounds.first.zip(bounds.last))
         .unwrap_or_default();
     let heat = HeatPlan::new(&bounds.cores);
-    let mut b = Builder {
+    let grid = Grid {
         start,
         span_s: (end.saturating_sub(start) as f64 / 1e9).max(1e-3),
+    };
+    let mut b = Builder {
+        grid,
         bounds,
         nodes: NodeIndex::default(),
         task_node: HashMap::new(),
         series: BTreeMap::new(),
-        heat,
+        heat: &heat,
+        local: HashMap::new(),
+        seq: 0,
         cores: BTreeMap::new(),
         tasks: Tasks::default(),
         type_index: HashMap::new(),
@@ -952,22 +731,23 @@ pub fn write_report(src: &mut dyn Source, out: &mut impl Write) -> io::Result<Re
         across: None,
     };
     b.nodes.add("");
-    src.each(&mut |i| b.item(&i))?;
+    let (_, apart) = each_apart(src, |_| NodeDraw::new(grid, &heat), &mut |i| b.item(&i))?;
+    b.take_nodes(apart);
     let points = b.finish();
     let (gpus, series): (Vec<Series>, Vec<Series>) =
         b.series.into_values().partition(|s| s.gpu.is_some());
     let data = Data {
         session_id: &summary.session_id,
         start_time_s: crate::clock::ns_to_secs(start),
-        duration_s: b.span_s,
-        column_s: b.span_s / COLUMNS as f64,
+        duration_s: grid.span_s,
+        column_s: grid.span_s / COLUMNS as f64,
         written_by: concat!("tal ", env!("CARGO_PKG_VERSION")),
         nodes: b.nodes.names,
         tasks: b.tasks,
         series,
         gpus,
         cores: b.cores.into_values().collect(),
-        cores_cut: b.heat.cut,
+        cores_cut: heat.cut,
         event_types,
         event_types_more: more.map(|(types, events)| Cut {
             types: Some(types),
