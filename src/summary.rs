@@ -1,5 +1,5 @@
-//! `tal summary`: a session in a few screens, from its JSONL (tal's or
-//! RHAPSODY's; `tal summary` converts node logs first).
+//! `tal summary`: a session in a few screens, from its node logs or its
+//! JSONL (tal's or RHAPSODY's), read as [`crate::items`].
 //!
 //! What it says, like RHAPSODY's `telemetry.summary()` and more: the
 //! session (id, start, length, nodes, events by type); tasks by final state,
@@ -297,12 +297,14 @@ pub struct Summary {
     pub agent: Option<BTreeMap<String, Value>>,
     /// What reading each log found (tal's metric line).
     pub logs: Vec<Value>,
-    /// What reading the JSONL met (overlong lines, `NaN` tokens).
+    /// What reading the JSONL met (overlong lines, `NaN` tokens); from
+    /// node logs, the lines their JSONL would have.
     pub read: crate::convert::lines::LineStats,
 }
 
-/// Reads a session's JSONL line by line into its [`Summary`] (what
-/// [`from_jsonl`] does, for a caller that reads the lines itself).
+/// Reads a session's items one by one into its [`Summary`] (what
+/// [`from_source`] does, for a caller that reads the items itself). Each
+/// node's own samples may be taken apart ([`NodeApart`]).
 #[derive(Debug, Default)]
 pub struct Reader {
     s: Summary,

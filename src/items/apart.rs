@@ -35,7 +35,7 @@ const WORKERS: usize = 16;
 /// A node sample, owned, for its worker.
 #[derive(Debug)]
 struct Sample {
-    /// Its node's number (see [`Msg::Node`]).
+    /// Its node's number (see [`Batch::names`]).
     node: u32,
     seq: u64,
     time_s: Option<f64>,
@@ -45,18 +45,13 @@ struct Sample {
     per_core: Option<(usize, usize)>,
 }
 
-#[derive(Debug)]
-enum Msg {
-    /// Node `.0` is named `.1`.
-    Node(u32, String),
-    Sample(Sample),
-}
-
-/// Messages for one worker, and their samples' per-core figures (one
-/// buffer a batch: a sample costs no allocation of its own).
+/// Samples for one worker, with their per-core figures (one buffer a
+/// batch: a sample costs no allocation of its own) and the names of the
+/// nodes first seen in it (taken before its samples).
 #[derive(Debug, Default)]
 struct Batch {
-    msgs: Vec<Msg>,
+    names: Vec<(u32, String)>,
+    samples: Vec<Sample>,
     cores: Vec<Option<f64>>,
 }
 
@@ -126,10 +121,8 @@ impl Sample {
 /// One worker: the views of its nodes.
 fn work<V: NodeView>(rx: mpsc::Receiver<Batch>, make: &(impl Fn(&str) -> V + Sync)) -> Nodes<V> {
     let mut nodes = Nodes::default();
-    for batch in rx {
-        for m in batch.msgs {
-            nodes.take(m, make, &batch.cores);
-        }
+    for mut batch in rx {
+        nodes.take(&mut batch, make);
     }
     nodes
 }
@@ -149,18 +142,19 @@ impl<V> Default for Nodes<V> {
 }
 
 impl<V: NodeView> Nodes<V> {
-    fn take(&mut self, m: Msg, make: &impl Fn(&str) -> V, cores: &[Option<f64>]) {
-        match m {
-            Msg::Node(i, name) => {
-                let v = make(&name);
-                self.views.insert(i, (name, v));
-            }
-            Msg::Sample(s) => {
-                if let Some((name, v)) = self.views.get_mut(&s.node) {
-                    s.give(name, v, cores);
-                }
+    /// Takes `batch`, leaving it empty.
+    fn take(&mut self, batch: &mut Batch, make: &impl Fn(&str) -> V) {
+        for (i, name) in batch.names.drain(..) {
+            let v = make(&name);
+            self.views.insert(i, (name, v));
+        }
+        for s in &batch.samples {
+            if let Some((name, v)) = self.views.get_mut(&s.node) {
+                s.give(name, v, &batch.cores);
             }
         }
+        batch.samples.clear();
+        batch.cores.clear();
     }
 }
 
@@ -196,7 +190,7 @@ fn each_apart_on<V: NodeView>(
         let mut split = Split {
             numbers: HashMap::new(),
             batches: (0..workers).map(|_| Batch::default()).collect(),
-            scratch: Vec::new(),
+            here: Batch::default(),
             senders,
             local: Nodes::default(),
             seq: 0,
@@ -224,8 +218,8 @@ struct Split<V> {
     numbers: HashMap<String, u32>,
     batches: Vec<Batch>,
     senders: Vec<mpsc::SyncSender<Batch>>,
-    /// Per-core figures of a sample kept here (without workers).
-    scratch: Vec<Option<f64>>,
+    /// Without workers, the one batch (taken at each sample).
+    here: Batch,
     /// Without workers, the views themselves.
     local: Nodes<V>,
     seq: u64,
@@ -241,36 +235,30 @@ impl<V: NodeView> Split<V> {
             other => return f(other),
         };
         let name = head.node_id.unwrap_or_default();
-        let node = match self.numbers.get(name) {
-            Some(&i) => i,
+        let (node, new) = match self.numbers.get(name) {
+            Some(&i) => (i, false),
             None => {
                 let i = self.numbers.len() as u32;
                 self.numbers.insert(name.to_string(), i);
-                self.send(i, Msg::Node(i, name.to_string()), make);
-                i
+                (i, true)
             }
         };
-        if self.senders.is_empty() {
-            self.scratch.clear();
-            let sample = Sample::of(node, self.seq, &head, &s, &mut self.scratch);
-            self.local.take(Msg::Sample(sample), make, &self.scratch);
-        } else {
-            let w = node as usize % self.senders.len();
-            let sample = Sample::of(node, self.seq, &head, &s, &mut self.batches[w].cores);
-            self.send(node, Msg::Sample(sample), make);
+        let w = (!self.senders.is_empty()).then(|| node as usize % self.senders.len());
+        let batch = match w {
+            Some(w) => &mut self.batches[w],
+            None => &mut self.here,
+        };
+        if new {
+            batch.names.push((node, name.to_string()));
+        }
+        let sample = Sample::of(node, self.seq, &head, &s, &mut batch.cores);
+        batch.samples.push(sample);
+        match w {
+            None => self.local.take(&mut self.here, make),
+            Some(w) if self.batches[w].samples.len() >= BATCH => self.flush(w),
+            Some(_) => {}
         }
         f(Item::Event(head, Body::Apart));
-    }
-
-    fn send(&mut self, node: u32, m: Msg, make: &impl Fn(&str) -> V) {
-        if self.senders.is_empty() {
-            return self.local.take(m, make, &[]);
-        }
-        let w = node as usize % self.senders.len();
-        self.batches[w].msgs.push(m);
-        if self.batches[w].msgs.len() >= BATCH {
-            self.flush(w);
-        }
     }
 
     fn flush(&mut self, w: usize) {
@@ -281,7 +269,7 @@ impl<V: NodeView> Split<V> {
 
     fn flush_all(&mut self) {
         for w in 0..self.senders.len() {
-            if !self.batches[w].msgs.is_empty() {
+            if !self.batches[w].samples.is_empty() || !self.batches[w].names.is_empty() {
                 self.flush(w);
             }
         }
@@ -305,9 +293,12 @@ mod tests {
         }
     }
 
-    /// What a view saw: each sample's place, time, CPU and per-core.
+    /// One sample as a view saw it: its place, time, CPU and per-core.
+    type Taken = (u64, Option<f64>, Option<f64>, Vec<Option<f64>>);
+
+    /// What a view saw.
     #[derive(Debug, Default, PartialEq)]
-    struct Seen(Vec<(u64, Option<f64>, Option<f64>, Vec<Option<f64>>)>);
+    struct Seen(Vec<Taken>);
 
     impl NodeView for Seen {
         fn sample(&mut self, seq: u64, head: &Head<'_>, s: &NodeSample<'_>) {

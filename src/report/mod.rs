@@ -1,4 +1,5 @@
-//! `tal report`: a session's JSONL (tal's or RHAPSODY's) as one
+//! `tal report`: a session (its node logs, or its JSONL, tal's or
+//! RHAPSODY's: see [`crate::items`]) as one
 //! self-contained HTML file that opens offline in any browser.
 //!
 //! The charts are drawn by uPlot (MIT; `vendor/uplot/`, embedded in the
@@ -33,12 +34,13 @@
 //! series are down-sampled per pixel column, to at most [`COLUMNS`]
 //! columns over the session, keeping each column's minimum and maximum so
 //! that spikes survive; the per-core heatmap keeps each column's mean.
-//! The JSONL is read twice: once for the session's bounds and `tal
-//! summary`'s figures, once for the series and the tasks.
-//! This file is that second pass and the page's assembly; the header's
-//! facts are in `facts`, the combined-nodes series in `across`, and the
-//! drawing in `report.js`. It passes 1,000 lines only with its tests: the
-//! pass keeps every series and task in one state, read once.
+//! The session is read twice (a JSONL parsed again, node logs replayed
+//! again): once for the session's bounds and `tal summary`'s figures,
+//! once for the series and the tasks; in both, each node's own samples
+//! are taken on the machine's other cores ([`crate::items::apart`]).
+//! This file is the passes and the page's assembly; the nodes' series and
+//! heatmaps are in `series`, the header's facts in `facts`, the
+//! combined-nodes series in `across`, and the drawing in `report.js`.
 //!
 //! Bounds, whatever the file: memory grows with the lines read, not with
 //! the names in them (a node named only by tasks costs its name; a series
@@ -671,9 +673,8 @@ fn gpu_memory(v: &Value) -> Option<f64> {
     }
 }
 
-/// Reads the session `src` gives (twice: see the module doc) and writes
-/// the HTML report to `out`.
-pub fn write_report(src: &mut dyn Source, out: &mut impl Write) -> io::Result<ReportStats> {
+/// The first pass over `src`: the session's bounds and its summary.
+fn first_pass(src: &mut dyn Source) -> io::Result<(Bounds, crate::summary::Summary)> {
     let mut bounds = Bounds::default();
     let mut figures = crate::summary::Reader::default();
     // Each node's own samples on the machine's other cores (see
@@ -693,6 +694,13 @@ pub fn write_report(src: &mut dyn Source, out: &mut impl Write) -> io::Result<Re
     figures.take_apart(own);
     let mut summary = figures.finish();
     summary.read = read;
+    Ok((bounds, summary))
+}
+
+/// Reads the session `src` gives (twice: see the module doc) and writes
+/// the HTML report to `out`.
+pub fn write_report(src: &mut dyn Source, out: &mut impl Write) -> io::Result<ReportStats> {
+    let (bounds, mut summary) = first_pass(src)?;
     // The table's rows, not every type (see [`EVENT_TYPES`]).
     let events = std::mem::take(&mut summary.events);
     let crate::summary::TopCounts {
@@ -780,7 +788,7 @@ pub fn write_report(src: &mut dyn Source, out: &mut impl Write) -> io::Result<Re
         points,
         samples: b.samples,
         bytes: 0,
-        read,
+        read: summary.read,
     };
     let mut counted = Counted { out, n: 0 };
     write_html(&mut counted, &data)?;
