@@ -242,7 +242,8 @@ fn a_multi_node_session_reads_as_its_jsonl() {
         .filter(|l| l["resource_scope"] == "per_gpu")
         .count();
     assert!(gpu > 0);
-    assert_logs_read_as_their_jsonl(dir.path(), &logs);
+    // Given as the directory the logs are in.
+    assert_logs_read_as_their_jsonl(dir.path(), &[dir.path().to_path_buf()]);
 }
 
 #[test]

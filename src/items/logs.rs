@@ -264,3 +264,138 @@ fn span_attributes(session_id: &str, sp: &TaskSpan) -> Value {
     }
     Value::Object(a)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{ResourceUpdate, TaskEvent, TaskResources, Value as V};
+
+    /// What an item says, every figure of it, as text.
+    fn said(item: &Item<'_>) -> String {
+        let Item::Event(h, body) = item else {
+            return format!("{item:?}");
+        };
+        let b = match body {
+            Body::Node(n) => {
+                let cores: Option<Vec<Option<f64>>> = n.per_core.map(|c| c.values().collect());
+                format!(
+                    "{:?} {cores:?}",
+                    NodeSample {
+                        per_core: None,
+                        ..n.clone()
+                    }
+                )
+            }
+            Body::Other(f) => {
+                let keys = ["duration_seconds", "cpu_user_seconds", "max_rss_bytes", "n"];
+                let nums: Vec<Option<f64>> = keys.iter().map(|k| f.num(k)).collect();
+                format!("{nums:?} {} {:?}", f.attributes(), f.first_own_string())
+            }
+            other => format!("{other:?}"),
+        };
+        format!("{h:?} {b}")
+    }
+
+    fn ev(kind: EventKind, task: Option<&str>, attributes: crate::record::Attributes) -> Event {
+        Event {
+            event_id: 7,
+            event_time_ns: 1_795_000_000_123_456_789,
+            emit_time_ns: 1_795_000_000_123_456_999,
+            backend: Some("tal".into()),
+            task_id: task.map(String::from),
+            node_id: None,
+            attributes,
+            kind,
+        }
+    }
+
+    #[test]
+    fn a_records_item_says_what_its_jsonl_lines_item_says() {
+        let mut node = ResourceUpdate::empty(ResourceScope::PerNode);
+        node.cpu_percent = Some(f64::NAN);
+        node.memory_percent = Some(12.3);
+        node.disk_read_bytes = Some(4096.0);
+        node.cpu_percent_per_core = vec![1.25, f32::NAN, 99.96, 0.04];
+        node.extra = vec![
+            ("job_memory_bytes".into(), V::Int(1 << 40)),
+            ("job_cpu_percent".into(), V::Float(f64::INFINITY)),
+            // A name the line has twice: the last one is read.
+            ("memory_percent".into(), V::Float(45.6)),
+        ];
+        let mut gpu = ResourceUpdate::empty(ResourceScope::PerGpu(3));
+        gpu.gpu_percent = Some(88.0);
+        gpu.extra = vec![
+            ("gpu_memory_used_bytes".into(), V::Int(5 << 30)),
+            ("gpu_power_watts".into(), V::Json("301.5".into())),
+            ("gpu_energy_joules".into(), V::Float(1234.5678)),
+        ];
+        let samples = TaskResources {
+            cpu_user_percent: 33.33,
+            cpu_system_percent: 1.11,
+            rss_bytes: 123_456_789,
+            threads: 4,
+            processes: 2,
+            read_bytes: None,
+            write_bytes: Some(77),
+            interval_seconds: 0.5,
+            gpu_memory_bytes: vec![(0, 5)],
+        };
+        let task = |state, duration_seconds, extra| {
+            EventKind::Task(TaskEvent {
+                state,
+                duration_seconds,
+                error_type: None,
+                extra,
+            })
+        };
+        let figures = vec![
+            ("cpu_user_seconds".into(), V::Float(1.5)),
+            ("max_rss_bytes".into(), V::Int(9 << 20)),
+            ("gpu_memory_peak_bytes".into(), V::Json("{\"0\": 5}".into())),
+        ];
+        let custom = EventKind::Custom {
+            event_type: "app.Step".into(),
+            fields: vec![
+                ("n".into(), V::Int(3)),
+                ("name".into(), V::Str("a common key".into())),
+                ("phase".into(), V::Str("one".into())),
+                ("phase".into(), V::Str("two".into())),
+            ],
+        };
+        let events = [
+            ev(EventKind::ResourceUpdate(node), None, vec![]),
+            ev(EventKind::ResourceUpdate(gpu), None, vec![]),
+            ev(EventKind::TaskResources(samples), Some("t1"), vec![]),
+            ev(task(TaskState::Started, None, vec![]), Some("t1"), vec![]),
+            ev(
+                task(TaskState::Completed, None, vec![]),
+                Some("t1"),
+                figures,
+            ),
+            ev(
+                task(TaskState::Failed, Some(2.5), vec![("n".into(), V::Int(4))]),
+                Some("t2"),
+                vec![],
+            ),
+            ev(custom, Some("t1"), vec![]),
+            ev(EventKind::SessionStarted, None, vec![]),
+            ev(
+                EventKind::SessionEnded {
+                    duration_seconds: 60.0,
+                },
+                None,
+                vec![],
+            ),
+        ];
+        let ctx = crate::event_json::Ctx::new("s");
+        for e in &events {
+            let direct = said(&Item::Event(head("s", "n1", e), body(e)));
+            let mut line = Vec::new();
+            ctx.event_line(&mut line, "n1", e);
+            let v: Value = serde_json::from_slice(&line).unwrap();
+            let mut from_line = String::new();
+            crate::items::jsonl::line(&v, &mut |i| from_line = said(&i));
+            assert_eq!(direct, from_line, "{}", String::from_utf8_lossy(&line));
+        }
+    }
+}

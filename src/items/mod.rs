@@ -279,16 +279,25 @@ impl Fields<'_> {
                 if let Some((_, v)) = own {
                     return record_num(v);
                 }
-                match (&ev.kind, key) {
-                    (EventKind::SessionEnded { duration_seconds }, "duration_seconds") => {
-                        Some(*duration_seconds).filter(|d| d.is_finite())
-                    }
-                    (EventKind::Task(t), "duration_seconds") if t.state.is_terminal() => {
-                        Some(t.duration_seconds.unwrap_or(0.0)).filter(|d| d.is_finite())
-                    }
+                match key {
+                    "duration_seconds" => self.fixed_duration().filter(|d| d.is_finite()),
                     _ => None,
                 }
             }
+        }
+    }
+
+    /// A record's `duration_seconds`, as written before its own fields.
+    fn fixed_duration(&self) -> Option<f64> {
+        match self {
+            Self::Record(ev) => match &ev.kind {
+                EventKind::SessionEnded { duration_seconds } => Some(*duration_seconds),
+                EventKind::Task(t) if t.state.is_terminal() => {
+                    Some(t.duration_seconds.unwrap_or(0.0))
+                }
+                _ => None,
+            },
+            Self::Json(_) => None,
         }
     }
 
@@ -321,8 +330,18 @@ impl Fields<'_> {
         let m = match self {
             Self::Json(m) => *m,
             Self::Record(ev) => {
-                // As the line is parsed: a name's first place, its last value.
+                // As the line is parsed: a name's first place, its last
+                // value; the fixed fields first, as they are written.
                 let mut o = serde_json::Map::new();
+                if let Some(d) = self.fixed_duration() {
+                    o.insert("duration_seconds".into(), Value::from(d));
+                }
+                if let EventKind::Task(t) = &ev.kind {
+                    if t.state == TaskState::Failed {
+                        let e = t.error_type.as_deref().unwrap_or("unknown");
+                        o.insert("error_type".into(), Value::String(e.into()));
+                    }
+                }
                 for (k, v) in own_fields(&ev.kind) {
                     if !COMMON_KEYS.contains(&k.as_str()) {
                         o.insert(k.clone(), to_json(v));
