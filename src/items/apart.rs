@@ -32,6 +32,49 @@ const QUEUED: usize = 4;
 /// Workers, at most.
 const WORKERS: usize = 16;
 
+/// A hasher for node names looked up at every sample: a few multiplies
+/// a word (as rustc's `FxHasher`), not SipHash (the names are the
+/// session's own, and at most one entry a node is kept).
+#[derive(Debug, Default, Clone, Copy)]
+struct Fx;
+
+impl std::hash::BuildHasher for Fx {
+    type Hasher = FxHasher;
+
+    fn build_hasher(&self) -> FxHasher {
+        FxHasher(0)
+    }
+}
+
+#[derive(Debug)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        for &b in chunks.remainder() {
+            self.add(u64::from(b));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
 /// A node sample, owned, for its worker.
 #[derive(Debug)]
 struct Sample {
@@ -65,7 +108,7 @@ impl Sample {
     ) -> Self {
         let per_core = s.per_core.map(|c| {
             let at = cores.len();
-            cores.extend(c.values());
+            c.extend_into(cores);
             (at, cores.len() - at)
         });
         Self {
@@ -188,7 +231,7 @@ fn each_apart_on<V: NodeView>(
             handles.push(scope.spawn(move || work(rx, make)));
         }
         let mut split = Split {
-            numbers: HashMap::new(),
+            numbers: HashMap::default(),
             batches: (0..workers).map(|_| Batch::default()).collect(),
             here: Batch::default(),
             senders,
@@ -215,7 +258,7 @@ fn each_apart_on<V: NodeView>(
 /// The calling thread's side: which node goes to which worker.
 struct Split<V> {
     /// Each node's number (its worker: the number modulo the workers).
-    numbers: HashMap<String, u32>,
+    numbers: HashMap<String, u32, Fx>,
     batches: Vec<Batch>,
     senders: Vec<mpsc::SyncSender<Batch>>,
     /// Without workers, the one batch (taken at each sample).

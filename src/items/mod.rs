@@ -196,6 +196,19 @@ impl PerCore<'_> {
         self.len() == 0
     }
 
+    /// Appends each core's figure to `out` (as [`Self::values`], in a
+    /// loop of its own for each kind: the per-sample path).
+    pub fn extend_into(&self, out: &mut Vec<Option<f64>>) {
+        match self {
+            Self::Record(v) => out
+                .extend(v.iter().map(|x| {
+                    Some((f64::from(*x) * 10.0).round() / 10.0).filter(|x| x.is_finite())
+                })),
+            Self::Json(v) => out.extend(v.iter().map(Value::as_f64)),
+            Self::Values(v) => out.extend_from_slice(v),
+        }
+    }
+
     /// Each core's figure.
     pub fn values(&self) -> impl Iterator<Item = Option<f64>> + '_ {
         let (r, j, v): (&[f32], &[Value], &[Option<f64>]) = match self {
