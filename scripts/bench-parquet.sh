@@ -9,6 +9,8 @@
 # - DuckDB (the test venv's) over the dataset and over the JSONL
 #   (`read_json`) answering "p50/p99/max CPU and peak memory per node" and
 #   "the ten longest tasks": wall time of each query, best of 3.
+# With NOJSONL=1 (for 1,000 nodes and more, whose JSONL would be tens of
+# GB), the JSONL steps and queries are left out.
 # Usage: scripts/bench-parquet.sh [NODES=256] [SECONDS=3600] [TASKS=100]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,20 +35,27 @@ timed() { # label, command...
   read -r secs kib <"$work/time"
   echo "| $label | ${secs} s, peak RSS $((kib / 1024)) MiB |"
 }
-echo "# tal convert to JSONL ..." >&2
-timed "tal convert to one JSONL file" ./target/release/tal convert -q "$work"/logs/*.tal -o "$work/run.jsonl"
+if [ -z "${NOJSONL:-}" ]; then
+  echo "# tal convert to JSONL ..." >&2
+  timed "tal convert to one JSONL file" ./target/release/tal convert -q "$work"/logs/*.tal -o "$work/run.jsonl"
+fi
 echo "# tal convert --format parquet ..." >&2
 timed "tal convert --format parquet (all logs)" ./target/release/tal convert -q "$work"/logs/*.tal --format parquet -o "$work/ds"
 first=$(ls "$work"/logs/*.tal | head -1)
 timed "one node's parts (${SECS} s of one node, as tal record --format parquet ends)" \
   ./target/release/tal convert -q "$first" --format parquet -o "$work/one"
-jb=$(stat -c %s "$work/run.jsonl")
 db=$(du -sb "$work/ds" | cut -f1)
 sb=$(du -sb "$work/ds/samples" | cut -f1)
 lb=$(du -sb "$work/logs" | cut -f1)
 echo "| node logs | $((lb / 1048576)) MiB |"
-echo "| JSONL | $((jb / 1048576)) MiB, $((jb / samples)) bytes per sample |"
-echo "| dataset | $((db / 1048576)) MiB ($(awk -v a="$jb" -v b="$db" 'BEGIN { printf "1/%.1f", a / b }') of the JSONL), samples table $(awk -v s="$sb" -v n="$samples" 'BEGIN { printf "%.1f", s / n }') bytes per sample |"
+ratio=""
+if [ -z "${NOJSONL:-}" ]; then
+  jb=$(stat -c %s "$work/run.jsonl")
+  echo "| JSONL | $((jb / 1048576)) MiB, $((jb / samples)) bytes per sample |"
+  ratio="$(awk -v a="$jb" -v b="$db" 'BEGIN { printf "1/%.1f", a / b }') of the JSONL, "
+fi
+echo "| dataset | $((db / 1048576)) MiB (${ratio}$(awk -v s="$db" -v n="$samples" 'BEGIN { printf "%.1f", s / n }') bytes per sample in all), samples table $(awk -v s="$sb" -v n="$samples" 'BEGIN { printf "%.1f", s / n }') bytes per sample |"
+[ -n "${NOJSONL:-}" ] && exit 0
 echo "# DuckDB queries ..." >&2
 "$py" - "$work" <<'PY'
 import sys, time, duckdb

@@ -32,6 +32,7 @@ pub mod event_json;
 pub mod ids;
 pub mod ingest;
 pub mod instruments;
+pub mod items;
 pub mod json;
 pub mod log;
 pub mod otlp;

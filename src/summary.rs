@@ -1,5 +1,5 @@
-//! `tal summary`: a session in a few screens, from its JSONL (tal's or
-//! RHAPSODY's; `tal summary` converts node logs first).
+//! `tal summary`: a session in a few screens, from its node logs or its
+//! JSONL (tal's or RHAPSODY's), read as [`crate::items`].
 //!
 //! What it says, like RHAPSODY's `telemetry.summary()` and more: the
 //! session (id, start, length, nodes, events by type); tasks by final state,
@@ -53,7 +53,8 @@ pub mod ranking;
 pub mod units;
 pub mod usage;
 
-use crate::convert::{json_time_ns, NodeIndex};
+use crate::convert::NodeIndex;
+use crate::items::{Body, Fields, GpuSample, Head, Item, NodeSample, Span};
 use crate::stats;
 use hdrhistogram::Histogram;
 use notes::ReusedTask;
@@ -296,12 +297,14 @@ pub struct Summary {
     pub agent: Option<BTreeMap<String, Value>>,
     /// What reading each log found (tal's metric line).
     pub logs: Vec<Value>,
-    /// What reading the JSONL met (overlong lines, `NaN` tokens).
+    /// What reading the JSONL met (overlong lines, `NaN` tokens); from
+    /// node logs, the lines their JSONL would have.
     pub read: crate::convert::lines::LineStats,
 }
 
-/// Reads a session's JSONL line by line into its [`Summary`] (what
-/// [`from_jsonl`] does, for a caller that reads the lines itself).
+/// Reads a session's items one by one into its [`Summary`] (what
+/// [`from_source`] does, for a caller that reads the items itself). Each
+/// node's own samples may be taken apart ([`NodeApart`]).
 #[derive(Debug, Default)]
 pub struct Reader {
     s: Summary,
@@ -343,64 +346,120 @@ const NO_NODE: u32 = u32::MAX;
 
 #[derive(Debug)]
 struct NodeSeries {
-    samples: u64,
-    cpu: Series,
-    mem: Series,
+    own: NodeApart,
     gpus: BTreeMap<u64, ([Series; 3], GpuAcc)>,
-    usage: NodeAcc,
 }
 
 impl NodeSeries {
     fn new() -> Self {
         Self {
+            own: NodeApart::default(),
+            gpus: BTreeMap::new(),
+        }
+    }
+}
+
+/// What the summary keeps of one node's own samples (`per_node`), which
+/// it may take on a thread of their own (see [`crate::items::apart`] and
+/// [`Reader::take_apart`]).
+#[derive(Debug)]
+pub struct NodeApart {
+    samples: u64,
+    cpu: Series,
+    mem: Series,
+    usage: NodeAcc,
+}
+
+impl Default for NodeApart {
+    fn default() -> Self {
+        Self {
             samples: 0,
             cpu: Series::new(100_000.0, 10.0),
             mem: Series::new(100.0, 10.0),
-            gpus: BTreeMap::new(),
             usage: NodeAcc::default(),
         }
     }
 }
 
+impl crate::items::NodeView for NodeApart {
+    fn sample(&mut self, _seq: u64, head: &Head<'_>, v: &NodeSample<'_>) {
+        self.samples += 1;
+        self.usage.sample(v, head.time_s);
+        if let Some(x) = v.cpu_percent {
+            self.cpu.add(x);
+        }
+        if let Some(x) = v.memory_percent {
+            self.mem.add(x);
+        }
+    }
+}
+
 impl Reader {
+    /// Each node's own samples, taken apart (see [`NodeApart`]): every
+    /// one of the node's, which this reader saw as [`Body::Apart`].
+    pub fn take_apart(&mut self, nodes: impl IntoIterator<Item = (String, NodeApart)>) {
+        for (node, own) in nodes {
+            self.node_series(&node).own = own;
+        }
+    }
+
     /// The series of node `id`, made at its first sample.
     fn node_series(&mut self, id: &str) -> &mut NodeSeries {
         let i = self.nodes.add(id);
         self.node_series.entry(i).or_insert_with(NodeSeries::new)
     }
 
-    /// Takes one JSONL line.
-    pub fn line(&mut self, v: Value) {
-        match v["section"].as_str() {
-            Some("event") => self.event(&v),
-            Some("span") => self.span(&v),
-            Some("metric") => self.metric = Some(v),
-            _ => {}
+    /// Takes one item of the session (see [`crate::items`]).
+    pub fn item(&mut self, item: &Item<'_>) {
+        match item {
+            Item::Event(head, body) => self.event(head, body),
+            Item::TaskSpan(span) => self.span(span),
+            Item::SessionSpan { start_ns, end_ns } => {
+                self.session_span = Some((*start_ns, *end_ns));
+            }
+            Item::Metric(m) => self.metric = Some(Value::Object((*m).clone())),
         }
     }
 
-    fn event(&mut self, v: &Value) {
-        let ty = v["event_type"].as_str().unwrap_or("?");
-        *self.s.events.entry(ty.to_string()).or_default() += 1;
+    fn event(&mut self, head: &Head<'_>, body: &Body<'_>) {
+        let ty = head.event_type.unwrap_or("?");
+        match self.s.events.get_mut(ty) {
+            Some(n) => *n += 1,
+            None => {
+                self.s.events.insert(ty.to_string(), 1);
+            }
+        }
         if self.s.session_id.is_empty() {
-            if let Some(id) = v["session_id"].as_str() {
+            if let Some(id) = head.session_id {
                 self.s.session_id = id.to_string();
             }
         }
-        if let Some(t) = json_time_ns(&v["event_time"]) {
+        if let Some(t) = head.time_ns() {
             self.first_ns = Some(self.first_ns.map_or(t, |f| f.min(t)));
             self.last_ns = Some(self.last_ns.map_or(t, |l| l.max(t)));
         }
-        let node = v["node_id"].as_str().filter(|n| !n.is_empty());
-        if ty == "ResourceUpdate" {
-            if let Some(n) = node {
-                resource(self.node_series(n), v);
+        let node = head.node_id.filter(|n| !n.is_empty());
+        if let Some(n) = node {
+            match body {
+                Body::Node(s) => {
+                    crate::items::NodeView::sample(&mut self.node_series(n).own, 0, head, s);
+                }
+                Body::Apart => {
+                    // Its figures are the node's own (see `take_apart`).
+                    self.node_series(n);
+                }
+                Body::Gpu(g) => gpu_sample(self.node_series(n), g),
+                _ => {}
             }
         }
-        match v["task_id"].as_str() {
-            Some(task) => self.task_event(ty, task, node, v),
+        let fields = match body {
+            Body::Other(f) => Some(f),
+            _ => None,
+        };
+        match head.task_id {
+            Some(task) => self.task_event(ty, task, node, fields),
             None if terminal_status(ty).is_some() => {
-                if let Some(d) = v["duration_seconds"].as_f64() {
+                if let Some(d) = fields.and_then(|f| f.num("duration_seconds")) {
                     self.durations.push(d);
                 }
             }
@@ -411,7 +470,7 @@ impl Reader {
     /// An event of task `task`: its node, its lifecycle (a run under an id
     /// whose task had ended is a reuse, not counted), and at its first
     /// terminal event its duration and figures.
-    fn task_event(&mut self, ty: &str, task: &str, node: Option<&str>, v: &Value) {
+    fn task_event(&mut self, ty: &str, task: &str, node: Option<&str>, v: Option<&Fields<'_>>) {
         let node_no = node.map(|n| self.nodes.add(n));
         let seen = match self.tasks.get_mut(task) {
             Some(s) => s,
@@ -445,25 +504,21 @@ impl Reader {
                 seen.rerun = false;
             } else if !seen.ended {
                 seen.ended = true;
-                if let Some(d) = v["duration_seconds"].as_f64() {
+                if let Some(d) = v.and_then(|f| f.num("duration_seconds")) {
                     self.durations.push(d);
                 }
                 let node_id =
                     (seen.node != NO_NODE).then(|| self.nodes.names[seen.node as usize].clone());
-                self.rankings.add(&TaskUse::of(v, status, node_id));
+                let attributes = v.map(|f| f.attributes());
+                let a = attributes.as_deref().unwrap_or(&Value::Null);
+                self.rankings.add(&TaskUse::of(a, task, status, node_id));
             }
         }
     }
 
-    fn span(&mut self, v: &Value) {
-        let (Some(start), Some(end)) = (v["start_ns"].as_i64(), v["end_ns"].as_i64()) else {
-            return;
-        };
-        if v["name"] == "session" {
-            self.session_span = Some((start, end));
-            return;
-        }
-        let a = &v["attributes"];
+    fn span(&mut self, span: &Span<'_>) {
+        let (start, end) = (span.start_ns, span.end_ns);
+        let a: &Value = &span.attributes;
         let t = &mut self.s.tasks;
         t.total += 1;
         let status = a["status"].as_str().unwrap_or("unknown").to_string();
@@ -482,10 +537,10 @@ impl Reader {
         }
         self.intervals.push((start, end.max(start)));
         let task_id = a["task_id"].as_str().unwrap_or("").to_string();
-        let node_id = self.node_of(&task_id);
+        // Its node once every event is read (see `finish_tasks`).
         let row = TaskRow {
             task_id,
-            node_id,
+            node_id: None,
             status,
             duration_s: end.saturating_sub(start).max(0) as f64 / 1e9,
             start_offset_s: 0.0,
@@ -501,10 +556,7 @@ impl Reader {
 
     /// The node task `task_id`'s events named, if any did.
     fn node_of(&self, task_id: &str) -> Option<String> {
-        self.tasks
-            .get(task_id)
-            .filter(|s| s.node != NO_NODE)
-            .map(|s| self.nodes.names[s.node as usize].clone())
+        node_of(&self.tasks, &self.nodes, task_id)
     }
 
     /// The summary of every line taken.
@@ -534,8 +586,12 @@ impl Reader {
             .filter(|d| *d > 0.0)
             .map(|d| completed as f64 / d);
         t.peak_running = peak(&mut self.intervals);
+        // A span may come before its task's last events (see
+        // `crate::items`): its node is the one all of them name.
+        let (tasks, nodes) = (&self.tasks, &self.nodes);
         let offset = |(mut r, st): (TaskRow, i64)| {
             r.start_offset_s = start.map_or(0.0, |s0| st.saturating_sub(s0) as f64 / 1e9);
+            r.node_id = node_of(tasks, nodes, &r.task_id);
             r
         };
         t.slowest = std::mem::take(&mut self.rows)
@@ -572,13 +628,13 @@ impl Reader {
             .into_iter()
             .map(|(i, n)| {
                 let node_id = names[i as usize].clone();
-                let mut usage = n.usage.usage(totals.get(&node_id).copied());
+                let mut usage = n.own.usage.usage(totals.get(&node_id).copied());
                 usage::set_job_memory_limit(&mut usage, limits.get(&node_id).copied());
                 NodeStats {
                     node_id,
-                    samples: n.samples,
-                    cpu_percent: n.cpu.quantiles(),
-                    memory_percent: n.mem.quantiles(),
+                    samples: n.own.samples,
+                    cpu_percent: n.own.cpu.quantiles(),
+                    memory_percent: n.own.mem.quantiles(),
                     gpus: n
                         .gpus
                         .into_iter()
@@ -654,6 +710,14 @@ impl Reader {
     }
 }
 
+/// The node task `task_id`'s events named, if any did.
+fn node_of(tasks: &HashMap<String, Seen>, nodes: &NodeIndex, task_id: &str) -> Option<String> {
+    tasks
+        .get(task_id)
+        .filter(|s| s.node != NO_NODE)
+        .map(|s| nodes.names[s.node as usize].clone())
+}
+
 /// The state a terminal event type ends its task in.
 fn terminal_status(ty: &str) -> Option<&'static str> {
     match ty {
@@ -713,39 +777,26 @@ fn peak(iv: &mut [(i64, i64)]) -> u64 {
     max as u64
 }
 
-fn resource(n: &mut NodeSeries, v: &Value) {
-    match (v["resource_scope"].as_str(), v["gpu_id"].as_u64()) {
-        (Some("per_gpu"), Some(g)) => {
-            let ([u, m, p], acc) = n.gpus.entry(g).or_insert_with(|| {
-                (
-                    [
-                        Series::new(100.0, 10.0),
-                        Series::new(1e15, 1.0),
-                        Series::new(100_000.0, 10.0),
-                    ],
-                    GpuAcc::default(),
-                )
-            });
-            acc.sample(v);
-            for (series, key) in [
-                (u, "gpu_percent"),
-                (m, "gpu_memory_used_bytes"),
-                (p, "gpu_power_watts"),
-            ] {
-                if let Some(x) = v[key].as_f64() {
-                    series.add(x);
-                }
-            }
-        }
-        _ => {
-            n.samples += 1;
-            n.usage.sample(v);
-            if let Some(x) = v["cpu_percent"].as_f64() {
-                n.cpu.add(x);
-            }
-            if let Some(x) = v["memory_percent"].as_f64() {
-                n.mem.add(x);
-            }
+/// One of a node's GPUs' sample.
+fn gpu_sample(n: &mut NodeSeries, v: &GpuSample) {
+    let ([u, m, p], acc) = n.gpus.entry(v.gpu_id).or_insert_with(|| {
+        (
+            [
+                Series::new(100.0, 10.0),
+                Series::new(1e15, 1.0),
+                Series::new(100_000.0, 10.0),
+            ],
+            GpuAcc::default(),
+        )
+    });
+    acc.sample(v);
+    for (series, x) in [
+        (u, v.gpu_percent),
+        (m, v.gpu_memory_used_bytes),
+        (p, v.gpu_power_watts),
+    ] {
+        if let Some(x) = x {
+            series.add(x);
         }
     }
 }
@@ -755,9 +806,21 @@ fn resource(n: &mut NodeSeries, v: &Value) {
 pub fn from_jsonl(input: impl BufRead) -> io::Result<Summary> {
     let mut r = Reader::default();
     let read = crate::convert::each_jsonl_line(input, |v| {
-        r.line(v);
+        crate::items::jsonl::line(&v, &mut |i| r.item(&i));
         Ok(())
     })?;
+    let mut s = r.finish();
+    s.read = read;
+    Ok(s)
+}
+
+/// Reads a session's items (see [`crate::items`]) into its summary, the
+/// nodes' own samples on the machine's other cores.
+pub fn from_source(src: &mut dyn crate::items::Source) -> io::Result<Summary> {
+    let mut r = Reader::default();
+    let (read, apart) =
+        crate::items::apart::each_apart(src, |_| NodeApart::default(), &mut |i| r.item(&i))?;
+    r.take_apart(apart);
     let mut s = r.finish();
     s.read = read;
     Ok(s)

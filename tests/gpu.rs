@@ -1066,3 +1066,26 @@ fn the_dataset_holds_every_gpu_poll_and_the_tasks_gpu_figures() {
         Some(resources(&v, "per_gpu").len() as u64)
     );
 }
+
+/// `tal report` and `tal summary` read the node log of a session with
+/// GPUs (per-device series, a task's GPU memory and energy) as they read
+/// its JSONL (see `tests/from_logs.rs`).
+#[test]
+fn a_session_with_gpus_reads_from_its_log_as_from_its_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = record_with_procs(dir.path(), |tal, p| {
+        format!(
+            "{tal} run --task-id a -- sh -c 'echo 0 $$ 5000000 > {p}; sleep 0.4; : > {p}' && \
+             {tal} run --task-id b -- sleep 0.2"
+        )
+    });
+    let done = lines(&v, "event", Some("TaskCompleted"));
+    assert!(done
+        .iter()
+        .any(|t| t["attributes"]["gpu_memory_peak_bytes"].is_object()));
+    assert!(!resources(&v, "per_gpu").is_empty());
+    let logs = files_with_ext(&dir.path().join("out"), ".tal");
+    let cmp = dir.path().join("cmp");
+    std::fs::create_dir(&cmp).unwrap();
+    assert_logs_read_as_their_jsonl(&cmp, &logs);
+}

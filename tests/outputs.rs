@@ -207,18 +207,24 @@ fn interrupted_runs_leave_no_temporary_and_none_is_readable_by_others() {
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
-            // Where the temporary JSONL goes: $TMPDIR for the report,
-            // beside the output for the trace.
+            // The trace's temporary JSONL goes beside the output; the
+            // report reads the log straight, with no temporary, and then
+            // waits for a reader of its output (the fifo).
             let work_base = if cmd == "report" {
+                wait_until("the report waiting for a reader", || {
+                    let wchan = format!("/proc/{}/wchan", child.id());
+                    let w = std::fs::read_to_string(wchan).unwrap_or_default();
+                    w.contains("partner") || w.contains("fifo")
+                });
                 tmpdir.path()
             } else {
+                wait_until("the temporary JSONL", || {
+                    files_in(outdir.path())
+                        .iter()
+                        .any(|f| f.ends_with("session.telemetry.jsonl"))
+                });
                 outdir.path()
             };
-            wait_until("the temporary JSONL", || {
-                files_in(work_base)
-                    .iter()
-                    .any(|f| f.ends_with("session.telemetry.jsonl"))
-            });
             for e in std::fs::read_dir(work_base).unwrap() {
                 let e = e.unwrap();
                 if e.file_type().unwrap().is_dir() {

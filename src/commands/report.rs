@@ -1,7 +1,9 @@
 //! `tal report`: the session's HTML report (see [`crate::report`]), written
-//! whole or not at all (a temporary file renamed into place).
+//! whole or not at all (a temporary file renamed into place). Node logs
+//! are read straight into the report through the session's replay (see
+//! [`crate::items::logs`]), twice, as the report reads a JSONL.
 
-use super::summary::SessionJsonl;
+use super::summary::SessionInput;
 use crate::cli::ReportArgs;
 use crate::convert;
 use std::path::PathBuf;
@@ -13,31 +15,27 @@ pub fn run(mut args: ReportArgs) -> anyhow::Result<i32> {
     // replace an input.
     crate::sys::exit_on(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
     convert::protect_inputs(&args.logs);
-    let src = SessionJsonl::resolve(&args.logs, args.quiet, "tal report")?;
+    let mut src = SessionInput::resolve(&args.logs, args.quiet, "tal report", "report")?;
     let path = match &args.output {
         Some(p) => p.clone(),
         None => default_path(&args.logs),
     };
     let t0 = std::time::Instant::now();
-    // The report reads the JSONL twice (see `crate::report`).
-    let progress = crate::progress::Progress::bytes(
-        "report",
-        2 * super::convert::file_len(&src.path),
-        args.quiet,
-    );
-    let open = || src.open().map(|r| progress.reading(r));
-    let stats = if path.as_os_str() == "-" {
-        // `-o -`: standard output, as for `tal convert`.
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        crate::report::write_report(open, &mut out)
-            .and_then(|s| std::io::Write::flush(&mut out).map(|()| s))
-    } else {
-        convert::write_output(&path, |w| crate::report::write_report(open, w))
-    };
-    progress.finish();
+    let input = src.path(&args.logs);
+    // The report reads its input twice (see `crate::report`).
+    let stats = src.read("report", 2, args.quiet, |src| {
+        if path.as_os_str() == "-" {
+            // `-o -`: standard output, as for `tal convert`.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            crate::report::write_report(src, &mut out)
+                .and_then(|s| std::io::Write::flush(&mut out).map(|()| s))
+        } else {
+            convert::write_output(&path, |w| crate::report::write_report(src, w))
+        }
+    });
     let stats = stats.map_err(|e| {
         let out = format!("the report {}", path.display());
-        convert::lines::read_or_write_error(&e, &src.path, &out)
+        convert::lines::read_or_write_error(&e, &input, &out)
     })?;
     for note in stats.read.notes() {
         eprintln!("tal report: {note}");
@@ -52,7 +50,7 @@ pub fn run(mut args: ReportArgs) -> anyhow::Result<i32> {
         t0.elapsed().as_secs_f64()
     );
     // 1: written, but some node log was refused (named on stderr).
-    Ok(i32::from(src.refused))
+    Ok(i32::from(src.refused()))
 }
 
 /// `<stem>.report.html` beside the first input: the checkpoint's stem, or

@@ -1,34 +1,33 @@
 //! `tal summary`: the session in a few screens (see [`crate::summary`]).
-//! Node logs are converted first, to a temporary JSONL in a private
-//! directory in `$TMPDIR` (see [`crate::tempfiles`]: removed at the end,
-//! and on SIGINT, SIGTERM or SIGHUP), so that the summary reads what `tal
-//! convert` would write.
+//! Node logs are read straight into the summary through the session's
+//! replay (see [`crate::items::logs`]): the same figures as from the JSONL
+//! `tal convert` would write, without writing or parsing it.
 
 use crate::cli::SummaryArgs;
-use crate::convert::{self, Output};
+use crate::items::{jsonl::Jsonl, logs::Logs, Source};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
-/// A session's JSONL to read: the one given, or node logs converted into a
-/// temporary file in a private directory (removed when this drops).
-pub(crate) struct SessionJsonl {
-    /// Its path.
-    pub(crate) path: std::path::PathBuf,
-    /// The private work directory it is in, when it was made from logs.
-    _work: Option<(crate::tempfiles::WorkDir, crate::tempfiles::Registered)>,
-    /// Some node log was refused (named on stderr): the command exits 1.
-    pub(crate) refused: bool,
+/// A session to read: one JSONL checkpoint, or node logs.
+#[derive(Debug)]
+pub(crate) enum SessionInput {
+    /// A JSONL checkpoint (tal's or RHAPSODY's).
+    Jsonl(PathBuf),
+    /// Node logs, opened.
+    Logs(Logs),
 }
 
-impl SessionJsonl {
-    /// From `inputs`: one `.jsonl`, or node logs.
-    /// (Converting node logs shows its progress unless `quiet`.)
-    /// Inputs refused or taken once are said on stderr, after `command:`.
+impl SessionInput {
+    /// From `inputs`: one `.jsonl`, or node logs. Inputs refused or taken
+    /// once are said on stderr, after `command:`; reading node logs shows
+    /// its progress as `what` unless `quiet`.
     pub(crate) fn resolve(
-        inputs: &[std::path::PathBuf],
+        inputs: &[PathBuf],
         quiet: bool,
         command: &str,
+        what: &str,
     ) -> anyhow::Result<Self> {
-        let is_jsonl = |p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "jsonl");
+        let is_jsonl = |p: &PathBuf| p.extension().is_some_and(|e| e == "jsonl");
         let jsonl_inputs = inputs.iter().filter(|p| is_jsonl(p)).count();
         if jsonl_inputs > 0 && inputs.len() > 1 {
             anyhow::bail!(
@@ -36,54 +35,75 @@ impl SessionJsonl {
             );
         }
         if jsonl_inputs == 1 {
-            return Ok(Self {
-                path: inputs[0].clone(),
-                _work: None,
-                refused: false,
-            });
+            return Ok(Self::Jsonl(inputs[0].clone()));
         }
-        // In a private directory (the session's task attributes are in
-        // it), removed when this drops or a signal ends tal.
-        let work = crate::tempfiles::WorkDir::new()
-            .map_err(|e| anyhow::anyhow!("{e} (set TMPDIR to a directory you can write)"))?;
-        let (path, registered) = work.file("session.telemetry.jsonl");
-        let (_, summary) = convert::to_jsonl_showing(inputs, &Output::File(path.clone()), quiet)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        for l in convert::describe_inputs(&summary) {
+        let logs = Logs::open(inputs, what, quiet).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for l in &logs.repeated {
             eprintln!("{command}: {l}");
         }
-        Ok(Self {
-            path,
-            _work: Some((work, registered)),
-            refused: !summary.refused.is_empty(),
-        })
+        for e in &logs.refused {
+            eprintln!("{command}: {e}; the other logs were converted without it");
+        }
+        Ok(Self::Logs(logs))
     }
 
-    /// A fresh reader of it.
-    pub(crate) fn open(&self) -> std::io::Result<std::io::BufReader<std::fs::File>> {
-        std::fs::File::open(&self.path).map(|f| std::io::BufReader::with_capacity(1 << 20, f))
+    /// Some node log was refused (named on stderr): the command exits 1.
+    pub(crate) fn refused(&self) -> bool {
+        matches!(self, Self::Logs(l) if !l.refused.is_empty())
+    }
+
+    /// What an error reading it names: the checkpoint, or the first log.
+    pub(crate) fn path(&self, inputs: &[PathBuf]) -> PathBuf {
+        match self {
+            Self::Jsonl(p) => p.clone(),
+            Self::Logs(_) => inputs.first().cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Its bytes (a JSONL's; node logs show their own progress).
+    fn jsonl_len(&self) -> u64 {
+        match self {
+            Self::Jsonl(p) => super::convert::file_len(p),
+            Self::Logs(_) => 0,
+        }
+    }
+
+    /// Reads it: `f` gets the source, showing a JSONL's progress as `what`
+    /// over `passes` readings unless `quiet`.
+    pub(crate) fn read<T>(
+        &mut self,
+        what: &str,
+        passes: u64,
+        quiet: bool,
+        f: impl FnOnce(&mut dyn Source) -> T,
+    ) -> T {
+        let progress = crate::progress::Progress::bytes(what, passes * self.jsonl_len(), quiet);
+        let out = match self {
+            Self::Jsonl(p) => {
+                let p: &Path = p;
+                let open = || {
+                    std::fs::File::open(p)
+                        .map(|f| progress.reading(std::io::BufReader::with_capacity(1 << 20, f)))
+                };
+                f(&mut Jsonl::new(open))
+            }
+            Self::Logs(l) => f(l),
+        };
+        progress.finish();
+        out
     }
 }
 
 /// `tal summary`.
 pub fn run(mut args: SummaryArgs) -> anyhow::Result<i32> {
     args.logs = super::inputs::expand(&args.logs)?;
-    // The temporary JSONL goes on SIGINT, SIGTERM and SIGHUP too.
-    crate::sys::exit_on(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
-    let src = SessionJsonl::resolve(&args.logs, args.quiet, "tal summary")?;
+    let mut src = SessionInput::resolve(&args.logs, args.quiet, "tal summary", "summary")?;
     // 1: summarised, but some node log was refused (named on stderr).
-    let code = i32::from(src.refused);
-    let read_err = |e: std::io::Error| anyhow::anyhow!("cannot read {}: {e}", src.path.display());
-    let progress = crate::progress::Progress::bytes(
-        "summary",
-        super::convert::file_len(&src.path),
-        args.quiet,
-    );
-    let input = src.open().map_err(read_err)?;
-    let summary = crate::summary::from_jsonl(progress.reading(input));
-    progress.finish();
+    let code = i32::from(src.refused());
+    let path = src.path(&args.logs);
+    let read_err = |e: std::io::Error| anyhow::anyhow!("cannot read {}: {e}", path.display());
+    let summary = src.read("summary", 1, args.quiet, crate::summary::from_source);
     let summary = summary.map_err(read_err)?;
-    drop(src);
     for note in summary.read.notes() {
         eprintln!("tal summary: {note}");
     }

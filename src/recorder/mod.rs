@@ -747,7 +747,8 @@ fn jsonl_names(
 fn write_report(jsonl: &std::path::Path) {
     let path = jsonl.with_file_name(format!("{}.report.html", convert::jsonl_stem(jsonl)));
     let open = || std::fs::File::open(jsonl).map(|f| std::io::BufReader::with_capacity(1 << 20, f));
-    match convert::write_output(&path, |w| crate::report::write_report(open, w)) {
+    let mut src = crate::items::jsonl::Jsonl::new(open);
+    match convert::write_output(&path, |w| crate::report::write_report(&mut src, w)) {
         Ok(_) => eprintln!("tal: report {}", path.display()),
         Err(e) => eprintln!("tal: cannot write the report {}: {e}", path.display()),
     }

@@ -132,13 +132,12 @@ impl Facts {
         }
     }
 
-    /// A custom event at `t`.
-    pub(super) fn mark(&mut self, t: f64, v: &serde_json::Value) {
+    /// A custom event of type `ty` at `t`.
+    pub(super) fn mark(&mut self, t: f64, ty: &str, v: &crate::items::Fields<'_>) {
         if self.marks.len() >= MARKS {
             self.marks_more += 1;
             return;
         }
-        let ty = v["event_type"].as_str().unwrap_or("");
         let idx = match self.mark_types.iter().position(|x| x == ty) {
             Some(i) => i,
             None => {
@@ -150,33 +149,11 @@ impl Facts {
     }
 }
 
-/// The keys every event has, which say nothing of a custom event.
-const COMMON_KEYS: [&str; 13] = [
-    "event_id",
-    "event_type",
-    "event_time",
-    "emit_time",
-    "session_id",
-    "backend",
-    "task_id",
-    "node_id",
-    "attributes",
-    "trace_id",
-    "span_id",
-    "name",
-    "section",
-];
-
 /// A custom event's first own string field as `key=value` (at most 40
 /// characters), or nothing.
-fn mark_label(v: &serde_json::Value) -> String {
-    let Some(m) = v.as_object() else {
-        return String::new();
-    };
-    m.iter()
-        .filter(|(k, _)| !COMMON_KEYS.contains(&k.as_str()))
-        .find_map(|(k, x)| x.as_str().map(|s| format!("{k}={s}")))
-        .map(|s| s.chars().take(40).collect())
+fn mark_label(v: &crate::items::Fields<'_>) -> String {
+    v.first_own_string()
+        .map(|(k, s)| format!("{k}={s}").chars().take(40).collect())
         .unwrap_or_default()
 }
 
@@ -247,8 +224,15 @@ mod tests {
         }
         let mut f = Facts::default();
         let e = json!({"event_type": "app.PhaseStarted", "node_id": "n", "phase": "check", "n": 3});
-        f.mark(1.5, &e);
-        f.mark(2.0, &json!({"event_type": "app.Other"}));
+        fn fields(v: &serde_json::Value) -> crate::items::Fields<'_> {
+            crate::items::Fields::Json(v.as_object().unwrap())
+        }
+        f.mark(1.5, "app.PhaseStarted", &fields(&e));
+        f.mark(
+            2.0,
+            "app.Other",
+            &fields(&json!({"event_type": "app.Other"})),
+        );
         assert_eq!(
             f.marks,
             [(1.5, 0, "phase=check".into()), (2.0, 1, String::new())]

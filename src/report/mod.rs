@@ -1,4 +1,5 @@
-//! `tal report`: a session's JSONL (tal's or RHAPSODY's) as one
+//! `tal report`: a session (its node logs, or its JSONL, tal's or
+//! RHAPSODY's: see [`crate::items`]) as one
 //! self-contained HTML file that opens offline in any browser.
 //!
 //! The charts are drawn by uPlot (MIT; `vendor/uplot/`, embedded in the
@@ -33,12 +34,13 @@
 //! series are down-sampled per pixel column, to at most [`COLUMNS`]
 //! columns over the session, keeping each column's minimum and maximum so
 //! that spikes survive; the per-core heatmap keeps each column's mean.
-//! The JSONL is read twice: once for the session's bounds and `tal
-//! summary`'s figures, once for the series and the tasks.
-//! This file is that second pass and the page's assembly; the header's
-//! facts are in `facts`, the combined-nodes series in `across`, and the
-//! drawing in `report.js`. It passes 1,000 lines only with its tests: the
-//! pass keeps every series and task in one state, read once.
+//! The session is read twice (a JSONL parsed again, node logs replayed
+//! again): once for the session's bounds and `tal summary`'s figures,
+//! once for the series and the tasks; in both, each node's own samples
+//! are taken on the machine's other cores ([`crate::items::apart`]).
+//! This file is the passes and the page's assembly; the nodes' series and
+//! heatmaps are in `series`, the header's facts in `facts`, the
+//! combined-nodes series in `across`, and the drawing in `report.js`.
 //!
 //! Bounds, whatever the file: memory grows with the lines read, not with
 //! the names in them (a node named only by tasks costs its name; a series
@@ -56,35 +58,20 @@
 
 mod across;
 mod facts;
+mod series;
 
 use crate::convert::chrome::assign_slots;
-use crate::convert::lines::{input_error, LineStats};
-use crate::convert::{json_time_ns, NodeIndex};
+use crate::convert::NodeIndex;
+use crate::items::apart::each_apart;
+use crate::items::{
+    Body, Fields, GpuSample, Head, Item, NodeSample, NodeView, Source, Span, TaskSample,
+};
 use serde::Serialize;
 use serde_json::Value;
+use series::{Compact, Cores, Cut, Grid, HeatPlan, NodeDraw, Series};
+pub use series::{COLUMNS, HEAT_CELLS, HEAT_COLUMNS, HEAT_MIN_COLUMNS, HEAT_ROWS};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufRead, Write};
-
-/// Columns a series is down-sampled to: with a minimum and a maximum per
-/// column, two points per pixel of a chart 800 pixels wide.
-pub const COLUMNS: usize = 800;
-
-/// Columns of the per-core heatmap, at most.
-pub const HEAT_COLUMNS: usize = 600;
-
-/// Cells of all the per-core heatmaps together, at most: many nodes of many
-/// cores get fewer columns each (down to [`HEAT_MIN_COLUMNS`]), then rows
-/// of several cores' mean, then nodes past the budget are left out (see
-/// [`HeatPlan`]), to keep the file small.
-pub const HEAT_CELLS: usize = 2_000_000;
-
-/// Rows of a per-core heatmap, at most: each row is labelled with its
-/// core (or its group's first and last core), in a row tall enough for
-/// the label; past this many cores, a row is the mean of a group.
-pub const HEAT_ROWS: usize = 64;
-
-/// Columns of a per-core heatmap, at least.
-pub const HEAT_MIN_COLUMNS: usize = 20;
+use std::io::{self, Write};
 
 /// Event types the page's table lists, at most: the most common, then a
 /// row for the rest.
@@ -108,210 +95,6 @@ pub struct ReportStats {
     pub bytes: u64,
     /// What reading the JSONL met (see [`crate::convert::lines`]).
     pub read: crate::convert::lines::LineStats,
-}
-
-/// One multi-field series, down-sampled onto the session's grid of
-/// [`COLUMNS`] columns: a column with one sample gives one point at its
-/// middle; with more, its minimum at a quarter of its width and its
-/// maximum at three quarters (per field), so that spikes survive. Every
-/// series shares the grid's times, which lets the page align any number
-/// of nodes on one axis cheaply.
-#[derive(Debug, Serialize)]
-struct Series {
-    node: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    gpu: Option<u64>,
-    /// The task, for a task's resource series.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    task: Option<String>,
-    /// A task's series made of its end-of-task figures alone (it ended
-    /// before its first resource sample): drawn as points.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    end_only: bool,
-    /// Field names, in the order of `v`.
-    fields: Vec<&'static str>,
-    /// Each point's time in quarter columns: `k / 4 × column_s` is s from
-    /// the session's start.
-    k: Vec<u32>,
-    /// Per field, the values at `k` (null where missing).
-    v: Vec<Vec<Compact>>,
-    /// The columns that have samples, by column (only those: a series
-    /// read from one sample costs one column).
-    #[serde(skip)]
-    cols: BTreeMap<usize, Column>,
-}
-
-/// A value written short: an integral one without its `.0`.
-#[derive(Debug, Clone, Copy)]
-struct Compact(Option<f64>);
-
-impl Serialize for Compact {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            None => s.serialize_none(),
-            Some(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => s.serialize_i64(v as i64),
-            Some(v) => s.serialize_f64(v),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Column {
-    n: u32,
-    min: Vec<Option<f64>>,
-    max: Vec<Option<f64>>,
-    /// Per field, the sum and count of its values (for the mean across
-    /// nodes, see [`across`]).
-    sum: Vec<(f64, u32)>,
-}
-
-impl Series {
-    fn new(node: &str, gpu: Option<u64>, fields: Vec<&'static str>) -> Self {
-        let n = fields.len();
-        Self {
-            node: node.to_string(),
-            gpu,
-            task: None,
-            end_only: false,
-            fields,
-            k: Vec::new(),
-            v: vec![Vec::new(); n],
-            cols: BTreeMap::new(),
-        }
-    }
-
-    fn add(&mut self, col: usize, vals: &[Option<f64>]) {
-        let c = self.cols.entry(col).or_insert_with(|| Column {
-            n: 0,
-            min: vec![None; vals.len()],
-            max: vec![None; vals.len()],
-            sum: vec![(0.0, 0); vals.len()],
-        });
-        c.n += 1;
-        for (i, v) in vals.iter().enumerate() {
-            if let Some(v) = v.filter(|v| v.is_finite()) {
-                c.min[i] = Some(c.min[i].map_or(v, |m: f64| m.min(v)));
-                c.max[i] = Some(c.max[i].map_or(v, |m: f64| m.max(v)));
-                c.sum[i].0 += v;
-                c.sum[i].1 += 1;
-            }
-        }
-    }
-
-    /// Each column's mean per field (before [`Series::finish`]).
-    fn means(&self) -> across::NodeColumns {
-        self.cols
-            .iter()
-            .map(|(&col, c)| {
-                let m = c.sum.iter();
-                (
-                    col,
-                    m.map(|&(s, n)| (n > 0).then(|| s / f64::from(n))).collect(),
-                )
-            })
-            .collect()
-    }
-
-    /// Turns the columns into points (see the type's doc). Returns the
-    /// points.
-    fn finish(&mut self) -> usize {
-        for (i, c) in std::mem::take(&mut self.cols) {
-            let at = |quarter: u32| i as u32 * 4 + quarter;
-            if c.n > 1 {
-                self.k.push(at(1));
-                for (f, m) in self.v.iter_mut().zip(&c.min) {
-                    f.push(Compact(*m));
-                }
-                self.k.push(at(3));
-            } else {
-                self.k.push(at(2));
-            }
-            for (f, m) in self.v.iter_mut().zip(&c.max) {
-                f.push(Compact(*m));
-            }
-        }
-        self.k.len()
-    }
-}
-
-/// Per-core CPU of one node, as columns of means.
-#[derive(Debug, Serialize)]
-struct Cores {
-    node: String,
-    /// Columns, over the whole session.
-    columns: usize,
-    /// Rows.
-    n: usize,
-    /// Cores per row (their mean): 1 unless the cells' budget is short.
-    group: usize,
-    /// Cores.
-    cores: usize,
-    /// Row-major: row × column; busy %, rounded (null: no sample).
-    v: Vec<Option<u8>>,
-    #[serde(skip)]
-    sum: Vec<(f64, u32)>,
-}
-
-/// How the per-core heatmaps share [`HEAT_CELLS`] cells: every node the
-/// same columns, `HEAT_CELLS / cores` within [`HEAT_MIN_COLUMNS`] and
-/// [`HEAT_COLUMNS`]; if that is still too many cells, rows of `group`
-/// cores each (their mean); if still too many (a great many nodes of few
-/// cores), the nodes past the budget, in order of their names, get none.
-#[derive(Debug, Default)]
-struct HeatPlan {
-    columns: usize,
-    group: usize,
-    /// The nodes drawn: their cores.
-    kept: HashMap<String, usize>,
-    /// The nodes left out, and their cores.
-    cut: Option<Cut>,
-}
-
-/// What the page leaves out: how many (nodes, types) and how much in them
-/// (cores, events).
-#[derive(Debug, Default, Clone, Copy, Serialize)]
-struct Cut {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    nodes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cores: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    types: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    events: Option<u64>,
-}
-
-impl HeatPlan {
-    /// The plan for nodes of these many cores.
-    fn new(cores: &HashMap<String, usize>) -> Self {
-        let all: usize = cores.values().sum();
-        let columns = (HEAT_CELLS / all.max(1)).clamp(HEAT_MIN_COLUMNS, HEAT_COLUMNS);
-        let group = (all.saturating_mul(columns)).div_ceil(HEAT_CELLS).max(1);
-        let mut nodes: Vec<(&String, &usize)> = cores.iter().collect();
-        nodes.sort();
-        let mut plan = Self {
-            columns,
-            group,
-            ..Self::default()
-        };
-        let (mut used, mut cut_nodes, mut cut_cores) = (0, 0, 0);
-        for (node, &n) in nodes {
-            let cells = n.div_ceil(group) * columns;
-            if used + cells > HEAT_CELLS {
-                cut_nodes += 1;
-                cut_cores += n as u64;
-                continue;
-            }
-            used += cells;
-            plan.kept.insert(node.clone(), n);
-        }
-        plan.cut = (cut_nodes > 0).then_some(Cut {
-            nodes: Some(cut_nodes),
-            cores: Some(cut_cores),
-            ..Cut::default()
-        });
-        plan
-    }
 }
 
 /// The tasks, column-wise.
@@ -385,18 +168,6 @@ struct Data<'a> {
 /// combined (see [`across`]).
 pub const NODE_LINES: usize = 5;
 
-/// The node series' fields, in the report: the input's
-/// [`crate::convert::NODE_SERIES`], its byte counts since the previous
-/// sample turned into rates per second (see [`facts::Windows`]).
-const NODE_FIELDS: [&str; 6] = [
-    "cpu_percent",
-    "memory_percent",
-    "disk_read_per_s",
-    "disk_write_per_s",
-    "net_sent_per_s",
-    "net_recv_per_s",
-];
-
 /// The nodes combined: an input field of [`NODE_FIELDS`] and how.
 const ACROSS: [(&str, usize, across::How); 8] = [
     ("cpu_percent_mean", 0, across::How::Mean),
@@ -431,16 +202,25 @@ const TASK_FIELDS: [&str; 5] = [
     "write_bytes",
 ];
 
-/// [`crate::convert::each_jsonl_line`] with an infallible `f`.
-fn each_line(input: impl BufRead, mut f: impl FnMut(Value)) -> io::Result<LineStats> {
-    crate::convert::each_jsonl_line(input, |v| {
-        f(v);
-        Ok(())
-    })
-}
-
 /// The GPU series' fields.
 const GPU_FIELDS: [&str; 3] = ["gpu_percent", "gpu_memory_used_bytes", "gpu_power_watts"];
+
+/// What the first pass keeps of a node's own samples (see
+/// [`crate::items::apart`]): the summary's figures, and its cores.
+#[derive(Debug, Default)]
+struct FirstNode {
+    summary: crate::summary::NodeApart,
+    cores: Option<usize>,
+}
+
+impl NodeView for FirstNode {
+    fn sample(&mut self, seq: u64, head: &Head<'_>, s: &NodeSample<'_>) {
+        self.summary.sample(seq, head, s);
+        if let Some(c) = &s.per_core {
+            self.cores = Some(self.cores.unwrap_or(0).max(c.len()));
+        }
+    }
+}
 
 /// The first pass: bounds and counts.
 #[derive(Debug, Default)]
@@ -469,9 +249,9 @@ struct EndFigures {
 
 impl EndFigures {
     /// A terminal event's, if it has any.
-    fn of(v: &Value) -> Option<Self> {
-        let a = &v["attributes"];
-        let num = |k: &str| a[k].as_f64().or_else(|| v[k].as_f64());
+    fn of(v: &Fields<'_>) -> Option<Self> {
+        let a = v.attributes();
+        let num = |k: &str| a[k].as_f64().or_else(|| v.num(k));
         let duration = num("duration_seconds").unwrap_or(0.0);
         let cpu_s = match (num("cpu_user_seconds"), num("cpu_system_seconds")) {
             (None, None) => None,
@@ -536,47 +316,53 @@ impl Bounds {
 }
 
 impl Bounds {
-    fn line(&mut self, v: &Value) {
-        match v["section"].as_str() {
-            Some("event") => {
-                if let Some(t) = json_time_ns(&v["event_time"]) {
-                    self.first = Some(self.first.map_or(t, |f| f.min(t)));
-                    self.last = Some(self.last.map_or(t, |l| l.max(t)));
+    fn item(&mut self, item: &Item<'_>) {
+        match item {
+            Item::Event(head, body) => self.event(head, body),
+            Item::SessionSpan { start_ns, end_ns } => self.session = Some((*start_ns, *end_ns)),
+            _ => {}
+        }
+    }
+
+    fn event(&mut self, head: &Head<'_>, body: &Body<'_>) {
+        if let Some(t) = head.time_ns() {
+            self.first = Some(self.first.map_or(t, |f| f.min(t)));
+            self.last = Some(self.last.map_or(t, |l| l.max(t)));
+        }
+        match body {
+            Body::Node(NodeSample {
+                per_core: Some(c), ..
+            }) => {
+                let node = head.node_id.unwrap_or("");
+                match self.cores.get_mut(node) {
+                    Some(n) => *n = (*n).max(c.len()),
+                    None => {
+                        self.cores.insert(node.to_string(), c.len());
+                    }
                 }
-                if let Some(c) = v["cpu_percent_per_core"].as_array() {
-                    let node = v["node_id"].as_str().unwrap_or("").to_string();
-                    let n = self.cores.entry(node).or_default();
-                    *n = (*n).max(c.len());
-                }
-                let ty = v["event_type"].as_str().unwrap_or("");
-                if let (true, Some(task)) = (facts::is_terminal(ty), v["task_id"].as_str()) {
-                    if let Some(f) = EndFigures::of(v) {
+            }
+            Body::Other(f) => {
+                let ty = head.event_type.unwrap_or("");
+                if let (true, Some(task)) = (facts::is_terminal(ty), head.task_id) {
+                    if let Some(f) = EndFigures::of(f) {
                         if self.end_figures.len() < TASK_PEAKS {
                             self.end_figures.insert(task.to_string(), f);
                         }
                     }
                 }
-                if v["event_type"] == crate::record::TaskResources::EVENT_TYPE {
-                    if let Some(task) = v["task_id"].as_str() {
-                        let (rss, cpu) = (
-                            v["rss_bytes"].as_f64().unwrap_or(0.0),
-                            v["cpu_percent"].as_f64().unwrap_or(0.0),
-                        );
-                        match self.task_peaks.get_mut(task) {
-                            Some(p) => *p = (p.0.max(rss), p.1.max(cpu)),
-                            None => {
-                                self.sampled_tasks += 1;
-                                if self.task_peaks.len() < TASK_PEAKS {
-                                    self.task_peaks.insert(task.to_string(), (rss, cpu));
-                                }
+            }
+            Body::Task(v) => {
+                if let Some(task) = head.task_id {
+                    let (rss, cpu) = (v.rss_bytes.unwrap_or(0.0), v.cpu_percent.unwrap_or(0.0));
+                    match self.task_peaks.get_mut(task) {
+                        Some(p) => *p = (p.0.max(rss), p.1.max(cpu)),
+                        None => {
+                            self.sampled_tasks += 1;
+                            if self.task_peaks.len() < TASK_PEAKS {
+                                self.task_peaks.insert(task.to_string(), (rss, cpu));
                             }
                         }
                     }
-                }
-            }
-            Some("span") if v["name"] == "session" => {
-                if let (Some(s), Some(e)) = (v["start_ns"].as_i64(), v["end_ns"].as_i64()) {
-                    self.session = Some((s, e));
                 }
             }
             _ => {}
@@ -585,14 +371,19 @@ impl Bounds {
 }
 
 /// The second pass's state.
-struct Builder {
-    start: i64,
-    span_s: f64,
+struct Builder<'a> {
+    grid: Grid,
     bounds: Bounds,
     nodes: NodeIndex,
     task_node: HashMap<String, u32>,
+    /// The GPUs' series (the nodes' are in their [`NodeDraw`]s), then all.
     series: BTreeMap<(String, Option<u64>), Series>,
-    heat: HeatPlan,
+    heat: &'a HeatPlan,
+    /// The nodes whose samples this thread takes (those that name no
+    /// node; see [`crate::items::apart`] for the others).
+    local: HashMap<String, NodeDraw<'a>>,
+    /// Items taken: each one's place in the stream.
+    seq: u64,
     cores: BTreeMap<String, Cores>,
     tasks: Tasks,
     type_index: HashMap<String, u32>,
@@ -609,137 +400,132 @@ struct Builder {
     across: Option<Series>,
 }
 
-impl Builder {
+impl<'a> Builder<'a> {
     fn secs(&self, t: i64) -> f64 {
-        t.saturating_sub(self.start) as f64 / 1e9
+        self.grid.secs(t)
     }
 
     fn column(&self, t: f64, columns: usize) -> usize {
-        ((t / self.span_s * columns as f64) as usize).min(columns - 1)
+        self.grid.column(t, columns)
     }
 
-    fn line(&mut self, v: Value) {
-        match v["section"].as_str() {
-            Some("event") => self.event(&v),
-            Some("span") if v["name"] != "session" => self.task(&v),
+    fn item(&mut self, item: &Item<'_>) {
+        self.seq += 1;
+        match item {
+            Item::Event(head, body) => self.event(head, body),
+            Item::TaskSpan(span) => self.task(span),
             _ => {}
         }
     }
 
-    fn event(&mut self, v: &Value) {
-        let node = v["node_id"].as_str().filter(|n| !n.is_empty());
+    fn event(&mut self, head: &Head<'_>, body: &Body<'_>) {
+        let node = head.node_id.filter(|n| !n.is_empty());
         // Every node the session names, in the order first seen.
         let node_no = node.map(|n| self.nodes.add(n));
-        if let (Some(task), Some(n)) = (v["task_id"].as_str(), node_no) {
+        if let (Some(task), Some(n)) = (head.task_id, node_no) {
             if !self.task_node.contains_key(task) {
                 self.task_node.insert(task.to_string(), n);
             }
         }
-        let ty = v["event_type"].as_str().unwrap_or("");
-        if ty == crate::record::TaskResources::EVENT_TYPE {
-            self.task_sample(v);
+        let ty = head.event_type.unwrap_or("");
+        if let Body::Task(v) = body {
+            self.task_sample(head, v);
             return;
         }
-        if let Some(task) = v["task_id"].as_str() {
+        if let Some(task) = head.task_id {
             self.reuse.event(ty, task);
-            if facts::is_terminal(ty) {
-                self.task_end(v, task);
+            if let (true, Body::Other(f)) = (facts::is_terminal(ty), body) {
+                self.task_end(head, f, task);
             }
         }
-        let Some(t) = json_time_ns(&v["event_time"]) else {
+        let Some(t) = head.time_ns() else {
             return;
         };
         let t = self.secs(t);
-        if facts::is_custom(ty) {
-            self.facts.mark(t, v);
-        }
-        if ty != "ResourceUpdate" {
-            return;
-        }
         let node = node.unwrap_or("");
-        self.resources(v, node, t);
-        self.samples += 1;
-        let per_core = v["cpu_percent_per_core"].as_array();
-        if let (Some(per_core), Some(&n)) = (per_core, self.heat.kept.get(node)) {
-            // Rows of one core each, or of a group (see [`HEAT_ROWS`]).
-            let (columns, group) = (
-                self.heat.columns,
-                self.heat.group.max(n.div_ceil(HEAT_ROWS)),
-            );
-            let hcol = self.column(t, columns);
-            let c = self.cores.entry(node.to_string()).or_insert_with(|| Cores {
-                node: node.to_string(),
-                columns,
-                n: n.div_ceil(group),
-                group,
-                cores: n,
-                v: Vec::new(),
-                sum: vec![(0.0, 0); n.div_ceil(group) * columns],
-            });
-            for (core, x) in per_core.iter().enumerate().take(n) {
-                if let Some(x) = x.as_f64() {
-                    let cell = &mut c.sum[core / group * columns + hcol];
-                    cell.0 += x;
-                    cell.1 += 1;
-                }
+        match body {
+            Body::Other(f) if facts::is_custom(ty) => self.facts.mark(t, ty, f),
+            Body::Node(v) => {
+                let (grid, heat) = (self.grid, self.heat);
+                self.local
+                    .entry(node.to_string())
+                    .or_insert_with(|| NodeDraw::new(grid, heat))
+                    .sample(self.seq, head, v);
             }
+            Body::Gpu(v) => {
+                self.gpu_sample(v, node, t);
+                self.samples += 1;
+            }
+            _ => {}
         }
     }
 
-    /// A `ResourceUpdate`'s series point and figures.
-    fn resources(&mut self, v: &Value, node: &str, t: f64) {
-        let gpu = (v["resource_scope"] == "per_gpu")
-            .then(|| v["gpu_id"].as_u64())
-            .flatten();
-        let window = self.windows.window(node, gpu, t);
-        let (fields, vals): (&[&'static str], Vec<Option<f64>>) = match gpu {
-            Some(g) => {
-                let vals: Vec<Option<f64>> = GPU_FIELDS.iter().map(|f| v[*f].as_f64()).collect();
-                let at = format!("{node} GPU {g}");
-                facts::Facts::peak(&mut self.facts.gpu_percent, vals[0], &at, t);
-                // Energy: the power read times the window it ends.
-                if let (Some(watts), Some(w)) = (vals[2].filter(|p| p.is_finite()), window) {
-                    *self.facts.gpu_energy_j.get_or_insert(0.0) += watts * w;
-                }
-                (&GPU_FIELDS, vals)
-            }
-            None => {
-                let raw = crate::convert::NODE_SERIES.iter().map(|f| v[*f].as_f64());
-                // Byte counts since the previous sample, as rates.
-                let vals: Vec<Option<f64>> = raw
-                    .enumerate()
-                    .map(|(i, x)| {
-                        if i < 2 {
-                            x
-                        } else {
-                            facts::per_second(x, window)
-                        }
-                    })
-                    .collect();
-                facts::Facts::peak(&mut self.facts.cpu_percent, vals[0], node, t);
-                facts::Facts::peak(&mut self.facts.memory_percent, vals[1], node, t);
-                (&NODE_FIELDS, vals)
-            }
-        };
+    /// A GPU's sample: its series point and figures.
+    fn gpu_sample(&mut self, v: &GpuSample, node: &str, t: f64) {
+        let g = v.gpu_id;
+        let window = self.windows.window(node, Some(g), t);
+        let vals = [v.gpu_percent, v.gpu_memory_used_bytes, v.gpu_power_watts];
+        if vals[0].is_some_and(f64::is_finite) {
+            let at = format!("{node} GPU {g}");
+            facts::Facts::peak(&mut self.facts.gpu_percent, vals[0], &at, t);
+        }
+        // Energy: the power read times the window it ends.
+        if let (Some(watts), Some(w)) = (vals[2].filter(|p| p.is_finite()), window) {
+            *self.facts.gpu_energy_j.get_or_insert(0.0) += watts * w;
+        }
+        self.add(node, Some(g), &GPU_FIELDS, t, &vals);
+    }
+
+    /// A point of the series of `node` (and `gpu`).
+    fn add(
+        &mut self,
+        node: &str,
+        gpu: Option<u64>,
+        fields: &[&'static str],
+        t: f64,
+        vals: &[Option<f64>],
+    ) {
         let col = self.column(t, COLUMNS);
+        let key = (node.to_string(), gpu);
         self.series
-            .entry((node.to_string(), gpu))
+            .entry(key)
             .or_insert_with(|| Series::new(node, gpu, fields.to_vec()))
-            .add(col, &vals);
+            .add(col, vals);
+    }
+
+    /// Each node's own samples, as its [`NodeDraw`] kept them (taken
+    /// apart, or here): its series, heatmap and peaks.
+    fn take_nodes(&mut self, apart: HashMap<String, NodeDraw<'a>>) {
+        let mut peaks: [series::Placed; 2] = [None, None];
+        for (node, d) in std::mem::take(&mut self.local).into_iter().chain(apart) {
+            self.samples += d.samples;
+            if let Some(s) = d.series {
+                self.series.insert((node.clone(), None), s);
+            }
+            if let Some(c) = d.cores {
+                self.cores.insert(node, c);
+            }
+            let [cpu, mem] = d.peaks;
+            let [a, b] = peaks;
+            peaks = [series::higher(a, cpu), series::higher(b, mem)];
+        }
+        let [cpu, mem] = peaks;
+        self.facts.cpu_percent = cpu.map(|p| p.0);
+        self.facts.memory_percent = mem.map(|p| p.0);
     }
 
     /// A terminal event: the end-of-task figures of a task drawn that had
     /// no resource sample, at its start and its end.
-    fn task_end(&mut self, v: &Value, task: &str) {
+    fn task_end(&mut self, head: &Head<'_>, v: &Fields<'_>, task: &str) {
         if !self.chosen.contains(task) || self.bounds.task_peaks.contains_key(task) {
             return;
         }
-        let (Some(f), Some(t)) = (EndFigures::of(v), json_time_ns(&v["event_time"])) else {
+        let (Some(f), Some(t)) = (EndFigures::of(v), head.time_ns()) else {
             return;
         };
         let end = self.secs(t);
         let cols = [(end - f.duration).max(0.0), end].map(|at| self.column(at, COLUMNS));
-        let node = v["node_id"].as_str().unwrap_or("");
+        let node = head.node_id.unwrap_or("");
         let s = self.task_series.entry(task.to_string()).or_insert_with(|| {
             let mut s = Series::new(node, None, TASK_FIELDS.to_vec());
             s.task = Some(task.to_string());
@@ -752,16 +538,22 @@ impl Builder {
     }
 
     /// One `tal.TaskResourceUpdate`, for a task whose series is drawn.
-    fn task_sample(&mut self, v: &Value) {
-        let (Some(task), Some(t)) = (v["task_id"].as_str(), json_time_ns(&v["event_time"])) else {
+    fn task_sample(&mut self, head: &Head<'_>, v: &TaskSample) {
+        let (Some(task), Some(t)) = (head.task_id, head.time_ns()) else {
             return;
         };
         if !self.chosen.contains(task) {
             return;
         }
         let col = self.column(self.secs(t), COLUMNS);
-        let vals: Vec<Option<f64>> = TASK_FIELDS.iter().map(|f| v[*f].as_f64()).collect();
-        let node = v["node_id"].as_str().unwrap_or("");
+        let vals = [
+            v.cpu_percent,
+            v.rss_bytes,
+            v.threads,
+            v.read_bytes,
+            v.write_bytes,
+        ];
+        let node = head.node_id.unwrap_or("");
         self.task_series
             .entry(task.to_string())
             .or_insert_with(|| {
@@ -772,13 +564,12 @@ impl Builder {
             .add(col, &vals);
     }
 
-    fn task(&mut self, v: &Value) {
-        let (Some(s), Some(e)) = (v["start_ns"].as_i64(), v["end_ns"].as_i64()) else {
-            return;
-        };
-        let a = &v["attributes"];
+    fn task(&mut self, span: &Span<'_>) {
+        let (s, e) = (span.start_ns, span.end_ns);
+        let a: &Value = &span.attributes;
         let id = a["task_id"].as_str().unwrap_or("").to_string();
-        let node = self.task_node.remove(&id).unwrap_or(0);
+        // Its node once every event is read (see `finish`).
+        let node = 0;
         let ty = a["task_type"].as_str().unwrap_or("").to_string();
         let next = self.type_index.len() as u32;
         let type_idx = *self.type_index.entry(ty.clone()).or_insert_with(|| {
@@ -789,8 +580,9 @@ impl Builder {
         let t = &mut self.tasks;
         t.id.push(id);
         t.node.push(node);
-        t.start.push(s.saturating_sub(self.start) as f64 / 1e9);
-        t.end.push(e.max(s).saturating_sub(self.start) as f64 / 1e9);
+        t.start.push(s.saturating_sub(self.grid.start) as f64 / 1e9);
+        t.end
+            .push(e.max(s).saturating_sub(self.grid.start) as f64 / 1e9);
         t.state.push(match a["status"].as_str() {
             Some("completed") => 0,
             Some("failed") => 1,
@@ -830,6 +622,12 @@ impl Builder {
                 }
             }
             self.across = Some(s);
+        }
+        // A span may come before its task's last events (see
+        // `crate::items`): its node is the first its events named, for the
+        // first span of its id.
+        for (id, node) in self.tasks.id.iter().zip(&mut self.tasks.node) {
+            *node = self.task_node.remove(id).unwrap_or(0);
         }
         let mut by_node: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
         for (i, &n) in self.tasks.node.iter().enumerate() {
@@ -875,20 +673,34 @@ fn gpu_memory(v: &Value) -> Option<f64> {
     }
 }
 
-/// Reads the JSONL `open()` gives (twice: see the module doc) and writes
-/// the HTML report to `out`.
-pub fn write_report<R: BufRead>(
-    mut open: impl FnMut() -> io::Result<R>,
-    out: &mut impl Write,
-) -> io::Result<ReportStats> {
+/// The first pass over `src`: the session's bounds and its summary.
+fn first_pass(src: &mut dyn Source) -> io::Result<(Bounds, crate::summary::Summary)> {
     let mut bounds = Bounds::default();
     let mut figures = crate::summary::Reader::default();
-    let read = each_line(open().map_err(input_error)?, |v| {
-        bounds.line(&v);
-        figures.line(v);
+    // Each node's own samples on the machine's other cores (see
+    // `crate::items::apart`), in both passes.
+    let (read, apart) = each_apart(src, |_| FirstNode::default(), &mut |i| {
+        bounds.item(&i);
+        figures.item(&i);
     })?;
+    let mut own = Vec::with_capacity(apart.len());
+    for (node, n) in apart {
+        if let Some(c) = n.cores {
+            let had = bounds.cores.entry(node.clone()).or_default();
+            *had = (*had).max(c);
+        }
+        own.push((node, n.summary));
+    }
+    figures.take_apart(own);
     let mut summary = figures.finish();
     summary.read = read;
+    Ok((bounds, summary))
+}
+
+/// Reads the session `src` gives (twice: see the module doc) and writes
+/// the HTML report to `out`.
+pub fn write_report(src: &mut dyn Source, out: &mut impl Write) -> io::Result<ReportStats> {
+    let (bounds, mut summary) = first_pass(src)?;
     // The table's rows, not every type (see [`EVENT_TYPES`]).
     let events = std::mem::take(&mut summary.events);
     let crate::summary::TopCounts {
@@ -901,14 +713,19 @@ pub fn write_report<R: BufRead>(
         .or(bounds.first.zip(bounds.last))
         .unwrap_or_default();
     let heat = HeatPlan::new(&bounds.cores);
-    let mut b = Builder {
+    let grid = Grid {
         start,
         span_s: (end.saturating_sub(start) as f64 / 1e9).max(1e-3),
+    };
+    let mut b = Builder {
+        grid,
         bounds,
         nodes: NodeIndex::default(),
         task_node: HashMap::new(),
         series: BTreeMap::new(),
-        heat,
+        heat: &heat,
+        local: HashMap::new(),
+        seq: 0,
         cores: BTreeMap::new(),
         tasks: Tasks::default(),
         type_index: HashMap::new(),
@@ -922,22 +739,23 @@ pub fn write_report<R: BufRead>(
         across: None,
     };
     b.nodes.add("");
-    each_line(open().map_err(input_error)?, |v| b.line(v))?;
+    let (_, apart) = each_apart(src, |_| NodeDraw::new(grid, &heat), &mut |i| b.item(&i))?;
+    b.take_nodes(apart);
     let points = b.finish();
     let (gpus, series): (Vec<Series>, Vec<Series>) =
         b.series.into_values().partition(|s| s.gpu.is_some());
     let data = Data {
         session_id: &summary.session_id,
         start_time_s: crate::clock::ns_to_secs(start),
-        duration_s: b.span_s,
-        column_s: b.span_s / COLUMNS as f64,
+        duration_s: grid.span_s,
+        column_s: grid.span_s / COLUMNS as f64,
         written_by: concat!("tal ", env!("CARGO_PKG_VERSION")),
         nodes: b.nodes.names,
         tasks: b.tasks,
         series,
         gpus,
         cores: b.cores.into_values().collect(),
-        cores_cut: b.heat.cut,
+        cores_cut: heat.cut,
         event_types,
         event_types_more: more.map(|(types, events)| Cut {
             types: Some(types),
@@ -970,7 +788,7 @@ pub fn write_report<R: BufRead>(
         points,
         samples: b.samples,
         bytes: 0,
-        read,
+        read: summary.read,
     };
     let mut counted = Counted { out, n: 0 };
     write_html(&mut counted, &data)?;
@@ -1106,10 +924,13 @@ mod tests {
     fn a_tasks_end_figures_give_its_cpu_over_its_duration() {
         let v = serde_json::json!({"duration_seconds": 0.5, "attributes": {
             "cpu_user_seconds": 0.2, "cpu_system_seconds": 0.05, "max_rss_bytes": 7e6}});
-        let f = EndFigures::of(&v).unwrap();
+        fn fields(v: &serde_json::Value) -> Fields<'_> {
+            Fields::Json(v.as_object().unwrap())
+        }
+        let f = EndFigures::of(&fields(&v)).unwrap();
         assert_eq!((f.cpu, f.rss), (Some(50.0), Some(7e6)));
         let none = serde_json::json!({"duration_seconds": 0.0, "attributes": {}});
-        assert!(EndFigures::of(&none).is_none());
+        assert!(EndFigures::of(&fields(&none)).is_none());
     }
 
     #[test]

@@ -94,9 +94,9 @@ fn valid(v: &Value) -> Option<f64> {
 }
 
 impl TaskUse {
-    /// The figures of terminal event `v` (its status being `status`).
-    pub fn of(v: &Value, status: &str, node_id: Option<String>) -> Self {
-        let a = &v["attributes"];
+    /// The figures of task `task_id`'s terminal event, whose attributes
+    /// are `a` (its status being `status`).
+    pub fn of(a: &Value, task_id: &str, status: &str, node_id: Option<String>) -> Self {
         let n = |k: &str| amount(a, k);
         let rss = [n("max_rss_bytes"), n("rss_bytes_peak")];
         let (read, write) = match (n("read_bytes"), n("write_bytes")) {
@@ -104,7 +104,7 @@ impl TaskUse {
             rw => rw,
         };
         Self {
-            task_id: v["task_id"].as_str().unwrap_or("").to_string(),
+            task_id: task_id.to_string(),
             node_id,
             status: status.to_string(),
             cpu_seconds: sum2(n("cpu_user_seconds"), n("cpu_system_seconds")),
@@ -325,11 +325,7 @@ mod tests {
     use serde_json::json;
 
     fn task(id: &str, attrs: Value) -> TaskUse {
-        TaskUse::of(
-            &json!({"task_id": id, "attributes": attrs}),
-            "completed",
-            Some("n1".into()),
-        )
+        TaskUse::of(&attrs, id, "completed", Some("n1".into()))
     }
 
     #[test]

@@ -39,6 +39,7 @@
 //! read as null or a percentage of 1e300 is skipped, not summed.
 
 use super::units::{bytes, cpu_hours, energy, percent, rate, secs};
+use crate::items::{GpuSample, NodeSample};
 use serde::Serialize;
 use serde_json::Value;
 use std::fmt::Write;
@@ -51,9 +52,14 @@ pub(crate) fn amount(v: &Value, key: &str) -> Option<f64> {
     v[key].as_f64().filter(|x| x.is_finite() && *x >= 0.0)
 }
 
-/// A sample's percentage at `key`, if it is in 0–100.
-fn share(v: &Value, key: &str) -> Option<f64> {
-    v[key].as_f64().filter(|p| (0.0..=100.0).contains(p))
+/// A figure, if it is finite and ≥ 0.
+fn amount_of(v: Option<f64>) -> Option<f64> {
+    v.filter(|x| x.is_finite() && *x >= 0.0)
+}
+
+/// A percentage, if it is in 0–100.
+fn share_of(v: Option<f64>) -> Option<f64> {
+    v.filter(|p| (0.0..=100.0).contains(p))
 }
 
 /// Bytes moved one way.
@@ -253,9 +259,9 @@ pub struct NodeAcc {
 }
 
 impl NodeAcc {
-    /// Takes one `per_node` sample.
-    pub fn sample(&mut self, v: &Value) {
-        let t = v["event_time"].as_f64().filter(|t| t.is_finite());
+    /// Takes one `per_node` sample, taken at `time_s` (s since the epoch).
+    pub fn sample(&mut self, v: &NodeSample<'_>, time_s: Option<f64>) {
+        let t = time_s.filter(|t| t.is_finite());
         let window = match (self.last_s, t) {
             (Some(a), Some(b)) if b > a => Some(b - a),
             _ => None,
@@ -263,28 +269,28 @@ impl NodeAcc {
         if let Some(t) = t {
             self.last_s = Some(self.last_s.map_or(t, |l| l.max(t)));
         }
-        if let Some(cores) = v["cpu_percent_per_core"].as_array() {
+        if let Some(cores) = &v.per_core {
             self.cpus = self.cpus.max(cores.len() as u64);
         }
         if let Some(w) = window {
-            if let Some(p) = share(v, "cpu_percent") {
+            if let Some(p) = share_of(v.cpu_percent) {
                 self.cpu.add(p, w);
             }
-            if let Some(p) = share(v, "job_cpu_percent") {
+            if let Some(p) = share_of(v.job_cpu_percent) {
                 self.job_cpu.add(p, w);
             }
         }
-        if let Some(p) = share(v, "memory_percent") {
+        if let Some(p) = share_of(v.memory_percent) {
             self.mem.add(p);
         }
-        if let Some(b) = amount(v, "job_memory_bytes") {
+        if let Some(b) = amount_of(v.job_memory_bytes) {
             self.job_mem.add(b);
         }
-        if let Some(b) = amount(v, "job_memory_peak_bytes") {
+        if let Some(b) = amount_of(v.job_memory_peak_bytes) {
             self.job_mem.raise(b);
         }
         for (acc, key) in self.flows.iter_mut().zip(FLOWS) {
-            if let Some(b) = amount(v, key) {
+            if let Some(b) = amount_of(v.get(key)) {
                 acc.add(b, window);
             }
         }
@@ -357,21 +363,21 @@ pub struct GpuAcc {
 
 impl GpuAcc {
     /// Takes one `per_gpu` sample.
-    pub fn sample(&mut self, v: &Value) {
-        if let Some(u) = share(v, "gpu_percent") {
+    pub fn sample(&mut self, v: &GpuSample) {
+        if let Some(u) = share_of(v.gpu_percent) {
             self.util.add(u);
             self.samples += 1;
             self.idle += u64::from(u < GPU_IDLE_PERCENT);
         }
-        if let Some(b) = amount(v, "gpu_memory_used_bytes") {
+        if let Some(b) = amount_of(v.gpu_memory_used_bytes) {
             self.mem.raise(b);
         }
         let max = |old: Option<f64>, new: Option<f64>| match (old, new) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        self.mem_total = max(self.mem_total, amount(v, "gpu_memory_total_bytes"));
-        self.energy = max(self.energy, amount(v, "gpu_energy_joules"));
+        self.mem_total = max(self.mem_total, amount_of(v.gpu_memory_total_bytes));
+        self.energy = max(self.energy, amount_of(v.gpu_energy_joules));
     }
 
     /// What the samples came to.
@@ -726,11 +732,26 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Each of `samples` (a line's fields) as the JSONL's item.
+    fn items(samples: &[Value], gpu: bool, mut f: impl FnMut(&crate::items::Item<'_>)) {
+        for s in samples {
+            let mut l = s.clone();
+            l["section"] = json!("event");
+            l["event_type"] = json!("ResourceUpdate");
+            if gpu {
+                l["resource_scope"] = json!("per_gpu");
+                l["gpu_id"] = json!(0);
+            }
+            crate::items::jsonl::line(&l, &mut |i| f(&i));
+        }
+    }
+
     fn node(samples: &[Value]) -> NodeAcc {
         let mut n = NodeAcc::default();
-        for s in samples {
-            n.sample(s);
-        }
+        items(samples, false, |i| match i {
+            crate::items::Item::Event(h, crate::items::Body::Node(s)) => n.sample(s, h.time_s),
+            _ => panic!("not a node sample: {i:?}"),
+        });
         n
     }
 
@@ -816,16 +837,23 @@ mod tests {
     #[test]
     fn gpus_give_mean_idle_share_peak_memory_and_energy() {
         let mut g = GpuAcc::default();
-        for (u, mem, j) in [
+        let mut samples: Vec<Value> = [
             (0.0, 10, 5.0),
             (2.0, 30, 9.0),
             (90.0, 20, 15.0),
             (100.0, 20, 20.0),
-        ] {
-            g.sample(&json!({"gpu_percent": u, "gpu_memory_used_bytes": mem,
-                "gpu_memory_total_bytes": 100, "gpu_energy_joules": j}));
-        }
-        g.sample(&json!({"gpu_percent": null}));
+        ]
+        .iter()
+        .map(|(u, mem, j)| {
+            json!({"gpu_percent": u, "gpu_memory_used_bytes": mem,
+                "gpu_memory_total_bytes": 100, "gpu_energy_joules": j})
+        })
+        .collect();
+        samples.push(json!({"gpu_percent": null}));
+        items(&samples, true, |i| match i {
+            crate::items::Item::Event(_, crate::items::Body::Gpu(s)) => g.sample(s),
+            _ => panic!("not a GPU sample: {i:?}"),
+        });
         let u = g.usage();
         assert_eq!(u.utilization_mean_percent, Some(48.0));
         assert_eq!(u.idle_percent, Some(50.0));

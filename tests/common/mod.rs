@@ -520,3 +520,79 @@ pub fn assert_panels_match(charts: &[Value], v: &[Value]) {
         }
     }
 }
+
+/// `tal ARGS`' stdout and stderr, with its exit code.
+fn tal_out(args: &[&std::ffi::OsStr]) -> (Option<i32>, Vec<u8>, String) {
+    let o = run(tal().args(args));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    (o.status.code(), o.stdout, err)
+}
+
+/// The summary (text and `--json`) and the report of `logs` equal those
+/// of their JSONL, written in `dir`.
+pub fn assert_logs_read_as_their_jsonl(dir: &Path, logs: &[PathBuf]) {
+    let jsonl = dir.join("session.jsonl");
+    run_ok(tal().arg("convert").arg("-o").arg(&jsonl).args(logs));
+    let logs: Vec<&std::ffi::OsStr> = logs.iter().map(|p| p.as_os_str()).collect();
+    fn with<'a>(args: &[&'a str], input: &[&'a std::ffi::OsStr]) -> Vec<&'a std::ffi::OsStr> {
+        let mut a: Vec<&std::ffi::OsStr> = args.iter().map(|s| std::ffi::OsStr::new(*s)).collect();
+        a.extend_from_slice(input);
+        a
+    }
+    for args in [&["summary", "--json"][..], &["summary"]] {
+        let (code, from_logs, err) = tal_out(&with(args, &logs));
+        assert_eq!(code, Some(0), "{err}");
+        let (code, from_jsonl, err) = tal_out(&with(args, &[jsonl.as_os_str()]));
+        assert_eq!(code, Some(0), "{err}");
+        assert!(!from_logs.is_empty());
+        if from_logs != from_jsonl {
+            let (a, b) = (
+                String::from_utf8_lossy(&from_logs),
+                String::from_utf8_lossy(&from_jsonl),
+            );
+            let at = a.lines().zip(b.lines()).position(|(x, y)| x != y);
+            let line = |s: &str| at.and_then(|i| s.lines().nth(i)).unwrap_or("").to_string();
+            panic!(
+                "tal {args:?}: the logs' line {at:?} is\n{}\nthe JSONL's\n{}",
+                line(&a),
+                line(&b)
+            );
+        }
+    }
+    let pages = [dir.join("from-logs.html"), dir.join("from-jsonl.html")];
+    run_ok(tal().arg("report").args(&logs).arg("-o").arg(&pages[0]));
+    run_ok(tal().arg("report").arg(&jsonl).arg("-o").arg(&pages[1]));
+    let [a, b] = pages.map(|p| std::fs::read_to_string(p).unwrap());
+    if let Some(d) = first_difference(&report_data(&a), &report_data(&b), "") {
+        panic!("the report's data from the logs and from the JSONL differ at {d}");
+    }
+    assert!(a == b, "the pages differ outside their data");
+}
+
+/// Where `a` and `b` first differ (a path of keys and indices, and the two
+/// values there, shortened), if they do.
+pub fn first_difference(a: &Value, b: &Value, at: &str) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys = x.keys().chain(y.keys().filter(|k| !x.contains_key(*k)));
+            keys.into_iter().find_map(|k| {
+                let n = Value::Null;
+                let (p, q) = (x.get(k).unwrap_or(&n), y.get(k).unwrap_or(&n));
+                if x.contains_key(k) != y.contains_key(k) {
+                    return Some(format!("{at}/{k}: present in one only"));
+                }
+                first_difference(p, q, &format!("{at}/{k}"))
+            })
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (p, q))| first_difference(p, q, &format!("{at}/{i}"))),
+        _ if a == b => None,
+        _ => {
+            let short = |v: &Value| v.to_string().chars().take(200).collect::<String>();
+            Some(format!("{at}: {} vs {}", short(a), short(b)))
+        }
+    }
+}
