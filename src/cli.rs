@@ -561,8 +561,8 @@ impl RecordArgs {
         if self.report && !jsonl {
             bail!("--report is made from the JSONL: give --format jsonl,parquet, or leave out --report");
         }
-        if self.dataset.is_some() && !parquet {
-            bail!("--dataset names the Parquet dataset's folder: add --format parquet (or jsonl,parquet)");
+        if self.dataset.is_some() && (!parquet || self.no_convert) {
+            bail!("--dataset names the Parquet dataset's folder: add --format parquet (or jsonl,parquet), without --no-convert");
         }
         let dataset = (!self.no_convert && parquet).then(|| {
             self.dataset

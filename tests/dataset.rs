@@ -27,6 +27,18 @@ fn check(jsonl: &Path, dir: &Path, merged: bool) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("the checker's counts")
 }
 
+/// The JSONL of `log`, in `dir`.
+fn jsonl_of(log: &Path, dir: &Path) -> PathBuf {
+    let p = dir.join("of.jsonl");
+    run_ok(tal().arg("convert").arg(log).arg("-o").arg(&p));
+    p
+}
+
+/// The part files in a node's folder.
+fn parts(dir: &Path) -> Vec<PathBuf> {
+    files_with_ext(dir, ".parquet")
+}
+
 /// `tal convert LOGS --format parquet -o DIR` and `tal convert LOGS -o
 /// JSONL`, both checked to succeed.
 fn convert_both(logs: &[PathBuf], dir: &Path) -> (PathBuf, PathBuf) {
@@ -64,11 +76,22 @@ fn the_small_workflow_dataset_equals_its_jsonl() {
         "events",
         "session",
     ] {
-        assert!(
-            ds.join(t).join("node=vm/part-0.parquet").is_file(),
+        assert_eq!(
+            parts(&ds.join(t).join("node=vm")).len(),
+            1,
             "{t} has a part for the node, empty or not"
         );
     }
+    // Converting again replaces the log's own parts.
+    let again = run_ok(
+        tal()
+            .arg("convert")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/small-workflow"))
+            .args(["--format", "parquet", "-o"])
+            .arg(&ds),
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("wrote the dataset"));
+    check(&jsonl, &ds, false);
 }
 
 /// A recording with tasks (one failing), a custom event and task series,
@@ -146,7 +169,7 @@ fn two_nodes_make_one_dataset_with_a_partition_each() {
     let (jsonl, ds) = convert_both(&logs, dir.path());
     let counts = check(&jsonl, &ds, true);
     assert_eq!(counts["nodes"], 2, "{counts}");
-    assert!(ds.join("samples/node=n2/part-0.parquet").is_file());
+    assert_eq!(parts(&ds.join("samples/node=n2")).len(), 1);
 }
 
 /// A log cut mid-record (its agent killed) gives the same rows as its
@@ -163,6 +186,62 @@ fn a_log_cut_mid_record_gives_the_rows_of_its_jsonl() {
     let (jsonl, ds) = convert_both(&[cut], dir.path());
     let counts = check(&jsonl, &ds, false);
     assert!(counts["rows"]["samples"].as_u64().unwrap() > 0, "{counts}");
+}
+
+/// A second recording of the same node in the session (a requeued job, a
+/// second job step) adds its own parts beside the first one's; a log of
+/// another session is refused by the folder.
+#[test]
+fn a_second_recording_of_a_node_adds_its_parts_and_other_sessions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 1..=2 {
+        run_ok(
+            tal()
+                .args([
+                    "record",
+                    "--interval",
+                    "0.1",
+                    "--session-id",
+                    "again",
+                    "--node-id",
+                    "n1",
+                    "--format",
+                    "parquet",
+                    "--out",
+                ])
+                .arg(dir.path())
+                .args(["--", "sh", "-c"])
+                .arg(format!("{} emit app.Step{i}", env!("CARGO_BIN_EXE_tal"))),
+        );
+    }
+    let ds = dir.path().join("again.dataset");
+    assert_eq!(parts(&ds.join("events/node=n1")).len(), 2);
+    let q = format!(
+        "import duckdb; print(sorted(r[0] for r in duckdb.sql(\"select event_type from read_parquet('{}/events/*/*.parquet') where event_type like 'app.%'\").fetchall()))",
+        ds.display()
+    );
+    let out = std::process::Command::new(python())
+        .args(["-c", &q])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "['app.Step1', 'app.Step2']"
+    );
+    let other = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/small-workflow/small-workflow.vm.tal");
+    let out = run(tal()
+        .arg("convert")
+        .arg(&other)
+        .args(["--format", "parquet", "-o"])
+        .arg(&ds));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("holds the dataset of session \"again\""),
+        "{err}"
+    );
+    assert!(!ds.join("samples/node=vm").exists());
 }
 
 #[test]
@@ -185,6 +264,36 @@ fn bad_outputs_are_refused_with_what_to_do() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a folder of this user's"), "{err}");
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    // Anything but a regular file at a part's name (a FIFO would stall
+    // the writer, a link to a device would swallow the rows) is refused.
+    std::fs::remove_file(ds.join("samples")).unwrap();
+    let ok = dir.path().join("ok");
+    run_ok(
+        tal()
+            .arg("convert")
+            .arg(&log)
+            .args(["--format", "parquet", "-o"])
+            .arg(&ok),
+    );
+    let part = parts(&ok.join("events/node=vm")).remove(0);
+    std::fs::remove_file(&part).unwrap();
+    std::os::unix::fs::symlink("/dev/null", &part).unwrap();
+    let out = run(tal()
+        .arg("convert")
+        .arg(&log)
+        .args(["--format", "parquet", "-o"])
+        .arg(&ok));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a regular file"), "{err}");
+    // A file where the dataset goes.
+    let out = run(tal()
+        .arg("convert")
+        .arg(&log)
+        .args(["--format", "parquet", "-o"])
+        .arg(&jsonl_of(&log, dir.path())));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("a dataset is a folder"), "{err}");
     // Standard output is not a folder; a JSONL is not node logs.
     let out = run(tal()
         .arg("convert")

@@ -249,10 +249,10 @@ impl Row<'_> {
         self
     }
 
-    /// A float.
+    /// A float; one that is not finite is a null, as the JSONL writes it.
     pub fn f64(&mut self, v: Option<f64>) -> &mut Self {
         match self.next() {
-            Col::F64(b) => b.append_option(v),
+            Col::F64(b) => b.append_option(v.filter(|v| v.is_finite())),
             _ => self.mismatch("a float"),
         }
         self
@@ -296,12 +296,20 @@ impl Row<'_> {
         self
     }
 
-    /// A list of floats (null when `None`).
+    /// A list of floats (null when `None`; an element that is not finite
+    /// is a null, as the JSONL writes it).
     pub fn f32_list(&mut self, v: Option<&[f32]>) -> &mut Self {
+        self.t.bytes += v.map_or(0, |vs| vs.len() * 4);
         match self.next() {
             Col::F32List(b) => match v {
-                Some(vs) => {
+                Some(vs) if vs.iter().all(|x| x.is_finite()) => {
                     b.values().append_slice(vs);
+                    b.append(true);
+                }
+                Some(vs) => {
+                    for x in vs {
+                        b.values().append_option(Some(*x).filter(|x| x.is_finite()));
+                    }
                     b.append(true);
                 }
                 None => b.append(false),
@@ -339,9 +347,11 @@ impl Row<'_> {
         v: Option<impl IntoIterator<Item = (&'k str, Option<i64>)>>,
     ) -> &mut Self {
         let present = v.is_some();
+        let mut bytes = 0;
         match self.next() {
             Col::I64Map(b) => {
                 for (k, val) in v.into_iter().flatten() {
+                    bytes += k.len() + 8;
                     b.keys().append_value(k);
                     b.values().append_option(val);
                 }
@@ -349,6 +359,7 @@ impl Row<'_> {
             }
             _ => self.mismatch("a map of integers"),
         }
+        self.t.bytes += bytes;
         self
     }
 
@@ -358,16 +369,19 @@ impl Row<'_> {
         v: Option<impl IntoIterator<Item = (&'k str, Option<f64>)>>,
     ) -> &mut Self {
         let present = v.is_some();
+        let mut bytes = 0;
         match self.next() {
             Col::F64Map(b) => {
                 for (k, val) in v.into_iter().flatten() {
+                    bytes += k.len() + 8;
                     b.keys().append_value(k);
-                    b.values().append_option(val);
+                    b.values().append_option(val.filter(|v| v.is_finite()));
                 }
                 b.append(present).expect("keys and values match");
             }
             _ => self.mismatch("a map of floats"),
         }
+        self.t.bytes += bytes;
         self
     }
 

@@ -4,12 +4,13 @@
 //! `tal record --format parquet` at the end of each node's recording).
 //!
 //! ```text
-//! DIR/samples/node=<node>/part-0.parquet        per_node ResourceUpdate
-//! DIR/gpu_samples/node=<node>/part-0.parquet    per_gpu ResourceUpdate
-//! DIR/tasks/node=<node>/part-0.parquet          task spans
-//! DIR/task_samples/node=<node>/part-0.parquet   tal.TaskResourceUpdate
-//! DIR/events/node=<node>/part-0.parquet         every other event
-//! DIR/session/node=<node>/part-0.parquet        the log: header, metric line
+//! DIR/_tal_dataset.json                             the session it holds
+//! DIR/samples/node=<node>/part-<start>.parquet       per_node ResourceUpdate
+//! DIR/gpu_samples/node=<node>/part-<start>.parquet   per_gpu ResourceUpdate
+//! DIR/tasks/node=<node>/part-<start>.parquet         task spans
+//! DIR/task_samples/node=<node>/part-<start>.parquet  tal.TaskResourceUpdate
+//! DIR/events/node=<node>/part-<start>.parquet        every other event
+//! DIR/session/node=<node>/part-<start>.parquet       the log: header, metric line
 //! ```
 //!
 //! The folders are Hive-style (`node=`), so engines add a `node` column
@@ -25,13 +26,25 @@
 //! from one JSONL of several logs is what merging decides for the whole
 //! session: there, one SessionStarted and one SessionEnded stand for all
 //! the nodes; here each node's part keeps its own (the `session` table has
-//! each node's times), and a task whose events reached two nodes' agents
-//! has a span in each part.
+//! each node's times). A task is followed within each node's log: one
+//! whose events reached two nodes' agents has a span in each part, and in
+//! the part whose node did not see its end it is closed as canceled at
+//! that node's end (`closed_at_session_end`), as the JSONL closes a task
+//! still open when the session ends.
 //!
 //! Logs are written on [`threads`] threads at once, each log by one
-//! thread, with memory bounded by a row group per table and thread.
-//! A `K` in `part-K` counts the logs of the same node in one conversion
-//! (0 for the first).
+//! thread, with memory bounded by a batch and a row group per table and
+//! thread.
+//!
+//! A part is named after its log's start, ns since the epoch
+//! (`part-1796653632295309358.parquet`): converting a log again replaces
+//! its own parts and nothing else, and another recording of the same node
+//! in the session (a requeued job, a second job step) adds parts of its
+//! own. A dataset folder holds one session: its `_tal_dataset.json`
+//! (which engines skip, as every name starting with `_`) names the
+//! session, and a log of another session is refused. The folder, when it
+//! exists, must be a folder of this user's (see `part::own_dir` for the
+//! folders under it).
 
 pub mod columns;
 pub mod part;
@@ -131,9 +144,10 @@ impl Sink for Parts {
     }
 }
 
-/// Writes the parts of one log into `dir` (`k`: see the module doc).
-pub fn write_part(reader: LogReader, dir: &Path, k: usize) -> io::Result<PartSummary> {
+/// Writes the parts of one log into `dir` (see the module doc).
+pub fn write_part(reader: LogReader, dir: &Path) -> io::Result<PartSummary> {
     let header = reader.header().clone();
+    let k = header.start_wall_ns;
     let log = reader.path().to_path_buf();
     let meta = |table: &str| {
         vec![
@@ -209,9 +223,16 @@ pub fn write_part(reader: LogReader, dir: &Path, k: usize) -> io::Result<PartSum
     )?;
     session_part.write(&session.batch())?;
     sink.rows[5] = 1;
+    // Every part whole before any is renamed (see `part`).
+    let closed = sink
+        .parts
+        .into_iter()
+        .chain(std::iter::once(session_part))
+        .map(Part::close)
+        .collect::<io::Result<Vec<_>>>()?;
     let mut bytes = 0;
-    for p in sink.parts.into_iter().chain(std::iter::once(session_part)) {
-        bytes += p.finish()?.1;
+    for c in closed {
+        bytes += c.commit()?;
     }
     Ok(PartSummary {
         log,
@@ -230,24 +251,15 @@ pub fn write_dataset(
     dir: &Path,
     progress: &crate::progress::Progress,
 ) -> Vec<io::Result<PartSummary>> {
-    if let Err(e) = make_root(dir) {
+    let session = readers.first().map(|r| r.header().session_id.clone());
+    if let Err(e) = make_root(dir, session.as_deref().unwrap_or("")) {
         let msg = e.to_string();
         return readers
             .iter()
             .map(|_| Err(io::Error::new(e.kind(), msg.clone())))
             .collect();
     }
-    // part-K: the K-th log of its node in this conversion.
-    let mut seen = std::collections::HashMap::<String, usize>::new();
-    let jobs: Vec<(usize, LogReader, usize)> = readers
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let k = seen.entry(r.header().node_id.clone()).or_insert(0);
-            *k += 1;
-            (i, r, *k - 1)
-        })
-        .collect();
+    let jobs: Vec<(usize, LogReader)> = readers.into_iter().enumerate().collect();
     let n = jobs.len();
     let queue = std::sync::Mutex::new(jobs.into_iter());
     let results = std::sync::Mutex::new((0..n).map(|_| None).collect::<Vec<_>>());
@@ -256,9 +268,9 @@ pub fn write_dataset(
         for _ in 0..threads().min(n) {
             s.spawn(|| loop {
                 let job = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
-                let Some((i, reader, k)) = job else { break };
+                let Some((i, reader)) = job else { break };
                 let len = reader.file_len();
-                let res = write_part(reader, dir, k);
+                let res = write_part(reader, dir);
                 let at = done.fetch_add(len, std::sync::atomic::Ordering::Relaxed) + len;
                 progress.set(at);
                 results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(res);
@@ -273,22 +285,105 @@ pub fn write_dataset(
         .collect()
 }
 
-/// Makes the dataset's folder (and its parents) if missing; it must be a
-/// folder.
-fn make_root(dir: &Path) -> io::Result<()> {
+/// The file that names a dataset folder's session (see the module doc).
+pub const MARKER: &str = "_tal_dataset.json";
+
+/// Makes the dataset's folder (and its parents) if missing: it must be a
+/// folder of this user's (a link to one is followed), of no other session.
+fn make_root(dir: &Path, session: &str) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(m) = std::fs::metadata(dir) {
+        if !m.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} is a file: a dataset is a folder; name another (-o DIR)",
+                    dir.display()
+                ),
+            ));
+        }
+        if m.uid() != rustix::process::geteuid().as_raw() {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is another user's folder: not writing a dataset into it; \
+                     choose a folder of your own (-o DIR)",
+                    dir.display()
+                ),
+            ));
+        }
+    }
     std::fs::create_dir_all(dir).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("cannot make the dataset folder {}: {e}", dir.display()),
         )
     })?;
-    if !dir.is_dir() {
+    claim(dir, session)
+}
+
+/// Writes `_tal_dataset.json` naming `session` in `dir`, or checks that
+/// the one there names it. Agents of several nodes may race to write it:
+/// each writes a whole file under a temporary name and moves it there
+/// without replacing, and the losers read the winner's.
+fn claim(dir: &Path, session: &str) -> io::Result<()> {
+    let path = dir.join(MARKER);
+    let mut body = Vec::new();
+    let mut o = crate::json::JsonOut::object(&mut body);
+    o.str("session_id", session)
+        .str("dataset_version", DATASET_VERSION)
+        .str("written_by", concat!("tal ", env!("CARGO_PKG_VERSION")));
+    o.end();
+    body.push(b'\n');
+    if std::fs::symlink_metadata(&path).is_err() {
+        let mut out = crate::convert::PendingOutput::create(&path)?;
+        std::io::Write::write_all(&mut out.writer, &body)?;
+        match out.commit_first_free(std::slice::from_ref(&path)) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let theirs = read_marker(&path)?;
+    if theirs != session {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
-            format!("{} is not a folder", dir.display()),
+            format!(
+                "{} holds the dataset of session {theirs:?}, and these logs are of session \
+                 {session:?}: a dataset folder is for one session; choose another (-o DIR)",
+                dir.display()
+            ),
         ));
     }
     Ok(())
+}
+
+/// The session named by a dataset's marker file (read to 64 KiB at most).
+fn read_marker(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let m = std::fs::symlink_metadata(path)?;
+    let bad = |why: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} {why}: it is not a dataset of tal's; choose another folder (-o DIR)",
+                path.display()
+            ),
+        )
+    };
+    if !m.file_type().is_file() {
+        return Err(bad("is not a regular file"));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(64 << 10)
+        .read_to_string(&mut text)
+        .map_err(|_| bad("is not text"))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|_| bad("is not JSON"))?;
+    v["session_id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| bad("names no session_id"))
 }
 
 /// The dataset's default folder: `{session_id}.dataset`. Every node of a
@@ -351,13 +446,14 @@ pub fn convert(
         }
     }
     progress.finish();
-    for f in w.failed.iter().chain(&read_notes(&w)) {
-        eprintln!("{who}: {f}");
-    }
     if w.parts.is_empty() {
+        // Said once, by the caller.
         return Err(crate::convert::ConvertError::NothingToConvert(
             w.failed.join("; "),
         ));
+    }
+    for f in w.failed.iter().chain(&read_notes(&w)) {
+        eprintln!("{who}: {f}");
     }
     eprintln!("{who}: {}", describe(&dir, &w, t0.elapsed()));
     Ok((dir, w))

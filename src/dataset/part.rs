@@ -1,12 +1,16 @@
-//! One part file of the dataset: `DIR/TABLE/node=NODE/part-K.parquet`,
+//! One part file of the dataset: `DIR/TABLE/node=NODE/part-START.parquet`,
 //! written beside its name under a temporary one and renamed into place
 //! when complete (as every tal output: `crate::convert::PendingOutput`),
-//! so an engine listing the folder never reads half a file.
+//! so an engine listing the folder never reads half a file. A log's six
+//! parts are renamed only once all six are complete ([`Part::close`], then
+//! [`Closed::commit`]): a full disk leaves the node's earlier parts, not
+//! a mix of new and old tables.
 //!
 //! The folders under DIR are made by tal. One that exists already must be
 //! a real folder of this user's: a symbolic link or someone else's folder
 //! planted in a shared DIR is refused, so a part is never written where
-//! the user did not ask.
+//! the user did not ask; so is anything at a part's name that is not a
+//! regular file (a FIFO, a link to a device).
 //!
 //! Encodings: times delta-encoded; event ids with their lengths apart from
 //! their text (a dictionary of random ids would only grow; with the
@@ -57,6 +61,13 @@ pub struct Part {
     path: PathBuf,
 }
 
+/// A part file written whole under its temporary name, to be renamed.
+#[derive(Debug)]
+pub struct Closed {
+    out: PendingOutput,
+    path: PathBuf,
+}
+
 impl std::fmt::Debug for Part {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Part").field("path", &self.path).finish()
@@ -74,9 +85,16 @@ pub fn parquet_error(path: &Path, e: parquet::errors::ParquetError) -> io::Error
     }
 }
 
+/// The longest folder name of a node, bytes (a file name has 255).
+pub const MAX_FOLDER_BYTES: usize = 200;
+
 /// The folder name of `node` in a table: `node=` and the id, with every
 /// byte but `[A-Za-z0-9._-]` percent-encoded, as Hive-style readers
-/// (pyarrow, DuckDB, Spark) decode it.
+/// (pyarrow, DuckDB, Spark) decode it. An id whose encoding would pass
+/// [`MAX_FOLDER_BYTES`] (a valid id of 200 bytes may triple) keeps its
+/// first encoded bytes and ends with `~` and 16 hex digits of its hash:
+/// the folder's `node` is then not the id, which every row's `node_id`
+/// holds.
 pub fn node_folder(node: &str) -> String {
     let mut s = String::from("node=");
     for b in node.bytes() {
@@ -85,6 +103,16 @@ pub fn node_folder(node: &str) -> String {
         } else {
             s.push_str(&format!("%{b:02X}"));
         }
+    }
+    if s.len() > MAX_FOLDER_BYTES {
+        let mut cut = MAX_FOLDER_BYTES - 17;
+        // Not inside a %XX.
+        while s.as_bytes()[cut - 1] == b'%' || s.as_bytes()[cut - 2] == b'%' {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        let h = xxhash_rust::xxh3::xxh3_64(node.as_bytes());
+        s.push_str(&format!("~{h:016x}"));
     }
     s
 }
@@ -145,12 +173,13 @@ fn properties(schema: &SchemaRef, meta: Vec<KeyValue>) -> WriterProperties {
 
 impl Part {
     /// Starts `dir/table/node=NODE/part-K.parquet` (the folders made as
-    /// needed), with `meta` in the file's key-value metadata.
+    /// needed), with `meta` in the file's key-value metadata; `k` is the
+    /// log's start, ns since the epoch (see `super`).
     pub fn create(
         dir: &Path,
         table: &str,
         node: &str,
-        k: usize,
+        k: i64,
         schema: &SchemaRef,
         meta: Vec<KeyValue>,
     ) -> io::Result<Self> {
@@ -159,6 +188,18 @@ impl Part {
         let node_dir = table_dir.join(node_folder(node));
         own_dir(&node_dir)?;
         let path = node_dir.join(format!("part-{k}.parquet"));
+        if let Ok(m) = std::fs::symlink_metadata(&path) {
+            if !m.file_type().is_file() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} is there and is not a regular file (a folder, a link, a FIFO): \
+                         not replacing it; remove it or choose another output folder",
+                        path.display()
+                    ),
+                ));
+            }
+        }
         let out = PendingOutput::create(&path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         let writer =
@@ -177,13 +218,23 @@ impl Part {
             .map_err(|e| parquet_error(&self.path, e))
     }
 
-    /// Writes the footer and moves the file to its name; its size.
-    pub fn finish(self) -> io::Result<(PathBuf, u64)> {
+    /// Writes the footer, under the temporary name.
+    pub fn close(self) -> io::Result<Closed> {
         let Self { writer, path } = self;
-        let Pending(out) = writer.into_inner().map_err(|e| parquet_error(&path, e))?;
+        let Pending(mut out) = writer.into_inner().map_err(|e| parquet_error(&path, e))?;
+        out.writer
+            .flush()
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        Ok(Closed { out, path })
+    }
+}
+
+impl Closed {
+    /// Moves the file to its name; its size.
+    pub fn commit(self) -> io::Result<u64> {
+        let Self { out, path } = self;
         out.commit()
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        Ok((path, len))
+        Ok(std::fs::metadata(&path).map_or(0, |m| m.len()))
     }
 }

@@ -493,8 +493,14 @@ impl Tables {
         let find = |k: &str| sp.extra.iter().find(|(n, _)| n == k).map(|(_, v)| v);
         let num_f = |k: &str| find(k).and_then(as_f64);
         let num_i = |k: &str| find(k).and_then(as_i64);
-        let gpu_mem = find("gpu_memory_peak_bytes").and_then(object_of_numbers);
-        let gpu_energy = find("gpu_energy_joules").and_then(object_of_numbers);
+        // The typed maps only where every value fits them exactly (else
+        // null: `attributes_json` has the values as they are).
+        let gpu_mem = find("gpu_memory_peak_bytes")
+            .and_then(object_of_numbers)
+            .filter(|m| m.values().all(|v| v.is_i64()));
+        let gpu_energy = find("gpu_energy_joules")
+            .and_then(object_of_numbers)
+            .filter(|m| m.values().all(|v| v.as_f64().is_some_and(f64::is_finite)));
         // Map values: a string as itself, anything else as its JSON text.
         let texts: Vec<(&str, Option<String>)> = sp
             .extra
@@ -541,14 +547,11 @@ impl Tables {
             .i64(num_i("max_rss_bytes"))
             .i64(num_i("read_bytes"))
             .i64(num_i("write_bytes"))
-            .i64_map(gpu_mem.as_ref().map(|m| {
-                m.iter().map(|(k, v)| {
-                    (
-                        k.as_str(),
-                        v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)),
-                    )
-                })
-            }))
+            .i64_map(
+                gpu_mem
+                    .as_ref()
+                    .map(|m| m.iter().map(|(k, v)| (k.as_str(), v.as_i64()))),
+            )
             .f64_map(
                 gpu_energy
                     .as_ref()
