@@ -291,7 +291,7 @@ fn bad_outputs_are_refused_with_what_to_do() {
         .arg("convert")
         .arg(&log)
         .args(["--format", "parquet", "-o"])
-        .arg(&jsonl_of(&log, dir.path())));
+        .arg(jsonl_of(&log, dir.path())));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("a dataset is a folder"), "{err}");
     // Standard output is not a folder; a JSONL is not node logs.
