@@ -41,7 +41,8 @@ if [ -z "${NOJSONL:-}" ]; then
 fi
 echo "# tal convert --format parquet ..." >&2
 timed "tal convert --format parquet (all logs)" ./target/release/tal convert -q "$work"/logs/*.tal --format parquet -o "$work/ds"
-first=$(ls "$work"/logs/*.tal | head -1)
+logs=("$work"/logs/*.tal)
+first=${logs[0]}
 timed "one node's parts (${SECS} s of one node, as tal record --format parquet ends)" \
   ./target/release/tal convert -q "$first" --format parquet -o "$work/one"
 db=$(du -sb "$work/ds" | cut -f1)
