@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 trap 'TAL_SLURM_DIR=/tmp/tal-slurm-4 scripts/slurm-down.sh; scripts/slurm-down.sh' EXIT
 step() { printf '\n== test.sh: %s\n' "$*" >&2; }
-step "Python environment for the integration tests (target/pyenv: RHAPSODY 0.6.0 and opentelemetry-proto from PyPI; made once)"
+step "Python environment for the integration tests (target/pyenv: RHAPSODY 0.6.0, opentelemetry-proto, pyarrow, DuckDB and polars from PyPI; made once)"
 scripts/setup-python.sh >/dev/null
 if ! [ -x /usr/bin/chromium ]; then
   step "Debian's chromium, to check that tal report's pages render (headless; installed once)"

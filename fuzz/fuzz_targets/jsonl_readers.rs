@@ -12,5 +12,6 @@ fuzz_target!(|data: &[u8]| {
     let _ = otlp::from_jsonl(Cursor::new(data), &otlp::ResourceConfig::default());
     let _ = tal::summary::from_jsonl(Cursor::new(data));
     let _ = chrome::write_chrome_trace(|| Ok(Cursor::new(data)), &mut std::io::sink());
-    let _ = tal::report::write_report(|| Ok(Cursor::new(data)), &mut std::io::sink());
+    let mut src = tal::items::jsonl::Jsonl::new(|| Ok(Cursor::new(data)));
+    let _ = tal::report::write_report(&mut src, &mut std::io::sink());
 });
