@@ -34,6 +34,19 @@ fn jsonl_of(log: &Path, dir: &Path) -> PathBuf {
     p
 }
 
+/// `tal convert LOG --format parquet -o DIR`.
+fn parquet(
+    log: impl AsRef<std::ffi::OsStr>,
+    dir: impl AsRef<std::ffi::OsStr>,
+) -> std::process::Command {
+    let mut c = tal();
+    c.arg("convert")
+        .arg(log)
+        .args(["--format", "parquet", "-o"])
+        .arg(dir);
+    c
+}
+
 /// The part files in a node's folder.
 fn parts(dir: &Path) -> Vec<PathBuf> {
     files_with_ext(dir, ".parquet")
@@ -230,11 +243,7 @@ fn a_second_recording_of_a_node_adds_its_parts_and_other_sessions_are_refused() 
     );
     let other = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/small-workflow/small-workflow.vm.tal");
-    let out = run(tal()
-        .arg("convert")
-        .arg(&other)
-        .args(["--format", "parquet", "-o"])
-        .arg(&ds));
+    let out = run(&mut parquet(&other, &ds));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -255,11 +264,7 @@ fn bad_outputs_are_refused_with_what_to_do() {
     std::fs::create_dir_all(&ds).unwrap();
     std::fs::create_dir_all(&elsewhere).unwrap();
     std::os::unix::fs::symlink(&elsewhere, ds.join("samples")).unwrap();
-    let out = run(tal()
-        .arg("convert")
-        .arg(&log)
-        .args(["--format", "parquet", "-o"])
-        .arg(&ds));
+    let out = run(&mut parquet(&log, &ds));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a folder of this user's"), "{err}");
@@ -268,30 +273,16 @@ fn bad_outputs_are_refused_with_what_to_do() {
     // the writer, a link to a device would swallow the rows) is refused.
     std::fs::remove_file(ds.join("samples")).unwrap();
     let ok = dir.path().join("ok");
-    run_ok(
-        tal()
-            .arg("convert")
-            .arg(&log)
-            .args(["--format", "parquet", "-o"])
-            .arg(&ok),
-    );
+    run_ok(&mut parquet(&log, &ok));
     let part = parts(&ok.join("events/node=vm")).remove(0);
     std::fs::remove_file(&part).unwrap();
     std::os::unix::fs::symlink("/dev/null", &part).unwrap();
-    let out = run(tal()
-        .arg("convert")
-        .arg(&log)
-        .args(["--format", "parquet", "-o"])
-        .arg(&ok));
+    let out = run(&mut parquet(&log, &ok));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not a regular file"), "{err}");
     // A file where the dataset goes.
-    let out = run(tal()
-        .arg("convert")
-        .arg(&log)
-        .args(["--format", "parquet", "-o"])
-        .arg(jsonl_of(&log, dir.path())));
+    let out = run(&mut parquet(&log, jsonl_of(&log, dir.path())));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("a dataset is a folder"), "{err}");
     // Standard output is not a folder; a JSONL is not node logs.
@@ -310,11 +301,7 @@ fn bad_outputs_are_refused_with_what_to_do() {
     // A folder that cannot be made: said, and nothing else is written.
     let file = dir.path().join("file");
     std::fs::write(&file, "x").unwrap();
-    let out = run(tal()
-        .arg("convert")
-        .arg(&log)
-        .args(["--format", "parquet", "-o"])
-        .arg(file.join("ds")));
+    let out = run(&mut parquet(&log, file.join("ds")));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot make the dataset folder"), "{err}");

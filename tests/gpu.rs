@@ -452,6 +452,15 @@ fn the_polling_path_makes_only_cheap_calls() {
 /// script lists in the file `procs` (empty at first); it must exit 0. The
 /// session's JSONL lines.
 fn record_with_procs(dir: &Path, script: impl FnOnce(&str, &str) -> String) -> Vec<Value> {
+    record_with_procs_and(dir, &[], script)
+}
+
+/// [`record_with_procs`], with more flags for `tal record`.
+fn record_with_procs_and(
+    dir: &Path,
+    flags: &[&str],
+    script: impl FnOnce(&str, &str) -> String,
+) -> Vec<Value> {
     let procs = dir.join("procs");
     std::fs::write(&procs, "").unwrap();
     let cfg = two_devices(&format!(
@@ -459,14 +468,9 @@ fn record_with_procs(dir: &Path, script: impl FnOnce(&str, &str) -> String) -> V
         procs.display()
     ));
     let script = script(env!("CARGO_BIN_EXE_tal"), &procs.display().to_string());
-    let (code, stderr, v) = record_in(
-        dir,
-        &stub("full"),
-        &cfg,
-        &["--task-interval", "0.1s"],
-        &[],
-        &["sh", "-c", &script],
-    );
+    let mut args = vec!["--task-interval", "0.1s"];
+    args.extend_from_slice(flags);
+    let (code, stderr, v) = record_in(dir, &stub("full"), &cfg, &args, &[], &["sh", "-c", &script]);
     assert_eq!(code, Some(0), "{stderr}");
     v
 }
@@ -1028,23 +1032,12 @@ fn the_summary_ranks_tasks_by_gpu_memory_and_energy_and_notes_an_idle_gpu() {
 #[test]
 fn the_dataset_holds_every_gpu_poll_and_the_tasks_gpu_figures() {
     let dir = tempfile::tempdir().unwrap();
-    let procs = dir.path().join("procs");
-    std::fs::write(&procs, "").unwrap();
-    let cfg = two_devices(&format!("util 0 50\nutil 1 0\nprocs {}\n", procs.display()));
-    let (tal, p) = (env!("CARGO_BIN_EXE_tal"), procs.display());
-    let script = format!(
-        "{tal} run --task-id gpu.task -- sh -c 'echo 0 $$ 3000000 > {p}; sleep 0.6; : > {p}' && \
-         {tal} run --task-id bad -- false; true"
-    );
-    let (code, stderr, v) = record_in(
-        dir.path(),
-        &stub("full"),
-        &cfg,
-        &["--task-interval", "0.1s", "--format", "jsonl,parquet"],
-        &[],
-        &["sh", "-c", &script],
-    );
-    assert_eq!(code, Some(0), "{stderr}");
+    let v = record_with_procs_and(dir.path(), &["--format", "jsonl,parquet"], |tal, p| {
+        format!(
+            "{tal} run --task-id gpu.task -- sh -c 'echo 0 $$ 3000000 > {p}; sleep 0.6; : > {p}' && \
+             {tal} run --task-id bad -- false; true"
+        )
+    });
     assert!(resources(&v, "per_gpu").len() > 20);
     let jsonl = files_with_ext(&dir.path().join("out"), ".telemetry.jsonl");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/dataset_check.py");

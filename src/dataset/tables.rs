@@ -35,18 +35,18 @@ pub const EVENT: [Spec; 10] = [
     ("span_id", Str, false),
 ];
 
+/// An event table's columns: [`EVENT`]'s, then these.
+macro_rules! event_table {
+    ($($col:expr),* $(,)?) => {
+        &[
+            EVENT[0], EVENT[1], EVENT[2], EVENT[3], EVENT[4], EVENT[5], EVENT[6], EVENT[7],
+            EVENT[8], EVENT[9], $($col),*
+        ]
+    };
+}
+
 /// `samples`: the node's `per_node` `ResourceUpdate`s.
-pub const SAMPLES: &[Spec] = &[
-    EVENT[0],
-    EVENT[1],
-    EVENT[2],
-    EVENT[3],
-    EVENT[4],
-    EVENT[5],
-    EVENT[6],
-    EVENT[7],
-    EVENT[8],
-    EVENT[9],
+pub const SAMPLES: &[Spec] = event_table![
     ("resource_scope", Str, false),
     ("cpu_percent", F64, true),
     ("memory_percent", F64, true),
@@ -68,27 +68,10 @@ pub const SAMPLES: &[Spec] = &[
 
 /// Extension fields of `samples` with columns of their own (after
 /// `cpu_percent_per_core`), in column order.
-const SAMPLE_EXTRA: [Spec; 6] = [
-    ("job_cpu_percent", F64, true),
-    ("job_memory_bytes", I64, true),
-    ("job_memory_peak_bytes", I64, true),
-    ("job_memory_percent", F64, true),
-    ("job_disk_read_bytes", F64, true),
-    ("job_disk_write_bytes", F64, true),
-];
+const SAMPLE_EXTRA: &[Spec] = SAMPLES.split_at(19).1.split_at(6).0;
 
 /// `gpu_samples`: one row per device and poll (`per_gpu`).
-pub const GPU_SAMPLES: &[Spec] = &[
-    EVENT[0],
-    EVENT[1],
-    EVENT[2],
-    EVENT[3],
-    EVENT[4],
-    EVENT[5],
-    EVENT[6],
-    EVENT[7],
-    EVENT[8],
-    EVENT[9],
+pub const GPU_SAMPLES: &[Spec] = event_table![
     ("resource_scope", Str, false),
     ("gpu_id", I64, false),
     ("gpu_percent", F64, true),
@@ -108,32 +91,10 @@ pub const GPU_SAMPLES: &[Spec] = &[
 ];
 
 /// Extension fields of `gpu_samples` with columns of their own.
-const GPU_EXTRA: [Spec; 11] = [
-    ("gpu_samples", I64, true),
-    ("gpu_percent_age_ms", F64, true),
-    ("gpu_memory_util_percent", F64, true),
-    ("gpu_memory_used_bytes", I64, true),
-    ("gpu_memory_total_bytes", I64, true),
-    ("gpu_memory_percent", F64, true),
-    ("gpu_power_watts", F64, true),
-    ("gpu_energy_joules", F64, true),
-    ("gpu_temperature_celsius", I64, true),
-    ("gpu_sm_clock_mhz", I64, true),
-    ("nvml_latency_us", F64, true),
-];
+const GPU_EXTRA: &[Spec] = GPU_SAMPLES.split_at(13).1.split_at(11).0;
 
 /// `task_samples`: the `tal.TaskResourceUpdate` series.
-pub const TASK_SAMPLES: &[Spec] = &[
-    EVENT[0],
-    EVENT[1],
-    EVENT[2],
-    EVENT[3],
-    EVENT[4],
-    EVENT[5],
-    EVENT[6],
-    EVENT[7],
-    EVENT[8],
-    EVENT[9],
+pub const TASK_SAMPLES: &[Spec] = event_table![
     ("cpu_percent", F64, false),
     ("cpu_user_percent", F64, false),
     ("cpu_system_percent", F64, false),
@@ -148,17 +109,7 @@ pub const TASK_SAMPLES: &[Spec] = &[
 ];
 
 /// `events`: every other event.
-pub const EVENTS: &[Spec] = &[
-    EVENT[0],
-    EVENT[1],
-    EVENT[2],
-    EVENT[3],
-    EVENT[4],
-    EVENT[5],
-    EVENT[6],
-    EVENT[7],
-    EVENT[8],
-    EVENT[9],
+pub const EVENTS: &[Spec] = event_table![
     ("duration_seconds", F64, true),
     ("error_type", Str, true),
     ("attributes", Str, true),
@@ -360,9 +311,9 @@ impl Tables {
             .f64(u.net_sent_bytes)
             .f64(u.net_recv_bytes)
             .f32_list((!u.cpu_percent_per_core.is_empty()).then_some(&u.cpu_percent_per_core[..]));
-        extension_columns(&mut r, &SAMPLE_EXTRA, &u.extra);
+        extension_columns(&mut r, SAMPLE_EXTRA, &u.extra);
         r.str(json.object(ev.attributes.iter().map(|(k, v)| (k.as_str(), v))));
-        r.str(extra.object(leftovers(&SAMPLE_EXTRA, &u.extra, &[])));
+        r.str(extra.object(leftovers(SAMPLE_EXTRA, &u.extra, &[])));
         r.end();
     }
 
@@ -380,7 +331,7 @@ impl Tables {
         r.str(Some("per_gpu"))
             .i64(Some(i64::from(g)))
             .f64(u.gpu_percent);
-        extension_columns(&mut r, &GPU_EXTRA, &u.extra);
+        extension_columns(&mut r, GPU_EXTRA, &u.extra);
         r.str(json.object(ev.attributes.iter().map(|(k, v)| (k.as_str(), v))));
         // The per_node fields, null on a per_gpu update as the agent writes
         // it, are kept if a client's update had them.
@@ -401,7 +352,7 @@ impl Tables {
                 ("cpu_percent_per_core".to_string(), Value::Json(arr))
             }))
             .collect();
-        r.str(extra.object(leftovers(&GPU_EXTRA, &u.extra, &core)));
+        r.str(extra.object(leftovers(GPU_EXTRA, &u.extra, &core)));
         r.end();
     }
 
@@ -750,4 +701,29 @@ pub fn session_table(s: &SessionRow<'_>) -> Table {
         .bin(hist(|s| &s.hist_nvml_latency_ns));
     r.end();
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_extension_columns_are_the_tables_own() {
+        let names = |s: &[Spec]| s.iter().map(|c| c.0).collect::<Vec<_>>();
+        assert_eq!(
+            names(SAMPLE_EXTRA),
+            [
+                "job_cpu_percent",
+                "job_memory_bytes",
+                "job_memory_peak_bytes",
+                "job_memory_percent",
+                "job_disk_read_bytes",
+                "job_disk_write_bytes"
+            ]
+        );
+        let gpu = names(GPU_EXTRA);
+        assert_eq!(gpu.first(), Some(&"gpu_samples"));
+        assert_eq!(gpu.last(), Some(&"nvml_latency_us"));
+        assert_eq!(gpu.len(), 11);
+    }
 }
