@@ -47,6 +47,27 @@ fn parquet(
     c
 }
 
+/// `tal record --interval 0.1` of `ids` (session, node) into `out`, with
+/// `flags`, around `sh -c script`; checked to succeed.
+fn record(out: &Path, ids: (&str, &str), flags: &[&str], script: &str) -> std::process::Output {
+    run_ok(
+        tal()
+            .args([
+                "record",
+                "--interval",
+                "0.1",
+                "--session-id",
+                ids.0,
+                "--node-id",
+                ids.1,
+            ])
+            .args(flags)
+            .arg("--out")
+            .arg(out)
+            .args(["--", "sh", "-c", script]),
+    )
+}
+
 /// The part files in a node's folder.
 fn parts(dir: &Path) -> Vec<PathBuf> {
     files_with_ext(dir, ".parquet")
@@ -119,24 +140,11 @@ fn tal_record_writes_its_node_s_parts_at_the_end() {
          {tal_bin} emit app.Phase --field phase=load; \
          wait; {tal_bin} run --task-id bad -- false; true"
     );
-    let out = run_ok(
-        tal()
-            .args([
-                "record",
-                "--interval",
-                "0.1",
-                "--task-interval",
-                "0.1",
-                "--session-id",
-                "ds",
-                "--node-id",
-                "n1",
-                "--format",
-                "jsonl,parquet",
-                "--out",
-            ])
-            .arg(dir.path())
-            .args(["--", "sh", "-c", &script]),
+    let out = record(
+        dir.path(),
+        ("ds", "n1"),
+        &["--task-interval", "0.1", "--format", "jsonl,parquet"],
+        &script,
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("wrote the dataset"), "{stderr}");
@@ -157,26 +165,11 @@ fn two_nodes_make_one_dataset_with_a_partition_each() {
     let mut logs = Vec::new();
     for node in ["n1", "n2"] {
         let out = dir.path().join(node);
-        run_ok(
-            tal()
-                .args([
-                    "record",
-                    "--interval",
-                    "0.1",
-                    "--session-id",
-                    "two",
-                    "--node-id",
-                    node,
-                    "--no-convert",
-                    "--out",
-                ])
-                .arg(&out)
-                .args(["--", "sh", "-c"])
-                .arg(format!(
-                    "{} run --task-id t-{node} -- sleep 0.3",
-                    env!("CARGO_BIN_EXE_tal")
-                )),
+        let script = format!(
+            "{} run --task-id t-{node} -- sleep 0.3",
+            env!("CARGO_BIN_EXE_tal")
         );
+        record(&out, ("two", node), &["--no-convert"], &script);
         logs.push(out.join(format!("two.{node}.tal")));
     }
     let (jsonl, ds) = convert_both(&logs, dir.path());
@@ -208,23 +201,12 @@ fn a_log_cut_mid_record_gives_the_rows_of_its_jsonl() {
 fn a_second_recording_of_a_node_adds_its_parts_and_other_sessions_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     for i in 1..=2 {
-        run_ok(
-            tal()
-                .args([
-                    "record",
-                    "--interval",
-                    "0.1",
-                    "--session-id",
-                    "again",
-                    "--node-id",
-                    "n1",
-                    "--format",
-                    "parquet",
-                    "--out",
-                ])
-                .arg(dir.path())
-                .args(["--", "sh", "-c"])
-                .arg(format!("{} emit app.Step{i}", env!("CARGO_BIN_EXE_tal"))),
+        let script = format!("{} emit app.Step{i}", env!("CARGO_BIN_EXE_tal"));
+        record(
+            dir.path(),
+            ("again", "n1"),
+            &["--format", "parquet"],
+            &script,
         );
     }
     let ds = dir.path().join("again.dataset");

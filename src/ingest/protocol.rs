@@ -65,10 +65,10 @@ use serde_json::{Map, Value as J};
 pub const MAX_LINE_BYTES: usize = 64 << 10;
 
 /// Keys that tal writes into every JSONL line itself.
-const RESERVED: [&str; 4] = ["trace_id", "span_id", "name", "section"];
+pub const RESERVED: [&str; 4] = ["trace_id", "span_id", "name", "section"];
 
 /// Keys of the core event schema.
-const CORE: [&str; 9] = [
+pub const CORE: [&str; 9] = [
     "event_id",
     "event_type",
     "event_time",

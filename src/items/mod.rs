@@ -264,22 +264,12 @@ pub enum Fields<'a> {
     Record(&'a Event),
 }
 
-/// The keys every event line has, which say nothing of the event itself.
-pub const COMMON_KEYS: [&str; 13] = [
-    "event_id",
-    "event_type",
-    "event_time",
-    "emit_time",
-    "session_id",
-    "backend",
-    "task_id",
-    "node_id",
-    "attributes",
-    "trace_id",
-    "span_id",
-    "name",
-    "section",
-];
+/// Whether `key` is one every event line has, which says nothing of the
+/// event itself: the core event schema's and the ids and envelope the
+/// line adds (as the ingest protocol names them).
+pub fn is_common_key(key: &str) -> bool {
+    crate::ingest::protocol::CORE.contains(&key) || crate::ingest::protocol::RESERVED.contains(&key)
+}
 
 impl Fields<'_> {
     /// The number at top-level `key`.
@@ -337,7 +327,7 @@ impl Fields<'_> {
     }
 
     /// An application's own event's first string field (not one of
-    /// [`COMMON_KEYS`]), with its name.
+    /// [`is_common_key`]), with its name.
     pub fn first_own_string(&self) -> Option<(String, String)> {
         let own: serde_json::Map<String, Value>;
         let m = match self {
@@ -356,7 +346,7 @@ impl Fields<'_> {
                     }
                 }
                 for (k, v) in own_fields(&ev.kind) {
-                    if !COMMON_KEYS.contains(&k.as_str()) {
+                    if !is_common_key(k) {
                         o.insert(k.clone(), to_json(v));
                     }
                 }
@@ -365,7 +355,7 @@ impl Fields<'_> {
             }
         };
         m.iter()
-            .filter(|(k, _)| !COMMON_KEYS.contains(&k.as_str()))
+            .filter(|(k, _)| !is_common_key(k))
             .find_map(|(k, x)| x.as_str().map(|s| (k.clone(), s.to_string())))
     }
 }
