@@ -586,13 +586,16 @@ fn the_sampler_takes_at_most_half_the_descriptors_and_the_command_keeps_its_limi
     // A hard limit of 400 open files: the sampler may hold (400 - 256) / 2
     // descriptors, 18 processes of four files. A task of 31 processes
     // gets 18 sampled, the rest counted as refused, and the agent's log,
-    // clients and conversion keep the other half.
+    // clients and conversion keep the other half. (The loop's list is
+    // written out: a `$(seq 30)` is a short-lived child that may take a
+    // slot and leave it after the others were refused.)
     let dir = tempfile::tempdir().unwrap();
+    let list = (1..=30).map(|i| i.to_string()).collect::<Vec<_>>().join(" ");
     let v = record_limited(
         dir.path(),
         "-n 400",
         &format!(
-            "{} run --task-id wide -- sh -c 'for i in $(seq 30); do sleep 1.5 & done; wait'",
+            "{} run --task-id wide -- sh -c 'for i in {list}; do sleep 1.5 & done; wait'",
             tal_bin()
         ),
     );

@@ -17,7 +17,9 @@
 //! are sampled at once, each process with four kept-open files, and never
 //! more than half of the descriptors the agent may open ([`process_cap`];
 //! the agent raises its soft limit to the hard one at start); beyond
-//! that, tasks and processes are counted as refused, not sampled.
+//! that, tasks and processes are counted as refused, not sampled (each
+//! time they are refused); a process refused at the cap is taken when a
+//! slot frees while it lives.
 //!
 //! **What is read**, each task interval, for every process of the task.
 //! First its CPU clock (`clock_gettime` of the clock `clock_getcpuclockid`
@@ -511,6 +513,13 @@ pub struct TaskAgent {
     processes: usize,
     /// Processes sampled at once, at most ([`process_cap`]).
     max_processes: usize,
+    /// Whether a child was refused at the cap and a slot has been freed
+    /// since: the next round looks for children as if a pid had been handed
+    /// out, so that the refused ones take the free slots (they were forked
+    /// before, and no new pid would make the round look again).
+    refused_waiting: bool,
+    /// Whether a sampled process went (or a task ended) this round.
+    freed: bool,
     /// This user's uid, unless root (who may sample any process).
     me: Option<u32>,
     ticks_per_sec: u64,
@@ -567,6 +576,8 @@ impl TaskAgent {
             owner: HashMap::new(),
             processes: 0,
             max_processes: process_cap(sys::nofile_limit()),
+            refused_waiting: false,
+            freed: false,
             me: (!uid.is_root()).then(|| uid.as_raw()),
             ticks_per_sec: rustix::param::clock_ticks_per_second().max(1),
             page_size: rustix::param::page_size() as u64,
@@ -759,6 +770,7 @@ impl TaskAgent {
             self.owner.remove(&p.pid);
         }
         self.processes -= t.procs.len();
+        self.freed = true;
         // The task moved into slot i now has a new index.
         if let Some(moved) = self.tasks.get(i) {
             for p in &moved.procs {
@@ -776,6 +788,7 @@ impl TaskAgent {
             || self.tasks[i].procs.len() >= MAX_PROCESSES_PER_TASK
         {
             TaskCounters::bump(&self.counters.processes_refused);
+            self.refused_waiting = true;
             return false;
         }
         match Proc::open(pid, self.me, born_after) {
@@ -882,7 +895,14 @@ impl TaskAgent {
             self.scan_proc(oldest);
             self.scan.last_ns = now;
         }
-        let forked = self.look_at_node();
+        let mut forked = self.look_at_node();
+        if self.refused_waiting && self.freed {
+            // Every task's children are read again; a child still refused
+            // sets the flag anew.
+            forked = true;
+            self.refused_waiting = false;
+        }
+        self.freed = false;
         let mut i = 0;
         while i < self.tasks.len() {
             // A task registered just now waits for a whole interval (its
@@ -940,6 +960,7 @@ impl TaskAgent {
                     let gone = self.tasks[i].procs.swap_remove(k);
                     self.owner.remove(&gone.pid);
                     self.processes -= 1;
+                    self.freed = true;
                     continue;
                 };
                 user += u;
