@@ -3,7 +3,10 @@
 //! it. So `tal record --out out/ -- ./workflow.sh` is followed by
 //! `tal summary out/` (or `tal report out/`), without a glob.
 //!
-//! A directory gives the files directly in it (not in its subdirectories)
+//! A directory that holds a Parquet dataset (`_tal_dataset.json`) stands
+//! for itself: `tal summary run.dataset/` reads the dataset.
+//!
+//! Any other directory gives the files directly in it (not in its subdirectories)
 //! whose names end in `.tal` and do not start with a dot, in name order:
 //! what `out/*.tal` gives a shell. Only node logs: the JSONL and report
 //! `tal record` writes beside them are outputs of the same session. A
@@ -20,7 +23,7 @@ use std::path::PathBuf;
 pub fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::with_capacity(paths.len());
     for p in paths {
-        if !p.is_dir() {
+        if !p.is_dir() || crate::items::dataset::is_dataset(p) {
             out.push(p.clone());
             continue;
         }

@@ -53,10 +53,18 @@ pub fn run(mut args: ReportArgs) -> anyhow::Result<i32> {
     Ok(i32::from(src.refused()))
 }
 
-/// `<stem>.report.html` beside the first input: the checkpoint's stem, or
-/// the session's default name for node logs.
+/// `<stem>.report.html` beside the first input: the checkpoint's stem, a
+/// dataset folder's name (less `.dataset`), or the session's default name
+/// for node logs.
 fn default_path(inputs: &[PathBuf]) -> PathBuf {
     let first = &inputs[0];
+    if crate::items::dataset::is_dataset(first) {
+        // `run.dataset/` gives `run.report.html` beside it (`.` too).
+        let abs = first.canonicalize().unwrap_or_else(|_| first.clone());
+        let name = abs.file_name().unwrap_or_default().to_string_lossy();
+        let stem = name.strip_suffix(".dataset").unwrap_or(&name);
+        return convert::dir_of(&abs).join(format!("{stem}.report.html"));
+    }
     let stem = if first.extension().is_some_and(|e| e == "jsonl") {
         convert::jsonl_stem(first)
     } else {

@@ -4,7 +4,7 @@
 //! `tal convert` would write, without writing or parsing it.
 
 use crate::cli::SummaryArgs;
-use crate::items::{jsonl::Jsonl, logs::Logs, Source};
+use crate::items::{dataset::Dataset, jsonl::Jsonl, logs::Logs, Source};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -15,10 +15,13 @@ pub(crate) enum SessionInput {
     Jsonl(PathBuf),
     /// Node logs, opened.
     Logs(Logs),
+    /// A Parquet dataset's folder, its `session` rows read.
+    Dataset(PathBuf, Dataset),
 }
 
 impl SessionInput {
-    /// From `inputs`: one `.jsonl`, or node logs. Inputs refused or taken
+    /// From `inputs`: one `.jsonl`, one dataset folder, or node logs.
+    /// Inputs refused or taken
     /// once are said on stderr, after `command:`; reading node logs shows
     /// its progress as `what` unless `quiet`.
     pub(crate) fn resolve(
@@ -36,6 +39,19 @@ impl SessionInput {
         }
         if jsonl_inputs == 1 {
             return Ok(Self::Jsonl(inputs[0].clone()));
+        }
+        let is_dataset = |p: &PathBuf| p.is_dir() && crate::items::dataset::is_dataset(p);
+        if inputs.iter().any(is_dataset) {
+            if inputs.len() > 1 {
+                anyhow::bail!(
+                    "give one dataset folder alone (it holds every node of its session), \
+                     not with logs or another dataset"
+                );
+            }
+            let d = Dataset::open(&inputs[0], what, quiet).map_err(|e| {
+                anyhow::anyhow!("cannot read the dataset {}: {e}", inputs[0].display())
+            })?;
+            return Ok(Self::Dataset(inputs[0].clone(), d));
         }
         let logs = Logs::open(inputs, what, quiet).map_err(|e| anyhow::anyhow!("{e}"))?;
         for l in &logs.repeated {
@@ -55,7 +71,7 @@ impl SessionInput {
     /// What an error reading it names: the checkpoint, or the first log.
     pub(crate) fn path(&self, inputs: &[PathBuf]) -> PathBuf {
         match self {
-            Self::Jsonl(p) => p.clone(),
+            Self::Jsonl(p) | Self::Dataset(p, _) => p.clone(),
             Self::Logs(_) => inputs.first().cloned().unwrap_or_default(),
         }
     }
@@ -64,7 +80,7 @@ impl SessionInput {
     fn jsonl_len(&self) -> u64 {
         match self {
             Self::Jsonl(p) => super::convert::file_len(p),
-            Self::Logs(_) => 0,
+            Self::Logs(_) | Self::Dataset(..) => 0,
         }
     }
 
@@ -88,6 +104,7 @@ impl SessionInput {
                 f(&mut Jsonl::new(open))
             }
             Self::Logs(l) => f(l),
+            Self::Dataset(_, d) => f(d),
         };
         progress.finish();
         out

@@ -67,7 +67,7 @@ use crate::event_json::{energy_fields, session_energy, write_session_span, write
 use crate::instruments::{Instruments, COUNTER_NAMES};
 use crate::json::JsonOut;
 use crate::log::{LogReader, ReadStats};
-use crate::record::Event;
+use crate::record::{AgentSnapshot, Event};
 use crate::stats;
 use crate::tasks::TaskSpan;
 use hdrhistogram::Histogram;
@@ -328,6 +328,20 @@ pub fn write_metric_line(
     buf.push(b'\n');
 }
 
+/// The agents' own cost and counters, summed (or merged) over the nodes'
+/// last `snapshots`, as a JSON object of the metric line's names (empty
+/// when there is no snapshot): for a reader of several logs' parts that
+/// has each log's snapshot (`crate::items::dataset`).
+pub fn agent_totals(snapshots: &[AgentSnapshot]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut o = JsonOut::object(&mut buf);
+    if let Some(t) = AgentTotals::of_snapshots(snapshots.iter()) {
+        t.write(&mut o);
+    }
+    o.end();
+    buf
+}
+
 /// RHAPSODY's instruments: the task counters, `tasks_running`, the task
 /// durations (with percentiles) and the node utilisation gauges.
 fn session_instruments(o: &mut JsonOut<'_>, inst: &Instruments) {
@@ -409,6 +423,11 @@ impl AgentTotals {
 
     /// The totals of `merge`'s nodes; `None` when no node left a snapshot.
     fn of(merge: &Merge) -> Option<Self> {
+        Self::of_snapshots(merge.nodes.iter().filter_map(|n| n.snapshot.as_ref()))
+    }
+
+    /// The totals of the nodes' last `snapshots`; `None` when there is none.
+    fn of_snapshots<'a>(snapshots: impl Iterator<Item = &'a AgentSnapshot>) -> Option<Self> {
         let mut t = Self {
             cpu_ns: 0,
             rss: 0,
@@ -419,7 +438,7 @@ impl AgentTotals {
             hists: [None, None, None, None, None],
         };
         let mut any = false;
-        for s in merge.nodes.iter().filter_map(|n| n.snapshot.as_ref()) {
+        for s in snapshots {
             any = true;
             let add = |into: &mut [u64], from: &[u64]| {
                 for (c, v) in into.iter_mut().zip(from) {

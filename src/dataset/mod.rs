@@ -359,7 +359,7 @@ fn claim(dir: &Path, session: &str) -> io::Result<()> {
 }
 
 /// The session named by a dataset's marker file (read to 64 KiB at most).
-fn read_marker(path: &Path) -> io::Result<String> {
+pub(crate) fn read_marker(path: &Path) -> io::Result<String> {
     use std::io::Read;
     let m = std::fs::symlink_metadata(path)?;
     let bad = |why: &str| {

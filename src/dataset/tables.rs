@@ -603,7 +603,9 @@ fn leftovers<'a>(
 /// (as JSON text: the agent's own cost, RHAPSODY's instruments, the GPUs'
 /// energy, `tal_logs`), and the agent's histograms in HdrHistogram's V2
 /// serialisation (which its libraries read), so that the percentiles of
-/// several nodes can be merged exactly as `tal convert` merges them.
+/// several nodes can be merged exactly as `tal convert` merges them; and
+/// the agent's last snapshot whole, in the log's encoding, for tal's own
+/// readers of the dataset.
 pub const SESSION: &[Spec] = &[
     ("session_id", Str, false),
     ("node_id", Str, false),
@@ -630,6 +632,7 @@ pub const SESSION: &[Spec] = &[
     ("hist_sample_latency_ns", Bin, true),
     ("hist_jitter_ns", Bin, true),
     ("hist_nvml_latency_ns", Bin, true),
+    ("agent_snapshot", Bin, true),
 ];
 
 /// What a `session` row holds (see [`SESSION`]).
@@ -699,6 +702,13 @@ pub fn session_table(s: &SessionRow<'_>) -> Table {
         .bin(hist(|s| &s.hist_sample_latency_ns))
         .bin(hist(|s| &s.hist_jitter_ns))
         .bin(hist(|s| &s.hist_nvml_latency_ns));
+    // The whole snapshot, in the log's own encoding: `tal report` and
+    // `tal summary` of the dataset merge the nodes' agent figures from it
+    // exactly as a conversion of their logs does.
+    let snapshot = s
+        .snapshot
+        .and_then(|s| bincode::encode_to_vec(s, crate::log::bincode_config()).ok());
+    r.bin(snapshot.as_deref());
     r.end();
     t
 }

@@ -13,8 +13,8 @@
 //! - node logs ([`logs`]): the session's replay (`crate::convert::replay`),
 //!   each event handed over as the record it is, with no JSON text in
 //!   between;
-//! - a columnar dataset (later): every field an item has is a plain
-//!   number, string or list, one column each.
+//! - a Parquet dataset ([`dataset`]): each log's rows read back in its
+//!   order, only the columns the views read, the logs merged by time.
 //!
 //! The design: one enum, [`Item`], in the order of the checkpoint (events,
 //! then the metric line, then the spans), with the samples, which are
@@ -45,8 +45,10 @@
 //! view finishes).
 
 pub mod apart;
+pub mod dataset;
 pub mod jsonl;
 pub mod logs;
+pub mod parts;
 
 use crate::convert::lines::LineStats;
 use crate::record::{self, Event, EventKind, TaskState};

@@ -1,0 +1,595 @@
+//! A Parquet dataset's items (`tal convert --format parquet`, or every
+//! node's `tal record --format parquet`): `tal report DIR/` and
+//! `tal summary DIR/` read the session from the dataset as from its logs.
+//!
+//! A dataset holds each node log's replay apart (see `crate::dataset`):
+//! its events as rows of four tables, its task spans, and a `session` row
+//! with its start, end, metric line and the agent's last snapshot. This
+//! source puts the session back together as a conversion of all the logs
+//! at once would tell it:
+//!
+//! - each log's rows are read back in the log's order ([`super::parts`]:
+//!   only the columns the views read, on worker threads, a few hundred rows
+//!   at a time) and the logs are merged by time, as `tal convert` merges
+//!   logs (equal times in the order of the logs: by node folder, then by
+//!   part name, the log's start);
+//! - one SessionStarted, the earliest; the nodes' SessionEnded give way to
+//!   one for the session, at the latest node's end (`recovered` where some
+//!   node's agent was killed), as the merged replay writes it;
+//! - the metric line: the task counters summed over the nodes, the agents'
+//!   own figures merged from their snapshots exactly as a conversion of
+//!   the logs merges them (sums, the largest peak, the histograms'
+//!   percentiles), and every log's `tal_logs` entry; the instruments'
+//!   percentiles of task durations and the GPUs' energy, which the views
+//!   do not read, are left out;
+//! - the session span from the first start to the last end.
+//!
+//! Where a dataset differs from the JSONL of the same logs (a task whose
+//! events were sent to two nodes' agents; a task open when its node's
+//! agent stopped: see `docs/dataset.md`), the views show what the dataset
+//! holds.
+
+use super::parts::{num, open_part, Chunk, Row, Stamped, Workers};
+use super::{Body, GpuSample, Head, Item, NodeSample, PerCore, Source, Span, TaskSample};
+use crate::convert::lines::{input_error, LineStats};
+use crate::record::AgentSnapshot;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int64Type, TimestampNanosecondType};
+use arrow_array::{Array, RecordBatch};
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Rows held a log at once, about, over all the logs: each log's chunks
+/// are this divided by the logs (within [`MIN_ROWS`] and [`MAX_ROWS`]).
+const HELD_ROWS: usize = 1 << 18;
+const MIN_ROWS: usize = 64;
+const MAX_ROWS: usize = 4096;
+
+/// What a log's `session` row says.
+#[derive(Debug)]
+struct LogInfo {
+    /// Its node folder and part file names.
+    folder: String,
+    part: String,
+    backend: String,
+    start_ns: i64,
+    end_ns: i64,
+    recovered: bool,
+    /// Rows of its events (for the progress).
+    rows: u64,
+    /// Its parts' bytes.
+    bytes: u64,
+    metric: Map<String, Value>,
+    snapshot: Option<AgentSnapshot>,
+}
+
+/// A dataset, its `session` rows read.
+#[derive(Debug)]
+pub struct Dataset {
+    root: PathBuf,
+    session_id: String,
+    logs: Vec<LogInfo>,
+    quiet: bool,
+    what: String,
+}
+
+/// Whether `dir` is a dataset's folder (it has tal's marker file).
+pub fn is_dataset(dir: &Path) -> bool {
+    dir.join(crate::dataset::MARKER).exists()
+}
+
+impl Dataset {
+    /// Opens the dataset in `root`: its marker and every log's `session`
+    /// row. Each pass shows its progress as `what` unless `quiet`.
+    pub fn open(root: &Path, what: &str, quiet: bool) -> io::Result<Self> {
+        let session_id = crate::dataset::read_marker(&root.join(crate::dataset::MARKER))?;
+        let mut logs = Vec::new();
+        for (folder, part) in list_parts(&root.join("session"))? {
+            let info = read_session_row(root, &folder, &part, &session_id)?;
+            logs.push(info);
+        }
+        if logs.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "{} has no parts (session/node=*/part-*.parquet): a node writes them when \
+                     its `tal record --format parquet` ends",
+                    root.display()
+                ),
+            ));
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            session_id,
+            logs,
+            quiet,
+            what: what.to_string(),
+        })
+    }
+
+    /// Logs (parts of the `session` table) in the dataset.
+    pub fn logs(&self) -> usize {
+        self.logs.len()
+    }
+}
+
+/// The `node=*/part-*.parquet` files under a table's folder, by folder
+/// and then part name (temporaries, which start with a dot, left out).
+fn list_parts(table: &Path) -> io::Result<Vec<(String, String)>> {
+    let names = |dir: &Path| -> io::Result<Vec<String>> {
+        let rd = std::fs::read_dir(dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", dir.display())))?;
+        let mut v: Vec<String> = rd
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| !n.starts_with('.') && !n.starts_with('_'))
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    let mut out = Vec::new();
+    for folder in names(table)? {
+        let dir = table.join(&folder);
+        let is_dir = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
+        if !folder.starts_with("node=") || !is_dir {
+            continue;
+        }
+        for part in names(&dir)? {
+            if part.starts_with("part-") && part.ends_with(".parquet") {
+                out.push((folder.clone(), part));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads one log's `session` row.
+fn read_session_row(root: &Path, folder: &str, part: &str, session: &str) -> io::Result<LogInfo> {
+    let path = root.join("session").join(folder).join(part);
+    let bad = |why: String| input_error(io::Error::new(io::ErrorKind::InvalidData, why));
+    let file = open_part(&path)?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 16)
+        .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    let mut batch: Option<RecordBatch> = None;
+    for b in reader {
+        let b = b.map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        if b.num_rows() > 0 {
+            batch = Some(b);
+            break;
+        }
+    }
+    let b = batch.ok_or_else(|| bad(format!("{} has no row", path.display())))?;
+    let text = |name: &str| -> io::Result<String> {
+        let c = super::parts::column(&path, &b, name)?;
+        c.as_string_opt::<i32>()
+            .filter(|a| a.is_valid(0))
+            .map(|a| a.value(0).to_string())
+            .ok_or_else(|| bad(format!("{}: `{name}` is not a string", path.display())))
+    };
+    let time = |name: &str| -> io::Result<i64> {
+        let c = super::parts::column(&path, &b, name)?;
+        c.as_primitive_opt::<TimestampNanosecondType>()
+            .filter(|a| a.is_valid(0))
+            .map(|a| a.value(0))
+            .ok_or_else(|| bad(format!("{}: `{name}` is not a time", path.display())))
+    };
+    let theirs = text("session_id")?;
+    if theirs != session {
+        return Err(bad(format!(
+            "{} is of session {theirs:?}, and the dataset of session {session:?}: \
+             take it out of the folder",
+            path.display()
+        )));
+    }
+    let metric = match serde_json::from_str(&text("metric")?) {
+        Ok(Value::Object(m)) => m,
+        _ => {
+            return Err(bad(format!(
+                "{}: `metric` is not a JSON object",
+                path.display()
+            )))
+        }
+    };
+    let snapshot = b
+        .column_by_name("agent_snapshot")
+        .and_then(|c| c.as_binary_opt::<i32>())
+        .filter(|a| a.is_valid(0))
+        .and_then(|a| {
+            bincode::decode_from_slice(a.value(0), crate::log::bincode_decode_config())
+                .ok()
+                .map(|(s, _)| s)
+        });
+    let rows = super::parts::column(&path, &b, "events")?
+        .as_primitive_opt::<Int64Type>()
+        .map_or(0, |a| a.value(0).max(0) as u64);
+    let recovered = super::parts::column(&path, &b, "recovered")?
+        .as_boolean_opt()
+        .is_some_and(|a| a.value(0));
+    let bytes = crate::dataset::TABLES
+        .iter()
+        .filter_map(|t| std::fs::metadata(root.join(t).join(folder).join(part)).ok())
+        .map(|m| m.len())
+        .sum();
+    Ok(LogInfo {
+        folder: folder.to_string(),
+        part: part.to_string(),
+        backend: text("backend")?,
+        start_ns: time("start_time")?,
+        end_ns: time("end_time")?,
+        recovered,
+        rows,
+        bytes,
+        metric,
+        snapshot,
+    })
+}
+
+/// A log being merged: its chunk and where in it.
+struct Cursor {
+    chunk: Chunk,
+    at: usize,
+}
+
+/// What the merge keeps of the nodes' SessionStarted and SessionEnded.
+#[derive(Default)]
+struct SessionEvents {
+    started: bool,
+    /// The latest SessionEnded of a node whose agent ended it: its time
+    /// and id.
+    latest_end: Option<(f64, String)>,
+    events: u64,
+}
+
+impl Source for Dataset {
+    fn each(&mut self, f: &mut dyn FnMut(Item<'_>)) -> io::Result<LineStats> {
+        let total: u64 = self.logs.iter().map(|l| l.bytes).sum();
+        let progress = crate::progress::Progress::bytes(&self.what, total, self.quiet);
+        let r = self.merge(f, &progress);
+        progress.finish();
+        let mut s = r?;
+        let spans = self.spans(f)?;
+        self.end_items(f, &s);
+        s.events += 1;
+        Ok(LineStats {
+            lines: s.events + spans + 2,
+            ..LineStats::default()
+        })
+    }
+}
+
+impl Dataset {
+    /// Every log's events, merged by time, into `f`; what the session's
+    /// own events were.
+    fn merge(
+        &self,
+        f: &mut dyn FnMut(Item<'_>),
+        progress: &crate::progress::Progress,
+    ) -> io::Result<SessionEvents> {
+        let names: Vec<(String, String)> = self
+            .logs
+            .iter()
+            .map(|l| (l.folder.clone(), l.part.clone()))
+            .collect();
+        let rows = (HELD_ROWS / self.logs.len()).clamp(MIN_ROWS, MAX_ROWS);
+        crate::sys::raise_nofile();
+        let workers = Workers::start(&self.root, &names, crate::dataset::threads(), rows)?;
+        let mut cursors: Vec<Option<Cursor>> = Vec::with_capacity(names.len());
+        let mut heap = BinaryHeap::with_capacity(names.len());
+        for i in 0..names.len() {
+            workers.ask(i);
+        }
+        for i in 0..names.len() {
+            cursors.push(self.next_chunk(&workers, i, progress)?);
+            if let Some(c) = &cursors[i] {
+                heap.push(Reverse((c.chunk.rows[0].time_ns, i)));
+            }
+        }
+        let mut s = SessionEvents::default();
+        while let Some(Reverse((_, i))) = heap.pop() {
+            let c = cursors[i].as_mut().expect("a log in the heap has a chunk");
+            self.row(&c.chunk, &c.chunk.rows[c.at], &mut s, f);
+            c.at += 1;
+            if c.at == c.chunk.rows.len() {
+                cursors[i] = if c.chunk.last {
+                    None
+                } else {
+                    self.next_chunk(&workers, i, progress)?
+                };
+            }
+            if let Some(c) = &cursors[i] {
+                heap.push(Reverse((c.chunk.rows[c.at].time_ns, i)));
+            }
+        }
+        Ok(s)
+    }
+
+    /// Log `i`'s chunk asked for, the next one asked for in its turn;
+    /// `None` when the log has no more rows.
+    fn next_chunk(
+        &self,
+        workers: &Workers,
+        i: usize,
+        progress: &crate::progress::Progress,
+    ) -> io::Result<Option<Cursor>> {
+        loop {
+            let chunk = workers.take(i)?;
+            let log = &self.logs[i];
+            progress.add(log.bytes * chunk.rows.len() as u64 / log.rows.max(1));
+            if !chunk.last {
+                workers.ask(i);
+            }
+            if !chunk.rows.is_empty() {
+                return Ok(Some(Cursor { chunk, at: 0 }));
+            }
+            if chunk.last {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// One row as its item.
+    fn row(&self, c: &Chunk, r: &Stamped, s: &mut SessionEvents, f: &mut dyn FnMut(Item<'_>)) {
+        let head = |ty: &'static str| Head {
+            event_type: Some(ty),
+            time_s: Some(crate::clock::ns_to_secs(r.time_ns)).filter(|t| t.is_finite()),
+            session_id: Some(&self.session_id),
+            node_id: c.name(r.node),
+            task_id: c.name(r.task),
+        };
+        match &r.row {
+            Row::Node { f: x, cores } => {
+                let per_core =
+                    cores.map(|(at, n)| PerCore::Record(&c.cores[at as usize..(at + n) as usize]));
+                let sample = NodeSample {
+                    cpu_percent: x[0],
+                    memory_percent: x[1],
+                    disk_read_bytes: x[2],
+                    disk_write_bytes: x[3],
+                    net_sent_bytes: x[4],
+                    net_recv_bytes: x[5],
+                    job_cpu_percent: x[6],
+                    job_memory_bytes: x[7],
+                    job_memory_peak_bytes: x[8],
+                    job_disk_read_bytes: x[9],
+                    job_disk_write_bytes: x[10],
+                    per_core,
+                };
+                s.events += 1;
+                f(Item::Event(head("ResourceUpdate"), Body::Node(sample)));
+            }
+            Row::Gpu(gpu_id, x) => {
+                let g = GpuSample {
+                    gpu_id: *gpu_id,
+                    gpu_percent: x[0],
+                    gpu_memory_used_bytes: x[1],
+                    gpu_memory_total_bytes: x[2],
+                    gpu_power_watts: x[3],
+                    gpu_energy_joules: x[4],
+                };
+                s.events += 1;
+                f(Item::Event(head("ResourceUpdate"), Body::Gpu(g)));
+            }
+            Row::Task(x) => {
+                let t = TaskSample {
+                    cpu_percent: x[0],
+                    rss_bytes: x[1],
+                    threads: x[2],
+                    read_bytes: x[3],
+                    write_bytes: x[4],
+                };
+                s.events += 1;
+                f(Item::Event(head("tal.TaskResourceUpdate"), Body::Task(t)));
+            }
+            Row::Event(k) => {
+                let v = &c.events[*k as usize];
+                match v["event_type"].as_str() {
+                    Some("SessionStarted") if s.started => return,
+                    Some("SessionEnded") => {
+                        let real = v["attributes"]["recovered"] != Value::Bool(true);
+                        let t = v["event_time"].as_f64().unwrap_or(f64::MIN);
+                        if real && s.latest_end.as_ref().is_none_or(|(l, _)| t >= *l) {
+                            let id = v["event_id"].as_str().unwrap_or_default().to_string();
+                            s.latest_end = Some((t, id));
+                        }
+                        return;
+                    }
+                    _ => {}
+                }
+                s.started = true;
+                s.events += 1;
+                super::jsonl::line(v, f);
+            }
+        }
+    }
+
+    /// Every log's task spans; how many.
+    fn spans(&self, f: &mut dyn FnMut(Item<'_>)) -> io::Result<u64> {
+        let mut n = 0;
+        for l in &self.logs {
+            let path = self.root.join("tasks").join(&l.folder).join(&l.part);
+            let file = open_part(&path)?;
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024)
+                    .map_err(|e| {
+                        input_error(io::Error::other(format!("{}: {e}", path.display())))
+                    })?;
+            for b in reader {
+                let b = b.map_err(|e| {
+                    input_error(io::Error::other(format!("{}: {e}", path.display())))
+                })?;
+                n += task_spans(&path, &b, f)?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// The session's SessionEnded, its metric line and its span.
+    fn end_items(&self, f: &mut dyn FnMut(Item<'_>), s: &SessionEvents) {
+        let start_ns = self.logs.iter().map(|l| l.start_ns).min().unwrap_or(0);
+        let end_ns = self.logs.iter().map(|l| l.end_ns).max().unwrap_or(0);
+        let recovered = self.logs.iter().any(|l| l.recovered);
+        let sid = &self.session_id;
+        let span_id = u128::from(crate::ids::session_span_id(sid));
+        let id = s.latest_end.as_ref().map_or_else(
+            || crate::ids::event_id_hex(span_id << 64 | 0x4000_8000_0000_0000),
+            |(_, id)| id.clone(),
+        );
+        let mut attributes = Map::new();
+        if recovered {
+            attributes.insert("recovered".into(), Value::Bool(true));
+        }
+        let end_s = num(crate::clock::ns_to_secs(end_ns));
+        let mut m = Map::new();
+        m.insert("event_id".into(), id.into());
+        m.insert("event_type".into(), "SessionEnded".into());
+        m.insert("event_time".into(), end_s.clone());
+        m.insert("emit_time".into(), end_s.clone());
+        m.insert("session_id".into(), sid.as_str().into());
+        m.insert("backend".into(), self.logs[0].backend.as_str().into());
+        m.insert("attributes".into(), Value::Object(attributes));
+        let duration = crate::clock::ns_to_secs(end_ns.saturating_sub(start_ns));
+        m.insert("duration_seconds".into(), num(duration));
+        m.insert(
+            "trace_id".into(),
+            crate::ids::py_hex(crate::ids::trace_id(sid)).into(),
+        );
+        m.insert("span_id".into(), crate::ids::py_hex(span_id).into());
+        m.insert("name".into(), "SessionEnded".into());
+        m.insert("section".into(), "event".into());
+        super::jsonl::line(&Value::Object(m), f);
+        let metric = self.metric(end_s);
+        f(Item::Metric(&metric));
+        f(Item::SessionSpan { start_ns, end_ns });
+    }
+
+    /// The session's metric line (see the module doc).
+    fn metric(&self, checkpoint_time: Value) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("checkpoint_time".into(), checkpoint_time);
+        let counts = crate::instruments::COUNTER_NAMES
+            .iter()
+            .chain(&["tasks_running", "task_duration_seconds_count"]);
+        for k in counts {
+            let mut any = false;
+            let mut sum = 0i64;
+            for v in self.logs.iter().filter_map(|l| l.metric.get(*k)?.as_i64()) {
+                any = true;
+                sum = sum.saturating_add(v);
+            }
+            if any {
+                m.insert(k.to_string(), sum.into());
+            }
+        }
+        let key = "task_duration_seconds_sum";
+        let sums: Vec<f64> = self
+            .logs
+            .iter()
+            .filter_map(|l| l.metric.get(key)?.as_f64())
+            .collect();
+        if !sums.is_empty() {
+            m.insert(key.into(), num(sums.iter().sum()));
+        }
+        let snapshots: Vec<AgentSnapshot> = self
+            .logs
+            .iter()
+            .filter_map(|l| l.snapshot.clone())
+            .collect();
+        let agents = crate::convert::jsonl::agent_totals(&snapshots);
+        if let Ok(Value::Object(a)) = serde_json::from_slice::<Value>(&agents) {
+            m.extend(a);
+        }
+        let logs: Vec<Value> = self
+            .logs
+            .iter()
+            .filter_map(|l| l.metric.get("tal_logs")?.as_array())
+            .flatten()
+            .cloned()
+            .collect();
+        m.insert("tal_logs".into(), Value::Array(logs));
+        m.insert("section".into(), "metric".into());
+        m
+    }
+}
+
+/// String `i` of `a`, unless null.
+fn get(a: &arrow_array::StringArray, i: usize) -> Option<&str> {
+    a.is_valid(i).then(|| a.value(i))
+}
+
+/// The task spans of a `tasks` batch, into `f`; how many. A span's
+/// attributes are made as its line has them (see
+/// `crate::event_json::write_task_span`): the fixed ones from their
+/// columns, then `attributes_json`'s.
+fn task_spans(path: &Path, b: &RecordBatch, f: &mut dyn FnMut(Item<'_>)) -> io::Result<u64> {
+    let bad = |why: String| input_error(io::Error::other(format!("{}: {why}", path.display())));
+    let col = |name: &str| super::parts::column(path, b, name);
+    let time = |name: &str| -> io::Result<arrow_array::TimestampNanosecondArray> {
+        col(name)?
+            .as_primitive_opt::<TimestampNanosecondType>()
+            .cloned()
+            .ok_or_else(|| bad(format!("`{name}` is not a time")))
+    };
+    let text = |name: &str| -> io::Result<arrow_array::StringArray> {
+        col(name)?
+            .as_string_opt::<i32>()
+            .cloned()
+            .ok_or_else(|| bad(format!("`{name}` is not a string")))
+    };
+    let flag = |name: &str| -> io::Result<arrow_array::BooleanArray> {
+        col(name)?
+            .as_boolean_opt()
+            .cloned()
+            .ok_or_else(|| bad(format!("`{name}` is not a boolean")))
+    };
+    let (start, end, queued) = (time("start_time")?, time("end_time")?, time("queued_time")?);
+    let fixed = ["session_id", "backend", "task_id", "status", "error_type"];
+    let fixed: Vec<arrow_array::StringArray> =
+        fixed.iter().map(|n| text(n)).collect::<io::Result<_>>()?;
+    let (executable, task_type) = (text("executable")?, text("task_type")?);
+    let flags = [
+        flag("incomplete_lifecycle")?,
+        flag("closed_at_session_end")?,
+    ];
+    let attrs = text("attributes_json")?;
+    for i in 0..b.num_rows() {
+        let mut m = Map::new();
+        for (name, a) in ["session_id", "backend", "task_id", "status", "error_type"]
+            .iter()
+            .zip(&fixed)
+        {
+            if let Some(v) = get(a, i) {
+                m.insert(name.to_string(), v.into());
+            }
+        }
+        for (name, a) in [("executable", &executable), ("task_type", &task_type)] {
+            m.insert(name.into(), get(a, i).unwrap_or_default().into());
+        }
+        for (name, a) in ["incomplete_lifecycle", "closed_at_session_end"]
+            .iter()
+            .zip(&flags)
+        {
+            if a.is_valid(i) && a.value(i) {
+                m.insert(name.to_string(), true.into());
+            }
+        }
+        if queued.is_valid(i) {
+            m.insert(
+                "queued_time_s".into(),
+                num(crate::clock::ns_to_secs(queued.value(i))),
+            );
+        }
+        if let Some(Ok(Value::Object(extra))) = get(&attrs, i).map(serde_json::from_str) {
+            m.extend(extra);
+        }
+        f(Item::TaskSpan(Span {
+            start_ns: start.value(i),
+            end_ns: end.value(i),
+            attributes: Cow::Owned(Value::Object(m)),
+        }));
+    }
+    Ok(b.num_rows() as u64)
+}

@@ -1,0 +1,689 @@
+//! One node log's parts of a Parquet dataset, read back as the log's
+//! events in their order: the rows of `samples`, `gpu_samples`,
+//! `task_samples` and `events` (only the columns the views read), merged
+//! by time into [`Chunk`]s of a few hundred rows, each on a worker thread
+//! ([`Workers`]).
+//!
+//! Order: each table's rows are in the order the replay wrote them (the
+//! log's events in time order), so merging the four tables by time gives
+//! the log's order back; rows of two tables with the same time (to the ns,
+//! which the agent's threads practically never share) come in the order
+//! events, samples, GPU samples, task samples.
+//!
+//! Bounds: a table is read a batch of [`Chunk`]-many rows at a time
+//! (Parquet's reader decodes page by page), and the reader asks for a
+//! log's next chunk only when it has started on the last one: so memory is
+//! about two chunks a log, whatever the dataset's size. A worker never
+//! waits on the reader (each log has at most one chunk asked for), so a
+//! worker that serves several logs cannot hold back the one the reader
+//! waits for.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampNanosecondType};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ProjectionMask;
+use serde_json::{Map, Value};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+/// No name (a null `node_id` or `task_id`).
+pub const NONE: u32 = u32::MAX;
+
+/// A node sample's figures, in [`crate::items::NodeSample`]'s order (the
+/// JSONL names of [`NODE_COLUMNS`]).
+pub type NodeFigures = [Option<f64>; 11];
+
+/// The node sample columns read, in [`NodeFigures`] order.
+pub const NODE_COLUMNS: [&str; 11] = [
+    "cpu_percent",
+    "memory_percent",
+    "disk_read_bytes",
+    "disk_write_bytes",
+    "net_sent_bytes",
+    "net_recv_bytes",
+    "job_cpu_percent",
+    "job_memory_bytes",
+    "job_memory_peak_bytes",
+    "job_disk_read_bytes",
+    "job_disk_write_bytes",
+];
+
+/// The GPU sample columns read.
+const GPU_COLUMNS: [&str; 5] = [
+    "gpu_percent",
+    "gpu_memory_used_bytes",
+    "gpu_memory_total_bytes",
+    "gpu_power_watts",
+    "gpu_energy_joules",
+];
+
+/// The task sample columns read.
+const TASK_COLUMNS: [&str; 5] = [
+    "cpu_percent",
+    "rss_bytes",
+    "threads",
+    "read_bytes",
+    "write_bytes",
+];
+
+/// The `events` columns read (every one: an event is rebuilt as its line).
+const EVENT_COLUMNS: [&str; 14] = [
+    "time",
+    "emit_time",
+    "event_id",
+    "event_type",
+    "session_id",
+    "node_id",
+    "backend",
+    "task_id",
+    "trace_id",
+    "span_id",
+    "duration_seconds",
+    "error_type",
+    "attributes",
+    "fields",
+];
+
+/// One row of a log, in its order.
+#[derive(Debug, Clone)]
+pub enum Row {
+    /// A node sample: its figures and, if it has them, where its per-core
+    /// figures are in [`Chunk::cores`].
+    Node {
+        /// Figures.
+        f: NodeFigures,
+        /// Per-core figures: start and length in [`Chunk::cores`].
+        cores: Option<(u32, u32)>,
+    },
+    /// A GPU sample: `gpu_id` and figures in [`GPU_COLUMNS`] order.
+    Gpu(u64, [Option<f64>; 5]),
+    /// A task sample, figures in [`TASK_COLUMNS`] order.
+    Task([Option<f64>; 5]),
+    /// Any other event, as its JSONL line: [`Chunk::events`]' index.
+    Event(u32),
+}
+
+/// A row with what every row has.
+#[derive(Debug, Clone)]
+pub struct Stamped {
+    /// Its time, ns since the epoch.
+    pub time_ns: i64,
+    /// Its `node_id` and `task_id`: indexes into [`Chunk::names`], or
+    /// [`NONE`].
+    pub node: u32,
+    /// See `node`.
+    pub task: u32,
+    /// The row.
+    pub row: Row,
+}
+
+/// The next rows of one log.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    /// Rows, in the log's order.
+    pub rows: Vec<Stamped>,
+    /// Per-core figures of the node samples.
+    pub cores: Vec<f32>,
+    /// Names the rows refer to.
+    pub names: Vec<Box<str>>,
+    /// The events' lines.
+    pub events: Vec<Value>,
+    /// The log has no rows after these.
+    pub last: bool,
+}
+
+impl Chunk {
+    /// The name at `i`.
+    pub fn name(&self, i: u32) -> Option<&str> {
+        self.names.get(i as usize).map(|s| &**s)
+    }
+
+    fn name_of(&mut self, a: Option<&arrow_array::StringArray>, row: usize) -> u32 {
+        let Some(s) = a.filter(|a| a.is_valid(row)).map(|a| a.value(row)) else {
+            return NONE;
+        };
+        if let Some(i) = self.names.iter().rposition(|n| &**n == s) {
+            return i as u32;
+        }
+        self.names.push(s.into());
+        (self.names.len() - 1) as u32
+    }
+}
+
+/// Opens a part file of the dataset: a regular file (not a link, a FIFO
+/// or a device, which could make a reader wait or read another's file).
+pub fn open_part(path: &Path) -> io::Result<std::fs::File> {
+    let m = std::fs::symlink_metadata(path).map_err(|e| {
+        crate::convert::lines::input_error(io::Error::new(
+            e.kind(),
+            format!(
+                "{}: {e}: every log of a dataset has a part in every table; \
+                 convert its log again (tal convert LOG --format parquet -o DIR)",
+                path.display()
+            ),
+        ))
+    })?;
+    if !m.file_type().is_file() {
+        return Err(crate::convert::lines::input_error(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not a regular file: not read", path.display()),
+        )));
+    }
+    std::fs::File::open(path).map_err(|e| {
+        crate::convert::lines::input_error(io::Error::new(
+            e.kind(),
+            format!("cannot open {}: {e}", path.display()),
+        ))
+    })
+}
+
+/// What goes wrong reading a part: said with the file's name.
+fn bad(path: &Path, why: impl std::fmt::Display) -> io::Error {
+    crate::convert::lines::input_error(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{}: {why}", path.display()),
+    ))
+}
+
+/// One table of one log, being read.
+struct Table {
+    path: PathBuf,
+    reader: Option<ParquetRecordBatchReader>,
+    batch: Option<RecordBatch>,
+    at: usize,
+    /// The batch's `time` column.
+    time: Option<arrow_array::TimestampNanosecondArray>,
+    /// A batch was read since the columns were last typed.
+    fresh: bool,
+}
+
+impl Table {
+    /// Opens `path` for the columns `columns` (those it has), read
+    /// `rows` at a time. A part that is missing is an error: every log has
+    /// a part in every table.
+    fn open(path: PathBuf, columns: &[&str], rows: usize) -> io::Result<Self> {
+        let file = open_part(&path)?;
+        let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(&path, e))?;
+        let schema = b.schema().clone();
+        let roots: Vec<usize> = columns
+            .iter()
+            .filter_map(|c| schema.index_of(c).ok())
+            .collect();
+        let mask = ProjectionMask::roots(b.parquet_schema(), roots);
+        let reader = b
+            .with_projection(mask)
+            .with_batch_size(rows)
+            .build()
+            .map_err(|e| bad(&path, e))?;
+        Ok(Self {
+            path,
+            reader: Some(reader),
+            batch: None,
+            at: 0,
+            time: None,
+            fresh: false,
+        })
+    }
+
+    /// The time of the next row, reading the next batch if needed; `None`
+    /// at the end.
+    fn peek(&mut self) -> io::Result<Option<i64>> {
+        loop {
+            if let (Some(b), Some(t)) = (&self.batch, &self.time) {
+                if self.at < b.num_rows() {
+                    return Ok(Some(if t.is_valid(self.at) {
+                        t.value(self.at)
+                    } else {
+                        0
+                    }));
+                }
+            }
+            let Some(r) = self.reader.as_mut() else {
+                return Ok(None);
+            };
+            match r.next() {
+                Some(b) => {
+                    let b = b.map_err(|e| bad(&self.path, e))?;
+                    self.time = Some(
+                        typed::<TimestampNanosecondType>(&self.path, &b, "time")?
+                            .ok_or_else(|| bad(&self.path, "no `time` column"))?,
+                    );
+                    self.batch = Some(b);
+                    self.at = 0;
+                    self.fresh = true;
+                }
+                None => {
+                    self.reader = None;
+                    self.batch = None;
+                    self.time = None;
+                    self.fresh = true;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+/// Column `name` of `b` as `T`'s array; `None` where the part has no such
+/// column (an older dataset's); an error where it has another type.
+fn typed<T: arrow_array::ArrowPrimitiveType>(
+    path: &Path,
+    b: &RecordBatch,
+    name: &str,
+) -> io::Result<Option<arrow_array::PrimitiveArray<T>>> {
+    let Some(c) = b.column_by_name(name) else {
+        return Ok(None);
+    };
+    c.as_primitive_opt::<T>()
+        .cloned()
+        .map(Some)
+        .ok_or_else(|| bad(path, format!("column `{name}` is {}", c.data_type())))
+}
+
+/// Column `name` of `b` as strings (see [`typed`]).
+fn strings(
+    path: &Path,
+    b: &RecordBatch,
+    name: &str,
+) -> io::Result<Option<arrow_array::StringArray>> {
+    let Some(c) = b.column_by_name(name) else {
+        return Ok(None);
+    };
+    c.as_string_opt::<i32>()
+        .cloned()
+        .map(Some)
+        .ok_or_else(|| bad(path, format!("column `{name}` is {}", c.data_type())))
+}
+
+/// A number column (float or integer) as floats, row by row.
+enum Num {
+    F(arrow_array::Float64Array),
+    I(arrow_array::Int64Array),
+    None,
+}
+
+impl Num {
+    fn of(path: &Path, b: &RecordBatch, name: &str) -> io::Result<Self> {
+        let Some(c) = b.column_by_name(name) else {
+            return Ok(Self::None);
+        };
+        if let Some(a) = c.as_primitive_opt::<Float64Type>() {
+            return Ok(Self::F(a.clone()));
+        }
+        if let Some(a) = c.as_primitive_opt::<Int64Type>() {
+            return Ok(Self::I(a.clone()));
+        }
+        Err(bad(path, format!("column `{name}` is {}", c.data_type())))
+    }
+
+    fn get(&self, i: usize) -> Option<f64> {
+        match self {
+            Self::F(a) => a.is_valid(i).then(|| a.value(i)),
+            Self::I(a) => a.is_valid(i).then(|| a.value(i) as f64),
+            Self::None => None,
+        }
+        .filter(|x| x.is_finite())
+    }
+}
+
+/// The columns of a batch a row is read from, typed once per batch.
+struct Cols {
+    node: Option<arrow_array::StringArray>,
+    task: Option<arrow_array::StringArray>,
+    nums: Vec<Num>,
+    /// `extra`: fields with no column (or that their column could not hold
+    /// exactly), whose values replace the columns' (see [`Chunk`]).
+    extra: Option<arrow_array::StringArray>,
+    gpu_id: Option<arrow_array::Int64Array>,
+    cores: Option<arrow_array::ListArray>,
+}
+
+impl Cols {
+    fn of(path: &Path, b: &RecordBatch, nums: &[&str]) -> io::Result<Self> {
+        let cores = match b.column_by_name("cpu_percent_per_core") {
+            None => None,
+            Some(c) => Some(c.as_list_opt::<i32>().cloned().ok_or_else(|| {
+                bad(
+                    path,
+                    format!("column `cpu_percent_per_core` is {}", c.data_type()),
+                )
+            })?),
+        };
+        Ok(Self {
+            node: strings(path, b, "node_id")?,
+            task: strings(path, b, "task_id")?,
+            nums: nums
+                .iter()
+                .map(|n| Num::of(path, b, n))
+                .collect::<io::Result<_>>()?,
+            extra: strings(path, b, "extra")?,
+            gpu_id: typed::<Int64Type>(path, b, "gpu_id")?,
+            cores,
+        })
+    }
+
+    /// The figures of row `i`, `extra`'s values replacing the columns'.
+    fn figures<const N: usize>(&self, i: usize, names: &[&str; N]) -> [Option<f64>; N] {
+        let mut f: [Option<f64>; N] = std::array::from_fn(|k| self.nums[k].get(i));
+        let extra = self.extra.as_ref().filter(|e| e.is_valid(i));
+        if let Some(Ok(Value::Object(m))) = extra.map(|e| serde_json::from_str(e.value(i))) {
+            for (k, name) in names.iter().enumerate() {
+                if let Some(v) = m.get(*name) {
+                    f[k] = v.as_f64();
+                }
+            }
+        }
+        f
+    }
+}
+
+/// Which table a row comes from, in the order rows of equal times come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Events,
+    Samples,
+    Gpu,
+    Tasks,
+}
+
+const ORDER: [Which; 4] = [Which::Events, Which::Samples, Which::Gpu, Which::Tasks];
+
+/// One log's four event tables, read in the log's order.
+pub struct LogParts {
+    tables: [Table; 4],
+    cols: [Option<Cols>; 4],
+}
+
+impl std::fmt::Debug for LogParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let paths: Vec<&Path> = self.tables.iter().map(|t| t.path.as_path()).collect();
+        f.debug_struct("LogParts").field("tables", &paths).finish()
+    }
+}
+
+impl LogParts {
+    /// Opens the parts of the log whose parts are `TABLE/<folder>/<part>`
+    /// in `root`, reading `rows` rows a batch.
+    pub fn open(root: &Path, folder: &str, part: &str, rows: usize) -> io::Result<Self> {
+        let path = |t: &str| root.join(t).join(folder).join(part);
+        fn with_head(cols: &[&'static str]) -> Vec<&'static str> {
+            let mut v = vec!["time", "node_id", "task_id"];
+            v.extend_from_slice(cols);
+            v
+        }
+        let mut sample = with_head(&NODE_COLUMNS);
+        sample.extend(["cpu_percent_per_core", "extra"]);
+        let mut gpu = with_head(&GPU_COLUMNS);
+        gpu.extend(["gpu_id", "extra"]);
+        Ok(Self {
+            tables: [
+                Table::open(path("events"), &EVENT_COLUMNS, rows)?,
+                Table::open(path("samples"), &sample, rows)?,
+                Table::open(path("gpu_samples"), &gpu, rows)?,
+                Table::open(path("task_samples"), &with_head(&TASK_COLUMNS), rows)?,
+            ],
+            cols: [None, None, None, None],
+        })
+    }
+
+    /// The next `rows` rows (fewer at the end).
+    pub fn chunk(&mut self, rows: usize) -> io::Result<Chunk> {
+        let mut c = Chunk::default();
+        while c.rows.len() < rows {
+            let mut next: Option<(i64, usize)> = None;
+            for k in 0..4 {
+                let t = self.tables[k].peek()?;
+                if std::mem::take(&mut self.tables[k].fresh) {
+                    self.retype(k)?;
+                }
+                if let Some(t) = t {
+                    if next.is_none_or(|(n, _)| t < n) {
+                        next = Some((t, k));
+                    }
+                }
+            }
+            let Some((t, k)) = next else {
+                c.last = true;
+                break;
+            };
+            self.take(k, t, &mut c)?;
+        }
+        Ok(c)
+    }
+
+    /// Types table `k`'s current batch's columns.
+    fn retype(&mut self, k: usize) -> io::Result<()> {
+        let t = &self.tables[k];
+        self.cols[k] = match &t.batch {
+            None => None,
+            Some(b) => Some(match ORDER[k] {
+                Which::Events => Cols::of(&t.path, b, &[])?,
+                Which::Samples => Cols::of(&t.path, b, &NODE_COLUMNS)?,
+                Which::Gpu => Cols::of(&t.path, b, &GPU_COLUMNS)?,
+                Which::Tasks => Cols::of(&t.path, b, &TASK_COLUMNS)?,
+            }),
+        };
+        Ok(())
+    }
+
+    /// Takes table `k`'s next row (at `time_ns`) into `c`.
+    fn take(&mut self, k: usize, time_ns: i64, c: &mut Chunk) -> io::Result<()> {
+        let t = &mut self.tables[k];
+        let i = t.at;
+        t.at += 1;
+        let (Some(cols), Some(b)) = (&self.cols[k], &t.batch) else {
+            return Ok(());
+        };
+        let node = c.name_of(cols.node.as_ref(), i);
+        let task = c.name_of(cols.task.as_ref(), i);
+        let row = match ORDER[k] {
+            Which::Samples => {
+                let cores = cols.cores.as_ref().filter(|l| l.is_valid(i)).map(|l| {
+                    let v = l.value(i);
+                    let v = v.as_primitive::<Float32Type>();
+                    let at = c.cores.len() as u32;
+                    c.cores.extend(v.iter().map(|x| x.unwrap_or(f32::NAN)));
+                    (at, v.len() as u32)
+                });
+                Row::Node {
+                    f: cols.figures(i, &NODE_COLUMNS),
+                    cores,
+                }
+            }
+            Which::Gpu => {
+                let id = cols.gpu_id.as_ref().filter(|a| a.is_valid(i));
+                let id = id.and_then(|a| u64::try_from(a.value(i)).ok()).unwrap_or(0);
+                Row::Gpu(id, cols.figures(i, &GPU_COLUMNS))
+            }
+            Which::Tasks => Row::Task(cols.figures(i, &TASK_COLUMNS)),
+            Which::Events => {
+                c.events.push(event_line(&t.path, b, i)?);
+                Row::Event((c.events.len() - 1) as u32)
+            }
+        };
+        c.rows.push(Stamped {
+            time_ns,
+            node,
+            task,
+            row,
+        });
+        Ok(())
+    }
+}
+
+/// Row `i` of an `events` batch as the JSONL line it was made from (the
+/// keys in the line's order; see `crate::event_json`).
+fn event_line(path: &Path, b: &RecordBatch, i: usize) -> io::Result<Value> {
+    let mut m = Map::new();
+    let s = |name: &str| -> io::Result<Option<String>> {
+        Ok(strings(path, b, name)?
+            .filter(|a| a.is_valid(i))
+            .map(|a| a.value(i).to_string()))
+    };
+    let secs = |name: &str| -> io::Result<Option<Value>> {
+        let t = typed::<TimestampNanosecondType>(path, b, name)?;
+        Ok(t.filter(|a| a.is_valid(i))
+            .map(|a| num(crate::clock::ns_to_secs(a.value(i)))))
+    };
+    let json = |name: &str| -> io::Result<Option<Value>> {
+        Ok(s(name)?.and_then(|t| serde_json::from_str(&t).ok()))
+    };
+    let ty = s("event_type")?;
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            m.insert(k.to_string(), v);
+        }
+    };
+    put("event_id", s("event_id")?.map(Value::String));
+    put("event_type", ty.clone().map(Value::String));
+    put("event_time", secs("time")?);
+    put("emit_time", secs("emit_time")?);
+    put("session_id", s("session_id")?.map(Value::String));
+    put("backend", s("backend")?.map(Value::String));
+    put("task_id", s("task_id")?.map(Value::String));
+    put("node_id", s("node_id")?.map(Value::String));
+    put(
+        "attributes",
+        Some(json("attributes")?.unwrap_or_else(|| Value::Object(Map::new()))),
+    );
+    let duration = Num::of(path, b, "duration_seconds")?.get(i);
+    put("duration_seconds", duration.map(num));
+    put("error_type", s("error_type")?.map(Value::String));
+    if let Some(Value::Object(fields)) = json("fields")? {
+        for (k, v) in fields {
+            put(&k, Some(v));
+        }
+    }
+    put("trace_id", s("trace_id")?.map(Value::String));
+    put("span_id", s("span_id")?.map(Value::String));
+    put("name", ty.map(Value::String));
+    put("section", Some(Value::String("event".into())));
+    Ok(Value::Object(m))
+}
+
+/// A float as JSON (`null` where not finite, as the line writes it).
+pub fn num(x: f64) -> Value {
+    serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
+}
+
+/// What a worker is asked: log `log`'s next chunk.
+struct Ask {
+    log: usize,
+}
+
+/// Threads that read the logs' chunks: log `i` is read by worker
+/// `i % workers`, which answers on the log's own channel.
+pub struct Workers {
+    asks: Vec<mpsc::Sender<Ask>>,
+    answers: Vec<mpsc::Receiver<io::Result<Chunk>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Workers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workers")
+            .field("threads", &self.threads.len())
+            .field("logs", &self.answers.len())
+            .finish()
+    }
+}
+
+impl Workers {
+    /// Starts `workers` threads over `logs` (each opened on its worker,
+    /// at its first chunk), each chunk `rows` rows.
+    pub fn start(
+        root: &Path,
+        logs: &[(String, String)],
+        workers: usize,
+        rows: usize,
+    ) -> io::Result<Self> {
+        let workers = workers.clamp(1, logs.len().max(1));
+        let mut asks = Vec::with_capacity(workers);
+        let mut answer_tx = Vec::with_capacity(logs.len());
+        let mut answers = Vec::with_capacity(logs.len());
+        for _ in logs {
+            let (tx, rx) = mpsc::channel();
+            answer_tx.push(tx);
+            answers.push(rx);
+        }
+        let mut threads = Vec::with_capacity(workers);
+        let mut mine: Vec<Vec<(usize, mpsc::Sender<io::Result<Chunk>>)>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        for (i, tx) in answer_tx.into_iter().enumerate() {
+            mine[i % workers].push((i, tx));
+        }
+        for (w, logs_of) in mine.into_iter().enumerate() {
+            let (tx, rx) = mpsc::channel::<Ask>();
+            asks.push(tx);
+            let root = root.to_path_buf();
+            let names: Vec<(String, String)> =
+                logs_of.iter().map(|(i, _)| logs[*i].clone()).collect();
+            let t = std::thread::Builder::new()
+                .name(format!("tal-dataset-{w}"))
+                .spawn(move || serve(&root, &names, logs_of, &rx, workers, rows))?;
+            threads.push(t);
+        }
+        Ok(Self {
+            asks,
+            answers,
+            threads,
+        })
+    }
+
+    /// Asks for log `log`'s next chunk.
+    pub fn ask(&self, log: usize) {
+        let _ = self.asks[log % self.asks.len()].send(Ask { log });
+    }
+
+    /// Waits for log `log`'s chunk asked for.
+    pub fn take(&self, log: usize) -> io::Result<Chunk> {
+        self.answers[log]
+            .recv()
+            .unwrap_or_else(|_| Err(io::Error::other("a dataset reader thread stopped")))
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.asks.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A worker: answers each ask for one of its logs with its next chunk.
+fn serve(
+    root: &Path,
+    names: &[(String, String)],
+    logs: Vec<(usize, mpsc::Sender<io::Result<Chunk>>)>,
+    asks: &mpsc::Receiver<Ask>,
+    workers: usize,
+    rows: usize,
+) {
+    let mut open: Vec<Option<LogParts>> = logs.iter().map(|_| None).collect();
+    while let Ok(Ask { log }) = asks.recv() {
+        let k = log / workers;
+        let (folder, part) = &names[k];
+        let answer = match &mut open[k] {
+            Some(p) => p.chunk(rows),
+            None => LogParts::open(root, folder, part, rows).and_then(|mut p| {
+                let c = p.chunk(rows);
+                open[k] = Some(p);
+                c
+            }),
+        };
+        if answer.as_ref().is_ok_and(|c| c.last) {
+            open[k] = None;
+        }
+        let _ = logs[k].1.send(answer);
+    }
+}
+
+/// A part's `ArrayRef`, for callers that read whole small tables.
+pub fn column<'a>(path: &Path, b: &'a RecordBatch, name: &str) -> io::Result<&'a ArrayRef> {
+    b.column_by_name(name)
+        .ok_or_else(|| bad(path, format!("no column `{name}`")))
+}
