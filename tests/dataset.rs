@@ -73,6 +73,38 @@ fn parts(dir: &Path) -> Vec<PathBuf> {
     files_with_ext(dir, ".parquet")
 }
 
+/// `tal summary --json` and `tal report` of the dataset `ds` say what they
+/// say of its `logs`: the same figures, the same page, byte for byte.
+fn views_agree(logs: &[PathBuf], ds: &Path, dir: &Path) {
+    let summary = |input: &[PathBuf]| {
+        let out = run_ok(tal().args(["summary", "--json", "-q"]).args(input));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let from_logs = summary(logs);
+    assert_eq!(
+        from_logs,
+        summary(&[ds.to_path_buf()]),
+        "tal summary differs"
+    );
+    let v: serde_json::Value = serde_json::from_str(&from_logs).unwrap();
+    assert!(v["nodes"].as_array().is_some_and(|n| !n.is_empty()), "{v}");
+    let report = |input: &[PathBuf], name: &str| {
+        let page = dir.join(name);
+        run_ok(
+            tal()
+                .args(["report", "-q"])
+                .args(input)
+                .arg("-o")
+                .arg(&page),
+        );
+        std::fs::read(page).unwrap()
+    };
+    assert!(
+        report(logs, "logs.html") == report(&[ds.to_path_buf()], "ds.html"),
+        "tal report differs"
+    );
+}
+
 /// `tal convert LOGS --format parquet -o DIR` and `tal convert LOGS -o
 /// JSONL`, both checked to succeed.
 fn convert_both(logs: &[PathBuf], dir: &Path) -> (PathBuf, PathBuf) {
@@ -94,8 +126,9 @@ fn the_small_workflow_dataset_equals_its_jsonl() {
     let dir = tempfile::tempdir().unwrap();
     let log = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/small-workflow/small-workflow.vm.tal");
-    let (jsonl, ds) = convert_both(&[log], dir.path());
+    let (jsonl, ds) = convert_both(std::slice::from_ref(&log), dir.path());
     let counts = check(&jsonl, &ds, false);
+    views_agree(&[log], &ds, dir.path());
     assert!(counts["rows"]["samples"].as_u64().unwrap() > 10, "{counts}");
     assert!(counts["rows"]["tasks"].as_u64().unwrap() > 5, "{counts}");
     assert!(
@@ -149,7 +182,9 @@ fn tal_record_writes_its_node_s_parts_at_the_end() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("wrote the dataset"), "{stderr}");
     let jsonl = files_with_ext(dir.path(), "jsonl").remove(0);
-    let counts = check(&jsonl, &dir.path().join("ds.dataset"), false);
+    let ds = dir.path().join("ds.dataset");
+    let counts = check(&jsonl, &ds, false);
+    views_agree(&files_with_ext(dir.path(), ".tal"), &ds, dir.path());
     assert_eq!(counts["rows"]["tasks"], 3, "{counts}");
     assert!(
         counts["rows"]["task_samples"].as_u64().unwrap() > 0,
@@ -174,6 +209,7 @@ fn two_nodes_make_one_dataset_with_a_partition_each() {
     }
     let (jsonl, ds) = convert_both(&logs, dir.path());
     let counts = check(&jsonl, &ds, true);
+    views_agree(&logs, &ds, dir.path());
     assert_eq!(counts["nodes"], 2, "{counts}");
     assert_eq!(parts(&ds.join("samples/node=n2")).len(), 1);
 }
@@ -189,8 +225,9 @@ fn a_log_cut_mid_record_gives_the_rows_of_its_jsonl() {
     // Inside a record near the end (the log ends at its last record).
     assert!(bytes.len() > 1000, "a log of {} bytes", bytes.len());
     std::fs::write(&cut, &bytes[..bytes.len() - 37]).unwrap();
-    let (jsonl, ds) = convert_both(&[cut], dir.path());
+    let (jsonl, ds) = convert_both(std::slice::from_ref(&cut), dir.path());
     let counts = check(&jsonl, &ds, false);
+    views_agree(&[cut], &ds, dir.path());
     assert!(counts["rows"]["samples"].as_u64().unwrap() > 0, "{counts}");
 }
 
@@ -378,4 +415,68 @@ fn long_strings_do_not_grow_the_conversion_s_memory() {
     // Every event and its whole string (and the SessionEnded made up for
     // the log, whose note is null).
     assert!(got.contains(&format!("[({}, 32768)]", n + 2)), "{got}");
+}
+
+/// A damaged dataset is refused with the file to blame and what to do: a
+/// part missing, a part that is not Parquet, a FIFO at a part's name
+/// (which would make a reader wait), a part of another session; and a
+/// dataset is read alone, not with logs.
+#[test]
+fn a_damaged_dataset_is_refused_naming_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/small-workflow/small-workflow.vm.tal");
+    let fresh = |name: &str| {
+        let ds = dir.path().join(name);
+        run_ok(&mut parquet(&log, &ds));
+        let part = parts(&ds.join("samples/node=vm")).remove(0);
+        (ds, part)
+    };
+    let refused = |ds: &Path, says: &[&str]| {
+        for cmd in ["summary", "report"] {
+            let out = tal().arg(cmd).arg(ds).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_ne!(out.status.code(), Some(0), "{cmd}: {err}");
+            for s in says {
+                assert!(err.contains(s), "{cmd}: {s:?} not in {err}");
+            }
+        }
+    };
+    let (ds, part) = fresh("missing");
+    std::fs::remove_file(&part).unwrap();
+    refused(&ds, &[&part.display().to_string(), "convert its log again"]);
+    let (ds, part) = fresh("garbage");
+    std::fs::write(&part, b"not parquet at all").unwrap();
+    refused(&ds, &[&part.display().to_string(), "convert its log again"]);
+    let (ds, part) = fresh("fifo");
+    std::fs::remove_file(&part).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&part)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    refused(&ds, &[&part.display().to_string(), "not a regular file"]);
+    // Another session's session row, put into this dataset's folder.
+    let (ds, _) = fresh("mixed");
+    let rec = dir.path().join("rec");
+    record(&rec, ("other", "vm"), &["--no-convert"], "true");
+    let other = dir.path().join("other");
+    run_ok(&mut parquet(rec.join("other.vm.tal"), &other));
+    let theirs = parts(&other.join("session/node=vm")).remove(0);
+    let foreign = ds.join("session/node=zz");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::copy(&theirs, foreign.join("part-1.parquet")).unwrap();
+    refused(&ds, &["node=zz", "of session \"other\""]);
+    // A session row without its log's other parts: named.
+    std::fs::copy(
+        parts(&ds.join("session/node=vm")).remove(0),
+        foreign.join("part-1.parquet"),
+    )
+    .unwrap();
+    refused(&ds, &["node=zz", "convert its log again"]);
+    // A dataset with logs: refused, saying why.
+    let out = tal().arg("summary").arg(&ds).arg(&log).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("one dataset folder alone"), "{err}");
 }

@@ -1058,6 +1058,26 @@ fn the_dataset_holds_every_gpu_poll_and_the_tasks_gpu_figures() {
         counts["rows"]["gpu_samples"].as_u64(),
         Some(resources(&v, "per_gpu").len() as u64)
     );
+    // `tal summary` and `tal report` of the dataset: what they say of the
+    // log, GPU panels and the agent's GPU figures included.
+    let logs = files_with_ext(&dir.path().join("out"), ".tal");
+    let ds = dir.path().join("out/gpu.dataset");
+    let summary = |input: &Path| {
+        let out = run_ok(tal().args(["summary", "--json", "-q"]).arg(input));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let from_logs = summary(&logs[0]);
+    assert!(
+        from_logs.contains("agent_gpu_cpu_us_per_poll"),
+        "{from_logs}"
+    );
+    assert_eq!(from_logs, summary(&ds));
+    let report = |input: &Path, page: &str| {
+        let page = dir.path().join(page);
+        run_ok(tal().args(["report", "-q"]).arg(input).arg("-o").arg(&page));
+        std::fs::read(page).unwrap()
+    };
+    assert!(report(&logs[0], "logs.html") == report(&ds, "ds.html"));
 }
 
 /// `tal report` and `tal summary` read the node log of a session with

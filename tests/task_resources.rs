@@ -590,7 +590,10 @@ fn the_sampler_takes_at_most_half_the_descriptors_and_the_command_keeps_its_limi
     // written out: a `$(seq 30)` is a short-lived child that may take a
     // slot and leave it after the others were refused.)
     let dir = tempfile::tempdir().unwrap();
-    let list = (1..=30).map(|i| i.to_string()).collect::<Vec<_>>().join(" ");
+    let list = (1..=30)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
     let v = record_limited(
         dir.path(),
         "-n 400",

@@ -344,7 +344,7 @@ fn claim(dir: &Path, session: &str) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    let theirs = read_marker(&path)?;
+    let theirs = read_marker(&path, "choose another folder (-o DIR)")?;
     if theirs != session {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
@@ -358,15 +358,16 @@ fn claim(dir: &Path, session: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// The session named by a dataset's marker file (read to 64 KiB at most).
-pub(crate) fn read_marker(path: &Path) -> io::Result<String> {
+/// The session named by a dataset's marker file (read to 64 KiB at most);
+/// an error says `advice` after why the file is not tal's.
+pub(crate) fn read_marker(path: &Path, advice: &str) -> io::Result<String> {
     use std::io::Read;
     let m = std::fs::symlink_metadata(path)?;
     let bad = |why: &str| {
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
-                "{} {why}: it is not a dataset of tal's; choose another folder (-o DIR)",
+                "{} {why}: it is not a dataset of tal's; {advice}",
                 path.display()
             ),
         )

@@ -86,7 +86,10 @@ impl Dataset {
     /// Opens the dataset in `root`: its marker and every log's `session`
     /// row. Each pass shows its progress as `what` unless `quiet`.
     pub fn open(root: &Path, what: &str, quiet: bool) -> io::Result<Self> {
-        let session_id = crate::dataset::read_marker(&root.join(crate::dataset::MARKER))?;
+        let session_id = crate::dataset::read_marker(
+            &root.join(crate::dataset::MARKER),
+            "give the folder `tal convert --format parquet` or `tal record --format parquet` wrote",
+        )?;
         let mut logs = Vec::new();
         for (folder, part) in list_parts(&root.join("session"))? {
             let info = read_session_row(root, &folder, &part, &session_id)?;
@@ -406,22 +409,45 @@ impl Dataset {
         }
     }
 
-    /// Every log's task spans; how many.
+    /// Every log's task spans, in the order a replay of all the logs
+    /// closes them (each log's in its own order, the logs merged by their
+    /// ends, as their terminal events are); how many.
     fn spans(&self, f: &mut dyn FnMut(Item<'_>)) -> io::Result<u64> {
-        let mut n = 0;
+        let mut per_log: Vec<std::vec::IntoIter<TaskSpanRow>> = Vec::new();
         for l in &self.logs {
             let path = self.root.join("tasks").join(&l.folder).join(&l.part);
+            let err = |e: parquet::errors::ParquetError| {
+                input_error(io::Error::other(format!("{}: {e}", path.display())))
+            };
             let file = open_part(&path)?;
             let reader =
                 parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024)
-                    .map_err(|e| {
-                        input_error(io::Error::other(format!("{}: {e}", path.display())))
-                    })?;
+                    .map_err(err)?;
+            let mut rows = Vec::new();
             for b in reader {
-                let b = b.map_err(|e| {
-                    input_error(io::Error::other(format!("{}: {e}", path.display())))
-                })?;
-                n += task_spans(&path, &b, f)?;
+                let b = b.map_err(|e| err(e.into()))?;
+                task_spans(&path, &b, &mut rows)?;
+            }
+            per_log.push(rows.into_iter());
+        }
+        let mut next: Vec<Option<TaskSpanRow>> = per_log.iter_mut().map(Iterator::next).collect();
+        let mut heap: BinaryHeap<Reverse<(i64, usize)>> = next
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| Reverse((s.1, i))))
+            .collect();
+        let mut n = 0;
+        while let Some(Reverse((_, i))) = heap.pop() {
+            let (start_ns, end_ns, a) = next[i].take().expect("a log in the heap has a span");
+            f(Item::TaskSpan(Span {
+                start_ns,
+                end_ns,
+                attributes: Cow::Owned(a),
+            }));
+            n += 1;
+            next[i] = per_log[i].next();
+            if let Some(s) = &next[i] {
+                heap.push(Reverse((s.1, i)));
             }
         }
         Ok(n)
@@ -520,11 +546,14 @@ fn get(a: &arrow_array::StringArray, i: usize) -> Option<&str> {
     a.is_valid(i).then(|| a.value(i))
 }
 
-/// The task spans of a `tasks` batch, into `f`; how many. A span's
+/// A task span: start and end, ns since the epoch, and its attributes.
+type TaskSpanRow = (i64, i64, Value);
+
+/// The task spans of a `tasks` batch, onto `out`. A span's
 /// attributes are made as its line has them (see
 /// `crate::event_json::write_task_span`): the fixed ones from their
 /// columns, then `attributes_json`'s.
-fn task_spans(path: &Path, b: &RecordBatch, f: &mut dyn FnMut(Item<'_>)) -> io::Result<u64> {
+fn task_spans(path: &Path, b: &RecordBatch, out: &mut Vec<TaskSpanRow>) -> io::Result<()> {
     let bad = |why: String| input_error(io::Error::other(format!("{}: {why}", path.display())));
     let col = |name: &str| super::parts::column(path, b, name);
     let time = |name: &str| -> io::Result<arrow_array::TimestampNanosecondArray> {
@@ -585,11 +614,7 @@ fn task_spans(path: &Path, b: &RecordBatch, f: &mut dyn FnMut(Item<'_>)) -> io::
         if let Some(Ok(Value::Object(extra))) = get(&attrs, i).map(serde_json::from_str) {
             m.extend(extra);
         }
-        f(Item::TaskSpan(Span {
-            start_ns: start.value(i),
-            end_ns: end.value(i),
-            attributes: Cow::Owned(Value::Object(m)),
-        }));
+        out.push((start.value(i), end.value(i), Value::Object(m)));
     }
-    Ok(b.num_rows() as u64)
+    Ok(())
 }

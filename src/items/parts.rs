@@ -183,7 +183,11 @@ pub fn open_part(path: &Path) -> io::Result<std::fs::File> {
 fn bad(path: &Path, why: impl std::fmt::Display) -> io::Error {
     crate::convert::lines::input_error(io::Error::new(
         io::ErrorKind::InvalidData,
-        format!("{}: {why}", path.display()),
+        format!(
+            "{}: {why} (a damaged part, or not one of tal's: convert its log again with \
+             tal convert LOG --format parquet -o DIR)",
+            path.display()
+        ),
     ))
 }
 
@@ -207,8 +211,14 @@ impl Table {
         let file = open_part(&path)?;
         let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(&path, e))?;
         let schema = b.schema().clone();
+        // A column null in every row (the job cgroup's fields off Slurm,
+        // `extra`, `task_id` of the node's own samples) is not read: its
+        // decoder's state, a log's worth for every log merged, would be
+        // most of the memory.
+        let meta = b.metadata().clone();
         let roots: Vec<usize> = columns
             .iter()
+            .filter(|c| **c == "time" || !all_null(&meta, c))
             .filter_map(|c| schema.index_of(c).ok())
             .collect();
         let mask = ProjectionMask::roots(b.parquet_schema(), roots);
@@ -264,6 +274,25 @@ impl Table {
             }
         }
     }
+}
+
+/// Whether the part's column `name` (one leaf) is null in every row, as
+/// its row groups' statistics say.
+fn all_null(meta: &parquet::file::metadata::ParquetMetaData, name: &str) -> bool {
+    let schema = meta.file_metadata().schema_descr();
+    let leaves: Vec<usize> = (0..schema.num_columns())
+        .filter(|&i| schema.column(i).path().parts().first().map(String::as_str) == Some(name))
+        .collect();
+    let [leaf] = leaves[..] else {
+        return false;
+    };
+    meta.row_groups().iter().all(|rg| {
+        let nulls = rg
+            .column(leaf)
+            .statistics()
+            .and_then(|s| s.null_count_opt());
+        nulls == Some(rg.num_rows() as u64)
+    })
 }
 
 /// Column `name` of `b` as `T`'s array; `None` where the part has no such
@@ -337,19 +366,24 @@ struct Cols {
     /// exactly), whose values replace the columns' (see [`Chunk`]).
     extra: Option<arrow_array::StringArray>,
     gpu_id: Option<arrow_array::Int64Array>,
-    cores: Option<arrow_array::ListArray>,
+    /// `cpu_percent_per_core`, and its values (typed once per batch: a
+    /// row's list is a slice of them).
+    cores: Option<(arrow_array::ListArray, arrow_array::Float32Array)>,
 }
 
 impl Cols {
     fn of(path: &Path, b: &RecordBatch, nums: &[&str]) -> io::Result<Self> {
         let cores = match b.column_by_name("cpu_percent_per_core") {
             None => None,
-            Some(c) => Some(c.as_list_opt::<i32>().cloned().ok_or_else(|| {
-                bad(
-                    path,
-                    format!("column `cpu_percent_per_core` is {}", c.data_type()),
-                )
-            })?),
+            Some(c) => {
+                let wrong = || {
+                    let t = c.data_type();
+                    bad(path, format!("column `cpu_percent_per_core` is {t}"))
+                };
+                let list = c.as_list_opt::<i32>().cloned().ok_or_else(wrong)?;
+                let values = list.values().as_primitive_opt::<Float32Type>().cloned();
+                Some((list, values.ok_or_else(wrong)?))
+            }
         };
         Ok(Self {
             node: strings(path, b, "node_id")?,
@@ -431,26 +465,51 @@ impl LogParts {
     /// The next `rows` rows (fewer at the end).
     pub fn chunk(&mut self, rows: usize) -> io::Result<Chunk> {
         let mut c = Chunk::default();
+        let mut times = [None; 4];
+        for (k, t) in times.iter_mut().enumerate() {
+            *t = self.peek(k)?;
+        }
         while c.rows.len() < rows {
+            // The table whose row comes next, and until when its rows come
+            // before every other table's: then a run of its rows is taken
+            // looking only at its own times.
             let mut next: Option<(i64, usize)> = None;
-            for k in 0..4 {
-                let t = self.tables[k].peek()?;
-                if std::mem::take(&mut self.tables[k].fresh) {
-                    self.retype(k)?;
-                }
-                if let Some(t) = t {
+            for (k, t) in times.iter().enumerate() {
+                if let Some(t) = *t {
                     if next.is_none_or(|(n, _)| t < n) {
                         next = Some((t, k));
                     }
                 }
             }
-            let Some((t, k)) = next else {
+            let Some((mut t, k)) = next else {
                 c.last = true;
                 break;
             };
-            self.take(k, t, &mut c)?;
+            // The first of the other tables' rows, by (time, table).
+            let limit = (0..4)
+                .filter(|&j| j != k)
+                .filter_map(|j| times[j].map(|o| (o, j)))
+                .min();
+            loop {
+                self.take(k, t, &mut c)?;
+                times[k] = self.peek(k)?;
+                match times[k] {
+                    Some(n) if c.rows.len() < rows && limit.is_none_or(|l| (n, k) < l) => t = n,
+                    _ => break,
+                }
+            }
         }
         Ok(c)
+    }
+
+    /// Table `k`'s next time (see [`Table::peek`]), its columns typed
+    /// when it read a batch.
+    fn peek(&mut self, k: usize) -> io::Result<Option<i64>> {
+        let t = self.tables[k].peek()?;
+        if std::mem::take(&mut self.tables[k].fresh) {
+            self.retype(k)?;
+        }
+        Ok(t)
     }
 
     /// Types table `k`'s current batch's columns.
@@ -480,13 +539,23 @@ impl LogParts {
         let task = c.name_of(cols.task.as_ref(), i);
         let row = match ORDER[k] {
             Which::Samples => {
-                let cores = cols.cores.as_ref().filter(|l| l.is_valid(i)).map(|l| {
-                    let v = l.value(i);
-                    let v = v.as_primitive::<Float32Type>();
-                    let at = c.cores.len() as u32;
-                    c.cores.extend(v.iter().map(|x| x.unwrap_or(f32::NAN)));
-                    (at, v.len() as u32)
-                });
+                let cores = cols
+                    .cores
+                    .as_ref()
+                    .filter(|(l, _)| l.is_valid(i))
+                    .map(|(l, v)| {
+                        let o = l.value_offsets();
+                        let to = (o[i + 1].max(0) as usize).min(v.len());
+                        let from = (o[i].max(0) as usize).min(to);
+                        let at = c.cores.len() as u32;
+                        if v.null_count() == 0 {
+                            c.cores.extend_from_slice(&v.values()[from..to]);
+                        } else {
+                            let x = |k| if v.is_valid(k) { v.value(k) } else { f32::NAN };
+                            c.cores.extend((from..to).map(x));
+                        }
+                        (at, (to - from) as u32)
+                    });
                 Row::Node {
                     f: cols.figures(i, &NODE_COLUMNS),
                     cores,
