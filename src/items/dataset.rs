@@ -29,7 +29,7 @@
 //! agent stopped: see `docs/dataset.md`), the views show what the dataset
 //! holds.
 
-use super::parts::{num, open_part, Chunk, Row, Stamped, Workers};
+use super::parts::{fig, num, Chunk, Row, Stamped, Workers};
 use super::{Body, GpuSample, Head, Item, NodeSample, PerCore, Source, Span, TaskSample};
 use crate::convert::lines::{input_error, LineStats};
 use crate::record::AgentSnapshot;
@@ -154,9 +154,17 @@ fn list_parts(table: &Path) -> io::Result<Vec<(String, String)>> {
 fn read_session_row(root: &Path, folder: &str, part: &str, session: &str) -> io::Result<LogInfo> {
     let path = root.join("session").join(folder).join(part);
     let bad = |why: String| input_error(io::Error::new(io::ErrorKind::InvalidData, why));
-    let file = open_part(&path)?;
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 16)
-        .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    let columns = [
+        "session_id",
+        "backend",
+        "start_time",
+        "end_time",
+        "recovered",
+        "events",
+        "metric",
+        "agent_snapshot",
+    ];
+    let reader = super::parts::read_columns(&path, &columns, 16)?;
     let mut batch: Option<RecordBatch> = None;
     for b in reader {
         let b = b.map_err(|e| bad(format!("{}: {e}", path.display())))?;
@@ -283,12 +291,14 @@ impl Dataset {
         let mut cursors: Vec<Option<Cursor>> = Vec::with_capacity(names.len());
         let mut heap = BinaryHeap::with_capacity(names.len());
         for i in 0..names.len() {
-            workers.ask(i);
+            for _ in 0..super::parts::AHEAD {
+                workers.ask(i);
+            }
         }
         for i in 0..names.len() {
             cursors.push(self.next_chunk(&workers, i, progress)?);
             if let Some(c) = &cursors[i] {
-                heap.push(Reverse((c.chunk.rows[0].time_ns, i)));
+                heap.push(Reverse((c.chunk.times[0], i)));
             }
         }
         let mut s = SessionEvents::default();
@@ -304,7 +314,7 @@ impl Dataset {
                 };
             }
             if let Some(c) = &cursors[i] {
-                heap.push(Reverse((c.chunk.rows[c.at].time_ns, i)));
+                heap.push(Reverse((c.chunk.times[c.at], i)));
             }
         }
         Ok(s)
@@ -348,17 +358,17 @@ impl Dataset {
                 let per_core =
                     cores.map(|(at, n)| PerCore::Record(&c.cores[at as usize..(at + n) as usize]));
                 let sample = NodeSample {
-                    cpu_percent: x[0],
-                    memory_percent: x[1],
-                    disk_read_bytes: x[2],
-                    disk_write_bytes: x[3],
-                    net_sent_bytes: x[4],
-                    net_recv_bytes: x[5],
-                    job_cpu_percent: x[6],
-                    job_memory_bytes: x[7],
-                    job_memory_peak_bytes: x[8],
-                    job_disk_read_bytes: x[9],
-                    job_disk_write_bytes: x[10],
+                    cpu_percent: fig(x[0]),
+                    memory_percent: fig(x[1]),
+                    disk_read_bytes: fig(x[2]),
+                    disk_write_bytes: fig(x[3]),
+                    net_sent_bytes: fig(x[4]),
+                    net_recv_bytes: fig(x[5]),
+                    job_cpu_percent: fig(x[6]),
+                    job_memory_bytes: fig(x[7]),
+                    job_memory_peak_bytes: fig(x[8]),
+                    job_disk_read_bytes: fig(x[9]),
+                    job_disk_write_bytes: fig(x[10]),
                     per_core,
                 };
                 s.events += 1;
@@ -367,22 +377,22 @@ impl Dataset {
             Row::Gpu(gpu_id, x) => {
                 let g = GpuSample {
                     gpu_id: *gpu_id,
-                    gpu_percent: x[0],
-                    gpu_memory_used_bytes: x[1],
-                    gpu_memory_total_bytes: x[2],
-                    gpu_power_watts: x[3],
-                    gpu_energy_joules: x[4],
+                    gpu_percent: fig(x[0]),
+                    gpu_memory_used_bytes: fig(x[1]),
+                    gpu_memory_total_bytes: fig(x[2]),
+                    gpu_power_watts: fig(x[3]),
+                    gpu_energy_joules: fig(x[4]),
                 };
                 s.events += 1;
                 f(Item::Event(head("ResourceUpdate"), Body::Gpu(g)));
             }
             Row::Task(x) => {
                 let t = TaskSample {
-                    cpu_percent: x[0],
-                    rss_bytes: x[1],
-                    threads: x[2],
-                    read_bytes: x[3],
-                    write_bytes: x[4],
+                    cpu_percent: fig(x[0]),
+                    rss_bytes: fig(x[1]),
+                    threads: fig(x[2]),
+                    read_bytes: fig(x[3]),
+                    write_bytes: fig(x[4]),
                 };
                 s.events += 1;
                 f(Item::Event(head("tal.TaskResourceUpdate"), Body::Task(t)));
@@ -419,10 +429,22 @@ impl Dataset {
             let err = |e: parquet::errors::ParquetError| {
                 input_error(io::Error::other(format!("{}: {e}", path.display())))
             };
-            let file = open_part(&path)?;
-            let reader =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024)
-                    .map_err(err)?;
+            let columns = [
+                "session_id",
+                "backend",
+                "task_id",
+                "status",
+                "error_type",
+                "executable",
+                "task_type",
+                "incomplete_lifecycle",
+                "closed_at_session_end",
+                "queued_time",
+                "start_time",
+                "end_time",
+                "attributes_json",
+            ];
+            let reader = super::parts::read_columns(&path, &columns, 1024)?;
             let mut rows = Vec::new();
             for b in reader {
                 let b = b.map_err(|e| err(e.into()))?;

@@ -10,30 +10,41 @@
 //! which the agent's threads practically never share) come in the order
 //! events, samples, GPU samples, task samples.
 //!
-//! Bounds: a table is read a batch of [`Chunk`]-many rows at a time
-//! (Parquet's reader decodes page by page), and the reader asks for a
-//! log's next chunk only when it has started on the last one: so memory is
-//! about two chunks a log, whatever the dataset's size. A worker never
-//! waits on the reader (each log has at most one chunk asked for), so a
-//! worker that serves several logs cannot hold back the one the reader
-//! waits for.
+//! Bounds: a table is read a batch at a time (Parquet's reader decodes
+//! page by page), and the reader keeps [`AHEAD`] chunks of a log asked
+//! for: so memory is a few chunks a log, whatever the dataset's size. A
+//! worker never waits on the reader (the channels hold the few chunks
+//! asked for), so a worker that serves several logs cannot hold back the
+//! one the reader waits for.
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampNanosecondType};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
+use parquet::file::metadata::ParquetMetaData;
 use serde_json::{Map, Value};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
+/// Chunks of a log asked for ahead of the one being merged: enough that
+/// the merge seldom waits for a worker.
+pub const AHEAD: usize = 1;
+
 /// No name (a null `node_id` or `task_id`).
 pub const NONE: u32 = u32::MAX;
 
 /// A node sample's figures, in [`crate::items::NodeSample`]'s order (the
-/// JSONL names of [`NODE_COLUMNS`]).
-pub type NodeFigures = [Option<f64>; 11];
+/// JSONL names of [`NODE_COLUMNS`]); NaN where there is none (a row is
+/// half the size of one of `Option`s: the merge reads rows of every log in
+/// turn, and a row's cache lines are most of its cost).
+pub type NodeFigures = [f64; 11];
+
+/// A figure of a row: `None` for NaN (see [`NodeFigures`]).
+pub fn fig(x: f64) -> Option<f64> {
+    (!x.is_nan()).then_some(x)
+}
 
 /// The node sample columns read, in [`NodeFigures`] order.
 pub const NODE_COLUMNS: [&str; 11] = [
@@ -98,9 +109,9 @@ pub enum Row {
         cores: Option<(u32, u32)>,
     },
     /// A GPU sample: `gpu_id` and figures in [`GPU_COLUMNS`] order.
-    Gpu(u64, [Option<f64>; 5]),
+    Gpu(u64, [f64; 5]),
     /// A task sample, figures in [`TASK_COLUMNS`] order.
-    Task([Option<f64>; 5]),
+    Task([f64; 5]),
     /// Any other event, as its JSONL line: [`Chunk::events`]' index.
     Event(u32),
 }
@@ -124,6 +135,9 @@ pub struct Stamped {
 pub struct Chunk {
     /// Rows, in the log's order.
     pub rows: Vec<Stamped>,
+    /// Their times, apart: the merge reads the next row's time of every
+    /// log in turn, eight to a cache line.
+    pub times: Vec<i64>,
     /// Per-core figures of the node samples.
     pub cores: Vec<f32>,
     /// Names the rows refer to.
@@ -141,9 +155,13 @@ impl Chunk {
     }
 
     fn name_of(&mut self, a: Option<&arrow_array::StringArray>, row: usize) -> u32 {
-        let Some(s) = a.filter(|a| a.is_valid(row)).map(|a| a.value(row)) else {
-            return NONE;
-        };
+        match a.filter(|a| a.is_valid(row)).map(|a| a.value(row)) {
+            Some(s) => self.name_is(s),
+            None => NONE,
+        }
+    }
+
+    fn name_is(&mut self, s: &str) -> u32 {
         if let Some(i) = self.names.iter().rposition(|n| &**n == s) {
             return i as u32;
         }
@@ -201,6 +219,8 @@ struct Table {
     time: Option<arrow_array::TimestampNanosecondArray>,
     /// A batch was read since the columns were last typed.
     fresh: bool,
+    /// `node_id`, where every row has the same (and it is not read).
+    node: Option<String>,
 }
 
 impl Table {
@@ -216,15 +236,17 @@ impl Table {
         // decoder's state, a log's worth for every log merged, would be
         // most of the memory.
         let meta = b.metadata().clone();
+        let node = constant(&meta, "node_id");
         let roots: Vec<usize> = columns
             .iter()
             .filter(|c| **c == "time" || !all_null(&meta, c))
+            .filter(|c| **c != "node_id" || node.is_none())
             .filter_map(|c| schema.index_of(c).ok())
             .collect();
         let mask = ProjectionMask::roots(b.parquet_schema(), roots);
         let reader = b
             .with_projection(mask)
-            .with_batch_size(rows)
+            .with_batch_size(rows.max(1024))
             .build()
             .map_err(|e| bad(&path, e))?;
         Ok(Self {
@@ -234,6 +256,7 @@ impl Table {
             at: 0,
             time: None,
             fresh: false,
+            node,
         })
     }
 
@@ -276,14 +299,22 @@ impl Table {
     }
 }
 
-/// Whether the part's column `name` (one leaf) is null in every row, as
-/// its row groups' statistics say.
-fn all_null(meta: &parquet::file::metadata::ParquetMetaData, name: &str) -> bool {
+/// The part's column `name`'s one leaf, if it has one.
+fn leaf(meta: &ParquetMetaData, name: &str) -> Option<usize> {
     let schema = meta.file_metadata().schema_descr();
     let leaves: Vec<usize> = (0..schema.num_columns())
         .filter(|&i| schema.column(i).path().parts().first().map(String::as_str) == Some(name))
         .collect();
-    let [leaf] = leaves[..] else {
+    match leaves[..] {
+        [leaf] => Some(leaf),
+        _ => None,
+    }
+}
+
+/// Whether the part's column `name` is null in every row, as its row
+/// groups' statistics say.
+fn all_null(meta: &ParquetMetaData, name: &str) -> bool {
+    let Some(leaf) = leaf(meta, name) else {
         return false;
     };
     meta.row_groups().iter().all(|rg| {
@@ -293,6 +324,23 @@ fn all_null(meta: &parquet::file::metadata::ParquetMetaData, name: &str) -> bool
             .and_then(|s| s.null_count_opt());
         nulls == Some(rg.num_rows() as u64)
     })
+}
+
+/// The one value of string column `name` where its statistics say every
+/// row has it (a log's own `node_id` on every sample): the column need not
+/// be read.
+fn constant(meta: &ParquetMetaData, name: &str) -> Option<String> {
+    let leaf = leaf(meta, name)?;
+    let mut value: Option<&[u8]> = None;
+    for rg in meta.row_groups() {
+        let s = rg.column(leaf).statistics()?;
+        let (min, max) = (s.min_bytes_opt()?, s.max_bytes_opt()?);
+        if s.null_count_opt() != Some(0) || min != max || value.is_some_and(|v| v != min) {
+            return None;
+        }
+        value = Some(min);
+    }
+    String::from_utf8(value?.to_vec()).ok()
 }
 
 /// Column `name` of `b` as `T`'s array; `None` where the part has no such
@@ -399,13 +447,13 @@ impl Cols {
     }
 
     /// The figures of row `i`, `extra`'s values replacing the columns'.
-    fn figures<const N: usize>(&self, i: usize, names: &[&str; N]) -> [Option<f64>; N] {
-        let mut f: [Option<f64>; N] = std::array::from_fn(|k| self.nums[k].get(i));
+    fn figures<const N: usize>(&self, i: usize, names: &[&str; N]) -> [f64; N] {
+        let mut f: [f64; N] = std::array::from_fn(|k| self.nums[k].get(i).unwrap_or(f64::NAN));
         let extra = self.extra.as_ref().filter(|e| e.is_valid(i));
         if let Some(Ok(Value::Object(m))) = extra.map(|e| serde_json::from_str(e.value(i))) {
             for (k, name) in names.iter().enumerate() {
                 if let Some(v) = m.get(*name) {
-                    f[k] = v.as_f64();
+                    f[k] = v.as_f64().unwrap_or(f64::NAN);
                 }
             }
         }
@@ -464,7 +512,11 @@ impl LogParts {
 
     /// The next `rows` rows (fewer at the end).
     pub fn chunk(&mut self, rows: usize) -> io::Result<Chunk> {
-        let mut c = Chunk::default();
+        let mut c = Chunk {
+            rows: Vec::with_capacity(rows),
+            times: Vec::with_capacity(rows),
+            ..Chunk::default()
+        };
         let mut times = [None; 4];
         for (k, t) in times.iter_mut().enumerate() {
             *t = self.peek(k)?;
@@ -535,7 +587,10 @@ impl LogParts {
         let (Some(cols), Some(b)) = (&self.cols[k], &t.batch) else {
             return Ok(());
         };
-        let node = c.name_of(cols.node.as_ref(), i);
+        let node = match &t.node {
+            Some(n) => c.name_is(n),
+            None => c.name_of(cols.node.as_ref(), i),
+        };
         let task = c.name_of(cols.task.as_ref(), i);
         let row = match ORDER[k] {
             Which::Samples => {
@@ -572,6 +627,7 @@ impl LogParts {
                 Row::Event((c.events.len() - 1) as u32)
             }
         };
+        c.times.push(time_ns);
         c.rows.push(Stamped {
             time_ns,
             node,
@@ -733,9 +789,18 @@ fn serve(
     rows: usize,
 ) {
     let mut open: Vec<Option<LogParts>> = logs.iter().map(|_| None).collect();
+    let mut done = vec![false; logs.len()];
     while let Ok(Ask { log }) = asks.recv() {
         let k = log / workers;
         let (folder, part) = &names[k];
+        if done[k] {
+            // Asked ahead, past its end.
+            let _ = logs[k].1.send(Ok(Chunk {
+                last: true,
+                ..Chunk::default()
+            }));
+            continue;
+        }
         let answer = match &mut open[k] {
             Some(p) => p.chunk(rows),
             None => LogParts::open(root, folder, part, rows).and_then(|mut p| {
@@ -746,13 +811,54 @@ fn serve(
         };
         if answer.as_ref().is_ok_and(|c| c.last) {
             open[k] = None;
+            done[k] = true;
         }
         let _ = logs[k].1.send(answer);
     }
+}
+
+/// A reader of the columns `columns` of the part at `path` (one a table
+/// has not are left out), `rows` rows a batch: for the small tables read
+/// whole (`session`, `tasks`), each column's decoder costing its state.
+pub fn read_columns(
+    path: &Path,
+    columns: &[&str],
+    rows: usize,
+) -> io::Result<ParquetRecordBatchReader> {
+    let file = open_part(path)?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(path, e))?;
+    let schema = b.schema().clone();
+    let roots: Vec<usize> = columns
+        .iter()
+        .filter_map(|c| schema.index_of(c).ok())
+        .collect();
+    let mask = ProjectionMask::roots(b.parquet_schema(), roots);
+    b.with_projection(mask)
+        .with_batch_size(rows)
+        .build()
+        .map_err(|e| bad(path, e))
 }
 
 /// A part's `ArrayRef`, for callers that read whole small tables.
 pub fn column<'a>(path: &Path, b: &'a RecordBatch, name: &str) -> io::Result<&'a ArrayRef> {
     b.column_by_name(name)
         .ok_or_else(|| bad(path, format!("no column `{name}`")))
+}
+
+/// Asks the CPU to bring `row` into its caches: the merge reads each log's
+/// rows in turn, so the next row of a log is read only after every other
+/// log's, by then out of the caches; fetched ahead, its cost (most of the
+/// merge's, measured) overlaps the other logs' rows.
+#[allow(unsafe_code)]
+#[inline]
+pub fn prefetch<T>(row: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that reads nothing and cannot fault
+    // (and the address is a live reference's); SSE is in every x86_64.
+    unsafe {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(row).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
 }
