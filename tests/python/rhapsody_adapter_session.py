@@ -36,7 +36,7 @@ GAUGES = {
 }
 
 
-async def until(what, cond, limit=60.0):
+async def until(what, cond, limit=30.0):
     """A readiness wait, not a timing assertion."""
     t0 = time.monotonic()
     while not cond():
