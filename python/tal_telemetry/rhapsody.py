@@ -209,6 +209,12 @@ class TalAdapter(TelemetryAdapter):
         self.start()
 
     @property
+    def agent_pid(self) -> Optional[int]:
+        """The pid of the ``tal record`` this adapter started (None when it
+        attached to one, or has stopped it)."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def dropped(self) -> int:
         """Samples the agent's feed lost for this adapter (it told how many)."""
         return self._sub.dropped if self._sub is not None else 0
