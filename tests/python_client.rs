@@ -86,10 +86,20 @@ fn the_client_and_the_bridge_record_through_a_real_agent() {
     assert_eq!(n(&r, "bridge", "refused"), 0, "{r}");
     // Everything sent and not refused is in the JSONL.
     let tasks = |p| count(&v, "TaskStarted", p) + count(&v, "TaskCompleted", p);
-    assert_eq!(
-        tasks("c") + lines(&v, "event", Some("app.Step")).len() as u64 + 1,
-        n(&r, "client", "sent")
-    );
+    let steps = lines(&v, "event", Some("app.Step")).len() as u64;
+    // Two tasks reported by `with client.task(...)`: four lines.
+    assert_eq!(tasks("c") + steps + 4 + 1, n(&r, "client", "sent"));
+    let one = |ty, id| {
+        let l = lines(&v, "event", Some(ty));
+        let l: Vec<&&Value> = l.iter().filter(|l| l["task_id"] == id).collect();
+        assert_eq!(l.len(), 1, "{ty} {id}");
+        (*l[0]).clone()
+    };
+    one("TaskStarted", "k-ok");
+    one("TaskCompleted", "k-ok");
+    assert!(one("TaskStarted", "k-ok")["attributes"]["pid"].is_u64());
+    one("TaskStarted", "k-bad");
+    assert_eq!(one("TaskFailed", "k-bad")["error_type"], "ValueError");
     assert_eq!(tasks("b"), n(&r, "bridge", "sent"));
     let step = lines(&v, "event", Some("app.Step"))[0];
     assert_eq!(
@@ -103,7 +113,7 @@ fn the_client_and_the_bridge_record_through_a_real_agent() {
         }
     }
     // The subscription saw every accepted event of its types.
-    assert_eq!(r["subscribed"], tasks("c") + tasks("b") + 1, "{r}");
+    assert_eq!(r["subscribed"], tasks("c") + tasks("b") + 3 + steps, "{r}");
     assert_eq!(r["sub_dropped"], 0);
     // stop's answer names the files.
     assert!(

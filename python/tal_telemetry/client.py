@@ -34,6 +34,7 @@ message that says what to do when the agent cannot be reached.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import socket
@@ -279,6 +280,24 @@ class Client:
         """``TaskCanceled``."""
         return self.emit("TaskCanceled", task_id, **kwargs)
 
+    @contextlib.contextmanager
+    def task(self, task_id: str, **kwargs: Any) -> Iterator[None]:
+        """Reports the block as a task: ``TaskStarted`` (``kwargs`` as for
+        :meth:`task_started`, ``pid`` included), then ``TaskCompleted``, or
+        ``TaskFailed`` with the exception's type name as ``error_type`` (the
+        exception goes on), or ``TaskCanceled`` for a cancellation or an
+        interrupt."""
+        self.task_started(task_id, **kwargs)
+        try:
+            yield
+        except Exception as e:
+            self.task_failed(task_id, type(e).__name__)
+            raise
+        except BaseException:
+            self.task_canceled(task_id)
+            raise
+        self.task_completed(task_id)
+
     def _pump(self) -> None:
         """Writes what the socket takes now, and reads any replies."""
         sock = self._sock
@@ -318,10 +337,8 @@ class Client:
 
     def _take_replies(self, chunk: bytes) -> None:
         self._replies += chunk
-        *lines, rest = self._replies.split(b"\n")
-        if len(rest) > _MAX_REPLY_BYTES:
-            rest = b""
-        self._replies = bytearray(rest)
+        *lines, rest = bytes(self._replies).split(b"\n")
+        self._replies = bytearray(rest if len(rest) <= _MAX_REPLY_BYTES else b"")
         for raw in lines:
             self._reply(raw)
 

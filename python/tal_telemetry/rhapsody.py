@@ -79,8 +79,9 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-from rhapsody.telemetry.adapters.base import TelemetryAdapter
-from rhapsody.telemetry.events import ResourceUpdate
+# RHAPSODY 0.6.0 ships no type information (no py.typed).
+from rhapsody.telemetry.adapters.base import TelemetryAdapter  # type: ignore[import-untyped]
+from rhapsody.telemetry.events import ResourceUpdate  # type: ignore[import-untyped]
 
 from . import client
 
@@ -123,7 +124,7 @@ def _number(v: Any) -> Optional[float]:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-class TalAdapter(TelemetryAdapter):
+class TalAdapter(TelemetryAdapter):  # type: ignore[misc]
     """A RHAPSODY telemetry adapter fed by tal's samples (see the module
     doc).
 
@@ -290,7 +291,7 @@ class TalAdapter(TelemetryAdapter):
 
     def _stop_rhapsody_pollers(self) -> None:
         """Stops RHAPSODY's own resource adapters on this manager."""
-        from rhapsody.telemetry import adapters as rh
+        from rhapsody.telemetry import adapters as rh  # type: ignore[import-untyped]
 
         pollers = tuple(
             getattr(rh, n)

@@ -43,6 +43,13 @@ def agent(path):
     c.emit("NotAType")
     for i in range(50):
         c.task_completed(f"c{i}")
+    with c.task("k-ok", pid=os.getpid()):
+        pass
+    try:
+        with c.task("k-bad"):
+            raise ValueError("in the task")
+    except ValueError:
+        pass
     flushed = c.flush()
     fwd = bridge.Forwarder(path)
     for i in range(30):
