@@ -275,3 +275,22 @@ fn registered_after_rhapsodys_start_it_attaches_to_the_wrapping_agent_and_stops_
     );
     assert_gauges(&r);
 }
+
+#[test]
+fn without_tal_the_adapter_says_why_and_rhapsodys_own_adapter_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = session(dir.path(), "notal", false);
+    // No exception reached RHAPSODY: the session ran, the reason is kept.
+    assert!(
+        r["error"].as_str().unwrap().contains("/nonexistent/tal"),
+        "{r}"
+    );
+    assert_eq!(r["samples"], 0, "{r}");
+    // RHAPSODY's own adapter, all it has, is left polling.
+    assert_eq!(r["stopped_adapters"], serde_json::json!([]), "{r}");
+    let rh = rhapsody_checkpoint(dir.path());
+    assert_tasks(&rh);
+    let updates = resource_updates(&rh);
+    assert!(updates.iter().all(|l| l["backend"] == "concurrent"));
+    assert!(updates.len() >= 4, "{} samples", updates.len());
+}

@@ -44,10 +44,12 @@ after ``start_telemetry`` fails in 0.6.0 (``Session.add_backend`` calls a
   ``ResourceUpdate`` in RHAPSODY's telemetry is tal's.
 - ``telemetry.register_adapter(TalAdapter())`` after RHAPSODY's own
   ``start_telemetry`` stops RHAPSODY's pollers (``stop_rhapsody_adapters``,
-  on by default) through their public ``stop()``: they take no sample after
-  that, but the first one each took when it started may already be in the
-  telemetry (its ``backend`` is the execution backend's name, not
-  ``"tal"``).
+  on by default) through their public ``stop()`` as soon as an agent
+  answers: they take no sample after that, but the first one each took
+  when it started may already be in the telemetry (its ``backend`` is the
+  execution backend's name, not ``"tal"``), and more if the adapter has to
+  start its own agent first (a few hundred ms). If no agent can be had,
+  they are left running.
 
 What of RHAPSODY's is not public API, and is used here: the adapter
 attribute ``_manager``, which ``TelemetryManager.register_adapter`` sets and
@@ -138,7 +140,8 @@ class TalAdapter(TelemetryAdapter):  # type: ignore[misc]
         tal: the ``tal`` binary (default :func:`find_tal`).
         record_args: more ``tal record`` arguments for that agent.
         stop_rhapsody_adapters: stop RHAPSODY's own resource adapters on the
-            same manager when this one starts.
+            same manager as soon as an agent answers (not when none can be
+            had: they are then all RHAPSODY has).
 
     After ``start()``: ``socket_path`` (the agent's socket: pass it to
     :func:`tal_telemetry.bridge.forwarder` to record RHAPSODY's task events
@@ -233,8 +236,6 @@ class TalAdapter(TelemetryAdapter):  # type: ignore[misc]
             self._loop = asyncio.get_event_loop()
         try:
             self._attach()
-            if self.stop_rhapsody_adapters:
-                self._stop_rhapsody_pollers()
         except Exception as e:  # never into RHAPSODY's loop
             self.error = str(e)
             logger.warning("TalAdapter: %s; RHAPSODY gets no resource samples from tal", e)
@@ -248,6 +249,11 @@ class TalAdapter(TelemetryAdapter):  # type: ignore[misc]
         else:
             logger.info("TalAdapter: attached to the tal agent at %s", path)
         self.socket_path = path
+        # As soon as an agent answers (RHAPSODY's pollers sample every
+        # interval until then), and only then (without one, they are all
+        # RHAPSODY has).
+        if self.stop_rhapsody_adapters:
+            self._stop_rhapsody_pollers()
         self._sub = client.subscribe(["ResourceUpdate"], path, timeout=self.start_timeout)
         self._thread = threading.Thread(
             target=self._read_feed, name="tal-adapter-feed", daemon=True

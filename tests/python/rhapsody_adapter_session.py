@@ -10,7 +10,9 @@ names a running agent. MODE says how the adapter is attached:
 
 - ``helper``: ``tal_telemetry.rhapsody.start_telemetry(session, ...)``;
 - ``register``: RHAPSODY's own ``session.start_telemetry(...)`` (which
-  attaches its psutil adapter) then ``telemetry.register_adapter(...)``.
+  attaches its psutil adapter) then ``telemetry.register_adapter(...)``;
+- ``notal``: as ``register``, with no agent and a ``tal`` binary that does
+  not exist (the session must run as without the adapter).
 
 It waits (bounded) for tal samples to reach RHAPSODY before the tasks and
 again after them, reads RHAPSODY's ``read_metrics()`` node gauges beside the
@@ -72,7 +74,8 @@ def gauges(telemetry, node):
 async def main(rh_out, tal_out, mode):
     backend = await ConcurrentExecutionBackend()
     session = Session(backends=[backend])
-    adapter = TalAdapter(interval=0.1, out_dir=tal_out, node_id="n")
+    tal = "/nonexistent/tal" if mode == "notal" else None
+    adapter = TalAdapter(interval=0.1, out_dir=tal_out, node_id="n", tal=tal)
     kwargs = dict(checkpoint_path=rh_out, resource_poll_interval=0.1)
     if mode == "helper":
         telemetry = await start_telemetry(session, adapter, **kwargs)
@@ -81,6 +84,7 @@ async def main(rh_out, tal_out, mode):
         telemetry.register_adapter(adapter)
     seen = []
     telemetry.subscribe(lambda e: seen.append(e) if e.event_type == "ResourceUpdate" else None)
+
     last = {}
 
     def last_values():
@@ -91,17 +95,22 @@ async def main(rh_out, tal_out, mode):
                         last[g] = getattr(e, f)
 
     ts = tasks()
+    want = "tal" if mode != "notal" else "concurrent"
+
+    def node_samples():
+        return sum(1 for e in seen if e.backend == want and e.gpu_id is None)
+
     async with session:
-        await until("the first tal samples", lambda: adapter.samples >= 2 and len(seen) >= 2)
+        await until("the first samples", lambda: node_samples() >= 2)
         await session.submit_tasks(ts)
         await session.wait_tasks(ts)
-        n0 = len(seen)
-        await until("tal samples after the tasks", lambda: len(seen) >= n0 + 2)
+        n0 = node_samples()
+        await until("samples after the tasks", lambda: node_samples() >= n0 + 2)
         # Nothing is dispatched while this code runs: what the subscriber
         # saw is what the gauges were fed.
         g = gauges(telemetry, "n")
         last_values()
-        agent_up_before_close = client.ping(adapter.socket_path) is not None
+        agent_up_before_close = adapter.socket_path and client.ping(adapter.socket_path) is not None
     report = {
         "mode": mode,
         "gauges": g,
@@ -114,7 +123,8 @@ async def main(rh_out, tal_out, mode):
         "finished": adapter.finished,
         "stopped_adapters": adapter.stopped_adapters,
         "agent_up_before_close": agent_up_before_close,
-        "agent_up_after_close": client.ping(adapter.socket_path, 2.0) is not None,
+        "agent_up_after_close": bool(adapter.socket_path)
+        and client.ping(adapter.socket_path, 2.0) is not None,
     }
     print(json.dumps(report))
 
