@@ -28,7 +28,11 @@ such as ``cpu_percent_per_core``, stay in tal's own log.) RHAPSODY's OTel
 gauges, subscribers, metric readers and checkpoint then carry tal's
 samples. The feed is read by a daemon thread, which hands each batch of
 samples to RHAPSODY's event loop in one ``call_soon_threadsafe``, as
-RHAPSODY's own adapter does with each sample.
+RHAPSODY's own adapter does with each sample. The agent hands its samples
+to its live feed once per second's worth (its dispatcher wakes that
+often), so they reach RHAPSODY up to a second after they were taken, each
+with its own ``event_time``; those of the session's last second are in
+tal's log only.
 
 Keeping RHAPSODY's own adapter from also polling: ``Session.start_telemetry``
 in RHAPSODY 0.6.0 attaches its psutil adapter to every concurrent, Dask or
