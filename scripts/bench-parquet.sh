@@ -6,6 +6,8 @@
 #   dataset: wall time, peak RSS, bytes (and bytes per sample);
 # - one node's parts alone (what `tal record --format parquet` does at the
 #   end of a node's recording): wall time;
+# - `tal summary` and `tal report` of the logs and of the dataset: wall
+#   time and peak RSS (and whether the two reports are the same);
 # - DuckDB (the test venv's) over the dataset and over the JSONL
 #   (`read_json`) answering "p50/p99/max CPU and peak memory per node" and
 #   "the ten longest tasks": wall time of each query, best of 3.
@@ -56,6 +58,16 @@ if [ -z "${NOJSONL:-}" ]; then
   ratio="$(awk -v a="$jb" -v b="$db" 'BEGIN { printf "1/%.1f", a / b }') of the JSONL, "
 fi
 echo "| dataset | $((db / 1048576)) MiB (${ratio}$(awk -v s="$db" -v n="$samples" 'BEGIN { printf "%.1f", s / n }') bytes per sample in all), samples table $(awk -v s="$sb" -v n="$samples" 'BEGIN { printf "%.1f", s / n }') bytes per sample |"
+echo "# tal summary and tal report, from the logs and from the dataset ..." >&2
+timed "tal summary of the logs" ./target/release/tal summary -q "$work/logs"
+timed "tal summary of the dataset" ./target/release/tal summary -q "$work/ds"
+timed "tal report of the logs" ./target/release/tal report -q "$work/logs" -o "$work/logs.html"
+timed "tal report of the dataset" ./target/release/tal report -q "$work/ds" -o "$work/ds.html"
+if cmp -s "$work/logs.html" "$work/ds.html"; then
+  echo "| the two reports | the same, byte for byte |"
+else
+  echo "| the two reports | DIFFER |"
+fi
 [ -n "${NOJSONL:-}" ] && exit 0
 echo "# DuckDB queries ..." >&2
 "$py" - "$work" <<'PY'
