@@ -480,3 +480,68 @@ fn a_damaged_dataset_is_refused_naming_its_file() {
     assert_ne!(out.status.code(), Some(0));
     assert!(err.contains("one dataset folder alone"), "{err}");
 }
+
+/// Five nodes: the dataset's readers merge several logs each (one worker
+/// a core, at most eight), and the views still say what they say of the
+/// logs.
+#[test]
+fn five_nodes_read_back_as_their_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut logs = Vec::new();
+    // At the same time, so that their samples interleave.
+    let mut agents = Vec::new();
+    for node in ["a", "b", "c", "d", "e"] {
+        let out = dir.path().join(node);
+        let script = format!(
+            "{} run --task-id t-{node} -- sleep 0.5",
+            env!("CARGO_BIN_EXE_tal")
+        );
+        let agent = tal()
+            .args(["record", "--interval", "0.1", "--session-id", "five"])
+            .args(["--node-id", node, "--no-convert", "--out"])
+            .arg(&out)
+            .args(["--", "sh", "-c", &script])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        agents.push(agent);
+        logs.push(out.join(format!("five.{node}.tal")));
+    }
+    for mut a in agents {
+        assert!(a.wait().unwrap().success());
+    }
+    let ds = dir.path().join("ds");
+    run_ok(&mut parquet(&logs[0], &ds).args(&logs[1..]));
+    views_agree(&logs, &ds, dir.path());
+    // The items themselves, in their order: every event as the logs'
+    // replay hands it (its type, time, node, task and figures), and the
+    // task spans in their closing order.
+    use tal::items::{dataset::Dataset, logs::Logs, Body, Item, Source};
+    let said = |src: &mut dyn Source| {
+        let (mut events, mut spans) = (Vec::new(), Vec::new());
+        src.each(&mut |item| match item {
+            Item::Event(h, Body::Other(f)) => events.push(format!(
+                "{h:?} {:?} {} {:?}",
+                f.num("duration_seconds"),
+                f.attributes(),
+                f.first_own_string()
+            )),
+            Item::Event(h, body) => events.push(format!("{h:?} {body:?}")),
+            Item::TaskSpan(s) => {
+                spans.push(format!("{} {} {}", s.start_ns, s.end_ns, s.attributes))
+            }
+            _ => {}
+        })
+        .unwrap();
+        (events, spans)
+    };
+    let from_logs = said(&mut Logs::open(&logs, "test", true).unwrap());
+    let from_ds = said(&mut Dataset::open(&ds, "test", true).unwrap());
+    assert!(from_logs.0.len() > 30, "{} events", from_logs.0.len());
+    assert_eq!(from_logs.0.len(), from_ds.0.len());
+    for (a, b) in from_logs.0.iter().zip(&from_ds.0) {
+        assert_eq!(a, b);
+    }
+    assert_eq!(from_logs.1, from_ds.1);
+}

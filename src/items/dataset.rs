@@ -43,11 +43,12 @@ use std::collections::BinaryHeap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Rows held a log at once, about, over all the logs: each log's chunks
-/// are this divided by the logs (within [`MIN_ROWS`] and [`MAX_ROWS`]).
-const HELD_ROWS: usize = 1 << 18;
-const MIN_ROWS: usize = 64;
-const MAX_ROWS: usize = 4096;
+/// Rows of a worker's merged chunk.
+const CHUNK_ROWS: usize = 4096;
+
+/// Rows a worker reads of one of its logs at a time: few, so that all its
+/// logs' rows waiting to be merged stay in its core's caches.
+const LOG_ROWS: usize = 128;
 
 /// What a log's `session` row says.
 #[derive(Debug)]
@@ -239,10 +240,20 @@ fn read_session_row(root: &Path, folder: &str, part: &str, session: &str) -> io:
     })
 }
 
-/// A log being merged: its chunk and where in it.
+/// A worker's stream being merged: its chunk and where in it.
 struct Cursor {
     chunk: Chunk,
     at: usize,
+    /// The worker.
+    w: usize,
+}
+
+impl Cursor {
+    /// The next row's place in the merge: its time, its log, and the
+    /// worker (whose stream it is).
+    fn key(&self) -> (i64, u32, usize) {
+        (self.chunk.times[self.at], self.chunk.logs[self.at], self.w)
+    }
 }
 
 /// What the merge keeps of the nodes' SessionStarted and SessionEnded.
@@ -285,63 +296,56 @@ impl Dataset {
             .iter()
             .map(|l| (l.folder.clone(), l.part.clone()))
             .collect();
-        let rows = (HELD_ROWS / self.logs.len()).clamp(MIN_ROWS, MAX_ROWS);
         crate::sys::raise_nofile();
-        let workers = Workers::start(&self.root, &names, crate::dataset::threads(), rows)?;
-        let mut cursors: Vec<Option<Cursor>> = Vec::with_capacity(names.len());
-        let mut heap = BinaryHeap::with_capacity(names.len());
-        for i in 0..names.len() {
-            for _ in 0..super::parts::AHEAD {
-                workers.ask(i);
-            }
+        let threads = crate::dataset::threads();
+        let workers = Workers::start(&self.root, &names, threads, CHUNK_ROWS, LOG_ROWS)?;
+        let (rows, bytes) = self
+            .logs
+            .iter()
+            .fold((0u64, 0u64), |(r, b), l| (r + l.rows, b + l.bytes));
+        let mut cursors: Vec<Option<Cursor>> = Vec::with_capacity(workers.len());
+        let mut heap = BinaryHeap::with_capacity(workers.len());
+        for w in 0..workers.len() {
+            workers.ask(w, None);
         }
-        for i in 0..names.len() {
-            cursors.push(self.next_chunk(&workers, i, progress)?);
-            if let Some(c) = &cursors[i] {
-                heap.push(Reverse((c.chunk.times[0], i)));
+        // The next chunk of worker `w`, asking for the one after it (into
+        // the buffers of the one merged, `spent`).
+        let next = |w: usize, spent: Option<Chunk>| -> io::Result<Option<Cursor>> {
+            let chunk = workers.take(w)?;
+            progress.add(bytes * chunk.rows.len() as u64 / rows.max(1));
+            if chunk.last {
+                return Ok((!chunk.rows.is_empty()).then_some(Cursor { chunk, at: 0, w }));
+            }
+            workers.ask(w, spent);
+            Ok(Some(Cursor { chunk, at: 0, w }))
+        };
+        for w in 0..workers.len() {
+            cursors.push(next(w, None)?);
+            if let Some(c) = &cursors[w] {
+                heap.push(Reverse(c.key()));
             }
         }
         let mut s = SessionEvents::default();
-        while let Some(Reverse((_, i))) = heap.pop() {
-            let c = cursors[i].as_mut().expect("a log in the heap has a chunk");
+        while let Some(Reverse((_, _, w))) = heap.pop() {
+            let c = cursors[w]
+                .as_mut()
+                .expect("a worker in the heap has a chunk");
             self.row(&c.chunk, &c.chunk.rows[c.at], &mut s, f);
             c.at += 1;
-            if c.at == c.chunk.rows.len() {
-                cursors[i] = if c.chunk.last {
-                    None
-                } else {
-                    self.next_chunk(&workers, i, progress)?
-                };
+            while cursors[w]
+                .as_ref()
+                .is_some_and(|c| c.at == c.chunk.rows.len())
+            {
+                let spent = cursors[w].take().map(|c| c.chunk);
+                if spent.as_ref().is_some_and(|c| !c.last) {
+                    cursors[w] = next(w, spent)?;
+                }
             }
-            if let Some(c) = &cursors[i] {
-                heap.push(Reverse((c.chunk.times[c.at], i)));
+            if let Some(c) = &cursors[w] {
+                heap.push(Reverse(c.key()));
             }
         }
         Ok(s)
-    }
-
-    /// Log `i`'s chunk asked for, the next one asked for in its turn;
-    /// `None` when the log has no more rows.
-    fn next_chunk(
-        &self,
-        workers: &Workers,
-        i: usize,
-        progress: &crate::progress::Progress,
-    ) -> io::Result<Option<Cursor>> {
-        loop {
-            let chunk = workers.take(i)?;
-            let log = &self.logs[i];
-            progress.add(log.bytes * chunk.rows.len() as u64 / log.rows.max(1));
-            if !chunk.last {
-                workers.ask(i);
-            }
-            if !chunk.rows.is_empty() {
-                return Ok(Some(Cursor { chunk, at: 0 }));
-            }
-            if chunk.last {
-                return Ok(None);
-            }
-        }
     }
 
     /// One row as its item.
