@@ -512,7 +512,7 @@ fn five_nodes_read_back_as_their_logs() {
         assert!(a.wait().unwrap().success());
     }
     let ds = dir.path().join("ds");
-    run_ok(&mut parquet(&logs[0], &ds).args(&logs[1..]));
+    run_ok(parquet(&logs[0], &ds).args(&logs[1..]));
     views_agree(&logs, &ds, dir.path());
     // The items themselves, in their order: every event as the logs'
     // replay hands it (its type, time, node, task and figures), and the
