@@ -33,7 +33,7 @@ echo "| --- | --- |"
 timed() { # label, command...
   local label=$1
   shift
-  /usr/bin/time -f '%e %M' -o "$work/time" "$@" 2>/dev/null
+  /usr/bin/time -f '%e %M' -o "$work/time" "$@" >/dev/null 2>/dev/null
   read -r secs kib <"$work/time"
   echo "| $label | ${secs} s, peak RSS $((kib / 1024)) MiB |"
 }

@@ -74,6 +74,9 @@ pub struct Dataset {
     root: PathBuf,
     session_id: String,
     logs: Vec<LogInfo>,
+    /// The task spans, in their merged order, once read (a view reads the
+    /// session twice; the spans are few beside the samples).
+    spans: Option<Vec<TaskSpanRow>>,
     quiet: bool,
     what: String,
 }
@@ -110,6 +113,7 @@ impl Dataset {
             root: root.to_path_buf(),
             session_id,
             logs,
+            spans: None,
             quiet,
             what: what.to_string(),
         })
@@ -426,7 +430,23 @@ impl Dataset {
     /// Every log's task spans, in the order a replay of all the logs
     /// closes them (each log's in its own order, the logs merged by their
     /// ends, as their terminal events are); how many.
-    fn spans(&self, f: &mut dyn FnMut(Item<'_>)) -> io::Result<u64> {
+    fn spans(&mut self, f: &mut dyn FnMut(Item<'_>)) -> io::Result<u64> {
+        if self.spans.is_none() {
+            self.spans = Some(self.read_spans()?);
+        }
+        let spans = self.spans.as_deref().unwrap_or_default();
+        for (start_ns, end_ns, a) in spans {
+            f(Item::TaskSpan(Span {
+                start_ns: *start_ns,
+                end_ns: *end_ns,
+                attributes: Cow::Borrowed(a),
+            }));
+        }
+        Ok(spans.len() as u64)
+    }
+
+    /// Every log's task spans, in their merged order (see [`Self::spans`]).
+    fn read_spans(&self) -> io::Result<Vec<TaskSpanRow>> {
         let mut per_log: Vec<std::vec::IntoIter<TaskSpanRow>> = Vec::new();
         for l in &self.logs {
             let path = self.root.join("tasks").join(&l.folder).join(&l.part);
@@ -462,21 +482,15 @@ impl Dataset {
             .enumerate()
             .filter_map(|(i, s)| s.as_ref().map(|s| Reverse((s.1, i))))
             .collect();
-        let mut n = 0;
+        let mut out = Vec::new();
         while let Some(Reverse((_, i))) = heap.pop() {
-            let (start_ns, end_ns, a) = next[i].take().expect("a log in the heap has a span");
-            f(Item::TaskSpan(Span {
-                start_ns,
-                end_ns,
-                attributes: Cow::Owned(a),
-            }));
-            n += 1;
+            out.push(next[i].take().expect("a log in the heap has a span"));
             next[i] = per_log[i].next();
             if let Some(s) = &next[i] {
                 heap.push(Reverse((s.1, i)));
             }
         }
-        Ok(n)
+        Ok(out)
     }
 
     /// The session's SessionEnded, its metric line and its span.

@@ -50,7 +50,8 @@ pub fn fig(x: f64) -> Option<f64> {
     (!x.is_nan()).then_some(x)
 }
 
-/// The node sample columns read, in [`NodeFigures`] order.
+/// The node sample columns read, in [`NodeFigures`] order: RHAPSODY's
+/// series ([`crate::convert::NODE_SERIES`]), then the job cgroup's.
 pub const NODE_COLUMNS: [&str; 11] = [
     "cpu_percent",
     "memory_percent",
@@ -996,4 +997,30 @@ pub fn read_columns(
 pub fn column<'a>(path: &Path, b: &'a RecordBatch, name: &str) -> io::Result<&'a ArrayRef> {
     b.column_by_name(name)
         .ok_or_else(|| bad(path, format!("no column `{name}`")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_columns_start_with_rhapsody_s_series() {
+        assert_eq!(NODE_COLUMNS[..6], crate::convert::NODE_SERIES);
+        assert!(NODE_COLUMNS[6..].iter().all(|c| c.starts_with("job_")));
+    }
+
+    #[test]
+    fn a_chunk_finds_its_names_few_or_many() {
+        let mut c = Chunk::default();
+        let names: Vec<String> = (0..40).map(|i| format!("node{i}")).collect();
+        let first: Vec<u32> = names.iter().map(|n| c.name_is(n)).collect();
+        assert_eq!(first, (0..40).collect::<Vec<u32>>());
+        // Again, in another order: the same places, nothing added.
+        for (i, n) in names.iter().enumerate().rev() {
+            assert_eq!(c.name_is(n), i as u32);
+        }
+        assert_eq!(c.names.len(), 40);
+        c.clear();
+        assert_eq!(c.name_is("node7"), 0);
+    }
 }
