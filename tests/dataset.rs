@@ -467,6 +467,24 @@ fn a_damaged_dataset_is_refused_naming_its_file() {
     std::fs::create_dir_all(&foreign).unwrap();
     std::fs::copy(&theirs, foreign.join("part-1.parquet")).unwrap();
     refused(&ds, &["node=zz", "of session \"other\""]);
+    // Another session's part in a table other than `session`: refused.
+    let (ds2, part2) = fresh("mixed-table");
+    let theirs_samples = parts(&other.join("samples/node=vm")).remove(0);
+    std::fs::copy(&theirs_samples, &part2).unwrap();
+    refused(&ds2, &[&part2.display().to_string(), "of session \"other\""]);
+    // A log's parts whose session row is gone: refused, not left out.
+    let (ds3, _) = fresh("orphan");
+    let row = parts(&ds3.join("session/node=vm")).remove(0);
+    std::fs::remove_file(&row).unwrap();
+    std::fs::create_dir_all(ds3.join("session/node=zz")).unwrap();
+    std::fs::copy(&theirs, ds3.join("session/node=zz/part-1.parquet")).unwrap();
+    refused(&ds3, &["has no session row"]);
+    // A table's folder that is a link (to a folder of another's, say).
+    let (ds4, _) = fresh("linked");
+    let real = dir.path().join("elsewhere");
+    std::fs::rename(ds4.join("events"), &real).unwrap();
+    std::os::unix::fs::symlink(&real, ds4.join("events")).unwrap();
+    refused(&ds4, &["events", "not a folder (a link?)"]);
     // A session row without its log's other parts: named.
     std::fs::copy(
         parts(&ds.join("session/node=vm")).remove(0),

@@ -59,10 +59,16 @@ pub fn run(mut args: ReportArgs) -> anyhow::Result<i32> {
 fn default_path(inputs: &[PathBuf]) -> PathBuf {
     let first = &inputs[0];
     if crate::items::dataset::is_dataset(first) {
-        // `run.dataset/` gives `run.report.html` beside it (`.` too).
-        let abs = first.canonicalize().unwrap_or_else(|_| first.clone());
+        // `run.dataset/` gives `run.report.html` beside it, the path as
+        // given (a link to a dataset elsewhere is not followed there).
+        let abs = std::path::absolute(first).unwrap_or_else(|_| first.clone());
         let name = abs.file_name().unwrap_or_default().to_string_lossy();
         let stem = name.strip_suffix(".dataset").unwrap_or(&name);
+        let stem = if stem.is_empty() || stem == "." {
+            "session"
+        } else {
+            stem
+        };
         return convert::dir_of(&abs).join(format!("{stem}.report.html"));
     }
     let stem = if first.extension().is_some_and(|e| e == "jsonl") {

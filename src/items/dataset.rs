@@ -95,8 +95,31 @@ impl Dataset {
             "give the folder `tal convert --format parquet` or `tal record --format parquet` wrote",
         )?;
         let mut logs = Vec::new();
-        for (folder, part) in list_parts(&root.join("session"))? {
-            let info = read_session_row(root, &folder, &part, &session_id)?;
+        let sessions = list_parts(&root.join("session"))?;
+        // A log's parts without its session row (a conversion cut short
+        // between renames, a row taken out): refused, not left out.
+        for table in &crate::dataset::TABLES[..5] {
+            let dir = root.join(table);
+            if !dir.exists() {
+                continue;
+            }
+            for (folder, part) in list_parts(&dir)? {
+                let known = (folder.clone(), part.clone());
+                if sessions.binary_search(&known).is_err() {
+                    return Err(input_error(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{} has no session row (session/{folder}/{part}): its log's \
+                             conversion was cut short; convert its log again \
+                             (tal convert LOG --format parquet -o DIR)",
+                            dir.join(&folder).join(&part).display()
+                        ),
+                    )));
+                }
+            }
+        }
+        for (folder, part) in &sessions {
+            let info = read_session_row(root, folder, part, &session_id)?;
             logs.push(info);
         }
         if logs.is_empty() {
@@ -169,13 +192,18 @@ fn read_session_row(root: &Path, folder: &str, part: &str, session: &str) -> io:
         "metric",
         "agent_snapshot",
     ];
-    let reader = super::parts::read_columns(&path, &columns, 16)?;
+    let reader = super::parts::read_columns(&path, &columns, 16, session)?;
     let mut batch: Option<RecordBatch> = None;
     for b in reader {
         let b = b.map_err(|e| bad(format!("{}: {e}", path.display())))?;
-        if b.num_rows() > 0 {
+        if b.num_rows() > usize::from(batch.is_none()) || (batch.is_some() && b.num_rows() > 0) {
+            return Err(bad(format!(
+                "{} has more than one row: a log's session part has one",
+                path.display()
+            )));
+        }
+        if b.num_rows() == 1 {
             batch = Some(b);
-            break;
         }
     }
     let b = batch.ok_or_else(|| bad(format!("{} has no row", path.display())))?;
@@ -210,15 +238,20 @@ fn read_session_row(root: &Path, folder: &str, part: &str, session: &str) -> io:
             )))
         }
     };
-    let snapshot = b
+    // No snapshot (an agent killed before its first, a dataset of an
+    // older tal) leaves the agents' figures out; a damaged one is refused.
+    let snapshot = match b
         .column_by_name("agent_snapshot")
         .and_then(|c| c.as_binary_opt::<i32>())
         .filter(|a| a.is_valid(0))
-        .and_then(|a| {
+    {
+        None => None,
+        Some(a) => Some(
             bincode::decode_from_slice(a.value(0), crate::log::bincode_decode_config())
-                .ok()
                 .map(|(s, _)| s)
-        });
+                .map_err(|e| bad(format!("{}: `agent_snapshot`: {e}", path.display())))?,
+        ),
+    };
     let rows = super::parts::column(&path, &b, "events")?
         .as_primitive_opt::<Int64Type>()
         .map_or(0, |a| a.value(0).max(0) as u64);
@@ -272,7 +305,10 @@ struct SessionEvents {
 
 impl Source for Dataset {
     fn each(&mut self, f: &mut dyn FnMut(Item<'_>)) -> io::Result<LineStats> {
-        let total: u64 = self.logs.iter().map(|l| l.bytes).sum();
+        let total = self
+            .logs
+            .iter()
+            .fold(0u64, |a, l| a.saturating_add(l.bytes));
         let progress = crate::progress::Progress::bytes(&self.what, total, self.quiet);
         let r = self.merge(f, &progress);
         progress.finish();
@@ -302,11 +338,11 @@ impl Dataset {
             .collect();
         crate::sys::raise_nofile();
         let threads = crate::dataset::threads();
-        let workers = Workers::start(&self.root, &names, threads, CHUNK_ROWS, LOG_ROWS)?;
-        let (rows, bytes) = self
-            .logs
-            .iter()
-            .fold((0u64, 0u64), |(r, b), l| (r + l.rows, b + l.bytes));
+        let sizes = (CHUNK_ROWS, LOG_ROWS);
+        let workers = Workers::start(&self.root, &names, threads, sizes, &self.session_id)?;
+        let (rows, bytes) = self.logs.iter().fold((0u64, 0u64), |(r, b), l| {
+            (r.saturating_add(l.rows), b.saturating_add(l.bytes))
+        });
         let mut cursors: Vec<Option<Cursor>> = Vec::with_capacity(workers.len());
         let mut heap = BinaryHeap::with_capacity(workers.len());
         for w in 0..workers.len() {
@@ -316,7 +352,8 @@ impl Dataset {
         // the buffers of the one merged, `spent`).
         let next = |w: usize, spent: Option<Chunk>| -> io::Result<Option<Cursor>> {
             let chunk = workers.take(w)?;
-            progress.add(bytes * chunk.rows.len() as u64 / rows.max(1));
+            let done = u128::from(bytes) * chunk.rows.len() as u128 / u128::from(rows.max(1));
+            progress.add(u64::try_from(done).unwrap_or(u64::MAX));
             if chunk.last {
                 return Ok((!chunk.rows.is_empty()).then_some(Cursor { chunk, at: 0, w }));
             }
@@ -468,7 +505,7 @@ impl Dataset {
                 "end_time",
                 "attributes_json",
             ];
-            let reader = super::parts::read_columns(&path, &columns, 1024)?;
+            let reader = super::parts::read_columns(&path, &columns, 1024, &self.session_id)?;
             let mut rows = Vec::new();
             for b in reader {
                 let b = b.map_err(|e| err(e.into()))?;

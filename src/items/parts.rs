@@ -209,28 +209,69 @@ impl Chunk {
 /// Opens a part file of the dataset: a regular file (not a link, a FIFO
 /// or a device, which could make a reader wait or read another's file).
 pub fn open_part(path: &Path) -> io::Result<std::fs::File> {
-    let m = std::fs::symlink_metadata(path).map_err(|e| {
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |kind: io::ErrorKind, why: String| {
         crate::convert::lines::input_error(io::Error::new(
-            e.kind(),
+            kind,
+            format!("{}: {why}", path.display()),
+        ))
+    };
+    // The part's node folder and table folder: folders, not links (which
+    // could lead a reader to another's files).
+    for dir in path.ancestors().skip(1).take(2) {
+        let linked = std::fs::symlink_metadata(dir).is_ok_and(|m| !m.is_dir());
+        if linked {
+            return Err(err(
+                io::ErrorKind::InvalidData,
+                format!("{} is not a folder (a link?): not read", dir.display()),
+            ));
+        }
+    }
+    // Not following a link, not waiting on a FIFO; what was opened is
+    // checked (not the path, which could change in between).
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            let why = match e.kind() {
+                io::ErrorKind::NotFound => format!(
+                    "{e}: every log of a dataset has a part in every table; \
+                     convert its log again (tal convert LOG --format parquet -o DIR)"
+                ),
+                _ => format!("cannot open it: {e} (a link is not followed)"),
+            };
+            err(e.kind(), why)
+        })?;
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(err(
+            io::ErrorKind::InvalidData,
+            "not a regular file: not read".into(),
+        ));
+    }
+    Ok(f)
+}
+
+/// Refuses a part whose metadata names another session than `session`
+/// (one copied in from another dataset).
+fn check_session(path: &Path, meta: &ParquetMetaData, session: &str) -> io::Result<()> {
+    let kv = meta.file_metadata().key_value_metadata();
+    let theirs = kv
+        .into_iter()
+        .flatten()
+        .find(|k| k.key == "tal.session_id")
+        .and_then(|k| k.value.as_deref());
+    match theirs {
+        Some(t) if t != session => Err(crate::convert::lines::input_error(io::Error::new(
+            io::ErrorKind::InvalidData,
             format!(
-                "{}: {e}: every log of a dataset has a part in every table; \
-                 convert its log again (tal convert LOG --format parquet -o DIR)",
+                "{} is of session {t:?}, and the dataset of session {session:?}: \
+                 take it out of the folder",
                 path.display()
             ),
-        ))
-    })?;
-    if !m.file_type().is_file() {
-        return Err(crate::convert::lines::input_error(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{} is not a regular file: not read", path.display()),
-        )));
+        ))),
+        _ => Ok(()),
     }
-    std::fs::File::open(path).map_err(|e| {
-        crate::convert::lines::input_error(io::Error::new(
-            e.kind(),
-            format!("cannot open {}: {e}", path.display()),
-        ))
-    })
 }
 
 /// What goes wrong reading a part: said with the file's name.
@@ -263,9 +304,10 @@ impl Table {
     /// Opens `path` for the columns `columns` (those it has), read
     /// `rows` at a time. A part that is missing is an error: every log has
     /// a part in every table.
-    fn open(path: PathBuf, columns: &[&str], rows: usize) -> io::Result<Self> {
+    fn open(path: PathBuf, columns: &[&str], rows: usize, session: &str) -> io::Result<Self> {
         let file = open_part(&path)?;
         let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(&path, e))?;
+        check_session(&path, b.metadata(), session)?;
         let schema = b.schema().clone();
         // A column null in every row (the job cgroup's fields off Slurm,
         // `extra`, `task_id` of the node's own samples) is not read: its
@@ -302,11 +344,10 @@ impl Table {
         loop {
             if let (Some(b), Some(t)) = (&self.batch, &self.time) {
                 if self.at < b.num_rows() {
-                    return Ok(Some(if t.is_valid(self.at) {
-                        t.value(self.at)
-                    } else {
-                        0
-                    }));
+                    if !t.is_valid(self.at) {
+                        return Err(bad(&self.path, "a row has no `time`"));
+                    }
+                    return Ok(Some(t.value(self.at)));
                 }
             }
             let Some(r) = self.reader.as_mut() else {
@@ -524,7 +565,13 @@ impl std::fmt::Debug for LogParts {
 impl LogParts {
     /// Opens the parts of the log whose parts are `TABLE/<folder>/<part>`
     /// in `root`, reading `rows` rows a batch.
-    pub fn open(root: &Path, folder: &str, part: &str, rows: usize) -> io::Result<Self> {
+    pub fn open(
+        root: &Path,
+        folder: &str,
+        part: &str,
+        rows: usize,
+        session: &str,
+    ) -> io::Result<Self> {
         let path = |t: &str| root.join(t).join(folder).join(part);
         fn with_head(cols: &[&'static str]) -> Vec<&'static str> {
             let mut v = vec!["time", "node_id", "task_id"];
@@ -537,10 +584,15 @@ impl LogParts {
         gpu.extend(["gpu_id", "extra"]);
         Ok(Self {
             tables: [
-                Table::open(path("events"), &EVENT_COLUMNS, rows)?,
-                Table::open(path("samples"), &sample, rows)?,
-                Table::open(path("gpu_samples"), &gpu, rows)?,
-                Table::open(path("task_samples"), &with_head(&TASK_COLUMNS), rows)?,
+                Table::open(path("events"), &EVENT_COLUMNS, rows, session)?,
+                Table::open(path("samples"), &sample, rows, session)?,
+                Table::open(path("gpu_samples"), &gpu, rows, session)?,
+                Table::open(
+                    path("task_samples"),
+                    &with_head(&TASK_COLUMNS),
+                    rows,
+                    session,
+                )?,
             ],
             cols: [None, None, None, None],
         })
@@ -751,13 +803,14 @@ impl std::fmt::Debug for Workers {
 impl Workers {
     /// Starts up to `workers` threads over `logs` (folder and part names,
     /// in the merge's order of logs), each answering with chunks of `rows`
-    /// rows of its logs merged, each log read `per_log` rows at a time.
+    /// rows of its logs merged, each log read `per_log` rows at a time;
+    /// a part of another session than `session` is refused.
     pub fn start(
         root: &Path,
         logs: &[(String, String)],
         workers: usize,
-        rows: usize,
-        per_log: usize,
+        (rows, per_log): (usize, usize),
+        session: &str,
     ) -> io::Result<Self> {
         let workers = workers.clamp(1, logs.len().max(1));
         let mut asks = Vec::with_capacity(workers);
@@ -769,6 +822,7 @@ impl Workers {
             asks.push(ask_tx);
             answers.push(rx);
             let root = root.to_path_buf();
+            let session = session.to_string();
             let mine: Vec<(u32, String, String)> = logs
                 .iter()
                 .enumerate()
@@ -777,7 +831,7 @@ impl Workers {
                 .collect();
             let t = std::thread::Builder::new()
                 .name(format!("tal-dataset-{w}"))
-                .spawn(move || serve(&root, mine, &ask_rx, &tx, rows, per_log))?;
+                .spawn(move || serve(&root, mine, &ask_rx, &tx, (rows, per_log), session))?;
             threads.push(t);
         }
         Ok(Self {
@@ -841,7 +895,12 @@ struct Merger {
 }
 
 impl Merger {
-    fn open(root: &Path, mine: &[(u32, String, String)], per_log: usize) -> io::Result<Self> {
+    fn open(
+        root: &Path,
+        mine: &[(u32, String, String)],
+        per_log: usize,
+        session: &str,
+    ) -> io::Result<Self> {
         let mut m = Self {
             logs: Vec::with_capacity(mine.len()),
             heap: BinaryHeap::with_capacity(mine.len()),
@@ -849,7 +908,7 @@ impl Merger {
             generation: 0,
         };
         for (index, folder, part) in mine {
-            let mut parts = LogParts::open(root, folder, part, per_log)?;
+            let mut parts = LogParts::open(root, folder, part, per_log, session)?;
             let chunk = parts.chunk(per_log)?;
             m.logs.push(Log {
                 index: *index,
@@ -940,8 +999,8 @@ fn serve(
     mine: Vec<(u32, String, String)>,
     asks: &mpsc::Receiver<Option<Chunk>>,
     out: &mpsc::Sender<io::Result<Chunk>>,
-    rows: usize,
-    per_log: usize,
+    (rows, per_log): (usize, usize),
+    session: String,
 ) {
     let mut merger: Option<Merger> = None;
     let mut done = false;
@@ -956,7 +1015,7 @@ fn serve(
         }
         let answer = match &mut merger {
             Some(m) => m.fill(rows, into),
-            None => Merger::open(root, &mine, per_log).and_then(|mut m| {
+            None => Merger::open(root, &mine, per_log, &session).and_then(|mut m| {
                 let c = m.fill(rows, into);
                 merger = Some(m);
                 c
@@ -978,9 +1037,11 @@ pub fn read_columns(
     path: &Path,
     columns: &[&str],
     rows: usize,
+    session: &str,
 ) -> io::Result<ParquetRecordBatchReader> {
     let file = open_part(path)?;
     let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(path, e))?;
+    check_session(path, b.metadata(), session)?;
     let schema = b.schema().clone();
     let roots: Vec<usize> = columns
         .iter()
