@@ -471,7 +471,10 @@ fn a_damaged_dataset_is_refused_naming_its_file() {
     let (ds2, part2) = fresh("mixed-table");
     let theirs_samples = parts(&other.join("samples/node=vm")).remove(0);
     std::fs::copy(&theirs_samples, &part2).unwrap();
-    refused(&ds2, &[&part2.display().to_string(), "of session \"other\""]);
+    refused(
+        &ds2,
+        &[&part2.display().to_string(), "of session \"other\""],
+    );
     // A log's parts whose session row is gone: refused, not left out.
     let (ds3, _) = fresh("orphan");
     let row = parts(&ds3.join("session/node=vm")).remove(0);
