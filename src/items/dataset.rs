@@ -29,7 +29,7 @@
 //! agent stopped: see `docs/dataset.md`), the views show what the dataset
 //! holds.
 
-use super::parts::{fig, num, Chunk, Row, Stamped, Workers};
+use super::parts::{fig, num, Chunk, Row, Workers};
 use super::{Body, GpuSample, Head, Item, NodeSample, PerCore, Source, Span, TaskSample};
 use crate::convert::lines::{input_error, LineStats};
 use crate::record::AgentSnapshot;
@@ -193,10 +193,13 @@ fn read_session_row(root: &Path, folder: &str, part: &str, session: &str) -> io:
         "agent_snapshot",
     ];
     let reader = super::parts::read_columns(&path, &columns, 16, session)?;
+    // One row, in whichever batch: more is not a log's session part.
     let mut batch: Option<RecordBatch> = None;
+    let mut rows = 0;
     for b in reader {
         let b = b.map_err(|e| bad(format!("{}: {e}", path.display())))?;
-        if b.num_rows() > usize::from(batch.is_none()) || (batch.is_some() && b.num_rows() > 0) {
+        rows += b.num_rows();
+        if rows > 1 {
             return Err(bad(format!(
                 "{} has more than one row: a log's session part has one",
                 path.display()
@@ -371,7 +374,7 @@ impl Dataset {
             let c = cursors[w]
                 .as_mut()
                 .expect("a worker in the heap has a chunk");
-            self.row(&c.chunk, &c.chunk.rows[c.at], &mut s, f);
+            self.row(&c.chunk, c.at, &mut s, f);
             c.at += 1;
             while cursors[w]
                 .as_ref()
@@ -390,10 +393,11 @@ impl Dataset {
     }
 
     /// One row as its item.
-    fn row(&self, c: &Chunk, r: &Stamped, s: &mut SessionEvents, f: &mut dyn FnMut(Item<'_>)) {
+    fn row(&self, c: &Chunk, at: usize, s: &mut SessionEvents, f: &mut dyn FnMut(Item<'_>)) {
+        let r = &c.rows[at];
         let head = |ty: &'static str| Head {
             event_type: Some(ty),
-            time_s: Some(crate::clock::ns_to_secs(r.time_ns)).filter(|t| t.is_finite()),
+            time_s: Some(crate::clock::ns_to_secs(c.times[at])).filter(|t| t.is_finite()),
             session_id: Some(&self.session_id),
             node_id: c.name(r.node),
             task_id: c.name(r.task),

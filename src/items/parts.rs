@@ -121,11 +121,9 @@ pub enum Row {
     Event(u32),
 }
 
-/// A row with what every row has.
+/// A row with what every row has (its time is in [`Chunk::times`]).
 #[derive(Debug, Clone)]
 pub struct Stamped {
-    /// Its time, ns since the epoch.
-    pub time_ns: i64,
     /// Its `node_id` and `task_id`: indexes into [`Chunk::names`], or
     /// [`NONE`].
     pub node: u32,
@@ -716,12 +714,7 @@ impl LogParts {
             }
         };
         c.times.push(time_ns);
-        c.rows.push(Stamped {
-            time_ns,
-            node,
-            task,
-            row,
-        });
+        c.rows.push(Stamped { node, task, row });
         Ok(())
     }
 }
