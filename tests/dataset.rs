@@ -566,3 +566,109 @@ fn five_nodes_read_back_as_their_logs() {
     }
     assert_eq!(from_logs.1, from_ds.1);
 }
+
+/// Node logs written through tal's own writer, whose nodes all reach the
+/// same CPU and memory peaks, at different times: seven nodes, the peak
+/// first reached by the fifth and the sixth at the same ns (the earlier
+/// log's is the one named). One node's clock steps back halfway (its
+/// samples out of time order), and one node is named by a custom event
+/// before its first sample.
+fn tied_peaks(dir: &Path) -> Vec<PathBuf> {
+    use tal::log::{Header, LogWriter, DEFAULT_CHUNK_BYTES};
+    use tal::record::*;
+    let t0: i64 = 1_795_000_000_000_000_000;
+    let mut ids = tal::ids::EventIdGen::with_seed(7);
+    let mut logs = Vec::new();
+    for n in 0..7i64 {
+        let node = format!("tied{n}");
+        let header = Header {
+            session_id: "tied.session".into(),
+            node_id: node.clone(),
+            hostname: node.clone(),
+            backend: "tal".into(),
+            pid: 1,
+            tal_version: "test".into(),
+            start_wall_ns: t0,
+            start_mono_ns: 0,
+            interval_ns: 100_000_000,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            ncpus: 2,
+            attributes: vec![],
+        };
+        let path = dir.join(format!("tied.session.{node}.tal"));
+        let mut w = LogWriter::create(&path, &header).unwrap();
+        let mut ev = |t: i64, kind: EventKind| Event {
+            event_id: ids.next_id(),
+            event_time_ns: t,
+            emit_time_ns: t,
+            backend: Some("tal".into()),
+            task_id: None,
+            node_id: None,
+            attributes: vec![],
+            kind,
+        };
+        w.append(&Record::Event(ev(t0, EventKind::SessionStarted)))
+            .unwrap();
+        if n == 6 {
+            let mut e = ev(
+                t0 + 1_000,
+                EventKind::Custom {
+                    event_type: "app.Hello".into(),
+                    fields: vec![],
+                },
+            );
+            e.node_id = Some("tied3".into());
+            w.append(&Record::Event(e)).unwrap();
+        }
+        // The peak (95 % CPU, 90 % memory) at sample 40 - 3n, but the
+        // fifth and sixth nodes' at sample 8, at the same ns: the first.
+        let peak_at = match n {
+            4 | 5 => 8,
+            _ => 40 - 3 * n,
+        };
+        for i in 0..60i64 {
+            let mut t = t0 + 50_000_000 + i * 100_000_000 + n * 1_000;
+            if n == 5 {
+                t -= 1_000;
+            }
+            if n == 2 && i >= 30 {
+                t -= 2_500_000_000;
+            }
+            let mut u = ResourceUpdate::empty(ResourceScope::PerNode);
+            let peak = i == peak_at || (n == 1 && i == 55);
+            u.cpu_percent = Some(if peak { 95.0 } else { (i % 9) as f64 * 10.0 });
+            u.memory_percent = Some(if peak { 90.0 } else { 50.0 });
+            u.cpu_percent_per_core = vec![(i % 100) as f32, 95.0];
+            w.append(&Record::Event(ev(t, EventKind::ResourceUpdate(u))))
+                .unwrap();
+        }
+        let end = t0 + 6_200_000_000;
+        let ended = EventKind::SessionEnded {
+            duration_seconds: 6.2,
+        };
+        w.append(&Record::Event(ev(end, ended))).unwrap();
+        w.finish(Some(&Record::End(EndMarker {
+            wall_ns: end,
+            reason: EndReason::Signal(15),
+        })))
+        .unwrap();
+        logs.push(path);
+    }
+    logs
+}
+
+#[test]
+fn equal_peaks_on_many_nodes_name_the_same_node_from_a_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tied_peaks(dir.path());
+    let (_, ds) = convert_both(&logs, dir.path());
+    views_agree(&logs, &ds, dir.path());
+    // The node named is the one whose peak came first.
+    let page = dir.path().join("r.html");
+    run_ok(tal().args(["report", "-q"]).arg(&ds).arg("-o").arg(&page));
+    let html = std::fs::read_to_string(&page).unwrap();
+    let data = report_data(&html);
+    let facts = &data["facts"];
+    assert_eq!(facts["cpu_percent"]["node"], "tied4", "{facts}");
+    assert_eq!(facts["memory_percent"]["node"], "tied4", "{facts}");
+}

@@ -17,7 +17,7 @@
 //! session in memory. With one core, the calling thread keeps the states
 //! itself.
 
-use super::{Body, Head, Item, NodeSample, NodeView, PerCore, Source};
+use super::{Body, Head, Item, NodeFeed, NodeSample, NodeSink, NodeView, PerCore, Source};
 use crate::convert::lines::LineStats;
 use std::collections::HashMap;
 use std::io;
@@ -212,6 +212,72 @@ pub fn each_apart<V: NodeView>(
 ) -> io::Result<(LineStats, HashMap<String, V>)> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     each_apart_on((cores - 1).min(WORKERS), src, make, f)
+}
+
+/// As [`each_apart`], but where `src` holds each node's samples apart
+/// ([`Source::each_nodes_apart`]: a dataset) they go straight from its
+/// threads to the views, and `f` takes no [`Body::Apart`] item for them:
+/// for a pass that needs neither their place in the stream nor their
+/// node's first appearance from them (the report's second, which has both
+/// from its first). Other sources: [`each_apart`], `f` taking them.
+pub fn each_nodes_apart<V: NodeView>(
+    src: &mut dyn Source,
+    make: impl Fn(&str) -> V + Sync,
+    f: &mut dyn FnMut(Item<'_>),
+) -> io::Result<(LineStats, HashMap<String, V>)> {
+    let feed = Feed {
+        make: &make,
+        done: std::sync::Mutex::new(HashMap::new()),
+    };
+    match src.each_nodes_apart(&feed, f) {
+        None => each_apart(src, make, f),
+        Some(read) => {
+            let views = feed.done.into_inner().unwrap_or_else(|e| e.into_inner());
+            read.map(|r| (r, views))
+        }
+    }
+}
+
+/// [`each_nodes_apart`]'s feed: the views each sink made, once dropped.
+struct Feed<'m, V, M> {
+    make: &'m M,
+    done: std::sync::Mutex<HashMap<String, V>>,
+}
+
+impl<V: NodeView, M: Fn(&str) -> V + Sync> NodeFeed for Feed<'_, V, M> {
+    fn sink(&self) -> Box<dyn NodeSink + '_> {
+        Box::new(Sink {
+            feed: self,
+            views: Vec::new(),
+        })
+    }
+}
+
+/// One thread's views, by their number in it.
+struct Sink<'f, 'm, V, M> {
+    feed: &'f Feed<'m, V, M>,
+    views: Vec<(String, V)>,
+}
+
+impl<V: NodeView, M: Fn(&str) -> V + Sync> NodeSink for Sink<'_, '_, V, M> {
+    fn node(&mut self, name: &str) -> usize {
+        self.views.push((name.to_string(), (self.feed.make)(name)));
+        self.views.len() - 1
+    }
+
+    fn sample(&mut self, node: usize, head: &Head<'_>, s: &NodeSample<'_>) {
+        // Its place in the stream is not known here (see the function).
+        if let Some((_, v)) = self.views.get_mut(node) {
+            v.sample(0, head, s);
+        }
+    }
+}
+
+impl<V, M> Drop for Sink<'_, '_, V, M> {
+    fn drop(&mut self) {
+        let mut done = self.feed.done.lock().unwrap_or_else(|e| e.into_inner());
+        done.extend(self.views.drain(..));
+    }
 }
 
 /// [`each_apart`] with `workers` threads (none: on the calling thread).

@@ -29,8 +29,8 @@
 //! agent stopped: see `docs/dataset.md`), the views show what the dataset
 //! holds.
 
-use super::parts::{fig, num, Chunk, Row, Workers};
-use super::{Body, GpuSample, Head, Item, NodeSample, PerCore, Source, Span, TaskSample};
+use super::parts::{fig, num, Chunk, Reading, Row, Workers};
+use super::{Body, GpuSample, Head, Item, NodeFeed, PerCore, Source, Span, TaskSample};
 use crate::convert::lines::{input_error, LineStats};
 use crate::record::AgentSnapshot;
 use arrow_array::cast::AsArray;
@@ -308,12 +308,50 @@ struct SessionEvents {
 
 impl Source for Dataset {
     fn each(&mut self, f: &mut dyn FnMut(Item<'_>)) -> io::Result<LineStats> {
+        self.each_with(None, f)
+    }
+
+    /// Each log's samples read straight to `feed` (see
+    /// [`super::parts::feed_samples`]) where every log's are one node's,
+    /// named, and no two logs are the same node's: a log's samples then
+    /// come in the log's order, as the merge gives them.
+    fn each_nodes_apart(
+        &mut self,
+        feed: &dyn NodeFeed,
+        f: &mut dyn FnMut(Item<'_>),
+    ) -> Option<io::Result<LineStats>> {
+        let mut nodes = std::collections::HashSet::new();
+        for l in &self.logs {
+            match super::parts::samples_node(&self.root, (&l.folder, &l.part)) {
+                Ok(Some(node)) => {
+                    if !nodes.insert(node) {
+                        return None;
+                    }
+                }
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        Some(self.each_with(Some(feed), f))
+    }
+}
+
+impl Dataset {
+    /// [`Source::each`], the node samples to `apart` if given.
+    fn each_with(
+        &mut self,
+        apart: Option<&dyn NodeFeed>,
+        f: &mut dyn FnMut(Item<'_>),
+    ) -> io::Result<LineStats> {
         let total = self
             .logs
             .iter()
             .fold(0u64, |a, l| a.saturating_add(l.bytes));
         let progress = crate::progress::Progress::bytes(&self.what, total, self.quiet);
-        let r = self.merge(f, &progress);
+        let r = match apart {
+            None => self.merge(f, &progress, true),
+            Some(feed) => self.merge_apart(feed, f, &progress),
+        };
         progress.finish();
         let mut s = r?;
         let spans = self.spans(f)?;
@@ -324,15 +362,63 @@ impl Source for Dataset {
             ..LineStats::default()
         })
     }
-}
 
-impl Dataset {
-    /// Every log's events, merged by time, into `f`; what the session's
-    /// own events were.
+    /// [`Self::merge`] of every row but the node samples, which the
+    /// machine's cores read at the same time, each log's to `feed`.
+    fn merge_apart(
+        &self,
+        feed: &dyn NodeFeed,
+        f: &mut dyn FnMut(Item<'_>),
+        progress: &crate::progress::Progress,
+    ) -> io::Result<SessionEvents> {
+        let threads = crate::dataset::threads().min(self.logs.len());
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (root, session) = (&self.root, self.session_id.as_str());
+        std::thread::scope(|scope| {
+            let mut handles = Vec::with_capacity(threads);
+            for w in 0..threads {
+                let (logs, stop) = (&self.logs, &stop);
+                let t = std::thread::Builder::new().name(format!("tal-samples-{w}"));
+                handles.push(t.spawn_scoped(scope, move || -> io::Result<()> {
+                    let mut sink = feed.sink();
+                    for l in logs.iter().skip(w).step_by(threads) {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        // Progress: the log's share of its bytes by rows.
+                        let mut done = |rows: usize| {
+                            let b = u128::from(l.bytes) * rows as u128 / u128::from(l.rows.max(1));
+                            progress.add(u64::try_from(b).unwrap_or(u64::MAX));
+                        };
+                        let part = (l.folder.as_str(), l.part.as_str());
+                        super::parts::feed_samples(root, part, session, &mut *sink, &mut done)?;
+                    }
+                    Ok(())
+                })?);
+            }
+            let merged = self.merge(f, progress, false);
+            if merged.is_err() {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            let mut fed = Ok(());
+            for h in handles {
+                let r = h
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("a dataset reader thread panicked")));
+                fed = fed.and(r);
+            }
+            let s = merged?;
+            fed.map(|()| s)
+        })
+    }
+
+    /// Every log's events (its node samples too if `samples`), merged by
+    /// time, into `f`; what the session's own events were.
     fn merge(
         &self,
         f: &mut dyn FnMut(Item<'_>),
         progress: &crate::progress::Progress,
+        samples: bool,
     ) -> io::Result<SessionEvents> {
         let names: Vec<(String, String)> = self
             .logs
@@ -341,8 +427,12 @@ impl Dataset {
             .collect();
         crate::sys::raise_nofile();
         let threads = crate::dataset::threads();
-        let sizes = (CHUNK_ROWS, LOG_ROWS);
-        let workers = Workers::start(&self.root, &names, threads, sizes, &self.session_id)?;
+        let reading = Reading {
+            rows: CHUNK_ROWS,
+            per_log: LOG_ROWS,
+            samples,
+        };
+        let workers = Workers::start(&self.root, &names, threads, reading, &self.session_id)?;
         let (rows, bytes) = self.logs.iter().fold((0u64, 0u64), |(r, b), l| {
             (r.saturating_add(l.rows), b.saturating_add(l.bytes))
         });
@@ -406,20 +496,7 @@ impl Dataset {
             Row::Node { f: x, cores } => {
                 let per_core =
                     cores.map(|(at, n)| PerCore::Record(&c.cores[at as usize..(at + n) as usize]));
-                let sample = NodeSample {
-                    cpu_percent: fig(x[0]),
-                    memory_percent: fig(x[1]),
-                    disk_read_bytes: fig(x[2]),
-                    disk_write_bytes: fig(x[3]),
-                    net_sent_bytes: fig(x[4]),
-                    net_recv_bytes: fig(x[5]),
-                    job_cpu_percent: fig(x[6]),
-                    job_memory_bytes: fig(x[7]),
-                    job_memory_peak_bytes: fig(x[8]),
-                    job_disk_read_bytes: fig(x[9]),
-                    job_disk_write_bytes: fig(x[10]),
-                    per_core,
-                };
+                let sample = super::parts::node_sample(x, per_core);
                 s.events += 1;
                 f(Item::Event(head("ResourceUpdate"), Body::Node(sample)));
             }

@@ -418,10 +418,45 @@ pub trait NodeView: Send {
     fn sample(&mut self, seq: u64, head: &Head<'_>, s: &NodeSample<'_>);
 }
 
+/// Takes the nodes' own samples from a source that reads each node's
+/// apart by itself ([`Source::each_nodes_apart`]): a [`NodeSink`] for
+/// each of the source's threads.
+pub trait NodeFeed: Sync {
+    /// A sink for one of the source's threads (its views are handed back
+    /// when it is dropped).
+    fn sink(&self) -> Box<dyn NodeSink + '_>;
+}
+
+/// One thread's nodes: every sample of a node comes to the same sink.
+pub trait NodeSink {
+    /// Node `name`'s number in this sink, made at the node's first sample
+    /// (a node's samples all come to one sink).
+    fn node(&mut self, name: &str) -> usize;
+    /// The next sample of node `node` (its number), in the node's order.
+    fn sample(&mut self, node: usize, head: &Head<'_>, s: &NodeSample<'_>);
+}
+
 /// Where a session's items come from.
 pub trait Source {
     /// Hands every item of the session to `f`, in order (see the module
     /// doc); returns what reading met. May be called again, for another
     /// pass over the same session.
     fn each(&mut self, f: &mut dyn FnMut(Item<'_>)) -> io::Result<LineStats>;
+
+    /// As [`Self::each`], but the nodes' own samples (those `each` hands
+    /// as `Body::Node` with a `node_id`) go to `feed` instead of `f`, each
+    /// node's in its order, on the source's own threads, and `f` takes
+    /// every other item in order: for a source that holds each node's
+    /// samples apart (a dataset's parts), which then need no merge into
+    /// the stream. `None` where the source cannot (then nothing was read:
+    /// use `each`, with [`apart::each_apart`]). A view that takes its
+    /// samples this way takes from the first pass what depends on their
+    /// place in the stream (see `crate::report`).
+    fn each_nodes_apart(
+        &mut self,
+        _feed: &dyn NodeFeed,
+        _f: &mut dyn FnMut(Item<'_>),
+    ) -> Option<io::Result<LineStats>> {
+        None
+    }
 }

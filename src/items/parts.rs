@@ -36,6 +36,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
+use super::{Head, NodeSample, NodeSink, PerCore};
+
 /// No name (a null `node_id` or `task_id`).
 pub const NONE: u32 = u32::MAX;
 
@@ -336,6 +338,19 @@ impl Table {
         })
     }
 
+    /// A table not read (no rows).
+    fn none(path: PathBuf) -> Self {
+        Self {
+            path,
+            reader: None,
+            batch: None,
+            at: 0,
+            time: None,
+            fresh: false,
+            node: None,
+        }
+    }
+
     /// The time of the next row, reading the next batch if needed; `None`
     /// at the end.
     fn peek(&mut self) -> io::Result<Option<i64>> {
@@ -562,14 +577,15 @@ impl std::fmt::Debug for LogParts {
 
 impl LogParts {
     /// Opens the parts of the log whose parts are `TABLE/<folder>/<part>`
-    /// in `root`, reading `rows` rows a batch.
+    /// in `root`, reading `per_log` rows a batch (its node samples only
+    /// if `samples`: see [`Reading`]).
     pub fn open(
         root: &Path,
-        folder: &str,
-        part: &str,
-        rows: usize,
+        (folder, part): (&str, &str),
+        reading: Reading,
         session: &str,
     ) -> io::Result<Self> {
+        let rows = reading.per_log;
         let path = |t: &str| root.join(t).join(folder).join(part);
         fn with_head(cols: &[&'static str]) -> Vec<&'static str> {
             let mut v = vec!["time", "node_id", "task_id"];
@@ -583,7 +599,10 @@ impl LogParts {
         Ok(Self {
             tables: [
                 Table::open(path("events"), &EVENT_COLUMNS, rows, session)?,
-                Table::open(path("samples"), &sample, rows, session)?,
+                match reading.samples {
+                    true => Table::open(path("samples"), &sample, rows, session)?,
+                    false => Table::none(path("samples")),
+                },
                 Table::open(path("gpu_samples"), &gpu, rows, session)?,
                 Table::open(
                     path("task_samples"),
@@ -719,6 +738,114 @@ impl LogParts {
     }
 }
 
+/// A node sample of figures `x` (see [`NodeFigures`]).
+pub fn node_sample<'a>(x: &NodeFigures, per_core: Option<PerCore<'a>>) -> NodeSample<'a> {
+    NodeSample {
+        cpu_percent: fig(x[0]),
+        memory_percent: fig(x[1]),
+        disk_read_bytes: fig(x[2]),
+        disk_write_bytes: fig(x[3]),
+        net_sent_bytes: fig(x[4]),
+        net_recv_bytes: fig(x[5]),
+        job_cpu_percent: fig(x[6]),
+        job_memory_bytes: fig(x[7]),
+        job_memory_peak_bytes: fig(x[8]),
+        job_disk_read_bytes: fig(x[9]),
+        job_disk_write_bytes: fig(x[10]),
+        per_core,
+    }
+}
+
+/// Rows of a batch of node samples read apart ([`feed_samples`]).
+const APART_ROWS: usize = 8192;
+
+/// The node whose samples the log's `samples` part holds, where they can
+/// be read apart ([`feed_samples`]): one node, named, on every row (as
+/// the statistics say), and no row a task's. `None` where not (the merge
+/// then places them): only the part's footer is read.
+pub fn samples_node(root: &Path, (folder, part): (&str, &str)) -> io::Result<Option<String>> {
+    let path = root.join("samples").join(folder).join(part);
+    let file = open_part(&path)?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(&path, e))?;
+    let meta = b.metadata();
+    let no_task = leaf(meta, "task_id").is_none_or(|_| all_null(meta, "task_id"));
+    Ok(constant(meta, "node_id").filter(|n| !n.is_empty() && no_task))
+}
+
+/// One log's node samples, in its order, to `sink` as its node's (see
+/// [`samples_node`] and [`super::Source::each_nodes_apart`]): its
+/// `samples` part read a batch at a time, only the columns the views
+/// read, each row as the merge would make it. `done` is told the rows of
+/// each batch taken.
+pub fn feed_samples(
+    root: &Path,
+    (folder, part): (&str, &str),
+    session: &str,
+    sink: &mut dyn NodeSink,
+    done: &mut dyn FnMut(usize),
+) -> io::Result<()> {
+    let mut columns = vec!["time", "node_id", "task_id"];
+    columns.extend(NODE_COLUMNS);
+    columns.extend(["cpu_percent_per_core", "extra"]);
+    let path = root.join("samples").join(folder).join(part);
+    let mut t = Table::open(path, &columns, APART_ROWS, session)?;
+    let name = t.node.take().ok_or_else(|| {
+        bad(
+            &t.path,
+            "its samples name more than one node, or none (changed while read?)",
+        )
+    })?;
+    let node = sink.node(&name);
+    let mut spare: Vec<f32> = Vec::new();
+    while let Some(b) = t.reader.as_mut().and_then(Iterator::next) {
+        let b = b.map_err(|e| bad(&t.path, e))?;
+        let time = typed::<TimestampNanosecondType>(&t.path, &b, "time")?
+            .ok_or_else(|| bad(&t.path, "no `time` column"))?;
+        let cols = Cols::of(&t.path, &b, &NODE_COLUMNS)?;
+        if cols.node.is_some() || cols.task.is_some() {
+            return Err(bad(
+                &t.path,
+                "its samples name a task (changed while read?)",
+            ));
+        }
+        for i in 0..b.num_rows() {
+            if !time.is_valid(i) {
+                return Err(bad(&t.path, "a row has no `time`"));
+            }
+            let head = Head {
+                event_type: Some("ResourceUpdate"),
+                time_s: Some(crate::clock::ns_to_secs(time.value(i))).filter(|t| t.is_finite()),
+                session_id: Some(session),
+                node_id: Some(&name),
+                task_id: None,
+            };
+            let per_core = cols
+                .cores
+                .as_ref()
+                .filter(|(l, _)| l.is_valid(i))
+                .map(|(l, v)| {
+                    let o = l.value_offsets();
+                    let to = (o[i + 1].max(0) as usize).min(v.len());
+                    let from = (o[i].max(0) as usize).min(to);
+                    if v.null_count() == 0 {
+                        return PerCore::Record(&v.values()[from..to]);
+                    }
+                    spare.clear();
+                    let x = |k| if v.is_valid(k) { v.value(k) } else { f32::NAN };
+                    spare.extend((from..to).map(x));
+                    PerCore::Record(&spare)
+                });
+            sink.sample(
+                node,
+                &head,
+                &node_sample(&cols.figures(i, &NODE_COLUMNS), per_core),
+            );
+        }
+        done(b.num_rows());
+    }
+    Ok(())
+}
+
 /// Row `i` of an `events` batch as the JSONL line it was made from (the
 /// keys in the line's order; see `crate::event_json`).
 fn event_line(path: &Path, b: &RecordBatch, i: usize) -> io::Result<Value> {
@@ -774,6 +901,18 @@ pub fn num(x: f64) -> Value {
     serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
 }
 
+/// What the [`Workers`] read of each log.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading {
+    /// Rows of a worker's merged chunk.
+    pub rows: usize,
+    /// Rows read of one log at a time.
+    pub per_log: usize,
+    /// The node samples too: not where they are read apart (see
+    /// [`feed_samples`]).
+    pub samples: bool,
+}
+
 /// Threads that read the logs: worker `w` reads the logs `i` with
 /// `i % workers == w` and merges them itself (by time, then log), so that
 /// the reader merges only the workers' streams: each worker's logs' rows
@@ -796,13 +935,14 @@ impl std::fmt::Debug for Workers {
 impl Workers {
     /// Starts up to `workers` threads over `logs` (folder and part names,
     /// in the merge's order of logs), each answering with chunks of `rows`
-    /// rows of its logs merged, each log read `per_log` rows at a time;
-    /// a part of another session than `session` is refused.
+    /// rows of its logs merged, each log read `per_log` rows at a time,
+    /// its node samples too where `samples` (see [`Reading`]); a part of
+    /// another session than `session` is refused.
     pub fn start(
         root: &Path,
         logs: &[(String, String)],
         workers: usize,
-        (rows, per_log): (usize, usize),
+        reading: Reading,
         session: &str,
     ) -> io::Result<Self> {
         let workers = workers.clamp(1, logs.len().max(1));
@@ -824,7 +964,7 @@ impl Workers {
                 .collect();
             let t = std::thread::Builder::new()
                 .name(format!("tal-dataset-{w}"))
-                .spawn(move || serve(&root, mine, &ask_rx, &tx, (rows, per_log), session))?;
+                .spawn(move || serve(&root, mine, &ask_rx, &tx, reading, session))?;
             threads.push(t);
         }
         Ok(Self {
@@ -891,9 +1031,10 @@ impl Merger {
     fn open(
         root: &Path,
         mine: &[(u32, String, String)],
-        per_log: usize,
+        reading: Reading,
         session: &str,
     ) -> io::Result<Self> {
+        let per_log = reading.per_log;
         let mut m = Self {
             logs: Vec::with_capacity(mine.len()),
             heap: BinaryHeap::with_capacity(mine.len()),
@@ -901,7 +1042,7 @@ impl Merger {
             generation: 0,
         };
         for (index, folder, part) in mine {
-            let mut parts = LogParts::open(root, folder, part, per_log, session)?;
+            let mut parts = LogParts::open(root, (folder, part), reading, session)?;
             let chunk = parts.chunk(per_log)?;
             m.logs.push(Log {
                 index: *index,
@@ -992,7 +1133,7 @@ fn serve(
     mine: Vec<(u32, String, String)>,
     asks: &mpsc::Receiver<Option<Chunk>>,
     out: &mpsc::Sender<io::Result<Chunk>>,
-    (rows, per_log): (usize, usize),
+    reading: Reading,
     session: String,
 ) {
     let mut merger: Option<Merger> = None;
@@ -1007,9 +1148,9 @@ fn serve(
             continue;
         }
         let answer = match &mut merger {
-            Some(m) => m.fill(rows, into),
-            None => Merger::open(root, &mine, per_log, &session).and_then(|mut m| {
-                let c = m.fill(rows, into);
+            Some(m) => m.fill(reading.rows, into),
+            None => Merger::open(root, &mine, reading, &session).and_then(|mut m| {
+                let c = m.fill(reading.rows, into);
                 merger = Some(m);
                 c
             }),

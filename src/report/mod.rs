@@ -62,7 +62,7 @@ mod series;
 
 use crate::convert::chrome::assign_slots;
 use crate::convert::NodeIndex;
-use crate::items::apart::each_apart;
+use crate::items::apart::{each_apart, each_nodes_apart};
 use crate::items::{
     Body, Fields, GpuSample, Head, Item, NodeSample, NodeView, Source, Span, TaskSample,
 };
@@ -206,18 +206,34 @@ const TASK_FIELDS: [&str; 5] = [
 const GPU_FIELDS: [&str; 3] = ["gpu_percent", "gpu_memory_used_bytes", "gpu_power_watts"];
 
 /// What the first pass keeps of a node's own samples (see
-/// [`crate::items::apart`]): the summary's figures, and its cores.
+/// [`crate::items::apart`]): the summary's figures, its cores, and its
+/// peaks of CPU and memory with their places in the stream.
 #[derive(Debug, Default)]
 struct FirstNode {
     summary: crate::summary::NodeApart,
     cores: Option<usize>,
+    peaks: FirstPeaks,
 }
+
+/// A node's highest CPU % and memory % (the first of equal ones, as
+/// [`series::peak`] takes them) and their places in the stream: the
+/// second pass may take the node's samples where their places are not
+/// known ([`crate::items::apart::each_nodes_apart`]).
+type FirstPeaks = [Option<(f64, u64)>; 2];
 
 impl NodeView for FirstNode {
     fn sample(&mut self, seq: u64, head: &Head<'_>, s: &NodeSample<'_>) {
         self.summary.sample(seq, head, s);
         if let Some(c) = &s.per_core {
             self.cores = Some(self.cores.unwrap_or(0).max(c.len()));
+        }
+        for (p, v) in self.peaks.iter_mut().zip([s.cpu_percent, s.memory_percent]) {
+            let Some(v) = v.filter(|v| v.is_finite()) else {
+                continue;
+            };
+            if p.is_none_or(|(high, _)| v > high) {
+                *p = Some((v, seq));
+            }
         }
     }
 }
@@ -234,6 +250,11 @@ struct Bounds {
     sampled_tasks: usize,
     /// Each task's figures from its terminal event.
     end_figures: HashMap<String, EndFigures>,
+    /// Every node the session names, in the order first seen (after "",
+    /// the session's own lane), as the second pass numbers them.
+    nodes: NodeIndex,
+    /// The peaks of the nodes whose samples were taken apart.
+    peaks: HashMap<String, FirstPeaks>,
 }
 
 /// A task's end-of-task figures: CPU (% of one CPU: its CPU time over its
@@ -328,6 +349,9 @@ impl Bounds {
         if let Some(t) = head.time_ns() {
             self.first = Some(self.first.map_or(t, |f| f.min(t)));
             self.last = Some(self.last.map_or(t, |l| l.max(t)));
+        }
+        if let Some(n) = head.node_id.filter(|n| !n.is_empty()) {
+            self.nodes.add(n);
         }
         match body {
             Body::Node(NodeSample {
@@ -497,7 +521,21 @@ impl<'a> Builder<'a> {
     /// apart, or here): its series, heatmap and peaks.
     fn take_nodes(&mut self, apart: HashMap<String, NodeDraw<'a>>) {
         let mut peaks: [series::Placed; 2] = [None, None];
-        for (node, d) in std::mem::take(&mut self.local).into_iter().chain(apart) {
+        let local = std::mem::take(&mut self.local).into_iter();
+        for ((node, mut d), taken_apart) in local
+            .map(|n| (n, false))
+            .chain(apart.into_iter().map(|n| (n, true)))
+        {
+            if taken_apart {
+                // The first pass placed the same peaks (see `FirstPeaks`).
+                let first = self.bounds.peaks.get(&node).copied().unwrap_or_default();
+                for (p, f) in d.peaks.iter_mut().zip(first) {
+                    if let Some((peak, seq)) = p {
+                        debug_assert_eq!(f.map(|f| f.0), Some(peak.value));
+                        *seq = f.map_or(u64::MAX, |f| f.1);
+                    }
+                }
+            }
             self.samples += d.samples;
             if let Some(s) = d.series {
                 self.series.insert((node.clone(), None), s);
@@ -676,6 +714,7 @@ fn gpu_memory(v: &Value) -> Option<f64> {
 /// The first pass over `src`: the session's bounds and its summary.
 fn first_pass(src: &mut dyn Source) -> io::Result<(Bounds, crate::summary::Summary)> {
     let mut bounds = Bounds::default();
+    bounds.nodes.add("");
     let mut figures = crate::summary::Reader::default();
     // Each node's own samples on the machine's other cores (see
     // `crate::items::apart`), in both passes.
@@ -689,6 +728,7 @@ fn first_pass(src: &mut dyn Source) -> io::Result<(Bounds, crate::summary::Summa
             let had = bounds.cores.entry(node.clone()).or_default();
             *had = (*had).max(c);
         }
+        bounds.peaks.insert(node.clone(), n.peaks);
         own.push((node, n.summary));
     }
     figures.take_apart(own);
@@ -719,8 +759,9 @@ pub fn write_report(src: &mut dyn Source, out: &mut impl Write) -> io::Result<Re
     };
     let mut b = Builder {
         grid,
+        // As this pass would number them (see `Bounds::nodes`).
+        nodes: bounds.nodes.clone(),
         bounds,
-        nodes: NodeIndex::default(),
         task_node: HashMap::new(),
         series: BTreeMap::new(),
         heat: &heat,
@@ -738,8 +779,9 @@ pub fn write_report(src: &mut dyn Source, out: &mut impl Write) -> io::Result<Re
         reuse: facts::Reuse::default(),
         across: None,
     };
-    b.nodes.add("");
-    let (_, apart) = each_apart(src, |_| NodeDraw::new(grid, &heat), &mut |i| b.item(&i))?;
+    // Each node's samples straight from a dataset's parts, where they
+    // can be: their places and first appearances come from the first pass.
+    let (_, apart) = each_nodes_apart(src, |_| NodeDraw::new(grid, &heat), &mut |i| b.item(&i))?;
     b.take_nodes(apart);
     let points = b.finish();
     let (gpus, series): (Vec<Series>, Vec<Series>) =
