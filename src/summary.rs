@@ -365,6 +365,8 @@ impl NodeSeries {
 #[derive(Debug)]
 pub struct NodeApart {
     samples: u64,
+    /// The first and last of its samples' times, ns.
+    span_ns: Option<(i64, i64)>,
     cpu: Series,
     mem: Series,
     usage: NodeAcc,
@@ -374,6 +376,7 @@ impl Default for NodeApart {
     fn default() -> Self {
         Self {
             samples: 0,
+            span_ns: None,
             cpu: Series::new(100_000.0, 10.0),
             mem: Series::new(100.0, 10.0),
             usage: NodeAcc::default(),
@@ -382,8 +385,12 @@ impl Default for NodeApart {
 }
 
 impl crate::items::NodeView for NodeApart {
-    fn sample(&mut self, _seq: u64, head: &Head<'_>, v: &NodeSample<'_>) {
+    fn sample(&mut self, _seq: crate::items::Place, head: &Head<'_>, v: &NodeSample<'_>) {
         self.samples += 1;
+        if let Some(t) = head.time_ns() {
+            let (a, b) = self.span_ns.get_or_insert((t, t));
+            (*a, *b) = ((*a).min(t), (*b).max(t));
+        }
         self.usage.sample(v, head.time_s);
         if let Some(x) = v.cpu_percent {
             self.cpu.add(x);
@@ -394,11 +401,34 @@ impl crate::items::NodeView for NodeApart {
     }
 }
 
+impl NodeApart {
+    /// The first and last of its samples' times, ns.
+    pub fn span_ns(&self) -> Option<(i64, i64)> {
+        self.span_ns
+    }
+}
+
 impl Reader {
-    /// Each node's own samples, taken apart (see [`NodeApart`]): every
-    /// one of the node's, which this reader saw as [`Body::Apart`].
-    pub fn take_apart(&mut self, nodes: impl IntoIterator<Item = (String, NodeApart)>) {
+    /// Each node's own samples, taken apart (see [`NodeApart`]), which
+    /// this reader saw as [`Body::Apart`]: every one of the node's where
+    /// `taken` merged them into the stream, else only its first (and the
+    /// others are counted here).
+    pub fn take_apart(
+        &mut self,
+        nodes: impl IntoIterator<Item = (String, NodeApart)>,
+        taken: &crate::items::apart::Taken,
+    ) {
+        let unseen = matches!(taken, crate::items::apart::Taken::Apart(_));
         for (node, own) in nodes {
+            if unseen {
+                if let Some(n) = self.s.events.get_mut("ResourceUpdate") {
+                    *n += own.samples.saturating_sub(1);
+                }
+                if let Some((a, b)) = own.span_ns {
+                    self.first_ns = Some(self.first_ns.map_or(a, |f| f.min(a)));
+                    self.last_ns = Some(self.last_ns.map_or(b, |l| l.max(b)));
+                }
+            }
             self.node_series(&node).own = own;
         }
     }
@@ -815,14 +845,22 @@ pub fn from_jsonl(input: impl BufRead) -> io::Result<Summary> {
 }
 
 /// Reads a session's items (see [`crate::items`]) into its summary, the
-/// nodes' own samples on the machine's other cores.
+/// nodes' own samples on the machine's other cores (straight from a
+/// dataset's parts where their places are those of the merged stream:
+/// else read again, merged; see [`crate::items::apart::Taken`]).
 pub fn from_source(src: &mut dyn crate::items::Source) -> io::Result<Summary> {
+    use crate::items::apart::{each_apart, each_nodes_apart, Taken};
     let mut r = Reader::default();
-    let (read, apart) =
-        crate::items::apart::each_apart(src, |_| NodeApart::default(), &mut |i| r.item(&i))?;
-    r.take_apart(apart);
+    let (mut taken, mut apart) =
+        each_nodes_apart(src, |_| NodeApart::default(), &mut |i| r.item(&i))?;
+    if !taken.placed() {
+        r = Reader::default();
+        let (read, own) = each_apart(src, |_| NodeApart::default(), &mut |i| r.item(&i))?;
+        (taken, apart) = (Taken::Merged(read), own);
+    }
+    r.take_apart(apart, &taken);
     let mut s = r.finish();
-    s.read = read;
+    s.read = taken.read();
     Ok(s)
 }
 

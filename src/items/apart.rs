@@ -17,7 +17,9 @@
 //! session in memory. With one core, the calling thread keeps the states
 //! itself.
 
-use super::{Body, Head, Item, NodeFeed, NodeSample, NodeSink, NodeView, PerCore, Source};
+use super::{
+    Body, Head, Item, NodeFeed, NodeSample, NodeSink, NodeView, PerCore, Place, ReadApart, Source,
+};
 use crate::convert::lines::LineStats;
 use std::collections::HashMap;
 use std::io;
@@ -157,7 +159,7 @@ impl Sample {
             node_id: Some(name),
             ..Head::default()
         };
-        view.sample(self.seq, &head, &s);
+        view.sample(u128::from(self.seq), &head, &s);
     }
 }
 
@@ -214,26 +216,56 @@ pub fn each_apart<V: NodeView>(
     each_apart_on((cores - 1).min(WORKERS), src, make, f)
 }
 
+/// How [`each_nodes_apart`] took the nodes' own samples.
+#[derive(Debug, Clone, Copy)]
+pub enum Taken {
+    /// Merged into the stream ([`each_apart`]): `f` took each one as a
+    /// [`Body::Apart`] in its place.
+    Merged(LineStats),
+    /// Straight from the source's threads ([`Source::each_nodes_apart`]):
+    /// `f` took only each node's first one, as a [`Body::Apart`], and the
+    /// others' counts and times are the views' to tell.
+    Apart(ReadApart),
+}
+
+impl Taken {
+    /// What reading met.
+    pub fn read(&self) -> LineStats {
+        match self {
+            Self::Merged(r) => *r,
+            Self::Apart(a) => a.read,
+        }
+    }
+
+    /// The samples' places (each node's first one in the stream, every
+    /// one's [`Place`]) are those of the merged stream: not where a
+    /// node's samples read apart were out of time order (see
+    /// [`ReadApart::in_order`]).
+    pub fn placed(&self) -> bool {
+        match self {
+            Self::Merged(_) => true,
+            Self::Apart(a) => a.in_order,
+        }
+    }
+}
+
 /// As [`each_apart`], but where `src` holds each node's samples apart
 /// ([`Source::each_nodes_apart`]: a dataset) they go straight from its
-/// threads to the views, and `f` takes no [`Body::Apart`] item for them:
-/// for a pass that needs neither their place in the stream nor their
-/// node's first appearance from them (the report's second, which has both
-/// from its first). Other sources: [`each_apart`], `f` taking them.
+/// threads to the views, with no merge into the stream (see [`Taken`]).
 pub fn each_nodes_apart<V: NodeView>(
     src: &mut dyn Source,
     make: impl Fn(&str) -> V + Sync,
     f: &mut dyn FnMut(Item<'_>),
-) -> io::Result<(LineStats, HashMap<String, V>)> {
+) -> io::Result<(Taken, HashMap<String, V>)> {
     let feed = Feed {
         make: &make,
         done: std::sync::Mutex::new(HashMap::new()),
     };
     match src.each_nodes_apart(&feed, f) {
-        None => each_apart(src, make, f),
+        None => each_apart(src, make, f).map(|(r, views)| (Taken::Merged(r), views)),
         Some(read) => {
             let views = feed.done.into_inner().unwrap_or_else(|e| e.into_inner());
-            read.map(|r| (r, views))
+            read.map(|r| (Taken::Apart(r), views))
         }
     }
 }
@@ -265,10 +297,9 @@ impl<V: NodeView, M: Fn(&str) -> V + Sync> NodeSink for Sink<'_, '_, V, M> {
         self.views.len() - 1
     }
 
-    fn sample(&mut self, node: usize, head: &Head<'_>, s: &NodeSample<'_>) {
-        // Its place in the stream is not known here (see the function).
+    fn sample(&mut self, node: usize, place: Place, head: &Head<'_>, s: &NodeSample<'_>) {
         if let Some((_, v)) = self.views.get_mut(node) {
-            v.sample(0, head, s);
+            v.sample(place, head, s);
         }
     }
 }
@@ -403,14 +434,14 @@ mod tests {
     }
 
     /// One sample as a view saw it: its place, time, CPU and per-core.
-    type Taken = (u64, Option<f64>, Option<f64>, Vec<Option<f64>>);
+    type Taken = (Place, Option<f64>, Option<f64>, Vec<Option<f64>>);
 
     /// What a view saw.
     #[derive(Debug, Default, PartialEq)]
     struct Seen(Vec<Taken>);
 
     impl NodeView for Seen {
-        fn sample(&mut self, seq: u64, head: &Head<'_>, s: &NodeSample<'_>) {
+        fn sample(&mut self, seq: Place, head: &Head<'_>, s: &NodeSample<'_>) {
             let cores = s.per_core.map(|c| c.values().collect()).unwrap_or_default();
             self.0.push((seq, head.time_s, s.cpu_percent, cores));
         }

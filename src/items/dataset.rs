@@ -29,8 +29,8 @@
 //! agent stopped: see `docs/dataset.md`), the views show what the dataset
 //! holds.
 
-use super::parts::{fig, num, Chunk, Reading, Row, Workers};
-use super::{Body, GpuSample, Head, Item, NodeFeed, PerCore, Source, Span, TaskSample};
+use super::parts::{feed_samples, fig, num, Chunk, Fed, Reading, Row, Workers};
+use super::{Body, GpuSample, Head, Item, NodeFeed, PerCore, ReadApart, Source, Span, TaskSample};
 use crate::convert::lines::{input_error, LineStats};
 use crate::record::AgentSnapshot;
 use arrow_array::cast::AsArray;
@@ -308,7 +308,7 @@ struct SessionEvents {
 
 impl Source for Dataset {
     fn each(&mut self, f: &mut dyn FnMut(Item<'_>)) -> io::Result<LineStats> {
-        self.each_with(None, f)
+        self.each_with(None, f).map(|(read, _)| read)
     }
 
     /// Each log's samples read straight to `feed` (see
@@ -319,7 +319,7 @@ impl Source for Dataset {
         &mut self,
         feed: &dyn NodeFeed,
         f: &mut dyn FnMut(Item<'_>),
-    ) -> Option<io::Result<LineStats>> {
+    ) -> Option<io::Result<ReadApart>> {
         let mut nodes = std::collections::HashSet::new();
         for l in &self.logs {
             match super::parts::samples_node(&self.root, (&l.folder, &l.part)) {
@@ -332,45 +332,52 @@ impl Source for Dataset {
                 Err(e) => return Some(Err(e)),
             }
         }
-        Some(self.each_with(Some(feed), f))
+        Some(
+            self.each_with(Some(feed), f)
+                .map(|(read, in_order)| ReadApart { read, in_order }),
+        )
     }
 }
 
 impl Dataset {
-    /// [`Source::each`], the node samples to `apart` if given.
+    /// [`Source::each`], the node samples to `apart` if given (and then
+    /// whether every log's were in time order).
     fn each_with(
         &mut self,
         apart: Option<&dyn NodeFeed>,
         f: &mut dyn FnMut(Item<'_>),
-    ) -> io::Result<LineStats> {
+    ) -> io::Result<(LineStats, bool)> {
         let total = self
             .logs
             .iter()
             .fold(0u64, |a, l| a.saturating_add(l.bytes));
         let progress = crate::progress::Progress::bytes(&self.what, total, self.quiet);
         let r = match apart {
-            None => self.merge(f, &progress, true),
+            None => self.merge(f, &progress, true).map(|s| (s, true)),
             Some(feed) => self.merge_apart(feed, f, &progress),
         };
         progress.finish();
-        let mut s = r?;
+        let (mut s, in_order) = r?;
         let spans = self.spans(f)?;
         self.end_items(f, &s);
         s.events += 1;
-        Ok(LineStats {
+        let read = LineStats {
             lines: s.events + spans + 2,
             ..LineStats::default()
-        })
+        };
+        Ok((read, in_order))
     }
 
-    /// [`Self::merge`] of every row but the node samples, which the
-    /// machine's cores read at the same time, each log's to `feed`.
+    /// [`Self::merge`] of every row but the node samples (of which each
+    /// log's first is a [`Body::Apart`] in its place), which the
+    /// machine's cores read at the same time, each log's to `feed`; and
+    /// whether every log's were in time order.
     fn merge_apart(
         &self,
         feed: &dyn NodeFeed,
         f: &mut dyn FnMut(Item<'_>),
         progress: &crate::progress::Progress,
-    ) -> io::Result<SessionEvents> {
+    ) -> io::Result<(SessionEvents, bool)> {
         let threads = crate::dataset::threads().min(self.logs.len());
         let stop = std::sync::atomic::AtomicBool::new(false);
         let (root, session) = (&self.root, self.session_id.as_str());
@@ -379,9 +386,13 @@ impl Dataset {
             for w in 0..threads {
                 let (logs, stop) = (&self.logs, &stop);
                 let t = std::thread::Builder::new().name(format!("tal-samples-{w}"));
-                handles.push(t.spawn_scoped(scope, move || -> io::Result<()> {
+                handles.push(t.spawn_scoped(scope, move || -> io::Result<Fed> {
                     let mut sink = feed.sink();
-                    for l in logs.iter().skip(w).step_by(threads) {
+                    let mut all = Fed {
+                        rows: 0,
+                        in_order: true,
+                    };
+                    for (i, l) in logs.iter().enumerate().skip(w).step_by(threads) {
                         if stop.load(std::sync::atomic::Ordering::Relaxed) {
                             break;
                         }
@@ -391,24 +402,32 @@ impl Dataset {
                             progress.add(u64::try_from(b).unwrap_or(u64::MAX));
                         };
                         let part = (l.folder.as_str(), l.part.as_str());
-                        super::parts::feed_samples(root, part, session, &mut *sink, &mut done)?;
+                        let log = (session, i as u32);
+                        let fed = feed_samples(root, part, log, &mut *sink, &mut done)?;
+                        // The first is in the merge, as a `Row::Apart`.
+                        all.rows += fed.rows.saturating_sub(1);
+                        all.in_order &= fed.in_order;
                     }
-                    Ok(())
+                    Ok(all)
                 })?);
             }
             let merged = self.merge(f, progress, false);
             if merged.is_err() {
                 stop.store(true, std::sync::atomic::Ordering::Relaxed);
             }
-            let mut fed = Ok(());
+            let mut all = Ok((0, true));
             for h in handles {
                 let r = h
                     .join()
                     .unwrap_or_else(|_| Err(io::Error::other("a dataset reader thread panicked")));
-                fed = fed.and(r);
+                all = all.and_then(|(rows, in_order)| {
+                    r.map(|fed| (rows + fed.rows, in_order && fed.in_order))
+                });
             }
-            let s = merged?;
-            fed.map(|()| s)
+            let mut s = merged?;
+            let (rows, in_order) = all?;
+            s.events += rows;
+            Ok((s, in_order))
         })
     }
 
@@ -499,6 +518,10 @@ impl Dataset {
                 let sample = super::parts::node_sample(x, per_core);
                 s.events += 1;
                 f(Item::Event(head("ResourceUpdate"), Body::Node(sample)));
+            }
+            Row::Apart => {
+                s.events += 1;
+                f(Item::Event(head("ResourceUpdate"), Body::Apart));
             }
             Row::Gpu(gpu_id, x) => {
                 let g = GpuSample {

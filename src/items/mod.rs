@@ -410,12 +410,25 @@ pub struct Span<'a> {
     pub attributes: Cow<'a, Value>,
 }
 
+/// A node sample's place in the session's stream, for what compares the
+/// samples of different nodes (the first of equal peaks): its number in
+/// the stream, or, where a source reads each node's samples apart
+/// ([`Source::each_nodes_apart`]), its time and its log's number, which
+/// order the samples of different logs as the stream does where each
+/// log's samples are in time order (see [`apart::Taken`]).
+pub type Place = u128;
+
+/// The [`Place`] of a sample at `time_ns` of log number `log`, read
+/// apart.
+pub fn place_of(time_ns: i64, log: u32) -> Place {
+    (u128::from(time_ns.cast_unsigned() ^ (1 << 63)) << 64) | u128::from(log)
+}
+
 /// What a view keeps of one node's own samples, which it may take on a
 /// thread of their own (see [`apart`]).
 pub trait NodeView: Send {
-    /// One sample of the node, the `seq`th item of the stream, with its
-    /// head.
-    fn sample(&mut self, seq: u64, head: &Head<'_>, s: &NodeSample<'_>);
+    /// One sample of the node, at `place` in the stream, with its head.
+    fn sample(&mut self, place: Place, head: &Head<'_>, s: &NodeSample<'_>);
 }
 
 /// Takes the nodes' own samples from a source that reads each node's
@@ -432,8 +445,22 @@ pub trait NodeSink {
     /// Node `name`'s number in this sink, made at the node's first sample
     /// (a node's samples all come to one sink).
     fn node(&mut self, name: &str) -> usize;
-    /// The next sample of node `node` (its number), in the node's order.
-    fn sample(&mut self, node: usize, head: &Head<'_>, s: &NodeSample<'_>);
+    /// The next sample of node `node` (its number), in the node's order,
+    /// at `place`.
+    fn sample(&mut self, node: usize, place: Place, head: &Head<'_>, s: &NodeSample<'_>);
+}
+
+/// What [`Source::each_nodes_apart`] read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadApart {
+    /// What reading met, as [`Source::each`] says it.
+    pub read: LineStats,
+    /// Every node's samples were in time order: then their places (each
+    /// node's first sample's in the stream, every sample's [`Place`]) are
+    /// those [`Source::each`] gives them. Where not (a node's clock
+    /// stepped back), what depends on them is to be read again with
+    /// `each`.
+    pub in_order: bool,
 }
 
 /// Where a session's items come from.
@@ -445,18 +472,17 @@ pub trait Source {
 
     /// As [`Self::each`], but the nodes' own samples (those `each` hands
     /// as `Body::Node` with a `node_id`) go to `feed` instead of `f`, each
-    /// node's in its order, on the source's own threads, and `f` takes
-    /// every other item in order: for a source that holds each node's
-    /// samples apart (a dataset's parts), which then need no merge into
-    /// the stream. `None` where the source cannot (then nothing was read:
-    /// use `each`, with [`apart::each_apart`]). A view that takes its
-    /// samples this way takes from the first pass what depends on their
-    /// place in the stream (see `crate::report`).
+    /// node's in its order, on the source's own threads, each at its
+    /// [`Place`]; `f` takes every other item in order, and each node's
+    /// first sample as a `Body::Apart` in its place: for a source that
+    /// holds each node's samples apart (a dataset's parts), which then
+    /// need no merge into the stream. `None` where the source cannot (then
+    /// nothing was read: use `each`, with [`apart::each_apart`]).
     fn each_nodes_apart(
         &mut self,
         _feed: &dyn NodeFeed,
         _f: &mut dyn FnMut(Item<'_>),
-    ) -> Option<io::Result<LineStats>> {
+    ) -> Option<io::Result<ReadApart>> {
         None
     }
 }

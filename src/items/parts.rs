@@ -121,6 +121,9 @@ pub enum Row {
     Task([f64; 5]),
     /// Any other event, as its JSONL line: [`Chunk::events`]' index.
     Event(u32),
+    /// A log's first node sample, where its samples are read apart (see
+    /// [`Reading`]): its place, with no figures.
+    Apart,
 }
 
 /// A row with what every row has (its time is in [`Chunk::times`]).
@@ -566,6 +569,8 @@ const ORDER: [Which; 4] = [Which::Events, Which::Samples, Which::Gpu, Which::Tas
 pub struct LogParts {
     tables: [Table; 4],
     cols: [Option<Cols>; 4],
+    /// Every node sample, or the first only (see [`Reading`]).
+    samples: bool,
 }
 
 impl std::fmt::Debug for LogParts {
@@ -594,15 +599,15 @@ impl LogParts {
         }
         let mut sample = with_head(&NODE_COLUMNS);
         sample.extend(["cpu_percent_per_core", "extra"]);
+        if !reading.samples {
+            sample.truncate(3);
+        }
         let mut gpu = with_head(&GPU_COLUMNS);
         gpu.extend(["gpu_id", "extra"]);
         Ok(Self {
             tables: [
                 Table::open(path("events"), &EVENT_COLUMNS, rows, session)?,
-                match reading.samples {
-                    true => Table::open(path("samples"), &sample, rows, session)?,
-                    false => Table::none(path("samples")),
-                },
+                Table::open(path("samples"), &sample, rows, session)?,
                 Table::open(path("gpu_samples"), &gpu, rows, session)?,
                 Table::open(
                     path("task_samples"),
@@ -612,6 +617,7 @@ impl LogParts {
                 )?,
             ],
             cols: [None, None, None, None],
+            samples: reading.samples,
         })
     }
 
@@ -698,6 +704,12 @@ impl LogParts {
         };
         let task = c.name_of(cols.task.as_ref(), i);
         let row = match ORDER[k] {
+            Which::Samples if !self.samples => {
+                // The log's first sample: the table ends here.
+                *t = Table::none(std::mem::take(&mut t.path));
+                t.fresh = true;
+                Row::Apart
+            }
             Which::Samples => {
                 let cores = cols
                     .cores
@@ -772,18 +784,28 @@ pub fn samples_node(root: &Path, (folder, part): (&str, &str)) -> io::Result<Opt
     Ok(constant(meta, "node_id").filter(|n| !n.is_empty() && no_task))
 }
 
+/// What [`feed_samples`] read of a log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fed {
+    /// Samples.
+    pub rows: u64,
+    /// Every sample's time at or after the one before.
+    pub in_order: bool,
+}
+
 /// One log's node samples, in its order, to `sink` as its node's (see
-/// [`samples_node`] and [`super::Source::each_nodes_apart`]): its
+/// [`samples_node`] and [`super::Source::each_nodes_apart`]), each at its
+/// place (see [`super::place_of`]; the log is number `log`): its
 /// `samples` part read a batch at a time, only the columns the views
 /// read, each row as the merge would make it. `done` is told the rows of
 /// each batch taken.
 pub fn feed_samples(
     root: &Path,
     (folder, part): (&str, &str),
-    session: &str,
+    (session, log): (&str, u32),
     sink: &mut dyn NodeSink,
     done: &mut dyn FnMut(usize),
-) -> io::Result<()> {
+) -> io::Result<Fed> {
     let mut columns = vec!["time", "node_id", "task_id"];
     columns.extend(NODE_COLUMNS);
     columns.extend(["cpu_percent_per_core", "extra"]);
@@ -797,6 +819,11 @@ pub fn feed_samples(
     })?;
     let node = sink.node(&name);
     let mut spare: Vec<f32> = Vec::new();
+    let mut fed = Fed {
+        rows: 0,
+        in_order: true,
+    };
+    let mut last = i64::MIN;
     while let Some(b) = t.reader.as_mut().and_then(Iterator::next) {
         let b = b.map_err(|e| bad(&t.path, e))?;
         let time = typed::<TimestampNanosecondType>(&t.path, &b, "time")?
@@ -812,9 +839,12 @@ pub fn feed_samples(
             if !time.is_valid(i) {
                 return Err(bad(&t.path, "a row has no `time`"));
             }
+            let ns = time.value(i);
+            fed.in_order &= ns >= last;
+            last = ns;
             let head = Head {
                 event_type: Some("ResourceUpdate"),
-                time_s: Some(crate::clock::ns_to_secs(time.value(i))).filter(|t| t.is_finite()),
+                time_s: Some(crate::clock::ns_to_secs(ns)).filter(|t| t.is_finite()),
                 session_id: Some(session),
                 node_id: Some(&name),
                 task_id: None,
@@ -837,13 +867,15 @@ pub fn feed_samples(
                 });
             sink.sample(
                 node,
+                super::place_of(ns, log),
                 &head,
                 &node_sample(&cols.figures(i, &NODE_COLUMNS), per_core),
             );
         }
+        fed.rows += b.num_rows() as u64;
         done(b.num_rows());
     }
-    Ok(())
+    Ok(fed)
 }
 
 /// Row `i` of an `events` batch as the JSONL line it was made from (the
@@ -908,8 +940,9 @@ pub struct Reading {
     pub rows: usize,
     /// Rows read of one log at a time.
     pub per_log: usize,
-    /// The node samples too: not where they are read apart (see
-    /// [`feed_samples`]).
+    /// Every node sample (`true`), or, where they are read apart (see
+    /// [`feed_samples`]), only each log's first, in its place, as a
+    /// [`Row::Apart`].
     pub samples: bool,
 }
 

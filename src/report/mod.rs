@@ -62,9 +62,9 @@ mod series;
 
 use crate::convert::chrome::assign_slots;
 use crate::convert::NodeIndex;
-use crate::items::apart::{each_apart, each_nodes_apart};
+use crate::items::apart::{each_apart, each_nodes_apart, Taken};
 use crate::items::{
-    Body, Fields, GpuSample, Head, Item, NodeSample, NodeView, Source, Span, TaskSample,
+    Body, Fields, GpuSample, Head, Item, NodeSample, NodeView, Place, Source, Span, TaskSample,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -219,10 +219,10 @@ struct FirstNode {
 /// [`series::peak`] takes them) and their places in the stream: the
 /// second pass may take the node's samples where their places are not
 /// known ([`crate::items::apart::each_nodes_apart`]).
-type FirstPeaks = [Option<(f64, u64)>; 2];
+type FirstPeaks = [Option<(f64, Place)>; 2];
 
 impl NodeView for FirstNode {
-    fn sample(&mut self, seq: u64, head: &Head<'_>, s: &NodeSample<'_>) {
+    fn sample(&mut self, seq: Place, head: &Head<'_>, s: &NodeSample<'_>) {
         self.summary.sample(seq, head, s);
         if let Some(c) = &s.per_core {
             self.cores = Some(self.cores.unwrap_or(0).max(c.len()));
@@ -474,7 +474,7 @@ impl<'a> Builder<'a> {
                 self.local
                     .entry(node.to_string())
                     .or_insert_with(|| NodeDraw::new(grid, heat))
-                    .sample(self.seq, head, v);
+                    .sample(u128::from(self.seq), head, v);
             }
             Body::Gpu(v) => {
                 self.gpu_sample(v, node, t);
@@ -532,7 +532,7 @@ impl<'a> Builder<'a> {
                 for (p, f) in d.peaks.iter_mut().zip(first) {
                     if let Some((peak, seq)) = p {
                         debug_assert_eq!(f.map(|f| f.0), Some(peak.value));
-                        *seq = f.map_or(u64::MAX, |f| f.1);
+                        *seq = f.map_or(Place::MAX, |f| f.1);
                     }
                 }
             }
@@ -711,30 +711,59 @@ fn gpu_memory(v: &Value) -> Option<f64> {
     }
 }
 
-/// The first pass over `src`: the session's bounds and its summary.
+/// The first pass over `src`: the session's bounds and its summary. Each
+/// node's own samples on the machine's other cores (see
+/// `crate::items::apart`), in both passes: straight from a dataset's
+/// parts where their places are those of the merged stream (else read
+/// again, merged).
 fn first_pass(src: &mut dyn Source) -> io::Result<(Bounds, crate::summary::Summary)> {
+    match first_pass_taking(src, true)? {
+        Some(done) => Ok(done),
+        None => Ok(first_pass_taking(src, false)?.expect("a merged pass places its samples")),
+    }
+}
+
+/// [`first_pass`], the nodes' samples straight from the source's parts if
+/// `apart`; `None` where their places were not the merged stream's.
+fn first_pass_taking(
+    src: &mut dyn Source,
+    apart: bool,
+) -> io::Result<Option<(Bounds, crate::summary::Summary)>> {
     let mut bounds = Bounds::default();
     bounds.nodes.add("");
     let mut figures = crate::summary::Reader::default();
-    // Each node's own samples on the machine's other cores (see
-    // `crate::items::apart`), in both passes.
-    let (read, apart) = each_apart(src, |_| FirstNode::default(), &mut |i| {
+    let mut f = |i: Item<'_>| {
         bounds.item(&i);
         figures.item(&i);
-    })?;
-    let mut own = Vec::with_capacity(apart.len());
-    for (node, n) in apart {
+    };
+    let (taken, views) = match apart {
+        true => each_nodes_apart(src, |_| FirstNode::default(), &mut f)?,
+        false => {
+            let (read, views) = each_apart(src, |_| FirstNode::default(), &mut f)?;
+            (Taken::Merged(read), views)
+        }
+    };
+    if !taken.placed() {
+        return Ok(None);
+    }
+    let mut own = Vec::with_capacity(views.len());
+    for (node, n) in views {
         if let Some(c) = n.cores {
             let had = bounds.cores.entry(node.clone()).or_default();
             *had = (*had).max(c);
         }
+        if let (Taken::Apart(_), Some((a, b))) = (taken, n.summary.span_ns()) {
+            // Only its first sample was in the stream.
+            bounds.first = Some(bounds.first.map_or(a, |f| f.min(a)));
+            bounds.last = Some(bounds.last.map_or(b, |l| l.max(b)));
+        }
         bounds.peaks.insert(node.clone(), n.peaks);
         own.push((node, n.summary));
     }
-    figures.take_apart(own);
+    figures.take_apart(own, &taken);
     let mut summary = figures.finish();
-    summary.read = read;
-    Ok((bounds, summary))
+    summary.read = taken.read();
+    Ok(Some((bounds, summary)))
 }
 
 /// Reads the session `src` gives (twice: see the module doc) and writes

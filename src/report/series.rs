@@ -6,7 +6,7 @@
 
 use super::across;
 use super::facts::{self, Peak};
-use crate::items::{Head, NodeSample, NodeView, PerCore};
+use crate::items::{Head, NodeSample, NodeView, PerCore, Place};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -270,10 +270,10 @@ impl Grid {
 
 /// A peak, with its place in the session's stream: of equal peaks, the
 /// first read is the one named.
-pub(super) type Placed = Option<(Peak, u64)>;
+pub(super) type Placed = Option<(Peak, Place)>;
 
 /// Takes figure `v` of `node` at `t`, the `seq`th item, into `slot`.
-pub(super) fn peak(slot: &mut Placed, v: Option<f64>, node: &str, t: f64, seq: u64) {
+pub(super) fn peak(slot: &mut Placed, v: Option<f64>, node: &str, t: f64, seq: Place) {
     let Some(v) = v.filter(|v| v.is_finite()) else {
         return;
     };
@@ -362,7 +362,7 @@ impl<'a> NodeDraw<'a> {
 }
 
 impl NodeView for NodeDraw<'_> {
-    fn sample(&mut self, seq: u64, head: &Head<'_>, v: &NodeSample<'_>) {
+    fn sample(&mut self, seq: Place, head: &Head<'_>, v: &NodeSample<'_>) {
         let Some(t) = head.time_ns() else {
             return;
         };
