@@ -421,7 +421,7 @@ pub type Place = u128;
 /// The [`Place`] of a sample at `time_ns` of log number `log`, read
 /// apart.
 pub fn place_of(time_ns: i64, log: u32) -> Place {
-    (u128::from(time_ns.cast_unsigned() ^ (1 << 63)) << 64) | u128::from(log)
+    (u128::from((time_ns as u64) ^ (1 << 63)) << 64) | u128::from(log)
 }
 
 /// What a view keeps of one node's own samples, which it may take on a
