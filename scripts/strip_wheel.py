@@ -1,0 +1,83 @@
+"""Moves the debug info of the `tal` binary in a wheel out into a file of its own.
+
+Usage: python3 strip_wheel.py WHEEL DEBUG_FILE
+
+scripts/build-wheels.sh runs this on each wheel maturin built. The binary
+is built with release's line tables (Cargo.toml's [profile.dist]), which
+are five sixths of its size; a wheel must stay small (15 MB at most), but
+a crash's addresses should still be readable later. So the same build is
+split in two: ``objcopy --only-keep-debug`` writes the debug sections to
+DEBUG_FILE (beside the wheel), and the binary in the wheel keeps its code
+and symbol table (function names in a backtrace or ``perf``) with a
+``.gnu_debuglink`` naming DEBUG_FILE, so that gdb finds it when it is put
+beside the installed ``tal``. The wheel is then rewritten with the stripped
+binary, its RECORD line (sha256 and size) made anew; every other member is
+copied as it was. Standard library only; ``objcopy`` is binutils' (one
+build reads the ELF of every architecture it is asked to) or ``$OBJCOPY``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+
+def record_hash(data: bytes) -> str:
+    """A RECORD line's hash (the wheel spec: urlsafe base64, no padding)."""
+    digest = hashlib.sha256(data).digest()
+    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def split_debug(binary: bytes, debug_file: str) -> bytes:
+    """Writes the debug sections of `binary` to `debug_file`; returns it stripped."""
+    objcopy = os.environ.get("OBJCOPY", "objcopy")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "tal")
+        with open(path, "wb") as f:
+            f.write(binary)
+        subprocess.run([objcopy, "--only-keep-debug", path, debug_file], check=True)
+        # The link names the file as the debugger will look for it: its base name.
+        subprocess.run(
+            [objcopy, "--strip-debug", "--add-gnu-debuglink=" + debug_file, path],
+            check=True,
+        )
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def main() -> None:
+    if len(sys.argv) != 3:
+        sys.exit("usage: strip_wheel.py WHEEL DEBUG_FILE")
+    wheel, debug_file = sys.argv[1], sys.argv[2]
+    with zipfile.ZipFile(wheel) as z:
+        members = [(info, z.read(info)) for info in z.infolist()]
+    names = [i.filename for i, _ in members]
+    contents = dict(zip(names, (d for _, d in members)))
+    bins = [n for n in names if n.endswith(".data/scripts/tal")]
+    records = [n for n in names if n.endswith(".dist-info/RECORD")]
+    if len(bins) != 1 or len(records) != 1:
+        sys.exit(f"strip_wheel: {wheel} has no single tal binary and RECORD: {names}")
+    stripped = {bins[0]: split_debug(contents[bins[0]], debug_file)}
+    record_lines = []
+    for line in contents[records[0]].decode().splitlines():
+        path = line.rsplit(",", 2)[0]
+        if path in stripped:
+            data = stripped[path]
+            line = f"{path},{record_hash(data)},{len(data)}"
+        record_lines.append(line)
+    stripped[records[0]] = ("\n".join(record_lines) + "\n").encode()
+    tmp = wheel + ".tmp"
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as out:
+        for info, data in members:
+            out.writestr(info, stripped.get(info.filename, data), zipfile.ZIP_DEFLATED, 9)
+    shutil.move(tmp, wheel)
+
+
+if __name__ == "__main__":
+    main()
