@@ -15,7 +15,7 @@
 # scripts/strip_wheel.py, so the wheel stays small.
 #
 # Needs: rustup (the aarch64 standard library is added if missing),
-# python3 with venv, PyPI, binutils' objcopy. Progress goes to stderr; the
+# python3 with venv, PyPI. Progress goes to stderr; the
 # wheels' paths and sizes are printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."

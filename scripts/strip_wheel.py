@@ -12,8 +12,13 @@ and symbol table (function names in a backtrace or ``perf``) with a
 ``.gnu_debuglink`` naming DEBUG_FILE, so that gdb finds it when it is put
 beside the installed ``tal``. The wheel is then rewritten with the stripped
 binary, its RECORD line (sha256 and size) made anew; every other member is
-copied as it was. Standard library only; ``objcopy`` is binutils' (one
-build reads the ELF of every architecture it is asked to) or ``$OBJCOPY``.
+copied as it was. Standard library only.
+
+The objcopy is LLVM's, as the Rust toolchain ships it (``rust-objcopy``,
+beside rustc's own linker, with rustc's LLVM library), or ``$OBJCOPY``:
+LLVM's reads and writes the ELF of every architecture, where a distribution's
+binutils objcopy knows its own machine's only (on an aarch64 binary it
+either refuses, or writes one whose machine field is gone).
 """
 
 from __future__ import annotations
@@ -34,18 +39,40 @@ def record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
+def objcopy() -> tuple[list[str], dict[str, str]]:
+    """The objcopy to run, and its environment."""
+    env = dict(os.environ)
+    if env.get("OBJCOPY"):
+        return [env["OBJCOPY"]], env
+
+    def rustc(*args: str) -> str:
+        return subprocess.run(["rustc", *args], check=True, capture_output=True, text=True).stdout
+
+    sysroot = rustc("--print", "sysroot").strip()
+    host = next(l.split()[1] for l in rustc("-vV").splitlines() if l.startswith("host:"))
+    path = os.path.join(sysroot, "lib", "rustlib", host, "bin", "rust-objcopy")
+    if not os.access(path, os.X_OK):
+        sys.exit(f"strip_wheel: the Rust toolchain has no {path}: set OBJCOPY to an llvm-objcopy")
+    # rust-objcopy links rustc's LLVM library, which is in the sysroot's lib.
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        p for p in (os.path.join(sysroot, "lib"), env.get("LD_LIBRARY_PATH")) if p
+    )
+    return [path], env
+
+
 def split_debug(binary: bytes, debug_file: str) -> bytes:
     """Writes the debug sections of `binary` to `debug_file`; returns it stripped."""
-    objcopy = os.environ.get("OBJCOPY", "objcopy")
+    cmd, env = objcopy()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "tal")
         with open(path, "wb") as f:
             f.write(binary)
-        subprocess.run([objcopy, "--only-keep-debug", path, debug_file], check=True)
+        subprocess.run([*cmd, "--only-keep-debug", path, debug_file], check=True, env=env)
         # The link names the file as the debugger will look for it: its base name.
         subprocess.run(
-            [objcopy, "--strip-debug", "--add-gnu-debuglink=" + debug_file, path],
+            [*cmd, "--strip-debug", "--add-gnu-debuglink=" + debug_file, path],
             check=True,
+            env=env,
         )
         with open(path, "rb") as f:
             return f.read()

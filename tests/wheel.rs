@@ -21,6 +21,7 @@
 
 mod common;
 use common::*;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -91,7 +92,8 @@ fn unpack(wheel: &Path, dir: &Path) {
     );
 }
 
-/// Runs a tool (readelf) and returns its stdout.
+/// Runs a tool (readelf) and returns its stdout (lossily: a debuglink's
+/// CRC is binary).
 fn tool(cmd: &mut Command) -> String {
     let out = cmd
         .output()
@@ -101,7 +103,7 @@ fn tool(cmd: &mut Command) -> String {
         "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The glibc symbol versions that `readelf -V` shows an ELF needs
@@ -370,6 +372,8 @@ fn the_aarch64_tal_records_and_converts_under_qemu() {
     let bin = dir
         .path()
         .join(format!("tal_telemetry-{VERSION}.data/scripts/tal"));
+    // Python's zipfile does not restore modes (pip makes scripts executable).
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = run_ok(qemu(&bin).arg("--version"));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
