@@ -6,7 +6,8 @@
 //!
 //! - Both wheels: tagged manylinux2014 / manylinux_2_17, at most 15 MB,
 //!   the version of Cargo.toml; their `tal` is an ELF of the right machine
-//!   whose glibc symbol versions (`readelf -V`) are all 2.17 or older,
+//!   that links only glibc's libraries and libgcc_s, and whose glibc
+//!   symbol versions (`readelf -V`) are all 2.17 or older,
 //!   stripped of debug info, which is in the `.debug` file beside the
 //!   wheel that its `.gnu_debuglink` names. The same glibc check is shown
 //!   to fail on the `tal` that cargo builds here (against this machine's
@@ -29,6 +30,22 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The most a wheel may weigh, in bytes.
 const MAX_WHEEL_BYTES: u64 = 15_000_000;
+
+/// The libraries of manylinux2014's policy that a Rust binary may link:
+/// glibc's (its loader too, which zig's x86_64 link names) and libgcc_s;
+/// none of tal's dependencies may bring another.
+const MANYLINUX_LIBS: [&str; 10] = [
+    "ld-linux-x86-64.so.2",
+    "ld-linux-aarch64.so.1",
+    "libc.so.6",
+    "libm.so.6",
+    "libpthread.so.0",
+    "libdl.so.2",
+    "librt.so.1",
+    "libutil.so.1",
+    "libresolv.so.2",
+    "libgcc_s.so.1",
+];
 
 /// Where `qemu-aarch64` finds the aarch64 loader and glibc (Debian's
 /// libc6-arm64-cross).
@@ -218,6 +235,17 @@ fn check_wheel(arch: &Arch) {
         )),
         "{header}"
     );
+    // The libraries it links are those every manylinux2014 system has.
+    let dynamic = readelf(&["-d", "--wide"], &bin);
+    let needed: Vec<&str> = dynamic
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+        .collect();
+    assert!(needed.contains(&"libc.so.6"), "{dynamic}");
+    for lib in &needed {
+        assert!(MANYLINUX_LIBS.contains(lib), "{} links {lib}", arch.name);
+    }
     let v = readelf(&["-V", "--wide"], &bin);
     assert!(
         glibc_versions(&v).iter().any(|(w, _)| w == "GLIBC_2.17"),
