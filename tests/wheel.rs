@@ -9,7 +9,8 @@
 //!   that links only glibc's libraries and libgcc_s, and whose glibc
 //!   symbol versions (`readelf -V`) are all 2.17 or older,
 //!   stripped of debug info, which is in the `.debug` file beside the
-//!   wheel that its `.gnu_debuglink` names. The same glibc check is shown
+//!   wheel that its `.gnu_debuglink` names (with that file's CRC, so that
+//!   gdb takes it). The same glibc check is shown
 //!   to fail on the `tal` that cargo builds here (against this machine's
 //!   newer glibc).
 //! - The x86_64 wheel installs into a fresh venv with no Rust on PATH;
@@ -182,6 +183,27 @@ fn the_glibc_check_refuses_a_binary_built_against_this_machines_glibc() {
     eprintln!("cargo's tal needs {newer:?}");
 }
 
+/// The file name and CRC-32 that an ELF's `.gnu_debuglink` gives for
+/// its debug file (the name, NUL-padded to 4 bytes, then the CRC in the
+/// ELF's byte order: little-endian on both architectures).
+fn debuglink(elf: &Path) -> (String, u32) {
+    let dump = readelf(&["-x", ".gnu_debuglink", "--wide"], elf);
+    // Each line: "  0xADDRESS" and up to four words of hex in 35 columns,
+    // then the same bytes as text (which could look like hex: cut off).
+    let bytes: Vec<u8> = dump
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("0x"))
+        .filter_map(|l| l.get(9..).map(|hex| &hex[..hex.len().min(35)]))
+        .flat_map(|hex| hex.split_whitespace())
+        .flat_map(|w| (0..w.len() / 2).map(move |i| u8::from_str_radix(&w[2 * i..2 * i + 2], 16)))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("cannot read readelf's dump ({e}): {dump}"));
+    assert!(bytes.len() >= 8, "no .gnu_debuglink: {dump}");
+    let name = bytes.split(|&b| b == 0).next().unwrap();
+    let crc = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().unwrap());
+    (String::from_utf8(name.to_vec()).unwrap(), crc)
+}
+
 /// What one wheel holds, checked: tags, size, version, the binary's
 /// machine, glibc versions and debug info, and the Python package.
 fn check_wheel(arch: &Arch) {
@@ -258,9 +280,15 @@ fn check_wheel(arch: &Arch) {
     assert!(!sections.contains(".debug_info"), "{sections}");
     assert!(sections.contains(".symtab"), "{sections}");
     let debug_name = format!("tal-{VERSION}-{}.debug", arch.triple);
-    let link = readelf(&["-p", ".gnu_debuglink"], &bin);
-    assert!(link.contains(&debug_name), "{link}");
     let debug = wheels_dir().join(&debug_name);
+    let (link_name, link_crc) = debuglink(&bin);
+    assert_eq!(link_name, debug_name);
+    assert_eq!(
+        link_crc,
+        crc32fast::hash(&std::fs::read(&debug).unwrap()),
+        "the debuglink's CRC is not {}'s: a debugger would not take it",
+        debug.display()
+    );
     assert!(
         readelf(&["-S", "--wide"], &debug).contains(".debug_info"),
         "{} holds no debug info",
