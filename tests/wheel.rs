@@ -5,7 +5,7 @@
 //! aarch64, and the Python package beside it.
 //!
 //! - Both wheels: tagged manylinux2014 / manylinux_2_17, at most 15 MB,
-//!   the version of Cargo.toml; their `tal` is an ELF of the right machine
+//!   the version of Cargo.toml, every member's hash in their RECORD; their `tal` is an ELF of the right machine
 //!   that links only glibc's libraries and libgcc_s, and whose glibc
 //!   symbol versions (`readelf -V`) are all 2.17 or older,
 //!   stripped of debug info, which is in the `.debug` file beside the
@@ -183,6 +183,24 @@ fn the_glibc_check_refuses_a_binary_built_against_this_machines_glibc() {
     eprintln!("cargo's tal needs {newer:?}");
 }
 
+/// Checks a wheel's RECORD (Python's hashlib: tal has no SHA-256): every
+/// member but RECORD is listed once, with its size and urlsafe-base64
+/// SHA-256, as the stripping rewrote them.
+const CHECK_RECORD: &str = r#"
+import base64, csv, hashlib, io, sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+record = next(n for n in z.namelist() if n.endswith(".dist-info/RECORD"))
+rows = {r[0]: r[1:] for r in csv.reader(io.StringIO(z.read(record).decode())) if r}
+assert sorted(rows) == sorted(z.namelist()), (sorted(rows), z.namelist())
+for name in z.namelist():
+    if name == record:
+        continue
+    data = z.read(name)
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    assert rows[name] == ["sha256=" + digest, str(len(data))], (name, rows[name])
+print(len(rows))
+"#;
+
 /// The file name and CRC-32 that an ELF's `.gnu_debuglink` gives for
 /// its debug file (the name, NUL-padded to 4 bytes, then the CRC in the
 /// ELF's byte order: little-endian on both architectures).
@@ -214,6 +232,11 @@ fn check_wheel(arch: &Arch) {
         size <= MAX_WHEEL_BYTES,
         "{} is {size} bytes, more than {MAX_WHEEL_BYTES}",
         wheel.display()
+    );
+    run_ok(
+        Command::new("python3")
+            .args(["-c", CHECK_RECORD])
+            .arg(&wheel),
     );
     let dir = tempfile::tempdir().unwrap();
     unpack(&wheel, dir.path());
