@@ -4,7 +4,7 @@ Usage: python3 strip_wheel.py WHEEL DEBUG_FILE
 
 scripts/build-wheels.sh runs this on each wheel maturin built. The binary
 is built with release's line tables (Cargo.toml's [profile.dist]), which
-are five sixths of its size; a wheel must stay small (15 MB at most), but
+are four fifths of its size; a wheel must stay small (15 MB at most), but
 a crash's addresses should still be readable later. So the same build is
 split in two: ``objcopy --only-keep-debug`` writes the debug sections to
 DEBUG_FILE (beside the wheel), and the binary in the wheel keeps its code
