@@ -47,7 +47,7 @@ for t in "${targets[@]}"; do
   if ! rustup target list --installed 2>/dev/null | grep -qx "$t"; then
     say "adding Rust's standard library for $t (rustup target add $t)"
     rustup target add "$t" >&2 || {
-      say "could not add the Rust target $t: run \`rustup target add $t\` (it needs static.rust-lang.org), then this script again"
+      say "could not add the Rust target $t: run \`rustup target add $t\` (it downloads from the Rust project's servers), then this script again"
       exit 1
     }
   fi
