@@ -18,8 +18,8 @@
 //!   its log and `import tal_telemetry` work.
 //! - The aarch64 `tal` runs under `qemu-aarch64` (Debian's qemu-user, with
 //!   the aarch64 glibc of libc6-arm64-cross): `--version`, a 2-second
-//!   `tal record` reading this host's /proc, and `tal convert` of its log,
-//!   whose samples are the log's.
+//!   `tal record` reading this host's /proc (a CPU figure for each of its
+//!   CPUs), and `tal convert` of its log, whose samples are the log's.
 
 mod common;
 use common::*;
@@ -478,4 +478,23 @@ fn the_aarch64_tal_records_and_converts_under_qemu() {
     let jsonl = rec.join("arm.jsonl");
     run_ok(qemu(&bin).arg("convert").arg(&log).arg("-o").arg(&jsonl));
     assert_converted(&log, &jsonl);
+    // It read this host's /proc/stat: a figure for each of its CPUs in
+    // every sample with a CPU share (not the warm-up one, nor one whose
+    // window was too short to measure: docs/what-is-recorded.md).
+    let cpus = std::fs::read_to_string("/proc/stat")
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes()[3].is_ascii_digit())
+        .count();
+    let v = read_jsonl(&jsonl);
+    let samples = lines(&v, "event", Some("ResourceUpdate"));
+    let with_cpu: Vec<_> = samples
+        .iter()
+        .filter(|s| !s["cpu_percent"].is_null())
+        .collect();
+    assert!(!with_cpu.is_empty(), "no CPU figures: {samples:?}");
+    for sample in with_cpu {
+        let per_core = sample["cpu_percent_per_core"].as_array();
+        assert_eq!(per_core.map(Vec::len), Some(cpus), "{sample}");
+    }
 }
