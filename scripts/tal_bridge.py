@@ -1,10 +1,10 @@
 """Shim: the RHAPSODY bridge is now ``tal_telemetry.bridge``.
 
 The bridge moved into tal's Python package (``python/tal_telemetry`` in
-this repository, installed with tal's wheel). This script stays so that
-code written against it keeps working: with the package importable, or
-this repository's ``python/`` directory beside it, ``import tal_bridge``
-gives the same ``Forwarder`` and ``forwarder``.
+this repository, installed by ``pip install tal-telemetry``). This script
+stays so that code written against it keeps working: with the package
+importable, or this repository's ``python/`` directory beside it,
+``import tal_bridge`` gives the same ``Forwarder`` and ``forwarder``.
 """
 
 import os

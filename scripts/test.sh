@@ -10,7 +10,10 @@
 # both are stopped and removed again when this script ends. The Slurm tests
 # report each job submitted and finished as they run.
 # The report tests render `tal report`'s pages in Debian's chromium
-# (headless, no network), installed here if missing.
+# (headless, no network), installed here if missing. The wheel tests
+# (tests/wheel.rs) take the wheels built here by scripts/build-wheels.sh
+# (maturin and zig from PyPI) and run the aarch64 one's tal under Debian's
+# qemu-user with its aarch64 glibc, installed here if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 trap 'TAL_SLURM_DIR=/tmp/tal-slurm-4 scripts/slurm-down.sh; scripts/slurm-down.sh' EXIT
@@ -22,6 +25,13 @@ if ! [ -x /usr/bin/chromium ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -q chromium >/dev/null ||
     { apt-get update >/dev/null && apt-get install -y -q chromium >/dev/null; }
+fi
+if ! command -v qemu-aarch64 >/dev/null || ! [ -e /usr/aarch64-linux-gnu/lib/libc.so.6 ]; then
+  step "Debian's qemu-user and aarch64 glibc (libc6-arm64-cross), to run the aarch64 wheel's tal (installed once)"
+  export DEBIAN_FRONTEND=noninteractive
+  pkgs=(qemu-user libc6-arm64-cross libgcc-s1-arm64-cross)
+  apt-get install -y -q "${pkgs[@]}" >/dev/null ||
+    { apt-get update >/dev/null && apt-get install -y -q "${pkgs[@]}" >/dev/null; }
 fi
 step "a one-node Slurm on localhost (munge, slurmctld, slurmd, slurm-client from Debian's packages, installed if missing; needs root)"
 scripts/slurm-up.sh >/dev/null
@@ -41,8 +51,12 @@ python3 scripts/check-links.py
 cargo clippy --all-targets --release -- -D warnings
 # The benchmark-only writer thread (recorder/threaded.rs) must keep building.
 cargo clippy --lib --release --features writer-thread -- -D warnings
-step "unit, property and integration tests (every test binary runs, even after a failure)"
 status=0
+# A wheel that does not build fails its tests (tests/wheel.rs names this
+# script), not the others.
+step "the wheels, for tests/wheel.rs (scripts/build-wheels.sh: manylinux2014, x86_64 and aarch64, into target/wheels; maturin and zig from PyPI into target/wheel-tools once)"
+scripts/build-wheels.sh || status=$?
+step "unit, property and integration tests (every test binary runs, even after a failure)"
 cargo test --release --all-targets --no-fail-fast || status=$?
 step "unit and property tests again with overflow checks on (a debug build)"
 cargo test --lib --no-fail-fast || status=$?

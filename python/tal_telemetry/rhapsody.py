@@ -109,8 +109,9 @@ _MEASURES = (
 
 def find_tal() -> str:
     """The ``tal`` binary: ``$TAL_BIN``, else the one beside this Python
-    (a venv's ``bin``, where tal's wheel puts it, on ``PATH`` or not),
-    else ``tal`` on ``PATH``. Raises :class:`client.TalError`."""
+    (a venv's ``bin``, where ``pip install tal-telemetry`` puts it, on
+    ``PATH`` or not), else ``tal`` on ``PATH``. Raises
+    :class:`client.TalError`."""
     env = os.environ.get("TAL_BIN")
     if env:
         return env
@@ -121,7 +122,7 @@ def find_tal() -> str:
     if found:
         return found
     raise client.TalError(
-        "no tal binary: pip install tal's wheel into this environment, put tal on PATH, "
+        "no tal binary: pip install tal-telemetry into this environment, put tal on PATH, "
         "or set TAL_BIN"
     )
 
