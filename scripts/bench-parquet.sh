@@ -7,7 +7,8 @@
 # - one node's parts alone (what `tal record --format parquet` does at the
 #   end of a node's recording): wall time;
 # - `tal summary` and `tal report` of the logs and of the dataset: wall
-#   time and peak RSS (and whether the two reports are the same);
+#   time and peak RSS (and whether the two reports, and the two summaries'
+#   --json, are the same);
 # - DuckDB (the test venv's) over the dataset and over the JSONL
 #   (`read_json`) answering "p50/p99/max CPU and peak memory per node" and
 #   "the ten longest tasks": wall time of each query, best of 3.
@@ -67,6 +68,13 @@ if cmp -s "$work/logs.html" "$work/ds.html"; then
   echo "| the two reports | the same, byte for byte |"
 else
   echo "| the two reports | DIFFER |"
+fi
+./target/release/tal summary --json -q "$work/logs" >"$work/logs.json"
+./target/release/tal summary --json -q "$work/ds" >"$work/ds.json"
+if cmp -s "$work/logs.json" "$work/ds.json"; then
+  echo "| the two summaries (--json) | the same, byte for byte |"
+else
+  echo "| the two summaries (--json) | DIFFER |"
 fi
 [ -n "${NOJSONL:-}" ] && exit 0
 echo "# DuckDB queries ..." >&2

@@ -201,6 +201,21 @@ fn assert_gauges(r: &Value) {
     }
 }
 
+/// What RHAPSODY's two plot scripts read of its checkpoint (see
+/// tests/python/rhapsody_plot_inputs.py): every field they index, and tal's
+/// samples for their CPU, memory and GPU panels.
+fn assert_plot_inputs(dir: &Path) {
+    let files = files_with_ext(&dir.join("rhapsody"), ".telemetry.jsonl");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/rhapsody_plot_inputs.py");
+    let out = run_ok(Command::new(python()).arg(script).arg(&files[0]));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nodes = v["node_samples"].as_object().unwrap();
+    assert_eq!(nodes.len(), 1, "{v}");
+    assert!(nodes.values().all(|n| n.as_u64() >= Some(4)), "{v}");
+    assert_eq!(v["gpus"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v["task_ends"], 20, "{v}");
+}
+
 fn assert_tasks(rh: &[Value]) {
     let ends: Vec<&str> = rh
         .iter()
@@ -233,6 +248,7 @@ fn rhapsodys_checkpoint_holds_tals_samples_from_the_adapters_own_agent() {
 
     let rh = rhapsody_checkpoint(dir.path());
     assert_tasks(&rh);
+    assert_plot_inputs(dir.path());
     let tal_v = converted(&dir.path().join("tal"));
     // The adapter's agent records RHAPSODY's session.
     assert_eq!(tal_v[0]["session_id"], rh[0]["session_id"]);
