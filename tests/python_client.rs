@@ -201,3 +201,74 @@ fn an_agent_that_finishes_while_they_send_is_noticed_and_what_follows_counted() 
     }
     assert!(stderr.contains("lost the agent at"), "{stderr}");
 }
+
+/// In a Slurm job, `tal record` runs as a step of its own: the job's
+/// Python processes are not its children and have no `TAL_SOCKET`. The
+/// client finds the job's agent on its node as `tal emit` does. Here
+/// another user made `tal-<uid>` first (anyone may write it), so the agent
+/// listens in a private directory of its own making (`tal-<uid>-<random>`);
+/// a socket of the same name, newer, in another `tal-<uid>-*` that anyone
+/// may write, is not taken.
+#[test]
+fn in_a_slurm_job_the_client_finds_the_jobs_agent_on_its_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let uid = String::from_utf8(run_ok(Command::new("id").arg("-u")).stdout).unwrap();
+    let taken = tmp.join(format!("tal-{}", uid.trim()));
+    use std::os::unix::fs::PermissionsExt;
+    let open_to_all = || std::fs::Permissions::from_mode(0o777);
+    std::fs::create_dir(&taken).unwrap();
+    std::fs::set_permissions(&taken, open_to_all()).unwrap();
+    let name = "tal.slurm.4242.nodeA.sock";
+    let child = tal()
+        .args(["record", "--interval", "0.1", "--session-id", "slurm.4242"])
+        .args(["--node-id", "nodeA", "--out"])
+        .arg(dir.path().join("out"))
+        .env("TMPDIR", &tmp)
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("TAL_SOCKET")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut own = None;
+    wait_until("the agent's socket", || {
+        own = std::fs::read_dir(&tmp)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path().join(name))
+            .find(|p| p.exists());
+        own.is_some()
+    });
+    let own = own.unwrap();
+    assert_ne!(own.parent(), Some(taken.as_path()));
+    run_ok(tal().arg("wait").arg("--socket").arg(&own));
+    let decoy = PathBuf::from(format!("{}-zzz", taken.display()));
+    std::fs::create_dir(&decoy).unwrap();
+    std::fs::set_permissions(&decoy, open_to_all()).unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind(decoy.join(name)).unwrap();
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = run(Command::new(python())
+        .arg(root.join("tests/python/client_check.py"))
+        .args(["slurm", "-"])
+        .env("PYTHONPATH", root.join("python"))
+        .env("TMPDIR", &tmp)
+        .env("SLURM_JOB_ID", "4242")
+        .env("SLURMD_NODENAME", "nodeA")
+        .env_remove("SLURM_ARRAY_JOB_ID")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("TAL_SOCKET"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let r: Value = serde_json::from_slice(out.stdout.trim_ascii_end()).unwrap();
+    assert_eq!(r["socket"], own.to_str().unwrap(), "{r}");
+    let sent = (n(&r, "client", "sent"), n(&r, "client", "dropped"));
+    assert_eq!(sent, (2, 0), "{r}");
+    assert_eq!(r["stop"]["ok"], true, "{r}");
+    let status = wait_output(child, std::time::Duration::from_secs(30)).status;
+    assert!(status.success(), "{status}");
+    let v = read_jsonl_in(&dir.path().join("out"));
+    assert_eq!(count(&v, "TaskCompleted", "slurm-task"), 1);
+}

@@ -11,7 +11,8 @@ Every RHAPSODY event is sent to the agent's ingest socket as one JSON line
 in the shape of RHAPSODY's own checkpoint lines (so its event ids, times,
 durations and error types are kept as RHAPSODY decided them). The socket is
 ``path`` if given, else ``$TAL_SOCKET`` (which ``tal record`` exports to the
-command it wraps).
+command it wraps), else a Slurm job's agent on this node (see
+:func:`tal_telemetry.client.resolve_socket`).
 
 The forwarder never blocks RHAPSODY's dispatch loop and never raises into
 it: it sends through a :class:`tal_telemetry.client.Client`, whose lines

@@ -10,9 +10,12 @@ used again (``{"warning": ...}``) and control requests (``{"ok": true,
 ...}``).
 
 The socket is ``path`` if given, else ``$TAL_SOCKET`` (which ``tal record``
-exports to the command it wraps). Like ``tal emit``, a client talks only to
-an agent of its own user or root: it checks the listening process's uid
-(``SO_PEERCRED``) before it sends anything.
+exports to the command it wraps), else, in a Slurm job, the default socket
+of the job's agent on this node, which ``tal record`` under ``srun`` makes
+as a step of its own (:func:`find_socket`, as ``tal emit`` finds it). Like
+``tal emit``, a client talks only to an agent of its own user or root: it
+checks the listening process's uid (``SO_PEERCRED``) before it sends
+anything.
 
 :class:`Client` is made for a runtime's event loop: it never raises for a
 full or absent agent and never blocks in :meth:`Client.emit`. Lines go to a
@@ -38,6 +41,7 @@ import contextlib
 import json
 import os
 import socket
+import stat
 import struct
 import sys
 import time
@@ -71,19 +75,95 @@ class TalError(OSError):
     """The agent could not be reached, or it refused a request."""
 
 
-def resolve_socket(path: Optional[str] = None) -> str:
-    """The agent's socket: ``path``, else ``$TAL_SOCKET``.
+def _env(name: str) -> Optional[str]:
+    v = os.environ.get(name)
+    return v if v else None
 
-    Raises :class:`TalError` when neither is set. (``tal emit`` also finds
-    a Slurm job's default socket; from Python, run under ``tal record``,
-    which exports ``TAL_SOCKET``, or pass the path.)"""
-    p = path or os.environ.get("TAL_SOCKET")
-    if not p:
-        raise TalError(
-            "no agent socket: set TAL_SOCKET (tal record exports it to the command it "
-            "wraps) or pass the socket's path"
-        )
-    return p
+
+def slurm_session_id() -> Optional[str]:
+    """The session id ``tal record`` gives the Slurm job this process runs
+    in (``slurm.<job>``, or ``slurm.<array job>_<task>``), if any."""
+    array, task = _env("SLURM_ARRAY_JOB_ID"), _env("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"slurm.{array}_{task}"
+    job = _env("SLURM_JOB_ID")
+    return f"slurm.{job}" if job else None
+
+
+def socket_name(session_id: str, node_id: str) -> str:
+    """The default socket's file name: ``tal.<session>.<node>.sock`` (one
+    ``tal.`` prefix)."""
+    session = session_id[4:] if session_id.startswith("tal.") else session_id
+    return f"tal.{session}.{node_id}.sock"
+
+
+def _private(d: str) -> bool:
+    """``d`` is a real directory of this user's that no one else may enter
+    or write (as tal checks its socket directories)."""
+    try:
+        st = os.lstat(d)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o077 == 0
+
+
+def _socket_mtime(p: str) -> Optional[int]:
+    try:
+        st = os.lstat(p)
+    except OSError:
+        return None
+    return st.st_mtime_ns if stat.S_ISSOCK(st.st_mode) else None
+
+
+def find_socket(session_id: str, node_id: str) -> str:
+    """Where the agent of ``session_id`` on ``node_id`` listens when it was
+    not told a path, as ``tal emit`` looks for it: ``$XDG_RUNTIME_DIR``,
+    else ``tal-<uid>`` in ``$TMPDIR`` or ``/tmp``; then the ``tal-<uid>-*``
+    directories tal makes when those cannot be used, the newest socket of
+    that name. Only directories that are the user's own and private are
+    taken (another user cannot make one of them); the default path where
+    none has the socket."""
+    name = socket_name(session_id, node_id)
+    uid = os.geteuid()
+    xdg = _env("XDG_RUNTIME_DIR")
+    tmp = _env("TMPDIR") or "/tmp"
+    own = os.path.join(tmp, f"tal-{uid}")
+    default = os.path.join(xdg or own, name)
+    if (xdg is not None or _private(own)) and _socket_mtime(default) is not None:
+        return default
+    dirs = [own]
+    for base in dict.fromkeys([tmp, "/tmp"]):
+        try:
+            names = os.listdir(base)
+        except OSError:
+            continue
+        dirs.extend(os.path.join(base, n) for n in names if n.startswith(f"tal-{uid}-"))
+    found = []
+    for d in dirs:
+        p = os.path.join(d, name)
+        t = _socket_mtime(p)
+        if t is not None and _private(d):
+            found.append((t, p))
+    return max(found)[1] if found else default
+
+
+def resolve_socket(path: Optional[str] = None) -> str:
+    """The agent's socket: ``path``, else ``$TAL_SOCKET``, else in a Slurm
+    job (``SLURM_JOB_ID`` and ``SLURMD_NODENAME`` set) the job's agent on
+    this node (:func:`find_socket`).
+
+    Raises :class:`TalError` when there is none of these."""
+    p = path or _env("TAL_SOCKET")
+    if p:
+        return p
+    session, node = slurm_session_id(), _env("SLURMD_NODENAME")
+    if session and node:
+        return find_socket(session, node)
+    raise TalError(
+        "no agent socket: set TAL_SOCKET (tal record exports it to the command it "
+        "wraps), run in a Slurm job whose agent runs on this node, or pass the "
+        "socket's path"
+    )
 
 
 def connect(path: Optional[str] = None, timeout: float = 5.0) -> socket.socket:
@@ -500,7 +580,10 @@ def wait(path: Optional[str] = None, timeout: float = 60.0) -> Dict[str, Any]:
         if answer is not None:
             return answer
         if time.monotonic() >= deadline:
-            where = path or os.environ.get("TAL_SOCKET") or "(no socket: set TAL_SOCKET)"
+            try:
+                where = resolve_socket(path)
+            except TalError:
+                where = "(no socket: set TAL_SOCKET)"
             raise TalError(f"no tal agent answered at {where} within {timeout} s")
         time.sleep(0.05)
 

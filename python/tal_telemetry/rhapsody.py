@@ -15,7 +15,8 @@ process. :class:`TalAdapter` takes the samples from tal instead::
     telemetry.register_adapter(TalAdapter(interval=0.1))
 
 Registered, it attaches to the agent on ``$TAL_SOCKET`` (the ``tal record``
-that wraps the program), or, when no agent answers there, starts a ``tal
+that wraps the program; in a Slurm job, else the job's agent on this node,
+started as a step of its own), or, when no agent answers there, starts a ``tal
 record`` of its own (``--interval``, the session id of RHAPSODY's session,
 its socket in a private temporary directory, its log in ``out_dir``), which
 it stops when RHAPSODY stops it, at the session's close. It subscribes to
@@ -131,12 +132,23 @@ def _number(v: Any) -> Optional[float]:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
+def _agent_socket() -> Optional[str]:
+    """The socket of the agent this process would report to (see
+    :func:`tal_telemetry.client.resolve_socket`), if it has one."""
+    try:
+        return client.resolve_socket()
+    except client.TalError:
+        return None
+
+
 class TalAdapter(TelemetryAdapter):  # type: ignore[misc]
     """A RHAPSODY telemetry adapter fed by tal's samples (see the module
     doc).
 
     Args:
-        socket_path: the agent to attach to (default ``$TAL_SOCKET``).
+        socket_path: the agent to attach to (default ``$TAL_SOCKET``, or in
+            a Slurm job its agent's on this node: see
+            :func:`tal_telemetry.client.resolve_socket`).
         interval: ``--interval`` of the agent it starts when none answers
             (an agent it attaches to keeps its own).
         out_dir: ``--out`` of that agent (its log and JSONL; default the
@@ -247,7 +259,7 @@ class TalAdapter(TelemetryAdapter):  # type: ignore[misc]
             self._release()
 
     def _attach(self) -> None:
-        path = self._socket_arg or os.environ.get("TAL_SOCKET") or None
+        path = self._socket_arg or _agent_socket()
         self.agent = client.ping(path, 5.0) if path else None
         if self.agent is None:
             path = self._start_agent()

@@ -15,6 +15,9 @@ escaping one fails the script (and the test).
   then it is continued (SIGCONT) and both flush.
 - ``absent``: SOCKET has no agent.
 - ``gone``: lines sent after the agent finished (``stop``).
+- ``slurm``: no path and no ``$TAL_SOCKET``, in a Slurm job's environment
+  (``SLURM_JOB_ID``, ``SLURMD_NODENAME``): the client finds the job's agent
+  on the node, reports a task to it, and stops it. SOCKET is not used.
 """
 
 import json
@@ -152,6 +155,17 @@ def gone(path):
     return {"flushed": flushed, "client": counts(c), "bridge": counts(fwd)}
 
 
+def slurm():
+    found = client.resolve_socket()
+    c = client.Client()
+    c.task_started("slurm-task")
+    c.task_completed("slurm-task")
+    flushed = c.flush()
+    c.close()
+    answer = client.stop()
+    return {"socket": found, "flushed": flushed, "client": counts(c), "stop": answer}
+
+
 if __name__ == "__main__":
     case, path = sys.argv[1], sys.argv[2]
     if case == "agent":
@@ -160,6 +174,8 @@ if __name__ == "__main__":
         out = full(path, int(sys.argv[3]))
     elif case == "absent":
         out = absent(path)
+    elif case == "slurm":
+        out = slurm()
     else:
         out = gone(path)
     print(json.dumps(out))
