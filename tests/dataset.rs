@@ -337,32 +337,37 @@ open(sys.argv[1], "w").write(str(ru.ru_maxrss))
 sys.exit(os.waitstatus_to_exitcode(status))
 "#;
 
-/// A log whose events carry long strings (as a client's may: up to a
-/// line's 64 KiB): the dataset's batches are cut by their bytes, so the
-/// conversion's memory does not grow with a batch's rows times their
-/// strings (16,384 rows of 32 KiB would be 512 MiB).
-#[test]
-fn long_strings_do_not_grow_the_conversion_s_memory() {
-    use tal::log::{Header, LogWriter, DEFAULT_CHUNK_BYTES};
-    use tal::record::{Event, EventKind, Record, Value};
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("big.n.tal");
-    let t0 = 1_795_000_000_000_000_000i64;
-    let header = Header {
-        session_id: "big".into(),
-        node_id: "n".into(),
-        hostname: "n".into(),
+/// The header of a log of `session` on `node` written by the test, from
+/// `t0` at 10 Hz.
+fn header(session: &str, node: &str, t0: i64, ncpus: u32) -> tal::log::Header {
+    tal::log::Header {
+        session_id: session.into(),
+        node_id: node.into(),
+        hostname: node.into(),
         backend: "tal".into(),
         pid: 1,
         tal_version: "test".into(),
         start_wall_ns: t0,
         start_mono_ns: 0,
         interval_ns: 100_000_000,
-        chunk_bytes: DEFAULT_CHUNK_BYTES,
-        ncpus: 1,
+        chunk_bytes: tal::log::DEFAULT_CHUNK_BYTES,
+        ncpus,
         attributes: vec![],
-    };
-    let mut w = LogWriter::create(&log, &header).unwrap();
+    }
+}
+
+/// A log whose events carry long strings (as a client's may: up to a
+/// line's 64 KiB): the dataset's batches are cut by their bytes, so the
+/// conversion's memory does not grow with a batch's rows times their
+/// strings (16,384 rows of 32 KiB would be 512 MiB).
+#[test]
+fn long_strings_do_not_grow_the_conversion_s_memory() {
+    use tal::log::LogWriter;
+    use tal::record::{Event, EventKind, Record, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("big.n.tal");
+    let t0 = 1_795_000_000_000_000_000i64;
+    let mut w = LogWriter::create(&log, &header("big", "n", t0, 1)).unwrap();
     let mut ids = tal::ids::EventIdGen::with_seed(7);
     let n = 8000u32;
     for i in 0..n {
@@ -575,29 +580,15 @@ fn five_nodes_read_back_as_their_logs() {
 /// reads again merged). One node is named by a custom event before its
 /// first sample.
 fn tied_peaks(dir: &Path, step_back: bool) -> Vec<PathBuf> {
-    use tal::log::{Header, LogWriter, DEFAULT_CHUNK_BYTES};
+    use tal::log::LogWriter;
     use tal::record::*;
     let t0: i64 = 1_795_000_000_000_000_000;
     let mut ids = tal::ids::EventIdGen::with_seed(7);
     let mut logs = Vec::new();
     for n in 0..7i64 {
         let node = format!("tied{n}");
-        let header = Header {
-            session_id: "tied.session".into(),
-            node_id: node.clone(),
-            hostname: node.clone(),
-            backend: "tal".into(),
-            pid: 1,
-            tal_version: "test".into(),
-            start_wall_ns: t0,
-            start_mono_ns: 0,
-            interval_ns: 100_000_000,
-            chunk_bytes: DEFAULT_CHUNK_BYTES,
-            ncpus: 2,
-            attributes: vec![],
-        };
         let path = dir.join(format!("tied.session.{node}.tal"));
-        let mut w = LogWriter::create(&path, &header).unwrap();
+        let mut w = LogWriter::create(&path, &header("tied.session", &node, t0, 2)).unwrap();
         let mut ev = |t: i64, kind: EventKind| Event {
             event_id: ids.next_id(),
             event_time_ns: t,

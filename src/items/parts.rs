@@ -539,6 +539,16 @@ impl Cols {
         })
     }
 
+    /// Row `i`'s per-core figures: where they are in the list's values,
+    /// and the values (`None` where the row has no list).
+    fn cores_of(&self, i: usize) -> Option<(std::ops::Range<usize>, &arrow_array::Float32Array)> {
+        let (l, v) = self.cores.as_ref().filter(|(l, _)| l.is_valid(i))?;
+        let o = l.value_offsets();
+        let to = (o[i + 1].max(0) as usize).min(v.len());
+        let from = (o[i].max(0) as usize).min(to);
+        Some((from..to, v))
+    }
+
     /// The figures of row `i`, `extra`'s values replacing the columns'.
     fn figures<const N: usize>(&self, i: usize, names: &[&str; N]) -> [f64; N] {
         let mut f: [f64; N] = std::array::from_fn(|k| self.nums[k].get(i).unwrap_or(f64::NAN));
@@ -711,23 +721,17 @@ impl LogParts {
                 Row::Apart
             }
             Which::Samples => {
-                let cores = cols
-                    .cores
-                    .as_ref()
-                    .filter(|(l, _)| l.is_valid(i))
-                    .map(|(l, v)| {
-                        let o = l.value_offsets();
-                        let to = (o[i + 1].max(0) as usize).min(v.len());
-                        let from = (o[i].max(0) as usize).min(to);
-                        let at = c.cores.len() as u32;
-                        if v.null_count() == 0 {
-                            c.cores.extend_from_slice(&v.values()[from..to]);
-                        } else {
-                            let x = |k| if v.is_valid(k) { v.value(k) } else { f32::NAN };
-                            c.cores.extend((from..to).map(x));
-                        }
-                        (at, (to - from) as u32)
-                    });
+                let cores = cols.cores_of(i).map(|(range, v)| {
+                    let (from, to) = (range.start, range.end);
+                    let at = c.cores.len() as u32;
+                    if v.null_count() == 0 {
+                        c.cores.extend_from_slice(&v.values()[from..to]);
+                    } else {
+                        let x = |k| if v.is_valid(k) { v.value(k) } else { f32::NAN };
+                        c.cores.extend((from..to).map(x));
+                    }
+                    (at, (to - from) as u32)
+                });
                 Row::Node {
                     f: cols.figures(i, &NODE_COLUMNS),
                     cores,
@@ -849,22 +853,16 @@ pub fn feed_samples(
                 node_id: Some(&name),
                 task_id: None,
             };
-            let per_core = cols
-                .cores
-                .as_ref()
-                .filter(|(l, _)| l.is_valid(i))
-                .map(|(l, v)| {
-                    let o = l.value_offsets();
-                    let to = (o[i + 1].max(0) as usize).min(v.len());
-                    let from = (o[i].max(0) as usize).min(to);
-                    if v.null_count() == 0 {
-                        return PerCore::Record(&v.values()[from..to]);
-                    }
-                    spare.clear();
-                    let x = |k| if v.is_valid(k) { v.value(k) } else { f32::NAN };
-                    spare.extend((from..to).map(x));
-                    PerCore::Record(&spare)
-                });
+            let per_core = cols.cores_of(i).map(|(range, v)| {
+                let (from, to) = (range.start, range.end);
+                if v.null_count() == 0 {
+                    return PerCore::Record(&v.values()[from..to]);
+                }
+                spare.clear();
+                let x = |k| if v.is_valid(k) { v.value(k) } else { f32::NAN };
+                spare.extend((from..to).map(x));
+                PerCore::Record(&spare)
+            });
             sink.sample(
                 node,
                 super::place_of(ns, log),
