@@ -12,7 +12,6 @@
 use crate::record::{EventKind, ResourceScope, TaskState};
 use crate::stats;
 use hdrhistogram::Histogram;
-use std::collections::BTreeMap;
 
 /// The instruments' state.
 #[derive(Debug)]
@@ -27,8 +26,10 @@ pub struct Instruments {
     pub duration_sum: f64,
     /// Durations in microseconds, for percentiles.
     pub duration_hist: Histogram<u64>,
-    /// Latest cpu / memory / gpu utilisation per node.
-    pub node_util: BTreeMap<String, [Option<f64>; 3]>,
+    /// Latest cpu / memory / gpu utilisation per node (looked up at every
+    /// node sample: foldhash, seeded per process, not a tree of string
+    /// compares; summed in the nodes' order, see [`Self::node_gauge`]).
+    pub node_util: std::collections::HashMap<String, [Option<f64>; 3], foldhash::fast::RandomState>,
 }
 
 /// Names of the five task counters, in `counters` order.
@@ -48,7 +49,7 @@ impl Default for Instruments {
             duration_count: 0,
             duration_sum: 0.0,
             duration_hist: stats::histogram(3_600_000_000),
-            node_util: BTreeMap::new(),
+            node_util: Default::default(),
         }
     }
 }
@@ -104,7 +105,11 @@ impl Instruments {
     pub fn node_gauge(&self, i: usize) -> Option<f64> {
         let mut any = false;
         let mut sum = 0.0;
-        for v in self.node_util.values().filter_map(|v| v[i]) {
+        // By node name, so that the sum's rounding does not depend on the
+        // table's order.
+        let mut nodes: Vec<(&String, &[Option<f64>; 3])> = self.node_util.iter().collect();
+        nodes.sort_unstable_by_key(|n| n.0);
+        for v in nodes.into_iter().filter_map(|(_, v)| v[i]) {
             any = true;
             sum += v;
         }

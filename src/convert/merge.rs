@@ -50,7 +50,6 @@ pub struct NodeState {
 pub struct Merge {
     /// One entry per log, in the order given.
     pub nodes: Vec<NodeState>,
-    pending: Vec<Option<Event>>,
     heap: BinaryHeap<Reverse<(i64, usize, u64)>>,
     seq: u64,
 }
@@ -84,7 +83,6 @@ impl Merge {
                     }
                 })
                 .collect(),
-            pending: (0..n).map(|_| None).collect(),
             heap: BinaryHeap::with_capacity(n),
             seq: 0,
         };
@@ -129,12 +127,21 @@ impl Merge {
                 }
             }
         }
-        if let Some(mut ev) = node.reorder.pop_front() {
+        // The log's next event stays at the front of its buffer until it
+        // is taken (an event is a few hundred bytes: it is moved once,
+        // when taken).
+        let (a, b) = node.reorder.as_mut_slices();
+        let next = match a.split_first_mut() {
+            Some((ev, rest)) => Some((ev, rest.iter().chain(b.iter()))),
+            None => b
+                .split_first_mut()
+                .map(|(ev, rest)| (ev, rest.iter().chain([].iter()))),
+        };
+        if let Some((ev, rest)) = next {
             if let Some(f) = node.gpufill.as_mut() {
-                f.apply(&mut ev, node.reorder.iter());
+                f.apply(ev, rest);
             }
             let t = ev.event_time_ns;
-            self.pending[i] = Some(ev);
             self.seq += 1;
             self.heap.push(Reverse((t, i, self.seq)));
         }
@@ -146,9 +153,10 @@ impl Merge {
     pub fn next_event(&mut self) -> Option<(usize, Event)> {
         loop {
             let Reverse((_, i, _)) = self.heap.pop()?;
-            let ev = self.pending[i]
-                .take()
-                .expect("queued log has a pending event");
+            let ev = self.nodes[i]
+                .reorder
+                .pop_front()
+                .expect("a queued log has its next event at its buffer's front");
             self.advance(i);
             if matches!(ev.kind, EventKind::SessionEnded { .. }) {
                 self.nodes[i].session_ended = Some(ev);
