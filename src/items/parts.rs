@@ -821,7 +821,8 @@ pub fn feed_samples(
             "its samples name more than one node, or none (changed while read?)",
         )
     })?;
-    let node = sink.node(&name);
+    // The node's view is made at its first sample (as the merge makes it).
+    let mut node = None;
     let mut spare: Vec<f32> = Vec::new();
     let mut fed = Fed {
         rows: 0,
@@ -863,6 +864,7 @@ pub fn feed_samples(
                 spare.extend((from..to).map(x));
                 PerCore::Record(&spare)
             });
+            let node = *node.get_or_insert_with(|| sink.node(&name));
             sink.sample(
                 node,
                 super::place_of(ns, log),
