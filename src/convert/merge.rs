@@ -129,17 +129,12 @@ impl Merge {
         }
         // The log's next event stays at the front of its buffer until it
         // is taken (an event is a few hundred bytes: it is moved once,
-        // when taken).
+        // when taken). The first slice holds the front whenever there is
+        // one.
         let (a, b) = node.reorder.as_mut_slices();
-        let next = match a.split_first_mut() {
-            Some((ev, rest)) => Some((ev, rest.iter().chain(b.iter()))),
-            None => b
-                .split_first_mut()
-                .map(|(ev, rest)| (ev, rest.iter().chain([].iter()))),
-        };
-        if let Some((ev, rest)) = next {
+        if let Some((ev, rest)) = a.split_first_mut() {
             if let Some(f) = node.gpufill.as_mut() {
-                f.apply(ev, rest);
+                f.apply(ev, rest.iter().chain(b.iter()));
             }
             let t = ev.event_time_ns;
             self.seq += 1;

@@ -77,6 +77,9 @@ pub struct Dataset {
     /// The task spans, in their merged order, once read (a view reads the
     /// session twice; the spans are few beside the samples).
     spans: Option<Vec<TaskSpanRow>>,
+    /// Whether each log's samples can be read apart (see
+    /// [`Source::each_nodes_apart`]), once looked at.
+    apart: Option<bool>,
     quiet: bool,
     what: String,
 }
@@ -137,6 +140,7 @@ impl Dataset {
             session_id,
             logs,
             spans: None,
+            apart: None,
             quiet,
             what: what.to_string(),
         })
@@ -320,17 +324,14 @@ impl Source for Dataset {
         feed: &dyn NodeFeed,
         f: &mut dyn FnMut(Item<'_>),
     ) -> Option<io::Result<ReadApart>> {
-        let mut nodes = std::collections::HashSet::new();
-        for l in &self.logs {
-            match super::parts::samples_node(&self.root, (&l.folder, &l.part)) {
-                Ok(Some(node)) => {
-                    if !nodes.insert(node) {
-                        return None;
-                    }
-                }
-                Ok(None) => return None,
+        if self.apart.is_none() {
+            match self.samples_apart() {
+                Ok(apart) => self.apart = Some(apart),
                 Err(e) => return Some(Err(e)),
             }
+        }
+        if self.apart != Some(true) {
+            return None;
         }
         Some(
             self.each_with(Some(feed), f)
@@ -340,6 +341,19 @@ impl Source for Dataset {
 }
 
 impl Dataset {
+    /// Whether every log's samples are one node's, named, and no two logs
+    /// the same node's (only the parts' footers are read).
+    fn samples_apart(&self) -> io::Result<bool> {
+        let mut nodes = std::collections::HashSet::new();
+        for l in &self.logs {
+            let node = super::parts::samples_node(&self.root, (&l.folder, &l.part))?;
+            if !node.is_some_and(|n| nodes.insert(n)) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// [`Source::each`], the node samples to `apart` if given (and then
     /// whether every log's were in time order).
     fn each_with(

@@ -228,10 +228,7 @@ impl NodeView for FirstNode {
             self.cores = Some(self.cores.unwrap_or(0).max(c.len()));
         }
         for (p, v) in self.peaks.iter_mut().zip([s.cpu_percent, s.memory_percent]) {
-            let Some(v) = v.filter(|v| v.is_finite()) else {
-                continue;
-            };
-            if p.is_none_or(|(high, _)| v > high) {
+            if let Some(v) = series::above(p.map(|p| p.0), v) {
                 *p = Some((v, seq));
             }
         }

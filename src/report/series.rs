@@ -272,12 +272,15 @@ impl Grid {
 /// first read is the one named.
 pub(super) type Placed = Option<(Peak, Place)>;
 
+/// Figure `v`, where it is a new peak above `high` (finite, and higher:
+/// of equal ones, the first stays).
+pub(super) fn above(high: Option<f64>, v: Option<f64>) -> Option<f64> {
+    v.filter(|v| v.is_finite() && high.is_none_or(|h| *v > h))
+}
+
 /// Takes figure `v` of `node` at `t`, the `seq`th item, into `slot`.
 pub(super) fn peak(slot: &mut Placed, v: Option<f64>, node: &str, t: f64, seq: Place) {
-    let Some(v) = v.filter(|v| v.is_finite()) else {
-        return;
-    };
-    if slot.as_ref().is_none_or(|(p, _)| v > p.value) {
+    if let Some(v) = above(slot.as_ref().map(|(p, _)| p.value), v) {
         let p = Peak {
             value: v,
             node: node.to_string(),
